@@ -46,7 +46,10 @@ func Reduce(a, b Tuple) (Tuple, error) {
 	if !a.Propagate {
 		return Tuple{}, ErrNotPropagated
 	}
-	tag, ok := Intersect(a.Tag, b.Tag)
+	tag, ok, err := IntersectChecked(a.Tag, b.Tag)
+	if err != nil {
+		return Tuple{}, fmt.Errorf("%w: %w", ErrTagNotCovered, err)
+	}
 	if !ok {
 		return Tuple{}, fmt.Errorf("%w: the tags of the two certificates do not intersect", ErrTagNotCovered)
 	}

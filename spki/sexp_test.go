@@ -11,9 +11,9 @@ import (
 )
 
 type sexpVector struct {
-	line          int
-	in, can, tr   []byte
-	hasTransport  bool
+	line         int
+	in, can, tr  []byte
+	hasTransport bool
 }
 
 // readSexpVectors reads testdata/rfc9804.txt (format described in its

@@ -86,7 +86,11 @@ func RangeTag(r Range) (*Tag, error) {
 
 // SetTag returns the normal form of (* set e1 e2 …); ok is false when the
 // set is empty.
-func SetTag(elems ...*Tag) (*Tag, bool) { return normSet(elems) }
+func SetTag(elems ...*Tag) (*Tag, bool) {
+	o := newTagOp()
+	t, ok := o.normSet(elems)
+	return t, ok && !o.exhausted()
+}
 
 // Sexp returns the tag body (without the enclosing (tag …)).
 func (t *Tag) Sexp() Sexp {
@@ -203,18 +207,23 @@ func parseStar(v List, depth int) (*Tag, error) {
 			}
 			elems = append(elems, et)
 		}
+		o := newTagOp()
+		var t *Tag
 		if kind == "set" {
-			t, ok := normSet(elems)
-			if !ok {
-				return nil, fmt.Errorf("%w: empty set", ErrBadTag)
+			t, ok = o.normSet(elems)
+		} else {
+			t = elems[0]
+			for _, e := range elems[1:] {
+				if t, ok = o.intersect(t, e); !ok {
+					break
+				}
 			}
-			return t, nil
 		}
-		t := elems[0]
-		for _, e := range elems[1:] {
-			if t, ok = Intersect(t, e); !ok {
-				return nil, fmt.Errorf("%w: (* and …) is empty", ErrBadTag)
-			}
+		switch {
+		case o.exhausted():
+			return nil, fmt.Errorf("%w: %w", ErrBadTag, ErrTagTooComplex)
+		case !ok:
+			return nil, fmt.Errorf("%w: (* %s …) is empty", ErrBadTag, kind)
 		}
 		return t, nil
 	case "prefix":
@@ -427,16 +436,59 @@ func (t *Tag) Contains(x Sexp) bool {
 // as general as b): the test for "the request is covered by the grant" and
 // "a sub-grant is no wider than its parent". It is exact for the forms
 // certificates carry and conservative (false) in the rare cases where two
-// different normal forms denote the same set.
+// different normal forms denote the same set, or where the work bound for
+// hostile tags is exceeded.
 func Implies(a, b *Tag) bool {
-	c, ok := Intersect(a, b)
-	return ok && c.Equal(a)
+	o := newTagOp()
+	return o.implies(a, b) && !o.exhausted()
 }
 
 // Intersect returns AIntersect(a, b) (RFC 2693 §6.3): the tag that grants
 // exactly what both grant, in normal form. ok is false when nothing is
-// granted by both.
+// granted by both, and also (conservatively) when the tags are so complex
+// that the work bound is exceeded; [IntersectChecked] tells the two apart.
 func Intersect(a, b *Tag) (*Tag, bool) {
+	t, ok, err := IntersectChecked(a, b)
+	return t, ok && err == nil
+}
+
+// IntersectChecked is [Intersect] reporting ErrTagTooComplex when the
+// intersection of hostile tags (deeply nested sets) exceeds the work bound.
+func IntersectChecked(a, b *Tag) (*Tag, bool, error) {
+	o := newTagOp()
+	t, ok := o.intersect(a, b)
+	if o.exhausted() {
+		return nil, false, ErrTagTooComplex
+	}
+	return t, ok, nil
+}
+
+// ErrTagTooComplex means tag algebra on the given tags exceeded the work
+// bound; a verifier treats it as "not granted".
+var ErrTagTooComplex = errors.New("spki: tags too complex to intersect")
+
+// tagWorkBound caps the intersect steps of one operation. Certificates
+// carry small tags (tens of steps); nested sets can make the algebra
+// exponential, so hostile input is cut off here.
+const tagWorkBound = 20000
+
+// tagOp carries the work budget through one algebra operation.
+type tagOp struct{ steps int }
+
+func newTagOp() *tagOp { return &tagOp{steps: tagWorkBound} }
+
+func (o *tagOp) exhausted() bool { return o.steps < 0 }
+
+func (o *tagOp) implies(a, b *Tag) bool {
+	c, ok := o.intersect(a, b)
+	return ok && c.Equal(a)
+}
+
+func (o *tagOp) intersect(a, b *Tag) (*Tag, bool) {
+	o.steps--
+	if o.steps < 0 {
+		return nil, false
+	}
 	switch {
 	case a.Kind == TagAll:
 		return b, true
@@ -447,12 +499,12 @@ func Intersect(a, b *Tag) (*Tag, bool) {
 		out := make([]*Tag, 0, len(as)*len(bs))
 		for _, x := range as {
 			for _, y := range bs {
-				if z, ok := Intersect(x, y); ok {
+				if z, ok := o.intersect(x, y); ok {
 					out = append(out, z)
 				}
 			}
 		}
-		return normSet(out)
+		return o.normSet(out)
 	case a.Kind == TagAtom:
 		return a, b.Contains(a.Atom)
 	case b.Kind == TagAtom:
@@ -464,7 +516,7 @@ func Intersect(a, b *Tag) (*Tag, bool) {
 		}
 		out := &Tag{Kind: TagList, Elems: make([]*Tag, len(long.Elems))}
 		for i := range short.Elems {
-			z, ok := Intersect(short.Elems[i], long.Elems[i])
+			z, ok := o.intersect(short.Elems[i], long.Elems[i])
 			if !ok {
 				return nil, false
 			}
@@ -476,7 +528,7 @@ func Intersect(a, b *Tag) (*Tag, bool) {
 		return nil, false // a list never matches an octet-string constraint
 	}
 	// Both are octet-string constraints: prefix, range or and.
-	return normAnd(append(members(a), members(b)...))
+	return o.normAnd(append(members(a), members(b)...))
 }
 
 func members(t *Tag) []*Tag {
@@ -487,7 +539,7 @@ func members(t *Tag) []*Tag {
 }
 
 // normSet builds a set in normal form from its members.
-func normSet(elems []*Tag) (*Tag, bool) {
+func (o *tagOp) normSet(elems []*Tag) (*Tag, bool) {
 	var flat []*Tag
 	for _, e := range elems {
 		if e.Kind == TagAll {
@@ -503,7 +555,7 @@ func normSet(elems []*Tag) (*Tag, bool) {
 	for i, e := range flat {
 		drop := false
 		for j, f := range flat {
-			if i != j && Implies(e, f) && (j < i || !Implies(f, e)) {
+			if i != j && o.implies(e, f) && (j < i || !o.implies(f, e)) {
 				drop = true
 				break
 			}
@@ -538,7 +590,7 @@ func sortTags(ts []*Tag) {
 // normal form holds at most one alpha-or-prefix constraint and at most one
 // range per other ordering; a prefix and an alpha range merge into one of
 // them exactly, since (* prefix p) is the alpha interval [p, succ(p)).
-func normAnd(elems []*Tag) (*Tag, bool) {
+func (o *tagOp) normAnd(elems []*Tag) (*Tag, bool) {
 	var prefix []byte
 	hasPrefix := false
 	ranges := map[string]*Range{}
