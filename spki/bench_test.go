@@ -116,4 +116,3 @@ func BenchmarkImpliesRequest(b *testing.B) {
 		}
 	}
 }
-

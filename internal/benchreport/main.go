@@ -1,0 +1,167 @@
+// Command benchreport runs the benchmark suite and rewrites BENCHMARKS.md.
+//
+//	go run ./internal/benchreport            # all packages, -count 5
+//	go run ./internal/benchreport -count 3 -benchtime 1s
+//
+// Every result is reported as a ratio to baselines measured in the same run
+// and the same package (BenchmarkBaselineSHA256_32: one SHA-256 of 32 bytes;
+// BenchmarkBaselineEd25519Verify: one Ed25519 verification), so the numbers
+// compare across machines and runs; raw ns/op are shown for reference only.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// packages lists what is benchmarked, in report order, with a note on the
+// goals that issue the numbers answer to.
+var packages = []struct{ path, title, notes string }{
+	{"./spki", "spki: S-expressions, certificates, tags, chains",
+		"Goals: certificate encode/parse and Intersect far below one Ed25519 verification; " +
+			"a 3-certificate chain costs its three signature checks (two Ed25519, one ECDSA P-256) plus little else."},
+	{"./tesla", "tesla: key chains, MACs, request binding",
+		"Goals: F, VerifyKey, BindRequest and VerifyBinding allocate nothing; BindRequest is two SHA-256 " +
+			"compressions (≈ 2× the 32-byte baseline, which is one compression plus finalisation)."},
+}
+
+var line = regexp.MustCompile(`^Benchmark(\S+?)(-\d+)?\s+(\d+)\s+([\d.]+) ns/op(.*)$`)
+
+type result struct {
+	ns     []float64
+	bytes  float64
+	allocs float64
+	extra  map[string]float64
+}
+
+func main() {
+	count := flag.Int("count", 5, "runs per benchmark; the median is reported")
+	benchtime := flag.String("benchtime", "1s", "go test -benchtime")
+	out := flag.String("o", "BENCHMARKS.md", "file to write")
+	flag.Parse()
+
+	var doc bytes.Buffer
+	goVersion, _ := exec.Command("go", "version").Output()
+	cpu := cpuModel()
+	fmt.Fprintf(&doc, "# Benchmarks\n\n")
+	fmt.Fprintf(&doc, "Regenerate with `go run ./internal/benchreport` (about a minute per package; the machine should be otherwise idle).\n")
+	fmt.Fprintf(&doc, "Ratios are to baselines measured in the same run and package: **SHA** = one SHA-256 of 32 bytes, **Ed** = one Ed25519 verification. ")
+	fmt.Fprintf(&doc, "Raw ns/op move between runs and machines; the ratios are what the goals are stated in.\n\n")
+	fmt.Fprintf(&doc, "- Generated: %s\n- Go: %s- CPU: %s (%d logical CPUs, GOMAXPROCS %d)\n- Runs: median of %d, -benchtime %s\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), goVersion, cpu, runtime.NumCPU(), runtime.GOMAXPROCS(0), *count, *benchtime)
+
+	for _, p := range packages {
+		fmt.Fprintf(os.Stderr, "benchmarking %s…\n", p.path)
+		cmd := exec.Command("go", "test", "-run", "^$", "-bench", ".", "-benchmem", "-count", strconv.Itoa(*count), "-benchtime", *benchtime, p.path)
+		cmd.Stderr = os.Stderr
+		raw, err := cmd.Output()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s: %v\n%s", p.path, err, raw)
+			os.Exit(1)
+		}
+		res, order := parse(raw)
+		sha, ed := median(res["BaselineSHA256_32"]), median(res["BaselineEd25519Verify"])
+		if sha == 0 || ed == 0 {
+			fmt.Fprintf(os.Stderr, "%s: baseline benchmarks missing\n", p.path)
+			os.Exit(1)
+		}
+		fmt.Fprintf(&doc, "## %s\n\n%s\n\n", p.title, p.notes)
+		fmt.Fprintf(&doc, "| benchmark | × SHA | × Ed | ns/op | B/op | allocs/op | other |\n|---|---:|---:|---:|---:|---:|---|\n")
+		for _, name := range order {
+			r := res[name]
+			m := median(r)
+			var extra []string
+			for _, k := range sortedKeys(r.extra) {
+				extra = append(extra, fmt.Sprintf("%s %g", k, r.extra[k]))
+			}
+			fmt.Fprintf(&doc, "| %s | %.2f | %.4f | %.0f | %.0f | %.0f | %s |\n", name, m/sha, m/ed, m, r.bytes, r.allocs, strings.Join(extra, ", "))
+		}
+		doc.WriteString("\n")
+	}
+	if err := os.WriteFile(*out, doc.Bytes(), 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Fprintf(os.Stderr, "wrote %s\n", *out)
+}
+
+func parse(raw []byte) (map[string]*result, []string) {
+	res := map[string]*result{}
+	var order []string
+	sc := bufio.NewScanner(bytes.NewReader(raw))
+	for sc.Scan() {
+		m := line.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		name := m[1]
+		r := res[name]
+		if r == nil {
+			r = &result{extra: map[string]float64{}}
+			res[name] = r
+			order = append(order, name)
+		}
+		ns, _ := strconv.ParseFloat(m[4], 64)
+		r.ns = append(r.ns, ns)
+		fields := strings.Fields(m[5])
+		for i := 0; i+1 < len(fields); i += 2 {
+			v, err := strconv.ParseFloat(fields[i], 64)
+			if err != nil {
+				continue
+			}
+			switch unit := fields[i+1]; unit {
+			case "B/op":
+				r.bytes = v
+			case "allocs/op":
+				r.allocs = v
+			case "MB/s":
+			default:
+				r.extra[unit] = v
+			}
+		}
+	}
+	return res, order
+}
+
+func median(r *result) float64 {
+	if r == nil || len(r.ns) == 0 {
+		return 0
+	}
+	s := slices.Clone(r.ns)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func sortedKeys(m map[string]float64) []string {
+	var k []string
+	for key := range m {
+		k = append(k, key)
+	}
+	slices.Sort(k)
+	return k
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return runtime.GOARCH
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "model name") {
+			if _, v, ok := strings.Cut(l, ":"); ok {
+				return strings.TrimSpace(v)
+			}
+		}
+	}
+	return runtime.GOARCH
+}
