@@ -158,7 +158,6 @@ func render(kind string, data []byte) []string {
 	return strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
 }
 
-
 // quoteBytes writes b as a Go string literal with every byte outside
 // printable ASCII as \xNN, so the literal shows bytes, not runes.
 func quoteBytes(b []byte) string {
