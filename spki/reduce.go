@@ -84,6 +84,12 @@ type ChainRequest struct {
 	Tag       *Tag
 	Time      time.Time
 	MaxLength int // longest chain considered; 0 means 8
+	// Covers, when set, replaces the test Implies(Tag, granted): it returns
+	// nil when the reduced tag grants what the caller needs, or an error
+	// saying why not (wrapped as ErrTagNotCovered). Applications whose
+	// grants carry optional limits (a spending cap, say) use it to read
+	// them from the reduced tag.
+	Covers func(granted *Tag) error
 }
 
 // Chain is a verified certificate chain and its reduced 5-tuple.
@@ -102,7 +108,7 @@ func FindChain(certs []*SignedCert, req ChainRequest) (*Chain, error) {
 	if req.Root == req.Subject {
 		return &Chain{Result: Tuple{Issuer: HashPrincipal(req.Root), Subject: HashPrincipal(req.Subject), Propagate: true, Tag: AllTag()}}, nil
 	}
-	if req.Tag == nil {
+	if req.Tag == nil && req.Covers == nil {
 		return nil, fmt.Errorf("%w: no tag requested", ErrBadTag)
 	}
 	max := req.MaxLength
@@ -211,8 +217,12 @@ func (s *search) reduce(path []int) (*Chain, *ChainError) {
 			return nil, &ChainError{Err: unwrapSentinel(err), Cert: c.Hash(), Index: k, Msg: err.Error()}
 		}
 	}
-	if !Implies(s.req.Tag, t.Tag) {
-		last := s.certs[path[len(path)-1]].Cert
+	last := s.certs[path[len(path)-1]].Cert
+	if s.req.Covers != nil {
+		if err := s.req.Covers(t.Tag); err != nil {
+			return nil, &ChainError{Err: ErrTagNotCovered, Cert: last.Hash(), Index: len(path) - 1, Msg: err.Error()}
+		}
+	} else if !Implies(s.req.Tag, t.Tag) {
 		return nil, &ChainError{Err: ErrTagNotCovered, Cert: last.Hash(), Index: len(path) - 1,
 			Msg: fmt.Sprintf("requested %s, chain grants %s", s.req.Tag, t.Tag)}
 	}
