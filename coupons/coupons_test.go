@@ -33,11 +33,11 @@ func TestVerifyNext(t *testing.T) {
 		last, lastW = i, c[i]
 	}
 	cases := []struct {
-		name      string
-		last, i   uint32
-		w         Value
-		maxJump   uint32
-		want      error
+		name    string
+		last, i uint32
+		w       Value
+		maxJump uint32
+		want    error
 	}{
 		{"reused coupon", 5, 5, c[5], 4, ErrReplay},
 		{"lower index", 5, 3, c[3], 4, ErrReplay},
