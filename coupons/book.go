@@ -43,7 +43,8 @@ type Book struct {
 	NotAfter time.Time    // coupons are not accepted after this time (UTC, whole seconds)
 	Root     [32]byte     // Merkle root of the lane anchors
 
-	id [32]byte
+	id  [32]byte
+	raw spki.List // as parsed, so that the ID hashes the received bytes
 }
 
 // Validate checks the fields' ranges.
@@ -91,6 +92,9 @@ func (b *Book) FaceValue() (int64, error) {
 
 // Sexp returns the commitment S-expression.
 func (b *Book) Sexp() spki.List {
+	if b.raw != nil {
+		return b.raw
+	}
 	return spki.L("ecoupons-book",
 		spki.L("version", BookVersion),
 		spki.L("vendor", b.Vendor),
@@ -157,6 +161,7 @@ func ParseBook(x spki.Sexp) (*Book, error) {
 	if err := b.Validate(); err != nil {
 		return nil, err
 	}
+	b.raw = l
 	return b, nil
 }
 
@@ -184,11 +189,14 @@ func (b *Book) Sign(owner crypto.Signer) (*SignedBook, error) {
 }
 
 // Verify checks the owner's signature over the commitment.
-func (sb *SignedBook) Verify() error {
+func (sb *SignedBook) Verify() error { return sb.VerifyCached(nil) }
+
+// VerifyCached is Verify with a cache of verified signatures (may be nil).
+func (sb *SignedBook) VerifyCached(cache spki.VerifyCache) error {
 	if sb.Signature.Signer.Hash() != sb.Book.Owner {
 		return fmt.Errorf("%w: book signed by %s, owner is %s", spki.ErrWrongSigner, sb.Signature.Signer.Hash(), sb.Book.Owner)
 	}
-	return sb.Signature.Verify(sb.Book.ID())
+	return sb.Signature.VerifyCached(sb.Book.ID(), cache)
 }
 
 // Sexp returns (sequence (ecoupons-book …) (signature …)).

@@ -8,7 +8,7 @@ import (
 	"github.com/ecoupons/ecoupons/spki"
 )
 
-func naiveChain(tag LaneTag, length uint32, seed Value) []Value {
+func refChain(tag LaneTag, length uint32, seed Value) []Value {
 	c := make([]Value, length+1)
 	c[length] = seed
 	for i := length; i > 0; i-- {
@@ -21,7 +21,7 @@ func TestVerifyNext(t *testing.T) {
 	w := newWorld(t)
 	b := w.book.Book
 	tag := b.LaneTag(1)
-	c := naiveChain(tag, b.Length, w.secrets.Seed(1))
+	c := refChain(tag, b.Length, w.secrets.Seed(1))
 	if c[0] != w.anchors[1] {
 		t.Fatal("anchor differs from the chain's w_0")
 	}
@@ -44,9 +44,9 @@ func TestVerifyNext(t *testing.T) {
 		{"jump beyond the bound", 1, 9, c[9], 4, ErrJumpTooLarge},
 		{"beyond the lane", 15, 17, c[15], 4, ErrBeyondLane},
 		{"wrong value", 5, 6, c[7], 4, ErrBadCoupon},
-		{"coupon from another lane", 5, 6, naiveChain(b.LaneTag(2), 16, w.secrets.Seed(2))[6], 4, ErrBadCoupon},
-		{"coupon from another book", 5, 6, naiveChain(NewLaneTag(testSecrets("other").Salt, 1), 16, testSecrets("other").Seed(1))[6], 4, ErrBadCoupon},
-		{"same seed, other lane tag", 5, 6, naiveChain(b.LaneTag(2), 16, w.secrets.Seed(1))[6], 4, ErrBadCoupon},
+		{"coupon from another lane", 5, 6, refChain(b.LaneTag(2), 16, w.secrets.Seed(2))[6], 4, ErrBadCoupon},
+		{"coupon from another book", 5, 6, refChain(NewLaneTag(testSecrets("other").Salt, 1), 16, testSecrets("other").Seed(1))[6], 4, ErrBadCoupon},
+		{"same seed, other lane tag", 5, 6, refChain(b.LaneTag(2), 16, w.secrets.Seed(1))[6], 4, ErrBadCoupon},
 	}
 	for _, tc := range cases {
 		lw := c[tc.last]

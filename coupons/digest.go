@@ -3,8 +3,6 @@ package coupons
 import (
 	"crypto/sha256"
 	"encoding/binary"
-	"hash"
-	"sync"
 )
 
 // LabelRequest prefixes the request digest.
@@ -20,8 +18,6 @@ type Request struct {
 	Nonce                     string
 }
 
-var digestPool = sync.Pool{New: func() any { return sha256.New() }}
-
 // Digest returns the request digest
 //
 //	SHA-256(LabelRequest || lp(method) || lp(host) || lp(path) || lp(query)
@@ -29,34 +25,22 @@ var digestPool = sync.Pool{New: func() any { return sha256.New() }}
 //
 // where lp(x) = be32(len(x)) || x. The host is as the client sent it
 // (lower-cased by the caller); path and query are the raw, still escaped,
-// request-target parts. It does not allocate in steady state.
+// request-target parts. It does not allocate for requests up to 1 KiB.
 func (r *Request) Digest() [32]byte {
-	h := digestPool.Get().(hash.Hash)
-	h.Reset()
-	var buf [64]byte
+	var buf [1024]byte
 	b := append(buf[:0], LabelRequest...)
-	h.Write(b)
-	for _, s := range [...]string{r.Method, r.Host, r.Path, r.Query} {
-		writeLP(h, s)
-	}
-	b = append(buf[:0], r.Lane.Book[:]...)
+	b = appendLP(b, r.Method)
+	b = appendLP(b, r.Host)
+	b = appendLP(b, r.Path)
+	b = appendLP(b, r.Query)
+	b = append(b, r.Lane.Book[:]...)
 	b = binary.BigEndian.AppendUint32(b, r.Lane.Lane)
 	b = binary.BigEndian.AppendUint32(b, r.Index)
-	h.Write(b)
-	writeLP(h, r.Nonce)
-	var out [32]byte
-	h.Sum(out[:0])
-	digestPool.Put(h)
-	return out
+	b = appendLP(b, r.Nonce)
+	return sha256.Sum256(b)
 }
 
-func writeLP(h hash.Hash, s string) {
-	var n [4]byte
-	binary.BigEndian.PutUint32(n[:], uint32(len(s)))
-	h.Write(n[:])
-	if sw, ok := h.(interface{ WriteString(string) (int, error) }); ok {
-		sw.WriteString(s)
-	} else {
-		h.Write([]byte(s))
-	}
+func appendLP(b []byte, s string) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
+	return append(b, s...)
 }

@@ -189,6 +189,10 @@ type OpenPolicy struct {
 	Now         time.Time                // the time of the open
 	CheckNonce  func(nonce string) error // validates the challenge nonce (stateless HMAC in the gate)
 	Revocations Revocations              // nil: nothing revoked
+	// Cache remembers verified signatures (books, certificates) across lane
+	// opens, so that opening the next lane of a known book under known
+	// grants costs one signature check, the spender's. nil: no cache.
+	Cache spki.VerifyCache
 }
 
 // OpenedLane is a verified lane: what the vendor caches and stores.

@@ -189,3 +189,36 @@ func TestParseOpenErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestOpenWithSignatureCache(t *testing.T) {
+	w := newWorld(t)
+	cache := &mapCache{}
+	w.policy.Cache = cache
+	toPhone := w.grant(t, w.alice, w.phone, 0, 1, 0, true)
+	if _, err := VerifyOpen(w.open(t, w.phone, 0, toPhone), w.policy); err != nil {
+		t.Fatal(err)
+	}
+	if len(cache.m) != 3 { // book, user certificate, grant
+		t.Fatalf("cache holds %d signatures, want 3", len(cache.m))
+	}
+	if _, err := VerifyOpen(w.open(t, w.phone, 1, toPhone), w.policy); err != nil {
+		t.Fatal(err)
+	}
+	// A forged grant signature is not covered by the cached verification of
+	// the genuine one.
+	forged := *toPhone
+	sig := *toPhone.Signature
+	sig.Value = append([]byte(nil), sig.Value...)
+	sig.Value[9] ^= 1
+	forged.Signature = &sig
+	if _, err := VerifyOpen(w.open(t, w.phone, 0, &forged), w.policy); !errors.Is(err, spki.ErrBadSignature) {
+		t.Fatalf("forged grant with a warm cache: %v", err)
+	}
+	// Nor is the spender's challenge signature ever cached: a stale one fails.
+	o := w.open(t, w.phone, 0, toPhone)
+	o.Nonce = "nonce-1"
+	o.Signature.Value[0] ^= 1
+	if _, err := VerifyOpen(o, w.policy); !errors.Is(err, ErrBadOpenSignature) {
+		t.Fatalf("bad challenge signature with a warm cache: %v", err)
+	}
+}

@@ -132,7 +132,7 @@ func VerifyOpen(o *Open, pol *OpenPolicy) (*OpenedLane, error) {
 	if err := VerifyMerkleProof(b.Root, b.Lanes, o.Lane, &o.Anchor, o.Proof); err != nil {
 		return nil, err
 	}
-	if err := o.Book.Verify(); err != nil {
+	if err := o.Book.VerifyCached(pol.Cache); err != nil {
 		return nil, fmt.Errorf("%w: owner's signature on the book: %w", ErrBadBook, err)
 	}
 
@@ -144,7 +144,7 @@ func VerifyOpen(o *Open, pol *OpenPolicy) (*OpenedLane, error) {
 	if uc.Issuer.Hash != b.Broker || uc.Subject.Hash != b.Owner {
 		return nil, fmt.Errorf("%w: the user certificate is not from the book's broker to its owner", ErrOwnerNotCertified)
 	}
-	if err := o.User.Verify(); err != nil {
+	if err := o.User.VerifyCached(pol.Cache); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrOwnerNotCertified, err)
 	}
 	if err := uc.Validity.Check(now); err != nil {
@@ -164,7 +164,7 @@ func VerifyOpen(o *Open, pol *OpenPolicy) (*OpenedLane, error) {
 			return nil, fmt.Errorf("%w: the spender is not the owner and shows no delegation", ErrNotAuthorized)
 		}
 		chain, err := spki.FindChain(o.Delegation, spki.ChainRequest{Root: b.Owner, Subject: lane.Spender, Time: now,
-			Covers: spendCovers(id, b.Vendor, o.Lane, &lane.Cap)})
+			Covers: spendCovers(id, b.Vendor, o.Lane, &lane.Cap), Cache: pol.Cache})
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrNotAuthorized, err)
 		}

@@ -255,11 +255,14 @@ func SignCert(c *Cert, signer crypto.Signer) (*SignedCert, error) {
 
 // Verify checks that the signature covers c and is by c's issuer. It does
 // not check validity dates, which depend on the time of use.
-func (sc *SignedCert) Verify() error {
+func (sc *SignedCert) Verify() error { return sc.VerifyCached(nil) }
+
+// VerifyCached is Verify with a cache of verified signatures (may be nil).
+func (sc *SignedCert) VerifyCached(cache VerifyCache) error {
 	if sc.Signature.Signer.Hash() != sc.Cert.Issuer.Hash {
 		return fmt.Errorf("%w: certificate signed by %s, issuer is %s", ErrWrongSigner, sc.Signature.Signer.Hash(), sc.Cert.Issuer.Hash)
 	}
-	return sc.Signature.Verify(sc.Cert.Hash())
+	return sc.Signature.VerifyCached(sc.Cert.Hash(), cache)
 }
 
 // IssuerKey returns the issuer's public key, from the certificate or from

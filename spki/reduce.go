@@ -90,6 +90,8 @@ type ChainRequest struct {
 	// grants carry optional limits (a spending cap, say) use it to read
 	// them from the reduced tag.
 	Covers func(granted *Tag) error
+	// Cache, when set, remembers verified signatures across searches.
+	Cache VerifyCache
 }
 
 // Chain is a verified certificate chain and its reduced 5-tuple.
@@ -138,7 +140,7 @@ type search struct {
 
 func (s *search) sigErr(i int) error {
 	if !s.checked[i] {
-		s.checked[i], s.sigs[i] = true, s.certs[i].Verify()
+		s.checked[i], s.sigs[i] = true, s.certs[i].VerifyCached(s.req.Cache)
 	}
 	return s.sigs[i]
 }

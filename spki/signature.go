@@ -124,6 +124,53 @@ func (sig *Signature) Verify(h [32]byte) error {
 	return nil
 }
 
+// VerifyCache remembers signatures that verified, so that a verifier who
+// sees the same signed object again (a book or a grant presented at every
+// lane open) checks it once. Keys are [Signature.CacheKey] values, which
+// cover everything verification depends on; only successes are stored.
+// Implementations must be safe for concurrent use.
+type VerifyCache interface {
+	Verified(key [32]byte) bool
+	Remember(key [32]byte)
+}
+
+// LabelSigCache prefixes the signature cache key.
+const LabelSigCache = "ecoupons sig cache v1"
+
+// CacheKey is SHA-256(LabelSigCache || object hash || signer key hash ||
+// algorithm || signature value).
+func (sig *Signature) CacheKey() [32]byte {
+	h := sha256.New()
+	h.Write([]byte(LabelSigCache))
+	h.Write(sig.Hash[:])
+	k := sig.Signer.Hash()
+	h.Write(k[:])
+	h.Write([]byte(sig.Alg))
+	h.Write(sig.Value)
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}
+
+// VerifyCached is Verify consulting and filling cache (which may be nil).
+func (sig *Signature) VerifyCached(h [32]byte, cache VerifyCache) error {
+	if cache == nil {
+		return sig.Verify(h)
+	}
+	if subtle.ConstantTimeCompare(sig.Hash[:], h[:]) != 1 {
+		return ErrHashMismatch
+	}
+	key := sig.CacheKey()
+	if cache.Verified(key) {
+		return nil
+	}
+	if err := sig.Verify(h); err != nil {
+		return err
+	}
+	cache.Remember(key)
+	return nil
+}
+
 // VerifyObject checks sig against the canonical form of obj.
 func (sig *Signature) VerifyObject(obj Sexp) error { return sig.Verify(ObjectHash(obj)) }
 

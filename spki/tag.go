@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"math/big"
 	"slices"
 	"time"
 )
@@ -297,31 +296,71 @@ func validInOrder(order string, b []byte) bool {
 	return true
 }
 
-// parseNumeric accepts -?(0|[1-9][0-9]*)(\.[0-9]+)? and nothing else.
-func parseNumeric(b []byte) (*big.Rat, bool) {
+// numeric is a decimal split into its parts: -?(0|[1-9][0-9]*)(\.[0-9]+)?
+type numeric struct {
+	neg         bool
+	whole, frac []byte // frac without trailing zeros
+}
+
+// parseNumeric accepts -?(0|[1-9][0-9]*)(\.[0-9]+)? of at most 64 bytes.
+func parseNumeric(b []byte) (numeric, bool) {
+	var n numeric
+	if len(b) > 64 {
+		return n, false
+	}
 	s := b
 	if len(s) > 0 && s[0] == '-' {
-		s = s[1:]
+		n.neg, s = true, s[1:]
 	}
 	i := 0
 	for i < len(s) && isDigit(s[i]) {
 		i++
 	}
-	if i == 0 || (s[0] == '0' && i > 1) || len(b) > 64 {
-		return nil, false
+	if i == 0 || (s[0] == '0' && i > 1) {
+		return n, false
 	}
+	n.whole = s[:i]
 	if i < len(s) {
 		if s[i] != '.' || i+1 == len(s) {
-			return nil, false
+			return n, false
 		}
 		for _, c := range s[i+1:] {
 			if !isDigit(c) {
-				return nil, false
+				return n, false
 			}
 		}
+		n.frac = bytes.TrimRight(s[i+1:], "0")
 	}
-	r, ok := new(big.Rat).SetString(string(b))
-	return r, ok
+	if n.neg && len(n.frac) == 0 && len(n.whole) == 1 && n.whole[0] == '0' {
+		n.neg = false // -0 is 0
+	}
+	return n, true
+}
+
+// cmpNumeric compares two decimals exactly, without allocating.
+func cmpNumeric(x, y numeric) int {
+	if x.neg != y.neg {
+		if x.neg {
+			return -1
+		}
+		return 1
+	}
+	c := 0
+	switch {
+	case len(x.whole) != len(y.whole):
+		c = 1
+		if len(x.whole) < len(y.whole) {
+			c = -1
+		}
+	default:
+		if c = bytes.Compare(x.whole, y.whole); c == 0 {
+			c = bytes.Compare(x.frac, y.frac) // no trailing zeros: lexicographic is numeric
+		}
+	}
+	if x.neg {
+		return -c
+	}
+	return c
 }
 
 func parseSPKIDate(b []byte) (time.Time, error) {
@@ -341,7 +380,7 @@ func compareIn(order string, a, b []byte) int {
 	case OrderNumeric:
 		x, _ := parseNumeric(a)
 		y, _ := parseNumeric(b)
-		return x.Cmp(y)
+		return cmpNumeric(x, y)
 	case OrderTime:
 		x, _ := parseSPKIDate(a)
 		y, _ := parseSPKIDate(b)

@@ -3,6 +3,7 @@ package spki
 import (
 	"bufio"
 	"errors"
+	"math/big"
 	"os"
 	"strings"
 	"testing"
@@ -223,5 +224,28 @@ func TestPrefixRangeEdges(t *testing.T) {
 	got, ok := Intersect(p, r)
 	if !ok || !got.Equal(p) || !got.Contains(x) {
 		t.Errorf("prefix #ffff# ∩ range ge #ff# = %v", got)
+	}
+}
+
+func TestNumericOrderMatchesBigRat(t *testing.T) {
+	vals := []string{"0", "-0", "1", "-1", "1.0", "1.5", "1.50", "-1.5", "10", "9.999", "100", "-100.25", "0.001", "0.0010", "12345678901234567890123", "-12345678901234567890123.5"}
+	for _, a := range vals {
+		for _, b := range vals {
+			x, okx := parseNumeric([]byte(a))
+			y, oky := parseNumeric([]byte(b))
+			if !okx || !oky {
+				t.Fatalf("%q or %q not numeric", a, b)
+			}
+			ra, _ := new(big.Rat).SetString(a)
+			rb, _ := new(big.Rat).SetString(b)
+			if got, want := cmpNumeric(x, y), ra.Cmp(rb); got != want {
+				t.Errorf("cmp(%s, %s) = %d, want %d", a, b, got, want)
+			}
+		}
+	}
+	for _, bad := range []string{"", "-", "01", "1.", ".1", "1e5", "+1", "1.2.3", "--1", "0x1"} {
+		if _, ok := parseNumeric([]byte(bad)); ok {
+			t.Errorf("%q accepted as numeric", bad)
+		}
 	}
 }
