@@ -39,10 +39,10 @@ func SpendTag(book [32]byte, vendor string, lo, hi uint32, capNanos int64) (*spk
 	return spki.ParseTag(l)
 }
 
-// spendCovers returns a Covers function for FindChain: the reduced tag
-// must grant lane s of book at vendor; the cap it carries, if any, is
-// stored in *capOut.
-func spendCovers(book [32]byte, vendor string, lane uint32, capOut *int64) func(*spki.Tag) error {
+// SpendCovers returns a Covers function for spki.FindChain: the reduced
+// tag must grant lane s of book at vendor; the cap it carries, if any, is
+// stored in *capOut (0 when none).
+func SpendCovers(book [32]byte, vendor string, lane uint32, capOut *int64) func(*spki.Tag) error {
 	req, err := spki.ParseTag(spki.L("ecoupons-spend", spki.L("book", book[:]), spki.L("vendor", vendor),
 		spki.L("lanes", strconv.FormatUint(uint64(lane), 10))))
 	if err != nil {
@@ -164,7 +164,7 @@ func VerifyOpen(o *Open, pol *OpenPolicy) (*OpenedLane, error) {
 			return nil, fmt.Errorf("%w: the spender is not the owner and shows no delegation", ErrNotAuthorized)
 		}
 		chain, err := spki.FindChain(o.Delegation, spki.ChainRequest{Root: b.Owner, Subject: lane.Spender, Time: now,
-			Covers: spendCovers(id, b.Vendor, o.Lane, &lane.Cap), Cache: pol.Cache})
+			Covers: SpendCovers(id, b.Vendor, o.Lane, &lane.Cap), Cache: pol.Cache})
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrNotAuthorized, err)
 		}

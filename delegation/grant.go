@@ -1,0 +1,392 @@
+package delegation
+
+import (
+	"crypto"
+	"crypto/ecdh"
+	"crypto/hpke"
+	"encoding/binary"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/spki"
+)
+
+// GrantVersion is the version of the grant document.
+const GrantVersion = "1"
+
+// LabelSeal prefixes the HPKE info of a sealed seed: info = LabelSeal ||
+// book ID || be32(lane), so a sealed seed opens only as the seed of its own
+// lane of its own book.
+const LabelSeal = "ecoupons seal v1"
+
+// The HPKE suite of sealed seeds (RFC 9180): DHKEM(X25519, HKDF-SHA256),
+// HKDF-SHA256, ChaCha20-Poly1305, base mode.
+var (
+	sealKDF  = hpke.HKDFSHA256()
+	sealAEAD = hpke.ChaCha20Poly1305()
+)
+
+// maxGrantLanes bounds the lanes one grant document may carry.
+const maxGrantLanes = 4096
+
+// SealedLane is one granted lane: its anchor and Merkle proof (so the
+// delegate can open it at the vendor) and its seed sealed to the delegate.
+type SealedLane struct {
+	Lane   uint32
+	Anchor coupons.Value
+	Proof  [][32]byte
+	Sealed []byte // HPKE enc || ciphertext of the 32-byte seed
+}
+
+// Grant is what a delegate receives:
+//
+//	(ecoupons-grant (version "1")
+//	  (book (sequence (ecoupons-book …) (signature …)))
+//	  (user (sequence (cert …) (signature …)))
+//	  (chain (sequence (cert …) (signature …) …))     ; owner → … → delegate
+//	  (lanes (lane "s" (anchor |…|) (proof |…| …) (seed |sealed|)) …))
+type Grant struct {
+	Book  *coupons.SignedBook
+	User  *spki.SignedCert
+	Chain []*spki.SignedCert
+	Lanes []SealedLane
+}
+
+// Cert returns the grant's own certificate, the last of the chain.
+func (g *Grant) Cert() *spki.SignedCert { return g.Chain[len(g.Chain)-1] }
+
+// Sexp returns the grant document.
+func (g *Grant) Sexp() spki.List {
+	chain := spki.L("sequence")
+	for _, sc := range g.Chain {
+		chain = append(chain, sc.Cert.Sexp(), sc.Signature.Sexp())
+	}
+	lanes := spki.L("lanes")
+	for _, sl := range g.Lanes {
+		proof := spki.L("proof")
+		for _, h := range sl.Proof {
+			proof = append(proof, spki.NewBytes(append([]byte(nil), h[:]...)))
+		}
+		lanes = append(lanes, spki.L("lane", strconv.FormatUint(uint64(sl.Lane), 10),
+			spki.L("anchor", sl.Anchor[:]), proof, spki.L("seed", sl.Sealed)))
+	}
+	return spki.L("ecoupons-grant", spki.L("version", GrantVersion), spki.L("book", g.Book.Sexp()),
+		spki.L("user", g.User.Sexp()), spki.L("chain", chain), lanes)
+}
+
+// ParseGrant parses a grant document's structure; Accept verifies it.
+func ParseGrant(x spki.Sexp) (*Grant, error) {
+	l, ok := x.(spki.List)
+	if !ok || !l.Is("ecoupons-grant") || len(l) != 6 {
+		return nil, fmt.Errorf("%w: expected (ecoupons-grant (version …) (book …) (user …) (chain …) (lanes …))", ErrBadGrant)
+	}
+	if v, ok := field(l[1], "version"); !ok || !isAtom(v, GrantVersion) {
+		return nil, fmt.Errorf("%w: version (this is version %s)", ErrBadGrant, GrantVersion)
+	}
+	g := &Grant{}
+	var err error
+	b, ok := field(l[2], "book")
+	if !ok {
+		return nil, fmt.Errorf("%w: (book …)", ErrBadGrant)
+	}
+	if g.Book, err = coupons.ParseSignedBook(b); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadGrant, err)
+	}
+	u, ok := field(l[3], "user")
+	if !ok {
+		return nil, fmt.Errorf("%w: (user …)", ErrBadGrant)
+	}
+	if g.User, err = spki.ParseSignedCert(u); err != nil {
+		return nil, fmt.Errorf("%w: user certificate: %w", ErrBadGrant, err)
+	}
+	c, ok := field(l[4], "chain")
+	if !ok {
+		return nil, fmt.Errorf("%w: (chain (sequence …))", ErrBadGrant)
+	}
+	if g.Chain, err = spki.ParseSequence(c); err != nil {
+		return nil, fmt.Errorf("%w: chain: %w", ErrBadGrant, err)
+	}
+	if len(g.Chain) == 0 || len(g.Chain) > 8 {
+		return nil, fmt.Errorf("%w: the chain holds 1 to 8 certificates", ErrBadGrant)
+	}
+	lanes, ok := l[5].(spki.List)
+	if !ok || !lanes.Is("lanes") || len(lanes) < 2 || len(lanes)-1 > maxGrantLanes {
+		return nil, fmt.Errorf("%w: (lanes (lane …) …) with 1 to %d lanes", ErrBadGrant, maxGrantLanes)
+	}
+	for _, e := range lanes[1:] {
+		sl, err := parseSealedLane(e)
+		if err != nil {
+			return nil, err
+		}
+		g.Lanes = append(g.Lanes, sl)
+	}
+	return g, nil
+}
+
+func parseSealedLane(x spki.Sexp) (SealedLane, error) {
+	var sl SealedLane
+	l, ok := x.(spki.List)
+	if !ok || !l.Is("lane") || len(l) != 5 {
+		return sl, fmt.Errorf("%w: expected (lane \"s\" (anchor …) (proof …) (seed …))", ErrBadGrant)
+	}
+	s, ok := atomString(l[1])
+	n, err := strconv.ParseUint(s, 10, 32)
+	if !ok || err != nil || strconv.FormatUint(n, 10) != s {
+		return sl, fmt.Errorf("%w: lane index %q", ErrBadGrant, s)
+	}
+	sl.Lane = uint32(n)
+	a, ok := field(l[2], "anchor")
+	as, ok2 := atomString(a)
+	if !ok || !ok2 || len(as) != 32 {
+		return sl, fmt.Errorf("%w: (anchor |32 bytes|)", ErrBadGrant)
+	}
+	copy(sl.Anchor[:], as)
+	p, ok := l[3].(spki.List)
+	if !ok || !p.Is("proof") || len(p)-1 > 24 {
+		return sl, fmt.Errorf("%w: (proof |hash| …)", ErrBadGrant)
+	}
+	for _, e := range p[1:] {
+		h, ok := atomString(e)
+		if !ok || len(h) != 32 {
+			return sl, fmt.Errorf("%w: proof hashes are 32 bytes", ErrBadGrant)
+		}
+		var v [32]byte
+		copy(v[:], h)
+		sl.Proof = append(sl.Proof, v)
+	}
+	sd, ok := field(l[4], "seed")
+	ss, ok2 := atomString(sd)
+	if !ok || !ok2 || len(ss) > 256 {
+		return sl, fmt.Errorf("%w: (seed |sealed|)", ErrBadGrant)
+	}
+	sl.Sealed = []byte(ss)
+	return sl, nil
+}
+
+func isAtom(x spki.Sexp, want string) bool {
+	s, ok := atomString(x)
+	return ok && s == want
+}
+
+func sealInfo(book [32]byte, lane uint32) []byte {
+	info := make([]byte, 0, len(LabelSeal)+36)
+	info = append(info, LabelSeal...)
+	info = append(info, book[:]...)
+	return binary.BigEndian.AppendUint32(info, lane)
+}
+
+// Holder is whoever holds lanes of a book and can spend, open and grant
+// them: the owner (all lanes) or a delegate (the lanes of its grant).
+type Holder struct {
+	Book   *coupons.SignedBook
+	User   *spki.SignedCert
+	Chain  []*spki.SignedCert // certificates from the owner to this holder; nil for the owner
+	Signer crypto.Signer
+	lanes  map[uint32]*heldLane
+}
+
+type heldLane struct {
+	seed   coupons.Value
+	anchor coupons.Value
+	proof  [][32]byte
+}
+
+// NewOwner returns the owner's holder of every lane of a book it created.
+func NewOwner(book *coupons.SignedBook, user *spki.SignedCert, sec *coupons.Secrets, anchors []coupons.Value, signer crypto.Signer) (*Holder, error) {
+	if uint32(len(anchors)) != book.Book.Lanes {
+		return nil, fmt.Errorf("%w: %d anchors for %d lanes", ErrBadGrant, len(anchors), book.Book.Lanes)
+	}
+	h := &Holder{Book: book, User: user, Signer: signer, lanes: map[uint32]*heldLane{}}
+	for s := range anchors {
+		proof, err := coupons.MerkleProof(anchors, uint32(s))
+		if err != nil {
+			return nil, err
+		}
+		h.lanes[uint32(s)] = &heldLane{seed: sec.Seed(uint32(s)), anchor: anchors[s], proof: proof}
+	}
+	return h, nil
+}
+
+// Lanes returns the lanes the holder holds, in no particular order.
+func (h *Holder) Lanes() []uint32 {
+	out := make([]uint32, 0, len(h.lanes))
+	for s := range h.lanes {
+		out = append(out, s)
+	}
+	return out
+}
+
+// Seed returns the seed of a held lane. It is a secret: never log it.
+func (h *Holder) Seed(lane uint32) (coupons.Value, bool) {
+	l, ok := h.lanes[lane]
+	if !ok {
+		return coupons.Value{}, false
+	}
+	return l.seed, true
+}
+
+// GrantOptions are the optional parts of a grant.
+type GrantOptions struct {
+	Cap       int64     // spending cap in nanos over all granted lanes; 0: none (or the parent's)
+	Propagate bool      // the delegate may sub-grant
+	NotBefore time.Time // zero: no lower bound
+	NotAfter  time.Time // zero: no upper bound (the book's expiry still applies)
+}
+
+// Issue grants lanes lo…hi to a device: it signs the grant certificate
+// with the holder's key and seals each lane's seed to the device. A
+// delegate may issue only within its own grant (ErrGrantWider) and only if
+// its grant carries propagate (ErrNoPropagate).
+func (h *Holder) Issue(to *Device, lo, hi uint32, opt GrantOptions) (*Grant, error) {
+	b := h.Book.Book
+	if lo > hi || hi >= b.Lanes {
+		return nil, fmt.Errorf("%w: lanes %d-%d of a book of %d", ErrGrantWider, lo, hi, b.Lanes)
+	}
+	if hi-lo+1 > maxGrantLanes {
+		return nil, fmt.Errorf("%w: at most %d lanes per grant", ErrBadGrant, maxGrantLanes)
+	}
+	for s := lo; ; s++ {
+		if _, ok := h.lanes[s]; !ok {
+			return nil, fmt.Errorf("%w: lane %d is not held by the issuer", ErrGrantWider, s)
+		}
+		if s == hi {
+			break
+		}
+	}
+	tag, err := coupons.SpendTag(b.ID(), b.Vendor, lo, hi, opt.Cap)
+	if err != nil {
+		return nil, err
+	}
+	if len(h.Chain) > 0 {
+		parent := h.Chain[len(h.Chain)-1].Cert
+		if !parent.Propagate {
+			return nil, ErrNoPropagate
+		}
+		if opt.Cap == 0 {
+			// Inherit the parent's cap rather than fail: the sub-grant is
+			// then exactly as capped as its parent.
+			var parentCap int64
+			if err := coupons.SpendCovers(b.ID(), b.Vendor, lo, &parentCap)(parent.Tag); err == nil && parentCap > 0 {
+				if tag, err = coupons.SpendTag(b.ID(), b.Vendor, lo, hi, parentCap); err != nil {
+					return nil, err
+				}
+			}
+		}
+		if !spki.Implies(tag, parent.Tag) {
+			return nil, fmt.Errorf("%w: %s is not within %s", ErrGrantWider, tag, parent.Tag)
+		}
+	}
+	issuer, err := spki.NewPublicKey(h.Signer.Public())
+	if err != nil {
+		return nil, err
+	}
+	cert := &spki.Cert{Issuer: spki.KeyPrincipal(issuer), Subject: spki.KeyPrincipal(to.Signing), Propagate: opt.Propagate,
+		Tag: tag, Validity: spki.Validity{NotBefore: opt.NotBefore.UTC().Truncate(time.Second), NotAfter: opt.NotAfter.UTC().Truncate(time.Second)}}
+	if to.Name != "" {
+		cert.Comment = to.Name
+	}
+	sc, err := spki.SignCert(cert, h.Signer)
+	if err != nil {
+		return nil, err
+	}
+	pk, err := hpke.NewDHKEMPublicKey(to.Encryption)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadDevice, err)
+	}
+	g := &Grant{Book: h.Book, User: h.User, Chain: append(append([]*spki.SignedCert(nil), h.Chain...), sc)}
+	for s := lo; ; s++ {
+		l := h.lanes[s]
+		sealed, err := hpke.Seal(pk, sealKDF, sealAEAD, sealInfo(b.ID(), s), l.seed[:])
+		if err != nil {
+			return nil, fmt.Errorf("delegation: sealing lane %d: %w", s, err)
+		}
+		g.Lanes = append(g.Lanes, SealedLane{Lane: s, Anchor: l.anchor, Proof: l.proof, Sealed: sealed})
+		if s == hi {
+			break
+		}
+	}
+	return g, nil
+}
+
+// Accept verifies a grant addressed to the device whose signing key is
+// signer and whose encryption key is enc, at time now: the owner's
+// signature on the book, the broker's user certificate, the chain from the
+// owner to this device covering every lane, and for each lane that the
+// seed opens, walks to the committed anchor and that the anchor is in the
+// book. It returns the device's holder of the granted lanes.
+func Accept(g *Grant, signer crypto.Signer, enc *ecdh.PrivateKey, now time.Time) (*Holder, error) {
+	me, err := spki.NewPublicKey(signer.Public())
+	if err != nil {
+		return nil, err
+	}
+	if g.Cert().Cert.Subject.Hash != me.Hash() {
+		return nil, fmt.Errorf("%w: addressed to %s, this device is %s", ErrNotForMe, g.Cert().Cert.Subject.Hash, me.Hash())
+	}
+	b := g.Book.Book
+	if err := g.Book.Verify(); err != nil {
+		return nil, fmt.Errorf("%w: book: %w", ErrBadGrant, err)
+	}
+	if err := g.User.Verify(); err != nil || g.User.Cert.Subject.Hash != b.Owner || g.User.Cert.Issuer.Hash != b.Broker {
+		return nil, fmt.Errorf("%w: the user certificate is not the broker's for the book's owner", coupons.ErrOwnerNotCertified)
+	}
+	// Every certificate of the chain must be used, in order: a chain with
+	// extra links is refused rather than silently trimmed.
+	for k, sc := range g.Chain {
+		want := b.Owner
+		if k > 0 {
+			want = g.Chain[k-1].Cert.Subject.Hash
+		}
+		if sc.Cert.Issuer.Hash != want {
+			return nil, fmt.Errorf("%w: chain link %d is not issued by the previous subject", ErrBadGrant, k)
+		}
+		if k > 0 && !spki.Implies(sc.Cert.Tag, g.Chain[k-1].Cert.Tag) {
+			return nil, fmt.Errorf("%w: link %d", ErrGrantWider, k)
+		}
+	}
+	dk, err := hpke.NewDHKEMPrivateKey(enc)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSeal, err)
+	}
+	h := &Holder{Book: g.Book, User: g.User, Chain: g.Chain, Signer: signer, lanes: map[uint32]*heldLane{}}
+	for _, sl := range g.Lanes {
+		var capNanos int64
+		if _, err := spki.FindChain(g.Chain, spki.ChainRequest{Root: b.Owner, Subject: me.Hash(), Time: now,
+			Covers: coupons.SpendCovers(b.ID(), b.Vendor, sl.Lane, &capNanos)}); err != nil {
+			return nil, fmt.Errorf("%w: lane %d: %w", coupons.ErrNotAuthorized, sl.Lane, err)
+		}
+		if _, dup := h.lanes[sl.Lane]; dup {
+			return nil, fmt.Errorf("%w: lane %d twice", ErrBadGrant, sl.Lane)
+		}
+		if err := coupons.VerifyMerkleProof(b.Root, b.Lanes, sl.Lane, &sl.Anchor, sl.Proof); err != nil {
+			return nil, fmt.Errorf("lane %d: %w", sl.Lane, err)
+		}
+		plain, err := hpke.Open(dk, sealKDF, sealAEAD, sealInfo(b.ID(), sl.Lane), sl.Sealed)
+		if err != nil || len(plain) != 32 {
+			return nil, fmt.Errorf("%w: lane %d", ErrSeal, sl.Lane)
+		}
+		var seed coupons.Value
+		copy(seed[:], plain)
+		tag := b.LaneTag(sl.Lane)
+		if coupons.Walk(&tag, b.Length, seed, 0) != sl.Anchor {
+			return nil, fmt.Errorf("%w: lane %d", ErrSeedMismatch, sl.Lane)
+		}
+		h.lanes[sl.Lane] = &heldLane{seed: seed, anchor: sl.Anchor, proof: sl.Proof}
+	}
+	return h, nil
+}
+
+// Open builds the lane-open document for a held lane answering the
+// vendor's challenge nonce.
+func (h *Holder) Open(lane uint32, nonce string) (*coupons.Open, error) {
+	l, ok := h.lanes[lane]
+	if !ok {
+		return nil, fmt.Errorf("%w: lane %d is not held", coupons.ErrNotAuthorized, lane)
+	}
+	o := &coupons.Open{Book: h.Book, Lane: lane, Anchor: l.anchor, Proof: l.proof, User: h.User, Delegation: h.Chain}
+	if err := o.SignOpen(h.Signer, nonce); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
