@@ -1,0 +1,104 @@
+package coupons
+
+import (
+	"bytes"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ecoupons/ecoupons/spki"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+func checkGolden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (go test ./coupons -run Golden -update creates it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from what the code produces:\n got: %s\nwant: %s", path, got, want)
+	}
+}
+
+// TestGoldenChain documents lane 1 of the test book (L = 16): its tag and
+// every chain value from the seed down to the anchor.
+func TestGoldenChain(t *testing.T) {
+	w := newWorld(t)
+	sec := w.secrets
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Lane 1 of the test book. salt = SHA-256(\"ecoupons test salt book\"),\n")
+	fmt.Fprintf(&b, "# master = SHA-256(\"ecoupons test master book\"), L = 16.\n")
+	fmt.Fprintf(&b, "# seed = HKDF-SHA256(master, salt, %q || be32(1), 32)\n", LabelSeed)
+	fmt.Fprintf(&b, "# tag  = SHA-256(%q || salt || be32(1))[:16]\n", LabelLane)
+	fmt.Fprintf(&b, "# w_i  = SHA-256(%q || tag || be32(i) || w_{i+1})\n", LabelStep)
+	fmt.Fprintf(&b, "salt = %x\nmaster = %x\n", sec.Salt, sec.Master)
+	tag := w.book.Book.LaneTag(1)
+	fmt.Fprintf(&b, "tag = %x\n", tag)
+	c := refChain(tag, 16, sec.Seed(1))
+	for i := 16; i >= 0; i-- {
+		fmt.Fprintf(&b, "w_%d = %x\n", i, c[i])
+	}
+	checkGolden(t, "chain.txt", []byte(b.String()))
+}
+
+// TestGoldenMerkle documents the anchors of the test book's 4 lanes, the
+// root and the proof of lane 2.
+func TestGoldenMerkle(t *testing.T) {
+	w := newWorld(t)
+	var b strings.Builder
+	b.WriteString("# leaf(s) = SHA-256(0x00 || be32(s) || anchor_s); node = SHA-256(0x01 || left || right)\n")
+	for s, a := range w.anchors {
+		fmt.Fprintf(&b, "anchor_%d = %x\n", s, a)
+	}
+	fmt.Fprintf(&b, "root = %x\n", w.book.Book.Root)
+	proof, _ := MerkleProof(w.anchors, 2)
+	for k, p := range proof {
+		fmt.Fprintf(&b, "proof(2)[%d] = %x\n", k, p)
+	}
+	checkGolden(t, "merkle.txt", []byte(b.String()))
+}
+
+func TestGoldenBook(t *testing.T) {
+	w := newWorld(t)
+	checkGolden(t, "book.adv", append(spki.AdvancedIndent(w.book.Sexp()), '\n'))
+	id := w.book.Book.ID()
+	checkGolden(t, "book.id", []byte(hex.EncodeToString(id[:])+"\n"))
+}
+
+// TestGoldenPayment documents the payment of coupon 1 of lane 1 for
+// GET https://news.example/premium/a?x=1 answering nonce "nonce-1".
+func TestGoldenPayment(t *testing.T) {
+	w := newWorld(t)
+	pp := w.payer(1)
+	r := Request{Method: "GET", Host: "news.example", Path: "/premium/a", Query: "x=1", Lane: pp.lane, Index: 1, Nonce: "nonce-1"}
+	d := r.Digest()
+	p := Pay(pp.lane, 1, pp.chain[1], &pp.chain[2], &d)
+	var b strings.Builder
+	fmt.Fprintf(&b, "# GET https://news.example/premium/a?x=1, nonce \"nonce-1\", coupon 1 of lane 1\n")
+	fmt.Fprintf(&b, "digest = %x\n", d)
+	fmt.Fprintf(&b, "Authorization: %s\n", p.Header())
+	checkGolden(t, "payment.txt", []byte(b.String()))
+}
+
+// TestGoldenOpen documents a lane open by the book's owner.
+func TestGoldenOpen(t *testing.T) {
+	w := newWorld(t)
+	o := w.open(t, w.alice, 1)
+	checkGolden(t, "open.adv", append(spki.AdvancedIndent(o.Sexp()), '\n'))
+	if _, err := VerifyOpen(roundTrip(t, o), w.policy); err != nil {
+		t.Fatal(err)
+	}
+}
