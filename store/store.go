@@ -1,0 +1,176 @@
+// Package store keeps a vendor's spent state: for every opened lane, the
+// last accepted coupon, the binding awaiting its check, the lane's credit
+// and what the gate needs to verify payments after a restart. The store
+// is the truth; caches in front of it may forget.
+//
+// Three implementations: Memory (tests), Bolt (embedded, durable, group
+// commit) and Redis (shared by a fleet, in package store's redis.go).
+// Every implementation must make Advance an atomic compare-and-set that is
+// durable before it returns, so that a coupon is never accepted twice,
+// across goroutines, processes, nodes or crashes.
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/spki"
+)
+
+// Errors of stores.
+var (
+	// ErrConflict means the lane moved since it was read: another request
+	// spent a coupon first. The caller re-reads and re-verifies.
+	ErrConflict = errors.New("store: lane changed concurrently")
+	// ErrNotFound means the lane was never opened here.
+	ErrNotFound = errors.New("store: lane not opened")
+	// ErrCorrupt is a stored record that does not decode.
+	ErrCorrupt = errors.New("store: corrupt record")
+	// ErrClosed means the store was closed.
+	ErrClosed = errors.New("store: closed")
+)
+
+// Meta is what the gate learned when it verified the lane's open, kept so
+// that payments verify without the open document.
+type Meta struct {
+	Tag      coupons.LaneTag
+	Anchor   coupons.Value
+	Length   uint32
+	Unit     int64
+	Currency string
+	NotAfter time.Time
+	Spender  spki.KeyHash
+	Owner    spki.KeyHash
+	Grant    [32]byte // hash of the last delegation certificate (zero: the owner spends)
+	Cap      int64    // the grant's spending cap in nanos (0: none)
+}
+
+// Record is a lane's stored state.
+type Record struct {
+	Meta   Meta
+	State  coupons.LaneState
+	Credit uint32 // coupons paid for requests the upstream failed (5xx), owed back
+	Spent  uint32 // coupons accepted in total (= State.Last)
+}
+
+// Store is the spent-state store of a gate.
+type Store interface {
+	// Open records a verified lane if it is not known yet and returns its
+	// record (the existing one when it was opened before).
+	Open(ctx context.Context, id coupons.LaneID, meta Meta) (Record, error)
+	// Get returns a lane's record, or ErrNotFound.
+	Get(ctx context.Context, id coupons.LaneID) (Record, error)
+	// Advance replaces the lane's record by next if its last accepted index
+	// is still prevLast, else returns ErrConflict. When next.Meta.Cap > 0,
+	// charge nanos are added to the grant's total spending, refused with
+	// coupons.ErrCapExceeded beyond the cap. It is durable when it returns.
+	Advance(ctx context.Context, id coupons.LaneID, prevLast uint32, next Record, charge int64) error
+	// Close releases the store.
+	Close() error
+}
+
+// recordVersion is the first byte of an encoded record.
+const recordVersion = 1
+
+// recordLen is the size of an encoded record.
+const recordLen = 1 + 16 + 32 + 4 + 8 + 3 + 8 + 32 + 32 + 32 + 8 + // meta
+	4 + 32 + 32 + 16 + 1 + // state
+	4 + 4 // credit, spent
+
+// MarshalBinary encodes a record in a fixed big-endian layout.
+func (r *Record) MarshalBinary() ([]byte, error) { return r.AppendBinary(make([]byte, 0, recordLen)) }
+
+// AppendBinary appends the encoded record to b.
+func (r *Record) AppendBinary(b []byte) ([]byte, error) {
+	m := &r.Meta
+	if len(m.Currency) != 3 {
+		return nil, fmt.Errorf("store: currency %q", m.Currency)
+	}
+	b = append(b, recordVersion)
+	b = append(b, m.Tag[:]...)
+	b = append(b, m.Anchor[:]...)
+	b = binary.BigEndian.AppendUint32(b, m.Length)
+	b = binary.BigEndian.AppendUint64(b, uint64(m.Unit))
+	b = append(b, m.Currency...)
+	b = binary.BigEndian.AppendUint64(b, uint64(m.NotAfter.Unix()))
+	b = append(b, m.Spender[:]...)
+	b = append(b, m.Owner[:]...)
+	b = append(b, m.Grant[:]...)
+	b = binary.BigEndian.AppendUint64(b, uint64(m.Cap))
+	s := &r.State
+	b = binary.BigEndian.AppendUint32(b, s.Last)
+	b = append(b, s.LastValue[:]...)
+	b = append(b, s.PrevDigest[:]...)
+	b = append(b, s.PrevMAC[:]...)
+	if s.HasPrev {
+		b = append(b, 1)
+	} else {
+		b = append(b, 0)
+	}
+	b = binary.BigEndian.AppendUint32(b, r.Credit)
+	b = binary.BigEndian.AppendUint32(b, r.Spent)
+	return b, nil
+}
+
+// UnmarshalBinary decodes a record.
+func (r *Record) UnmarshalBinary(b []byte) error {
+	if len(b) != recordLen || b[0] != recordVersion {
+		return fmt.Errorf("%w: %d bytes, version %d", ErrCorrupt, len(b), firstByte(b))
+	}
+	m := &r.Meta
+	p := b[1:]
+	take := func(n int) []byte { x := p[:n]; p = p[n:]; return x }
+	copy(m.Tag[:], take(16))
+	copy(m.Anchor[:], take(32))
+	m.Length = binary.BigEndian.Uint32(take(4))
+	m.Unit = int64(binary.BigEndian.Uint64(take(8)))
+	m.Currency = string(take(3))
+	m.NotAfter = time.Unix(int64(binary.BigEndian.Uint64(take(8))), 0).UTC()
+	copy(m.Spender[:], take(32))
+	copy(m.Owner[:], take(32))
+	copy(m.Grant[:], take(32))
+	m.Cap = int64(binary.BigEndian.Uint64(take(8)))
+	s := &r.State
+	s.Last = binary.BigEndian.Uint32(take(4))
+	copy(s.LastValue[:], take(32))
+	copy(s.PrevDigest[:], take(32))
+	copy(s.PrevMAC[:], take(16))
+	switch take(1)[0] {
+	case 0:
+		s.HasPrev = false
+	case 1:
+		s.HasPrev = true
+	default:
+		return fmt.Errorf("%w: bad flag", ErrCorrupt)
+	}
+	r.Credit = binary.BigEndian.Uint32(take(4))
+	r.Spent = binary.BigEndian.Uint32(take(4))
+	if s.Last > m.Length || m.Unit <= 0 || coupons.CheckCurrency(m.Currency) != nil {
+		return fmt.Errorf("%w: inconsistent fields", ErrCorrupt)
+	}
+	return nil
+}
+
+func firstByte(b []byte) int {
+	if len(b) == 0 {
+		return -1
+	}
+	return int(b[0])
+}
+
+// Key returns the store key of a lane: book ID || be32(lane).
+func Key(id coupons.LaneID) [36]byte {
+	var k [36]byte
+	copy(k[:], id.Book[:])
+	binary.BigEndian.PutUint32(k[32:], id.Lane)
+	return k
+}
+
+// newRecord is the record of a freshly opened lane.
+func newRecord(meta Meta) Record {
+	return Record{Meta: meta, State: coupons.LaneState{LastValue: meta.Anchor}}
+}

@@ -1,0 +1,267 @@
+package store
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/internal/testredis"
+)
+
+func testMeta(capNanos int64) Meta {
+	m := Meta{Length: 1 << 20, Unit: 1_000_000, Currency: "EUR", NotAfter: time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC), Cap: capNanos}
+	m.Anchor[0], m.Tag[0], m.Grant[0] = 1, 2, 3
+	return m
+}
+
+func lane(n uint32) coupons.LaneID { return coupons.LaneID{Book: [32]byte{9, 9}, Lane: n} }
+
+// stores returns every implementation available here.
+func stores(t *testing.T) map[string]Store {
+	t.Helper()
+	out := map[string]Store{"memory": NewMemory()}
+	b, err := OpenBolt(filepath.Join(t.TempDir(), "spent.db"), BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out["bolt"] = b
+	r, err := NewRedis(context.Background(), testredis.Start(t), "test:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out["redis"] = r
+	t.Cleanup(func() {
+		for _, s := range out {
+			s.Close()
+		}
+	})
+	return out
+}
+
+func TestRecordEncoding(t *testing.T) {
+	r := newRecord(testMeta(5))
+	r.State.Last, r.State.HasPrev, r.Credit, r.Spent = 0x01020304, true, 7, 0x01020304
+	r.State.PrevMAC[3] = 9
+	enc, err := r.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(enc) != recordLen || string(enc[lastOffset:lastOffset+4]) != "\x01\x02\x03\x04" {
+		t.Fatalf("layout: %d bytes, last at %x", len(enc), enc[lastOffset:lastOffset+4])
+	}
+	r.Meta.Length = 0x7fffffff
+	enc, _ = r.MarshalBinary()
+	var back Record
+	if err := back.UnmarshalBinary(enc); err != nil || back != r {
+		t.Fatalf("round trip: %v\n%+v\n%+v", err, back, r)
+	}
+	for _, bad := range [][]byte{nil, enc[:10], append(append([]byte(nil), enc...), 0), append([]byte{2}, enc[1:]...)} {
+		if err := back.UnmarshalBinary(bad); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("corrupt record accepted: %v", err)
+		}
+	}
+}
+
+func TestStoreContract(t *testing.T) {
+	ctx := context.Background()
+	for name, s := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			if _, err := s.Get(ctx, lane(1)); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("Get before Open: %v", err)
+			}
+			r, err := s.Open(ctx, lane(1), testMeta(0))
+			if err != nil || r.State.Last != 0 || r.State.LastValue != r.Meta.Anchor {
+				t.Fatalf("Open: %v %+v", err, r.State)
+			}
+			next := r
+			next.State.Last, next.Spent = 3, 3
+			if err := s.Advance(ctx, lane(1), 0, next, 3); err != nil {
+				t.Fatal(err)
+			}
+			// Opening again does not reset the lane.
+			if r2, err := s.Open(ctx, lane(1), testMeta(0)); err != nil || r2.State.Last != 3 {
+				t.Fatalf("re-Open reset the lane: %v %d", err, r2.State.Last)
+			}
+			// A stale compare-and-set fails and changes nothing.
+			stale := next
+			stale.State.Last = 4
+			if err := s.Advance(ctx, lane(1), 0, stale, 1); !errors.Is(err, ErrConflict) {
+				t.Fatalf("stale Advance: %v", err)
+			}
+			if got, _ := s.Get(ctx, lane(1)); got.State.Last != 3 {
+				t.Fatalf("state after conflict: %d", got.State.Last)
+			}
+			if err := s.Advance(ctx, lane(2), 0, next, 1); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("Advance of an unknown lane: %v", err)
+			}
+			// The cap is shared by all lanes of a grant.
+			capped := testMeta(5_000_000)
+			a, _ := s.Open(ctx, lane(10), capped)
+			b, _ := s.Open(ctx, lane(11), capped)
+			a.State.Last = 3
+			if err := s.Advance(ctx, lane(10), 0, a, 3_000_000); err != nil {
+				t.Fatal(err)
+			}
+			b.State.Last = 3
+			if err := s.Advance(ctx, lane(11), 0, b, 3_000_000); !errors.Is(err, coupons.ErrCapExceeded) {
+				t.Fatalf("cap across lanes: %v", err)
+			}
+			if got, _ := s.Get(ctx, lane(11)); got.State.Last != 0 {
+				t.Fatal("a refused charge moved the lane")
+			}
+			b.State.Last = 2
+			if err := s.Advance(ctx, lane(11), 0, b, 2_000_000); err != nil {
+				t.Fatalf("charge up to the cap: %v", err)
+			}
+		})
+	}
+}
+
+// TestStoreRaces: many goroutines race to spend the same coupons of one
+// lane; each index is accepted exactly once.
+func TestStoreRaces(t *testing.T) {
+	ctx := context.Background()
+	for name, s := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			if _, err := s.Open(ctx, lane(7), testMeta(0)); err != nil {
+				t.Fatal(err)
+			}
+			const workers, target = 8, 200
+			var accepted [target + 1]atomic.Int32
+			var wg sync.WaitGroup
+			for w := 0; w < workers; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						cur, err := s.Get(ctx, lane(7))
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						if cur.State.Last >= target {
+							return
+						}
+						next := cur
+						next.State.Last++
+						switch err := s.Advance(ctx, lane(7), cur.State.Last, next, 0); {
+						case err == nil:
+							accepted[next.State.Last].Add(1)
+						case errors.Is(err, ErrConflict):
+						default:
+							t.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			for i := 1; i <= target; i++ {
+				if n := accepted[i].Load(); n != 1 {
+					t.Fatalf("index %d accepted %d times", i, n)
+				}
+			}
+		})
+	}
+}
+
+func TestBoltSurvivesReopen(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "spent.db")
+	s, err := OpenBolt(path, BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := s.Open(ctx, lane(1), testMeta(0))
+	r.State.Last = 9
+	if err := s.Advance(ctx, lane(1), 0, r, 0); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := s.Get(ctx, lane(1)); !errors.Is(err, ErrClosed) {
+		t.Errorf("Get after Close: %v", err)
+	}
+	s, err = OpenBolt(path, BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got, err := s.Get(ctx, lane(1)); err != nil || got.State.Last != 9 {
+		t.Fatalf("after reopen: %v %d", err, got.State.Last)
+	}
+}
+
+// TestBoltKill9 runs a child process that advances a lane as fast as it
+// can, printing each index once Advance returned, and kills it with
+// SIGKILL. Every index the child reported must be in the reopened store.
+func TestBoltKill9(t *testing.T) {
+	if os.Getenv("ECOUPONS_KILL9_CHILD") != "" {
+		kill9Child(os.Getenv("ECOUPONS_KILL9_CHILD"))
+		return
+	}
+	if testing.Short() {
+		t.Skip("kill -9 test skipped in -short mode")
+	}
+	path := filepath.Join(t.TempDir(), "spent.db")
+	for round := 0; round < 3; round++ {
+		cmd := exec.Command(os.Args[0], "-test.run", "^TestBoltKill9$")
+		cmd.Env = append(os.Environ(), "ECOUPONS_KILL9_CHILD="+path)
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(out)
+		var acked uint64
+		for sc.Scan() && acked < uint64(50*(round+1)) {
+			if n, err := strconv.ParseUint(sc.Text(), 10, 32); err == nil {
+				acked = n
+			}
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+		s, err := OpenBolt(path, BoltOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Get(context.Background(), lane(1))
+		s.Close()
+		if err != nil || uint64(got.State.Last) < acked {
+			t.Fatalf("round %d: acknowledged %d, store holds %d (%v)", round, acked, got.State.Last, err)
+		}
+	}
+}
+
+func kill9Child(path string) {
+	ctx := context.Background()
+	s, err := OpenBolt(path, BoltOptions{})
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	r, err := s.Open(ctx, lane(1), testMeta(0))
+	if err != nil {
+		os.Exit(1)
+	}
+	for {
+		next := r
+		next.State.Last++
+		if err := s.Advance(ctx, lane(1), r.State.Last, next, 0); err != nil {
+			os.Exit(1)
+		}
+		r = next
+		fmt.Println(r.State.Last)
+	}
+}
