@@ -92,7 +92,7 @@ return 'OK'
 `, lastOffset+1, lastOffset+4))
 
 // lastOffset is where State.Last starts in an encoded record.
-const lastOffset = 1 + 16 + 32 + 4 + 8 + 3 + 8 + 32 + 32 + 32 + 8
+const lastOffset = 1 + 16 + 32 + 4 + 8 + 3 + 8 + 32 + 32 + 32 + 8 + 1 + MaxNonce
 
 // Advance implements Store.
 func (s *Redis) Advance(ctx context.Context, id coupons.LaneID, prevLast uint32, next Record, charge int64) error {

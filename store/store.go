@@ -47,7 +47,11 @@ type Meta struct {
 	Owner    spki.KeyHash
 	Grant    [32]byte // hash of the last delegation certificate (zero: the owner spends)
 	Cap      int64    // the grant's spending cap in nanos (0: none)
+	Nonce    string   // the challenge nonce the lane was opened with; request digests include it
 }
+
+// MaxNonce is the longest lane-open nonce a record holds.
+const MaxNonce = coupons.MaxNonceLen
 
 // Record is a lane's stored state.
 type Record struct {
@@ -78,6 +82,7 @@ const recordVersion = 1
 
 // recordLen is the size of an encoded record.
 const recordLen = 1 + 16 + 32 + 4 + 8 + 3 + 8 + 32 + 32 + 32 + 8 + // meta
+	1 + MaxNonce + // nonce, length-prefixed and zero-padded
 	4 + 32 + 32 + 16 + 1 + // state
 	4 + 4 // credit, spent
 
@@ -101,6 +106,12 @@ func (r *Record) AppendBinary(b []byte) ([]byte, error) {
 	b = append(b, m.Owner[:]...)
 	b = append(b, m.Grant[:]...)
 	b = binary.BigEndian.AppendUint64(b, uint64(m.Cap))
+	if len(m.Nonce) > MaxNonce {
+		return nil, fmt.Errorf("store: nonce of %d bytes", len(m.Nonce))
+	}
+	b = append(b, byte(len(m.Nonce)))
+	b = append(b, m.Nonce...)
+	b = append(b, make([]byte, MaxNonce-len(m.Nonce))...)
 	s := &r.State
 	b = binary.BigEndian.AppendUint32(b, s.Last)
 	b = append(b, s.LastValue[:]...)
@@ -134,6 +145,12 @@ func (r *Record) UnmarshalBinary(b []byte) error {
 	copy(m.Owner[:], take(32))
 	copy(m.Grant[:], take(32))
 	m.Cap = int64(binary.BigEndian.Uint64(take(8)))
+	n := int(take(1)[0])
+	nonce := take(MaxNonce)
+	if n > MaxNonce {
+		return fmt.Errorf("%w: nonce length", ErrCorrupt)
+	}
+	m.Nonce = string(nonce[:n])
 	s := &r.State
 	s.Last = binary.BigEndian.Uint32(take(4))
 	copy(s.LastValue[:], take(32))

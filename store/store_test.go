@@ -21,6 +21,7 @@ import (
 func testMeta(capNanos int64) Meta {
 	m := Meta{Length: 1 << 20, Unit: 1_000_000, Currency: "EUR", NotAfter: time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC), Cap: capNanos}
 	m.Anchor[0], m.Tag[0], m.Grant[0] = 1, 2, 3
+	m.Nonce = "AAECAwQFBgcICQoLDA0ODw"
 	return m
 }
 

@@ -1,0 +1,178 @@
+package caddymodule
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("ecoupon", parseCaddyfile)
+	// A payment gate is an authentication handler: it must wrap respond,
+	// reverse_proxy and file_server, so it sits right after basic_auth.
+	httpcaddyfile.RegisterDirectiveOrder("ecoupon", httpcaddyfile.After, "basic_auth")
+}
+
+// parseCaddyfile sets up the gate from Caddyfile tokens:
+//
+//	ecoupon [<matcher>] {
+//	    vendor           <host name>
+//	    broker           <url>
+//	    broker_key       <file>            # repeatable
+//	    price            <coupons per request>
+//	    unit             <decimal> <currency>
+//	    store            memory | bolt [<path>] | redis <url> [<prefix>]
+//	    mode             offline
+//	    max_jump         <coupons>
+//	    opens_per_minute <n>
+//	    max_open_bytes   <n>
+//	    lane_rate        <requests per second>
+//	    nonce_ttl        <duration>
+//	    secret_file      <file>
+//	}
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	g := new(Gate)
+	if err := g.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// UnmarshalCaddyfile implements caddyfile.Unmarshaler.
+func (g *Gate) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	one := func() (string, error) {
+		if !d.NextArg() {
+			return "", d.ArgErr()
+		}
+		v := d.Val()
+		if d.NextArg() {
+			return "", d.ArgErr()
+		}
+		return v, nil
+	}
+	positive := func(name string) (int, error) {
+		v, err := one()
+		if err != nil {
+			return 0, err
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return 0, d.Errf("%s must be a positive integer, got %q", name, v)
+		}
+		return n, nil
+	}
+	for d.NextBlock(0) {
+		var err error
+		switch key := d.Val(); key {
+		case "vendor":
+			g.Vendor, err = one()
+		case "broker":
+			g.Broker, err = one()
+		case "broker_key":
+			var f string
+			if f, err = one(); err == nil {
+				g.BrokerKeys = append(g.BrokerKeys, f)
+			}
+		case "price":
+			var n int
+			if n, err = positive("price"); err == nil {
+				g.Price = uint32(n)
+			}
+		case "unit":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.Errf("unit takes a decimal value and a currency, e.g. 'unit 0.001 EUR'")
+			}
+			g.Unit, g.Currency = args[0], args[1]
+		case "store":
+			if err = g.parseStore(d); err != nil {
+				return err
+			}
+		case "mode":
+			g.Mode, err = one()
+		case "max_jump":
+			var n int
+			if n, err = positive("max_jump"); err == nil {
+				g.MaxJump = uint32(n)
+			}
+		case "opens_per_minute":
+			g.OpensPerMinute, err = positive("opens_per_minute")
+		case "max_open_bytes":
+			g.MaxOpenBytes, err = positive("max_open_bytes")
+		case "lane_rate":
+			var v string
+			if v, err = one(); err == nil {
+				r, perr := strconv.ParseFloat(v, 64)
+				if perr != nil || r == 0 {
+					return d.Errf("lane_rate must be a number of requests per second (negative: unlimited), got %q", v)
+				}
+				g.LaneRate = r
+			}
+		case "nonce_ttl":
+			var v string
+			if v, err = one(); err == nil {
+				dur, perr := caddy.ParseDuration(v)
+				if perr != nil || dur <= 0 {
+					return d.Errf("nonce_ttl must be a positive duration, e.g. 5m, got %q", v)
+				}
+				g.NonceTTL = caddy.Duration(dur)
+			}
+		case "secret_file":
+			g.SecretFile, err = one()
+		default:
+			return d.Errf("unknown ecoupon option %q (see the README for the directive's options)", key)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (g *Gate) parseStore(d *caddyfile.Dispenser) error {
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return d.Errf("store needs a backend: memory, bolt [<path>] or redis <url> [<prefix>]")
+	}
+	var mod caddy.Module
+	var name string
+	switch args[0] {
+	case "memory":
+		if len(args) != 1 {
+			return d.Errf("store memory takes no arguments")
+		}
+		mod, name = &MemoryStore{}, "memory"
+	case "bolt":
+		if len(args) > 2 {
+			return d.Errf("store bolt takes at most a path")
+		}
+		b := &BoltStore{}
+		if len(args) == 2 {
+			b.Path = args[1]
+		}
+		mod, name = b, "bolt"
+	case "redis":
+		if len(args) < 2 || len(args) > 3 {
+			return d.Errf("store redis takes a URL and an optional key prefix, e.g. 'store redis redis://127.0.0.1:6379/0'")
+		}
+		r := &RedisStore{URL: args[1]}
+		if len(args) == 3 {
+			r.Prefix = args[2]
+		}
+		mod, name = r, "redis"
+	default:
+		return d.Errf("unknown store %q: use memory, bolt or redis", args[0])
+	}
+	g.StoreRaw = caddyconfig.JSONModuleObject(mod, "backend", name, nil)
+	return nil
+}
+
+var _ caddyfile.Unmarshaler = (*Gate)(nil)

@@ -1,0 +1,628 @@
+// Package caddymodule holds ecoupons' Caddy modules: the payment gate
+// (http.handlers.ecoupon, Caddyfile directive ecoupon) and its spent-state
+// stores (http.handlers.ecoupon.stores.*). Importing it registers the
+// modules and the directive; it has no other side effect.
+package caddymodule
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dgraph-io/ristretto/v2"
+	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/spki"
+	"github.com/ecoupons/ecoupons/store"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(Gate{})
+}
+
+// OpenPath is where clients may POST lane-open documents too large for a
+// header; the gate's matcher must include it for the gate to see them.
+const OpenPath = "/.well-known/ecoupons/open"
+
+// HeaderOpen carries a lane-open document (any S-expression form,
+// typically transport) next to the first payment on a lane.
+const HeaderOpen = "ECoupon-Open"
+
+// Response headers of paid requests.
+const (
+	HeaderBalance = "ECoupon-Balance" // coupons left on the lane
+	HeaderCredit  = "ECoupon-Credit"  // coupons the lane is owed (upstream failures, overpayment)
+)
+
+// Gate is the payment gate. A request without a valid payment gets 402
+// Payment Required with a challenge; a request paid with the next coupons
+// of an opened lane goes on to the next handler.
+type Gate struct {
+	// Vendor is the name books must be made out to (a lower-case host name,
+	// e.g. news.example). Required.
+	Vendor string `json:"vendor,omitempty"`
+	// Broker is the broker's base URL, advertised in the challenge so that
+	// clients know where to buy books. Optional.
+	Broker string `json:"broker,omitempty"`
+	// BrokerKeys are files holding the public keys of the brokers whose
+	// users this gate accepts, each a (public-key …) S-expression in any
+	// form. At least one is required.
+	BrokerKeys []string `json:"broker_keys,omitempty"`
+	// Price is the number of coupons one request costs. Default 1.
+	Price uint32 `json:"price,omitempty"`
+	// Unit is the value of one coupon, a decimal of the currency's major
+	// unit; books with another unit are refused. Default "0.001".
+	Unit string `json:"unit,omitempty"`
+	// Currency is the ISO 4217 code of the unit. Default "EUR".
+	Currency string `json:"currency,omitempty"`
+	// StoreRaw is the spent-state store module. Default: bolt, in
+	// ecoupons/<vendor>.db under Caddy's data directory.
+	StoreRaw json.RawMessage `json:"store,omitempty" caddy:"namespace=http.handlers.ecoupon.stores inline_key=backend"`
+	// Mode is the validation mode. Only "offline" (the default: every check
+	// local, no call to the broker) is implemented; "semi" and "online" are
+	// refused until the broker exists.
+	Mode string `json:"mode,omitempty"`
+	// MaxJump bounds how far one payment may move a lane (coupons), so that
+	// a forged large index cannot burn CPU. Default 1024 (and at least Price).
+	MaxJump uint32 `json:"max_jump,omitempty"`
+	// OpensPerMinute limits lane opens per client IP per minute. Default 30.
+	OpensPerMinute int `json:"opens_per_minute,omitempty"`
+	// MaxOpenBytes bounds a lane-open document, in a header or a POST body.
+	// Default 65536.
+	MaxOpenBytes int `json:"max_open_bytes,omitempty"`
+	// LaneRate limits paid requests per lane per second (with a burst of the
+	// same size); excess requests get 429 with Retry-After and spend no
+	// coupon. Default 20; negative disables.
+	LaneRate float64 `json:"lane_rate,omitempty"`
+	// NonceTTL is how long a challenge nonce stays valid (at least this, at
+	// most twice). Default 5m.
+	NonceTTL caddy.Duration `json:"nonce_ttl,omitempty"`
+	// SecretFile holds the key of challenge nonces (created with 32 random
+	// bytes if missing). Default: ecoupons/<vendor>.secret in Caddy's data
+	// directory.
+	SecretFile string `json:"secret_file,omitempty"`
+
+	brokers   []*spki.PublicKey
+	unit      int64
+	store     store.Store
+	cache     *ristretto.Cache[uint64, *laneEntry]
+	sigs      *sigCache
+	nonces    *nonceMaker
+	locks     *[256]sync.Mutex
+	seed      maphash.Seed
+	opens     *ipWindow
+	logger    *zap.Logger
+	now       func() time.Time
+	challenge challenge
+}
+
+// laneEntry is a cached lane: its record as of the last payment seen here
+// (guarded by the lane's stripe lock) and its rate-limit bucket.
+type laneEntry struct {
+	key    [36]byte // the lane, checked on lookup (the cache index is a hash)
+	rec    store.Record
+	tokens float64
+	last   time.Time
+}
+
+// CaddyModule returns the Caddy module information.
+func (Gate) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.ecoupon", New: func() caddy.Module { return new(Gate) }}
+}
+
+// Provision loads keys, opens the store and builds the caches.
+func (g *Gate) Provision(ctx caddy.Context) error {
+	g.logger = ctx.Logger()
+	g.now = time.Now
+	g.seed = maphash.MakeSeed()
+	g.locks = new([256]sync.Mutex)
+	if g.Price == 0 {
+		g.Price = 1
+	}
+	if g.Unit == "" {
+		g.Unit = "0.001"
+	}
+	if g.Currency == "" {
+		g.Currency = "EUR"
+	}
+	if g.Mode == "" {
+		g.Mode = "offline"
+	}
+	if g.MaxJump == 0 {
+		g.MaxJump = max(1024, g.Price)
+	}
+	if g.OpensPerMinute == 0 {
+		g.OpensPerMinute = 30
+	}
+	if g.MaxOpenBytes == 0 {
+		g.MaxOpenBytes = 64 << 10
+	}
+	if g.LaneRate == 0 {
+		g.LaneRate = 20
+	}
+	if g.NonceTTL == 0 {
+		g.NonceTTL = caddy.Duration(5 * time.Minute)
+	}
+	var err error
+	if g.unit, err = coupons.ParseAmount(g.Unit); err != nil {
+		return fmt.Errorf("ecoupon: unit: %w", err)
+	}
+	for _, path := range g.BrokerKeys {
+		k, err := loadPublicKey(path)
+		if err != nil {
+			return fmt.Errorf("ecoupon: broker_key %s: %w", path, err)
+		}
+		g.brokers = append(g.brokers, k)
+	}
+	dataDir := filepath.Join(caddy.AppDataDir(), "ecoupons")
+	if g.SecretFile == "" {
+		g.SecretFile = filepath.Join(dataDir, g.Vendor+".secret")
+	}
+	secret, err := loadOrCreateSecret(g.SecretFile)
+	if err != nil {
+		return fmt.Errorf("ecoupon: secret_file: %w", err)
+	}
+	g.nonces = &nonceMaker{secret: secret, vendor: g.Vendor, ttl: time.Duration(g.NonceTTL), now: func() time.Time { return g.now() }}
+	g.opens = newIPWindow(g.OpensPerMinute, time.Minute)
+
+	var provider StoreProvider = &BoltStore{Path: filepath.Join(dataDir, g.Vendor+".db")}
+	if g.StoreRaw != nil {
+		mod, err := ctx.LoadModule(g, "StoreRaw")
+		if err != nil {
+			return fmt.Errorf("ecoupon: loading store: %w", err)
+		}
+		provider = mod.(StoreProvider)
+	}
+	if g.store, err = provider.OpenStore(ctx); err != nil {
+		return fmt.Errorf("ecoupon: opening store: %w", err)
+	}
+	if g.cache, err = ristretto.NewCache(&ristretto.Config[uint64, *laneEntry]{NumCounters: 1 << 20, MaxCost: 1 << 17, BufferItems: 64}); err != nil {
+		return err
+	}
+	if g.sigs, err = newSigCache(); err != nil {
+		return err
+	}
+	g.challenge = challenge{Realm: g.Vendor, Vendor: g.Vendor, Price: g.Price, Unit: coupons.FormatAmount(g.unit), Currency: g.Currency, Broker: g.Broker}
+	return nil
+}
+
+// Validate rejects configurations that cannot work, saying what to write.
+func (g *Gate) Validate() error {
+	switch {
+	case g.Vendor == "" || strings.ToLower(g.Vendor) != g.Vendor || strings.ContainsAny(g.Vendor, " /:"):
+		return fmt.Errorf("ecoupon: vendor %q must be a lower-case host name, e.g. 'vendor news.example'", g.Vendor)
+	case len(g.brokers) == 0:
+		return fmt.Errorf("ecoupon: no broker key: add 'broker_key /path/to/broker.pub' (the broker's (public-key …))")
+	case g.Mode != "offline":
+		return fmt.Errorf("ecoupon: mode %q is not implemented yet; use 'mode offline' (the default)", g.Mode)
+	case g.unit <= 0:
+		return fmt.Errorf("ecoupon: unit must be positive, e.g. 'unit 0.001 EUR'")
+	case g.MaxJump < g.Price:
+		return fmt.Errorf("ecoupon: max_jump %d is below the price %d: no payment could pass", g.MaxJump, g.Price)
+	case g.MaxOpenBytes < 1024:
+		return fmt.Errorf("ecoupon: max_open_bytes %d is too small for any lane open (at least 1024)", g.MaxOpenBytes)
+	}
+	if err := coupons.CheckCurrency(g.Currency); err != nil {
+		return fmt.Errorf("ecoupon: currency: %w (e.g. 'unit 0.001 EUR')", err)
+	}
+	if g.Broker != "" {
+		if !strings.HasPrefix(g.Broker, "https://") && !strings.HasPrefix(g.Broker, "http://") {
+			return fmt.Errorf("ecoupon: broker %q must be an http(s) URL", g.Broker)
+		}
+	}
+	return nil
+}
+
+// Cleanup closes what Provision opened.
+func (g *Gate) Cleanup() error {
+	if g.cache != nil {
+		g.cache.Close()
+	}
+	if g.sigs != nil {
+		g.sigs.Close()
+	}
+	if g.store != nil {
+		return g.store.Close()
+	}
+	return nil
+}
+
+// reasonFor maps verification errors to the reason codes of 402 answers.
+func reasonFor(err error) string {
+	for _, m := range []struct {
+		err  error
+		code string
+	}{
+		{coupons.ErrReplay, "coupon_spent"},
+		{coupons.ErrJumpTooLarge, "index_jump_too_large"},
+		{coupons.ErrBeyondLane, "beyond_lane"},
+		{coupons.ErrBadCoupon, "bad_coupon"},
+		{coupons.ErrCapExceeded, "cap_exceeded"},
+		{coupons.ErrWrongVendor, "wrong_vendor"},
+		{coupons.ErrBookExpired, "book_expired"},
+		{coupons.ErrUntrustedBroker, "untrusted_broker"},
+		{coupons.ErrOwnerNotCertified, "owner_not_certified"},
+		{coupons.ErrGrantWider, "grant_wider_than_parent"},
+		{coupons.ErrNotAuthorized, "not_authorized"},
+		{coupons.ErrRevoked, "revoked"},
+		{coupons.ErrLaneOutOfRange, "lane_out_of_range"},
+		{coupons.ErrBadOpenSignature, "bad_open_signature"},
+		{coupons.ErrBadNonce, "bad_nonce"},
+		{coupons.ErrBadProof, "bad_merkle_proof"},
+		{coupons.ErrBadBook, "bad_book"},
+	} {
+		if errors.Is(err, m.err) {
+			return m.code
+		}
+	}
+	return "payment_refused"
+}
+
+// payRequired answers 402 with a fresh challenge.
+func (g *Gate) payRequired(w http.ResponseWriter, code, reason, hint string) {
+	c := g.challenge
+	c.Error, c.Reason, c.Nonce, c.Hint = code, reason, g.nonces.issue(), hint
+	w.Header().Set("WWW-Authenticate", c.header())
+	writeJSON(w, http.StatusPaymentRequired, c)
+}
+
+func badRequest(w http.ResponseWriter, code string, err error) {
+	writeJSON(w, http.StatusBadRequest, problem{Error: code, Reason: err.Error()})
+}
+
+const hintPay = "open a lane of a book for this vendor (ECoupon-Open header or POST " + OpenPath + ") answering this nonce, then pay with Authorization: ECoupon lane=…, i=…, w=…, m=…"
+
+// ServeHTTP implements caddyhttp.MiddlewareHandler.
+func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if r.URL.Path == OpenPath {
+		return g.serveOpen(w, r)
+	}
+	auth := r.Header.Get("Authorization")
+	if auth == "" || !hasScheme(auth, coupons.Scheme) {
+		g.payRequired(w, "payment_required", fmt.Sprintf("this resource costs %d coupon(s) of %s %s", g.Price, g.challenge.Unit, g.Currency), hintPay)
+		return nil
+	}
+	var p coupons.Payment
+	if err := coupons.ParsePayment(auth, &p); err != nil {
+		badRequest(w, "bad_payment_header", err)
+		return nil
+	}
+	ctx := r.Context()
+	key := store.Key(p.Lane)
+	h := maphash.Comparable(g.seed, key)
+	ent, ok := g.cache.Get(h)
+	if ok && ent.key != key {
+		ok = false // another lane with the same hash: a miss
+	}
+	if !ok {
+		rec, err := g.store.Get(ctx, p.Lane)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			doc := r.Header.Get(HeaderOpen)
+			if doc == "" {
+				g.payRequired(w, "lane_not_open", "lane "+p.Lane.String()+" is not open here", hintPay)
+				return nil
+			}
+			if rec, err = g.openLane(ctx, w, r, []byte(doc), p.Lane); err != nil {
+				return nil // answered
+			}
+		case err != nil:
+			return g.storeFailure(err)
+		}
+		ent = &laneEntry{key: key, rec: rec}
+		g.cache.Set(h, ent, 1)
+	}
+
+	lock := &g.locks[h%uint64(len(g.locks))]
+	lock.Lock()
+	now := g.now()
+	if wait := g.rateLimit(ent, now); wait > 0 {
+		lock.Unlock()
+		w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
+		writeJSON(w, http.StatusTooManyRequests, problem{Error: "lane_rate_limited",
+			Reason: fmt.Sprintf("more than %g requests per second on this lane; no coupon was spent", g.LaneRate)})
+		return nil
+	}
+	if now.After(ent.rec.Meta.NotAfter) {
+		lock.Unlock()
+		g.payRequired(w, "book_expired", "the lane's book or grant expired on "+spki.FormatDate(ent.rec.Meta.NotAfter), hintPay)
+		return nil
+	}
+	req := coupons.Request{Method: r.Method, Host: strings.ToLower(r.Host), Path: r.URL.EscapedPath(), Query: r.URL.RawQuery,
+		Lane: p.Lane, Index: p.Index, Nonce: ent.rec.Meta.Nonce}
+	digest := req.Digest()
+	var rec store.Record
+	var theft *coupons.Theft
+	served := false
+	for attempt := 0; ; attempt++ {
+		cur := ent.rec
+		st := cur.State
+		paid, th, err := coupons.VerifyPayment(&cur.Meta.Tag, cur.Meta.Length, &st, &p, &digest, g.MaxJump)
+		if err != nil && attempt == 0 && errors.Is(err, coupons.ErrReplay) {
+			// Another node may have moved the lane: refresh from the store.
+			if fresh, gerr := g.store.Get(ctx, p.Lane); gerr == nil && fresh.State.Last != cur.State.Last {
+				ent.rec = fresh
+				continue
+			}
+		}
+		if err != nil {
+			lock.Unlock()
+			g.payRequired(w, reasonFor(err), err.Error(), hintPay)
+			return nil
+		}
+		total := paid + cur.Credit
+		rec = cur
+		rec.State, rec.Spent = st, st.Last
+		served = total >= g.Price
+		if served {
+			rec.Credit = total - g.Price
+		} else {
+			rec.Credit = total
+		}
+		charge, _ := coupons.MulAmount(uint64(paid), cur.Meta.Unit)
+		err = g.store.Advance(ctx, p.Lane, cur.State.Last, rec, charge)
+		if errors.Is(err, store.ErrConflict) && attempt < 3 {
+			fresh, gerr := g.store.Get(ctx, p.Lane)
+			if gerr != nil {
+				lock.Unlock()
+				return g.storeFailure(gerr)
+			}
+			ent.rec = fresh
+			continue
+		}
+		if err != nil {
+			lock.Unlock()
+			if errors.Is(err, coupons.ErrCapExceeded) {
+				g.payRequired(w, "cap_exceeded", "this payment would exceed the spending cap of the lane's delegation; this coupon was not accepted", hintPay)
+				return nil
+			}
+			return g.storeFailure(err)
+		}
+		theft = th
+		ent.rec = rec
+		break
+	}
+	lock.Unlock()
+	if theft != nil {
+		// The evidence names the request, not any secret: the chain value
+		// in it is already spent.
+		g.logger.Warn("stolen coupon detected: a request was paid with a coupon by someone who did not know the next chain value",
+			zap.String("lane", p.Lane.String()), zap.Uint32("index", theft.Index))
+	}
+	remaining := rec.Meta.Length - rec.State.Last
+	w.Header().Set(HeaderBalance, strconv.FormatUint(uint64(remaining), 10))
+	if rec.Credit > 0 {
+		w.Header().Set(HeaderCredit, strconv.FormatUint(uint64(rec.Credit), 10))
+	}
+	if !served {
+		g.payRequired(w, "insufficient_payment", fmt.Sprintf("this resource costs %d coupon(s); %d received and kept as credit on the lane, pay %d more",
+			g.Price, rec.Credit, g.Price-rec.Credit), "pay the remaining coupons on the same lane")
+		return nil
+	}
+
+	rr := caddyhttp.NewResponseRecorder(w, nil, nil)
+	err := next.ServeHTTP(rr, r)
+	status := rr.Status()
+	if err != nil {
+		status = http.StatusInternalServerError
+		var he caddyhttp.HandlerError
+		if errors.As(err, &he) && he.StatusCode != 0 {
+			status = he.StatusCode
+		}
+	}
+	if status >= 500 {
+		g.refund(ctx, p.Lane, ent, key)
+	}
+	return err
+}
+
+// refund credits the price back to a lane whose paid request failed
+// upstream (5xx): the coupons stay spent, the next payment uses the credit.
+func (g *Gate) refund(ctx context.Context, id coupons.LaneID, ent *laneEntry, key [36]byte) {
+	lock := &g.locks[maphash.Comparable(g.seed, key)%uint64(len(g.locks))]
+	lock.Lock()
+	defer lock.Unlock()
+	for attempt := 0; attempt < 5; attempt++ {
+		cur, err := g.store.Get(ctx, id)
+		if err != nil {
+			break
+		}
+		next := cur
+		next.Credit += g.Price
+		if err = g.store.Advance(ctx, id, cur.State.Last, next, 0); err == nil {
+			ent.rec = next
+			return
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			break
+		}
+	}
+	g.logger.Error("could not credit a lane after an upstream failure", zap.String("lane", id.String()))
+}
+
+// storeFailure answers 503: the store is the truth, and without it no
+// payment can be accepted safely.
+func (g *Gate) storeFailure(err error) error {
+	g.logger.Error("spent-state store failed", zap.Error(err))
+	return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("ecoupon: spent-state store unavailable"))
+}
+
+// rateLimit takes a token from the lane's bucket; it returns how long to
+// wait when there is none.
+func (g *Gate) rateLimit(ent *laneEntry, now time.Time) time.Duration {
+	if g.LaneRate < 0 {
+		return 0
+	}
+	burst := max(1, g.LaneRate)
+	if ent.last.IsZero() {
+		ent.tokens = burst
+	} else {
+		ent.tokens = min(burst, ent.tokens+now.Sub(ent.last).Seconds()*g.LaneRate)
+	}
+	ent.last = now
+	if ent.tokens < 1 {
+		return time.Duration((1 - ent.tokens) / g.LaneRate * float64(time.Second))
+	}
+	ent.tokens--
+	return 0
+}
+
+// openLane verifies a lane-open document and records the lane. On failure
+// it has answered the request and returns an error.
+func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Request, doc []byte, want coupons.LaneID) (store.Record, error) {
+	fail := errors.New("answered")
+	if !g.opens.allow(clientIP(r), g.now()) {
+		w.Header().Set("Retry-After", "60")
+		writeJSON(w, http.StatusTooManyRequests, problem{Error: "open_rate_limited", Reason: fmt.Sprintf("more than %d lane opens per minute from this address", g.OpensPerMinute)})
+		return store.Record{}, fail
+	}
+	if len(doc) > g.MaxOpenBytes {
+		writeJSON(w, http.StatusRequestEntityTooLarge, problem{Error: "open_too_large", Reason: fmt.Sprintf("lane-open document of %d bytes, limit %d", len(doc), g.MaxOpenBytes)})
+		return store.Record{}, fail
+	}
+	lim := spki.DefaultLimits
+	lim.MaxSize = g.MaxOpenBytes
+	x, err := lim.Parse(doc)
+	if err != nil {
+		badRequest(w, "bad_open", err)
+		return store.Record{}, fail
+	}
+	o, err := coupons.ParseOpen(x)
+	if err != nil {
+		badRequest(w, "bad_open", err)
+		return store.Record{}, fail
+	}
+	lane, err := coupons.VerifyOpen(o, &coupons.OpenPolicy{Vendor: g.Vendor, Brokers: g.brokers, Now: g.now(), CheckNonce: g.nonces.check, Cache: g.sigs})
+	if err != nil {
+		g.payRequired(w, reasonFor(err), err.Error(), hintPay)
+		return store.Record{}, fail
+	}
+	if want != (coupons.LaneID{}) && lane.ID != want {
+		badRequest(w, "lane_mismatch", fmt.Errorf("the open is for lane %s, the payment for %s", lane.ID, want))
+		return store.Record{}, fail
+	}
+	if lane.Unit != g.unit || lane.Currency != g.Currency {
+		g.payRequired(w, "wrong_unit", fmt.Sprintf("the book's coupons are worth %s %s; this route takes coupons of %s %s",
+			coupons.FormatAmount(lane.Unit), lane.Currency, g.challenge.Unit, g.Currency), hintPay)
+		return store.Record{}, fail
+	}
+	meta := store.Meta{Tag: lane.Tag, Anchor: lane.Anchor, Length: lane.Length, Unit: lane.Unit, Currency: lane.Currency,
+		NotAfter: lane.NotAfter, Spender: lane.Spender, Owner: lane.Owner, Cap: lane.Cap, Nonce: o.Nonce}
+	if len(lane.Certs) > 1 {
+		meta.Grant = lane.Certs[len(lane.Certs)-1]
+	}
+	rec, err := g.store.Open(ctx, lane.ID, meta)
+	if err != nil {
+		caddyErr := g.storeFailure(err)
+		writeJSON(w, http.StatusServiceUnavailable, problem{Error: "store_unavailable", Reason: caddyErr.Error()})
+		return store.Record{}, fail
+	}
+	return rec, nil
+}
+
+// serveOpen handles POST /.well-known/ecoupons/open.
+func (g *Gate) serveOpen(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		writeJSON(w, http.StatusMethodNotAllowed, problem{Error: "method_not_allowed", Reason: "POST a lane-open document here"})
+		return nil
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(g.MaxOpenBytes)+1))
+	if err != nil || len(body) > g.MaxOpenBytes {
+		writeJSON(w, http.StatusRequestEntityTooLarge, problem{Error: "open_too_large", Reason: fmt.Sprintf("limit %d bytes", g.MaxOpenBytes)})
+		return nil
+	}
+	rec, err := g.openLane(r.Context(), w, r, body, coupons.LaneID{})
+	if err != nil {
+		return nil
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"opened": true, "spent": rec.State.Last, "remaining": rec.Meta.Length - rec.State.Last, "credit": rec.Credit})
+	return nil
+}
+
+func hasScheme(h, scheme string) bool {
+	return len(h) > len(scheme) && strings.EqualFold(h[:len(scheme)], scheme) && h[len(scheme)] == ' '
+}
+
+func clientIP(r *http.Request) string {
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
+		return ip
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// loadPublicKey reads a (public-key …) S-expression from a file.
+func loadPublicKey(path string) (*spki.PublicKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	x, err := spki.Parse(b)
+	if err != nil {
+		return nil, err
+	}
+	return spki.ParsePublicKey(x)
+}
+
+// loadOrCreateSecret reads a 32-byte secret, creating it if absent.
+func loadOrCreateSecret(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if len(b) < 32 {
+			return nil, fmt.Errorf("%s holds %d bytes, want 32", path, len(b))
+		}
+		return b[:32], nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	b = make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return loadOrCreateSecret(path) // created concurrently
+	}
+	if err != nil {
+		return nil, err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return b, f.Close()
+}
+
+// Interface guards.
+var (
+	_ caddy.Provisioner           = (*Gate)(nil)
+	_ caddy.Validator             = (*Gate)(nil)
+	_ caddy.CleanerUpper          = (*Gate)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Gate)(nil)
+)

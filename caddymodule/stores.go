@@ -1,0 +1,127 @@
+package caddymodule
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/ecoupons/ecoupons/store"
+)
+
+func init() {
+	caddy.RegisterModule(MemoryStore{})
+	caddy.RegisterModule(BoltStore{})
+	caddy.RegisterModule(RedisStore{})
+}
+
+// StoreProvider is a module in the http.handlers.ecoupon.stores namespace:
+// it opens the spent-state store a gate uses and closes it on Cleanup.
+type StoreProvider interface {
+	OpenStore(ctx caddy.Context) (store.Store, error)
+}
+
+// MemoryStore keeps spent state in memory: for tests and demos only, since
+// a restart or a config reload forgets every spent coupon.
+type MemoryStore struct{}
+
+// CaddyModule returns the Caddy module information.
+func (MemoryStore) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.ecoupon.stores.memory", New: func() caddy.Module { return new(MemoryStore) }}
+}
+
+// OpenStore implements StoreProvider.
+func (MemoryStore) OpenStore(caddy.Context) (store.Store, error) { return store.NewMemory(), nil }
+
+// BoltStore is the embedded durable store (the default): one bbolt file,
+// coupons group-committed and on disk before the response leaves.
+type BoltStore struct {
+	// Path of the database file. Default: ecoupons/<vendor>.db in Caddy's
+	// data directory.
+	Path string `json:"path,omitempty"`
+	// BatchDelay is how long a commit waits for other payments to share its
+	// fsync. Default 2ms.
+	BatchDelay caddy.Duration `json:"batch_delay,omitempty"`
+
+	key string
+}
+
+// CaddyModule returns the Caddy module information.
+func (BoltStore) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.ecoupon.stores.bolt", New: func() caddy.Module { return new(BoltStore) }}
+}
+
+// boltPool shares an open database across config reloads: bbolt locks its
+// file, so the new config must reuse the old config's handle.
+var boltPool = caddy.NewUsagePool()
+
+type boltHandle struct{ *store.Bolt }
+
+func (h boltHandle) Destruct() error { return h.Bolt.Close() }
+
+// sharedBolt is a store.Store whose Close releases the pool reference.
+type sharedBolt struct {
+	*store.Bolt
+	key string
+}
+
+func (s sharedBolt) Close() error {
+	_, err := boltPool.Delete(s.key)
+	return err
+}
+
+// OpenStore implements StoreProvider.
+func (b *BoltStore) OpenStore(ctx caddy.Context) (store.Store, error) {
+	if b.Path == "" {
+		return nil, fmt.Errorf("bolt store: no path")
+	}
+	path, err := filepath.Abs(b.Path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("bolt store: %w", err)
+	}
+	v, _, err := boltPool.LoadOrNew(path, func() (caddy.Destructor, error) {
+		db, err := store.OpenBolt(path, store.BoltOptions{BatchDelay: time.Duration(b.BatchDelay)})
+		if err != nil {
+			return nil, err
+		}
+		return boltHandle{db}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return sharedBolt{Bolt: v.(boltHandle).Bolt, key: path}, nil
+}
+
+// RedisStore is shared by a fleet of gates behind one address.
+type RedisStore struct {
+	// URL of the server, redis://[user:password@]host:port/db. Required.
+	URL string `json:"url,omitempty"`
+	// Prefix of every key. Default "ecoupons:".
+	Prefix string `json:"prefix,omitempty"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (RedisStore) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.ecoupon.stores.redis", New: func() caddy.Module { return new(RedisStore) }}
+}
+
+// OpenStore implements StoreProvider.
+func (r *RedisStore) OpenStore(ctx caddy.Context) (store.Store, error) {
+	if r.URL == "" {
+		return nil, fmt.Errorf("redis store: url is required, e.g. store redis redis://127.0.0.1:6379/0")
+	}
+	c, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return store.NewRedis(c, r.URL, r.Prefix)
+}
+
+var (
+	_ StoreProvider = (*MemoryStore)(nil)
+	_ StoreProvider = (*BoltStore)(nil)
+	_ StoreProvider = (*RedisStore)(nil)
+)
