@@ -383,3 +383,5 @@ func mustAnchor(t *testing.T, w *world, lane uint32) coupons.Value {
 	tag := b.LaneTag(lane)
 	return coupons.Walk(&tag, b.Length, mustSeed(t, w.owner, lane), 0)
 }
+
+func t0Later() time.Time { return time.Now().Add(24 * time.Hour) }

@@ -1,0 +1,99 @@
+package caddymodule
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddytest"
+
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+)
+
+var updateAdapt = flag.Bool("update", false, "rewrite the JSON half of testdata/caddyfile_adapt/*.caddyfiletest")
+
+const adaptSep = "\n----------\n"
+
+// TestCaddyfileAdapt checks each testdata/caddyfile_adapt/*.caddyfiletest:
+// the Caddyfile above the separator adapts to the JSON below it.
+func TestCaddyfileAdapt(t *testing.T) {
+	files, _ := filepath.Glob("testdata/caddyfile_adapt/*.caddyfiletest")
+	if len(files) < 3 {
+		t.Fatalf("only %d adapt tests", len(files))
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, want, _ := strings.Cut(string(b), adaptSep)
+		if *updateAdapt {
+			out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cfg), nil)
+			if err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			var pretty bytes.Buffer
+			json.Indent(&pretty, out, "", "\t")
+			if err := os.WriteFile(f, []byte(strings.TrimRight(cfg, "\n")+adaptSep+pretty.String()), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if !caddytest.CompareAdapt(t, f, cfg, "caddyfile", want) {
+			t.Errorf("%s: adapted JSON differs (run go test ./caddymodule -run CaddyfileAdapt -update and review the diff)", f)
+		}
+	}
+}
+
+// TestCaddyfileErrors: every malformed directive is refused at adapt time
+// with a message that says what to write.
+func TestCaddyfileErrors(t *testing.T) {
+	cases := map[string]string{
+		"price 0":           "price must be a positive integer",
+		"price two":         "price must be a positive integer",
+		"unit 0.001":        "unit takes a decimal value and a currency",
+		"store":             "store needs a backend",
+		"store tape":        "unknown store",
+		"store memory now":  "store memory takes no arguments",
+		"store redis":       "store redis takes a URL",
+		"store bolt a b":    "store bolt takes at most a path",
+		"lane_rate fast":    "lane_rate must be a number",
+		"nonce_ttl -1s":     "nonce_ttl must be a positive duration",
+		"max_jump 0":        "max_jump must be a positive integer",
+		"opens_per_minute":  "wrong argument count",
+		"vendor a b":        "wrong argument count",
+		"colour blue":       "unknown ecoupon option",
+		"max_open_bytes -5": "max_open_bytes must be a positive integer",
+	}
+	for line, want := range cases {
+		cfg := ":8080 {\n\tecoupon {\n\t\tvendor news.example\n\t\tbroker_key k.pub\n\t\t" + line + "\n\t}\n\trespond ok\n}\n"
+		_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cfg), nil)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want an error containing %q", line, err, want)
+		}
+	}
+	// An argument on the directive line itself (not a matcher).
+	if _, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(":8080 {\n\tecoupon /a extra\n\trespond ok\n}\n"), nil); err == nil {
+		t.Error("extra directive argument accepted")
+	}
+}
+
+// TestTopLevelCaddyfileAdapts keeps the repository's worked example valid.
+func TestTopLevelCaddyfileAdapts(t *testing.T) {
+	b, err := os.ReadFile("../Caddyfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, warn, err := caddyconfig.GetAdapter("caddyfile").Adapt(b, nil)
+	if err != nil || len(warn) > 0 {
+		t.Fatalf("the top-level Caddyfile does not adapt cleanly: %v %v", err, warn)
+	}
+	if !bytes.Contains(out, []byte(`"handler":"ecoupon"`)) {
+		t.Fatal("no ecoupon handler in the adapted config")
+	}
+}

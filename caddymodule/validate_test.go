@@ -1,0 +1,68 @@
+package caddymodule
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// TestGateConfigErrors: configurations that cannot work are refused at
+// Provision or Validate with a message that says what to write.
+func TestGateConfigErrors(t *testing.T) {
+	w := newWorld(t, "news.example", t0Later())
+	dir := t.TempDir()
+	base := func() *Gate {
+		return &Gate{Vendor: "news.example", BrokerKeys: []string{w.brokerKeyFile}, SecretFile: filepath.Join(dir, "secret"),
+			StoreRaw: []byte(`{"backend":"memory"}`)}
+	}
+	cases := []struct {
+		name   string
+		mutate func(*Gate)
+		want   string
+	}{
+		{"no vendor", func(g *Gate) { g.Vendor = "" }, "vendor"},
+		{"upper-case vendor", func(g *Gate) { g.Vendor = "News.example" }, "lower-case host name"},
+		{"no broker key", func(g *Gate) { g.BrokerKeys = nil }, "broker_key"},
+		{"missing broker key file", func(g *Gate) { g.BrokerKeys = []string{filepath.Join(dir, "nope.pub")} }, "no such file"},
+		{"broker key file is not a key", func(g *Gate) { g.BrokerKeys = []string{g.SecretFile} }, "broker_key"},
+		{"mode semi", func(g *Gate) { g.Mode = "semi" }, "not implemented yet"},
+		{"negative unit", func(g *Gate) { g.Unit = "-1" }, "unit"},
+		{"lower-case currency", func(g *Gate) { g.Currency = "eur" }, "currency"},
+		{"max_jump below price", func(g *Gate) { g.Price, g.MaxJump = 10, 5 }, "below the price"},
+		{"tiny open limit", func(g *Gate) { g.MaxOpenBytes = 100 }, "max_open_bytes"},
+		{"broker not a URL", func(g *Gate) { g.Broker = "broker.example" }, "http(s) URL"},
+		{"redis without url", func(g *Gate) { g.StoreRaw = []byte(`{"backend":"redis"}`) }, "url is required"},
+	}
+	// The secret file must exist for the "not a key" case.
+	if _, err := loadOrCreateSecret(filepath.Join(dir, "secret")); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cases {
+		g := base()
+		c.mutate(g)
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		err := g.Provision(ctx)
+		if err == nil {
+			err = g.Validate()
+		}
+		g.Cleanup()
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error mentioning %q", c.name, err, c.want)
+		}
+	}
+	// The base configuration itself is valid.
+	g := base()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	if err := g.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer g.Cleanup()
+	if err := g.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
