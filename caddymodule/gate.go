@@ -127,6 +127,7 @@ func (Gate) CaddyModule() caddy.ModuleInfo {
 // Provision loads keys, opens the store and builds the caches.
 func (g *Gate) Provision(ctx caddy.Context) error {
 	g.logger = ctx.Logger()
+	initMetrics(ctx.GetMetricsRegistry())
 	g.now = time.Now
 	g.seed = maphash.MakeSeed()
 	g.locks = new([256]sync.Mutex)
@@ -272,6 +273,12 @@ func reasonFor(err error) string {
 	return "payment_refused"
 }
 
+// refuse counts a refused payment and answers 402.
+func (g *Gate) refuse(w http.ResponseWriter, code, reason string) {
+	gateMetrics.payments.WithLabelValues(g.Vendor, code).Inc()
+	g.payRequired(w, code, reason, hintPay)
+}
+
 // payRequired answers 402 with a fresh challenge.
 func (g *Gate) payRequired(w http.ResponseWriter, code, reason, hint string) {
 	c := g.challenge
@@ -298,9 +305,12 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	}
 	var p coupons.Payment
 	if err := coupons.ParsePayment(auth, &p); err != nil {
+		gateMetrics.payments.WithLabelValues(g.Vendor, "bad_payment_header").Inc()
 		badRequest(w, "bad_payment_header", err)
 		return nil
 	}
+	started := time.Now()
+	defer func() { gateMetrics.verifyDelay.WithLabelValues(g.Vendor).Observe(time.Since(started).Seconds()) }()
 	ctx := r.Context()
 	key := store.Key(p.Lane)
 	h := maphash.Comparable(g.seed, key)
@@ -308,13 +318,16 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	if ok && ent.key != key {
 		ok = false // another lane with the same hash: a miss
 	}
-	if !ok {
+	if ok {
+		gateMetrics.cache.WithLabelValues(g.Vendor, "hit").Inc()
+	} else {
+		gateMetrics.cache.WithLabelValues(g.Vendor, "miss").Inc()
 		rec, err := g.store.Get(ctx, p.Lane)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			doc := r.Header.Get(HeaderOpen)
 			if doc == "" {
-				g.payRequired(w, "lane_not_open", "lane "+p.Lane.String()+" is not open here", hintPay)
+				g.refuse(w, "lane_not_open", "lane "+p.Lane.String()+" is not open here")
 				return nil
 			}
 			if rec, err = g.openLane(ctx, w, r, []byte(doc), p.Lane); err != nil {
@@ -339,7 +352,7 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	}
 	if now.After(ent.rec.Meta.NotAfter) {
 		lock.Unlock()
-		g.payRequired(w, "book_expired", "the lane's book or grant expired on "+spki.FormatDate(ent.rec.Meta.NotAfter), hintPay)
+		g.refuse(w, "book_expired", "the lane's book or grant expired on "+spki.FormatDate(ent.rec.Meta.NotAfter))
 		return nil
 	}
 	req := coupons.Request{Method: r.Method, Host: strings.ToLower(r.Host), Path: r.URL.EscapedPath(), Query: r.URL.RawQuery,
@@ -361,7 +374,7 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		}
 		if err != nil {
 			lock.Unlock()
-			g.payRequired(w, reasonFor(err), err.Error(), hintPay)
+			g.refuse(w, reasonFor(err), err.Error())
 			return nil
 		}
 		total := paid + cur.Credit
@@ -387,7 +400,7 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		if err != nil {
 			lock.Unlock()
 			if errors.Is(err, coupons.ErrCapExceeded) {
-				g.payRequired(w, "cap_exceeded", "this payment would exceed the spending cap of the lane's delegation; this coupon was not accepted", hintPay)
+				g.refuse(w, "cap_exceeded", "this payment would exceed the spending cap of the lane's delegation; this coupon was not accepted")
 				return nil
 			}
 			return g.storeFailure(err)
@@ -398,6 +411,7 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	}
 	lock.Unlock()
 	if theft != nil {
+		gateMetrics.thefts.WithLabelValues(g.Vendor).Inc()
 		// The evidence names the request, not any secret: the chain value
 		// in it is already spent.
 		g.logger.Warn("stolen coupon detected: a request was paid with a coupon by someone who did not know the next chain value",
@@ -409,11 +423,13 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		w.Header().Set(HeaderCredit, strconv.FormatUint(uint64(rec.Credit), 10))
 	}
 	if !served {
+		gateMetrics.payments.WithLabelValues(g.Vendor, "insufficient_payment").Inc()
 		g.payRequired(w, "insufficient_payment", fmt.Sprintf("this resource costs %d coupon(s); %d received and kept as credit on the lane, pay %d more",
 			g.Price, rec.Credit, g.Price-rec.Credit), "pay the remaining coupons on the same lane")
 		return nil
 	}
 
+	gateMetrics.payments.WithLabelValues(g.Vendor, "accepted").Inc()
 	rr := caddyhttp.NewResponseRecorder(w, nil, nil)
 	err := next.ServeHTTP(rr, r)
 	status := rr.Status()
@@ -445,6 +461,7 @@ func (g *Gate) refund(ctx context.Context, id coupons.LaneID, ent *laneEntry, ke
 		next.Credit += g.Price
 		if err = g.store.Advance(ctx, id, cur.State.Last, next, 0); err == nil {
 			ent.rec = next
+			gateMetrics.refunds.WithLabelValues(g.Vendor).Inc()
 			return
 		}
 		if !errors.Is(err, store.ErrConflict) {
@@ -508,6 +525,7 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	}
 	lane, err := coupons.VerifyOpen(o, &coupons.OpenPolicy{Vendor: g.Vendor, Brokers: g.brokers, Now: g.now(), CheckNonce: g.nonces.check, Cache: g.sigs})
 	if err != nil {
+		gateMetrics.opens.WithLabelValues(g.Vendor, reasonFor(err)).Inc()
 		g.payRequired(w, reasonFor(err), err.Error(), hintPay)
 		return store.Record{}, fail
 	}
@@ -526,6 +544,9 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		meta.Grant = lane.Certs[len(lane.Certs)-1]
 	}
 	rec, err := g.store.Open(ctx, lane.ID, meta)
+	if err == nil {
+		gateMetrics.opens.WithLabelValues(g.Vendor, "opened").Inc()
+	}
 	if err != nil {
 		caddyErr := g.storeFailure(err)
 		writeJSON(w, http.StatusServiceUnavailable, problem{Error: "store_unavailable", Reason: caddyErr.Error()})
