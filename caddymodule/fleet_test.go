@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -57,7 +58,7 @@ func serve(g *Gate, method, path string, h http.Header) *httptest.ResponseRecord
 // payments pre-computes n payments of price coupons each on one lane, the
 // first one carrying the lane open.
 func payments(t testing.TB, g *Gate, w *world, lane uint32, n, price int) []http.Header {
-	c := newClient(t.(*testing.T), nil, w.owner, lane)
+	c := newClient(t, nil, w.owner, lane)
 	// A nonce from the gate's own challenge.
 	rec := serve(g, "GET", "/premium/x", nil)
 	m := nonceRe.FindStringSubmatch(rec.Header().Get("WWW-Authenticate"))
@@ -138,3 +139,4 @@ func TestBoltGateAcceptsEachCouponOnce(t *testing.T) {
 	raceSpend(t, []*Gate{g}, payments(t, g, w, 1, 60, 1), 12)
 }
 
+func writeFile(path string, b []byte) error { return os.WriteFile(path, b, 0o644) }

@@ -27,6 +27,7 @@ import (
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/spki"
 	"github.com/ecoupons/ecoupons/store"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
 
@@ -108,6 +109,12 @@ type Gate struct {
 	logger    *zap.Logger
 	now       func() time.Time
 	challenge challenge
+
+	// Metric children of this vendor, resolved once (hot path).
+	mAccepted prometheus.Counter
+	mHit      prometheus.Counter
+	mMiss     prometheus.Counter
+	mDelay    prometheus.Observer
 }
 
 // laneEntry is a cached lane: its record as of the last payment seen here
@@ -197,6 +204,10 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 	if g.sigs, err = newSigCache(); err != nil {
 		return err
 	}
+	g.mAccepted = gateMetrics.payments.WithLabelValues(g.Vendor, "accepted")
+	g.mHit = gateMetrics.cache.WithLabelValues(g.Vendor, "hit")
+	g.mMiss = gateMetrics.cache.WithLabelValues(g.Vendor, "miss")
+	g.mDelay = gateMetrics.verifyDelay.WithLabelValues(g.Vendor)
 	g.challenge = challenge{Realm: g.Vendor, Vendor: g.Vendor, Price: g.Price, Unit: coupons.FormatAmount(g.unit), Currency: g.Currency, Broker: g.Broker}
 	return nil
 }
@@ -310,7 +321,6 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		return nil
 	}
 	started := time.Now()
-	defer func() { gateMetrics.verifyDelay.WithLabelValues(g.Vendor).Observe(time.Since(started).Seconds()) }()
 	ctx := r.Context()
 	key := store.Key(p.Lane)
 	h := maphash.Comparable(g.seed, key)
@@ -319,9 +329,9 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		ok = false // another lane with the same hash: a miss
 	}
 	if ok {
-		gateMetrics.cache.WithLabelValues(g.Vendor, "hit").Inc()
+		g.mHit.Inc()
 	} else {
-		gateMetrics.cache.WithLabelValues(g.Vendor, "miss").Inc()
+		g.mMiss.Inc()
 		rec, err := g.store.Get(ctx, p.Lane)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
@@ -410,6 +420,7 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		break
 	}
 	lock.Unlock()
+	g.mDelay.Observe(time.Since(started).Seconds())
 	if theft != nil {
 		gateMetrics.thefts.WithLabelValues(g.Vendor).Inc()
 		// The evidence names the request, not any secret: the chain value
@@ -429,7 +440,7 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		return nil
 	}
 
-	gateMetrics.payments.WithLabelValues(g.Vendor, "accepted").Inc()
+	g.mAccepted.Inc()
 	rr := caddyhttp.NewResponseRecorder(w, nil, nil)
 	err := next.ServeHTTP(rr, r)
 	status := rr.Status()

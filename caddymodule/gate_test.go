@@ -80,7 +80,7 @@ func newWorld(t *testing.T, vendor string, notAfter time.Time) *world {
 
 // client pays from one lane of a holder.
 type client struct {
-	t      *testing.T
+	t      testing.TB
 	tc     *caddytest.Tester
 	h      *delegation.Holder
 	lane   coupons.LaneID
@@ -89,7 +89,7 @@ type client struct {
 	opened bool
 }
 
-func newClient(t *testing.T, tc *caddytest.Tester, h *delegation.Holder, lane uint32) *client {
+func newClient(t testing.TB, tc *caddytest.Tester, h *delegation.Holder, lane uint32) *client {
 	b := h.Book.Book
 	seed, ok := h.Seed(lane)
 	if !ok {
@@ -155,7 +155,7 @@ func (c *client) payment(method, path string, n int) http.Header {
 }
 
 func (c *client) get(path string, h http.Header) (*http.Response, string) {
-	return do(c.t, c.tc, "GET", path, h)
+	return do(c.t.(*testing.T), c.tc, "GET", path, h)
 }
 
 func do(t *testing.T, tc *caddytest.Tester, method, path string, h http.Header) (*http.Response, string) {

@@ -33,6 +33,20 @@ var packages = []struct{ path, title, notes string }{
 	{"./tesla", "tesla: key chains, MACs, request binding",
 		"Goals: F, VerifyKey, BindRequest and VerifyBinding allocate nothing; BindRequest is two SHA-256 " +
 			"compressions (≈ 2× the 32-byte baseline, which is one compression plus finalisation)."},
+	{"./coupons", "coupons: payments, lane opens, the cursor",
+		"Goals: VerifyPaymentSteady (next coupon + TESLA check of the previous request) 0 allocs and ≤ 5× SHA: it is " +
+			"3 compressions (1 chain step, 2 for the binding), so the floor is about 3×. LaneOpen2Level ≤ 4× Ed: a cold open " +
+			"checks 5 signatures (book, user certificate, 2 grants, challenge), so cold is ≥ 5× by construction; the warm " +
+			"open (book and certificates verified before, the gate's signature cache) checks 1. CursorNext: ≤ log2 L hashes " +
+			"and ≤ 2 KiB of state at L = 2^20 (see max-hashes/coupon and state-bytes)."},
+	{"./store", "store: compare-and-set of lane positions",
+		"AdvanceBolt is durable (fsync) with group commit, 16 concurrent lanes; one fsync alone costs about 0.5 ms on this " +
+			"machine (shared/FACTS.md), so the ratio to it is the group-commit gain. AdvanceRedis runs against a local " +
+			"redis-server with appendfsync always."},
+	{"./caddymodule", "caddymodule: the gate's steady state in process",
+		"ServeHTTPSteady is the whole gate per paid request (memory store) against ServeHTTPUngated, the same request " +
+			"served by the next handler alone. The end-to-end load harness (gated vs ungated file_server over loopback) is " +
+			"not written yet."},
 }
 
 var line = regexp.MustCompile(`^Benchmark(\S+?)(-\d+)?\s+(\d+)\s+([\d.]+) ns/op(.*)$`)

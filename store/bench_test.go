@@ -1,0 +1,84 @@
+package store
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"fmt"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+
+	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/internal/testredis"
+)
+
+func BenchmarkBaselineSHA256_32(b *testing.B) {
+	var in [32]byte
+	b.ReportAllocs()
+	for b.Loop() {
+		in = sha256.Sum256(in[:])
+	}
+}
+
+func BenchmarkBaselineEd25519Verify(b *testing.B) {
+	seed := sha256.Sum256([]byte("bench"))
+	k := ed25519.NewKeyFromSeed(seed[:])
+	msg := []byte("m")
+	sig := ed25519.Sign(k, msg)
+	pub := k.Public().(ed25519.PublicKey)
+	b.ReportAllocs()
+	for b.Loop() {
+		ed25519.Verify(pub, msg, sig)
+	}
+}
+
+// benchAdvance measures compare-and-set advances from parallel goroutines,
+// each on its own lane (the gate's shape: many lanes, one writer each), so
+// the bolt store's group commit can share fsyncs.
+func benchAdvance(b *testing.B, s Store) {
+	ctx := context.Background()
+	var lanes atomic.Uint32
+	b.ReportAllocs()
+	b.SetParallelism(8)
+	b.RunParallel(func(pb *testing.PB) {
+		id := coupons.LaneID{Book: [32]byte{7}, Lane: lanes.Add(1)}
+		r, err := s.Open(ctx, id, testMeta(0))
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		for pb.Next() {
+			next := r
+			next.State.Last++
+			if err := s.Advance(ctx, id, r.State.Last, next, 0); err != nil {
+				b.Error(err)
+				return
+			}
+			r = next
+		}
+	})
+}
+
+func BenchmarkAdvanceMemory(b *testing.B) { benchAdvance(b, NewMemory()) }
+
+// BenchmarkAdvanceBolt: durable (fsync) advances, group-committed.
+func BenchmarkAdvanceBolt(b *testing.B) {
+	s, err := OpenBolt(filepath.Join(b.TempDir(), "spent.db"), BoltOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	benchAdvance(b, s)
+}
+
+// BenchmarkAdvanceRedis: advances through the Lua compare-and-set against a
+// local redis-server with appendfsync always.
+func BenchmarkAdvanceRedis(b *testing.B) {
+	s, err := NewRedis(context.Background(), testredis.Start(b), fmt.Sprintf("bench%d:", b.N))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	benchAdvance(b, s)
+}
