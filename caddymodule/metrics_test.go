@@ -2,9 +2,12 @@ package caddymodule
 
 import (
 	"net/http"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/delegation"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -49,5 +52,50 @@ func TestStolenCouponDetectedAndCounted(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(gateMetrics.payments.WithLabelValues("news.example", "coupon_spent")); got < 1 {
 		t.Error("refusal not counted by reason")
+	}
+}
+
+// TestDelegateCapEnforcedAcrossLanes: a phone granted lanes 0–1 with a cap
+// of 5 coupons' worth spends 3 on lane 0 and is refused the 3 more it tries
+// on lane 1 (cap_exceeded), while 2 more still pass.
+func TestDelegateCapEnforcedAcrossLanes(t *testing.T) {
+	w := newWorld(t, "news.example", t0Later())
+	g := newGate(t, w, `{"backend":"memory"}`, 1)
+	phoneKey := testKey("phone")
+	enc, _ := ecdhKey(t)
+	dev, err := delegation.NewDevice("phone", phoneKey, enc.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	grant, err := w.owner.Issue(dev, 0, 1, delegation.GrantOptions{Cap: 5 * 1_000_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	phone, err := delegation.Accept(grant, phoneKey, enc, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce := nonceRe.FindStringSubmatch(serve(g, "GET", "/premium/x", nil).Header().Get("WWW-Authenticate"))[1]
+	c0, c1 := newClient(t, nil, phone, 0), newClient(t, nil, phone, 1)
+	c0.nonce, c1.nonce = nonce, nonce
+	if rec := serve(g, "GET", "/premium/x", c0.payment("GET", "/premium/x", 3)); rec.Code != 200 {
+		t.Fatalf("3 coupons on lane 0: %d %s", rec.Code, rec.Body)
+	}
+	rec := serve(g, "GET", "/premium/x", c1.payment("GET", "/premium/x", 3))
+	if rec.Code != 402 || !strings.Contains(rec.Body.String(), "cap_exceeded") {
+		t.Fatalf("3 more on lane 1: %d %s", rec.Code, rec.Body)
+	}
+	// The refused coupons were not accepted: lane 1 is still at 0, so a
+	// fresh cursor pays its first 2 coupons, which fit under the cap.
+	c1b := newClient(t, nil, phone, 1)
+	c1b.nonce, c1b.opened = nonce, true
+	if rec := serve(g, "GET", "/premium/x", c1b.payment("GET", "/premium/x", 2)); rec.Code != 200 {
+		t.Fatalf("2 coupons within the cap: %d %s", rec.Code, rec.Body)
+	}
+	c1c := newClient(t, nil, phone, 1)
+	c1c.nonce, c1c.opened = nonce, true
+	c1c.payment("GET", "/premium/x", 2) // skip the spent ones
+	if rec := serve(g, "GET", "/premium/x", c1c.payment("GET", "/premium/x", 1)); rec.Code != 402 || !strings.Contains(rec.Body.String(), "cap_exceeded") {
+		t.Fatalf("one coupon past the cap: %d %s", rec.Code, rec.Body)
 	}
 }
