@@ -23,6 +23,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if cfg := os.Getenv("ECOUPONS_GATE_CHILD"); cfg != "" {
+		runGateChild(cfg) // never returns
+	}
 	// caddy run writes to ~/.config/caddy and ~/.local/share/caddy: keep
 	// tests inside temporary directories.
 	dir, err := os.MkdirTemp("", "ecoupons-caddy-")
@@ -50,6 +53,11 @@ type world struct {
 }
 
 func newWorld(t *testing.T, vendor string, notAfter time.Time) *world {
+	return newWorldL(t, vendor, notAfter, 64)
+}
+
+// newWorldL is newWorld with lanes of length coupons.
+func newWorldL(t *testing.T, vendor string, notAfter time.Time, length uint32) *world {
 	t.Helper()
 	w := &world{broker: testKey("broker"), alice: testKey("alice")}
 	bp, _ := spki.NewPublicKey(w.broker.Public())
@@ -58,7 +66,7 @@ func newWorld(t *testing.T, vendor string, notAfter time.Time) *world {
 	if err := os.WriteFile(w.brokerKeyFile, spki.Advanced(bp.Sexp()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	b, sec, anchors, err := coupons.Create(coupons.Params{Vendor: vendor, Broker: bp.Hash(), Owner: ap.Hash(), Lanes: 4, Length: 64,
+	b, sec, anchors, err := coupons.Create(coupons.Params{Vendor: vendor, Broker: bp.Hash(), Owner: ap.Hash(), Lanes: 4, Length: length,
 		Currency: "EUR", Unit: 1_000_000, NotAfter: notAfter}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -117,8 +125,13 @@ func (c *client) challenge(path string) string {
 	return m[1]
 }
 
-// payment spends n coupons for a request to path.
+// payment spends n coupons for a request to path on the test server.
 func (c *client) payment(method, path string, n int) http.Header {
+	return c.paymentFor("localhost:9080", method, path, n)
+}
+
+// paymentFor spends n coupons for a request to path on host.
+func (c *client) paymentFor(host, method, path string, n int) http.Header {
 	var i uint32
 	var w, next coupons.Value
 	var hasNext bool
@@ -133,7 +146,7 @@ func (c *client) payment(method, path string, n int) http.Header {
 	if len(u) == 2 {
 		q = u[1]
 	}
-	d := (&coupons.Request{Method: method, Host: "localhost:9080", Path: u[0], Query: q, Lane: c.lane, Index: i, Nonce: c.nonce}).Digest()
+	d := (&coupons.Request{Method: method, Host: host, Path: u[0], Query: q, Lane: c.lane, Index: i, Nonce: c.nonce}).Digest()
 	var np *coupons.Value
 	if hasNext {
 		np = &next

@@ -41,11 +41,6 @@ type BoltStore struct {
 	// Path of the database file. Default: ecoupons/<vendor>.db in Caddy's
 	// data directory.
 	Path string `json:"path,omitempty"`
-	// BatchDelay is how long a commit waits for other payments to share its
-	// fsync. Default 2ms.
-	BatchDelay caddy.Duration `json:"batch_delay,omitempty"`
-
-	key string
 }
 
 // CaddyModule returns the Caddy module information.
@@ -85,7 +80,7 @@ func (b *BoltStore) OpenStore(ctx caddy.Context) (store.Store, error) {
 		return nil, fmt.Errorf("bolt store: %w", err)
 	}
 	v, _, err := boltPool.LoadOrNew(path, func() (caddy.Destructor, error) {
-		db, err := store.OpenBolt(path, store.BoltOptions{BatchDelay: time.Duration(b.BatchDelay)})
+		db, err := store.OpenBolt(path, store.BoltOptions{})
 		if err != nil {
 			return nil, err
 		}

@@ -1,0 +1,298 @@
+// Command loadharness measures the gate end to end: one in-process Caddy
+// serves the same file through two servers on loopback, one plain
+// file_server and one behind the ecoupon gate (bolt store, fsync), and
+// keep-alive clients hammer each in turn. Every gated request pays one
+// coupon on its client's own lane (a lane per in-flight request, as the
+// wallet does); payments are computed before the timed phase.
+//
+//	go run ./internal/loadharness                 # 4 rounds of 5 s each way
+//	go run ./internal/loadharness -clients 32 -duration 10s -store memory
+//
+// It prints requests per second for both and their ratio (goal ≥ 0.90).
+package main
+
+import (
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime/pprof"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+	_ "github.com/ecoupons/ecoupons/caddymodule"
+	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/delegation"
+	"github.com/ecoupons/ecoupons/spki"
+)
+
+var nonceRe = regexp.MustCompile(`nonce=([A-Za-z0-9_-]+)`)
+
+const (
+	plainAddr = "127.0.0.1:18082"
+	gatedAddr = "127.0.0.1:18081"
+)
+
+func main() {
+	clients := flag.Int("clients", 16, "concurrent keep-alive clients")
+	duration := flag.Duration("duration", 5*time.Second, "length of one timed round")
+	rounds := flag.Int("rounds", 2, "rounds per server (the median is reported)")
+	storeKind := flag.String("store", "bolt", "gate store: bolt or memory")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the timed rounds to this file")
+	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
+	if err := run(*clients, *duration, *rounds, *storeKind); err != nil {
+		pprof.StopCPUProfile()
+		fmt.Fprintln(os.Stderr, "loadharness:", err)
+		os.Exit(1)
+	}
+}
+
+func key(label string) ed25519.PrivateKey {
+	seed := sha256.Sum256([]byte("ecoupons load harness " + label))
+	return ed25519.NewKeyFromSeed(seed[:])
+}
+
+func run(clients int, duration time.Duration, rounds int, storeKind string) error {
+	dir, err := os.MkdirTemp("", "ecoupons-load-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	os.Setenv("XDG_DATA_HOME", filepath.Join(dir, "data"))
+	os.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
+	site := filepath.Join(dir, "site")
+	os.MkdirAll(filepath.Join(site, "premium"), 0o755)
+	page := make([]byte, 1024)
+	for i := range page {
+		page[i] = 'a' + byte(i%26)
+	}
+	if err := os.WriteFile(filepath.Join(site, "premium", "page.html"), page, 0o644); err != nil {
+		return err
+	}
+
+	// A broker, a user and a book with a lane per client.
+	broker, alice := key("broker"), key("alice")
+	bp, _ := spki.NewPublicKey(broker.Public())
+	ap, _ := spki.NewPublicKey(alice.Public())
+	brokerFile := filepath.Join(dir, "broker.pub")
+	if err := os.WriteFile(brokerFile, spki.Advanced(bp.Sexp()), 0o644); err != nil {
+		return err
+	}
+	perLane := int(float64(duration/time.Second+1) * 20000 / float64(clients) * float64(rounds))
+	length := uint32(1 << 10)
+	for int(length) < perLane+2 {
+		length <<= 1
+	}
+	b, sec, anchors, err := coupons.Create(coupons.Params{Vendor: "load.example", Broker: bp.Hash(), Owner: ap.Hash(),
+		Lanes: uint32(clients), Length: length, Currency: "EUR", Unit: 1_000_000, NotAfter: time.Now().Add(24 * time.Hour)}, nil)
+	if err != nil {
+		return err
+	}
+	sb, _ := b.Sign(alice)
+	user, err := spki.SignCert(&spki.Cert{Issuer: spki.KeyPrincipal(bp), Subject: spki.HashPrincipal(ap.Hash()), Tag: coupons.UserTag("load", "EUR")}, broker)
+	if err != nil {
+		return err
+	}
+	owner, err := delegation.NewOwner(sb, user, sec, anchors, alice)
+	if err != nil {
+		return err
+	}
+
+	storeJSON := map[string]any{"backend": "memory"}
+	if storeKind == "bolt" {
+		storeJSON = map[string]any{"backend": "bolt", "path": filepath.Join(dir, "spent.db")}
+	}
+	fileServer := map[string]any{"handler": "file_server", "root": site}
+	cfg := map[string]any{
+		"admin":   map[string]any{"disabled": true},
+		"logging": map[string]any{"logs": map[string]any{"default": map[string]any{"level": "ERROR"}}},
+		"apps": map[string]any{"http": map[string]any{"servers": map[string]any{
+			"plain": map[string]any{"listen": []string{plainAddr}, "automatic_https": map[string]any{"disable": true},
+				"routes": []any{map[string]any{"handle": []any{fileServer}}}},
+			"gated": map[string]any{"listen": []string{gatedAddr}, "automatic_https": map[string]any{"disable": true},
+				"routes": []any{map[string]any{"handle": []any{
+					map[string]any{"handler": "ecoupon", "vendor": "load.example", "broker_keys": []string{brokerFile},
+						"price": 1, "lane_rate": -1, "opens_per_minute": 100000, "store": storeJSON},
+					fileServer}}}},
+		}}},
+	}
+	raw, _ := json.Marshal(cfg)
+	if err := caddy.Load(raw, true); err != nil {
+		return err
+	}
+	defer caddy.Stop()
+
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients * 2}, Timeout: 10 * time.Second}
+	url := func(addr string) string { return "http://" + addr + "/premium/page.html" }
+
+	// Challenge, then open every lane with its first payment and compute
+	// the rest, untimed.
+	resp, err := hc.Get(url(gatedAddr))
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPaymentRequired {
+		return fmt.Errorf("expected 402 from the gate, got %d", resp.StatusCode)
+	}
+	m := nonceRe.FindStringSubmatch(resp.Header.Get("WWW-Authenticate"))
+	if m == nil {
+		return fmt.Errorf("no nonce in %q", resp.Header.Get("WWW-Authenticate"))
+	}
+	nonce := m[1]
+	fmt.Fprintf(os.Stderr, "computing %d payments on each of %d lanes…\n", perLane, clients)
+	pays := make([][]string, clients)
+	var wg sync.WaitGroup
+	var prepErr atomic.Value
+	for c := 0; c < clients; c++ {
+		wg.Add(1)
+		go func(c int) {
+			defer wg.Done()
+			p, err := lanePayments(owner, uint32(c), nonce, perLane+1, "127.0.0.1:18081")
+			if err != nil {
+				prepErr.Store(err)
+				return
+			}
+			pays[c] = p
+		}(c)
+	}
+	wg.Wait()
+	if e := prepErr.Load(); e != nil {
+		return e.(error)
+	}
+	for c := 0; c < clients; c++ {
+		o, err := owner.Open(uint32(c), nonce)
+		if err != nil {
+			return err
+		}
+		req, _ := http.NewRequest("GET", url(gatedAddr), nil)
+		req.Header.Set("Authorization", pays[c][0])
+		req.Header.Set("ECoupon-Open", string(spki.Transport(o.Sexp())))
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("opening lane %d: %d", c, resp.StatusCode)
+		}
+		pays[c] = pays[c][1:]
+	}
+
+	var plainRates, gatedRates []float64
+	for r := 0; r < rounds; r++ {
+		pr, err := hammer(hc, url(plainAddr), clients, duration, nil)
+		if err != nil {
+			return err
+		}
+		gr, err := hammer(hc, url(gatedAddr), clients, duration, pays)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "round %d: plain %.0f req/s, gated %.0f req/s\n", r+1, pr, gr)
+		plainRates, gatedRates = append(plainRates, pr), append(gatedRates, gr)
+	}
+	p, g := median(plainRates), median(gatedRates)
+	fmt.Printf("clients %d, %s rounds × %d, store %s, 1 KiB file\n", clients, duration, rounds, storeKind)
+	fmt.Printf("plain file_server: %.0f req/s\n", p)
+	fmt.Printf("gated file_server: %.0f req/s\n", g)
+	fmt.Printf("ratio gated/plain: %.3f\n", g/p)
+	return nil
+}
+
+// lanePayments computes n payments of one coupon on a lane.
+func lanePayments(owner *delegation.Holder, lane uint32, nonce string, n int, host string) ([]string, error) {
+	b := owner.Book.Book
+	seed, _ := owner.Seed(lane)
+	cur, _, err := coupons.NewCursor(b.LaneTag(lane), b.Length, seed)
+	if err != nil {
+		return nil, err
+	}
+	id := coupons.LaneID{Book: b.ID(), Lane: lane}
+	out := make([]string, n)
+	for k := range out {
+		i, w, next, hasNext, err := cur.Next()
+		if err != nil {
+			return nil, err
+		}
+		d := (&coupons.Request{Method: "GET", Host: host, Path: "/premium/page.html", Lane: id, Index: i, Nonce: nonce}).Digest()
+		var np *coupons.Value
+		if hasNext {
+			np = &next
+		}
+		p := coupons.Pay(id, i, w, np, &d)
+		out[k] = p.Header()
+	}
+	return out, nil
+}
+
+// hammer runs clients for duration and returns successful requests per
+// second; with pays, client c sends pays[c] in order (consuming them).
+func hammer(hc *http.Client, url string, clients int, duration time.Duration, pays [][]string) (float64, error) {
+	var done atomic.Int64
+	var failed atomic.Value
+	stop := time.Now().Add(duration)
+	var wg sync.WaitGroup
+	for c := 0; c < clients; c++ {
+		wg.Add(1)
+		go func(c int) {
+			defer wg.Done()
+			for time.Now().Before(stop) {
+				req, _ := http.NewRequest("GET", url, nil)
+				if pays != nil {
+					if len(pays[c]) == 0 {
+						failed.Store(fmt.Errorf("client %d ran out of precomputed payments", c))
+						return
+					}
+					req.Header.Set("Authorization", pays[c][0])
+					pays[c] = pays[c][1:]
+				}
+				resp, err := hc.Do(req)
+				if err != nil {
+					failed.Store(err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					failed.Store(fmt.Errorf("%s: status %d", url, resp.StatusCode))
+					return
+				}
+				done.Add(1)
+			}
+		}(c)
+	}
+	start := time.Now()
+	wg.Wait()
+	if e := failed.Load(); e != nil {
+		return 0, e.(error)
+	}
+	return float64(done.Load()) / time.Since(start).Seconds(), nil
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
