@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -32,6 +33,8 @@ func init() {
 //	    max_open_bytes   <n>
 //	    lane_rate        <requests per second>
 //	    nonce_ttl        <duration>
+//	    revocations      <url|file> ...
+//	    revocations_every <duration>
 //	    secret_file      <file>
 //	}
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
@@ -124,6 +127,21 @@ func (g *Gate) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					return d.Errf("nonce_ttl must be a positive duration, e.g. 5m, got %q", v)
 				}
 				g.NonceTTL = caddy.Duration(dur)
+			}
+		case "revocations":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.Errf("revocations takes one or more URLs or files of signed revocation lists")
+			}
+			g.Revocations = append(g.Revocations, args...)
+		case "revocations_every":
+			var v string
+			if v, err = one(); err == nil {
+				dur, perr := caddy.ParseDuration(v)
+				if perr != nil || dur < time.Second {
+					return d.Errf("revocations_every must be a duration of at least 1s, got %q", v)
+				}
+				g.RevocationsEvery = caddy.Duration(dur)
 			}
 		case "secret_file":
 			g.SecretFile, err = one()

@@ -92,6 +92,14 @@ type Gate struct {
 	// NonceTTL is how long a challenge nonce stays valid (at least this, at
 	// most twice). Default 5m.
 	NonceTTL caddy.Duration `json:"nonce_ttl,omitempty"`
+	// Revocations are the brokers' signed revocation lists, each an http(s)
+	// URL (e.g. https://broker.example/v1/revocations) or a file, verified
+	// against the broker keys. When set, lane opens are refused under any
+	// revoked certificate or key, and refused altogether (503) while the
+	// list of the book's broker is past its next-update. Default: none.
+	Revocations []string `json:"revocations,omitempty"`
+	// RevocationsEvery is how often the lists are fetched. Default 1m.
+	RevocationsEvery caddy.Duration `json:"revocations_every,omitempty"`
 	// SecretFile holds the key of challenge nonces (created with 32 random
 	// bytes if missing). Default: ecoupons/<vendor>.secret in Caddy's data
 	// directory.
@@ -106,6 +114,8 @@ type Gate struct {
 	locks     *[256]sync.Mutex
 	seed      maphash.Seed
 	opens     *ipWindow
+	revoked   *revocations
+	stopPoll  context.CancelFunc
 	logger    *zap.Logger
 	now       func() time.Time
 	challenge challenge
@@ -208,6 +218,20 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 	g.mHit = gateMetrics.cache.WithLabelValues(g.Vendor, "hit")
 	g.mMiss = gateMetrics.cache.WithLabelValues(g.Vendor, "miss")
 	g.mDelay = gateMetrics.verifyDelay.WithLabelValues(g.Vendor)
+	if len(g.Revocations) > 0 {
+		if g.RevocationsEvery == 0 {
+			g.RevocationsEvery = caddy.Duration(time.Minute)
+		}
+		g.revoked = newRevocations(g.Revocations, g.brokers, g.logger)
+		// A first fetch before serving; failures are logged and retried by
+		// the poller, and lane opens wait for a fresh list.
+		first, cancel := context.WithTimeout(ctx, 15*time.Second)
+		g.revoked.refresh(first)
+		cancel()
+		pollCtx, stop := context.WithCancel(context.Background())
+		g.stopPoll = stop
+		go g.revoked.poll(pollCtx, time.Duration(g.RevocationsEvery))
+	}
 	g.challenge = challenge{Realm: g.Vendor, Vendor: g.Vendor, Price: g.Price, Unit: coupons.FormatAmount(g.unit), Currency: g.Currency, Broker: g.Broker}
 	return nil
 }
@@ -225,6 +249,8 @@ func (g *Gate) Validate() error {
 		return fmt.Errorf("ecoupon: unit must be positive, e.g. 'unit 0.001 EUR'")
 	case g.MaxJump < g.Price:
 		return fmt.Errorf("ecoupon: max_jump %d is below the price %d: no payment could pass", g.MaxJump, g.Price)
+	case g.RevocationsEvery < 0 || (len(g.Revocations) > 0 && time.Duration(g.RevocationsEvery) < time.Second):
+		return fmt.Errorf("ecoupon: revocations_every must be at least 1s")
 	case g.MaxOpenBytes < 1024:
 		return fmt.Errorf("ecoupon: max_open_bytes %d is too small for any lane open (at least 1024)", g.MaxOpenBytes)
 	}
@@ -241,6 +267,9 @@ func (g *Gate) Validate() error {
 
 // Cleanup closes what Provision opened.
 func (g *Gate) Cleanup() error {
+	if g.stopPoll != nil {
+		g.stopPoll()
+	}
 	if g.cache != nil {
 		g.cache.Close()
 	}
@@ -534,7 +563,18 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		badRequest(w, "bad_open", err)
 		return store.Record{}, fail
 	}
-	lane, err := coupons.VerifyOpen(o, &coupons.OpenPolicy{Vendor: g.Vendor, Brokers: g.brokers, Now: g.now(), CheckNonce: g.nonces.check, Cache: g.sigs})
+	pol := &coupons.OpenPolicy{Vendor: g.Vendor, Brokers: g.brokers, Now: g.now(), CheckNonce: g.nonces.check, Cache: g.sigs}
+	if g.revoked != nil {
+		if err := g.revoked.fresh(o.Book.Book.Broker, g.now()); err != nil {
+			gateMetrics.opens.WithLabelValues(g.Vendor, "revocations_stale").Inc()
+			w.Header().Set("Retry-After", "30")
+			writeJSON(w, http.StatusServiceUnavailable, problem{Error: "revocations_stale",
+				Reason: "the gate has no fresh revocation list from the book's broker, so it cannot open lanes safely: " + err.Error()})
+			return store.Record{}, fail
+		}
+		pol.Revocations = g.revoked
+	}
+	lane, err := coupons.VerifyOpen(o, pol)
 	if err != nil {
 		gateMetrics.opens.WithLabelValues(g.Vendor, reasonFor(err)).Inc()
 		g.payRequired(w, reasonFor(err), err.Error(), hintPay)

@@ -45,7 +45,12 @@ func freePort(t *testing.T) int {
 
 func startGateChild(t *testing.T, cfgFile, addr string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run", "^$")
+	// os.Args[0] may have been rewritten by Caddy code run in other tests.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, "-test.run", "^$")
 	cmd.Env = append(os.Environ(), "ECOUPONS_GATE_CHILD="+cfgFile)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {

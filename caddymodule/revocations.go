@@ -1,0 +1,160 @@
+package caddymodule
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ecoupons/ecoupons/delegation"
+	"github.com/ecoupons/ecoupons/spki"
+	"go.uber.org/zap"
+)
+
+// maxRevocationList bounds a fetched revocation list.
+const maxRevocationList = 16 << 20
+
+// revocations holds the verified lists of the gate's brokers and keeps
+// them fresh. It implements coupons.Revocations.
+type revocations struct {
+	sources  []string
+	checkers map[spki.KeyHash]*delegation.Checker
+	brokers  []*spki.PublicKey
+	client   *http.Client
+	logger   *zap.Logger
+	mu       sync.Mutex
+	lastErr  map[string]error
+}
+
+func newRevocations(sources []string, brokers []*spki.PublicKey, logger *zap.Logger) *revocations {
+	r := &revocations{sources: sources, brokers: brokers, checkers: map[spki.KeyHash]*delegation.Checker{},
+		client: &http.Client{Timeout: 10 * time.Second}, logger: logger, lastErr: map[string]error{}}
+	for _, b := range brokers {
+		r.checkers[b.Hash()] = delegation.NewChecker(b)
+	}
+	return r
+}
+
+// fetch reads one source: an http(s) URL or a file.
+func (r *revocations) fetch(ctx context.Context, src string) ([]byte, error) {
+	if strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://") {
+		req, err := http.NewRequestWithContext(ctx, "GET", src, nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := r.client.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("%s: HTTP %d", src, resp.StatusCode)
+		}
+		b, err := io.ReadAll(io.LimitReader(resp.Body, maxRevocationList+1))
+		if err == nil && len(b) > maxRevocationList {
+			err = fmt.Errorf("%s: list larger than %d bytes", src, maxRevocationList)
+		}
+		return b, err
+	}
+	f, err := os.Open(src)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxRevocationList+1))
+	if err == nil && len(b) > maxRevocationList {
+		err = fmt.Errorf("%s: list larger than %d bytes", src, maxRevocationList)
+	}
+	return b, err
+}
+
+// refresh fetches every source and installs what verifies; it returns the
+// first error (the others are logged).
+func (r *revocations) refresh(ctx context.Context) error {
+	var first error
+	for _, src := range r.sources {
+		err := r.refreshOne(ctx, src)
+		r.mu.Lock()
+		r.lastErr[src] = err
+		r.mu.Unlock()
+		if err != nil {
+			r.logger.Warn("could not refresh a revocation list", zap.String("source", src), zap.Error(err))
+			if first == nil {
+				first = err
+			}
+		}
+	}
+	return first
+}
+
+func (r *revocations) refreshOne(ctx context.Context, src string) error {
+	b, err := r.fetch(ctx, src)
+	if err != nil {
+		return err
+	}
+	lim := spki.DefaultLimits
+	lim.MaxSize, lim.MaxNodes = maxRevocationList, 1<<21
+	x, err := lim.Parse(b)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for h, c := range r.checkers {
+		if _, err := c.Update(x); err == nil {
+			return nil
+		} else if errors.Is(err, delegation.ErrRollback) {
+			return fmt.Errorf("broker %s: %w", h, err)
+		} else {
+			errs = append(errs, err)
+		}
+	}
+	return fmt.Errorf("no configured broker key verifies the list: %w", errors.Join(errs...))
+}
+
+// poll refreshes every interval until ctx ends.
+func (r *revocations) poll(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			r.refresh(ctx)
+		}
+	}
+}
+
+// fresh reports whether the list of the broker is fresh at now.
+func (r *revocations) fresh(broker spki.KeyHash, now time.Time) error {
+	c, ok := r.checkers[broker]
+	if !ok {
+		return fmt.Errorf("no revocation list for broker %s", broker)
+	}
+	return c.Fresh(now)
+}
+
+// CertRevoked implements coupons.Revocations.
+func (r *revocations) CertRevoked(h [32]byte) bool {
+	for _, c := range r.checkers {
+		if c.CertRevoked(h) {
+			return true
+		}
+	}
+	return false
+}
+
+// KeyRevoked implements coupons.Revocations.
+func (r *revocations) KeyRevoked(h spki.KeyHash) bool {
+	for _, c := range r.checkers {
+		if c.KeyRevoked(h) {
+			return true
+		}
+	}
+	return false
+}
