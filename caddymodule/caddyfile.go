@@ -35,6 +35,9 @@ func init() {
 //	    nonce_ttl        <duration>
 //	    revocations      <url|file> ...
 //	    revocations_every <duration>
+//	    vendor_key       <pem file>
+//	    receipt_interval <duration>
+//	    receipt_delay    <intervals>
 //	    secret_file      <file>
 //	}
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
@@ -142,6 +145,22 @@ func (g *Gate) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					return d.Errf("revocations_every must be a duration of at least 1s, got %q", v)
 				}
 				g.RevocationsEvery = caddy.Duration(dur)
+			}
+		case "vendor_key":
+			g.VendorKey, err = one()
+		case "receipt_interval":
+			var v string
+			if v, err = one(); err == nil {
+				dur, perr := caddy.ParseDuration(v)
+				if perr != nil || dur < 10*time.Millisecond {
+					return d.Errf("receipt_interval must be a duration of at least 10ms, got %q", v)
+				}
+				g.ReceiptInterval = caddy.Duration(dur)
+			}
+		case "receipt_delay":
+			var n int
+			if n, err = positive("receipt_delay"); err == nil {
+				g.ReceiptDelay = uint64(n)
 			}
 		case "secret_file":
 			g.SecretFile, err = one()

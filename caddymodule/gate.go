@@ -6,6 +6,7 @@ package caddymodule
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -28,6 +29,7 @@ import (
 	"github.com/ecoupons/ecoupons/spki"
 	"github.com/ecoupons/ecoupons/store"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.step.sm/crypto/pemutil"
 	"go.uber.org/zap"
 )
 
@@ -100,6 +102,16 @@ type Gate struct {
 	Revocations []string `json:"revocations,omitempty"`
 	// RevocationsEvery is how often the lists are fetched. Default 1m.
 	RevocationsEvery caddy.Duration `json:"revocations_every,omitempty"`
+	// VendorKey is a PEM file with the vendor's private key (Ed25519 or
+	// ECDSA P-256). When set, paid responses carry an ECoupon-Receipt
+	// (TESLA, under a key chain whose commitment this key signs, served at
+	// /.well-known/ecoupons/vendor). Default: no receipts.
+	VendorKey string `json:"vendor_key,omitempty"`
+	// ReceiptInterval is the TESLA interval of receipts. Default 1s.
+	ReceiptInterval caddy.Duration `json:"receipt_interval,omitempty"`
+	// ReceiptDelay is how many intervals later a receipt's key is
+	// disclosed. Default 2.
+	ReceiptDelay uint64 `json:"receipt_delay,omitempty"`
 	// SecretFile holds the key of challenge nonces (created with 32 random
 	// bytes if missing). Default: ecoupons/<vendor>.secret in Caddy's data
 	// directory.
@@ -115,6 +127,7 @@ type Gate struct {
 	seed      maphash.Seed
 	opens     *ipWindow
 	revoked   *revocations
+	receipts  *receipts
 	stopPoll  context.CancelFunc
 	logger    *zap.Logger
 	now       func() time.Time
@@ -196,6 +209,28 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 	}
 	g.nonces = &nonceMaker{secret: secret, vendor: g.Vendor, ttl: time.Duration(g.NonceTTL), now: func() time.Time { return g.now() }}
 	g.opens = newIPWindow(g.OpensPerMinute, time.Minute)
+	if g.VendorKey != "" {
+		if g.ReceiptInterval == 0 {
+			g.ReceiptInterval = caddy.Duration(time.Second)
+		}
+		if g.ReceiptDelay == 0 {
+			g.ReceiptDelay = 2
+		}
+		k, err := pemutil.Read(g.VendorKey)
+		if err != nil {
+			return fmt.Errorf("ecoupon: vendor_key: %w", err)
+		}
+		signer, ok := k.(crypto.Signer)
+		if !ok {
+			return fmt.Errorf("ecoupon: vendor_key %s holds no private key", g.VendorKey)
+		}
+		if g.ReceiptInterval < caddy.Duration(10*time.Millisecond) {
+			return fmt.Errorf("ecoupon: receipt_interval must be at least 10ms")
+		}
+		if g.receipts, err = newReceipts(signer, g.Vendor, secret, time.Duration(g.ReceiptInterval), g.ReceiptDelay, func() time.Time { return g.now() }); err != nil {
+			return fmt.Errorf("ecoupon: receipts: %w", err)
+		}
+	}
 
 	var provider StoreProvider = &BoltStore{Path: filepath.Join(dataDir, g.Vendor+".db")}
 	if g.StoreRaw != nil {
@@ -338,6 +373,14 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	if r.URL.Path == OpenPath {
 		return g.serveOpen(w, r)
 	}
+	if r.URL.Path == VendorPath && r.Method == http.MethodGet {
+		if g.receipts == nil {
+			writeJSON(w, http.StatusNotFound, problem{Error: "no_receipts", Reason: "this gate issues no receipts (no vendor_key)"})
+			return nil
+		}
+		g.receipts.serve(w, r)
+		return nil
+	}
 	auth := r.Header.Get("Authorization")
 	if auth == "" || !hasScheme(auth, coupons.Scheme) {
 		g.payRequired(w, "payment_required", fmt.Sprintf("this resource costs %d coupon(s) of %s %s", g.Price, g.challenge.Unit, g.Currency), hintPay)
@@ -399,6 +442,7 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	digest := req.Digest()
 	var rec store.Record
 	var theft *coupons.Theft
+	var paidNow uint32
 	served := false
 	for attempt := 0; ; attempt++ {
 		cur := ent.rec
@@ -444,7 +488,7 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 			}
 			return g.storeFailure(err)
 		}
-		theft = th
+		theft, paidNow = th, paid
 		ent.rec = rec
 		break
 	}
@@ -470,6 +514,13 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	}
 
 	g.mAccepted.Inc()
+	if g.receipts != nil {
+		if h, err := g.receipts.header(coupons.ReceiptMessage(p.Lane, p.Index, paidNow, &digest)); err == nil {
+			w.Header().Set(HeaderReceipt, h)
+		} else {
+			g.logger.Error("could not issue a receipt", zap.Error(err))
+		}
+	}
 	rr := caddyhttp.NewResponseRecorder(w, nil, nil)
 	err := next.ServeHTTP(rr, r)
 	status := rr.Status()

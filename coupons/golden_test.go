@@ -2,6 +2,7 @@ package coupons
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/hex"
 	"flag"
 	"fmt"
@@ -9,8 +10,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ecoupons/ecoupons/spki"
+	"github.com/ecoupons/ecoupons/tesla"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -99,6 +102,42 @@ func TestGoldenOpen(t *testing.T) {
 	o := w.open(t, w.alice, 1)
 	checkGolden(t, "open.adv", append(spki.AdvancedIndent(o.Sexp()), '\n'))
 	if _, err := VerifyOpen(roundTrip(t, o), w.policy); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestGoldenReceipt documents a receipt-chain commitment (vendor key
+// "vendor", seed SHA-256("ecoupons test receipt seed"), 8 intervals of 1 s
+// from 2026-12-01_12:00:00, delay 2) and the receipt of coupon 1 of lane 1
+// (the payment of TestGoldenPayment) sent in interval 3.
+func TestGoldenReceipt(t *testing.T) {
+	w := newWorld(t)
+	seed := tesla.Key(sha256.Sum256([]byte("ecoupons test receipt seed")))
+	chain, err := tesla.NewChain(seed, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sched := tesla.Schedule{T0: t0, Interval: time.Second, Delay: 2}
+	c := &ReceiptCommitment{Vendor: "news.example", Schedule: sched, Intervals: 8, Commitment: chain.Commitment()}
+	if err := c.Sign(testKey("vendor")); err != nil {
+		t.Fatal(err)
+	}
+	checkGolden(t, "receipt-commitment.adv", append(spki.AdvancedIndent(c.Sexp()), '\n'))
+	pp := w.payer(1)
+	r := Request{Method: "GET", Host: "news.example", Path: "/premium/a", Query: "x=1", Lane: pp.lane, Index: 1, Nonce: "nonce-1"}
+	d := r.Digest()
+	s, err := tesla.NewSender(chain, sched, func() time.Time { return t0.Add(3500 * time.Millisecond) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.Authenticate(ReceiptMessage(pp.lane, 1, 1, &d))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := Receipt{Commitment: c.ID(), Packet: p}
+	checkGolden(t, "receipt.txt", []byte("ECoupon-Receipt: "+rc.Header()+"\n"))
+	x, _ := spki.Parse(spki.Canonical(c.Sexp()))
+	if _, err := ParseReceiptCommitment(x); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -1,0 +1,124 @@
+package caddymodule
+
+import (
+	"context"
+	"encoding/pem"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/spki"
+	"github.com/ecoupons/ecoupons/tesla"
+	"go.step.sm/crypto/pemutil"
+)
+
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+// TestReceipts: paid responses carry TESLA receipts under a chain whose
+// commitment the vendor signs; a client authenticates each receipt once
+// its key is disclosed, and a forged receipt is rejected.
+func TestReceipts(t *testing.T) {
+	w := newWorld(t, "news.example", t0Later())
+	dir := t.TempDir()
+	vendor := testKey("vendor")
+	block, err := pemutil.Serialize(vendor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(dir, "vendor.pem")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	clock := &fakeClock{t: time.Now().Truncate(time.Second)}
+	g := &Gate{Vendor: "news.example", BrokerKeys: []string{w.brokerKeyFile}, Price: 1, LaneRate: -1,
+		SecretFile: filepath.Join(dir, "secret"), StoreRaw: []byte(`{"backend":"memory"}`), VendorKey: keyFile}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	if err := g.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer g.Cleanup()
+	g.now = clock.now
+	// Rebuild the receipt chain on the fake clock.
+	g.receipts.now = clock.now
+	if g.receipts.cur, err = g.receipts.newEpoch(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The client fetches and checks the commitment.
+	rec := serve(g, "GET", VendorPath, nil)
+	if rec.Code != 200 {
+		t.Fatalf("commitment: %d %s", rec.Code, rec.Body)
+	}
+	x, err := spki.Parse(rec.Body.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	com, err := coupons.ParseReceiptCommitment(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vpub, _ := spki.NewPublicKey(vendor.Public())
+	if !com.Key.Equal(vpub) || com.Vendor != "news.example" {
+		t.Fatal("commitment names another key or vendor")
+	}
+	recv, err := tesla.NewReceiver(tesla.ReceiverConfig{Commitment: com.Commitment, Schedule: com.Schedule, MaxSkew: 0, Now: clock.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	c := newClient(t, nil, w.owner, 0)
+	c.nonce = nonceRe.FindStringSubmatch(serve(g, "GET", "/premium/x", nil).Header().Get("WWW-Authenticate"))[1]
+	authenticated, rejected := 0, 0
+	messages := map[string]bool{}
+	for k := 0; k < 8; k++ {
+		h := c.payment("GET", "/premium/x", 1)
+		r := serve(g, "GET", "/premium/x", h)
+		if r.Code != 200 {
+			t.Fatalf("payment %d: %d %s", k, r.Code, r.Body)
+		}
+		rc, err := coupons.ParseReceipt(r.Header().Get(HeaderReceipt))
+		if err != nil {
+			t.Fatalf("receipt %d: %v (%q)", k, err, r.Header().Get(HeaderReceipt))
+		}
+		if rc.Commitment != com.ID() {
+			t.Fatalf("receipt names commitment %s, fetched %s", rc.Commitment, com.ID())
+		}
+		var p coupons.Payment
+		coupons.ParsePayment(h.Get("Authorization"), &p)
+		d := (&coupons.Request{Method: "GET", Host: "localhost:9080", Path: "/premium/x", Lane: p.Lane, Index: p.Index, Nonce: c.nonce}).Digest()
+		pkt := rc.Packet
+		pkt.Message = coupons.ReceiptMessage(p.Lane, p.Index, 1, &d)
+		if k == 3 {
+			pkt.MAC[0] ^= 1 // a forged receipt
+		}
+		messages[string(pkt.Message)] = k != 3
+		res, err := recv.Receive(pkt)
+		if err != nil {
+			t.Fatalf("receipt %d refused: %v", k, err)
+		}
+		for _, a := range res.Authenticated {
+			if !messages[string(a.Message)] {
+				t.Fatalf("a forged receipt was authenticated")
+			}
+			authenticated++
+		}
+		rejected += len(res.Rejected)
+		clock.add(time.Second)
+	}
+	if authenticated < 4 || rejected != 1 {
+		t.Fatalf("authenticated %d receipts, rejected %d (want ≥ 4 and 1)", authenticated, rejected)
+	}
+	_ = http.StatusOK
+}
