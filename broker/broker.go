@@ -1,0 +1,266 @@
+package broker
+
+import (
+	"context"
+	"crypto"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/spki"
+)
+
+// Errors of the broker's operations.
+var (
+	ErrUnknownUser   = errors.New("broker: unknown user key")
+	ErrUnknownVendor = errors.New("broker: unknown vendor")
+	ErrVendorTaken   = errors.New("broker: vendor name registered to another key")
+	ErrBookRefused   = errors.New("broker: book refused")
+	ErrUnknownBook   = errors.New("broker: unknown book")
+	ErrNotYourBook   = errors.New("broker: book belongs to another vendor")
+	ErrBookClosed    = errors.New("broker: book released after expiry")
+	ErrRedemption    = errors.New("broker: redemption refused")
+)
+
+func init() {
+	migrations = append(migrations, `CREATE TABLE users (
+		key_hash TEXT PRIMARY KEY,
+		account  TEXT NOT NULL REFERENCES accounts(id),
+		currency TEXT NOT NULL,
+		created  BIGINT NOT NULL
+	);
+	CREATE TABLE vendors (
+		name     TEXT PRIMARY KEY,
+		key_hash TEXT NOT NULL,
+		account  TEXT NOT NULL REFERENCES accounts(id),
+		currency TEXT NOT NULL
+	);
+	CREATE TABLE books (
+		id        TEXT PRIMARY KEY,
+		owner     TEXT NOT NULL REFERENCES accounts(id),
+		vendor    TEXT NOT NULL REFERENCES vendors(name),
+		unit      BIGINT NOT NULL,
+		lanes     BIGINT NOT NULL,
+		length    BIGINT NOT NULL,
+		salt      TEXT NOT NULL,
+		root      TEXT NOT NULL,
+		not_after BIGINT NOT NULL,
+		released  BIGINT NOT NULL DEFAULT 0
+	);
+	CREATE TABLE lanes (
+		book     TEXT NOT NULL REFERENCES books(id),
+		lane     BIGINT NOT NULL,
+		redeemed BIGINT NOT NULL,
+		value    TEXT NOT NULL,
+		PRIMARY KEY (book, lane)
+	)`)
+}
+
+// Broker runs the broker's operations on its database with its key.
+type Broker struct {
+	DB     *DB
+	Signer crypto.Signer
+	// FeeBasisPoints is the broker's fee on redemptions, in 1/10000 of the
+	// amount, rounded down. Default 0.
+	FeeBasisPoints int64
+	// MaxRedeemSteps bounds the hashing one redemption item may cost (the
+	// increase in coupons since the lane's last redemption). Default 2^22.
+	MaxRedeemSteps uint32
+	// ReleaseGrace is how long after a book's expiry redemptions are still
+	// accepted before its remaining escrow returns to the owner. Default 7 days.
+	ReleaseGrace time.Duration
+	Now          func() time.Time
+
+	pub *spki.PublicKey
+}
+
+// New returns a broker over db signing with signer.
+func New(db *DB, signer crypto.Signer) (*Broker, error) {
+	pub, err := spki.NewPublicKey(signer.Public())
+	if err != nil {
+		return nil, err
+	}
+	return &Broker{DB: db, Signer: signer, MaxRedeemSteps: 1 << 22, ReleaseGrace: 7 * 24 * time.Hour, Now: time.Now, pub: pub}, nil
+}
+
+// PublicKey is the broker's key, which gates trust.
+func (b *Broker) PublicKey() *spki.PublicKey { return b.pub }
+
+func hexKey(h spki.KeyHash) string { return hex.EncodeToString(h[:]) }
+
+// UserAccount is the account id of a user key in a currency.
+func UserAccount(key spki.KeyHash, currency string) string {
+	return "user:" + hexKey(key)[:32] + ":" + currency
+}
+
+func worldAccount(currency string) string { return "world:" + currency }
+func feesAccount(currency string) string  { return "fees:" + currency }
+func escrowAccount(book [32]byte) string  { return "escrow:" + hex.EncodeToString(book[:]) }
+
+// tx runs fn in one database transaction.
+func (b *Broker) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := b.DB.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// RegisterUser opens (or finds) the account of a user key in a currency,
+// pre-paid when creditLimit is 0, post-paid with that limit otherwise, and
+// issues the user certificate vendors check off-line, valid until notAfter.
+func (b *Broker) RegisterUser(ctx context.Context, key *spki.PublicKey, currency string, creditLimit int64, notAfter time.Time) (string, *spki.SignedCert, error) {
+	if err := coupons.CheckCurrency(currency); err != nil {
+		return "", nil, err
+	}
+	if creditLimit < 0 {
+		return "", nil, fmt.Errorf("%w: negative credit limit", ErrAmount)
+	}
+	acct := UserAccount(key.Hash(), currency)
+	err := b.tx(ctx, func(tx *sql.Tx) error {
+		for _, a := range []struct {
+			id, kind string
+			floor    int64
+		}{{acct, KindUser, -creditLimit}, {worldAccount(currency), KindWorld, noFloor}, {feesAccount(currency), KindFees, 0}} {
+			if err := createAccount(ctx, tx, a.id, a.kind, currency, a.floor); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE accounts SET floor = $1 WHERE id = $2 AND balance >= $1`, -creditLimit, acct); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO users (key_hash, account, currency, created) VALUES ($1, $2, $3, $4) ON CONFLICT (key_hash) DO NOTHING`,
+			hexKey(key.Hash()), acct, currency, b.Now().Unix())
+		return err
+	})
+	if err != nil {
+		return "", nil, err
+	}
+	cert, err := spki.SignCert(&spki.Cert{Issuer: spki.KeyPrincipal(b.pub), Subject: spki.KeyPrincipal(key),
+		Tag: coupons.UserTag(acct, currency), Validity: spki.Validity{NotBefore: b.Now().UTC().Truncate(time.Second), NotAfter: notAfter.UTC().Truncate(time.Second)}}, b.Signer)
+	return acct, cert, err
+}
+
+// TopUp moves amount into a user's account from outside the system.
+// idem makes retries safe: the same key never credits twice.
+func (b *Broker) TopUp(ctx context.Context, account string, amount int64, idem string) error {
+	if amount <= 0 {
+		return fmt.Errorf("%w: top-up of %d", ErrAmount, amount)
+	}
+	a, err := b.DB.Account(ctx, account)
+	if err != nil {
+		return err
+	}
+	if a.Kind != KindUser {
+		return fmt.Errorf("%w: %s is not a user account", ErrNoAccount, account)
+	}
+	return b.tx(ctx, func(tx *sql.Tx) error {
+		_, err := post(ctx, tx, "topup", "topup:"+idem, "", entry{worldAccount(a.Currency), -amount}, entry{account, amount})
+		return err
+	})
+}
+
+// RegisterVendor registers a vendor name for a key, opening its account,
+// and issues its vendor certificate: (ecoupons-vendor (name v) (currency C)).
+func (b *Broker) RegisterVendor(ctx context.Context, name string, key *spki.PublicKey, currency string) (*spki.SignedCert, error) {
+	if err := coupons.CheckCurrency(currency); err != nil {
+		return nil, err
+	}
+	acct := "vendor:" + name + ":" + currency
+	err := b.tx(ctx, func(tx *sql.Tx) error {
+		var have string
+		err := tx.QueryRowContext(ctx, `SELECT key_hash FROM vendors WHERE name = $1`, name).Scan(&have)
+		switch {
+		case err == nil && have != hexKey(key.Hash()):
+			return fmt.Errorf("%w: %s", ErrVendorTaken, name)
+		case err == nil:
+			return nil
+		case !errors.Is(err, sql.ErrNoRows):
+			return err
+		}
+		for _, a := range []struct {
+			id, kind string
+			floor    int64
+		}{{acct, KindVendor, 0}, {worldAccount(currency), KindWorld, noFloor}, {feesAccount(currency), KindFees, 0}} {
+			if err := createAccount(ctx, tx, a.id, a.kind, currency, a.floor); err != nil {
+				return err
+			}
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO vendors (name, key_hash, account, currency) VALUES ($1, $2, $3, $4)`, name, hexKey(key.Hash()), acct, currency)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	tag, err := spki.ParseTag(spki.L("ecoupons-vendor", spki.L("name", name), spki.L("currency", currency)))
+	if err != nil {
+		return nil, err
+	}
+	return spki.SignCert(&spki.Cert{Issuer: spki.KeyPrincipal(b.pub), Subject: spki.KeyPrincipal(key), Tag: tag}, b.Signer)
+}
+
+// RegisterBook accepts a signed book from its owner and holds its face
+// value: it moves k × L × unit from the owner's account into the book's
+// escrow, within the owner's floor, so that off-line spending can never
+// exceed what the broker vouched for. Registering the same book again is a
+// no-op.
+func (b *Broker) RegisterBook(ctx context.Context, owner spki.KeyHash, sb *coupons.SignedBook) error {
+	bk := sb.Book
+	if err := sb.Verify(); err != nil {
+		return fmt.Errorf("%w: %w", ErrBookRefused, err)
+	}
+	switch {
+	case bk.Owner != owner:
+		return fmt.Errorf("%w: the book's owner is not the caller", ErrBookRefused)
+	case bk.Broker != b.pub.Hash():
+		return fmt.Errorf("%w: the book names another broker", ErrBookRefused)
+	case !bk.NotAfter.After(b.Now()):
+		return fmt.Errorf("%w: the book has already expired", ErrBookRefused)
+	}
+	face, err := bk.FaceValue()
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBookRefused, err)
+	}
+	id := bk.ID()
+	acct := UserAccount(owner, bk.Currency)
+	return b.tx(ctx, func(tx *sql.Tx) error {
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM users WHERE account = $1`, acct).Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("%w: no %s account for this key", ErrUnknownUser, bk.Currency)
+		}
+		var vcur string
+		if err := tx.QueryRowContext(ctx, `SELECT currency FROM vendors WHERE name = $1`, bk.Vendor).Scan(&vcur); errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w: %s", ErrUnknownVendor, bk.Vendor)
+		} else if err != nil {
+			return err
+		}
+		if vcur != bk.Currency {
+			return fmt.Errorf("%w: vendor %s is paid in %s, the book is in %s", ErrCurrency, bk.Vendor, vcur, bk.Currency)
+		}
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM books WHERE id = $1`, hex.EncodeToString(id[:])).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return nil
+		}
+		if err := createAccount(ctx, tx, escrowAccount(id), KindEscrow, bk.Currency, 0); err != nil {
+			return err
+		}
+		if _, err := post(ctx, tx, "book", "book:"+hex.EncodeToString(id[:]), "hold face value", entry{acct, -face}, entry{escrowAccount(id), face}); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO books (id, owner, vendor, unit, lanes, length, salt, root, not_after) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+			hex.EncodeToString(id[:]), acct, bk.Vendor, bk.Unit, bk.Lanes, bk.Length, hex.EncodeToString(bk.Salt[:]), hex.EncodeToString(bk.Root[:]), bk.NotAfter.Unix())
+		return err
+	})
+}

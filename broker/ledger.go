@@ -1,0 +1,268 @@
+// Package broker is the ecoupons broker: it certifies users, registers
+// vendors, holds the face value of coupon books, redeems coupons and keeps
+// a double-entry ledger in SQL (embedded SQLite by default).
+//
+// Money never floats: amounts are int64 nanos (coupons.NanosPerUnit). Every
+// transfer is one database transaction whose entries sum to zero; every
+// account has a floor its balance may not cross (0 for pre-paid users,
+// escrows and vendors; minus the credit limit for post-paid users; none
+// for the outside world, which funds top-ups and receives payouts).
+package broker
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite"
+)
+
+// Errors of the ledger.
+var (
+	// ErrInsufficientFunds means a transfer would take an account below its floor.
+	ErrInsufficientFunds = errors.New("broker: insufficient funds")
+	// ErrNoAccount is an unknown account.
+	ErrNoAccount = errors.New("broker: no such account")
+	// ErrCurrency means a transfer mixes currencies.
+	ErrCurrency = errors.New("broker: currency mismatch")
+	// ErrAmount is a zero, negative or overflowing amount.
+	ErrAmount = errors.New("broker: bad amount")
+	// ErrUnbalanced means a transaction's entries do not sum to zero.
+	ErrUnbalanced = errors.New("broker: unbalanced transaction")
+)
+
+// Account kinds.
+const (
+	KindUser   = "user"   // a user's money: floor 0 (pre-paid) or −credit limit (post-paid)
+	KindEscrow = "escrow" // the unspent face value of one book
+	KindVendor = "vendor" // a vendor's earnings
+	KindFees   = "fees"   // the broker's fees
+	KindWorld  = "world"  // money outside the system: top-ups come from it, payouts go to it
+)
+
+// noFloor is the floor of accounts that may go arbitrarily negative.
+const noFloor = math.MinInt64
+
+// DB is the broker's database.
+type DB struct {
+	db      *sql.DB
+	dialect string // "sqlite" or "pgx"
+}
+
+// OpenSQLite opens (creating if needed) the broker database at path, in
+// WAL mode with synchronous=FULL, and applies the migrations.
+func OpenSQLite(ctx context.Context, path string) (*DB, error) {
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, err
+	}
+	// One writer at a time is what SQLite does anyway; a single connection
+	// makes BEGIN IMMEDIATE queue in Go instead of spinning on busy.
+	db.SetMaxOpenConns(1)
+	d := &DB{db: db, dialect: "sqlite"}
+	if err := d.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// Close closes the database.
+func (d *DB) Close() error { return d.db.Close() }
+
+// migrations are applied in order; each runs once (schema_version).
+var migrations = []string{
+	`CREATE TABLE accounts (
+		id       TEXT PRIMARY KEY,
+		kind     TEXT NOT NULL,
+		currency TEXT NOT NULL,
+		floor    BIGINT NOT NULL,
+		balance  BIGINT NOT NULL DEFAULT 0,
+		created  BIGINT NOT NULL,
+		CHECK (balance >= floor)
+	);
+	CREATE TABLE transactions (
+		id      INTEGER PRIMARY KEY,
+		kind    TEXT NOT NULL,
+		idem    TEXT UNIQUE,
+		created BIGINT NOT NULL,
+		memo    TEXT NOT NULL DEFAULT ''
+	);
+	CREATE TABLE entries (
+		tx      BIGINT NOT NULL REFERENCES transactions(id),
+		account TEXT NOT NULL REFERENCES accounts(id),
+		amount  BIGINT NOT NULL,
+		PRIMARY KEY (tx, account)
+	);
+	CREATE INDEX entries_account ON entries(account, tx);`,
+}
+
+func (d *DB) migrate(ctx context.Context) error {
+	if _, err := d.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)`); err != nil {
+		return fmt.Errorf("broker: migrating: %w", err)
+	}
+	var v int
+	err := d.db.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		if _, err := d.db.ExecContext(ctx, `INSERT INTO schema_version VALUES (0)`); err != nil {
+			return err
+		}
+	} else if err != nil {
+		return err
+	}
+	for i := v; i < len(migrations); i++ {
+		tx, err := d.db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		for _, stmt := range strings.Split(migrations[i], ";") {
+			if strings.TrimSpace(stmt) == "" {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				tx.Rollback()
+				return fmt.Errorf("broker: migration %d: %w", i+1, err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = $1`, i+1); err != nil {
+			tx.Rollback()
+			return err
+		}
+		if err := tx.Commit(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Account is a ledger account.
+type Account struct {
+	ID       string
+	Kind     string
+	Currency string
+	Floor    int64
+	Balance  int64
+}
+
+// createAccount inserts an account if it does not exist.
+func createAccount(ctx context.Context, tx *sql.Tx, id, kind, currency string, floor int64) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO accounts (id, kind, currency, floor, balance, created) VALUES ($1, $2, $3, $4, 0, $5)
+		ON CONFLICT (id) DO NOTHING`, id, kind, currency, floor, time.Now().Unix())
+	return err
+}
+
+// Account returns an account.
+func (d *DB) Account(ctx context.Context, id string) (Account, error) {
+	var a Account
+	err := d.db.QueryRowContext(ctx, `SELECT id, kind, currency, floor, balance FROM accounts WHERE id = $1`, id).
+		Scan(&a.ID, &a.Kind, &a.Currency, &a.Floor, &a.Balance)
+	if errors.Is(err, sql.ErrNoRows) {
+		return a, fmt.Errorf("%w: %s", ErrNoAccount, id)
+	}
+	return a, err
+}
+
+// entry is one leg of a transfer.
+type entry struct {
+	account string
+	amount  int64
+}
+
+// post records a balanced transaction inside tx: it checks currencies and
+// floors, updates balances and writes the entries. idem, when not empty,
+// makes the transaction idempotent: a second post with the same key is a
+// no-op reported by done = false.
+func post(ctx context.Context, tx *sql.Tx, kind, idem, memo string, entries ...entry) (done bool, err error) {
+	var sum int64
+	for _, e := range entries {
+		if e.amount == 0 {
+			continue
+		}
+		if (e.amount > 0 && sum > math.MaxInt64-e.amount) || (e.amount < 0 && sum < math.MinInt64-e.amount) {
+			return false, ErrAmount
+		}
+		sum += e.amount
+	}
+	if sum != 0 {
+		return false, fmt.Errorf("%w: entries sum to %d", ErrUnbalanced, sum)
+	}
+	var idemArg any
+	if idem != "" {
+		idemArg = idem
+		var n int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM transactions WHERE idem = $1`, idem).Scan(&n); err != nil {
+			return false, err
+		}
+		if n > 0 {
+			return false, nil
+		}
+	}
+	var txID int64
+	if err := tx.QueryRowContext(ctx, `INSERT INTO transactions (kind, idem, created, memo) VALUES ($1, $2, $3, $4) RETURNING id`,
+		kind, idemArg, time.Now().Unix(), memo).Scan(&txID); err != nil {
+		return false, err
+	}
+	currency := ""
+	for _, e := range entries {
+		if e.amount == 0 {
+			continue
+		}
+		var cur string
+		var floor, bal int64
+		err := tx.QueryRowContext(ctx, `SELECT currency, floor, balance FROM accounts WHERE id = $1`, e.account).Scan(&cur, &floor, &bal)
+		if errors.Is(err, sql.ErrNoRows) {
+			return false, fmt.Errorf("%w: %s", ErrNoAccount, e.account)
+		}
+		if err != nil {
+			return false, err
+		}
+		if currency == "" {
+			currency = cur
+		} else if cur != currency {
+			return false, fmt.Errorf("%w: %s is in %s, not %s", ErrCurrency, e.account, cur, currency)
+		}
+		if (e.amount > 0 && bal > math.MaxInt64-e.amount) || (e.amount < 0 && (bal < math.MinInt64-e.amount || bal+e.amount < floor)) {
+			if e.amount < 0 {
+				return false, fmt.Errorf("%w: %s holds %d, floor %d, needs %d", ErrInsufficientFunds, e.account, bal, floor, -e.amount)
+			}
+			return false, ErrAmount
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE accounts SET balance = balance + $1 WHERE id = $2`, e.amount, e.account); err != nil {
+			return false, err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO entries (tx, account, amount) VALUES ($1, $2, $3)`, txID, e.account, e.amount); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// CheckInvariants verifies the ledger: every transaction sums to zero,
+// every balance equals the sum of its entries and respects its floor.
+func (d *DB) CheckInvariants(ctx context.Context) error {
+	var bad int
+	if err := d.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT tx FROM entries GROUP BY tx HAVING SUM(amount) <> 0) AS t`).Scan(&bad); err != nil {
+		return err
+	}
+	if bad > 0 {
+		return fmt.Errorf("%w: %d transactions do not sum to zero", ErrUnbalanced, bad)
+	}
+	if err := d.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM accounts a WHERE a.balance <> COALESCE((SELECT SUM(amount) FROM entries e WHERE e.account = a.id), 0) OR a.balance < a.floor`).Scan(&bad); err != nil {
+		return err
+	}
+	if bad > 0 {
+		return fmt.Errorf("broker: %d accounts whose balance disagrees with their entries or is below the floor", bad)
+	}
+	if err := d.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT currency FROM accounts GROUP BY currency HAVING SUM(balance) <> 0) AS t`).Scan(&bad); err != nil {
+		return err
+	}
+	if bad > 0 {
+		return fmt.Errorf("%w: the balances of %d currencies do not sum to zero", ErrUnbalanced, bad)
+	}
+	return nil
+}

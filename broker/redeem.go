@@ -1,0 +1,217 @@
+package broker
+
+import (
+	"context"
+	"crypto/subtle"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/spki"
+)
+
+// Redemption is one lane's highest coupon, submitted by the vendor. The
+// first redemption of a lane also carries the lane's anchor and its Merkle
+// proof, which the broker checks against the book's root and keeps.
+type Redemption struct {
+	Lane   coupons.LaneID
+	Index  uint32
+	Value  coupons.Value
+	Anchor *coupons.Value // required on a lane's first redemption
+	Proof  [][32]byte
+}
+
+// RedeemResult says what one redemption paid.
+type RedeemResult struct {
+	Lane    coupons.LaneID
+	Coupons uint32 // newly redeemed coupons (0 when already redeemed: idempotent)
+	Amount  int64  // paid to the vendor, in nanos, after the fee
+	Fee     int64
+	Err     error // why this item was refused (nil when paid or already paid)
+}
+
+// maxBatch bounds one redemption batch.
+const maxBatch = 10000
+
+// Redeem pays a vendor for a batch of redemptions, in one database
+// transaction: for each lane only the increase over what it already
+// redeemed is paid, from the book's escrow to the vendor (less the fee).
+// A retried batch pays nothing twice. Items that fail verification are
+// refused one by one (RedeemResult.Err) without affecting the others.
+func (b *Broker) Redeem(ctx context.Context, vendorKey spki.KeyHash, batch []Redemption) ([]RedeemResult, error) {
+	if len(batch) == 0 || len(batch) > maxBatch {
+		return nil, fmt.Errorf("%w: a batch holds 1 to %d redemptions", ErrRedemption, maxBatch)
+	}
+	out := make([]RedeemResult, len(batch))
+	err := b.tx(ctx, func(tx *sql.Tx) error {
+		var name, vacct string
+		err := tx.QueryRowContext(ctx, `SELECT name, account FROM vendors WHERE key_hash = $1`, hexKey(vendorKey)).Scan(&name, &vacct)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w: no vendor registered for this key", ErrUnknownVendor)
+		}
+		if err != nil {
+			return err
+		}
+		for i := range batch {
+			out[i].Lane = batch[i].Lane
+			res, err := b.redeemOne(ctx, tx, name, vacct, &batch[i])
+			if err != nil && !isItemError(err) {
+				return err // a database failure: the whole batch rolls back
+			}
+			res.Err = err
+			out[i] = res
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// itemError marks a refusal of one item (as opposed to a database error).
+type itemError struct{ error }
+
+func (e itemError) Unwrap() error { return e.error }
+
+func isItemError(err error) bool {
+	var ie itemError
+	return errors.As(err, &ie)
+}
+
+func refuse(format string, args ...any) error {
+	return itemError{fmt.Errorf("%w: "+format, append([]any{ErrRedemption}, args...)...)}
+}
+
+func (b *Broker) redeemOne(ctx context.Context, tx *sql.Tx, vendor, vacct string, r *Redemption) (RedeemResult, error) {
+	res := RedeemResult{Lane: r.Lane}
+	bookHex := hex.EncodeToString(r.Lane.Book[:])
+	var bvendor, saltHex, rootHex string
+	var unit, lanes, length, released int64
+	err := tx.QueryRowContext(ctx, `SELECT vendor, unit, lanes, length, salt, root, released FROM books WHERE id = $1`, bookHex).
+		Scan(&bvendor, &unit, &lanes, &length, &saltHex, &rootHex, &released)
+	if errors.Is(err, sql.ErrNoRows) {
+		return res, itemError{fmt.Errorf("%w: %x…", ErrUnknownBook, r.Lane.Book[:6])}
+	}
+	if err != nil {
+		return res, err
+	}
+	switch {
+	case bvendor != vendor:
+		return res, itemError{fmt.Errorf("%w: book of %s", ErrNotYourBook, bvendor)}
+	case released != 0:
+		return res, itemError{ErrBookClosed}
+	case int64(r.Lane.Lane) >= lanes:
+		return res, refuse("lane %d of %d", r.Lane.Lane, lanes)
+	case int64(r.Index) > length || r.Index == 0:
+		return res, refuse("index %d outside 1…%d", r.Index, length)
+	}
+	var salt, root [32]byte
+	hex.Decode(salt[:], []byte(saltHex))
+	hex.Decode(root[:], []byte(rootHex))
+
+	var prev uint32
+	var prevValue coupons.Value
+	var redeemed int64
+	var valueHex string
+	err = tx.QueryRowContext(ctx, `SELECT redeemed, value FROM lanes WHERE book = $1 AND lane = $2`, bookHex, r.Lane.Lane).Scan(&redeemed, &valueHex)
+	first := errors.Is(err, sql.ErrNoRows)
+	switch {
+	case first:
+		if r.Anchor == nil {
+			return res, refuse("first redemption of lane %d needs its anchor and Merkle proof", r.Lane.Lane)
+		}
+		if err := coupons.VerifyMerkleProof(root, uint32(lanes), r.Lane.Lane, r.Anchor, r.Proof); err != nil {
+			return res, itemError{fmt.Errorf("%w: %w", ErrRedemption, err)}
+		}
+		prevValue = *r.Anchor
+	case err != nil:
+		return res, err
+	default:
+		prev = uint32(redeemed)
+		hex.Decode(prevValue[:], []byte(valueHex))
+	}
+	if r.Index <= prev {
+		return res, nil // already redeemed: pays nothing, not an error
+	}
+	if r.Index-prev > b.MaxRedeemSteps {
+		return res, refuse("%d coupons since the last redemption of this lane, limit %d: redeem more often", r.Index-prev, b.MaxRedeemSteps)
+	}
+	tag := coupons.NewLaneTag(salt, r.Lane.Lane)
+	if got := coupons.Walk(&tag, r.Index, r.Value, prev); subtle.ConstantTimeCompare(got[:], prevValue[:]) != 1 {
+		return res, refuse("coupon %d does not hash to the lane's last redeemed value", r.Index)
+	}
+	n := r.Index - prev
+	amount, err := coupons.MulAmount(uint64(n), unit)
+	if err != nil {
+		return res, itemError{err}
+	}
+	fee := amount / 10000 * b.FeeBasisPoints
+	fee += amount % 10000 * b.FeeBasisPoints / 10000
+	var cur string
+	if err := tx.QueryRowContext(ctx, `SELECT currency FROM accounts WHERE id = $1`, vacct).Scan(&cur); err != nil {
+		return res, err
+	}
+	idem := fmt.Sprintf("redeem:%s:%d:%d", bookHex, r.Lane.Lane, r.Index)
+	if _, err := post(ctx, tx, "redeem", idem, "", entry{escrowAccount(r.Lane.Book), -amount}, entry{vacct, amount - fee}, entry{feesAccount(cur), fee}); err != nil {
+		if errors.Is(err, ErrInsufficientFunds) {
+			return res, itemError{err}
+		}
+		return res, err
+	}
+	if first {
+		_, err = tx.ExecContext(ctx, `INSERT INTO lanes (book, lane, redeemed, value) VALUES ($1, $2, $3, $4)`, bookHex, r.Lane.Lane, r.Index, hex.EncodeToString(r.Value[:]))
+	} else {
+		_, err = tx.ExecContext(ctx, `UPDATE lanes SET redeemed = $1, value = $2 WHERE book = $3 AND lane = $4`, r.Index, hex.EncodeToString(r.Value[:]), bookHex, r.Lane.Lane)
+	}
+	if err != nil {
+		return res, err
+	}
+	res.Coupons, res.Amount, res.Fee = n, amount-fee, fee
+	return res, nil
+}
+
+// ReleaseExpired returns the unspent escrow of every book whose expiry is
+// more than ReleaseGrace in the past to its owner, and closes the book to
+// further redemptions. It returns the number of books released.
+func (b *Broker) ReleaseExpired(ctx context.Context) (int, error) {
+	cutoff := b.Now().Add(-b.ReleaseGrace).Unix()
+	rows, err := b.DB.db.QueryContext(ctx, `SELECT id, owner FROM books WHERE released = 0 AND not_after < $1`, cutoff)
+	if err != nil {
+		return 0, err
+	}
+	type due struct{ id, owner string }
+	var list []due
+	for rows.Next() {
+		var d due
+		if err := rows.Scan(&d.id, &d.owner); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		list = append(list, d)
+	}
+	rows.Close()
+	n := 0
+	for _, d := range list {
+		err := b.tx(ctx, func(tx *sql.Tx) error {
+			var bal int64
+			if err := tx.QueryRowContext(ctx, `SELECT balance FROM accounts WHERE id = $1`, "escrow:"+d.id).Scan(&bal); err != nil {
+				return err
+			}
+			if bal > 0 {
+				if _, err := post(ctx, tx, "release", "release:"+d.id, "unspent face value back to the owner", entry{"escrow:" + d.id, -bal}, entry{d.owner, bal}); err != nil {
+					return err
+				}
+			}
+			_, err := tx.ExecContext(ctx, `UPDATE books SET released = $1 WHERE id = $2 AND released = 0`, b.Now().Unix(), d.id)
+			return err
+		})
+		if err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
