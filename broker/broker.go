@@ -264,3 +264,28 @@ func (b *Broker) RegisterBook(ctx context.Context, owner spki.KeyHash, sb *coupo
 		return err
 	})
 }
+
+// SetCreditLimit makes a user account post-paid with the given limit (0:
+// pre-paid). A limit below the account's current debt is refused.
+func (b *Broker) SetCreditLimit(ctx context.Context, account string, limit int64) error {
+	if limit < 0 {
+		return fmt.Errorf("%w: negative credit limit", ErrAmount)
+	}
+	a, err := b.DB.Account(ctx, account)
+	if err != nil {
+		return err
+	}
+	if a.Kind != KindUser {
+		return fmt.Errorf("%w: %s is not a user account", ErrNoAccount, account)
+	}
+	return b.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE accounts SET floor = $1 WHERE id = $2 AND balance >= $1`, -limit, account)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("%w: the account owes more than the new limit", ErrInsufficientFunds)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,376 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/spki"
+)
+
+// MaxBody bounds a request body of the API.
+const MaxBody = 8 << 20
+
+// API serves the broker's HTTP+JSON interface under /v1/. Every call but
+// GET /v1/broker and GET /v1/revocations is signed by the caller's key
+// (SignRequest); Admins may top up accounts and set credit limits.
+type API struct {
+	Broker *Broker
+	// Admins are the keys allowed to call /v1/admin/…
+	Admins []spki.KeyHash
+	// UserCertValidity is how long user certificates are valid. Default 1 year.
+	UserCertValidity time.Duration
+}
+
+type apiError struct {
+	Error  string `json:"error"`
+	Reason string `json:"reason"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// fail maps an error to its status and reason code.
+func fail(w http.ResponseWriter, err error) {
+	type m struct {
+		err    error
+		status int
+		code   string
+	}
+	for _, x := range []m{
+		{ErrUnsigned, 401, "unsigned"}, {ErrBadAuth, 401, "bad_signature"}, {ErrReplayed, 401, "replayed"},
+		{ErrInsufficientFunds, 402, "insufficient_funds"}, {ErrVendorTaken, 409, "vendor_taken"},
+		{ErrUnknownUser, 404, "unknown_user"}, {ErrUnknownVendor, 404, "unknown_vendor"}, {ErrUnknownBook, 404, "unknown_book"},
+		{ErrNoAccount, 404, "unknown_account"}, {ErrCurrency, 400, "currency_mismatch"}, {ErrAmount, 400, "bad_amount"},
+		{coupons.ErrBadAmount, 400, "bad_amount"}, {ErrBookRefused, 400, "book_refused"}, {ErrRedemption, 400, "redemption_refused"},
+		{ErrRevocation, 403, "revocation_refused"}, {errForbidden, 403, "forbidden"}, {errBadRequest, 400, "bad_request"},
+		{spki.ErrSyntax, 400, "bad_sexp"}, {spki.ErrTruncated, 400, "bad_sexp"}, {spki.ErrTooLarge, 400, "bad_sexp"},
+		{coupons.ErrBadBook, 400, "bad_book"}, {spki.ErrBadCert, 400, "bad_certificate"},
+	} {
+		if errors.Is(err, x.err) {
+			writeJSON(w, x.status, apiError{x.code, err.Error()})
+			return
+		}
+	}
+	writeJSON(w, http.StatusInternalServerError, apiError{"internal", "the broker could not complete the request; nothing was changed"})
+}
+
+var (
+	errForbidden  = errors.New("broker: forbidden")
+	errBadRequest = errors.New("broker: bad request")
+)
+
+func badRequest(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{errBadRequest}, args...)...)
+}
+
+// ServeHTTP implements http.Handler.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	route := r.Method + " " + r.URL.Path
+	switch route {
+	case "GET /v1/broker":
+		w.Header().Set("Content-Type", "application/x-spki-sexp")
+		w.Write(spki.Advanced(a.Broker.PublicKey().Sexp()))
+		return
+	case "GET /v1/revocations":
+		doc, err := a.Broker.RevocationList(ctx)
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		w.Header().Set("Content-Type", "application/x-spki-sexp")
+		w.Write(doc)
+		return
+	}
+	handlers := map[string]func(context.Context, *spki.PublicKey, []byte) (int, any, error){
+		"POST /v1/users":        a.postUser,
+		"POST /v1/vendors":      a.postVendor,
+		"POST /v1/books":        a.postBook,
+		"POST /v1/redeem":       a.postRedeem,
+		"GET /v1/balance":       a.getBalance,
+		"POST /v1/revoke":       a.postRevoke,
+		"POST /v1/admin/topup":  a.postTopUp,
+		"POST /v1/admin/credit": a.postCredit,
+	}
+	h, ok := handlers[route]
+	if !ok {
+		writeJSON(w, http.StatusNotFound, apiError{"not_found", "no such endpoint: " + route})
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	if err != nil {
+		writeJSON(w, http.StatusRequestEntityTooLarge, apiError{"too_large", fmt.Sprintf("body over %d bytes", MaxBody)})
+		return
+	}
+	caller, err := a.Broker.authenticate(ctx, r, body)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	status, out, err := h(ctx, caller, body)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	writeJSON(w, status, out)
+}
+
+func decode(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return badRequest("JSON: %v", err)
+	}
+	return nil
+}
+
+func (a *API) isAdmin(k *spki.PublicKey) bool {
+	for _, h := range a.Admins {
+		if h == k.Hash() {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *API) postUser(ctx context.Context, caller *spki.PublicKey, body []byte) (int, any, error) {
+	var in struct {
+		Currency string `json:"currency"`
+	}
+	if err := decode(body, &in); err != nil {
+		return 0, nil, err
+	}
+	validity := a.UserCertValidity
+	if validity == 0 {
+		validity = 365 * 24 * time.Hour
+	}
+	acct, cert, err := a.Broker.RegisterUser(ctx, caller, in.Currency, 0, a.Broker.Now().Add(validity))
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, map[string]string{"account": acct, "certificate": string(spki.Transport(cert.Sexp()))}, nil
+}
+
+func (a *API) postVendor(ctx context.Context, caller *spki.PublicKey, body []byte) (int, any, error) {
+	var in struct {
+		Name     string `json:"name"`
+		Currency string `json:"currency"`
+	}
+	if err := decode(body, &in); err != nil {
+		return 0, nil, err
+	}
+	if in.Name == "" || len(in.Name) > 253 {
+		return 0, nil, badRequest("vendor name")
+	}
+	cert, err := a.Broker.RegisterVendor(ctx, in.Name, caller, in.Currency)
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, map[string]string{"account": "vendor:" + in.Name + ":" + in.Currency, "certificate": string(spki.Transport(cert.Sexp()))}, nil
+}
+
+func (a *API) postBook(ctx context.Context, caller *spki.PublicKey, body []byte) (int, any, error) {
+	x, err := spki.Parse(body)
+	if err != nil {
+		return 0, nil, err
+	}
+	sb, err := coupons.ParseSignedBook(x)
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := a.Broker.RegisterBook(ctx, caller.Hash(), sb); err != nil {
+		return 0, nil, err
+	}
+	id := sb.Book.ID()
+	fv, _ := sb.Book.FaceValue()
+	return http.StatusCreated, map[string]string{"book": base64.RawURLEncoding.EncodeToString(id[:]), "held": coupons.FormatAmount(fv), "currency": sb.Book.Currency}, nil
+}
+
+// RedeemItem is one redemption in the JSON API.
+type RedeemItem struct {
+	Lane   string   `json:"lane"`             // <base64url book id>.<lane>
+	Index  uint32   `json:"i"`                // highest coupon index
+	Value  string   `json:"w"`                // base64url chain value
+	Anchor string   `json:"anchor,omitempty"` // base64url, on a lane's first redemption
+	Proof  []string `json:"proof,omitempty"`  // base64url Merkle path
+}
+
+// RedeemOutcome is one redemption's result in the JSON API.
+type RedeemOutcome struct {
+	Lane    string `json:"lane"`
+	Coupons uint32 `json:"coupons"`
+	Amount  string `json:"amount"`
+	Fee     string `json:"fee"`
+	Error   string `json:"error,omitempty"`
+}
+
+func b64(dst []byte, s string) bool {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || len(b) != len(dst) {
+		return false
+	}
+	copy(dst, b)
+	return true
+}
+
+func (a *API) postRedeem(ctx context.Context, caller *spki.PublicKey, body []byte) (int, any, error) {
+	var in struct {
+		Items []RedeemItem `json:"items"`
+	}
+	if err := decode(body, &in); err != nil {
+		return 0, nil, err
+	}
+	batch := make([]Redemption, len(in.Items))
+	for k, it := range in.Items {
+		id, err := coupons.ParseLaneID(it.Lane)
+		if err != nil {
+			return 0, nil, badRequest("item %d: %v", k, err)
+		}
+		batch[k] = Redemption{Lane: id, Index: it.Index}
+		if !b64(batch[k].Value[:], it.Value) {
+			return 0, nil, badRequest("item %d: w is not 32 bytes of base64url", k)
+		}
+		if it.Anchor != "" {
+			var v coupons.Value
+			if !b64(v[:], it.Anchor) {
+				return 0, nil, badRequest("item %d: anchor is not 32 bytes of base64url", k)
+			}
+			batch[k].Anchor = &v
+		}
+		if len(it.Proof) > 24 {
+			return 0, nil, badRequest("item %d: proof too long", k)
+		}
+		for _, p := range it.Proof {
+			var h [32]byte
+			if !b64(h[:], p) {
+				return 0, nil, badRequest("item %d: proof hashes are 32 bytes of base64url", k)
+			}
+			batch[k].Proof = append(batch[k].Proof, h)
+		}
+	}
+	res, err := a.Broker.Redeem(ctx, caller.Hash(), batch)
+	if err != nil {
+		return 0, nil, err
+	}
+	out := make([]RedeemOutcome, len(res))
+	for k, r := range res {
+		out[k] = RedeemOutcome{Lane: r.Lane.String(), Coupons: r.Coupons, Amount: coupons.FormatAmount(r.Amount), Fee: coupons.FormatAmount(r.Fee)}
+		if r.Err != nil {
+			out[k].Error = r.Err.Error()
+		}
+	}
+	return http.StatusOK, map[string]any{"results": out}, nil
+}
+
+func (a *API) getBalance(ctx context.Context, caller *spki.PublicKey, _ []byte) (int, any, error) {
+	rows, err := a.Broker.DB.db.QueryContext(ctx, `SELECT a.id, a.currency, a.balance, a.floor FROM accounts a
+		WHERE a.id IN (SELECT account FROM users WHERE key_hash = $1 UNION SELECT account FROM vendors WHERE key_hash = $1)`, hexKey(caller.Hash()))
+	if err != nil {
+		return 0, nil, err
+	}
+	defer rows.Close()
+	type bal struct {
+		Account   string `json:"account"`
+		Currency  string `json:"currency"`
+		Balance   string `json:"balance"`
+		Available string `json:"available"`
+	}
+	var out []bal
+	for rows.Next() {
+		var id, cur string
+		var b, floor int64
+		if err := rows.Scan(&id, &cur, &b, &floor); err != nil {
+			return 0, nil, err
+		}
+		out = append(out, bal{id, cur, coupons.FormatAmount(b), coupons.FormatAmount(b - floor)})
+	}
+	if len(out) == 0 {
+		return 0, nil, fmt.Errorf("%w: no account for this key", ErrUnknownUser)
+	}
+	return http.StatusOK, map[string]any{"accounts": out}, rows.Err()
+}
+
+func (a *API) postRevoke(ctx context.Context, caller *spki.PublicKey, body []byte) (int, any, error) {
+	var in struct {
+		Certificate string `json:"certificate"` // the signed certificate, any S-expression form
+		Key         bool   `json:"key"`         // also revoke its subject's key
+	}
+	if err := decode(body, &in); err != nil {
+		return 0, nil, err
+	}
+	x, err := spki.Parse([]byte(in.Certificate))
+	if err != nil {
+		return 0, nil, err
+	}
+	sc, err := spki.ParseSignedCert(x)
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := a.Broker.Revoke(ctx, caller.Hash(), sc, in.Key); err != nil {
+		return 0, nil, err
+	}
+	h := sc.Cert.Hash()
+	return http.StatusOK, map[string]any{"revoked": base64.RawURLEncoding.EncodeToString(h[:]), "key": in.Key}, nil
+}
+
+func (a *API) postTopUp(ctx context.Context, caller *spki.PublicKey, body []byte) (int, any, error) {
+	if !a.isAdmin(caller) {
+		return 0, nil, fmt.Errorf("%w: admin only", errForbidden)
+	}
+	var in struct {
+		Account string `json:"account"`
+		Amount  string `json:"amount"`
+		ID      string `json:"id"` // idempotency key of the payment that funds it
+	}
+	if err := decode(body, &in); err != nil {
+		return 0, nil, err
+	}
+	amt, err := coupons.ParseAmount(in.Amount)
+	if err != nil {
+		return 0, nil, err
+	}
+	if in.ID == "" {
+		return 0, nil, badRequest("id (idempotency key) is required")
+	}
+	if err := a.Broker.TopUp(ctx, in.Account, amt, in.ID); err != nil {
+		return 0, nil, err
+	}
+	acct, err := a.Broker.DB.Account(ctx, in.Account)
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, map[string]string{"account": in.Account, "balance": coupons.FormatAmount(acct.Balance)}, nil
+}
+
+func (a *API) postCredit(ctx context.Context, caller *spki.PublicKey, body []byte) (int, any, error) {
+	if !a.isAdmin(caller) {
+		return 0, nil, fmt.Errorf("%w: admin only", errForbidden)
+	}
+	var in struct {
+		Account string `json:"account"`
+		Limit   string `json:"limit"`
+	}
+	if err := decode(body, &in); err != nil {
+		return 0, nil, err
+	}
+	limit, err := coupons.ParseAmount(in.Limit)
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := a.Broker.SetCreditLimit(ctx, in.Account, limit); err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, map[string]string{"account": in.Account, "limit": in.Limit}, nil
+}
