@@ -261,11 +261,11 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 		// A first fetch before serving; failures are logged and retried by
 		// the poller, and lane opens wait for a fresh list.
 		first, cancel := context.WithTimeout(ctx, 15*time.Second)
-		g.revoked.refresh(first)
+		failed := g.revoked.refresh(first) != nil
 		cancel()
 		pollCtx, stop := context.WithCancel(context.Background())
 		g.stopPoll = stop
-		go g.revoked.poll(pollCtx, time.Duration(g.RevocationsEvery))
+		go g.revoked.poll(pollCtx, time.Duration(g.RevocationsEvery), failed)
 	}
 	g.challenge = challenge{Realm: g.Vendor, Vendor: g.Vendor, Price: g.Price, Unit: coupons.FormatAmount(g.unit), Currency: g.Currency, Broker: g.Broker}
 	return nil

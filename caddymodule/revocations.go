@@ -116,16 +116,24 @@ func (r *revocations) refreshOne(ctx context.Context, src string) error {
 	return fmt.Errorf("no configured broker key verifies the list: %w", errors.Join(errs...))
 }
 
-// poll refreshes every interval until ctx ends.
-func (r *revocations) poll(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
+// poll refreshes every interval until ctx ends; after a failure it retries
+// sooner (1 s, doubling up to the interval), so that a gate started
+// before its broker (in the same Caddy, say) is ready within seconds.
+func (r *revocations) poll(ctx context.Context, every time.Duration, failed bool) {
+	backoff := time.Second
 	for {
+		wait := every
+		if failed {
+			wait = min(backoff, every)
+			backoff *= 2
+		} else {
+			backoff = time.Second
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-			r.refresh(ctx)
+		case <-time.After(wait):
+			failed = r.refresh(ctx) != nil
 		}
 	}
 }

@@ -1,0 +1,231 @@
+package caddymodule
+
+import (
+	"context"
+	"crypto"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/ecoupons/ecoupons/broker"
+	"go.step.sm/crypto/pemutil"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(BrokerHandler{})
+	httpcaddyfile.RegisterHandlerDirective("ecoupon_broker", parseBrokerCaddyfile)
+	httpcaddyfile.RegisterDirectiveOrder("ecoupon_broker", httpcaddyfile.Before, "respond")
+}
+
+// BrokerHandler serves the ecoupons broker's API under /v1/ and passes
+// every other request to the next handler.
+type BrokerHandler struct {
+	// KeyFile is the broker's private key (PEM, Ed25519 or ECDSA P-256), as
+	// written by `ecoupons broker init`. Required.
+	KeyFile string `json:"key_file,omitempty"`
+	// Database is the SQLite file of the ledger. Default: ecoupons/broker.db
+	// in Caddy's data directory.
+	Database string `json:"database,omitempty"`
+	// AdminKeys are files with the (public-key …) of administrators, who may
+	// top up accounts and set credit limits.
+	AdminKeys []string `json:"admin_keys,omitempty"`
+	// FeeBasisPoints is the fee on redemptions in 1/10000. Default 0.
+	FeeBasisPoints int64 `json:"fee_basis_points,omitempty"`
+	// ReleaseEvery is how often expired books' escrow is returned to their
+	// owners. Default 1h.
+	ReleaseEvery caddy.Duration `json:"release_every,omitempty"`
+
+	api    *broker.API
+	db     *sharedBrokerDB
+	stop   context.CancelFunc
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (BrokerHandler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.ecoupon_broker", New: func() caddy.Module { return new(BrokerHandler) }}
+}
+
+var brokerDBPool = caddy.NewUsagePool()
+
+type brokerDBHandle struct{ *broker.DB }
+
+func (h brokerDBHandle) Destruct() error { return h.DB.Close() }
+
+type sharedBrokerDB struct {
+	*broker.DB
+	key string
+}
+
+// Provision opens the ledger and loads the keys.
+func (h *BrokerHandler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if h.KeyFile == "" {
+		return fmt.Errorf("ecoupon_broker: key is required (create one with 'ecoupons broker init')")
+	}
+	k, err := pemutil.Read(h.KeyFile)
+	if err != nil {
+		return fmt.Errorf("ecoupon_broker: key %s: %w", h.KeyFile, err)
+	}
+	signer, ok := k.(crypto.Signer)
+	if !ok {
+		return fmt.Errorf("ecoupon_broker: key %s holds no private key", h.KeyFile)
+	}
+	if h.Database == "" {
+		h.Database = filepath.Join(caddy.AppDataDir(), "ecoupons", "broker.db")
+	}
+	path, err := filepath.Abs(h.Database)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("ecoupon_broker: %w", err)
+	}
+	v, _, err := brokerDBPool.LoadOrNew(path, func() (caddy.Destructor, error) {
+		db, err := broker.OpenSQLite(context.Background(), path)
+		if err != nil {
+			return nil, err
+		}
+		return brokerDBHandle{db}, nil
+	})
+	if err != nil {
+		return fmt.Errorf("ecoupon_broker: database: %w", err)
+	}
+	h.db = &sharedBrokerDB{DB: v.(brokerDBHandle).DB, key: path}
+	b, err := broker.New(h.db.DB, signer)
+	if err != nil {
+		return err
+	}
+	b.FeeBasisPoints = h.FeeBasisPoints
+	h.api = &broker.API{Broker: b}
+	for _, f := range h.AdminKeys {
+		pk, err := loadPublicKey(f)
+		if err != nil {
+			return fmt.Errorf("ecoupon_broker: admin_key %s: %w", f, err)
+		}
+		h.api.Admins = append(h.api.Admins, pk.Hash())
+	}
+	if h.ReleaseEvery == 0 {
+		h.ReleaseEvery = caddy.Duration(time.Hour)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	h.stop = stop
+	go func() {
+		t := time.NewTicker(time.Duration(h.ReleaseEvery))
+		defer t.Stop()
+		for {
+			select {
+			case <-runCtx.Done():
+				return
+			case <-t.C:
+				if n, err := b.ReleaseExpired(runCtx); err != nil {
+					h.logger.Error("releasing expired books", zap.Error(err))
+				} else if n > 0 {
+					h.logger.Info("released expired books", zap.Int("books", n))
+				}
+			}
+		}
+	}()
+	return nil
+}
+
+// Validate checks the configuration.
+func (h *BrokerHandler) Validate() error {
+	if h.FeeBasisPoints < 0 || h.FeeBasisPoints > 10000 {
+		return fmt.Errorf("ecoupon_broker: fee %d basis points is outside 0…10000", h.FeeBasisPoints)
+	}
+	if h.ReleaseEvery < caddy.Duration(time.Second) {
+		return fmt.Errorf("ecoupon_broker: release_every must be at least 1s")
+	}
+	return nil
+}
+
+// Cleanup stops the release loop and releases the database.
+func (h *BrokerHandler) Cleanup() error {
+	if h.stop != nil {
+		h.stop()
+	}
+	if h.db != nil {
+		_, err := brokerDBPool.Delete(h.db.key)
+		return err
+	}
+	return nil
+}
+
+// ServeHTTP implements caddyhttp.MiddlewareHandler.
+func (h *BrokerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if strings.HasPrefix(r.URL.Path, "/v1/") {
+		h.api.ServeHTTP(w, r)
+		return nil
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// parseBrokerCaddyfile:
+//
+//	ecoupon_broker {
+//	    key           <pem file>
+//	    database      <sqlite file>
+//	    admin_key     <file>        # repeatable
+//	    fee           <basis points>
+//	    release_every <duration>
+//	}
+func parseBrokerCaddyfile(hp httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	h := new(BrokerHandler)
+	return h, h.UnmarshalCaddyfile(hp.Dispenser)
+}
+
+// UnmarshalCaddyfile implements caddyfile.Unmarshaler.
+func (h *BrokerHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		key := d.Val()
+		args := d.RemainingArgs()
+		if len(args) != 1 {
+			return d.Errf("%s takes exactly one value", key)
+		}
+		switch key {
+		case "key":
+			h.KeyFile = args[0]
+		case "database":
+			h.Database = args[0]
+		case "admin_key":
+			h.AdminKeys = append(h.AdminKeys, args[0])
+		case "fee":
+			var n int64
+			if _, err := fmt.Sscan(args[0], &n); err != nil || n < 0 || n > 10000 {
+				return d.Errf("fee is in basis points, 0 to 10000, got %q", args[0])
+			}
+			h.FeeBasisPoints = n
+		case "release_every":
+			dur, err := caddy.ParseDuration(args[0])
+			if err != nil || dur < time.Second {
+				return d.Errf("release_every must be a duration of at least 1s, got %q", args[0])
+			}
+			h.ReleaseEvery = caddy.Duration(dur)
+		default:
+			return d.Errf("unknown ecoupon_broker option %q", key)
+		}
+	}
+	return nil
+}
+
+var (
+	_ caddy.Provisioner           = (*BrokerHandler)(nil)
+	_ caddy.Validator             = (*BrokerHandler)(nil)
+	_ caddy.CleanerUpper          = (*BrokerHandler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*BrokerHandler)(nil)
+	_ caddyfile.Unmarshaler       = (*BrokerHandler)(nil)
+)
+
