@@ -228,4 +228,3 @@ var (
 	_ caddyhttp.MiddlewareHandler = (*BrokerHandler)(nil)
 	_ caddyfile.Unmarshaler       = (*BrokerHandler)(nil)
 )
-

@@ -38,6 +38,7 @@ func init() {
 //	    vendor_key       <pem file>
 //	    receipt_interval <duration>
 //	    receipt_delay    <intervals>
+//	    redeem_every     <duration>
 //	    secret_file      <file>
 //	}
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
@@ -161,6 +162,15 @@ func (g *Gate) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			var n int
 			if n, err = positive("receipt_delay"); err == nil {
 				g.ReceiptDelay = uint64(n)
+			}
+		case "redeem_every":
+			var v string
+			if v, err = one(); err == nil {
+				dur, perr := caddy.ParseDuration(v)
+				if perr != nil || dur < time.Second {
+					return d.Errf("redeem_every must be a duration of at least 1s, got %q", v)
+				}
+				g.RedeemEvery = caddy.Duration(dur)
 			}
 		case "secret_file":
 			g.SecretFile, err = one()

@@ -112,6 +112,10 @@ type Gate struct {
 	// ReceiptDelay is how many intervals later a receipt's key is
 	// disclosed. Default 2.
 	ReceiptDelay uint64 `json:"receipt_delay,omitempty"`
+	// RedeemEvery is how often accepted coupons are redeemed at the broker
+	// (signed with vendor_key, sent to broker). Default 1m; redemption runs
+	// only when both broker and vendor_key are set.
+	RedeemEvery caddy.Duration `json:"redeem_every,omitempty"`
 	// SecretFile holds the key of challenge nonces (created with 32 random
 	// bytes if missing). Default: ecoupons/<vendor>.secret in Caddy's data
 	// directory.
@@ -128,6 +132,10 @@ type Gate struct {
 	opens     *ipWindow
 	revoked   *revocations
 	receipts  *receipts
+
+	vendorSigner crypto.Signer
+	httpClient   *http.Client
+	stopRedeem   context.CancelFunc
 	stopPoll  context.CancelFunc
 	logger    *zap.Logger
 	now       func() time.Time
@@ -227,6 +235,7 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 		if g.ReceiptInterval < caddy.Duration(10*time.Millisecond) {
 			return fmt.Errorf("ecoupon: receipt_interval must be at least 10ms")
 		}
+		g.vendorSigner = signer
 		if g.receipts, err = newReceipts(signer, g.Vendor, secret, time.Duration(g.ReceiptInterval), g.ReceiptDelay, func() time.Time { return g.now() }); err != nil {
 			return fmt.Errorf("ecoupon: receipts: %w", err)
 		}
@@ -248,6 +257,17 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 	}
 	if g.sigs, err = newSigCache(); err != nil {
 		return err
+	}
+	if g.RedeemEvery == 0 {
+		g.RedeemEvery = caddy.Duration(time.Minute)
+	}
+	if g.Broker != "" && g.vendorSigner != nil {
+		g.httpClient = &http.Client{Timeout: 30 * time.Second}
+		runCtx, stop := context.WithCancel(context.Background())
+		g.stopRedeem = stop
+		go g.redeemLoop(runCtx)
+	} else {
+		g.logger.Info("coupons are not redeemed by this gate: set both broker and vendor_key to redeem them")
 	}
 	g.mAccepted = gateMetrics.payments.WithLabelValues(g.Vendor, "accepted")
 	g.mHit = gateMetrics.cache.WithLabelValues(g.Vendor, "hit")
@@ -286,6 +306,8 @@ func (g *Gate) Validate() error {
 		return fmt.Errorf("ecoupon: max_jump %d is below the price %d: no payment could pass", g.MaxJump, g.Price)
 	case g.RevocationsEvery < 0 || (len(g.Revocations) > 0 && time.Duration(g.RevocationsEvery) < time.Second):
 		return fmt.Errorf("ecoupon: revocations_every must be at least 1s")
+	case g.RedeemEvery < caddy.Duration(time.Second):
+		return fmt.Errorf("ecoupon: redeem_every must be at least 1s")
 	case g.MaxOpenBytes < 1024:
 		return fmt.Errorf("ecoupon: max_open_bytes %d is too small for any lane open (at least 1024)", g.MaxOpenBytes)
 	}
@@ -304,6 +326,9 @@ func (g *Gate) Validate() error {
 func (g *Gate) Cleanup() error {
 	if g.stopPoll != nil {
 		g.stopPoll()
+	}
+	if g.stopRedeem != nil {
+		g.stopRedeem()
 	}
 	if g.cache != nil {
 		g.cache.Close()
@@ -646,6 +671,9 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		meta.Grant = lane.Certs[len(lane.Certs)-1]
 	}
 	rec, err := g.store.Open(ctx, lane.ID, meta)
+	if err == nil {
+		err = g.store.SetProof(ctx, lane.ID, o.Proof)
+	}
 	if err == nil {
 		gateMetrics.opens.WithLabelValues(g.Vendor, "opened").Inc()
 	}

@@ -16,6 +16,7 @@ var gateMetrics struct {
 	cache       *prometheus.CounterVec   // vendor, result: hit or miss
 	thefts      *prometheus.CounterVec   // vendor
 	refunds     *prometheus.CounterVec   // vendor
+	redemptions *prometheus.CounterVec   // vendor, result: paid or refused
 	verifyDelay *prometheus.HistogramVec // vendor
 }
 
@@ -33,6 +34,8 @@ func initMetrics(reg *prometheus.Registry) {
 			Help: "Requests whose TESLA binding failed when the next coupon revealed its key: a coupon spent by someone who did not hold the chain."}, []string{"vendor"})
 		m.refunds = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "upstream_refunds_total",
 			Help: "Paid requests whose upstream answered 5xx and whose price went back to the lane as credit."}, []string{"vendor"})
+		m.redemptions = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "redemptions_total",
+			Help: "Lanes submitted to the broker for redemption, by result (paid, or refused by the broker)."}, []string{"vendor", "result"})
 		m.verifyDelay = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "payment_verification_seconds",
 			Help:    "Time from parsing a payment to its durable acceptance or refusal (store included).",
 			Buckets: []float64{0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1}}, []string{"vendor"})
@@ -40,7 +43,7 @@ func initMetrics(reg *prometheus.Registry) {
 	if reg == nil {
 		return
 	}
-	for _, c := range []prometheus.Collector{m.payments, m.opens, m.cache, m.thefts, m.refunds, m.verifyDelay} {
+	for _, c := range []prometheus.Collector{m.payments, m.opens, m.cache, m.thefts, m.refunds, m.redemptions, m.verifyDelay} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {

@@ -12,8 +12,11 @@ import (
 )
 
 var (
-	bucketLanes  = []byte("lanes")
-	bucketGrants = []byte("grants")
+	bucketLanes    = []byte("lanes")
+	bucketGrants   = []byte("grants")
+	bucketProofs   = []byte("proofs")
+	bucketRedeemed = []byte("redeemed")
+	bucketDirty    = []byte("dirty")
 )
 
 // Bolt is the embedded durable store (go.etcd.io/bbolt). Writes are
@@ -63,7 +66,7 @@ func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 		return nil, fmt.Errorf("store: opening %s: %w", path, err)
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketLanes, bucketGrants} {
+		for _, b := range [][]byte{bucketLanes, bucketGrants, bucketProofs, bucketRedeemed, bucketDirty} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -223,6 +226,9 @@ func (s *Bolt) Advance(_ context.Context, id coupons.LaneID, prevLast uint32, ne
 		if err := b.Put(k[:], enc); err != nil {
 			return fatal{err}
 		}
+		if err := tx.Bucket(bucketDirty).Put(k[:], nil); err != nil {
+			return fatal{err}
+		}
 		if g != nil {
 			if err := g.Put(next.Meta.Grant[:], binary.BigEndian.AppendUint64(nil, uint64(total))); err != nil {
 				return fatal{err}
@@ -243,4 +249,84 @@ func (s *Bolt) Close() error {
 	close(s.quit)
 	<-s.done
 	return s.db.Close()
+}
+
+// SetProof implements Store.
+func (s *Bolt) SetProof(_ context.Context, id coupons.LaneID, proof [][32]byte) error {
+	enc, err := encodeProof(proof)
+	if err != nil {
+		return err
+	}
+	k := Key(id)
+	return mapClosed(s.write(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketProofs).Put(k[:], enc); err != nil {
+			return fatal{err}
+		}
+		return nil
+	}))
+}
+
+// Pending implements Store.
+func (s *Bolt) Pending(_ context.Context, limit int) ([]Pending, error) {
+	var out []Pending
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketDirty).Cursor()
+		lanes, red, proofs := tx.Bucket(bucketLanes), tx.Bucket(bucketRedeemed), tx.Bucket(bucketProofs)
+		for k, _ := c.First(); k != nil && len(out) < limit; k, _ = c.Next() {
+			v := lanes.Get(k)
+			if v == nil || len(k) != 36 {
+				continue
+			}
+			var r Record
+			if err := r.UnmarshalBinary(v); err != nil {
+				return err
+			}
+			var done uint32
+			if rv := red.Get(k); len(rv) == 4 {
+				done = binary.BigEndian.Uint32(rv)
+			}
+			if done >= r.State.Last {
+				continue
+			}
+			p := Pending{Index: r.State.Last, Value: r.State.LastValue, Redeemed: done, Anchor: r.Meta.Anchor}
+			copy(p.ID.Book[:], k[:32])
+			p.ID.Lane = binary.BigEndian.Uint32(k[32:])
+			if pv := proofs.Get(k); pv != nil {
+				var err error
+				if p.Proof, err = decodeProof(pv); err != nil {
+					return err
+				}
+			}
+			out = append(out, p)
+		}
+		return nil
+	})
+	return out, mapClosed(err)
+}
+
+// Redeemed implements Store.
+func (s *Bolt) Redeemed(_ context.Context, id coupons.LaneID, index uint32) error {
+	k := Key(id)
+	return mapClosed(s.write(func(tx *bolt.Tx) error {
+		red := tx.Bucket(bucketRedeemed)
+		var done uint32
+		if rv := red.Get(k[:]); len(rv) == 4 {
+			done = binary.BigEndian.Uint32(rv)
+		}
+		if index > done {
+			done = index
+			if err := red.Put(k[:], binary.BigEndian.AppendUint32(nil, done)); err != nil {
+				return fatal{err}
+			}
+		}
+		if v := tx.Bucket(bucketLanes).Get(k[:]); v != nil {
+			var r Record
+			if err := r.UnmarshalBinary(v); err == nil && done >= r.State.Last {
+				if err := tx.Bucket(bucketDirty).Delete(k[:]); err != nil {
+					return fatal{err}
+				}
+			}
+		}
+		return nil
+	}))
 }

@@ -11,15 +11,66 @@ import (
 // Memory is an in-process store for tests and single-process demos. It
 // loses everything when the process ends.
 type Memory struct {
-	mu     sync.Mutex
-	lanes  map[[36]byte]Record
-	grants map[[32]byte]int64
-	closed bool
+	mu       sync.Mutex
+	lanes    map[[36]byte]Record
+	grants   map[[32]byte]int64
+	proofs   map[[36]byte][][32]byte
+	redeemed map[[36]byte]uint32
+	dirty    map[[36]byte]coupons.LaneID
+	closed   bool
 }
 
 // NewMemory returns an empty memory store.
 func NewMemory() *Memory {
-	return &Memory{lanes: map[[36]byte]Record{}, grants: map[[32]byte]int64{}}
+	return &Memory{lanes: map[[36]byte]Record{}, grants: map[[32]byte]int64{}, proofs: map[[36]byte][][32]byte{},
+		redeemed: map[[36]byte]uint32{}, dirty: map[[36]byte]coupons.LaneID{}}
+}
+
+// SetProof implements Store.
+func (m *Memory) SetProof(_ context.Context, id coupons.LaneID, proof [][32]byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(proof) > MaxProof {
+		return fmt.Errorf("store: proof of %d hashes", len(proof))
+	}
+	m.proofs[Key(id)] = append([][32]byte(nil), proof...)
+	return nil
+}
+
+// Pending implements Store.
+func (m *Memory) Pending(_ context.Context, limit int) ([]Pending, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	var out []Pending
+	for k, id := range m.dirty {
+		if len(out) >= limit {
+			break
+		}
+		r := m.lanes[k]
+		if m.redeemed[k] >= r.State.Last {
+			delete(m.dirty, k)
+			continue
+		}
+		out = append(out, Pending{ID: id, Index: r.State.Last, Value: r.State.LastValue, Redeemed: m.redeemed[k], Anchor: r.Meta.Anchor, Proof: m.proofs[k]})
+	}
+	return out, nil
+}
+
+// Redeemed implements Store.
+func (m *Memory) Redeemed(_ context.Context, id coupons.LaneID, index uint32) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := Key(id)
+	if index > m.redeemed[k] {
+		m.redeemed[k] = index
+	}
+	if m.redeemed[k] >= m.lanes[k].State.Last {
+		delete(m.dirty, k)
+	}
+	return nil
 }
 
 // Open implements Store.
@@ -75,6 +126,9 @@ func (m *Memory) Advance(_ context.Context, id coupons.LaneID, prevLast uint32, 
 		m.grants[next.Meta.Grant] = total
 	}
 	m.lanes[k] = next
+	if next.State.Last > m.redeemed[k] {
+		m.dirty[k] = id
+	}
 	return nil
 }
 

@@ -44,6 +44,18 @@ func (s *Redis) laneKey(id coupons.LaneID) string {
 
 func (s *Redis) grantKey(g [32]byte) string { return s.prefix + "grant:" + string(g[:]) }
 
+func (s *Redis) dirtyKey() string { return s.prefix + "dirty" }
+
+func (s *Redis) redeemedKey(id coupons.LaneID) string {
+	k := Key(id)
+	return s.prefix + "redeemed:" + string(k[:])
+}
+
+func (s *Redis) proofKey(id coupons.LaneID) string {
+	k := Key(id)
+	return s.prefix + "proof:" + string(k[:])
+}
+
 // Open implements Store: SET NX, then read back.
 func (s *Redis) Open(ctx context.Context, id coupons.LaneID, meta Meta) (Record, error) {
 	r := newRecord(meta)
@@ -71,7 +83,8 @@ func (s *Redis) Get(ctx context.Context, id coupons.LaneID) (Record, error) {
 	return r, r.UnmarshalBinary(v)
 }
 
-// advanceScript: KEYS[1] lane, KEYS[2] grant; ARGV[1] expected last index
+// advanceScript: KEYS[1] lane, KEYS[2] grant, KEYS[3] the dirty set;
+// ARGV[5] the lane key to add to it; ARGV[1] expected last index
 // (decimal), ARGV[2] new record, ARGV[3] charge, ARGV[4] cap. The last
 // index sits at a fixed offset of the record (lastOffset, 4 bytes,
 // big-endian; Lua strings count from 1).
@@ -88,6 +101,7 @@ if cap > 0 and charge > 0 then
   redis.call('SET', KEYS[2], tostring(spent + charge))
 end
 redis.call('SET', KEYS[1], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[5])
 return 'OK'
 `, lastOffset+1, lastOffset+4))
 
@@ -105,8 +119,9 @@ func (s *Redis) Advance(ctx context.Context, id coupons.LaneID, prevLast uint32,
 	if next.Meta.Cap >= 1<<53 || charge >= 1<<53 || charge < 0 {
 		return fmt.Errorf("store: redis: amount beyond 2^53 nanos")
 	}
-	res, err := advanceScript.Run(ctx, s.c, []string{s.laneKey(id), s.grantKey(next.Meta.Grant)},
-		prevLast, enc, charge, next.Meta.Cap).Text()
+	k := Key(id)
+	res, err := advanceScript.Run(ctx, s.c, []string{s.laneKey(id), s.grantKey(next.Meta.Grant), s.dirtyKey()},
+		prevLast, enc, charge, next.Meta.Cap, string(k[:])).Text()
 	if err != nil {
 		return fmt.Errorf("store: redis: %w", err)
 	}
@@ -125,3 +140,79 @@ func (s *Redis) Advance(ctx context.Context, id coupons.LaneID, prevLast uint32,
 
 // Close implements Store.
 func (s *Redis) Close() error { return s.c.Close() }
+
+// SetProof implements Store.
+func (s *Redis) SetProof(ctx context.Context, id coupons.LaneID, proof [][32]byte) error {
+	enc, err := encodeProof(proof)
+	if err != nil {
+		return err
+	}
+	return s.c.Set(ctx, s.proofKey(id), enc, 0).Err()
+}
+
+// Pending implements Store.
+func (s *Redis) Pending(ctx context.Context, limit int) ([]Pending, error) {
+	keys, err := s.c.SRandMemberN(ctx, s.dirtyKey(), int64(limit)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("store: redis: %w", err)
+	}
+	var out []Pending
+	for _, k := range keys {
+		if len(k) != 36 {
+			continue
+		}
+		var id coupons.LaneID
+		copy(id.Book[:], k[:32])
+		id.Lane = uint32(k[32])<<24 | uint32(k[33])<<16 | uint32(k[34])<<8 | uint32(k[35])
+		r, err := s.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		done, err := s.c.Get(ctx, s.redeemedKey(id)).Uint64()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("store: redis: %w", err)
+		}
+		if uint32(done) >= r.State.Last {
+			continue
+		}
+		p := Pending{ID: id, Index: r.State.Last, Value: r.State.LastValue, Redeemed: uint32(done), Anchor: r.Meta.Anchor}
+		if pv, err := s.c.Get(ctx, s.proofKey(id)).Bytes(); err == nil {
+			if p.Proof, err = decodeProof(pv); err != nil {
+				return nil, err
+			}
+		} else if !errors.Is(err, redis.Nil) {
+			return nil, fmt.Errorf("store: redis: %w", err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// redeemedScript raises the redeemed mark (KEYS[2]) to ARGV[1] and drops
+// the lane (ARGV[2]) from the dirty set (KEYS[3]) when its last coupon
+// (in the record KEYS[1]) is covered.
+var redeemedScript = redis.NewScript(fmt.Sprintf(`
+local done = tonumber(redis.call('GET', KEYS[2]) or '0')
+local idx = tonumber(ARGV[1])
+if idx > done then
+  done = idx
+  redis.call('SET', KEYS[2], tostring(done))
+end
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local b1, b2, b3, b4 = string.byte(cur, %d, %d)
+  local last = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+  if done >= last then redis.call('SREM', KEYS[3], ARGV[2]) end
+end
+return 'OK'
+`, lastOffset+1, lastOffset+4))
+
+// Redeemed implements Store.
+func (s *Redis) Redeemed(ctx context.Context, id coupons.LaneID, index uint32) error {
+	k := Key(id)
+	err := redeemedScript.Run(ctx, s.c, []string{s.laneKey(id), s.redeemedKey(id), s.dirtyKey()}, index, string(k[:])).Err()
+	if err != nil {
+		return fmt.Errorf("store: redis: %w", err)
+	}
+	return nil
+}

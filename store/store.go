@@ -75,6 +75,57 @@ type Store interface {
 	Advance(ctx context.Context, id coupons.LaneID, prevLast uint32, next Record, charge int64) error
 	// Close releases the store.
 	Close() error
+
+	// The redemption outbox. Every Advance marks its lane pending; the
+	// gate's redemption worker reads pending lanes, has the broker pay them
+	// and records what was paid. Nothing is lost if either side crashes:
+	// a lane stays pending until Redeemed covers its last coupon, and the
+	// broker pays each coupon once however often it is submitted.
+
+	// SetProof keeps the Merkle proof of a lane's anchor (from its open),
+	// which the broker needs on the lane's first redemption.
+	SetProof(ctx context.Context, id coupons.LaneID, proof [][32]byte) error
+	// Pending returns up to limit lanes with accepted coupons the broker
+	// has not paid yet.
+	Pending(ctx context.Context, limit int) ([]Pending, error)
+	// Redeemed records that the broker paid lane id up to index.
+	Redeemed(ctx context.Context, id coupons.LaneID, index uint32) error
+}
+
+// Pending is a lane to redeem: its highest accepted coupon, what the
+// broker already paid, and the anchor and proof for a first redemption.
+type Pending struct {
+	ID       coupons.LaneID
+	Index    uint32
+	Value    coupons.Value
+	Redeemed uint32
+	Anchor   coupons.Value
+	Proof    [][32]byte
+}
+
+// MaxProof is the longest Merkle proof a store keeps (2^24 lanes).
+const MaxProof = 24
+
+func encodeProof(p [][32]byte) ([]byte, error) {
+	if len(p) > MaxProof {
+		return nil, fmt.Errorf("store: proof of %d hashes", len(p))
+	}
+	b := make([]byte, 0, 32*len(p))
+	for _, h := range p {
+		b = append(b, h[:]...)
+	}
+	return b, nil
+}
+
+func decodeProof(b []byte) ([][32]byte, error) {
+	if len(b)%32 != 0 || len(b)/32 > MaxProof {
+		return nil, fmt.Errorf("%w: proof of %d bytes", ErrCorrupt, len(b))
+	}
+	p := make([][32]byte, len(b)/32)
+	for i := range p {
+		copy(p[i][:], b[32*i:])
+	}
+	return p, nil
 }
 
 // recordVersion is the first byte of an encoded record.

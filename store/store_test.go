@@ -266,3 +266,62 @@ func kill9Child(path string) {
 		fmt.Println(r.State.Last)
 	}
 }
+
+var (
+	_ Store = (*Memory)(nil)
+	_ Store = (*Bolt)(nil)
+	_ Store = (*Redis)(nil)
+)
+
+// TestOutbox: advanced lanes are pending until the broker has paid their
+// last coupon, with the proof needed for a first redemption.
+func TestOutbox(t *testing.T) {
+	ctx := context.Background()
+	for name, s := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			if p, err := s.Pending(ctx, 10); err != nil || len(p) != 0 {
+				t.Fatalf("pending on an empty store: %v %v", p, err)
+			}
+			r, _ := s.Open(ctx, lane(1), testMeta(0))
+			proof := [][32]byte{{1}, {2}}
+			if err := s.SetProof(ctx, lane(1), proof); err != nil {
+				t.Fatal(err)
+			}
+			if p, _ := s.Pending(ctx, 10); len(p) != 0 {
+				t.Fatal("an opened lane without coupons is pending")
+			}
+			next := r
+			next.State.Last, next.State.LastValue = 5, [32]byte{5}
+			if err := s.Advance(ctx, lane(1), 0, next, 0); err != nil {
+				t.Fatal(err)
+			}
+			p, err := s.Pending(ctx, 10)
+			if err != nil || len(p) != 1 {
+				t.Fatalf("pending: %v %v", p, err)
+			}
+			if p[0].ID != lane(1) || p[0].Index != 5 || p[0].Value != next.State.LastValue || p[0].Redeemed != 0 ||
+				p[0].Anchor != r.Meta.Anchor || len(p[0].Proof) != 2 || p[0].Proof[1] != proof[1] {
+				t.Fatalf("pending item %+v", p[0])
+			}
+			if err := s.Redeemed(ctx, lane(1), 3); err != nil {
+				t.Fatal(err)
+			}
+			if p, _ := s.Pending(ctx, 10); len(p) != 1 || p[0].Redeemed != 3 {
+				t.Fatalf("after a partial redemption: %+v", p)
+			}
+			s.Redeemed(ctx, lane(1), 5)
+			s.Redeemed(ctx, lane(1), 2) // a stale acknowledgement lowers nothing
+			if p, _ := s.Pending(ctx, 10); len(p) != 0 {
+				t.Fatalf("after full redemption: %+v", p)
+			}
+			prev := next
+			next.State.Last = 7
+			if err := s.Advance(ctx, lane(1), prev.State.Last, next, 0); err != nil {
+				t.Fatal(err)
+			}
+			if p, _ := s.Pending(ctx, 10); len(p) != 1 || p[0].Index != 7 || p[0].Redeemed != 5 {
+				t.Fatalf("after more coupons: %+v", p)
+			}
+		})
+	}
+}
