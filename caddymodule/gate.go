@@ -121,25 +121,25 @@ type Gate struct {
 	// directory.
 	SecretFile string `json:"secret_file,omitempty"`
 
-	brokers   []*spki.PublicKey
-	unit      int64
-	store     store.Store
-	cache     *ristretto.Cache[uint64, *laneEntry]
-	sigs      *sigCache
-	nonces    *nonceMaker
-	locks     *[256]sync.Mutex
-	seed      maphash.Seed
-	opens     *ipWindow
-	revoked   *revocations
-	receipts  *receipts
+	brokers  []*spki.PublicKey
+	unit     int64
+	store    store.Store
+	cache    *ristretto.Cache[uint64, *laneEntry]
+	sigs     *sigCache
+	nonces   *nonceMaker
+	locks    *[256]sync.Mutex
+	seed     maphash.Seed
+	opens    *ipWindow
+	revoked  *revocations
+	receipts *receipts
 
 	vendorSigner crypto.Signer
 	httpClient   *http.Client
 	stopRedeem   context.CancelFunc
-	stopPoll  context.CancelFunc
-	logger    *zap.Logger
-	now       func() time.Time
-	challenge challenge
+	stopPoll     context.CancelFunc
+	logger       *zap.Logger
+	now          func() time.Time
+	challenge    challenge
 
 	// Metric children of this vendor, resolved once (hot path).
 	mAccepted prometheus.Counter
