@@ -641,7 +641,12 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	}
 	pol := &coupons.OpenPolicy{Vendor: g.Vendor, Brokers: g.brokers, Now: g.now(), CheckNonce: g.nonces.check, Cache: g.sigs}
 	if g.revoked != nil {
-		if err := g.revoked.fresh(o.Book.Book.Broker, g.now()); err != nil {
+		err := g.revoked.fresh(o.Book.Book.Broker, g.now())
+		if err != nil {
+			g.revoked.refreshOnDemand(ctx)
+			err = g.revoked.fresh(o.Book.Book.Broker, g.now())
+		}
+		if err != nil {
 			gateMetrics.opens.WithLabelValues(g.Vendor, "revocations_stale").Inc()
 			w.Header().Set("Retry-After", "30")
 			writeJSON(w, http.StatusServiceUnavailable, problem{Error: "revocations_stale",

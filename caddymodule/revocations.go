@@ -29,6 +29,23 @@ type revocations struct {
 	logger   *zap.Logger
 	mu       sync.Mutex
 	lastErr  map[string]error
+
+	demand     sync.Mutex // one on-demand refresh at a time
+	lastDemand time.Time
+}
+
+// refreshOnDemand fetches the lists now, when a lane open finds them stale,
+// at most once a second; concurrent callers wait for the same fetch.
+func (r *revocations) refreshOnDemand(ctx context.Context) {
+	r.demand.Lock()
+	defer r.demand.Unlock()
+	if time.Since(r.lastDemand) < time.Second {
+		return
+	}
+	c, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	r.refresh(c)
+	r.lastDemand = time.Now()
 }
 
 func newRevocations(sources []string, brokers []*spki.PublicKey, logger *zap.Logger) *revocations {

@@ -1,0 +1,238 @@
+// Package wallet is the ecoupons client: an http.RoundTripper that answers
+// 402 ECoupon challenges by paying from the lanes of a book (or of a
+// grant), one lane per in-flight request, so parallel requests do not wait
+// on each other.
+package wallet
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/delegation"
+	"github.com/ecoupons/ecoupons/spki"
+)
+
+// Errors of the wallet.
+var (
+	// ErrNoLane means every lane is exhausted or in use.
+	ErrNoLane = errors.New("wallet: no lane left to pay with")
+	// ErrPriceLimit means a challenge asked for more than the wallet's limit.
+	ErrPriceLimit = errors.New("wallet: price above the limit")
+	// ErrWrongVendor means the challenge is from a vendor this book is not for.
+	ErrWrongVendor = errors.New("wallet: the challenge is from another vendor than the book's")
+	// ErrBadChallenge is a 402 whose challenge does not parse.
+	ErrBadChallenge = errors.New("wallet: malformed challenge")
+)
+
+// Challenge is a parsed WWW-Authenticate: ECoupon … header.
+type Challenge struct {
+	Vendor, Unit, Currency, Broker, Nonce string
+	Price                                 uint32
+}
+
+var paramRe = regexp.MustCompile(`([a-z]+)=("(?:[^"\\]|\\.)*"|[^,\s]+)`)
+
+// ParseChallenge parses the ECoupon challenge of a 402 response.
+func ParseChallenge(h string) (*Challenge, error) {
+	if !strings.HasPrefix(strings.ToLower(h), "ecoupon ") {
+		return nil, fmt.Errorf("%w: not an ECoupon challenge", ErrBadChallenge)
+	}
+	c := &Challenge{}
+	for _, m := range paramRe.FindAllStringSubmatch(h[8:], -1) {
+		v := m[2]
+		if strings.HasPrefix(v, `"`) {
+			v = strings.NewReplacer(`\"`, `"`, `\\`, `\`).Replace(v[1 : len(v)-1])
+		}
+		switch m[1] {
+		case "vendor":
+			c.Vendor = v
+		case "unit":
+			c.Unit = v
+		case "currency":
+			c.Currency = v
+		case "broker":
+			c.Broker = v
+		case "nonce":
+			c.Nonce = v
+		case "price":
+			n, err := strconv.ParseUint(v, 10, 32)
+			if err != nil || n == 0 {
+				return nil, fmt.Errorf("%w: price %q", ErrBadChallenge, v)
+			}
+			c.Price = uint32(n)
+		}
+	}
+	if c.Vendor == "" || c.Nonce == "" || c.Price == 0 {
+		return nil, fmt.Errorf("%w: vendor, price and nonce are required", ErrBadChallenge)
+	}
+	return c, nil
+}
+
+// lane is one lane the wallet pays from.
+type lane struct {
+	id     coupons.LaneID
+	cursor *coupons.Cursor
+	nonce  string // the challenge nonce it was opened with ("" until opened)
+	credit uint32
+}
+
+// Transport pays 402 ECoupon challenges from a holder's lanes.
+type Transport struct {
+	// Base sends the requests; nil means http.DefaultTransport.
+	Base http.RoundTripper
+	// MaxPrice refuses challenges asking more coupons per request. 0: 100.
+	MaxPrice uint32
+
+	holder *delegation.Holder
+	mu     sync.Mutex
+	free   []*lane
+	spent  uint64
+}
+
+// NewTransport pays from the given lanes of h (every lane h holds when
+// lanes is empty), starting each lane's cursor at its beginning: for a
+// fresh book or grant. Two transports must never share a lane.
+func NewTransport(h *delegation.Holder, lanes ...uint32) (*Transport, error) {
+	b := h.Book.Book
+	t := &Transport{holder: h}
+	if len(lanes) == 0 {
+		lanes = h.Lanes()
+	}
+	for _, s := range lanes {
+		if _, ok := h.Seed(s); !ok {
+			return nil, fmt.Errorf("%w: lane %d is not held", ErrNoLane, s)
+		}
+		seed, _ := h.Seed(s)
+		c, _, err := coupons.NewCursor(b.LaneTag(s), b.Length, seed)
+		if err != nil {
+			return nil, err
+		}
+		t.free = append(t.free, &lane{id: coupons.LaneID{Book: b.ID(), Lane: s}, cursor: c})
+	}
+	if len(t.free) == 0 {
+		return nil, ErrNoLane
+	}
+	return t, nil
+}
+
+// Spent returns the coupons this transport has revealed.
+func (t *Transport) Spent() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.spent
+}
+
+func (t *Transport) take() (*lane, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for len(t.free) > 0 {
+		l := t.free[len(t.free)-1]
+		t.free = t.free[:len(t.free)-1]
+		if l.cursor.Remaining() > 0 {
+			return l, nil
+		}
+	}
+	return nil, ErrNoLane
+}
+
+func (t *Transport) give(l *lane) {
+	t.mu.Lock()
+	t.free = append(t.free, l)
+	t.mu.Unlock()
+}
+
+// RoundTrip implements http.RoundTripper: it sends req; on a 402 ECoupon
+// challenge it pays on a lane of its own and sends req once more.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	base := t.Base
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	if req.Body != nil && req.GetBody == nil {
+		return nil, errors.New("wallet: a request with a body needs GetBody to be retried after a 402")
+	}
+	resp, err := base.RoundTrip(req)
+	if err != nil || resp.StatusCode != http.StatusPaymentRequired {
+		return resp, err
+	}
+	ch, err := ParseChallenge(resp.Header.Get("WWW-Authenticate"))
+	if err != nil {
+		return resp, nil // not ours to answer
+	}
+	resp.Body.Close()
+	b := t.holder.Book.Book
+	maxPrice := t.MaxPrice
+	if maxPrice == 0 {
+		maxPrice = 100
+	}
+	switch {
+	case ch.Vendor != b.Vendor:
+		return nil, fmt.Errorf("%w: %s, the book is for %s", ErrWrongVendor, ch.Vendor, b.Vendor)
+	case ch.Price > maxPrice:
+		return nil, fmt.Errorf("%w: %d coupons asked, limit %d", ErrPriceLimit, ch.Price, maxPrice)
+	case ch.Currency != b.Currency || ch.Unit != coupons.FormatAmount(b.Unit):
+		return nil, fmt.Errorf("wallet: the vendor takes coupons of %s %s, the book's are %s %s", ch.Unit, ch.Currency, coupons.FormatAmount(b.Unit), b.Currency)
+	}
+	l, err := t.take()
+	if err != nil {
+		return nil, err
+	}
+	defer t.give(l)
+	retry := req.Clone(req.Context())
+	if req.GetBody != nil {
+		if retry.Body, err = req.GetBody(); err != nil {
+			return nil, err
+		}
+	}
+	if l.nonce == "" {
+		o, err := t.holder.Open(l.id.Lane, ch.Nonce)
+		if err != nil {
+			return nil, err
+		}
+		retry.Header.Set("ECoupon-Open", string(spki.Transport(o.Sexp())))
+		l.nonce = ch.Nonce
+	}
+	n := uint32(1)
+	if ch.Price > l.credit {
+		n = ch.Price - l.credit
+	}
+	n = min(n, l.cursor.Remaining())
+	var i uint32
+	var w, next coupons.Value
+	var hasNext bool
+	for k := uint32(0); k < n; k++ {
+		if i, w, next, hasNext, err = l.cursor.Next(); err != nil {
+			return nil, err
+		}
+	}
+	t.mu.Lock()
+	t.spent += uint64(n)
+	t.mu.Unlock()
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	d := (&coupons.Request{Method: req.Method, Host: strings.ToLower(host), Path: req.URL.EscapedPath(), Query: req.URL.RawQuery,
+		Lane: l.id, Index: i, Nonce: l.nonce}).Digest()
+	var np *coupons.Value
+	if hasNext {
+		np = &next
+	}
+	p := coupons.Pay(l.id, i, w, np, &d)
+	retry.Header.Set("Authorization", p.Header())
+	resp, err = base.RoundTrip(retry)
+	if err != nil {
+		return nil, err
+	}
+	l.credit = 0
+	if c, err := strconv.ParseUint(resp.Header.Get("ECoupon-Credit"), 10, 32); err == nil {
+		l.credit = uint32(c)
+	}
+	return resp, nil
+}
