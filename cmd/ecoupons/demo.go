@@ -159,9 +159,9 @@ func (d *demo) run(script bool) error {
 	// The site.
 	site := filepath.Join(d.dir, "site")
 	files := map[string]string{
-		"index.html":             "<h1>news.example</h1><p>Free front page. <a href=/premium/article.html>Premium article</a>, <a href=/stream/playlist.m3u8>stream</a>.</p>\n",
-		"premium/article.html":   "<h1>The premium article</h1><p>Paid with two e-coupons.</p>\n",
-		"stream/playlist.m3u8":   "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nseg0.ts\n#EXTINF:2.0,\nseg1.ts\n#EXTINF:2.0,\nseg2.ts\n#EXTINF:2.0,\nseg3.ts\n#EXT-X-ENDLIST\n",
+		"index.html":           "<h1>news.example</h1><p>Free front page. <a href=/premium/article.html>Premium article</a>, <a href=/stream/playlist.m3u8>stream</a>.</p>\n",
+		"premium/article.html": "<h1>The premium article</h1><p>Paid with two e-coupons.</p>\n",
+		"stream/playlist.m3u8": "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nseg0.ts\n#EXTINF:2.0,\nseg1.ts\n#EXTINF:2.0,\nseg2.ts\n#EXTINF:2.0,\nseg3.ts\n#EXT-X-ENDLIST\n",
 	}
 	for i := 0; i < 4; i++ {
 		files[fmt.Sprintf("stream/seg%d.ts", i)] = strings.Repeat(fmt.Sprintf("segment %d ", i), 200)
