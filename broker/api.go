@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/ecoupons/ecoupons/coupons"
@@ -100,11 +102,17 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		"POST /v1/books":        a.postBook,
 		"POST /v1/redeem":       a.postRedeem,
 		"GET /v1/balance":       a.getBalance,
+		"GET /v1/statements":    nil, // handled below: it needs the query
 		"POST /v1/revoke":       a.postRevoke,
 		"POST /v1/admin/topup":  a.postTopUp,
 		"POST /v1/admin/credit": a.postCredit,
 	}
 	h, ok := handlers[route]
+	if route == "GET /v1/statements" {
+		h = func(ctx context.Context, caller *spki.PublicKey, _ []byte) (int, any, error) {
+			return a.getStatement(ctx, w, r, caller)
+		}
+	}
 	if !ok {
 		writeJSON(w, http.StatusNotFound, apiError{"not_found", "no such endpoint: " + route})
 		return
@@ -123,6 +131,9 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		fail(w, err)
 		return
+	}
+	if status == 0 {
+		return // the handler wrote its own answer (CSV)
 	}
 	writeJSON(w, status, out)
 }
@@ -373,4 +384,57 @@ func (a *API) postCredit(ctx context.Context, caller *spki.PublicKey, body []byt
 		return 0, nil, err
 	}
 	return http.StatusOK, map[string]string{"account": in.Account, "limit": in.Limit}, nil
+}
+
+// getStatement answers GET /v1/statements?account=A&from=YYYY-MM-DD&to=YYYY-MM-DD[&format=csv]
+// for an account of the caller.
+func (a *API) getStatement(ctx context.Context, w http.ResponseWriter, r *http.Request, caller *spki.PublicKey) (int, any, error) {
+	q := r.URL.Query()
+	account := q.Get("account")
+	var n int
+	if err := a.Broker.DB.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT account FROM users WHERE key_hash = $1 AND account = $2
+		UNION SELECT account FROM vendors WHERE key_hash = $1 AND account = $2) AS t`, hexKey(caller.Hash()), account).Scan(&n); err != nil {
+		return 0, nil, err
+	}
+	if n == 0 {
+		return 0, nil, fmt.Errorf("%w: %s is not an account of this key", errForbidden, account)
+	}
+	from, err1 := time.Parse("2006-01-02", q.Get("from"))
+	to, err2 := time.Parse("2006-01-02", q.Get("to"))
+	if err1 != nil || err2 != nil {
+		return 0, nil, badRequest("from and to are dates, YYYY-MM-DD (to exclusive)")
+	}
+	st, err := a.Broker.Statement(ctx, account, from, to)
+	if err != nil {
+		return 0, nil, err
+	}
+	switch q.Get("format") {
+	case "csv":
+		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		cw := csv.NewWriter(w)
+		cw.Write([]string{"day", "kind", "transactions", "amount", "currency"})
+		cw.Write([]string{st.From.Format("2006-01-02"), "opening", "", coupons.FormatAmount(st.Opening), st.Currency})
+		for _, row := range st.Rows {
+			cw.Write([]string{row.Day.Format("2006-01-02"), row.Kind, strconv.FormatInt(row.Transactions, 10), coupons.FormatAmount(row.Amount), st.Currency})
+		}
+		cw.Write([]string{st.To.Format("2006-01-02"), "closing", "", coupons.FormatAmount(st.Closing), st.Currency})
+		cw.Flush()
+		return 0, nil, cw.Error()
+	case "", "json":
+	default:
+		return 0, nil, badRequest("format is json or csv")
+	}
+	type row struct {
+		Day          string `json:"day"`
+		Kind         string `json:"kind"`
+		Transactions int64  `json:"transactions"`
+		Amount       string `json:"amount"`
+	}
+	rows := []row{}
+	for _, r := range st.Rows {
+		rows = append(rows, row{r.Day.Format("2006-01-02"), r.Kind, r.Transactions, coupons.FormatAmount(r.Amount)})
+	}
+	return http.StatusOK, map[string]any{"account": st.Account, "currency": st.Currency, "from": st.From.Format("2006-01-02"),
+		"to": st.To.Format("2006-01-02"), "opening": coupons.FormatAmount(st.Opening), "closing": coupons.FormatAmount(st.Closing), "rows": rows}, nil
 }

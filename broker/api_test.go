@@ -252,3 +252,55 @@ func TestAPIRefusesBadInput(t *testing.T) {
 		t.Errorf("refused requests changed the balance: %d, want %d", got, before)
 	}
 }
+
+// TestStatements: an account's activity per day and kind, with opening and
+// closing balances, as JSON and CSV; only the account's key may read it.
+func TestStatements(t *testing.T) {
+	f := newFixture(t) // alice: 10 EUR top-up on 2026-12-01
+	bk := f.newBook(t, 2, 16, milli)
+	f.now = f.now.Add(24 * time.Hour) // 2026-12-02
+	if err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb); err != nil {
+		t.Fatal(err)
+	}
+	f.b.Redeem(ctx, pub(t, f.vendor).Hash(), []Redemption{bk.coupon(0, 4, true), bk.coupon(1, 3, true)})
+	f.now = f.now.Add(24 * time.Hour) // 2026-12-03
+	f.b.Redeem(ctx, pub(t, f.vendor).Hash(), []Redemption{bk.coupon(0, 6, false)})
+
+	api := &API{Broker: f.b}
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+	clock := func() time.Time { return f.now }
+	vendor := &apiClient{t: t, url: srv.URL, key: f.vendor, now: clock}
+	alice := &apiClient{t: t, url: srv.URL, key: f.alice, now: clock}
+
+	code, out := vendor.do("GET", "/v1/statements?account=vendor:news.example:EUR&from=2026-12-02&to=2026-12-04", nil)
+	if code != 200 {
+		t.Fatalf("statement: %d %v", code, out)
+	}
+	got := toJSON(out)
+	for _, want := range []string{`"opening":"0"`, `"closing":"0.009"`, `{"amount":"0.007","day":"2026-12-02","kind":"redeem","transactions":2}`,
+		`{"amount":"0.002","day":"2026-12-03","kind":"redeem","transactions":1}`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("vendor statement lacks %s:\n%s", want, got)
+		}
+	}
+	code, out = alice.do("GET", "/v1/statements?account="+f.acct+"&from=2026-12-02&to=2026-12-03&format=csv", nil)
+	csvText, _ := out["raw"].(string)
+	if code != 200 || !strings.Contains(csvText, "2026-12-02,opening,,10,EUR") || !strings.Contains(csvText, "2026-12-02,book,1,-0.032,EUR") ||
+		!strings.Contains(csvText, "2026-12-03,closing,,9.968,EUR") {
+		t.Errorf("user statement CSV: %d\n%s", code, csvText)
+	}
+	if code, out = alice.do("GET", "/v1/statements?account=vendor:news.example:EUR&from=2026-12-02&to=2026-12-03", nil); code != 403 {
+		t.Errorf("another key's statement: %d %v", code, out)
+	}
+	if code, out = alice.do("GET", "/v1/statements?account="+f.acct+"&from=2026-12-02&to=yesterday", nil); code != 400 {
+		t.Errorf("bad dates: %d %v", code, out)
+	}
+	// A signed GET cannot have its query changed in flight.
+	req, _ := http.NewRequest("GET", srv.URL+"/v1/statements?account="+f.acct+"&from=2026-12-02&to=2026-12-03", nil)
+	SignRequest(req, nil, f.alice, f.now)
+	req.URL.RawQuery = "account=" + f.acct + "&from=2026-11-01&to=2026-12-03"
+	if code, _ := alice.send(req, nil); code != 401 {
+		t.Errorf("altered query accepted: %d", code)
+	}
+}

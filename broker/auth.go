@@ -40,7 +40,8 @@ func init() {
 	)`)
 }
 
-// RequestObject is what a caller signs:
+// RequestObject is what a caller signs (path is the request URI: path and
+// query):
 //
 //	(ecoupons-request (method "POST") (path "/v1/books") (body |SHA-256 of the body|)
 //	                  (ts "unix seconds") (nonce |16 bytes|))
@@ -64,7 +65,7 @@ func SignRequest(req *http.Request, body []byte, signer crypto.Signer, now time.
 		return err
 	}
 	ts := now.Unix()
-	sig, err := spki.Sign(signer, RequestObject(req.Method, req.URL.Path, body, ts, nonce))
+	sig, err := spki.Sign(signer, RequestObject(req.Method, req.URL.RequestURI(), body, ts, nonce))
 	if err != nil {
 		return err
 	}
@@ -118,7 +119,7 @@ func (b *Broker) authenticate(ctx context.Context, r *http.Request, body []byte)
 	if !sig.Signer.Equal(key) {
 		return nil, fmt.Errorf("%w: signed by another key than the one named", ErrBadAuth)
 	}
-	if err := sig.VerifyObject(RequestObject(r.Method, r.URL.Path, body, ts, nonce)); err != nil {
+	if err := sig.VerifyObject(RequestObject(r.Method, r.URL.RequestURI(), body, ts, nonce)); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadAuth, err)
 	}
 	now := b.Now()

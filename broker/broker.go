@@ -162,7 +162,7 @@ func (b *Broker) TopUp(ctx context.Context, account string, amount int64, idem s
 		return fmt.Errorf("%w: %s is not a user account", ErrNoAccount, account)
 	}
 	return b.tx(ctx, func(tx *sql.Tx) error {
-		_, err := post(ctx, tx, "topup", "topup:"+idem, "", entry{worldAccount(a.Currency), -amount}, entry{account, amount})
+		_, err := post(ctx, tx, b.Now(), "topup", "topup:"+idem, "", entry{worldAccount(a.Currency), -amount}, entry{account, amount})
 		return err
 	})
 }
@@ -256,7 +256,7 @@ func (b *Broker) RegisterBook(ctx context.Context, owner spki.KeyHash, sb *coupo
 		if err := createAccount(ctx, tx, escrowAccount(id), KindEscrow, bk.Currency, 0); err != nil {
 			return err
 		}
-		if _, err := post(ctx, tx, "book", "book:"+hex.EncodeToString(id[:]), "hold face value", entry{acct, -face}, entry{escrowAccount(id), face}); err != nil {
+		if _, err := post(ctx, tx, b.Now(), "book", "book:"+hex.EncodeToString(id[:]), "hold face value", entry{acct, -face}, entry{escrowAccount(id), face}); err != nil {
 			return err
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO books (id, owner, vendor, unit, lanes, length, salt, root, not_after) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,

@@ -177,7 +177,7 @@ type entry struct {
 // floors, updates balances and writes the entries. idem, when not empty,
 // makes the transaction idempotent: a second post with the same key is a
 // no-op reported by done = false.
-func post(ctx context.Context, tx *sql.Tx, kind, idem, memo string, entries ...entry) (done bool, err error) {
+func post(ctx context.Context, tx *sql.Tx, now time.Time, kind, idem, memo string, entries ...entry) (done bool, err error) {
 	var sum int64
 	for _, e := range entries {
 		if e.amount == 0 {
@@ -204,7 +204,7 @@ func post(ctx context.Context, tx *sql.Tx, kind, idem, memo string, entries ...e
 	}
 	var txID int64
 	if err := tx.QueryRowContext(ctx, `INSERT INTO transactions (kind, idem, created, memo) VALUES ($1, $2, $3, $4) RETURNING id`,
-		kind, idemArg, time.Now().Unix(), memo).Scan(&txID); err != nil {
+		kind, idemArg, now.Unix(), memo).Scan(&txID); err != nil {
 		return false, err
 	}
 	currency := ""

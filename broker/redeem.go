@@ -155,7 +155,7 @@ func (b *Broker) redeemOne(ctx context.Context, tx *sql.Tx, vendor, vacct string
 		return res, err
 	}
 	idem := fmt.Sprintf("redeem:%s:%d:%d", bookHex, r.Lane.Lane, r.Index)
-	if _, err := post(ctx, tx, "redeem", idem, "", entry{escrowAccount(r.Lane.Book), -amount}, entry{vacct, amount - fee}, entry{feesAccount(cur), fee}); err != nil {
+	if _, err := post(ctx, tx, b.Now(), "redeem", idem, "", entry{escrowAccount(r.Lane.Book), -amount}, entry{vacct, amount - fee}, entry{feesAccount(cur), fee}); err != nil {
 		if errors.Is(err, ErrInsufficientFunds) {
 			return res, itemError{err}
 		}
@@ -201,7 +201,7 @@ func (b *Broker) ReleaseExpired(ctx context.Context) (int, error) {
 				return err
 			}
 			if bal > 0 {
-				if _, err := post(ctx, tx, "release", "release:"+d.id, "unspent face value back to the owner", entry{"escrow:" + d.id, -bal}, entry{d.owner, bal}); err != nil {
+				if _, err := post(ctx, tx, b.Now(), "release", "release:"+d.id, "unspent face value back to the owner", entry{"escrow:" + d.id, -bal}, entry{d.owner, bal}); err != nil {
 					return err
 				}
 			}
