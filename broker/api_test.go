@@ -60,7 +60,9 @@ func (c *apiClient) json(method, path string, v any) (int, map[string]any) {
 	return c.do(method, path, b)
 }
 
-func TestAPI(t *testing.T) {
+func TestAPI(t *testing.T) { onBoth(t, testAPI) }
+
+func testAPI(t *testing.T) {
 	f := newFixture(t)
 	admin := testKey("admin")
 	api := &API{Broker: f.b, Admins: []spki.KeyHash{pub(t, admin).Hash()}}
@@ -154,6 +156,9 @@ func TestAPI(t *testing.T) {
 		t.Fatalf("revoke: %d %v", code, out)
 	}
 	code, out = anon.do("GET", "/v1/revocations", nil)
+	if code != 200 {
+		t.Fatalf("revocations: %d %v", code, out)
+	}
 	lx, err := spki.Parse([]byte(out["raw"].(string)))
 	if code != 200 || err != nil {
 		t.Fatalf("revocations: %d %v", code, err)
@@ -184,7 +189,9 @@ func toJSON(v any) string { b, _ := json.Marshal(v); return string(b) }
 
 // TestAPIRefusesBadInput: every malformed, unauthenticated or replayed
 // request gets a 4xx with a reason and changes nothing.
-func TestAPIRefusesBadInput(t *testing.T) {
+func TestAPIRefusesBadInput(t *testing.T) { onBoth(t, testAPIRefusesBadInput) }
+
+func testAPIRefusesBadInput(t *testing.T) {
 	f := newFixture(t)
 	admin := testKey("admin")
 	api := &API{Broker: f.b, Admins: []spki.KeyHash{pub(t, admin).Hash()}}
@@ -255,7 +262,9 @@ func TestAPIRefusesBadInput(t *testing.T) {
 
 // TestStatements: an account's activity per day and kind, with opening and
 // closing balances, as JSON and CSV; only the account's key may read it.
-func TestStatements(t *testing.T) {
+func TestStatements(t *testing.T) { onBoth(t, testStatements) }
+
+func testStatements(t *testing.T) {
 	f := newFixture(t) // alice: 10 EUR top-up on 2026-12-01
 	bk := f.newBook(t, 2, 16, milli)
 	f.now = f.now.Add(24 * time.Hour) // 2026-12-02

@@ -100,9 +100,24 @@ func worldAccount(currency string) string { return "world:" + currency }
 func feesAccount(currency string) string  { return "fees:" + currency }
 func escrowAccount(book [32]byte) string  { return "escrow:" + hex.EncodeToString(book[:]) }
 
-// tx runs fn in one database transaction.
+// tx runs fn in one database transaction; on PostgreSQL it is
+// SERIALIZABLE and retried (fn runs again) after serialization failures.
 func (b *Broker) tx(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := b.DB.db.BeginTx(ctx, nil)
+	var opts *sql.TxOptions
+	if b.DB.dialect == "pgx" {
+		opts = &sql.TxOptions{Isolation: sql.LevelSerializable}
+	}
+	for attempt := 0; ; attempt++ {
+		err := b.tryTx(ctx, opts, fn)
+		if err == nil || !retryable(err) || attempt >= 20 {
+			return err
+		}
+		time.Sleep(time.Duration(attempt+1) * time.Millisecond)
+	}
+}
+
+func (b *Broker) tryTx(ctx context.Context, opts *sql.TxOptions, fn func(*sql.Tx) error) error {
+	tx, err := b.DB.db.BeginTx(ctx, opts)
 	if err != nil {
 		return err
 	}

@@ -4,11 +4,18 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"database/sql"
 	"errors"
+	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ecoupons/ecoupons/internal/testpg"
 
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/spki"
@@ -29,6 +36,54 @@ func pub(t testing.TB, k ed25519.PrivateKey) *spki.PublicKey {
 
 var ctx = context.Background()
 
+// The PostgreSQL server of this test binary (nil when unavailable) and
+// which database the fixture opens: every ledger test runs on SQLite and
+// on PostgreSQL (onBoth).
+var (
+	pgServer *testpg.Server
+	pgErr    error
+	usePG    bool
+	pgDBs    atomic.Int32
+)
+
+func TestMain(m *testing.M) {
+	pgServer, pgErr = testpg.StartServer()
+	code := m.Run()
+	if pgServer != nil {
+		pgServer.Stop()
+	}
+	os.Exit(code)
+}
+
+func openTestDB(t *testing.T) (*DB, error) {
+	if !usePG {
+		return OpenSQLite(ctx, filepath.Join(t.TempDir(), "broker.db"))
+	}
+	admin, err := sql.Open("pgx", pgServer.URL)
+	if err != nil {
+		return nil, err
+	}
+	defer admin.Close()
+	name := fmt.Sprintf("broker_%d", pgDBs.Add(1))
+	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
+		return nil, err
+	}
+	return OpenPostgres(ctx, strings.Replace(pgServer.URL, "/postgres?", "/"+name+"?", 1))
+}
+
+// onBoth runs f on SQLite and on PostgreSQL.
+func onBoth(t *testing.T, f func(t *testing.T)) {
+	t.Run("sqlite", func(t *testing.T) { usePG = false; f(t) })
+	t.Run("postgres", func(t *testing.T) {
+		if pgErr != nil {
+			testpg.Unavailable(t, pgErr)
+		}
+		usePG = true
+		defer func() { usePG = false }()
+		f(t)
+	})
+}
+
 type fixture struct {
 	b                     *Broker
 	alice, vendor, broker ed25519.PrivateKey
@@ -41,7 +96,7 @@ type fixture struct {
 // invariants are checked when the test ends.
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	db, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "broker.db"))
+	db, err := openTestDB(t)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +172,9 @@ func (bk *book) coupon(s, i uint32, first bool) Redemption {
 
 const milli = coupons.NanosPerUnit / 1000
 
-func TestBookHoldsFaceValue(t *testing.T) {
+func TestBookHoldsFaceValue(t *testing.T) { onBoth(t, testBookHoldsFaceValue) }
+
+func testBookHoldsFaceValue(t *testing.T) {
 	f := newFixture(t)
 	bk := f.newBook(t, 4, 16, milli) // 64 coupons of 0.001 EUR
 	if err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb); err != nil {
@@ -151,7 +208,9 @@ func TestBookHoldsFaceValue(t *testing.T) {
 	}
 }
 
-func TestRedeem(t *testing.T) {
+func TestRedeem(t *testing.T) { onBoth(t, testRedeem) }
+
+func testRedeem(t *testing.T) {
 	f := newFixture(t)
 	f.b.FeeBasisPoints = 250 // 2.5 %
 	bk := f.newBook(t, 4, 16, milli)
@@ -216,7 +275,9 @@ func TestRedeem(t *testing.T) {
 // TestConcurrentRedemptionsPayOnce: three redeemers (the gates of a fleet)
 // submit overlapping batches for the same lanes at once; the vendor is
 // paid exactly for the highest coupon of each lane.
-func TestConcurrentRedemptionsPayOnce(t *testing.T) {
+func TestConcurrentRedemptionsPayOnce(t *testing.T) { onBoth(t, testConcurrentRedemptionsPayOnce) }
+
+func testConcurrentRedemptionsPayOnce(t *testing.T) {
 	f := newFixture(t)
 	bk := f.newBook(t, 8, 64, milli)
 	if err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb); err != nil {
@@ -249,7 +310,9 @@ func TestConcurrentRedemptionsPayOnce(t *testing.T) {
 	}
 }
 
-func TestReleaseExpired(t *testing.T) {
+func TestReleaseExpired(t *testing.T) { onBoth(t, testReleaseExpired) }
+
+func testReleaseExpired(t *testing.T) {
 	f := newFixture(t)
 	bk := f.newBook(t, 2, 16, milli)
 	if err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb); err != nil {
@@ -279,7 +342,9 @@ func TestReleaseExpired(t *testing.T) {
 	}
 }
 
-func TestAccountsAndTopUps(t *testing.T) {
+func TestAccountsAndTopUps(t *testing.T) { onBoth(t, testAccountsAndTopUps) }
+
+func testAccountsAndTopUps(t *testing.T) {
 	f := newFixture(t)
 	// Idempotent top-ups.
 	if err := f.b.TopUp(ctx, f.acct, 5, "t1"); err != nil {

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+	_ "github.com/jackc/pgx/v5/stdlib"
 	_ "modernc.org/sqlite"
 )
 
@@ -72,6 +74,51 @@ func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 	return d, nil
 }
 
+// OpenPostgres opens the broker database at a PostgreSQL URL
+// (postgres://user:password@host:port/db) and applies the migrations.
+// Every broker transaction runs SERIALIZABLE and is retried on
+// serialization failures, so concurrent redemptions cannot pay twice.
+func OpenPostgres(ctx context.Context, url string) (*DB, error) {
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		return nil, err
+	}
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("broker: PostgreSQL: %w", err)
+	}
+	db.SetMaxOpenConns(16)
+	d := &DB{db: db, dialect: "pgx"}
+	if err := d.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// Open opens a broker database: a postgres:// URL, or a SQLite file path.
+func Open(ctx context.Context, dsn string) (*DB, error) {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		return OpenPostgres(ctx, dsn)
+	}
+	return OpenSQLite(ctx, dsn)
+}
+
+// sqlFor adapts a statement of the migrations to the dialect.
+func (d *DB) sqlFor(stmt string) string {
+	if d.dialect == "pgx" {
+		return strings.ReplaceAll(stmt, "INTEGER PRIMARY KEY", "BIGSERIAL PRIMARY KEY")
+	}
+	return stmt
+}
+
+// retryable reports a PostgreSQL serialization failure or deadlock, after
+// which the transaction is run again.
+func retryable(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
+}
+
 // Close closes the database.
 func (d *DB) Close() error { return d.db.Close() }
 
@@ -124,7 +171,7 @@ func (d *DB) migrate(ctx context.Context) error {
 			if strings.TrimSpace(stmt) == "" {
 				continue
 			}
-			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			if _, err := tx.ExecContext(ctx, d.sqlFor(stmt)); err != nil {
 				tx.Rollback()
 				return fmt.Errorf("broker: migration %d: %w", i+1, err)
 			}
@@ -202,11 +249,8 @@ func post(ctx context.Context, tx *sql.Tx, now time.Time, kind, idem, memo strin
 			return false, nil
 		}
 	}
-	var txID int64
-	if err := tx.QueryRowContext(ctx, `INSERT INTO transactions (kind, idem, created, memo) VALUES ($1, $2, $3, $4) RETURNING id`,
-		kind, idemArg, now.Unix(), memo).Scan(&txID); err != nil {
-		return false, err
-	}
+	// Check every leg before changing anything, so that a refused
+	// transfer leaves the transaction untouched.
 	currency := ""
 	for _, e := range entries {
 		if e.amount == 0 {
@@ -231,6 +275,16 @@ func post(ctx context.Context, tx *sql.Tx, now time.Time, kind, idem, memo strin
 				return false, fmt.Errorf("%w: %s holds %d, floor %d, needs %d", ErrInsufficientFunds, e.account, bal, floor, -e.amount)
 			}
 			return false, ErrAmount
+		}
+	}
+	var txID int64
+	if err := tx.QueryRowContext(ctx, `INSERT INTO transactions (kind, idem, created, memo) VALUES ($1, $2, $3, $4) RETURNING id`,
+		kind, idemArg, now.Unix(), memo).Scan(&txID); err != nil {
+		return false, err
+	}
+	for _, e := range entries {
+		if e.amount == 0 {
+			continue
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE accounts SET balance = balance + $1 WHERE id = $2`, e.amount, e.account); err != nil {
 			return false, err

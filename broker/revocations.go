@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"database/sql"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -106,8 +107,9 @@ func (b *Broker) RevocationList(ctx context.Context) ([]byte, error) {
 			return err
 		}
 		if doc != "" && newest < issued && now.Sub(time.Unix(issued, 0)) < RevocationTTL/2 {
-			out = []byte(doc)
-			return nil
+			// Stored as base64: PostgreSQL's TEXT holds no arbitrary bytes.
+			out, err = base64.StdEncoding.DecodeString(doc)
+			return err
 		}
 		rows, err := tx.QueryContext(ctx, `SELECT kind, hash FROM revoked`)
 		if err != nil {
@@ -144,7 +146,7 @@ func (b *Broker) RevocationList(ctx context.Context) ([]byte, error) {
 			return err
 		}
 		enc := spki.Canonical(list.Sexp())
-		if _, err := tx.ExecContext(ctx, `INSERT INTO revocation_lists (number, issued, doc) VALUES ($1, $2, $3)`, number+1, at.Unix(), string(enc)); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO revocation_lists (number, issued, doc) VALUES ($1, $2, $3)`, number+1, at.Unix(), base64.StdEncoding.EncodeToString(enc)); err != nil {
 			return err
 		}
 		out = enc

@@ -31,7 +31,8 @@ type BrokerHandler struct {
 	// KeyFile is the broker's private key (PEM, Ed25519 or ECDSA P-256), as
 	// written by `ecoupons broker init`. Required.
 	KeyFile string `json:"key_file,omitempty"`
-	// Database is the SQLite file of the ledger. Default: ecoupons/broker.db
+	// Database is the ledger: a SQLite file, or a PostgreSQL URL
+	// (postgres://user:password@host:port/db). Default: ecoupons/broker.db
 	// in Caddy's data directory.
 	Database string `json:"database,omitempty"`
 	// AdminKeys are files with the (public-key …) of administrators, who may
@@ -82,15 +83,17 @@ func (h *BrokerHandler) Provision(ctx caddy.Context) error {
 	if h.Database == "" {
 		h.Database = filepath.Join(caddy.AppDataDir(), "ecoupons", "broker.db")
 	}
-	path, err := filepath.Abs(h.Database)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("ecoupon_broker: %w", err)
+	path := h.Database
+	if !strings.HasPrefix(path, "postgres://") && !strings.HasPrefix(path, "postgresql://") {
+		if path, err = filepath.Abs(h.Database); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return fmt.Errorf("ecoupon_broker: %w", err)
+		}
 	}
 	v, _, err := brokerDBPool.LoadOrNew(path, func() (caddy.Destructor, error) {
-		db, err := broker.OpenSQLite(context.Background(), path)
+		db, err := broker.Open(context.Background(), path)
 		if err != nil {
 			return nil, err
 		}
