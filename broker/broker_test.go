@@ -55,7 +55,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func openTestDB(t *testing.T) (*DB, error) {
+func openTestDB(t testing.TB) (*DB, error) {
 	if !usePG {
 		return OpenSQLite(ctx, filepath.Join(t.TempDir(), "broker.db"))
 	}
@@ -94,7 +94,7 @@ type fixture struct {
 // newFixture: a broker on a fresh SQLite file, alice with a pre-paid EUR
 // account topped up with 10 EUR, and the vendor news.example. The ledger's
 // invariants are checked when the test ends.
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	db, err := openTestDB(t)
 	if err != nil {
@@ -142,7 +142,7 @@ type book struct {
 	anchors []coupons.Value
 }
 
-func (f *fixture) newBook(t *testing.T, lanes, length uint32, unit int64) *book {
+func (f *fixture) newBook(t testing.TB, lanes, length uint32, unit int64) *book {
 	t.Helper()
 	bk, sec, anchors, err := coupons.Create(coupons.Params{Vendor: "news.example", Broker: f.b.PublicKey().Hash(), Owner: pub(t, f.alice).Hash(),
 		Lanes: lanes, Length: length, Currency: "EUR", Unit: unit, NotAfter: f.now.Add(30 * 24 * time.Hour)}, nil)

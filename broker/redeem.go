@@ -46,22 +46,48 @@ func (b *Broker) Redeem(ctx context.Context, vendorKey spki.KeyHash, batch []Red
 	}
 	out := make([]RedeemResult, len(batch))
 	err := b.tx(ctx, func(tx *sql.Tx) error {
-		var name, vacct string
-		err := tx.QueryRowContext(ctx, `SELECT name, account FROM vendors WHERE key_hash = $1`, hexKey(vendorKey)).Scan(&name, &vacct)
+		var name, vacct, currency string
+		err := tx.QueryRowContext(ctx, `SELECT name, account, currency FROM vendors WHERE key_hash = $1`, hexKey(vendorKey)).Scan(&name, &vacct, &currency)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("%w: no vendor registered for this key", ErrUnknownVendor)
 		}
 		if err != nil {
 			return err
 		}
+		rs := &redeemState{books: map[[32]byte]*bookRow{}, totals: map[[32]byte][2]int64{}}
+		// Prepared once per batch: the three statements every item runs.
+		for _, p := range []struct {
+			dst   **sql.Stmt
+			query string
+		}{
+			{&rs.selectLane, `SELECT redeemed, value FROM lanes WHERE book = $1 AND lane = $2`},
+			{&rs.insertLane, `INSERT INTO lanes (book, lane, redeemed, value) VALUES ($1, $2, $3, $4)`},
+			{&rs.updateLane, `UPDATE lanes SET redeemed = $1, value = $2 WHERE book = $3 AND lane = $4`},
+		} {
+			if *p.dst, err = tx.PrepareContext(ctx, p.query); err != nil {
+				return err
+			}
+			defer (*p.dst).Close()
+		}
 		for i := range batch {
-			out[i].Lane = batch[i].Lane
-			res, err := b.redeemOne(ctx, tx, name, vacct, &batch[i])
+			res, err := b.redeemOne(ctx, tx, name, rs, &batch[i])
 			if err != nil && !isItemError(err) {
 				return err // a database failure: the whole batch rolls back
 			}
 			res.Err = err
 			out[i] = res
+		}
+		// One ledger transaction per book: the escrow pays the vendor and
+		// the fees. The lanes' redeemed marks, updated above in the same
+		// database transaction, make the batch idempotent.
+		for book, t := range rs.totals {
+			amount, fee := t[0], t[1]
+			if amount == 0 {
+				continue
+			}
+			if _, err := post(ctx, tx, b.Now(), "redeem", "", "", entry{escrowAccount(book), -amount}, entry{vacct, amount - fee}, entry{feesAccount(currency), fee}); err != nil {
+				return err // the escrow always covers its book's coupons: a failure here is a bug or corruption
+			}
 		}
 		return nil
 	})
@@ -69,6 +95,22 @@ func (b *Broker) Redeem(ctx context.Context, vendorKey spki.KeyHash, batch []Red
 		return nil, err
 	}
 	return out, nil
+}
+
+// redeemState caches, within one batch, the books it touches and the
+// amounts owed per book.
+type redeemState struct {
+	books  map[[32]byte]*bookRow
+	totals map[[32]byte][2]int64 // amount, fee
+
+	selectLane, insertLane, updateLane *sql.Stmt
+}
+
+type bookRow struct {
+	vendor              string
+	unit, lanes, length int64
+	released            int64
+	salt, root          [32]byte
 }
 
 // itemError marks a refusal of one item (as opposed to a database error).
@@ -85,45 +127,48 @@ func refuse(format string, args ...any) error {
 	return itemError{fmt.Errorf("%w: "+format, append([]any{ErrRedemption}, args...)...)}
 }
 
-func (b *Broker) redeemOne(ctx context.Context, tx *sql.Tx, vendor, vacct string, r *Redemption) (RedeemResult, error) {
+func (b *Broker) redeemOne(ctx context.Context, tx *sql.Tx, vendor string, rs *redeemState, r *Redemption) (RedeemResult, error) {
 	res := RedeemResult{Lane: r.Lane}
 	bookHex := hex.EncodeToString(r.Lane.Book[:])
-	var bvendor, saltHex, rootHex string
-	var unit, lanes, length, released int64
-	err := tx.QueryRowContext(ctx, `SELECT vendor, unit, lanes, length, salt, root, released FROM books WHERE id = $1`, bookHex).
-		Scan(&bvendor, &unit, &lanes, &length, &saltHex, &rootHex, &released)
-	if errors.Is(err, sql.ErrNoRows) {
-		return res, itemError{fmt.Errorf("%w: %x…", ErrUnknownBook, r.Lane.Book[:6])}
-	}
-	if err != nil {
-		return res, err
+	bk, ok := rs.books[r.Lane.Book]
+	if !ok {
+		bk = &bookRow{}
+		var saltHex, rootHex string
+		err := tx.QueryRowContext(ctx, `SELECT vendor, unit, lanes, length, salt, root, released FROM books WHERE id = $1`, bookHex).
+			Scan(&bk.vendor, &bk.unit, &bk.lanes, &bk.length, &saltHex, &rootHex, &bk.released)
+		if errors.Is(err, sql.ErrNoRows) {
+			return res, itemError{fmt.Errorf("%w: %x…", ErrUnknownBook, r.Lane.Book[:6])}
+		}
+		if err != nil {
+			return res, err
+		}
+		hex.Decode(bk.salt[:], []byte(saltHex))
+		hex.Decode(bk.root[:], []byte(rootHex))
+		rs.books[r.Lane.Book] = bk
 	}
 	switch {
-	case bvendor != vendor:
-		return res, itemError{fmt.Errorf("%w: book of %s", ErrNotYourBook, bvendor)}
-	case released != 0:
+	case bk.vendor != vendor:
+		return res, itemError{fmt.Errorf("%w: book of %s", ErrNotYourBook, bk.vendor)}
+	case bk.released != 0:
 		return res, itemError{ErrBookClosed}
-	case int64(r.Lane.Lane) >= lanes:
-		return res, refuse("lane %d of %d", r.Lane.Lane, lanes)
-	case int64(r.Index) > length || r.Index == 0:
-		return res, refuse("index %d outside 1…%d", r.Index, length)
+	case int64(r.Lane.Lane) >= bk.lanes:
+		return res, refuse("lane %d of %d", r.Lane.Lane, bk.lanes)
+	case int64(r.Index) > bk.length || r.Index == 0:
+		return res, refuse("index %d outside 1…%d", r.Index, bk.length)
 	}
-	var salt, root [32]byte
-	hex.Decode(salt[:], []byte(saltHex))
-	hex.Decode(root[:], []byte(rootHex))
 
 	var prev uint32
 	var prevValue coupons.Value
 	var redeemed int64
 	var valueHex string
-	err = tx.QueryRowContext(ctx, `SELECT redeemed, value FROM lanes WHERE book = $1 AND lane = $2`, bookHex, r.Lane.Lane).Scan(&redeemed, &valueHex)
+	err := rs.selectLane.QueryRowContext(ctx, bookHex, r.Lane.Lane).Scan(&redeemed, &valueHex)
 	first := errors.Is(err, sql.ErrNoRows)
 	switch {
 	case first:
 		if r.Anchor == nil {
 			return res, refuse("first redemption of lane %d needs its anchor and Merkle proof", r.Lane.Lane)
 		}
-		if err := coupons.VerifyMerkleProof(root, uint32(lanes), r.Lane.Lane, r.Anchor, r.Proof); err != nil {
+		if err := coupons.VerifyMerkleProof(bk.root, uint32(bk.lanes), r.Lane.Lane, r.Anchor, r.Proof); err != nil {
 			return res, itemError{fmt.Errorf("%w: %w", ErrRedemption, err)}
 		}
 		prevValue = *r.Anchor
@@ -139,36 +184,28 @@ func (b *Broker) redeemOne(ctx context.Context, tx *sql.Tx, vendor, vacct string
 	if r.Index-prev > b.MaxRedeemSteps {
 		return res, refuse("%d coupons since the last redemption of this lane, limit %d: redeem more often", r.Index-prev, b.MaxRedeemSteps)
 	}
-	tag := coupons.NewLaneTag(salt, r.Lane.Lane)
+	tag := coupons.NewLaneTag(bk.salt, r.Lane.Lane)
 	if got := coupons.Walk(&tag, r.Index, r.Value, prev); subtle.ConstantTimeCompare(got[:], prevValue[:]) != 1 {
 		return res, refuse("coupon %d does not hash to the lane's last redeemed value", r.Index)
 	}
 	n := r.Index - prev
-	amount, err := coupons.MulAmount(uint64(n), unit)
+	amount, err := coupons.MulAmount(uint64(n), bk.unit)
 	if err != nil {
 		return res, itemError{err}
 	}
-	fee := amount / 10000 * b.FeeBasisPoints
-	fee += amount % 10000 * b.FeeBasisPoints / 10000
-	var cur string
-	if err := tx.QueryRowContext(ctx, `SELECT currency FROM accounts WHERE id = $1`, vacct).Scan(&cur); err != nil {
-		return res, err
-	}
-	idem := fmt.Sprintf("redeem:%s:%d:%d", bookHex, r.Lane.Lane, r.Index)
-	if _, err := post(ctx, tx, b.Now(), "redeem", idem, "", entry{escrowAccount(r.Lane.Book), -amount}, entry{vacct, amount - fee}, entry{feesAccount(cur), fee}); err != nil {
-		if errors.Is(err, ErrInsufficientFunds) {
-			return res, itemError{err}
-		}
-		return res, err
-	}
+	fee := amount/10000*b.FeeBasisPoints + amount%10000*b.FeeBasisPoints/10000
 	if first {
-		_, err = tx.ExecContext(ctx, `INSERT INTO lanes (book, lane, redeemed, value) VALUES ($1, $2, $3, $4)`, bookHex, r.Lane.Lane, r.Index, hex.EncodeToString(r.Value[:]))
+		_, err = rs.insertLane.ExecContext(ctx, bookHex, r.Lane.Lane, r.Index, hex.EncodeToString(r.Value[:]))
 	} else {
-		_, err = tx.ExecContext(ctx, `UPDATE lanes SET redeemed = $1, value = $2 WHERE book = $3 AND lane = $4`, r.Index, hex.EncodeToString(r.Value[:]), bookHex, r.Lane.Lane)
+		_, err = rs.updateLane.ExecContext(ctx, r.Index, hex.EncodeToString(r.Value[:]), bookHex, r.Lane.Lane)
 	}
 	if err != nil {
 		return res, err
 	}
+	t := rs.totals[r.Lane.Book]
+	t[0] += amount
+	t[1] += fee
+	rs.totals[r.Lane.Book] = t
 	res.Coupons, res.Amount, res.Fee = n, amount-fee, fee
 	return res, nil
 }

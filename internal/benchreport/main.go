@@ -43,6 +43,10 @@ var packages = []struct{ path, title, notes string }{
 		"AdvanceBolt is durable (fsync) with group commit, 16 concurrent lanes; one fsync alone costs about 0.5 ms on this " +
 			"machine (shared/FACTS.md), so the ratio to it is the group-commit gain. AdvanceRedis runs against a local " +
 			"redis-server with appendfsync always."},
+	{"./broker", "broker: batched redemption",
+		"Each op is a batch of 1000 lanes, each moved forward by one coupon: verified (one chain step), marked, and paid in " +
+			"one database transaction with one ledger transfer per book. Goal: ≥ 20,000 redemptions/s batched on SQLite. " +
+			"PostgreSQL runs against a local server started by the tests; it pays a network round trip per statement."},
 	{"./caddymodule", "caddymodule: the gate's steady state in process",
 		"ServeHTTPSteady is the whole gate per paid request (memory store) against ServeHTTPUngated, the same request " +
 			"served by the next handler alone. The end-to-end load harness (gated vs ungated file_server over loopback) is " +
