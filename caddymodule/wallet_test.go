@@ -1,0 +1,92 @@
+package caddymodule
+
+import (
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/ecoupons/ecoupons/wallet"
+)
+
+// gateServer serves g in front of okHandler over real HTTP.
+func gateServer(t *testing.T, g *Gate) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := g.ServeHTTP(w, r, caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+			if r.URL.Path == "/premium/fail" {
+				w.WriteHeader(502)
+				return nil
+			}
+			return okHandler(w, r)
+		})); err != nil {
+			http.Error(w, err.Error(), 500)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// TestWalletTransport: the wallet answers 402s, pays on a lane per
+// in-flight request, refuses prices above its limit and challenges from
+// another vendor, and uses the credit a failed upstream left.
+func TestWalletTransport(t *testing.T) {
+	w := newWorld(t, "news.example", t0Later())
+	g := newGate(t, w, `{"backend":"memory"}`, 2)
+	srv := gateServer(t, g)
+	tr, err := wallet.NewTransport(w.owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &http.Client{Transport: tr}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	codes := map[int]int{}
+	for k := 0; k < 4; k++ { // 4 lanes, 4 parallel requests
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := c.Get(srv.URL + "/premium/a")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			mu.Lock()
+			codes[resp.StatusCode]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if codes[200] != 4 || tr.Spent() != 8 {
+		t.Fatalf("parallel requests: %v, spent %d", codes, tr.Spent())
+	}
+	// A failed upstream leaves the price as credit; the next request on
+	// that lane pays only one coupon (the minimum), using the credit.
+	resp, err := c.Get(srv.URL + "/premium/fail")
+	if err != nil || resp.StatusCode != 502 {
+		t.Fatalf("failing upstream: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	before := tr.Spent()
+	resp, err = c.Get(srv.URL + "/premium/a")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("after the refund: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	if tr.Spent()-before > 2 {
+		t.Errorf("spent %d coupons after a refund", tr.Spent()-before)
+	}
+	// Limits.
+	tr2, _ := wallet.NewTransport(w.owner, 3)
+	tr2.MaxPrice = 1
+	if _, err := (&http.Client{Transport: tr2}).Get(srv.URL + "/premium/a"); !errors.Is(err, wallet.ErrPriceLimit) {
+		t.Errorf("price above the limit: %v", err)
+	}
+	other := newWorld(t, "other.example", t0Later())
+	tr3, _ := wallet.NewTransport(other.owner)
+	if _, err := (&http.Client{Transport: tr3}).Get(srv.URL + "/premium/a"); !errors.Is(err, wallet.ErrWrongVendor) {
+		t.Errorf("challenge from another vendor: %v", err)
+	}
+}
