@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -88,5 +90,64 @@ func TestWalletTransport(t *testing.T) {
 	tr3, _ := wallet.NewTransport(other.owner)
 	if _, err := (&http.Client{Transport: tr3}).Get(srv.URL + "/premium/a"); !errors.Is(err, wallet.ErrWrongVendor) {
 		t.Errorf("challenge from another vendor: %v", err)
+	}
+}
+
+type failPaid struct{ base http.RoundTripper }
+
+func (f failPaid) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Header.Get("Authorization") != "" {
+		return nil, errors.New("network down")
+	}
+	return f.base.RoundTrip(r)
+}
+
+// TestWalletState: the wallet's lanes survive a restart (no coupon is
+// revealed twice), the state is locked against a second process, and a
+// payment lost in flight after the state was saved only skips coupons.
+func TestWalletState(t *testing.T) {
+	w := newWorld(t, "news.example", t0Later())
+	g := newGate(t, w, `{"backend":"memory"}`, 1)
+	srv := gateServer(t, g)
+	path := filepath.Join(t.TempDir(), "wallet", "lanes.json")
+	get := func(tr http.RoundTripper) (int, error) {
+		resp, err := (&http.Client{Transport: tr}).Get(srv.URL + "/premium/a")
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	tr, err := wallet.OpenTransport(w.owner, path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := 0; k < 3; k++ {
+		if code, err := get(tr); code != 200 {
+			t.Fatalf("payment %d: %d %v", k, code, err)
+		}
+	}
+	if _, err := wallet.OpenTransport(w.owner, path, 0); !errors.Is(err, wallet.ErrLocked) {
+		t.Fatalf("second process on the same state: %v", err)
+	}
+	// A payment lost in flight: the state moved on before it was sent.
+	tr.Base = failPaid{http.DefaultTransport}
+	if _, err := get(tr); err == nil {
+		t.Fatal("the failing network did not fail")
+	}
+	tr.Close()
+
+	tr2, err := wallet.OpenTransport(w.owner, path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr2.Close()
+	for k := 0; k < 3; k++ {
+		if code, err := get(tr2); code != 200 {
+			t.Fatalf("payment %d after the restart: %d %v (a coupon revealed twice would be refused)", k, code, err)
+		}
+	}
+	if info, err := os.Stat(path); err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf("state file mode: %v %v", info.Mode(), err)
 	}
 }

@@ -92,13 +92,51 @@ type Transport struct {
 	holder *delegation.Holder
 	mu     sync.Mutex
 	free   []*lane
+	all    []*lane
 	spent  uint64
+	st     *store // nil: state in memory only
+}
+
+// OpenTransport is NewTransport with the lanes' state kept in the file at
+// statePath: lanes found there resume where they stopped, others start
+// fresh. The state is written durably before every coupon leaves, so a
+// crash can skip coupons but never reveal one twice; the file is locked
+// until Close, so two processes cannot spend from it at once.
+func OpenTransport(h *delegation.Holder, statePath string, lanes ...uint32) (*Transport, error) {
+	st, err := openStore(statePath)
+	if err != nil {
+		return nil, err
+	}
+	saved, err := st.load()
+	if err != nil {
+		st.close()
+		return nil, err
+	}
+	t, err := newTransport(h, saved, lanes...)
+	if err != nil {
+		st.close()
+		return nil, err
+	}
+	t.st = st
+	return t, nil
+}
+
+// Close releases the state file's lock.
+func (t *Transport) Close() error {
+	if t.st != nil {
+		return t.st.close()
+	}
+	return nil
 }
 
 // NewTransport pays from the given lanes of h (every lane h holds when
 // lanes is empty), starting each lane's cursor at its beginning: for a
 // fresh book or grant. Two transports must never share a lane.
 func NewTransport(h *delegation.Holder, lanes ...uint32) (*Transport, error) {
+	return newTransport(h, nil, lanes...)
+}
+
+func newTransport(h *delegation.Holder, saved map[coupons.LaneID]*lane, lanes ...uint32) (*Transport, error) {
 	b := h.Book.Book
 	t := &Transport{holder: h}
 	if len(lanes) == 0 {
@@ -108,13 +146,22 @@ func NewTransport(h *delegation.Holder, lanes ...uint32) (*Transport, error) {
 		if _, ok := h.Seed(s); !ok {
 			return nil, fmt.Errorf("%w: lane %d is not held", ErrNoLane, s)
 		}
+		id := coupons.LaneID{Book: b.ID(), Lane: s}
+		if l, ok := saved[id]; ok {
+			if l.cursor.Tag() != b.LaneTag(s) || l.cursor.Length() != b.Length {
+				return nil, fmt.Errorf("wallet: the saved state of lane %s belongs to another chain", id)
+			}
+			t.free = append(t.free, l)
+			continue
+		}
 		seed, _ := h.Seed(s)
 		c, _, err := coupons.NewCursor(b.LaneTag(s), b.Length, seed)
 		if err != nil {
 			return nil, err
 		}
-		t.free = append(t.free, &lane{id: coupons.LaneID{Book: b.ID(), Lane: s}, cursor: c})
+		t.free = append(t.free, &lane{id: id, cursor: c})
 	}
+	t.all = append([]*lane(nil), t.free...)
 	if len(t.free) == 0 {
 		return nil, ErrNoLane
 	}
@@ -190,12 +237,17 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 	}
+	var open string
 	if l.nonce == "" {
 		o, err := t.holder.Open(l.id.Lane, ch.Nonce)
 		if err != nil {
 			return nil, err
 		}
-		retry.Header.Set("ECoupon-Open", string(spki.Transport(o.Sexp())))
+		open = string(spki.Transport(o.Sexp()))
+	}
+	// Advance the cursor and save the state before anything is revealed.
+	t.mu.Lock()
+	if open != "" {
 		l.nonce = ch.Nonce
 	}
 	n := uint32(1)
@@ -206,14 +258,22 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	var i uint32
 	var w, next coupons.Value
 	var hasNext bool
-	for k := uint32(0); k < n; k++ {
-		if i, w, next, hasNext, err = l.cursor.Next(); err != nil {
-			return nil, err
-		}
+	for k := uint32(0); k < n && err == nil; k++ {
+		i, w, next, hasNext, err = l.cursor.Next()
 	}
-	t.mu.Lock()
-	t.spent += uint64(n)
+	if err == nil && t.st != nil {
+		err = t.st.save(t.all)
+	}
+	if err == nil {
+		t.spent += uint64(n)
+	}
 	t.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if open != "" {
+		retry.Header.Set("ECoupon-Open", open)
+	}
 	host := req.Host
 	if host == "" {
 		host = req.URL.Host
@@ -230,9 +290,11 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
+	t.mu.Lock()
 	l.credit = 0
 	if c, err := strconv.ParseUint(resp.Header.Get("ECoupon-Credit"), 10, 32); err == nil {
 		l.credit = uint32(c)
 	}
+	t.mu.Unlock()
 	return resp, nil
 }

@@ -1,0 +1,134 @@
+package wallet
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/ecoupons/ecoupons/coupons"
+)
+
+// ErrLocked means another process uses the same wallet state.
+var ErrLocked = errors.New("wallet: state is in use by another process")
+
+// stateFile is the on-disk state of a transport's lanes: each lane's
+// cursor (MarshalBinary), the nonce it was opened with and its credit. It
+// holds unspent chain values: the file is created 0600.
+type stateFile struct {
+	Version int         `json:"version"`
+	Lanes   []laneState `json:"lanes"`
+}
+
+type laneState struct {
+	Lane   string `json:"lane"`
+	Cursor string `json:"cursor"` // base64 of coupons.Cursor.MarshalBinary
+	Nonce  string `json:"nonce,omitempty"`
+	Credit uint32 `json:"credit,omitempty"`
+}
+
+// store persists a transport's lanes. save writes the whole state to a
+// temporary file, fsyncs it, renames it over the state and fsyncs the
+// directory, so a crash leaves either the old or the new state, whole.
+type store struct {
+	path string
+	lock *os.File
+}
+
+// openStore takes an exclusive lock on path+".lock" (held until close),
+// so two processes never spend from the same state.
+func openStore(path string) (*store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%w: %s", ErrLocked, path)
+	}
+	return &store{path: path, lock: f}, nil
+}
+
+func (s *store) close() error {
+	syscall.Flock(int(s.lock.Fd()), syscall.LOCK_UN)
+	return s.lock.Close()
+}
+
+// load reads the state; a missing file is an empty state.
+func (s *store) load() (map[coupons.LaneID]*lane, error) {
+	b, err := os.ReadFile(s.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return map[coupons.LaneID]*lane{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var st stateFile
+	if err := json.Unmarshal(b, &st); err != nil || st.Version != 1 {
+		return nil, fmt.Errorf("wallet: state %s is corrupt or of another version: %v", s.path, err)
+	}
+	out := map[coupons.LaneID]*lane{}
+	for _, ls := range st.Lanes {
+		id, err := coupons.ParseLaneID(ls.Lane)
+		if err != nil {
+			return nil, fmt.Errorf("wallet: state %s: %w", s.path, err)
+		}
+		raw, err := base64.StdEncoding.DecodeString(ls.Cursor)
+		if err != nil {
+			return nil, fmt.Errorf("wallet: state %s: cursor of %s: %w", s.path, ls.Lane, err)
+		}
+		c := new(coupons.Cursor)
+		if err := c.UnmarshalBinary(raw); err != nil {
+			return nil, fmt.Errorf("wallet: state %s: cursor of %s: %w", s.path, ls.Lane, err)
+		}
+		out[id] = &lane{id: id, cursor: c, nonce: ls.Nonce, credit: ls.Credit}
+	}
+	return out, nil
+}
+
+// save writes every lane's state durably.
+func (s *store) save(lanes []*lane) error {
+	st := stateFile{Version: 1}
+	for _, l := range lanes {
+		raw, err := l.cursor.MarshalBinary()
+		if err != nil {
+			return err
+		}
+		st.Lanes = append(st.Lanes, laneState{Lane: l.id.String(), Cursor: base64.StdEncoding.EncodeToString(raw), Nonce: l.nonce, Credit: l.credit})
+	}
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	tmp := s.path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, s.path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(s.path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
