@@ -1,33 +1,16 @@
 package broker
 
 import (
-	"crypto/ed25519"
-	"crypto/sha256"
 	"testing"
+
+	"github.com/ecoupons/ecoupons/internal/testutil"
 
 	"github.com/ecoupons/ecoupons/coupons"
 )
 
-func BenchmarkBaselineSHA256_32(b *testing.B) {
-	var in [32]byte
-	b.ReportAllocs()
-	for b.Loop() {
-		in = sha256.Sum256(in[:])
-	}
-}
+func BenchmarkBaselineSHA256_32(b *testing.B) { testutil.BenchSHA256_32(b) }
 
-func BenchmarkBaselineEd25519Verify(b *testing.B) {
-	k := testKey("alice")
-	msg := []byte("m")
-	s := ed25519.Sign(k, msg)
-	pk := k.Public().(ed25519.PublicKey)
-	b.ReportAllocs()
-	for b.Loop() {
-		if !ed25519.Verify(pk, msg, s) {
-			b.Fatal("verify")
-		}
-	}
-}
+func BenchmarkBaselineEd25519Verify(b *testing.B) { testutil.BenchEd25519Verify(b) }
 
 // benchRedeem measures batched redemptions: each op is one batch of 1000
 // lanes, each lane moved forward by one coupon, verified and paid in one

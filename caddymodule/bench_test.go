@@ -1,37 +1,21 @@
 package caddymodule
 
 import (
-	"crypto/sha256"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/ecoupons/ecoupons/internal/testutil"
 
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/delegation"
 	"github.com/ecoupons/ecoupons/spki"
 )
 
-func BenchmarkBaselineSHA256_32(b *testing.B) {
-	var in [32]byte
-	b.ReportAllocs()
-	for b.Loop() {
-		in = sha256.Sum256(in[:])
-	}
-}
+func BenchmarkBaselineSHA256_32(b *testing.B) { testutil.BenchSHA256_32(b) }
 
-func BenchmarkBaselineEd25519Verify(b *testing.B) {
-	k := testKey("alice")
-	pub, _ := spki.NewPublicKey(k.Public())
-	sig, _ := spki.Sign(k, spki.L("x"))
-	h := spki.ObjectHash(spki.L("x"))
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := sig.Verify(h); err != nil || pub == nil {
-			b.Fatal(err)
-		}
-	}
-}
+func BenchmarkBaselineEd25519Verify(b *testing.B) { testutil.BenchEd25519Verify(b) }
 
 // bigWorld is a world whose lanes hold 2^20 coupons, for benchmarks.
 func bigWorld(b *testing.B) *world {

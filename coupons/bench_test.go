@@ -1,34 +1,17 @@
 package coupons
 
 import (
-	"crypto/ed25519"
-	"crypto/sha256"
 	"sync"
 	"testing"
+
+	"github.com/ecoupons/ecoupons/internal/testutil"
 
 	"github.com/ecoupons/ecoupons/spki"
 )
 
-func BenchmarkBaselineSHA256_32(b *testing.B) {
-	var in [32]byte
-	b.ReportAllocs()
-	for b.Loop() {
-		in = sha256.Sum256(in[:])
-	}
-}
+func BenchmarkBaselineSHA256_32(b *testing.B) { testutil.BenchSHA256_32(b) }
 
-func BenchmarkBaselineEd25519Verify(b *testing.B) {
-	k := testKey("alice")
-	msg := []byte("ecoupons benchmark message")
-	sig := ed25519.Sign(k, msg)
-	pk := k.Public().(ed25519.PublicKey)
-	b.ReportAllocs()
-	for b.Loop() {
-		if !ed25519.Verify(pk, msg, sig) {
-			b.Fatal("verify failed")
-		}
-	}
-}
+func BenchmarkBaselineEd25519Verify(b *testing.B) { testutil.BenchEd25519Verify(b) }
 
 // BenchmarkVerifyPaymentSteady is the vendor's steady-state check of the
 // next coupon of a lane, including the TESLA binding check of the previous

@@ -1,34 +1,22 @@
 package delegation
 
 import (
-	"bytes"
 	"flag"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/ecoupons/ecoupons/internal/testutil"
 
 	"github.com/ecoupons/ecoupons/spki"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
+// checkGolden compares got with testdata/name, or rewrites it under -update.
 func checkGolden(t *testing.T, name string, got []byte) {
 	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (go test ./delegation -run Golden -update creates it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from what the code produces:\n got: %s\nwant: %s", path, got, want)
-	}
+	testutil.Golden(t, filepath.Join("testdata", name), got, *update)
 }
 
 func TestGoldenDeviceGrantRevocations(t *testing.T) {

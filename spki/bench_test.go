@@ -1,33 +1,16 @@
 package spki
 
 import (
-	"crypto/ed25519"
-	"crypto/sha256"
 	"testing"
+
+	"github.com/ecoupons/ecoupons/internal/testutil"
 )
 
 // Baselines, measured in the same run as the operations they normalise.
 
-func BenchmarkBaselineSHA256_32(b *testing.B) {
-	var in [32]byte
-	b.ReportAllocs()
-	for b.Loop() {
-		in = sha256.Sum256(in[:])
-	}
-}
+func BenchmarkBaselineSHA256_32(b *testing.B) { testutil.BenchSHA256_32(b) }
 
-func BenchmarkBaselineEd25519Verify(b *testing.B) {
-	k := testEd25519("alice")
-	msg := []byte("ecoupons benchmark message")
-	sig := ed25519.Sign(k, msg)
-	pub := k.Public().(ed25519.PublicKey)
-	b.ReportAllocs()
-	for b.Loop() {
-		if !ed25519.Verify(pub, msg, sig) {
-			b.Fatal("verify failed")
-		}
-	}
-}
+func BenchmarkBaselineEd25519Verify(b *testing.B) { testutil.BenchEd25519Verify(b) }
 
 func benchCert(b *testing.B) *SignedCert {
 	f := newChainFixture(b)

@@ -1,12 +1,13 @@
 package spki
 
 import (
-	"bytes"
 	"flag"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/ecoupons/ecoupons/internal/testutil"
 )
 
 var update = flag.Bool("update", false, "rewrite the generated golden files in testdata/")
@@ -14,20 +15,7 @@ var update = flag.Bool("update", false, "rewrite the generated golden files in t
 // checkGolden compares got with testdata/name, or rewrites it under -update.
 func checkGolden(t *testing.T, name string, got []byte) {
 	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test ./spki -run Golden -update to create it)", err)
-	}
-	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs from what the code produces:\n got: %q\nwant: %q", path, got, want)
-	}
+	testutil.Golden(t, filepath.Join("testdata", name), got, *update)
 }
 
 // goldenCert is the documented example: alice grants bob lanes 0–9 of a

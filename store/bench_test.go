@@ -2,36 +2,20 @@ package store
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/sha256"
 	"fmt"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
 
+	"github.com/ecoupons/ecoupons/internal/testutil"
+
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/internal/testredis"
 )
 
-func BenchmarkBaselineSHA256_32(b *testing.B) {
-	var in [32]byte
-	b.ReportAllocs()
-	for b.Loop() {
-		in = sha256.Sum256(in[:])
-	}
-}
+func BenchmarkBaselineSHA256_32(b *testing.B) { testutil.BenchSHA256_32(b) }
 
-func BenchmarkBaselineEd25519Verify(b *testing.B) {
-	seed := sha256.Sum256([]byte("bench"))
-	k := ed25519.NewKeyFromSeed(seed[:])
-	msg := []byte("m")
-	sig := ed25519.Sign(k, msg)
-	pub := k.Public().(ed25519.PublicKey)
-	b.ReportAllocs()
-	for b.Loop() {
-		ed25519.Verify(pub, msg, sig)
-	}
-}
+func BenchmarkBaselineEd25519Verify(b *testing.B) { testutil.BenchEd25519Verify(b) }
 
 // benchAdvance measures compare-and-set advances from parallel goroutines,
 // each on its own lane (the gate's shape: many lanes, one writer each), so

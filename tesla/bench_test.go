@@ -1,36 +1,15 @@
 package tesla
 
 import (
-	"crypto/ed25519"
-	"crypto/sha256"
 	"testing"
 	"time"
+
+	"github.com/ecoupons/ecoupons/internal/testutil"
 )
 
-// BenchmarkBaselineSHA256_32 is the unit BENCHMARKS.md reports ratios in:
-// one SHA-256 of 32 bytes, measured in the same run.
-func BenchmarkBaselineSHA256_32(b *testing.B) {
-	b.ReportAllocs()
-	var k [32]byte
-	for b.Loop() {
-		k = sha256.Sum256(k[:])
-	}
-}
+func BenchmarkBaselineSHA256_32(b *testing.B) { testutil.BenchSHA256_32(b) }
 
-// BenchmarkBaselineEd25519Verify is the second unit of BENCHMARKS.md.
-func BenchmarkBaselineEd25519Verify(b *testing.B) {
-	seed := sha256.Sum256([]byte("ecoupons bench key"))
-	k := ed25519.NewKeyFromSeed(seed[:])
-	msg := []byte("ecoupons benchmark message")
-	sig := ed25519.Sign(k, msg)
-	pub := k.Public().(ed25519.PublicKey)
-	b.ReportAllocs()
-	for b.Loop() {
-		if !ed25519.Verify(pub, msg, sig) {
-			b.Fatal("verify failed")
-		}
-	}
-}
+func BenchmarkBaselineEd25519Verify(b *testing.B) { testutil.BenchEd25519Verify(b) }
 
 func BenchmarkF(b *testing.B) {
 	b.ReportAllocs()

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/ecoupons/ecoupons/internal/testutil"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -76,21 +78,8 @@ func goldenFiles(t *testing.T) map[string][]byte {
 }
 
 func TestGolden(t *testing.T) {
-	for name, want := range goldenFiles(t) {
-		path := filepath.Join("testdata", name)
-		if *update {
-			if err := os.WriteFile(path, want, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		got, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatalf("%v (run go test ./tesla -run Golden -update)", err)
-		}
-		if !bytes.Equal(got, want) {
-			t.Errorf("%s differs from the computed vectors:\n got: %s\nwant: %s", path, got, want)
-		}
+	for name, computed := range goldenFiles(t) {
+		testutil.Golden(t, filepath.Join("testdata", name), computed, *update)
 	}
 }
 

@@ -1,0 +1,61 @@
+// Package testutil holds what the packages' tests share: deterministic
+// test keys, golden files and the two baseline benchmarks BENCHMARKS.md
+// reports ratios to.
+package testutil
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"os"
+	"testing"
+)
+
+// Key returns the deterministic Ed25519 test key named label: its seed is
+// SHA-256("ecoupons test key " || label) (docs/PROTOCOL.md §0).
+func Key(label string) ed25519.PrivateKey {
+	seed := sha256.Sum256([]byte("ecoupons test key " + label))
+	return ed25519.NewKeyFromSeed(seed[:])
+}
+
+// Golden compares got with the file at path, or rewrites the file when
+// update is set (the packages' -update flag).
+func Golden(t testing.TB, path string, got []byte, update bool) {
+	t.Helper()
+	if update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run the package's tests with -run Golden -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from what the code produces:\n got: %q\nwant: %q", path, got, want)
+	}
+}
+
+// BenchSHA256_32 is the first baseline: one SHA-256 of 32 bytes.
+func BenchSHA256_32(b *testing.B) {
+	var in [32]byte
+	b.ReportAllocs()
+	for b.Loop() {
+		in = sha256.Sum256(in[:])
+	}
+}
+
+// BenchEd25519Verify is the second baseline: one Ed25519 verification.
+func BenchEd25519Verify(b *testing.B) {
+	k := Key("benchmark")
+	msg := []byte("ecoupons benchmark message")
+	sig := ed25519.Sign(k, msg)
+	pub := k.Public().(ed25519.PublicKey)
+	b.ReportAllocs()
+	for b.Loop() {
+		if !ed25519.Verify(pub, msg, sig) {
+			b.Fatal("verify failed")
+		}
+	}
+}
