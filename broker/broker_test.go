@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/sha256"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -15,16 +14,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ecoupons/ecoupons/internal/testutil"
+
 	"github.com/ecoupons/ecoupons/internal/testpg"
 
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/spki"
 )
 
-func testKey(label string) ed25519.PrivateKey {
-	seed := sha256.Sum256([]byte("ecoupons test key " + label))
-	return ed25519.NewKeyFromSeed(seed[:])
-}
+func testKey(label string) ed25519.PrivateKey { return testutil.Key(label) }
 
 func pub(t testing.TB, k ed25519.PrivateKey) *spki.PublicKey {
 	p, err := spki.NewPublicKey(k.Public())

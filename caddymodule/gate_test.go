@@ -4,7 +4,6 @@ import (
 	"crypto/ecdh"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ecoupons/ecoupons/internal/testutil"
 
 	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/ecoupons/ecoupons/coupons"
@@ -39,10 +40,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func testKey(label string) ed25519.PrivateKey {
-	seed := sha256.Sum256([]byte("ecoupons test key " + label))
-	return ed25519.NewKeyFromSeed(seed[:])
-}
+func testKey(label string) ed25519.PrivateKey { return testutil.Key(label) }
 
 // world is a broker, a user with a book of 4 lanes × 64 coupons at
 // news.example, and the broker key file the gate is configured with.

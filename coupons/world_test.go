@@ -4,11 +4,12 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/sha256"
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/ecoupons/ecoupons/internal/testutil"
 
 	"github.com/ecoupons/ecoupons/spki"
 )
@@ -17,19 +18,9 @@ import (
 // (ECDSA P-256) and an outsider, all with deterministic keys.
 var t0 = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 
-func testKey(label string) ed25519.PrivateKey {
-	seed := sha256.Sum256([]byte("ecoupons test key " + label))
-	return ed25519.NewKeyFromSeed(seed[:])
-}
+func testKey(label string) ed25519.PrivateKey { return testutil.Key(label) }
 
-func testP256(t testing.TB, label string) *ecdsa.PrivateKey {
-	d := sha256.Sum256([]byte("ecoupons test key " + label))
-	k, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), d[:])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
+func testP256(t testing.TB, label string) *ecdsa.PrivateKey { return testutil.KeyP256(t, label) }
 
 func pub(t testing.TB, s crypto.Signer) *spki.PublicKey {
 	t.Helper()

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ecoupons/ecoupons/internal/testutil"
+
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/internal/softhsm"
 	"github.com/ecoupons/ecoupons/spki"
@@ -20,10 +22,7 @@ import (
 
 var t0 = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 
-func testKey(label string) ed25519.PrivateKey {
-	seed := sha256.Sum256([]byte("ecoupons test key " + label))
-	return ed25519.NewKeyFromSeed(seed[:])
-}
+func testKey(label string) ed25519.PrivateKey { return testutil.Key(label) }
 
 func testEnc(t testing.TB, label string) *ecdh.PrivateKey {
 	seed := sha256.Sum256([]byte("ecoupons test encryption key " + label))

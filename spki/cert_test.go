@@ -5,27 +5,18 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
-	"crypto/sha256"
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/ecoupons/ecoupons/internal/testutil"
 )
 
 // testEd25519 returns a deterministic Ed25519 key named by label.
-func testEd25519(label string) ed25519.PrivateKey {
-	seed := sha256.Sum256([]byte("ecoupons test key " + label))
-	return ed25519.NewKeyFromSeed(seed[:])
-}
+func testEd25519(label string) ed25519.PrivateKey { return testutil.Key(label) }
 
 // testP256 returns a deterministic ECDSA P-256 key named by label.
-func testP256(t testing.TB, label string) *ecdsa.PrivateKey {
-	d := sha256.Sum256([]byte("ecoupons test key " + label))
-	k, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), d[:])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
+func testP256(t testing.TB, label string) *ecdsa.PrivateKey { return testutil.KeyP256(t, label) }
 
 func pubOf(t testing.TB, s crypto.Signer) *PublicKey {
 	t.Helper()

@@ -5,7 +5,9 @@ package testutil
 
 import (
 	"bytes"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/sha256"
 	"os"
 	"testing"
@@ -58,4 +60,15 @@ func BenchEd25519Verify(b *testing.B) {
 			b.Fatal("verify failed")
 		}
 	}
+}
+
+// KeyP256 returns the deterministic ECDSA P-256 test key named label: its
+// scalar is SHA-256("ecoupons test key " || label).
+func KeyP256(t testing.TB, label string) *ecdsa.PrivateKey {
+	d := sha256.Sum256([]byte("ecoupons test key " + label))
+	k, err := ecdsa.ParseRawPrivateKey(elliptic.P256(), d[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }
