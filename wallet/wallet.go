@@ -1,0 +1,266 @@
+package wallet
+
+import (
+	"crypto"
+	"crypto/ecdh"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/delegation"
+	"github.com/ecoupons/ecoupons/spki"
+	"go.step.sm/crypto/pemutil"
+)
+
+// ErrNoWallet means the directory holds no wallet (run init).
+var ErrNoWallet = errors.New("wallet: no wallet here (run: ecoupons wallet init)")
+
+// ErrNoBook means the wallet holds no book for a vendor.
+var ErrNoBook = errors.New("wallet: no book for this vendor")
+
+// Wallet is a user's wallet directory:
+//
+//	key.pem          the signing key (Ed25519, PEM, 0600)
+//	enc.key          the X25519 key grants are sealed to (hex, 0600)
+//	config.json      broker URL and key, account, user certificate
+//	books/<id>.json  each book's commitment, master seed, salt and anchors (0600)
+//	books/<id>.lanes the lane state of the paying transport
+type Wallet struct {
+	Dir    string
+	Key    crypto.Signer
+	Enc    *ecdh.PrivateKey
+	Config Config
+}
+
+// Config is the wallet's config.json.
+type Config struct {
+	Broker    string `json:"broker,omitempty"`     // base URL
+	BrokerKey string `json:"broker_key,omitempty"` // (public-key …), advanced form
+	Account   string `json:"account,omitempty"`
+	Currency  string `json:"currency,omitempty"`
+	UserCert  string `json:"user_cert,omitempty"` // transport form
+}
+
+// bookFile is books/<id>.json. It holds the master seed: a secret.
+type bookFile struct {
+	Book    string   `json:"book"` // signed commitment, transport form
+	Master  string   `json:"master"`
+	Salt    string   `json:"salt"`
+	Anchors []string `json:"anchors"`
+}
+
+func writeSecret(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// Init creates a wallet in dir with fresh keys. It refuses to overwrite.
+func Init(dir string) (*Wallet, error) {
+	if _, err := os.Stat(filepath.Join(dir, "key.pem")); err == nil {
+		return nil, fmt.Errorf("wallet: %s already holds a wallet", dir)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "books"), 0o700); err != nil {
+		return nil, err
+	}
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	block, err := pemutil.Serialize(k)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeSecret(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(block)); err != nil {
+		return nil, err
+	}
+	enc, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeSecret(filepath.Join(dir, "enc.key"), []byte(hex.EncodeToString(enc.Bytes())+"\n")); err != nil {
+		return nil, err
+	}
+	w := &Wallet{Dir: dir, Key: k, Enc: enc}
+	return w, w.SaveConfig()
+}
+
+// Load opens the wallet in dir.
+func Load(dir string) (*Wallet, error) {
+	k, err := pemutil.Read(filepath.Join(dir, "key.pem"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s", ErrNoWallet, dir)
+	}
+	if err != nil {
+		return nil, err
+	}
+	signer, ok := k.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("wallet: %s/key.pem holds no private key", dir)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "enc.key"))
+	if err != nil {
+		return nil, err
+	}
+	eb, err := hex.DecodeString(strings.TrimSpace(string(raw)))
+	if err != nil {
+		return nil, fmt.Errorf("wallet: enc.key: %w", err)
+	}
+	enc, err := ecdh.X25519().NewPrivateKey(eb)
+	if err != nil {
+		return nil, fmt.Errorf("wallet: enc.key: %w", err)
+	}
+	w := &Wallet{Dir: dir, Key: signer, Enc: enc}
+	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(b, &w.Config); err != nil {
+		return nil, fmt.Errorf("wallet: config.json: %w", err)
+	}
+	return w, nil
+}
+
+// SaveConfig writes config.json.
+func (w *Wallet) SaveConfig() error {
+	b, err := json.MarshalIndent(w.Config, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeSecret(filepath.Join(w.Dir, "config.json"), append(b, '\n'))
+}
+
+// PublicKey is the wallet's signing key.
+func (w *Wallet) PublicKey() *spki.PublicKey {
+	p, _ := spki.NewPublicKey(w.Key.Public())
+	return p
+}
+
+// BrokerPublicKey parses the broker key of the config.
+func (w *Wallet) BrokerPublicKey() (*spki.PublicKey, error) {
+	x, err := spki.Parse([]byte(w.Config.BrokerKey))
+	if err != nil {
+		return nil, fmt.Errorf("wallet: broker key (register first): %w", err)
+	}
+	return spki.ParsePublicKey(x)
+}
+
+// UserCertificate parses the user certificate of the config.
+func (w *Wallet) UserCertificate() (*spki.SignedCert, error) {
+	x, err := spki.Parse([]byte(w.Config.UserCert))
+	if err != nil {
+		return nil, fmt.Errorf("wallet: user certificate (register first): %w", err)
+	}
+	return spki.ParseSignedCert(x)
+}
+
+func bookName(id [32]byte) string { return base64.RawURLEncoding.EncodeToString(id[:]) }
+
+// SaveBook stores a book the wallet's key owns.
+func (w *Wallet) SaveBook(sb *coupons.SignedBook, sec *coupons.Secrets, anchors []coupons.Value) error {
+	f := bookFile{Book: string(spki.Transport(sb.Sexp())), Master: hex.EncodeToString(sec.Master[:]), Salt: hex.EncodeToString(sec.Salt[:])}
+	for _, a := range anchors {
+		f.Anchors = append(f.Anchors, hex.EncodeToString(a[:]))
+	}
+	b, err := json.Marshal(f)
+	if err != nil {
+		return err
+	}
+	return writeSecret(filepath.Join(w.Dir, "books", bookName(sb.Book.ID())+".json"), b)
+}
+
+// BookEntry is a stored book, ready to spend.
+type BookEntry struct {
+	Holder    *delegation.Holder
+	StatePath string // lane state for OpenTransport
+}
+
+// Books returns every stored book.
+func (w *Wallet) Books() ([]BookEntry, error) {
+	files, err := filepath.Glob(filepath.Join(w.Dir, "books", "*.json"))
+	if err != nil {
+		return nil, err
+	}
+	user, err := w.UserCertificate()
+	if err != nil {
+		return nil, err
+	}
+	var out []BookEntry
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		var bf bookFile
+		if err := json.Unmarshal(b, &bf); err != nil {
+			return nil, fmt.Errorf("wallet: %s: %w", f, err)
+		}
+		x, err := spki.Parse([]byte(bf.Book))
+		if err != nil {
+			return nil, fmt.Errorf("wallet: %s: %w", f, err)
+		}
+		sb, err := coupons.ParseSignedBook(x)
+		if err != nil {
+			return nil, fmt.Errorf("wallet: %s: %w", f, err)
+		}
+		sec := &coupons.Secrets{}
+		if _, err := hex.Decode(sec.Master[:], []byte(bf.Master)); err != nil {
+			return nil, fmt.Errorf("wallet: %s: master: %w", f, err)
+		}
+		if _, err := hex.Decode(sec.Salt[:], []byte(bf.Salt)); err != nil {
+			return nil, fmt.Errorf("wallet: %s: salt: %w", f, err)
+		}
+		anchors := make([]coupons.Value, len(bf.Anchors))
+		for i, a := range bf.Anchors {
+			if _, err := hex.Decode(anchors[i][:], []byte(a)); err != nil {
+				return nil, fmt.Errorf("wallet: %s: anchor %d: %w", f, i, err)
+			}
+		}
+		if coupons.MerkleRoot(anchors) != sb.Book.Root {
+			return nil, fmt.Errorf("wallet: %s: the anchors do not match the book's root", f)
+		}
+		h, err := delegation.NewOwner(sb, user, sec, anchors, w.Key)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, BookEntry{Holder: h, StatePath: strings.TrimSuffix(f, ".json") + ".lanes"})
+	}
+	return out, nil
+}
+
+// BookFor returns a stored book for vendor.
+func (w *Wallet) BookFor(vendor string) (*BookEntry, error) {
+	books, err := w.Books()
+	if err != nil {
+		return nil, err
+	}
+	for i := range books {
+		if books[i].Holder.Book.Book.Vendor == vendor {
+			return &books[i], nil
+		}
+	}
+	return nil, fmt.Errorf("%w: %s (create one: ecoupons wallet book new --vendor %s)", ErrNoBook, vendor, vendor)
+}
