@@ -13,7 +13,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/delegation"
@@ -52,10 +54,11 @@ type Config struct {
 
 // bookFile is books/<id>.json. It holds the master seed: a secret.
 type bookFile struct {
-	Book    string   `json:"book"` // signed commitment, transport form
-	Master  string   `json:"master"`
-	Salt    string   `json:"salt"`
-	Anchors []string `json:"anchors"`
+	Book      string   `json:"book"` // signed commitment, transport form
+	Master    string   `json:"master"`
+	Salt      string   `json:"salt"`
+	Anchors   []string `json:"anchors"`
+	Delegated []uint32 `json:"delegated,omitempty"` // lanes granted to devices: the owner no longer spends them
 }
 
 func writeSecret(path string, b []byte) error {
@@ -192,10 +195,13 @@ func (w *Wallet) SaveBook(sb *coupons.SignedBook, sec *coupons.Secrets, anchors 
 	return writeSecret(filepath.Join(w.Dir, "books", bookName(sb.Book.ID())+".json"), b)
 }
 
-// BookEntry is a stored book, ready to spend.
+// BookEntry is a stored book or grant, ready to spend.
 type BookEntry struct {
 	Holder    *delegation.Holder
-	StatePath string // lane state for OpenTransport
+	StatePath string   // lane state for OpenTransport
+	Lanes     []uint32 // the lanes this wallet spends
+	file      string
+	owned     bool
 }
 
 // Books returns every stored book.
@@ -204,11 +210,13 @@ func (w *Wallet) Books() ([]BookEntry, error) {
 	if err != nil {
 		return nil, err
 	}
-	user, err := w.UserCertificate()
-	if err != nil {
-		return nil, err
-	}
 	var out []BookEntry
+	var user *spki.SignedCert
+	if len(files) > 0 {
+		if user, err = w.UserCertificate(); err != nil {
+			return nil, err
+		}
+	}
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -246,7 +254,122 @@ func (w *Wallet) Books() ([]BookEntry, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, BookEntry{Holder: h, StatePath: strings.TrimSuffix(f, ".json") + ".lanes"})
+		delegated := map[uint32]bool{}
+		for _, l := range bf.Delegated {
+			delegated[l] = true
+		}
+		var lanes []uint32
+		for l := uint32(0); l < sb.Book.Lanes; l++ {
+			if !delegated[l] {
+				lanes = append(lanes, l)
+			}
+		}
+		out = append(out, BookEntry{Holder: h, StatePath: strings.TrimSuffix(f, ".json") + ".lanes", Lanes: lanes, file: f, owned: true})
+	}
+	grants, err := w.grants()
+	if err != nil {
+		return nil, err
+	}
+	return append(out, grants...), nil
+}
+
+// MarkDelegated records that lanes lo…hi of an owned book were granted
+// away, after checking that this wallet never spent from them.
+func (w *Wallet) MarkDelegated(e *BookEntry, lo, hi uint32) error {
+	if !e.owned {
+		return errors.New("wallet: only the book's owner records delegations here")
+	}
+	if st, err := os.ReadFile(e.StatePath); err == nil {
+		var sf stateFile
+		if json.Unmarshal(st, &sf) == nil {
+			for _, ls := range sf.Lanes {
+				id, err := coupons.ParseLaneID(ls.Lane)
+				if err == nil && id.Lane >= lo && id.Lane <= hi && ls.Nonce != "" {
+					return fmt.Errorf("wallet: lane %d was already opened by this wallet; delegate unused lanes", id.Lane)
+				}
+			}
+		}
+	}
+	b, err := os.ReadFile(e.file)
+	if err != nil {
+		return err
+	}
+	var bf bookFile
+	if err := json.Unmarshal(b, &bf); err != nil {
+		return err
+	}
+	have := map[uint32]bool{}
+	for _, l := range bf.Delegated {
+		have[l] = true
+	}
+	for l := lo; l <= hi; l++ {
+		if have[l] {
+			return fmt.Errorf("wallet: lane %d is already delegated", l)
+		}
+	}
+	for l := lo; l <= hi; l++ {
+		bf.Delegated = append(bf.Delegated, l)
+	}
+	nb, err := json.Marshal(bf)
+	if err != nil {
+		return err
+	}
+	return writeSecret(e.file, nb)
+}
+
+// Device returns this wallet's signed device identity, for a book owner
+// to delegate lanes to.
+func (w *Wallet) Device(name string) (*delegation.Device, error) {
+	return delegation.NewDevice(name, w.Key, w.Enc.PublicKey())
+}
+
+// ImportGrant verifies a grant addressed to this wallet and stores it.
+func (w *Wallet) ImportGrant(doc []byte, now time.Time) (*delegation.Grant, error) {
+	x, err := spki.Parse(doc)
+	if err != nil {
+		return nil, err
+	}
+	g, err := delegation.ParseGrant(x)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := delegation.Accept(g, w.Key, w.Enc, now); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(w.Dir, "grants"), 0o700); err != nil {
+		return nil, err
+	}
+	h := g.Cert().Cert.Hash()
+	return g, writeSecret(filepath.Join(w.Dir, "grants", hex.EncodeToString(h[:8])+".grant"), spki.Transport(g.Sexp()))
+}
+
+// grants loads the imported grants.
+func (w *Wallet) grants() ([]BookEntry, error) {
+	files, err := filepath.Glob(filepath.Join(w.Dir, "grants", "*.grant"))
+	if err != nil {
+		return nil, err
+	}
+	var out []BookEntry
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		x, err := spki.Parse(b)
+		if err != nil {
+			return nil, fmt.Errorf("wallet: %s: %w", f, err)
+		}
+		g, err := delegation.ParseGrant(x)
+		if err != nil {
+			return nil, fmt.Errorf("wallet: %s: %w", f, err)
+		}
+		h, err := delegation.Accept(g, w.Key, w.Enc, time.Now())
+		if err != nil {
+			return nil, fmt.Errorf("wallet: %s: %w", f, err)
+		}
+		lanes := h.Lanes()
+		slices.Sort(lanes)
+		out = append(out, BookEntry{Holder: h, StatePath: strings.TrimSuffix(f, ".grant") + ".lanes", Lanes: lanes, file: f})
 	}
 	return out, nil
 }
@@ -258,7 +381,7 @@ func (w *Wallet) BookFor(vendor string) (*BookEntry, error) {
 		return nil, err
 	}
 	for i := range books {
-		if books[i].Holder.Book.Book.Vendor == vendor {
+		if books[i].Holder.Book.Book.Vendor == vendor && len(books[i].Lanes) > 0 {
 			return &books[i], nil
 		}
 	}

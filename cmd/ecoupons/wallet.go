@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/ecoupons/ecoupons/broker"
 	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/delegation"
 	"github.com/ecoupons/ecoupons/spki"
 	"github.com/ecoupons/ecoupons/wallet"
 	"github.com/spf13/cobra"
@@ -45,7 +47,8 @@ Exit codes: 0 success, 1 failure, 2 bad usage, 3 (get) the server answered
 with an error status after payment.`,
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.PersistentFlags().String("dir", "", "wallet directory (default $ECOUPONS_WALLET or ~/.ecoupons)")
-			cmd.AddCommand(walletInitCmd(), walletRegisterCmd(), walletBookCmd(), walletBalanceCmd(), walletGetCmd())
+			cmd.AddCommand(walletInitCmd(), walletRegisterCmd(), walletBookCmd(), walletBalanceCmd(), walletGetCmd(),
+				walletDeviceCmd(), walletDelegateCmd(), walletImportCmd(), walletRevokeCmd())
 		},
 	})
 }
@@ -98,6 +101,9 @@ func walletInitCmd() *cobra.Command {
 
 // brokerCall sends a signed request to the wallet's broker.
 func brokerCall(w *wallet.Wallet, method, path string, in any, out any) error {
+	if w.Config.Broker == "" {
+		return errors.New("this wallet is not registered at a broker (run: ecoupons wallet register --broker URL)")
+	}
 	var body []byte
 	switch v := in.(type) {
 	case nil:
@@ -245,8 +251,12 @@ func walletBookCmd() *cobra.Command {
 			for _, e := range books {
 				b := e.Holder.Book.Book
 				id := b.ID()
-				fmt.Printf("%x…  %-20s %4d lanes × %-6d %s %s  until %s\n", id[:6], b.Vendor, b.Lanes, b.Length,
-					coupons.FormatAmount(b.Unit), b.Currency, b.NotAfter.Format("2006-01-02"))
+				kind := "own"
+				if len(e.Holder.Chain) > 0 {
+					kind = "granted"
+				}
+				fmt.Printf("%x  %-7s %-20s %4d lanes × %-6d %s %s  until %s, spending lanes %s\n", id[:6], kind, b.Vendor, b.Lanes, b.Length,
+					coupons.FormatAmount(b.Unit), b.Currency, b.NotAfter.Format("2006-01-02"), laneRanges(e.Lanes))
 			}
 			return nil
 		})}
@@ -300,7 +310,7 @@ func walletGetCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				tr, err := wallet.OpenTransport(entry.Holder, entry.StatePath)
+				tr, err := wallet.OpenTransport(entry.Holder, entry.StatePath, entry.Lanes...)
 				if err != nil {
 					return err
 				}
@@ -335,5 +345,185 @@ func walletGetCmd() *cobra.Command {
 		})}
 	c.Flags().StringP("output", "o", "", "write the body to this file")
 	c.Flags().BoolP("verbose", "v", false, "show the 402 exchange on stderr")
+	return c
+}
+
+// laneRanges writes lanes as "0-3,7".
+func laneRanges(lanes []uint32) string {
+	if len(lanes) == 0 {
+		return "none"
+	}
+	var parts []string
+	for i := 0; i < len(lanes); {
+		j := i
+		for j+1 < len(lanes) && lanes[j+1] == lanes[j]+1 {
+			j++
+		}
+		if i == j {
+			parts = append(parts, fmt.Sprint(lanes[i]))
+		} else {
+			parts = append(parts, fmt.Sprintf("%d-%d", lanes[i], lanes[j]))
+		}
+		i = j + 1
+	}
+	return strings.Join(parts, ",")
+}
+
+func writeOut(path string, b []byte) error {
+	if path == "" || path == "-" {
+		_, err := os.Stdout.Write(b)
+		return err
+	}
+	return os.WriteFile(path, b, 0o600)
+}
+
+func walletDeviceCmd() *cobra.Command {
+	c := &cobra.Command{Use: "device", Short: "Print this wallet's device identity, for an owner to delegate lanes to", Args: cobra.NoArgs,
+		Run: run(func(cmd *cobra.Command, _ []string) error {
+			w, err := wallet.Load(walletDir(cmd))
+			if err != nil {
+				return err
+			}
+			name, _ := cmd.Flags().GetString("name")
+			out, _ := cmd.Flags().GetString("output")
+			d, err := w.Device(name)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "device %q, fingerprint %s: compare it with the owner's before they delegate\n", name, d.Fingerprint())
+			return writeOut(out, append(spki.AdvancedIndent(d.Sexp()), '\n'))
+		})}
+	c.Flags().String("name", "device", "a name for this device")
+	c.Flags().StringP("output", "o", "", "write to this file instead of stdout")
+	return c
+}
+
+func walletDelegateCmd() *cobra.Command {
+	c := &cobra.Command{Use: "delegate --to DEVICE --book ID --lanes A-B", Short: "Grant lanes of a book to a device (writes a grant file)", Args: cobra.NoArgs,
+		Run: run(func(cmd *cobra.Command, _ []string) error {
+			w, err := wallet.Load(walletDir(cmd))
+			if err != nil {
+				return err
+			}
+			to, _ := cmd.Flags().GetString("to")
+			bookID, _ := cmd.Flags().GetString("book")
+			lanesS, _ := cmd.Flags().GetString("lanes")
+			out, _ := cmd.Flags().GetString("output")
+			propagate, _ := cmd.Flags().GetBool("propagate")
+			days, _ := cmd.Flags().GetInt("days")
+			capS, _ := cmd.Flags().GetString("cap")
+			if to == "" || lanesS == "" {
+				return walletErr{exitUsage, errors.New("--to and --lanes are required")}
+			}
+			var lo, hi uint32
+			if _, err := fmt.Sscanf(lanesS, "%d-%d", &lo, &hi); err != nil {
+				if _, err := fmt.Sscanf(lanesS, "%d", &lo); err != nil {
+					return walletErr{exitUsage, fmt.Errorf("--lanes %q: use A-B or A", lanesS)}
+				}
+				hi = lo
+			}
+			var capNanos int64
+			if capS != "" {
+				if capNanos, err = coupons.ParseAmount(capS); err != nil {
+					return walletErr{exitUsage, err}
+				}
+			}
+			db, err := os.ReadFile(to)
+			if err != nil {
+				return err
+			}
+			x, err := spki.Parse(db)
+			if err != nil {
+				return fmt.Errorf("device %s: %w", to, err)
+			}
+			dev, err := delegation.ParseDevice(x)
+			if err != nil {
+				return err
+			}
+			books, err := w.Books()
+			if err != nil {
+				return err
+			}
+			var matches []*wallet.BookEntry
+			for i := range books {
+				id := books[i].Holder.Book.Book.ID()
+				if strings.HasPrefix(hex.EncodeToString(id[:]), strings.ToLower(bookID)) {
+					matches = append(matches, &books[i])
+				}
+			}
+			if len(matches) != 1 {
+				return walletErr{exitUsage, fmt.Errorf("%d books match --book %q: name exactly one (see: ecoupons wallet book list)", len(matches), bookID)}
+			}
+			entry := matches[0]
+			g, err := entry.Holder.Issue(dev, lo, hi, delegation.GrantOptions{Propagate: propagate, Cap: capNanos,
+				NotAfter: time.Now().Add(time.Duration(days) * 24 * time.Hour)})
+			if err != nil {
+				return err
+			}
+			if len(entry.Holder.Chain) == 0 {
+				if err := w.MarkDelegated(entry, lo, hi); err != nil {
+					return err
+				}
+			}
+			fmt.Fprintf(os.Stderr, "lanes %d-%d granted to %q (%s)\n", lo, hi, dev.Name, dev.Fingerprint())
+			return writeOut(out, append(spki.Transport(g.Sexp()), '\n'))
+		})}
+	c.Flags().String("to", "", "the device identity file (from: ecoupons wallet device)")
+	c.Flags().String("book", "", "the book (a prefix of its id in hex, from book list; optional with one book)")
+	c.Flags().String("lanes", "", "lanes to grant, A-B")
+	c.Flags().Bool("propagate", false, "let the device sub-delegate")
+	c.Flags().Int("days", 7, "days the grant is valid")
+	c.Flags().String("cap", "", "most the device may spend, in the book's currency")
+	c.Flags().StringP("output", "o", "", "write the grant to this file instead of stdout")
+	return c
+}
+
+func walletImportCmd() *cobra.Command {
+	return &cobra.Command{Use: "import GRANT", Short: "Verify and store a grant addressed to this wallet", Args: cobra.ExactArgs(1),
+		Run: run(func(cmd *cobra.Command, args []string) error {
+			w, err := wallet.Load(walletDir(cmd))
+			if err != nil {
+				return err
+			}
+			b, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			g, err := w.ImportGrant(b, time.Now())
+			if err != nil {
+				return err
+			}
+			fmt.Printf("grant imported: %d lanes of a book for %s\n", len(g.Lanes), g.Book.Book.Vendor)
+			return nil
+		})}
+}
+
+func walletRevokeCmd() *cobra.Command {
+	c := &cobra.Command{Use: "revoke GRANT", Short: "Revoke a grant this wallet issued (and with --key, the device's key)", Args: cobra.ExactArgs(1),
+		Run: run(func(cmd *cobra.Command, args []string) error {
+			w, err := wallet.Load(walletDir(cmd))
+			if err != nil {
+				return err
+			}
+			key, _ := cmd.Flags().GetBool("key")
+			b, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			x, err := spki.Parse(b)
+			if err != nil {
+				return err
+			}
+			g, err := delegation.ParseGrant(x)
+			if err != nil {
+				return err
+			}
+			if err := brokerCall(w, "POST", "/v1/revoke", map[string]any{"certificate": string(spki.Transport(g.Cert().Sexp())), "key": key}, nil); err != nil {
+				return err
+			}
+			fmt.Println("revoked; gates refuse new lane opens under it once they fetch the broker's next list")
+			return nil
+		})}
+	c.Flags().Bool("key", false, "also revoke the device's key (a lost device)")
 	return c
 }
