@@ -213,6 +213,17 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, nil // not ours to answer
 	}
 	resp.Body.Close()
+	return t.Answer(req, ch)
+}
+
+// Answer pays the challenge ch for req on a lane of its own and sends req
+// again with the payment.
+func (t *Transport) Answer(req *http.Request, ch *Challenge) (*http.Response, error) {
+	base := t.Base
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	var err error
 	b := t.holder.Book.Book
 	maxPrice := t.MaxPrice
 	if maxPrice == 0 {
@@ -286,7 +297,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	p := coupons.Pay(l.id, i, w, np, &d)
 	retry.Header.Set("Authorization", p.Header())
-	resp, err = base.RoundTrip(retry)
+	resp, err := base.RoundTrip(retry)
 	if err != nil {
 		return nil, err
 	}

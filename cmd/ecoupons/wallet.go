@@ -8,9 +8,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
@@ -48,7 +51,7 @@ with an error status after payment.`,
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.PersistentFlags().String("dir", "", "wallet directory (default $ECOUPONS_WALLET or ~/.ecoupons)")
 			cmd.AddCommand(walletInitCmd(), walletRegisterCmd(), walletBookCmd(), walletBalanceCmd(), walletGetCmd(),
-				walletDeviceCmd(), walletDelegateCmd(), walletImportCmd(), walletRevokeCmd())
+				walletDeviceCmd(), walletDelegateCmd(), walletImportCmd(), walletRevokeCmd(), walletProxyCmd())
 		},
 	})
 }
@@ -525,5 +528,60 @@ func walletRevokeCmd() *cobra.Command {
 			return nil
 		})}
 	c.Flags().Bool("key", false, "also revoke the device's key (a lost device)")
+	return c
+}
+
+// walletRouter pays any vendor the wallet holds a book or grant for.
+func walletRouter(w *wallet.Wallet) (*wallet.Router, func()) {
+	var opened []*wallet.Transport
+	r := &wallet.Router{For: func(vendor string) (*wallet.Transport, error) {
+		entry, err := w.BookFor(vendor)
+		if err != nil {
+			return nil, err
+		}
+		t, err := wallet.OpenTransport(entry.Holder, entry.StatePath, entry.Lanes...)
+		if err != nil {
+			return nil, err
+		}
+		opened = append(opened, t)
+		return t, nil
+	}}
+	return r, func() {
+		for _, t := range opened {
+			t.Close()
+		}
+	}
+}
+
+func walletProxyCmd() *cobra.Command {
+	c := &cobra.Command{Use: "proxy --listen ADDR --upstream URL", Short: "Serve a local proxy that pays for clients that cannot (a browser, a player)", Args: cobra.NoArgs,
+		Run: run(func(cmd *cobra.Command, _ []string) error {
+			w, err := wallet.Load(walletDir(cmd))
+			if err != nil {
+				return err
+			}
+			listen, _ := cmd.Flags().GetString("listen")
+			upstream, _ := cmd.Flags().GetString("upstream")
+			u, err := url.Parse(upstream)
+			if err != nil || u.Scheme == "" || u.Host == "" {
+				return walletErr{exitUsage, fmt.Errorf("--upstream %q must be an absolute URL", upstream)}
+			}
+			router, closeAll := walletRouter(w)
+			defer closeAll()
+			srv := &http.Server{Addr: listen, Handler: wallet.NewProxy(u, router), ReadHeaderTimeout: 10 * time.Second}
+			fmt.Fprintf(os.Stderr, "paying proxy for %s on http://%s (Ctrl-C to stop)\n", upstream, listen)
+			errc := make(chan error, 1)
+			go func() { errc <- srv.ListenAndServe() }()
+			sig := make(chan os.Signal, 1)
+			signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+			select {
+			case err := <-errc:
+				return err
+			case <-sig:
+				return srv.Close()
+			}
+		})}
+	c.Flags().String("listen", "127.0.0.1:8088", "address to listen on (keep it on loopback: it pays for whoever connects)")
+	c.Flags().String("upstream", "", "the paid site's base URL")
 	return c
 }

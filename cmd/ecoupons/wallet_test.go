@@ -1,8 +1,12 @@
 package main
 
 import (
+	"io"
+	"net"
+	"net/http"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/ecoupons/ecoupons/internal/stack"
 	"github.com/ecoupons/ecoupons/wallet"
@@ -30,9 +34,32 @@ func TestWalletScripts(t *testing.T) {
 			e.Setenv("BROKER", "http://"+s.Broker)
 			e.Setenv("SITE", "http://"+s.Site)
 			e.Setenv("HOME", e.WorkDir)
+			e.Setenv("PROXY", freeAddr(t))
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			// waitfor ADDR: wait until something listens on ADDR.
+			"waitfor": func(ts *testscript.TestScript, neg bool, args []string) {
+				for k := 0; k < 200; k++ {
+					if c, err := net.Dial("tcp", args[0]); err == nil {
+						c.Close()
+						return
+					}
+					time.Sleep(25 * time.Millisecond)
+				}
+				ts.Fatalf("nothing listens on %s", args[0])
+			},
+			// fetch URL: a plain HTTP GET (a client that cannot pay), body to stdout.
+			"fetch": func(ts *testscript.TestScript, neg bool, args []string) {
+				resp, err := http.Get(args[0])
+				ts.Check(err)
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				ts.Stdout().Write(b)
+				if neg != (resp.StatusCode != 200) {
+					ts.Fatalf("GET %s: %s", args[0], resp.Status)
+				}
+			},
 			// topup DIR AMOUNT: the broker's admin funds the wallet's account.
 			"topup": func(ts *testscript.TestScript, neg bool, args []string) {
 				if len(args) != 2 {
