@@ -6,9 +6,13 @@ package examples
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -130,34 +134,86 @@ func TestPublisher(t *testing.T) {
 	}
 }
 
+// TestStreaming: an ordinary player (a plain HTTP client) plays the stream
+// through the wallet's paying proxy: one coupon per segment.
 func TestStreaming(t *testing.T) {
 	url, h := env(t, "video.example", coupons.NanosPerUnit/2000)
 	files := map[string]string{"live/playlist.m3u8": "#EXTM3U\n"}
 	for i := 0; i < 6; i++ {
-		files["live/seg"+string(rune('0'+i))+".ts"] = strings.Repeat("x", 1000)
+		files[fmt.Sprintf("live/seg%d.ts", i)] = strings.Repeat("x", 1000)
 	}
 	site(t, files)
 	load(t, "streaming/Caddyfile")
 	tr, _ := wallet.NewTransport(h)
-	c := &http.Client{Transport: tr}
-	get(t, c, url+"/live/playlist.m3u8", 200)
+	up, _ := neturl.Parse(url)
+	proxy := httptest.NewServer(wallet.NewProxy(up, &wallet.Router{For: func(string) (*wallet.Transport, error) { return tr, nil }}))
+	defer proxy.Close()
+	player := http.DefaultClient
+	get(t, player, url+"/live/seg0.ts", 402) // without the proxy, the player is asked to pay
+	get(t, player, proxy.URL+"/live/playlist.m3u8", 200)
 	for i := 0; i < 6; i++ {
-		get(t, c, url+"/live/seg"+string(rune('0'+i))+".ts", 200)
+		get(t, player, fmt.Sprintf("%s/live/seg%d.ts", proxy.URL, i), 200)
 	}
 	if tr.Spent() != 6 {
 		t.Errorf("6 segments cost %d coupons", tr.Spent())
 	}
 }
 
+// TestFleet runs three nodes of fleet/Caddyfile in one Caddy, each on its
+// own port and all on one Redis, behind a round-robin reverse proxy (one
+// address), and pays through that address: consecutive payments of one
+// lane land on different nodes and are all accepted once.
 func TestFleet(t *testing.T) {
 	t.Setenv("REDIS_URL", testredis.Start(t))
-	url, h := env(t, "news.example", coupons.NanosPerUnit/1000)
-	load(t, "fleet/Caddyfile")
-	tr, _ := wallet.NewTransport(h)
-	for k := 0; k < 3; k++ {
-		if body := get(t, &http.Client{Transport: tr}, url+"/premium/x", 200); !strings.HasPrefix(body, "premium content from ") {
+	lb, h := env(t, "news.example", coupons.NanosPerUnit/1000)
+	src, err := os.ReadFile("fleet/Caddyfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var servers []any
+	var upstreams []any
+	for i := 0; i < 3; i++ {
+		l, _ := net.Listen("tcp", "127.0.0.1:0")
+		addr := l.Addr().String()
+		l.Close()
+		t.Setenv("SITE", "http://"+addr)
+		cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt(src, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var c map[string]any
+		json.Unmarshal(cfg, &c)
+		for _, srv := range c["apps"].(map[string]any)["http"].(map[string]any)["servers"].(map[string]any) {
+			servers = append(servers, srv)
+		}
+		upstreams = append(upstreams, map[string]any{"dial": addr})
+	}
+	all := map[string]any{}
+	for i, srv := range servers {
+		all[fmt.Sprintf("node%d", i)] = srv
+	}
+	all["lb"] = map[string]any{"listen": []string{strings.TrimPrefix(lb, "http://")}, "automatic_https": map[string]any{"disable": true},
+		"routes": []any{map[string]any{"handle": []any{map[string]any{"handler": "reverse_proxy", "upstreams": upstreams,
+			"load_balancing": map[string]any{"selection_policy": map[string]any{"policy": "round_robin"}}}}}}}
+	cfg, _ := json.Marshal(map[string]any{"admin": map[string]any{"disabled": true}, "apps": map[string]any{"http": map[string]any{"servers": all}}})
+	if err := caddy.Load(cfg, true); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { caddy.Stop() })
+	tr, _ := wallet.NewTransport(h, 0)
+	nodes := map[string]bool{}
+	for k := 0; k < 9; k++ {
+		body := get(t, &http.Client{Transport: tr}, lb+"/premium/x", 200)
+		if !strings.HasPrefix(body, "premium content from ") {
 			t.Fatalf("body %q", body)
 		}
+		nodes[body] = true
 	}
-	get(t, http.DefaultClient, url+"/", 200)
+	if len(nodes) != 3 {
+		t.Errorf("the payments of one lane were served by %d nodes, want all 3: %v", len(nodes), nodes)
+	}
+	get(t, http.DefaultClient, lb+"/", 200)
+	if tr.Spent() != 9 {
+		t.Errorf("9 requests cost %d coupons", tr.Spent())
+	}
 }
