@@ -8,8 +8,11 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/ecoupons/ecoupons/spki"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/ecoupons/ecoupons/coupons"
@@ -184,18 +187,51 @@ func (d *demo) run(script bool) error {
 	}
 	d.say("alice's own lanes keep working")
 
+	// A wallet on disk for the reader: registered, funded, with a book.
+	walletDir := filepath.Join(d.dir, "wallet")
+	wl, err := wallet.Init(walletDir)
+	if err != nil {
+		return err
+	}
+	acct, cert, err := s.NewUser(wl.Key, "2")
+	if err != nil {
+		return err
+	}
+	bk, err := s.MakeBook(wl.Key, 4, 256)
+	if err != nil {
+		return err
+	}
+	wl.Config = wallet.Config{Broker: "http://" + d.broker, BrokerKey: string(spki.Advanced(s.BrokerPub.Sexp())), Account: acct,
+		Currency: "EUR", UserCert: string(spki.Transport(cert.Sexp()))}
+	if err := wl.SaveConfig(); err != nil {
+		return err
+	}
+	if err := wl.SaveBook(bk.Signed, bk.Secrets, bk.Anchors); err != nil {
+		return err
+	}
+	d.say("a wallet for you in %s: registered, funded with 2 EUR, with a book for news.example", walletDir)
+
 	fmt.Fprintf(d.out, "\nEverything worked.\n")
 	if script {
 		return nil
 	}
+	self, _ := os.Executable()
+	if strings.Contains(self, "go-build") {
+		self = "go run ./cmd/ecoupons" // under go run, the binary is a temporary file
+	}
 	fmt.Fprintf(d.out, `
-The servers keep running (Ctrl-C to stop). Try:
-  curl -i http://%[1]s/                          # free
-  curl -i http://%[1]s/premium/article.html      # 402 with the ECoupon challenge
-  curl -s http://%[2]s/v1/revocations            # the broker's signed revocation list
-  curl -s http://%[2]s/v1/broker                 # the broker's public key
-(The wallet command line, ecoupons wallet …, is not written yet.)
-`, d.site, d.broker)
+The servers keep running (Ctrl-C to stop). In another terminal, try:
+
+  export ECOUPONS_WALLET=%[3]s
+  %[4]s wallet book list
+  %[4]s wallet get -v http://%[1]s/premium/article.html
+  %[4]s wallet get -o seg0.ts http://%[1]s/stream/seg0.ts
+  %[4]s wallet balance
+  %[4]s wallet proxy --listen 127.0.0.1:8088 --upstream http://%[1]s &
+  curl http://127.0.0.1:8088/premium/article.html      # a plain client, paid by the proxy
+  curl -i http://%[1]s/premium/article.html          # 402 with the ECoupon challenge
+  curl -s http://%[2]s/v1/revocations                # the broker's signed revocation list
+`, d.site, d.broker, walletDir, self)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt)
 	<-sig

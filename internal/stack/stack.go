@@ -191,29 +191,45 @@ func (s *Stack) RegisterVendor() error {
 	return s.CallJSON(s.VendorKey, "POST", "/v1/vendors", map[string]string{"name": Vendor, "currency": "EUR"}, nil)
 }
 
-// NewBook creates a book of lanes × length coupons of 0.001 EUR at the
-// site's vendor, signed by owner, has the broker hold its face value, and
-// returns the owner's holder. It also returns the amount held.
-func (s *Stack) NewBook(owner crypto.Signer, user *spki.SignedCert, lanes, length uint32) (*delegation.Holder, string, error) {
+// Book is a book made by NewBook, with what its owner keeps.
+type Book struct {
+	Signed  *coupons.SignedBook
+	Secrets *coupons.Secrets
+	Anchors []coupons.Value
+	Held    string // the face value the broker holds
+}
+
+// MakeBook creates a book of lanes × length coupons of 0.001 EUR at the
+// site's vendor, signed by owner, and has the broker hold its face value.
+func (s *Stack) MakeBook(owner crypto.Signer, lanes, length uint32) (*Book, error) {
 	op, err := spki.NewPublicKey(owner.Public())
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	bk, sec, anchors, err := coupons.Create(coupons.Params{Vendor: Vendor, Broker: s.BrokerPub.Hash(), Owner: op.Hash(),
 		Lanes: lanes, Length: length, Currency: "EUR", Unit: coupons.NanosPerUnit / 1000, NotAfter: time.Now().Add(30 * 24 * time.Hour)}, nil)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	sb, err := bk.Sign(owner)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	var held struct{ Held string }
 	if err := s.Call(owner, "POST", "/v1/books", spki.Transport(sb.Sexp()), &held); err != nil {
+		return nil, err
+	}
+	return &Book{Signed: sb, Secrets: sec, Anchors: anchors, Held: held.Held}, nil
+}
+
+// NewBook is MakeBook returning the owner's holder of the book.
+func (s *Stack) NewBook(owner crypto.Signer, user *spki.SignedCert, lanes, length uint32) (*delegation.Holder, string, error) {
+	b, err := s.MakeBook(owner, lanes, length)
+	if err != nil {
 		return nil, "", err
 	}
-	h, err := delegation.NewOwner(sb, user, sec, anchors, owner)
-	return h, held.Held, err
+	h, err := delegation.NewOwner(b.Signed, user, b.Secrets, b.Anchors, owner)
+	return h, b.Held, err
 }
 
 // VendorBalance returns the vendor's balance at the broker (a decimal).
