@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/ecoupons/ecoupons/wallet"
@@ -127,6 +128,7 @@ func TestWalletState(t *testing.T) {
 			t.Fatalf("payment %d: %d %v", k, code, err)
 		}
 	}
+	wallet.SetLockWait(100 * time.Millisecond)
 	if _, err := wallet.OpenTransport(w.owner, path, 0); !errors.Is(err, wallet.ErrLocked) {
 		t.Fatalf("second process on the same state: %v", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/ecoupons/ecoupons/coupons"
 )
@@ -38,8 +39,13 @@ type store struct {
 	lock *os.File
 }
 
+// lockWait is how long openStore waits for another process to release the
+// state before giving up with ErrLocked.
+var lockWait = 10 * time.Second
+
 // openStore takes an exclusive lock on path+".lock" (held until close),
-// so two processes never spend from the same state.
+// so two processes never spend from the same state; it waits up to
+// lockWait for a process that holds it.
 func openStore(path string) (*store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
@@ -48,9 +54,17 @@ func openStore(path string) (*store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("%w: %s", ErrLocked, path)
+	deadline := time.Now().Add(lockWait)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("%w: %s", ErrLocked, path)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	return &store{path: path, lock: f}, nil
 }
@@ -132,3 +146,6 @@ func (s *store) save(lanes []*lane) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// SetLockWait changes how long opening a locked state waits (tests).
+func SetLockWait(d time.Duration) { lockWait = d }

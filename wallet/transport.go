@@ -101,7 +101,8 @@ type Transport struct {
 // statePath: lanes found there resume where they stopped, others start
 // fresh. The state is written durably before every coupon leaves, so a
 // crash can skip coupons but never reveal one twice; the file is locked
-// until Close, so two processes cannot spend from it at once.
+// until Close, so two processes cannot spend from it at once (a second
+// one waits up to 10 s, then fails with ErrLocked).
 func OpenTransport(h *delegation.Holder, statePath string, lanes ...uint32) (*Transport, error) {
 	st, err := openStore(statePath)
 	if err != nil {
