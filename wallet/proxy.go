@@ -2,6 +2,7 @@ package wallet
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -79,7 +80,13 @@ func NewProxy(upstream *url.URL, rt http.RoundTripper) http.Handler {
 		},
 		Transport: rt,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			http.Error(w, "ecoupons wallet proxy: "+err.Error(), http.StatusBadGateway)
+			code := http.StatusBadGateway
+			if declined(err) {
+				// The wallet would not pay: still a payment required, with
+				// the wallet's reason (and no challenge to answer).
+				code = http.StatusPaymentRequired
+			}
+			http.Error(w, "ecoupons wallet proxy: "+err.Error(), code)
 		},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -94,4 +101,15 @@ func NewProxy(upstream *url.URL, rt http.RoundTripper) http.Handler {
 		}
 		rp.ServeHTTP(w, r)
 	})
+}
+
+// declined reports whether err is the wallet refusing to pay, rather than
+// the upstream failing.
+func declined(err error) bool {
+	for _, e := range []error{ErrSpendLimit, ErrPriceLimit, ErrNoLane, ErrWrongVendor} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }

@@ -5,8 +5,12 @@
 package wallet
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -88,6 +92,10 @@ type Transport struct {
 	Base http.RoundTripper
 	// MaxPrice refuses challenges asking more coupons per request. 0: 100.
 	MaxPrice uint32
+	// Budget, when set, enforces the wallet's spending limits: a payment
+	// that would pass one is refused with ErrSpendLimit before any coupon
+	// leaves.
+	Budget *Budget
 
 	holder *delegation.Holder
 	mu     sync.Mutex
@@ -243,6 +251,44 @@ func (t *Transport) Answer(req *http.Request, ch *Challenge) (*http.Response, er
 		return nil, err
 	}
 	defer t.give(l)
+	resp, err := t.pay(base, req, ch, l)
+	if err != nil || resp.StatusCode != http.StatusPaymentRequired || !laneNotOpen(resp) {
+		return resp, err
+	}
+	// The gate does not know the lane: its open was lost (in flight, or
+	// with the gate's store). Open it again, once, on the new challenge,
+	// from where the cursor stands: no coupon is revealed twice.
+	nch, perr := ParseChallenge(resp.Header.Get("WWW-Authenticate"))
+	if perr != nil {
+		return resp, nil
+	}
+	resp.Body.Close()
+	t.mu.Lock()
+	l.nonce = ""
+	t.mu.Unlock()
+	return t.pay(base, req, nch, l)
+}
+
+// laneNotOpen reports whether a 402 says the paid lane is not open at the
+// gate; it leaves resp's body readable.
+func laneNotOpen(resp *http.Response) bool {
+	orig := resp.Body
+	raw, _ := io.ReadAll(io.LimitReader(orig, 1<<16))
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(raw), orig), orig}
+	var p struct {
+		Error string `json:"error"`
+	}
+	return json.Unmarshal(raw, &p) == nil && p.Error == "lane_not_open"
+}
+
+// pay pays ch for req on lane l (opening it first if it is not open) and
+// sends req with the payment.
+func (t *Transport) pay(base http.RoundTripper, req *http.Request, ch *Challenge, l *lane) (*http.Response, error) {
+	var err error
+	b := t.holder.Book.Book
 	retry := req.Clone(req.Context())
 	if req.GetBody != nil {
 		if retry.Body, err = req.GetBody(); err != nil {
@@ -259,14 +305,25 @@ func (t *Transport) Answer(req *http.Request, ch *Challenge) (*http.Response, er
 	}
 	// Advance the cursor and save the state before anything is revealed.
 	t.mu.Lock()
-	if open != "" {
-		l.nonce = ch.Nonce
-	}
 	n := uint32(1)
 	if ch.Price > l.credit {
 		n = ch.Price - l.credit
 	}
 	n = min(n, l.cursor.Remaining())
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	host = strings.ToLower(host)
+	if t.Budget != nil {
+		cost, cerr := coupons.MulAmount(uint64(n), b.Unit)
+		if err = cerr; err == nil {
+			err = t.Budget.Charge(hostname(host), b.Currency, cost)
+		}
+	}
+	if err == nil && open != "" {
+		l.nonce = ch.Nonce
+	}
 	var i uint32
 	var w, next coupons.Value
 	var hasNext bool
@@ -286,11 +343,7 @@ func (t *Transport) Answer(req *http.Request, ch *Challenge) (*http.Response, er
 	if open != "" {
 		retry.Header.Set("ECoupon-Open", open)
 	}
-	host := req.Host
-	if host == "" {
-		host = req.URL.Host
-	}
-	d := (&coupons.Request{Method: req.Method, Host: strings.ToLower(host), Path: req.URL.EscapedPath(), Query: req.URL.RawQuery,
+	d := (&coupons.Request{Method: req.Method, Host: host, Path: req.URL.EscapedPath(), Query: req.URL.RawQuery,
 		Lane: l.id, Index: i, Nonce: l.nonce}).Digest()
 	var np *coupons.Value
 	if hasNext {
@@ -309,4 +362,12 @@ func (t *Transport) Answer(req *http.Request, ch *Challenge) (*http.Response, er
 	}
 	t.mu.Unlock()
 	return resp, nil
+}
+
+// hostname strips the port from a Host header value.
+func hostname(host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		return strings.Trim(h, "[]")
+	}
+	return host
 }

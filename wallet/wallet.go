@@ -36,6 +36,7 @@ var ErrNoBook = errors.New("wallet: no book for this vendor")
 //	config.json      broker URL and key, account, user certificate
 //	books/<id>.json  each book's commitment, master seed, salt and anchors (0600)
 //	books/<id>.lanes the lane state of the paying transport
+//	limits.json      spending limits and what was spent against them
 type Wallet struct {
 	Dir    string
 	Key    crypto.Signer
@@ -61,26 +62,6 @@ type bookFile struct {
 	Delegated []uint32 `json:"delegated,omitempty"` // lanes granted to devices: the owner no longer spends them
 }
 
-func writeSecret(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
-
 // Init creates a wallet in dir with fresh keys. It refuses to overwrite.
 func Init(dir string) (*Wallet, error) {
 	if _, err := os.Stat(filepath.Join(dir, "key.pem")); err == nil {
@@ -97,14 +78,14 @@ func Init(dir string) (*Wallet, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := writeSecret(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(block)); err != nil {
+	if err := writeDurably(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(block)); err != nil {
 		return nil, err
 	}
 	enc, err := ecdh.X25519().GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, err
 	}
-	if err := writeSecret(filepath.Join(dir, "enc.key"), []byte(hex.EncodeToString(enc.Bytes())+"\n")); err != nil {
+	if err := writeDurably(filepath.Join(dir, "enc.key"), []byte(hex.EncodeToString(enc.Bytes())+"\n")); err != nil {
 		return nil, err
 	}
 	w := &Wallet{Dir: dir, Key: k, Enc: enc}
@@ -153,7 +134,7 @@ func (w *Wallet) SaveConfig() error {
 	if err != nil {
 		return err
 	}
-	return writeSecret(filepath.Join(w.Dir, "config.json"), append(b, '\n'))
+	return writeDurably(filepath.Join(w.Dir, "config.json"), append(b, '\n'))
 }
 
 // PublicKey is the wallet's signing key.
@@ -192,7 +173,7 @@ func (w *Wallet) SaveBook(sb *coupons.SignedBook, sec *coupons.Secrets, anchors 
 	if err != nil {
 		return err
 	}
-	return writeSecret(filepath.Join(w.Dir, "books", bookName(sb.Book.ID())+".json"), b)
+	return writeDurably(filepath.Join(w.Dir, "books", bookName(sb.Book.ID())+".json"), b)
 }
 
 // BookEntry is a stored book or grant, ready to spend.
@@ -314,7 +295,7 @@ func (w *Wallet) MarkDelegated(e *BookEntry, lo, hi uint32) error {
 	if err != nil {
 		return err
 	}
-	return writeSecret(e.file, nb)
+	return writeDurably(e.file, nb)
 }
 
 // Device returns this wallet's signed device identity, for a book owner
@@ -340,7 +321,7 @@ func (w *Wallet) ImportGrant(doc []byte, now time.Time) (*delegation.Grant, erro
 		return nil, err
 	}
 	h := g.Cert().Cert.Hash()
-	return g, writeSecret(filepath.Join(w.Dir, "grants", hex.EncodeToString(h[:8])+".grant"), spki.Transport(g.Sexp()))
+	return g, writeDurably(filepath.Join(w.Dir, "grants", hex.EncodeToString(h[:8])+".grant"), spki.Transport(g.Sexp()))
 }
 
 // grants loads the imported grants.
@@ -386,4 +367,10 @@ func (w *Wallet) BookFor(vendor string) (*BookEntry, error) {
 		}
 	}
 	return nil, fmt.Errorf("%w: %s (create one: ecoupons wallet book new --vendor %s)", ErrNoBook, vendor, vendor)
+}
+
+// Budget returns the wallet's spending limits (limits.json), shared by
+// every transport and process that pays from the wallet.
+func (w *Wallet) Budget() (*Budget, error) {
+	return OpenBudget(filepath.Join(w.Dir, "limits.json"))
 }

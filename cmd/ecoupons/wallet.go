@@ -26,17 +26,19 @@ import (
 )
 
 // Exit codes of `ecoupons wallet`: 0 success, 1 failure, 2 bad usage;
-// `get` also exits 3 when the server answers with an error status.
+// `get` also exits 3 when the server answers with an error status, and
+// `get` exits 4 when a spending limit refused a payment.
 const (
 	exitFailure = 1
 	exitUsage   = 2
 	exitHTTP    = 3
+	exitLimit   = 4
 )
 
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "wallet",
-		Usage: "<init|register|book|balance|get> … [--dir DIR]",
+		Usage: "<init|register|book|balance|get|device|delegate|import|revoke|proxy|limit> … [--dir DIR]",
 		Short: "The ecoupons wallet: keys, books, and paying 402s",
 		Long: `
 A wallet lives in a directory (--dir, default $ECOUPONS_WALLET or ~/.ecoupons):
@@ -45,13 +47,16 @@ A wallet lives in a directory (--dir, default $ECOUPONS_WALLET or ~/.ecoupons):
   ecoupons wallet register --broker https://broker.example
   ecoupons wallet book new --vendor news.example --lanes 8 --length 4096
   ecoupons wallet get https://news.example/premium/article.html
+  ecoupons wallet limit set --max 1.00 --per 24h   (optional: --host news.example)
 
 Exit codes: 0 success, 1 failure, 2 bad usage, 3 (get) the server answered
-with an error status after payment.`,
+with an error status after payment, 4 (get) a spending limit refused the
+payment.`,
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.PersistentFlags().String("dir", "", "wallet directory (default $ECOUPONS_WALLET or ~/.ecoupons)")
+			cmd.PersistentFlags().Bool("json", false, "print results (book list, book new, balance, limit) and errors as JSON, for scripts")
 			cmd.AddCommand(walletInitCmd(), walletRegisterCmd(), walletBookCmd(), walletBalanceCmd(), walletGetCmd(),
-				walletDeviceCmd(), walletDelegateCmd(), walletImportCmd(), walletRevokeCmd(), walletProxyCmd())
+				walletDeviceCmd(), walletDelegateCmd(), walletImportCmd(), walletRevokeCmd(), walletProxyCmd(), walletLimitCmd())
 		},
 	})
 }
@@ -63,6 +68,19 @@ type walletErr struct {
 }
 
 func (e walletErr) Error() string { return e.err.Error() }
+
+// jsonOutput reports whether --json was given.
+func jsonOutput(cmd *cobra.Command) bool {
+	j, _ := cmd.Flags().GetBool("json")
+	return j
+}
+
+// printJSON writes v to stdout as one JSON document.
+func printJSON(v any) error {
+	e := json.NewEncoder(os.Stdout)
+	e.SetIndent("", "  ")
+	return e.Encode(v)
+}
 
 func walletDir(cmd *cobra.Command) string {
 	if d, _ := cmd.Flags().GetString("dir"); d != "" {
@@ -79,11 +97,17 @@ func walletDir(cmd *cobra.Command) string {
 func run(f func(cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) {
 	return func(cmd *cobra.Command, args []string) {
 		if err := f(cmd, args); err != nil {
-			fmt.Fprintln(os.Stderr, "ecoupons wallet:", err)
 			code := exitFailure
 			var we walletErr
 			if errors.As(err, &we) {
 				code = we.code
+			} else if errors.Is(err, wallet.ErrSpendLimit) {
+				code = exitLimit
+			}
+			if jsonOutput(cmd) {
+				json.NewEncoder(os.Stderr).Encode(map[string]any{"error": err.Error(), "exit": code})
+			} else {
+				fmt.Fprintln(os.Stderr, "ecoupons wallet:", err)
 			}
 			os.Exit(code)
 		}
@@ -232,6 +256,10 @@ func walletBookCmd() *cobra.Command {
 			if err := brokerCall(w, "POST", "/v1/books", spki.Transport(sb.Sexp()), &out); err != nil {
 				return err
 			}
+			if jsonOutput(cmd) {
+				return printJSON(map[string]any{"book": out.Book, "vendor": vendor, "lanes": lanes, "length": length,
+					"unit": coupons.FormatAmount(unit), "currency": w.Config.Currency, "held": out.Held})
+			}
 			fmt.Printf("book %s for %s: %d lanes × %d coupons of %s %s; the broker holds %s %s\n",
 				out.Book, vendor, lanes, length, coupons.FormatAmount(unit), w.Config.Currency, out.Held, out.Currency)
 			return nil
@@ -251,6 +279,18 @@ func walletBookCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			type bookJSON struct {
+				Book     string   `json:"book"`
+				Kind     string   `json:"kind"`
+				Vendor   string   `json:"vendor"`
+				Lanes    uint32   `json:"lanes"`
+				Length   uint32   `json:"length"`
+				Unit     string   `json:"unit"`
+				Currency string   `json:"currency"`
+				NotAfter string   `json:"not_after"`
+				Spending []uint32 `json:"spending_lanes"`
+			}
+			list := []bookJSON{}
 			for _, e := range books {
 				b := e.Holder.Book.Book
 				id := b.ID()
@@ -258,8 +298,16 @@ func walletBookCmd() *cobra.Command {
 				if len(e.Holder.Chain) > 0 {
 					kind = "granted"
 				}
+				if jsonOutput(cmd) {
+					list = append(list, bookJSON{Book: hex.EncodeToString(id[:]), Kind: kind, Vendor: b.Vendor, Lanes: b.Lanes, Length: b.Length,
+						Unit: coupons.FormatAmount(b.Unit), Currency: b.Currency, NotAfter: b.NotAfter.UTC().Format(time.RFC3339), Spending: append([]uint32{}, e.Lanes...)})
+					continue
+				}
 				fmt.Printf("%x  %-7s %-20s %4d lanes × %-6d %s %s  until %s, spending lanes %s\n", id[:6], kind, b.Vendor, b.Lanes, b.Length,
 					coupons.FormatAmount(b.Unit), b.Currency, b.NotAfter.Format("2006-01-02"), laneRanges(e.Lanes))
+			}
+			if jsonOutput(cmd) {
+				return printJSON(list)
 			}
 			return nil
 		})}
@@ -275,10 +323,18 @@ func walletBalanceCmd() *cobra.Command {
 				return err
 			}
 			var out struct {
-				Accounts []struct{ Account, Currency, Balance, Available string } `json:"accounts"`
+				Accounts []struct {
+					Account   string `json:"account"`
+					Currency  string `json:"currency"`
+					Balance   string `json:"balance"`
+					Available string `json:"available"`
+				} `json:"accounts"`
 			}
 			if err := brokerCall(w, "GET", "/v1/balance", nil, &out); err != nil {
 				return err
+			}
+			if jsonOutput(cmd) {
+				return printJSON(out)
 			}
 			for _, a := range out.Accounts {
 				fmt.Printf("%s  balance %s %s, available %s %s\n", a.Account, a.Balance, a.Currency, a.Available, a.Currency)
@@ -313,7 +369,7 @@ func walletGetCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				tr, err := wallet.OpenTransport(entry.Holder, entry.StatePath, entry.Lanes...)
+				tr, err := openTransport(w, entry)
 				if err != nil {
 					return err
 				}
@@ -531,6 +587,150 @@ func walletRevokeCmd() *cobra.Command {
 	return c
 }
 
+// openTransport opens the paying transport of a book or grant, under the
+// wallet's spending limits.
+func openTransport(w *wallet.Wallet, entry *wallet.BookEntry) (*wallet.Transport, error) {
+	budget, err := w.Budget()
+	if err != nil {
+		return nil, err
+	}
+	t, err := wallet.OpenTransport(entry.Holder, entry.StatePath, entry.Lanes...)
+	if err != nil {
+		return nil, err
+	}
+	t.Budget = budget
+	return t, nil
+}
+
+func walletLimitCmd() *cobra.Command {
+	c := &cobra.Command{Use: "limit", Short: "Show the spending limits and what was spent against them", Args: cobra.NoArgs,
+		Run: run(func(cmd *cobra.Command, _ []string) error {
+			w, err := wallet.Load(walletDir(cmd))
+			if err != nil {
+				return err
+			}
+			b, err := w.Budget()
+			if err != nil {
+				return err
+			}
+			ls, err := b.Limits()
+			if err != nil {
+				return err
+			}
+			type limitJSON struct {
+				Host     string `json:"host"`
+				Currency string `json:"currency"`
+				Max      string `json:"max"`
+				Per      string `json:"per"`
+				Spent    string `json:"spent"`
+			}
+			out := []limitJSON{}
+			if len(ls) == 0 && !jsonOutput(cmd) {
+				fmt.Println("no spending limits")
+			}
+			for _, l := range ls {
+				spent, err := b.Spent(l)
+				if err != nil {
+					return err
+				}
+				if jsonOutput(cmd) {
+					out = append(out, limitJSON{l.Host, l.Currency, coupons.FormatAmount(l.Max), l.Period.String(), coupons.FormatAmount(spent)})
+					continue
+				}
+				fmt.Printf("%s: %s spent in this period\n", l, coupons.FormatAmount(spent))
+			}
+			if jsonOutput(cmd) {
+				return printJSON(out)
+			}
+			return nil
+		})}
+	limitFlags := func(c *cobra.Command, withMax bool) {
+		c.Flags().String("host", "*", "host name the limit applies to; * for all hosts together")
+		c.Flags().String("per", "24h", "period: fixed windows of this length (1h: on the hour, 24h: from midnight UTC, 168h: from Monday midnight UTC)")
+		c.Flags().String("currency", "", "currency of the limit (default: the broker account's)")
+		if withMax {
+			c.Flags().String("max", "", "the most to spend per period, e.g. 0.50 (required)")
+		}
+	}
+	parse := func(cmd *cobra.Command, w *wallet.Wallet, withMax bool) (wallet.Limit, error) {
+		host, _ := cmd.Flags().GetString("host")
+		per, _ := cmd.Flags().GetString("per")
+		cur, _ := cmd.Flags().GetString("currency")
+		if cur == "" {
+			cur = w.Config.Currency
+		}
+		if cur == "" {
+			return wallet.Limit{}, walletErr{exitUsage, errors.New("--currency is required (the wallet is not registered at a broker)")}
+		}
+		d, err := time.ParseDuration(per)
+		if err != nil {
+			return wallet.Limit{}, walletErr{exitUsage, fmt.Errorf("--per %q: %v", per, err)}
+		}
+		l := wallet.Limit{Host: host, Currency: cur, Period: d}
+		if withMax {
+			maxs, _ := cmd.Flags().GetString("max")
+			if maxs == "" {
+				return l, walletErr{exitUsage, errors.New("--max is required")}
+			}
+			if l.Max, err = coupons.ParseAmount(maxs); err != nil {
+				return l, walletErr{exitUsage, fmt.Errorf("--max: %v", err)}
+			}
+		}
+		if err := l.Check(); err != nil {
+			return l, walletErr{exitUsage, err}
+		}
+		return l, nil
+	}
+	set := &cobra.Command{Use: "set --max AMOUNT [--host H] [--per 24h]", Short: "Set a spending limit (payments past it are refused)", Args: cobra.NoArgs,
+		Run: run(func(cmd *cobra.Command, _ []string) error {
+			w, err := wallet.Load(walletDir(cmd))
+			if err != nil {
+				return err
+			}
+			l, err := parse(cmd, w, true)
+			if err != nil {
+				return err
+			}
+			b, err := w.Budget()
+			if err != nil {
+				return err
+			}
+			if err := b.Set(l); err != nil {
+				return err
+			}
+			fmt.Printf("limit set: %s\n", l)
+			return nil
+		})}
+	limitFlags(set, true)
+	rm := &cobra.Command{Use: "rm [--host H] [--per 24h]", Short: "Remove a spending limit", Args: cobra.NoArgs,
+		Run: run(func(cmd *cobra.Command, _ []string) error {
+			w, err := wallet.Load(walletDir(cmd))
+			if err != nil {
+				return err
+			}
+			l, err := parse(cmd, w, false)
+			if err != nil {
+				return err
+			}
+			b, err := w.Budget()
+			if err != nil {
+				return err
+			}
+			ok, err := b.Remove(l)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("no limit per %s at %s in %s", l.Period, l.Host, l.Currency)
+			}
+			fmt.Printf("limit removed: per %s at %s\n", l.Period, l.Host)
+			return nil
+		})}
+	limitFlags(rm, false)
+	c.AddCommand(set, rm)
+	return c
+}
+
 // walletRouter pays any vendor the wallet holds a book or grant for.
 func walletRouter(w *wallet.Wallet) (*wallet.Router, func()) {
 	var opened []*wallet.Transport
@@ -539,7 +739,7 @@ func walletRouter(w *wallet.Wallet) (*wallet.Router, func()) {
 		if err != nil {
 			return nil, err
 		}
-		t, err := wallet.OpenTransport(entry.Holder, entry.StatePath, entry.Lanes...)
+		t, err := openTransport(w, entry)
 		if err != nil {
 			return nil, err
 		}
