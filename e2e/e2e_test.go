@@ -2,7 +2,7 @@
 // broker and two gates sharing Redis — with a wallet paying through both,
 // restarts each process (SIGKILL) mid-run, and checks at the end that the
 // broker's ledger paid the vendor exactly for the coupons the gates
-// accepted.
+// accepted; and kills the broker during a storm of redemptions.
 package e2e
 
 import (
@@ -86,44 +86,69 @@ func writeKey(t *testing.T, path string, k crypto.Signer) {
 	}
 }
 
-func TestEndToEndWithRestarts(t *testing.T) {
+// env is the built binary and the broker's keys, in a temporary directory.
+type env struct {
+	t         *testing.T
+	dir, bin  string
+	keys      string // broker-init's directory
+	admin     crypto.Signer
+	brokerPub *spki.PublicKey
+}
+
+// setup builds the binary and runs broker-init.
+func setup(t *testing.T) *env {
+	t.Helper()
 	if testing.Short() {
-		t.Skip("the end-to-end test builds the binary and runs processes")
+		t.Skip("the end-to-end tests build the binary and run processes")
 	}
-	redisURL := testredis.Start(t)
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "ecoupons")
-	build := exec.Command("go", "build", "-o", bin, "../cmd/ecoupons")
+	e := &env{t: t, dir: t.TempDir()}
+	e.bin = filepath.Join(e.dir, "ecoupons")
+	build := exec.Command("go", "build", "-o", e.bin, "../cmd/ecoupons")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building the binary: %v\n%s", err, out)
 	}
-	keys := filepath.Join(dir, "keys")
-	if out, err := exec.Command(bin, "broker-init", "--dir", keys).CombinedOutput(); err != nil {
+	e.keys = filepath.Join(e.dir, "keys")
+	if out, err := exec.Command(e.bin, "broker-init", "--dir", e.keys).CombinedOutput(); err != nil {
 		t.Fatalf("broker-init: %v\n%s", err, out)
 	}
-	adminAny, err := pemutil.Read(filepath.Join(keys, "admin.pem"))
+	adminAny, err := pemutil.Read(filepath.Join(e.keys, "admin.pem"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	brokerPubX, _ := os.ReadFile(filepath.Join(keys, "broker.pub"))
+	e.admin = adminAny.(crypto.Signer)
+	brokerPubX, _ := os.ReadFile(filepath.Join(e.keys, "broker.pub"))
 	bx, _ := spki.Parse(brokerPubX)
-	brokerPub, err := spki.ParsePublicKey(bx)
-	if err != nil {
+	if e.brokerPub, err = spki.ParsePublicKey(bx); err != nil {
 		t.Fatal(err)
 	}
+	return e
+}
+
+// proc makes a process serving body (Caddyfile directives) on addr.
+func (e *env) proc(name, addr, body string) *proc {
+	d := filepath.Join(e.dir, name)
+	os.MkdirAll(d, 0o700)
+	cfg := filepath.Join(d, "Caddyfile")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("{\n\tadmin off\n}\nhttp://%s {\n%s\n}\n", addr, body)), 0o644)
+	return &proc{t: e.t, bin: e.bin, cfg: cfg, addr: addr, dir: d}
+}
+
+// broker makes the broker process, its ledger in dir/broker.db.
+func (e *env) broker(addr string) *proc {
+	return e.proc("broker", addr, fmt.Sprintf("\tecoupon_broker {\n\t\tkey %s\n\t\tdatabase %s\n\t\tadmin_key %s\n\t}",
+		filepath.Join(e.keys, "broker.pem"), filepath.Join(e.dir, "broker.db"), filepath.Join(e.keys, "admin.pub")))
+}
+
+func TestEndToEndWithRestarts(t *testing.T) {
+	env := setup(t)
+	redisURL := testredis.Start(t)
+	dir, keys, brokerPub := env.dir, env.keys, env.brokerPub
 	_, vendorKey, _ := ed25519.GenerateKey(rand.Reader)
 	writeKey(t, filepath.Join(keys, "vendor.pem"), vendorKey)
 
 	brokerAddr, gate1Addr, gate2Addr := freeAddr(t), freeAddr(t), freeAddr(t)
-	mk := func(name, addr, body string) *proc {
-		d := filepath.Join(dir, name)
-		os.MkdirAll(d, 0o700)
-		cfg := filepath.Join(d, "Caddyfile")
-		os.WriteFile(cfg, []byte(fmt.Sprintf("{\n\tadmin off\n}\nhttp://%s {\n%s\n}\n", addr, body)), 0o644)
-		return &proc{t: t, bin: bin, cfg: cfg, addr: addr, dir: d}
-	}
-	brk := mk("broker", brokerAddr, fmt.Sprintf("\tecoupon_broker {\n\t\tkey %s\n\t\tdatabase %s\n\t\tadmin_key %s\n\t}",
-		filepath.Join(keys, "broker.pem"), filepath.Join(dir, "broker.db"), filepath.Join(keys, "admin.pub")))
+	mk := env.proc
+	brk := env.broker(brokerAddr)
 	gateBody := fmt.Sprintf("\tecoupon /premium/* {\n\t\tvendor news.example\n\t\tbroker http://%s\n\t\tbroker_key %s\n\t\tvendor_key %s\n"+
 		"\t\tstore redis %s\n\t\tsecret_file %s\n\t\tredeem_every 1s\n\t\tlane_rate -1\n\t}\n\trespond /premium/* \"paid\"",
 		brokerAddr, filepath.Join(keys, "broker.pub"), filepath.Join(keys, "vendor.pem"), redisURL, filepath.Join(keys, "gate.secret"))
@@ -136,7 +161,7 @@ func TestEndToEndWithRestarts(t *testing.T) {
 	}
 
 	// The user, the vendor and a book, through the broker's API.
-	s := &stack.Stack{Broker: brokerAddr, AdminKey: adminAny.(crypto.Signer), VendorKey: vendorKey, BrokerPub: brokerPub}
+	s := &stack.Stack{Broker: brokerAddr, AdminKey: env.admin, VendorKey: vendorKey, BrokerPub: brokerPub}
 	alice := stack.NewKey()
 	_, user, err := s.NewUser(alice, "3")
 	if err != nil {
