@@ -12,7 +12,7 @@ import (
 )
 
 func init() {
-	httpcaddyfile.RegisterHandlerDirective("ecoupon", parseCaddyfile)
+	httpcaddyfile.RegisterDirective("ecoupon", parseDirective)
 	// A payment gate is an authentication handler: it must wrap respond,
 	// reverse_proxy and file_server, so it sits right after basic_auth.
 	httpcaddyfile.RegisterDirectiveOrder("ecoupon", httpcaddyfile.After, "basic_auth")
@@ -41,6 +41,37 @@ func init() {
 //	    redeem_every     <duration>
 //	    secret_file      <file>
 //	}
+//
+// WellKnownPrefix is the path prefix of the gate's own endpoints (lane
+// opens, receipt commitments). A gate whose matcher does not cover it is
+// also routed requests under it, so that clients always reach them.
+const WellKnownPrefix = "/.well-known/ecoupons/"
+
+// parseDirective is parseCaddyfile for the Caddyfile, with the gate's
+// route matching its matcher or its own endpoints.
+func parseDirective(h httpcaddyfile.Helper) ([]httpcaddyfile.ConfigValue, error) {
+	if !h.Next() {
+		return nil, h.ArgErr()
+	}
+	matcherSet, err := h.ExtractMatcherSet()
+	if err != nil {
+		return nil, err
+	}
+	g, err := parseCaddyfile(h)
+	if err != nil {
+		return nil, err
+	}
+	vals := h.NewRoute(matcherSet, g)
+	if matcherSet != nil && len(vals) == 1 {
+		if route, ok := vals[0].Value.(caddyhttp.Route); ok {
+			route.MatcherSetsRaw = append(route.MatcherSetsRaw, caddy.ModuleMap{
+				"path": caddyconfig.JSON(caddyhttp.MatchPath{WellKnownPrefix + "*"}, nil)})
+			vals[0].Value = route
+		}
+	}
+	return vals, nil
+}
+
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	g := new(Gate)
 	if err := g.UnmarshalCaddyfile(h.Dispenser); err != nil {

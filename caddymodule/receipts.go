@@ -4,10 +4,12 @@ import (
 	"crypto"
 	"crypto/hkdf"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -20,10 +22,10 @@ import (
 const labelReceiptChain = "ecoupons receipt chain v1"
 
 // VendorPath serves the vendor's signed receipt-chain commitments.
-const VendorPath = "/.well-known/ecoupons/vendor"
+const VendorPath = coupons.ReceiptCommitmentPath
 
 // HeaderReceipt carries the TESLA receipt of a paid response.
-const HeaderReceipt = "ECoupon-Receipt"
+const HeaderReceipt = coupons.HeaderReceipt
 
 // receiptIntervals is the length of one receipt chain; at its end the gate
 // starts a new chain with a new signed commitment.
@@ -64,10 +66,14 @@ func newReceipts(signer crypto.Signer, vendor string, secret []byte, interval ti
 	return r, nil
 }
 
-// newEpoch derives a chain whose interval 1 starts now and signs its
-// commitment.
+// newEpoch derives the chain of the current period and signs its
+// commitment. Periods are receiptIntervals intervals long (a day at 1 s)
+// and aligned (time.Truncate), and the chain's seed depends only on the
+// secret, the vendor and the period: every gate of a fleet sharing a
+// secret_file issues receipts under the same chain and serves the same
+// commitment, whichever node a client asks.
 func (r *receipts) newEpoch() (*receiptEpoch, error) {
-	t0 := r.now().Truncate(time.Second).Add(-r.interval)
+	t0 := r.now().Truncate(r.interval * receiptIntervals).Add(-r.interval)
 	info := binary.BigEndian.AppendUint64([]byte(labelReceiptChain), uint64(t0.Unix()))
 	seedBytes, err := hkdf.Key(sha256.New, r.secret, []byte(r.vendor), string(info), 32)
 	if err != nil {
@@ -134,6 +140,15 @@ func (r *receipts) serve(w http.ResponseWriter, req *http.Request) {
 		ep = prev
 	}
 	w.Header().Set("Content-Type", "application/x-spki-sexp")
-	w.Header().Set("Cache-Control", "public, max-age=60")
+	if ep == cur {
+		// The key disclosed now (no message is authenticated: an empty
+		// MAC is computed and dropped).
+		if p, err := ep.sender.Authenticate(nil); err == nil && p.DisclosedIndex > 0 {
+			w.Header().Set(coupons.HeaderDisclosed, "d="+strconv.FormatUint(p.DisclosedIndex, 10)+", k="+base64.RawURLEncoding.EncodeToString(p.DisclosedKey[:]))
+		}
+		w.Header().Set("Cache-Control", "no-store")
+	} else {
+		w.Header().Set("Cache-Control", "public, max-age=60")
+	}
 	w.Write(ep.doc)
 }

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"context"
+	"crypto"
 	"encoding/pem"
 	"net/http"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/spki"
 	"github.com/ecoupons/ecoupons/tesla"
+	"github.com/ecoupons/ecoupons/wallet"
 	"go.step.sm/crypto/pemutil"
 )
 
@@ -25,11 +27,8 @@ type fakeClock struct {
 func (c *fakeClock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *fakeClock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
-// TestReceipts: paid responses carry TESLA receipts under a chain whose
-// commitment the vendor signs; a client authenticates each receipt once
-// its key is disclosed, and a forged receipt is rejected.
-func TestReceipts(t *testing.T) {
-	w := newWorld(t, "news.example", t0Later())
+// receiptGate provisions a gate that issues receipts, on a fake clock.
+func receiptGate(t *testing.T, w *world) (*Gate, *fakeClock, crypto.Signer) {
 	dir := t.TempDir()
 	vendor := testKey("vendor")
 	block, err := pemutil.Serialize(vendor)
@@ -44,17 +43,27 @@ func TestReceipts(t *testing.T) {
 	g := &Gate{Vendor: "news.example", BrokerKeys: []string{w.brokerKeyFile}, Price: 1, LaneRate: -1,
 		SecretFile: filepath.Join(dir, "secret"), StoreRaw: []byte(`{"backend":"memory"}`), VendorKey: keyFile}
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	defer cancel()
+	t.Cleanup(cancel)
 	if err := g.Provision(ctx); err != nil {
 		t.Fatal(err)
 	}
-	defer g.Cleanup()
+	t.Cleanup(func() { g.Cleanup() })
 	g.now = clock.now
 	// Rebuild the receipt chain on the fake clock.
 	g.receipts.now = clock.now
 	if g.receipts.cur, err = g.receipts.newEpoch(); err != nil {
 		t.Fatal(err)
 	}
+
+	return g, clock, vendor
+}
+
+// TestReceipts: paid responses carry TESLA receipts under a chain whose
+// commitment the vendor signs; a client authenticates each receipt once
+// its key is disclosed, and a forged receipt is rejected.
+func TestReceipts(t *testing.T) {
+	w := newWorld(t, "news.example", t0Later())
+	g, clock, vendor := receiptGate(t, w)
 
 	// The client fetches and checks the commitment.
 	rec := serve(g, "GET", VendorPath, nil)
@@ -73,7 +82,7 @@ func TestReceipts(t *testing.T) {
 	if !com.Key.Equal(vpub) || com.Vendor != "news.example" {
 		t.Fatal("commitment names another key or vendor")
 	}
-	recv, err := tesla.NewReceiver(tesla.ReceiverConfig{Commitment: com.Commitment, Schedule: com.Schedule, MaxSkew: 0, Now: clock.now})
+	recv, err := tesla.NewReceiver(tesla.ReceiverConfig{Commitment: com.Commitment, Schedule: com.Schedule, MaxSkew: 0, MaxSteps: com.Intervals, Now: clock.now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,4 +130,67 @@ func TestReceipts(t *testing.T) {
 		t.Fatalf("authenticated %d receipts, rejected %d (want ≥ 4 and 1)", authenticated, rejected)
 	}
 	_ = http.StatusOK
+}
+
+// TestWalletReceipts: the wallet keeps the receipts of its payments and
+// the vendor's commitment, and checks them afterwards: those whose key was
+// disclosed by a later response are authenticated, the newest are pending,
+// and a receipt that does not match the payment it came with is rejected.
+func TestWalletReceipts(t *testing.T) {
+	w := newWorld(t, "news.example", t0Later())
+	g, clock, _ := receiptGate(t, w)
+	srv := gateServer(t, g)
+	log := wallet.OpenReceiptLog(filepath.Join(t.TempDir(), "receipts"))
+	log.Now = clock.now
+	tr, err := wallet.NewTransport(w.owner, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.Receipts = log
+	c := &http.Client{Transport: tr}
+	for k := 0; k < 8; k++ {
+		resp, err := c.Get(srv.URL + "/premium/x")
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("payment %d: %v %v", k, err, resp)
+		}
+		resp.Body.Close()
+		clock.add(time.Second)
+	}
+	checked, err := log.Check(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := func(cs []wallet.CheckedReceipt) map[wallet.ReceiptStatus]int {
+		m := map[wallet.ReceiptStatus]int{}
+		for _, c := range cs {
+			m[c.Status]++
+		}
+		return m
+	}
+	// Delay 2: the clock is 8 s past the first payment; the key the gate
+	// discloses now (asked by Check) settles all but the last receipt.
+	if got := count(checked); len(checked) != 8 || got[wallet.ReceiptAuthenticated] != 7 || got[wallet.ReceiptPending] != 1 {
+		t.Fatalf("receipts: %v", got)
+	}
+	// A receipt kept with another request's digest (a vendor acknowledging
+	// something else) is rejected.
+	recs, _ := log.Records()
+	forged := recs[2]
+	forged.Digest = recs[3].Digest
+	other := wallet.OpenReceiptLog(filepath.Join(t.TempDir(), "receipts2"))
+	for k, r := range recs {
+		if k == 2 {
+			r = forged
+		}
+		if err := other.Record(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checked, err = other.Check(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := count(checked); got[wallet.ReceiptRejected] != 1 || checked[2].Status != wallet.ReceiptRejected {
+		t.Fatalf("with a forged receipt: %v", got)
+	}
 }

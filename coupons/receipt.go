@@ -17,6 +17,19 @@ import (
 // LabelReceipt prefixes the message a vendor's receipt MACs.
 const LabelReceipt = "ecoupons receipt v1"
 
+// HeaderReceipt is the response header that carries a receipt.
+const HeaderReceipt = "ECoupon-Receipt"
+
+// HeaderDisclosed, on a receipt commitment served by a gate, carries the
+// newest key of that chain the gate may disclose: "d=<index>, k=<key>"
+// (base64url), so a client can check its receipts without another paid
+// request.
+const HeaderDisclosed = "ECoupon-Disclosed"
+
+// ReceiptCommitmentPath is where a gate serves its signed receipt
+// commitments: the current one, or the one named by ?c=<id>.
+const ReceiptCommitmentPath = "/.well-known/ecoupons/vendor"
+
 // ErrBadReceipt is a malformed receipt header or receipt commitment.
 var ErrBadReceipt = errors.New("coupons: malformed receipt")
 

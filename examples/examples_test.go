@@ -132,6 +132,11 @@ func TestPublisher(t *testing.T) {
 	if tr.Spent() != 2 {
 		t.Errorf("spent %d coupons, the Caddyfile says 2", tr.Spent())
 	}
+	// The gate's own endpoints are reachable though the matcher is
+	// /premium/*: the receipt commitment is served, signed.
+	if body := get(t, http.DefaultClient, url+"/.well-known/ecoupons/vendor", 200); !strings.Contains(body, "ecoupons-receipts") {
+		t.Errorf("receipt commitment: %q", body)
+	}
 }
 
 // TestStreaming: an ordinary player (a plain HTTP client) plays the stream

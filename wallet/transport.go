@@ -6,6 +6,7 @@ package wallet
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -50,7 +51,7 @@ func ParseChallenge(h string) (*Challenge, error) {
 	c := &Challenge{}
 	for _, m := range paramRe.FindAllStringSubmatch(h[8:], -1) {
 		v := m[2]
-		if strings.HasPrefix(v, `"`) {
+		if len(v) >= 2 && strings.HasPrefix(v, `"`) && strings.HasSuffix(v, `"`) {
 			v = strings.NewReplacer(`\"`, `"`, `\\`, `\`).Replace(v[1 : len(v)-1])
 		}
 		switch m[1] {
@@ -84,6 +85,9 @@ type lane struct {
 	cursor *coupons.Cursor
 	nonce  string // the challenge nonce it was opened with ("" until opened)
 	credit uint32
+	// unanswered counts the coupons of payments since the last answered
+	// one that got no response (the gate may have counted them).
+	unanswered uint32
 }
 
 // Transport pays 402 ECoupon challenges from a holder's lanes.
@@ -92,6 +96,9 @@ type Transport struct {
 	Base http.RoundTripper
 	// MaxPrice refuses challenges asking more coupons per request. 0: 100.
 	MaxPrice uint32
+	// Receipts, when set, keeps the vendor's receipts of paid requests,
+	// to be checked with ReceiptLog.Check.
+	Receipts *ReceiptLog
 	// Budget, when set, enforces the wallet's spending limits: a payment
 	// that would pass one is refused with ErrSpendLimit before any coupon
 	// leaves.
@@ -353,7 +360,21 @@ func (t *Transport) pay(base http.RoundTripper, req *http.Request, ch *Challenge
 	retry.Header.Set("Authorization", p.Header())
 	resp, err := base.RoundTrip(retry)
 	if err != nil {
+		t.mu.Lock()
+		l.unanswered += n
+		t.mu.Unlock()
 		return nil, err
+	}
+	t.mu.Lock()
+	span := n + l.unanswered
+	l.unanswered = 0
+	t.mu.Unlock()
+	if h := resp.Header.Get(coupons.HeaderReceipt); h != "" && t.Receipts != nil {
+		u := *retry.URL
+		u.RawQuery, u.Fragment, u.User = "", "", nil
+		// A receipt that cannot be kept does not undo the payment.
+		_ = t.Receipts.Record(ReceiptRecord{Vendor: b.Vendor, URL: u.String(), Origin: u.Scheme + "://" + u.Host, Header: h,
+			Lane: l.id.String(), Index: i, Paid: n, Span: span, Digest: base64.RawURLEncoding.EncodeToString(d[:])})
 	}
 	t.mu.Lock()
 	l.credit = 0

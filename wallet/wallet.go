@@ -37,6 +37,7 @@ var ErrNoBook = errors.New("wallet: no book for this vendor")
 //	books/<id>.json  each book's commitment, master seed, salt and anchors (0600)
 //	books/<id>.lanes the lane state of the paying transport
 //	limits.json      spending limits and what was spent against them
+//	receipts/        the vendors' receipts and receipt commitments
 type Wallet struct {
 	Dir    string
 	Key    crypto.Signer
@@ -373,4 +374,9 @@ func (w *Wallet) BookFor(vendor string) (*BookEntry, error) {
 // every transport and process that pays from the wallet.
 func (w *Wallet) Budget() (*Budget, error) {
 	return OpenBudget(filepath.Join(w.Dir, "limits.json"))
+}
+
+// Receipts returns the wallet's receipt log (receipts/).
+func (w *Wallet) Receipts() *ReceiptLog {
+	return OpenReceiptLog(filepath.Join(w.Dir, "receipts"))
 }

@@ -38,7 +38,7 @@ const (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "wallet",
-		Usage: "<init|register|book|balance|get|device|delegate|import|revoke|proxy|limit> … [--dir DIR]",
+		Usage: "<init|register|book|balance|get|device|delegate|import|revoke|proxy|limit|receipts> … [--dir DIR]",
 		Short: "The ecoupons wallet: keys, books, and paying 402s",
 		Long: `
 A wallet lives in a directory (--dir, default $ECOUPONS_WALLET or ~/.ecoupons):
@@ -54,9 +54,9 @@ with an error status after payment, 4 (get) a spending limit refused the
 payment.`,
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.PersistentFlags().String("dir", "", "wallet directory (default $ECOUPONS_WALLET or ~/.ecoupons)")
-			cmd.PersistentFlags().Bool("json", false, "print results (book list, book new, balance, limit) and errors as JSON, for scripts")
+			cmd.PersistentFlags().Bool("json", false, "print results (book list, book new, balance, limit, receipts) and errors as JSON, for scripts")
 			cmd.AddCommand(walletInitCmd(), walletRegisterCmd(), walletBookCmd(), walletBalanceCmd(), walletGetCmd(),
-				walletDeviceCmd(), walletDelegateCmd(), walletImportCmd(), walletRevokeCmd(), walletProxyCmd(), walletLimitCmd())
+				walletDeviceCmd(), walletDelegateCmd(), walletImportCmd(), walletRevokeCmd(), walletProxyCmd(), walletLimitCmd(), walletReceiptsCmd())
 		},
 	})
 }
@@ -599,7 +599,51 @@ func openTransport(w *wallet.Wallet, entry *wallet.BookEntry) (*wallet.Transport
 		return nil, err
 	}
 	t.Budget = budget
+	t.Receipts = w.Receipts()
 	return t, nil
+}
+
+func walletReceiptsCmd() *cobra.Command {
+	c := &cobra.Command{Use: "receipts", Short: "Check the vendors' receipts of your payments", Args: cobra.NoArgs,
+		Run: run(func(cmd *cobra.Command, _ []string) error {
+			w, err := wallet.Load(walletDir(cmd))
+			if err != nil {
+				return err
+			}
+			skew, _ := cmd.Flags().GetDuration("skew")
+			checked, err := w.Receipts().Check(skew)
+			if err != nil {
+				return err
+			}
+			counts := map[wallet.ReceiptStatus]int{}
+			for _, c := range checked {
+				counts[c.Status]++
+			}
+			if jsonOutput(cmd) {
+				if checked == nil {
+					checked = []wallet.CheckedReceipt{}
+				}
+				if err := printJSON(checked); err != nil {
+					return err
+				}
+			} else {
+				for _, c := range checked {
+					fmt.Printf("%s  %-13s %s  %s#%d  %d coupon(s)", c.At.UTC().Format(time.RFC3339), c.Status, c.URL, c.Lane, c.Index, c.Paid)
+					if c.Reason != "" {
+						fmt.Printf("  (%s)", c.Reason)
+					}
+					fmt.Println()
+				}
+				fmt.Printf("%d receipts: %d authenticated, %d pending, %d rejected, %d unverifiable\n", len(checked),
+					counts[wallet.ReceiptAuthenticated], counts[wallet.ReceiptPending], counts[wallet.ReceiptRejected], counts[wallet.ReceiptUnverifiable])
+			}
+			if n := counts[wallet.ReceiptRejected]; n > 0 {
+				return fmt.Errorf("%d receipt(s) do not match the payment they came with: keep them as evidence against the vendor", n)
+			}
+			return nil
+		})}
+	c.Flags().Duration("skew", 500*time.Millisecond, "how far the vendor's clock may be ahead of this machine's")
+	return c
 }
 
 func walletLimitCmd() *cobra.Command {

@@ -39,6 +39,12 @@ func TestWalletScripts(t *testing.T) {
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			// waitfor ADDR: wait until something listens on ADDR.
+			// sleep DURATION
+			"sleep": func(ts *testscript.TestScript, neg bool, args []string) {
+				d, err := time.ParseDuration(args[0])
+				ts.Check(err)
+				time.Sleep(d)
+			},
 			"waitfor": func(ts *testscript.TestScript, neg bool, args []string) {
 				for k := 0; k < 200; k++ {
 					if c, err := net.Dial("tcp", args[0]); err == nil {

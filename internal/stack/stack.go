@@ -111,8 +111,12 @@ func Start(dir, siteAddr, brokerAddr string, files map[string]string, routes []R
 	}
 	fileServer := map[string]any{"handler": "file_server", "root": s.SiteRoot}
 	var siteRoutes []any
-	for _, r := range routes {
-		siteRoutes = append(siteRoutes, map[string]any{"match": []any{map[string]any{"path": []string{r.Path}}},
+	for k, r := range routes {
+		match := []any{map[string]any{"path": []string{r.Path}}}
+		if k == 0 { // the gate's own endpoints (receipt commitments, lane opens)
+			match = append(match, map[string]any{"path": []string{"/.well-known/ecoupons/*"}})
+		}
+		siteRoutes = append(siteRoutes, map[string]any{"match": match,
 			"handle": []any{gate(r.Price), fileServer}, "terminal": true})
 	}
 	siteRoutes = append(siteRoutes, map[string]any{"handle": []any{fileServer}})

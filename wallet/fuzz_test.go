@@ -1,0 +1,67 @@
+package wallet
+
+import (
+	"encoding/base64"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// FuzzParseDisclosed: any header parses or fails cleanly, and what parses
+// renders to a header that parses to the same value.
+func FuzzParseDisclosed(f *testing.F) {
+	f.Add("d=5, k=Pre6X3QGvn2JgKb5GXV1E9rMGmYdUhokJyM-zEzP1kE")
+	f.Add("d=0, k=")
+	f.Add("k=x, d=1")
+	f.Fuzz(func(t *testing.T, h string) {
+		j, k, err := parseDisclosed(h)
+		if err != nil {
+			return
+		}
+		again := "d=" + strconv.FormatUint(j, 10) + ", k=" + base64.RawURLEncoding.EncodeToString(k[:])
+		if j2, k2, err := parseDisclosed(again); err != nil || j2 != j || k2 != k {
+			t.Fatalf("%q parsed as %q, which does not parse back: %v", h, again, err)
+		}
+	})
+}
+
+// FuzzParseChallenge: any WWW-Authenticate value parses or fails cleanly.
+func FuzzParseChallenge(f *testing.F) {
+	f.Add(`ECoupon realm="news", vendor="news.example", price=2, unit="0.001", currency=EUR, nonce=abc`)
+	f.Add(`ECoupon price=0`)
+	f.Fuzz(func(t *testing.T, h string) {
+		c, err := ParseChallenge(h)
+		if err == nil && (c.Vendor == "" || c.Nonce == "" || c.Price == 0) {
+			t.Fatalf("%q accepted without vendor, nonce or price", h)
+		}
+	})
+}
+
+// FuzzBudgetFile: a damaged limits file is refused with an error, never a
+// panic, and a Charge against what loads stays within every limit.
+func FuzzBudgetFile(f *testing.F) {
+	f.Add([]byte(`{"version":1,"limits":[{"host":"*","currency":"EUR","max":5,"period":3600000000000}]}`))
+	f.Add([]byte(`{"version":1,"limits":[{"host":"a","currency":"EUR","max":-1,"period":1}],"windows":{"x":{"start":1,"spent":9}}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		path := filepath.Join(t.TempDir(), "limits.json")
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		b, err := OpenBudget(path)
+		if err != nil {
+			return
+		}
+		b.Now = func() time.Time { return time.Unix(1e9, 0) }
+		ls, _ := b.Limits()
+		if err := b.Charge("a", "EUR", 1); err != nil {
+			return
+		}
+		for _, l := range ls {
+			if s, err := b.Spent(l); err == nil && (l.Host == "*" || l.Host == "a") && l.Currency == "EUR" && s > l.Max {
+				t.Fatalf("limit %v overspent: %d", l, s)
+			}
+		}
+	})
+}
