@@ -1,6 +1,7 @@
 package wallet
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdh"
 	"crypto/ed25519"
@@ -11,11 +12,16 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
+
+	"go.step.sm/crypto/kms"
+	"go.step.sm/crypto/kms/apiv1"
+	_ "go.step.sm/crypto/kms/pkcs11"
 
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/delegation"
@@ -52,6 +58,7 @@ type Config struct {
 	Account   string `json:"account,omitempty"`
 	Currency  string `json:"currency,omitempty"`
 	UserCert  string `json:"user_cert,omitempty"` // transport form
+	KeyURI    string `json:"key_uri,omitempty"`   // pkcs11: URI of a smart-card signing key (no PIN)
 }
 
 // bookFile is books/<id>.json. It holds the master seed: a secret.
@@ -63,24 +70,68 @@ type bookFile struct {
 	Delegated []uint32 `json:"delegated,omitempty"` // lanes granted to devices: the owner no longer spends them
 }
 
+// KeyOptions says where a wallet's signing key lives and how to unlock it.
+type KeyOptions struct {
+	// Passphrase encrypts key.pem (Init) and decrypts it (Load); empty
+	// means the key file is not encrypted.
+	Passphrase []byte
+	// SmartCard is the pkcs11: URI of an existing signing key on a token
+	// (module-path, token, id and/or object; the PIN through pin-source,
+	// or PIN below). Init records it in config.json, without any
+	// pin-value, instead of creating key.pem.
+	SmartCard string
+	// PIN unlocks the smart card when its URI has no pin-source.
+	PIN string
+}
+
+// ErrPassphrase means key.pem is encrypted and no or a wrong passphrase
+// was given.
+var ErrPassphrase = errors.New("wallet: key.pem is encrypted: a (correct) passphrase is needed")
+
+// ErrNoPIN means a smart card key could not be opened and no PIN was
+// given (KeyOptions.PIN, or pin-source in its URI).
+var ErrNoPIN = errors.New("wallet: the smart card needs its PIN")
+
 // Init creates a wallet in dir with fresh keys. It refuses to overwrite.
-func Init(dir string) (*Wallet, error) {
-	if _, err := os.Stat(filepath.Join(dir, "key.pem")); err == nil {
-		return nil, fmt.Errorf("wallet: %s already holds a wallet", dir)
+func Init(dir string) (*Wallet, error) { return InitWith(dir, KeyOptions{}) }
+
+// InitWith is Init with the signing key encrypted by a passphrase, or
+// held by a smart card.
+func InitWith(dir string, o KeyOptions) (*Wallet, error) {
+	for _, f := range []string{"key.pem", "config.json"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+			return nil, fmt.Errorf("wallet: %s already holds a wallet", dir)
+		}
+	}
+	var k crypto.Signer
+	var cfg Config
+	if o.SmartCard != "" {
+		cfg.KeyURI = withoutPIN(o.SmartCard)
+		var err error
+		if k, err = smartCardSigner(o.SmartCard, o.PIN); err != nil {
+			return nil, err
+		}
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "books"), 0o700); err != nil {
 		return nil, err
 	}
-	_, k, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	block, err := pemutil.Serialize(k)
-	if err != nil {
-		return nil, err
-	}
-	if err := writeDurably(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(block)); err != nil {
-		return nil, err
+	if k == nil {
+		_, ek, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		opts := []pemutil.Options{pemutil.WithPKCS8(true)}
+		if len(o.Passphrase) > 0 {
+			opts = append(opts, pemutil.WithPassword(o.Passphrase))
+		}
+		block, err := pemutil.Serialize(ek, opts...)
+		if err != nil {
+			return nil, err
+		}
+		if err := writeDurably(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(block)); err != nil {
+			return nil, err
+		}
+		k = ek
 	}
 	enc, err := ecdh.X25519().GenerateKey(rand.Reader)
 	if err != nil {
@@ -89,22 +140,102 @@ func Init(dir string) (*Wallet, error) {
 	if err := writeDurably(filepath.Join(dir, "enc.key"), []byte(hex.EncodeToString(enc.Bytes())+"\n")); err != nil {
 		return nil, err
 	}
-	w := &Wallet{Dir: dir, Key: k, Enc: enc}
+	w := &Wallet{Dir: dir, Key: k, Enc: enc, Config: cfg}
 	return w, w.SaveConfig()
 }
 
-// Load opens the wallet in dir.
-func Load(dir string) (*Wallet, error) {
-	k, err := pemutil.Read(filepath.Join(dir, "key.pem"))
+// withoutPIN drops a pin-value from a pkcs11: URI, so it can be stored.
+func withoutPIN(u string) string {
+	base, query, ok := strings.Cut(u, "?")
+	if !ok {
+		return u
+	}
+	var kept []string
+	for _, p := range strings.Split(query, "&") {
+		if !strings.HasPrefix(p, "pin-value=") && p != "" {
+			kept = append(kept, p)
+		}
+	}
+	if len(kept) == 0 {
+		return base
+	}
+	return base + "?" + strings.Join(kept, "&")
+}
+
+// smartCardSigner opens the key at the pkcs11: URI u, adding pin when u
+// has neither pin-value nor pin-source.
+func smartCardSigner(u, pin string) (crypto.Signer, error) {
+	if !strings.HasPrefix(u, "pkcs11:") {
+		return nil, fmt.Errorf("wallet: smart card %q: not a pkcs11: URI", u)
+	}
+	if pin != "" && !strings.Contains(u, "pin-value=") && !strings.Contains(u, "pin-source=") {
+		sep := "?"
+		if strings.Contains(u, "?") {
+			sep = "&"
+		}
+		u += sep + "pin-value=" + url.QueryEscape(pin)
+	}
+	km, err := kms.New(context.Background(), apiv1.Options{Type: apiv1.PKCS11, URI: u})
+	if err != nil {
+		return nil, fmt.Errorf("wallet: smart card %s: %w", withoutPIN(u), err)
+	}
+	k, err := km.CreateSigner(&apiv1.CreateSignerRequest{SigningKey: u})
+	if err != nil {
+		km.Close()
+		if !strings.Contains(u, "pin-value=") && !strings.Contains(u, "pin-source=") {
+			return nil, fmt.Errorf("%w: smart card key %s: %v", ErrNoPIN, withoutPIN(u), err)
+		}
+		return nil, fmt.Errorf("wallet: smart card key %s: %w", withoutPIN(u), err)
+	}
+	if _, err := spki.NewPublicKey(k.Public()); err != nil {
+		km.Close()
+		return nil, fmt.Errorf("wallet: smart card key %s: %w", withoutPIN(u), err)
+	}
+	return k, nil
+}
+
+// Load opens the wallet in dir (its key file unencrypted).
+func Load(dir string) (*Wallet, error) { return LoadWith(dir, KeyOptions{}) }
+
+// LoadWith opens the wallet in dir, unlocking its key with o.Passphrase
+// or, on a smart card, o.PIN.
+func LoadWith(dir string, o KeyOptions) (*Wallet, error) {
+	var cfg Config
+	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s", ErrNoWallet, dir)
 	}
 	if err != nil {
 		return nil, err
 	}
-	signer, ok := k.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("wallet: %s/key.pem holds no private key", dir)
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return nil, fmt.Errorf("wallet: config.json: %w", err)
+	}
+	var signer crypto.Signer
+	if cfg.KeyURI != "" {
+		if signer, err = smartCardSigner(cfg.KeyURI, o.PIN); err != nil {
+			return nil, err
+		}
+	} else {
+		raw, err := os.ReadFile(filepath.Join(dir, "key.pem"))
+		if err != nil {
+			return nil, err
+		}
+		var k any
+		if blk, _ := pem.Decode(raw); blk != nil && blk.Type == "ENCRYPTED PRIVATE KEY" {
+			if len(o.Passphrase) == 0 {
+				return nil, ErrPassphrase
+			}
+			if k, err = pemutil.ParseKey(raw, pemutil.WithPassword(o.Passphrase)); err != nil {
+				return nil, fmt.Errorf("%w (%v)", ErrPassphrase, err)
+			}
+		} else if k, err = pemutil.ParseKey(raw); err != nil {
+			return nil, fmt.Errorf("wallet: %s/key.pem: %w", dir, err)
+		}
+		var ok bool
+		if signer, ok = k.(crypto.Signer); !ok {
+			return nil, fmt.Errorf("wallet: %s/key.pem holds no private key", dir)
+		}
 	}
 	raw, err := os.ReadFile(filepath.Join(dir, "enc.key"))
 	if err != nil {
@@ -118,15 +249,7 @@ func Load(dir string) (*Wallet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("wallet: enc.key: %w", err)
 	}
-	w := &Wallet{Dir: dir, Key: signer, Enc: enc}
-	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
-	if err != nil {
-		return nil, err
-	}
-	if err := json.Unmarshal(b, &w.Config); err != nil {
-		return nil, fmt.Errorf("wallet: config.json: %w", err)
-	}
-	return w, nil
+	return &Wallet{Dir: dir, Key: signer, Enc: enc, Config: cfg}, nil
 }
 
 // SaveConfig writes config.json.

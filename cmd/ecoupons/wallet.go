@@ -54,6 +54,7 @@ with an error status after payment, 4 (get) a spending limit refused the
 payment.`,
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.PersistentFlags().String("dir", "", "wallet directory (default $ECOUPONS_WALLET or ~/.ecoupons)")
+			cmd.PersistentFlags().String("passphrase-file", "", "file holding the passphrase of the wallet's key (default $ECOUPONS_PASSPHRASE_FILE; at init: encrypt the new key with it)")
 			cmd.PersistentFlags().Bool("json", false, "print results (book list, book new, balance, limit, receipts) and errors as JSON, for scripts")
 			cmd.AddCommand(walletInitCmd(), walletRegisterCmd(), walletBookCmd(), walletBalanceCmd(), walletGetCmd(),
 				walletDeviceCmd(), walletDelegateCmd(), walletImportCmd(), walletRevokeCmd(), walletProxyCmd(), walletLimitCmd(), walletReceiptsCmd())
@@ -114,16 +115,59 @@ func run(f func(cmd *cobra.Command, args []string) error) func(*cobra.Command, [
 	}
 }
 
+// keyOptions reads how to unlock the wallet's key: --passphrase-file (or
+// $ECOUPONS_PASSPHRASE_FILE) and $ECOUPONS_PIN for a smart card.
+func keyOptions(cmd *cobra.Command) (wallet.KeyOptions, error) {
+	o := wallet.KeyOptions{PIN: os.Getenv("ECOUPONS_PIN")}
+	f, _ := cmd.Flags().GetString("passphrase-file")
+	if f == "" {
+		f = os.Getenv("ECOUPONS_PASSPHRASE_FILE")
+	}
+	if f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return o, walletErr{exitUsage, fmt.Errorf("--passphrase-file: %w", err)}
+		}
+		if o.Passphrase = bytes.TrimRight(b, "\r\n"); len(o.Passphrase) == 0 {
+			return o, walletErr{exitUsage, fmt.Errorf("--passphrase-file %s is empty", f)}
+		}
+	}
+	return o, nil
+}
+
+// loadWallet opens the wallet of --dir, unlocking its key.
+func loadWallet(cmd *cobra.Command) (*wallet.Wallet, error) {
+	o, err := keyOptions(cmd)
+	if err != nil {
+		return nil, err
+	}
+	w, err := wallet.LoadWith(walletDir(cmd), o)
+	if errors.Is(err, wallet.ErrNoPIN) {
+		err = fmt.Errorf("%w (set $ECOUPONS_PIN, or pin-source=FILE in the URI)", err)
+	}
+	return w, err
+}
+
 func walletInitCmd() *cobra.Command {
-	return &cobra.Command{Use: "init", Short: "Create a wallet: a signing key and an encryption key", Args: cobra.NoArgs,
+	c := &cobra.Command{Use: "init [--passphrase-file F | --smart-card pkcs11:URI]", Short: "Create a wallet: a signing key and an encryption key", Args: cobra.NoArgs,
 		Run: run(func(cmd *cobra.Command, _ []string) error {
-			w, err := wallet.Init(walletDir(cmd))
+			o, err := keyOptions(cmd)
+			if err != nil {
+				return err
+			}
+			o.SmartCard, _ = cmd.Flags().GetString("smart-card")
+			if o.SmartCard != "" && len(o.Passphrase) > 0 {
+				return walletErr{exitUsage, errors.New("--smart-card and --passphrase-file exclude each other: the card's PIN protects its key")}
+			}
+			w, err := wallet.InitWith(walletDir(cmd), o)
 			if err != nil {
 				return err
 			}
 			fmt.Printf("wallet created in %s\nkey %s\n", w.Dir, w.PublicKey().Hash())
 			return nil
 		})}
+	c.Flags().String("smart-card", "", "use this existing key on a smart card (pkcs11: URI; PIN from pin-source or $ECOUPONS_PIN) instead of a key file")
+	return c
 }
 
 // brokerCall sends a signed request to the wallet's broker.
@@ -164,7 +208,7 @@ func brokerCall(w *wallet.Wallet, method, path string, in any, out any) error {
 func walletRegisterCmd() *cobra.Command {
 	c := &cobra.Command{Use: "register --broker URL", Short: "Open an account at a broker and get a user certificate", Args: cobra.NoArgs,
 		Run: run(func(cmd *cobra.Command, _ []string) error {
-			w, err := wallet.Load(walletDir(cmd))
+			w, err := loadWallet(cmd)
 			if err != nil {
 				return err
 			}
@@ -208,7 +252,7 @@ func walletBookCmd() *cobra.Command {
 	book := &cobra.Command{Use: "book", Short: "Create and list coupon books"}
 	newCmd := &cobra.Command{Use: "new --vendor V", Short: "Create a book, have the broker hold its face value", Args: cobra.NoArgs,
 		Run: run(func(cmd *cobra.Command, _ []string) error {
-			w, err := wallet.Load(walletDir(cmd))
+			w, err := loadWallet(cmd)
 			if err != nil {
 				return err
 			}
@@ -271,7 +315,7 @@ func walletBookCmd() *cobra.Command {
 	newCmd.Flags().Int("days", 30, "days until the book expires")
 	list := &cobra.Command{Use: "list", Short: "List the wallet's books", Args: cobra.NoArgs,
 		Run: run(func(cmd *cobra.Command, _ []string) error {
-			w, err := wallet.Load(walletDir(cmd))
+			w, err := loadWallet(cmd)
 			if err != nil {
 				return err
 			}
@@ -318,7 +362,7 @@ func walletBookCmd() *cobra.Command {
 func walletBalanceCmd() *cobra.Command {
 	return &cobra.Command{Use: "balance", Short: "Show the account's balance at the broker", Args: cobra.NoArgs,
 		Run: run(func(cmd *cobra.Command, _ []string) error {
-			w, err := wallet.Load(walletDir(cmd))
+			w, err := loadWallet(cmd)
 			if err != nil {
 				return err
 			}
@@ -346,7 +390,7 @@ func walletBalanceCmd() *cobra.Command {
 func walletGetCmd() *cobra.Command {
 	c := &cobra.Command{Use: "get URL", Short: "Fetch a URL, paying its 402 from a book for its vendor", Args: cobra.ExactArgs(1),
 		Run: run(func(cmd *cobra.Command, args []string) error {
-			w, err := wallet.Load(walletDir(cmd))
+			w, err := loadWallet(cmd)
 			if err != nil {
 				return err
 			}
@@ -439,7 +483,7 @@ func writeOut(path string, b []byte) error {
 func walletDeviceCmd() *cobra.Command {
 	c := &cobra.Command{Use: "device", Short: "Print this wallet's device identity, for an owner to delegate lanes to", Args: cobra.NoArgs,
 		Run: run(func(cmd *cobra.Command, _ []string) error {
-			w, err := wallet.Load(walletDir(cmd))
+			w, err := loadWallet(cmd)
 			if err != nil {
 				return err
 			}
@@ -460,7 +504,7 @@ func walletDeviceCmd() *cobra.Command {
 func walletDelegateCmd() *cobra.Command {
 	c := &cobra.Command{Use: "delegate --to DEVICE --book ID --lanes A-B", Short: "Grant lanes of a book to a device (writes a grant file)", Args: cobra.NoArgs,
 		Run: run(func(cmd *cobra.Command, _ []string) error {
-			w, err := wallet.Load(walletDir(cmd))
+			w, err := loadWallet(cmd)
 			if err != nil {
 				return err
 			}
@@ -540,7 +584,7 @@ func walletDelegateCmd() *cobra.Command {
 func walletImportCmd() *cobra.Command {
 	return &cobra.Command{Use: "import GRANT", Short: "Verify and store a grant addressed to this wallet", Args: cobra.ExactArgs(1),
 		Run: run(func(cmd *cobra.Command, args []string) error {
-			w, err := wallet.Load(walletDir(cmd))
+			w, err := loadWallet(cmd)
 			if err != nil {
 				return err
 			}
@@ -560,7 +604,7 @@ func walletImportCmd() *cobra.Command {
 func walletRevokeCmd() *cobra.Command {
 	c := &cobra.Command{Use: "revoke GRANT", Short: "Revoke a grant this wallet issued (and with --key, the device's key)", Args: cobra.ExactArgs(1),
 		Run: run(func(cmd *cobra.Command, args []string) error {
-			w, err := wallet.Load(walletDir(cmd))
+			w, err := loadWallet(cmd)
 			if err != nil {
 				return err
 			}
@@ -606,7 +650,7 @@ func openTransport(w *wallet.Wallet, entry *wallet.BookEntry) (*wallet.Transport
 func walletReceiptsCmd() *cobra.Command {
 	c := &cobra.Command{Use: "receipts", Short: "Check the vendors' receipts of your payments", Args: cobra.NoArgs,
 		Run: run(func(cmd *cobra.Command, _ []string) error {
-			w, err := wallet.Load(walletDir(cmd))
+			w, err := loadWallet(cmd)
 			if err != nil {
 				return err
 			}
@@ -649,7 +693,7 @@ func walletReceiptsCmd() *cobra.Command {
 func walletLimitCmd() *cobra.Command {
 	c := &cobra.Command{Use: "limit", Short: "Show the spending limits and what was spent against them", Args: cobra.NoArgs,
 		Run: run(func(cmd *cobra.Command, _ []string) error {
-			w, err := wallet.Load(walletDir(cmd))
+			w, err := loadWallet(cmd)
 			if err != nil {
 				return err
 			}
@@ -727,7 +771,7 @@ func walletLimitCmd() *cobra.Command {
 	}
 	set := &cobra.Command{Use: "set --max AMOUNT [--host H] [--per 24h]", Short: "Set a spending limit (payments past it are refused)", Args: cobra.NoArgs,
 		Run: run(func(cmd *cobra.Command, _ []string) error {
-			w, err := wallet.Load(walletDir(cmd))
+			w, err := loadWallet(cmd)
 			if err != nil {
 				return err
 			}
@@ -748,7 +792,7 @@ func walletLimitCmd() *cobra.Command {
 	limitFlags(set, true)
 	rm := &cobra.Command{Use: "rm [--host H] [--per 24h]", Short: "Remove a spending limit", Args: cobra.NoArgs,
 		Run: run(func(cmd *cobra.Command, _ []string) error {
-			w, err := wallet.Load(walletDir(cmd))
+			w, err := loadWallet(cmd)
 			if err != nil {
 				return err
 			}
@@ -800,7 +844,7 @@ func walletRouter(w *wallet.Wallet) (*wallet.Router, func()) {
 func walletProxyCmd() *cobra.Command {
 	c := &cobra.Command{Use: "proxy --listen ADDR --upstream URL", Short: "Serve a local proxy that pays for clients that cannot (a browser, a player)", Args: cobra.NoArgs,
 		Run: run(func(cmd *cobra.Command, _ []string) error {
-			w, err := wallet.Load(walletDir(cmd))
+			w, err := loadWallet(cmd)
 			if err != nil {
 				return err
 			}

@@ -1,12 +1,21 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/ecoupons/ecoupons/internal/softhsm"
+	"go.step.sm/crypto/kms"
+	"go.step.sm/crypto/kms/apiv1"
 
 	"github.com/ecoupons/ecoupons/internal/stack"
 	"github.com/ecoupons/ecoupons/wallet"
@@ -28,9 +37,34 @@ func TestWalletScripts(t *testing.T) {
 	if err := s.RegisterVendor(); err != nil {
 		t.Fatal(err)
 	}
+	// A smart card for smartcard.txtar: a key on a SoftHSM2 token.
+	smartCard := ""
+	if _, err := exec.LookPath("softhsm2-util"); err == nil || os.Getenv("CI") == "true" {
+		uri := softhsm.Token(t, "cli")
+		km, err := kms.New(context.Background(), apiv1.Options{Type: apiv1.PKCS11, URI: uri})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = km.CreateKey(&apiv1.CreateKeyRequest{Name: "pkcs11:id=7020;object=wallet", SignatureAlgorithm: apiv1.ECDSAWithSHA256})
+		km.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		base, _, _ := strings.Cut(uri, "?")
+		smartCard = base + ";id=7020;object=wallet"
+	}
 	testscript.Run(t, testscript.Params{
 		Dir: "testdata/script",
+		// [smartcard]: SoftHSM2 is installed (always in CI).
+		Condition: func(cond string) (bool, error) {
+			if cond == "smartcard" {
+				return smartCard != "", nil
+			}
+			return false, fmt.Errorf("unknown condition %q", cond)
+		},
 		Setup: func(e *testscript.Env) error {
+			e.Setenv("SMARTCARD", smartCard)
+			e.Setenv("SOFTHSM2_CONF", os.Getenv("SOFTHSM2_CONF"))
 			e.Setenv("BROKER", "http://"+s.Broker)
 			e.Setenv("SITE", "http://"+s.Site)
 			e.Setenv("HOME", e.WorkDir)
@@ -38,13 +72,13 @@ func TestWalletScripts(t *testing.T) {
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			// waitfor ADDR: wait until something listens on ADDR.
 			// sleep DURATION
 			"sleep": func(ts *testscript.TestScript, neg bool, args []string) {
 				d, err := time.ParseDuration(args[0])
 				ts.Check(err)
 				time.Sleep(d)
 			},
+			// waitfor ADDR: wait until something listens on ADDR.
 			"waitfor": func(ts *testscript.TestScript, neg bool, args []string) {
 				for k := 0; k < 200; k++ {
 					if c, err := net.Dial("tcp", args[0]); err == nil {
@@ -71,7 +105,7 @@ func TestWalletScripts(t *testing.T) {
 				if len(args) != 2 {
 					ts.Fatalf("usage: topup DIR AMOUNT")
 				}
-				w, err := wallet.Load(filepath.Join(ts.Getenv("WORK"), args[0]))
+				w, err := wallet.LoadWith(filepath.Join(ts.Getenv("WORK"), args[0]), wallet.KeyOptions{PIN: ts.Getenv("ECOUPONS_PIN")})
 				ts.Check(err)
 				err = s.CallJSON(s.AdminKey, "POST", "/v1/admin/topup", map[string]string{"account": w.Config.Account, "amount": args[1], "id": "script-" + w.Config.Account}, nil)
 				if neg != (err != nil) {
