@@ -55,7 +55,7 @@ payment.`,
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.PersistentFlags().String("dir", "", "wallet directory (default $ECOUPONS_WALLET or ~/.ecoupons)")
 			cmd.PersistentFlags().String("passphrase-file", "", "file holding the passphrase of the wallet's key (default $ECOUPONS_PASSPHRASE_FILE; at init: encrypt the new key with it)")
-			cmd.PersistentFlags().Bool("json", false, "print results (book list, book new, balance, limit, receipts) and errors as JSON, for scripts")
+			cmd.PersistentFlags().Bool("json", false, "print results and errors as JSON, for scripts (device, delegate and get print documents and bodies as they are)")
 			cmd.AddCommand(walletInitCmd(), walletRegisterCmd(), walletBookCmd(), walletBalanceCmd(), walletGetCmd(),
 				walletDeviceCmd(), walletDelegateCmd(), walletImportCmd(), walletRevokeCmd(), walletProxyCmd(), walletLimitCmd(), walletReceiptsCmd())
 		},
@@ -74,6 +74,15 @@ func (e walletErr) Error() string { return e.err.Error() }
 func jsonOutput(cmd *cobra.Command) bool {
 	j, _ := cmd.Flags().GetBool("json")
 	return j
+}
+
+// report prints a command's result: human, or v as JSON under --json.
+func report(cmd *cobra.Command, v map[string]any, human string) error {
+	if jsonOutput(cmd) {
+		return printJSON(v)
+	}
+	fmt.Println(human)
+	return nil
 }
 
 // printJSON writes v to stdout as one JSON document.
@@ -163,8 +172,8 @@ func walletInitCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Printf("wallet created in %s\nkey %s\n", w.Dir, w.PublicKey().Hash())
-			return nil
+			return report(cmd, map[string]any{"dir": w.Dir, "key": w.PublicKey().Hash().String(), "smart_card": w.Config.KeyURI != ""},
+				fmt.Sprintf("wallet created in %s\nkey %s", w.Dir, w.PublicKey().Hash()))
 		})}
 	c.Flags().String("smart-card", "", "use this existing key on a smart card (pkcs11: URI; PIN from pin-source or $ECOUPONS_PIN) instead of a key file")
 	return c
@@ -240,8 +249,8 @@ func walletRegisterCmd() *cobra.Command {
 			if err := w.SaveConfig(); err != nil {
 				return err
 			}
-			fmt.Printf("registered at %s: account %s (broker key %s)\n", url, out.Account, bk.Hash())
-			return nil
+			return report(cmd, map[string]any{"broker": url, "account": out.Account, "broker_key": bk.Hash().String()},
+				fmt.Sprintf("registered at %s: account %s (broker key %s)", url, out.Account, bk.Hash()))
 		})}
 	c.Flags().String("broker", "", "the broker's base URL")
 	c.Flags().String("currency", "EUR", "ISO 4217 currency of the account")
@@ -596,8 +605,8 @@ func walletImportCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Printf("grant imported: %d lanes of a book for %s\n", len(g.Lanes), g.Book.Book.Vendor)
-			return nil
+			return report(cmd, map[string]any{"vendor": g.Book.Book.Vendor, "lanes": g.Lanes},
+				fmt.Sprintf("grant imported: %d lanes of a book for %s", len(g.Lanes), g.Book.Book.Vendor))
 		})}
 }
 
@@ -624,8 +633,8 @@ func walletRevokeCmd() *cobra.Command {
 			if err := brokerCall(w, "POST", "/v1/revoke", map[string]any{"certificate": string(spki.Transport(g.Cert().Sexp())), "key": key}, nil); err != nil {
 				return err
 			}
-			fmt.Println("revoked; gates refuse new lane opens under it once they fetch the broker's next list")
-			return nil
+			return report(cmd, map[string]any{"revoked": true, "key": key},
+				"revoked; gates refuse new lane opens under it once they fetch the broker's next list")
 		})}
 	c.Flags().Bool("key", false, "also revoke the device's key (a lost device)")
 	return c
@@ -786,8 +795,8 @@ func walletLimitCmd() *cobra.Command {
 			if err := b.Set(l); err != nil {
 				return err
 			}
-			fmt.Printf("limit set: %s\n", l)
-			return nil
+			return report(cmd, map[string]any{"host": l.Host, "currency": l.Currency, "max": coupons.FormatAmount(l.Max), "per": l.Period.String()},
+				fmt.Sprintf("limit set: %s", l))
 		})}
 	limitFlags(set, true)
 	rm := &cobra.Command{Use: "rm [--host H] [--per 24h]", Short: "Remove a spending limit", Args: cobra.NoArgs,
@@ -811,8 +820,8 @@ func walletLimitCmd() *cobra.Command {
 			if !ok {
 				return fmt.Errorf("no limit per %s at %s in %s", l.Period, l.Host, l.Currency)
 			}
-			fmt.Printf("limit removed: per %s at %s\n", l.Period, l.Host)
-			return nil
+			return report(cmd, map[string]any{"removed": true, "host": l.Host, "per": l.Period.String()},
+				fmt.Sprintf("limit removed: per %s at %s", l.Period, l.Host))
 		})}
 	limitFlags(rm, false)
 	c.AddCommand(set, rm)
