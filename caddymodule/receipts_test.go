@@ -194,3 +194,34 @@ func TestWalletReceipts(t *testing.T) {
 		t.Fatalf("with a forged receipt: %v", got)
 	}
 }
+
+// TestReceiptChainsAlign: two gates sharing a secret (a fleet), started
+// hours apart, issue receipts under the same chain and commitment; another
+// secret gives another chain.
+func TestReceiptChainsAlign(t *testing.T) {
+	vendor := testKey("vendor")
+	day := time.Date(2030, 5, 1, 0, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) func() time.Time { return func() time.Time { return day.Add(d) } }
+	a, err := newReceipts(vendor, "news.example", []byte("shared secret"), time.Second, 2, at(1*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := newReceipts(vendor, "news.example", []byte("shared secret"), time.Second, 2, at(9*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.cur.id != b.cur.id || string(a.cur.doc) != string(b.cur.doc) {
+		t.Fatal("two nodes of a fleet serve different receipt commitments")
+	}
+	c, err := newReceipts(vendor, "news.example", []byte("another secret"), time.Second, 2, at(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := newReceipts(vendor, "news.example", []byte("shared secret"), time.Second, 2, at(25*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.cur.id == a.cur.id || next.cur.id == a.cur.id {
+		t.Fatal("another secret or another day gave the same chain")
+	}
+}
