@@ -86,6 +86,21 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/x-spki-sexp")
 		w.Write(spki.Advanced(a.Broker.PublicKey().Sexp()))
 		return
+	case "GET /v1/vendor":
+		// Public: the broker's certificate for a vendor's key.
+		name := r.URL.Query().Get("name")
+		if name == "" || len(name) > 253 {
+			fail(w, badRequest("vendor name"))
+			return
+		}
+		cert, err := a.Broker.VendorCertificate(ctx, name)
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		w.Header().Set("Content-Type", "application/x-spki-sexp")
+		w.Write(spki.Transport(cert.Sexp()))
+		return
 	case "GET /v1/revocations":
 		doc, err := a.Broker.RevocationList(ctx)
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -99,6 +100,23 @@ func testAPI(t *testing.T) {
 	}
 	if code, out = shop.json("POST", "/v1/vendors", map[string]string{"name": "shop.example", "currency": "EUR"}); code != 200 {
 		t.Fatalf("vendor: %d %v", code, out)
+	}
+	// Anyone may fetch the broker's certificate of the vendor's key.
+	code, out = anon.do("GET", "/v1/vendor?name=shop.example", nil)
+	vx, err := spki.Parse([]byte(fmt.Sprint(out["raw"])))
+	if code != 200 || err != nil {
+		t.Fatalf("GET /v1/vendor: %d %v %v", code, out, err)
+	}
+	vc, err := spki.ParseSignedCert(vx)
+	if err != nil || vc.Verify() != nil || vc.Cert.Issuer.Hash != brokerKey.Hash() || vc.Cert.Subject.Hash != pub(t, testKey("shop")).Hash() ||
+		!strings.Contains(string(spki.Advanced(vc.Cert.Tag.Sexp())), "shop.example") {
+		t.Fatalf("vendor certificate: %v", err)
+	}
+	if code, out = anon.do("GET", "/v1/vendor?name=nobody.example", nil); code != 404 || out["error"] != "unknown_vendor" {
+		t.Errorf("unknown vendor: %d %v", code, out)
+	}
+	if code, _ = anon.do("GET", "/v1/vendor", nil); code != 400 {
+		t.Errorf("no vendor name: %d", code)
 	}
 
 	// Bob makes a book for shop.example and registers it.

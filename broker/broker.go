@@ -221,6 +221,36 @@ func (b *Broker) RegisterVendor(ctx context.Context, name string, key *spki.Publ
 	return spki.SignCert(&spki.Cert{Issuer: spki.KeyPrincipal(b.pub), Subject: spki.KeyPrincipal(key), Tag: tag}, b.Signer)
 }
 
+// VendorCertificate returns a certificate, signed now by the broker, for
+// the key registered under the vendor name: issuer the broker's key,
+// subject the vendor key's hash, tag (ecoupons-vendor (name n) (currency
+// c)). Anyone may ask for it: a client checks with it that what a gate
+// signs (its receipt commitments) comes from the vendor the broker knows.
+// An unknown name is ErrUnknownVendor.
+func (b *Broker) VendorCertificate(ctx context.Context, name string) (*spki.SignedCert, error) {
+	var keyHex, currency string
+	err := b.tx(ctx, func(tx *sql.Tx) error {
+		return tx.QueryRowContext(ctx, `SELECT key_hash, currency FROM vendors WHERE name = $1`, name).Scan(&keyHex, &currency)
+	})
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownVendor, name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var h spki.KeyHash
+	raw, err := hex.DecodeString(keyHex)
+	if err != nil || len(raw) != len(h) {
+		return nil, fmt.Errorf("broker: vendor %s has a corrupt key hash", name)
+	}
+	copy(h[:], raw)
+	tag, err := spki.ParseTag(spki.L("ecoupons-vendor", spki.L("name", name), spki.L("currency", currency)))
+	if err != nil {
+		return nil, err
+	}
+	return spki.SignCert(&spki.Cert{Issuer: spki.KeyPrincipal(b.pub), Subject: spki.HashPrincipal(h), Tag: tag}, b.Signer)
+}
+
 // RegisterBook accepts a signed book from its owner and holds its face
 // value: it moves k × L × unit from the owner's account into the book's
 // escrow, within the owner's floor, so that off-line spending can never

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -192,6 +193,20 @@ func TestWalletReceipts(t *testing.T) {
 	}
 	if got := count(checked); got[wallet.ReceiptRejected] != 1 || checked[2].Status != wallet.ReceiptRejected {
 		t.Fatalf("with a forged receipt: %v", got)
+	}
+	// A commitment signed by another key than the one the broker certifies
+	// for the vendor proves nothing.
+	impostor := wallet.OpenReceiptLog(filepath.Join(t.TempDir(), "receipts3"))
+	impostor.VendorKey = func(string) (spki.KeyHash, error) { return spki.KeyHash{1}, nil }
+	for _, r := range recs {
+		impostor.Record(r)
+	}
+	checked, err = impostor.Check(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := count(checked); got[wallet.ReceiptUnverifiable] != 8 || !strings.Contains(checked[0].Reason, "not by the key the broker certifies") {
+		t.Fatalf("under an uncertified key: %v %q", got, checked[0].Reason)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -78,7 +79,12 @@ type ReceiptLog struct {
 	// Now stamps the arrival of receipts recorded without one; nil means
 	// time.Now.
 	Now func() time.Time
-	mu  sync.Mutex
+	// VendorKey, when set, returns the hash of the key a trusted party (the
+	// broker: see BrokerVendorKey) certifies for a vendor name; a
+	// commitment signed by another key is refused. Nil: the first key
+	// seen for a vendor is pinned (trust on first use).
+	VendorKey func(vendor string) (spki.KeyHash, error)
+	mu        sync.Mutex
 }
 
 // OpenReceiptLog keeps receipts in dir.
@@ -163,14 +169,24 @@ func (r *ReceiptLog) commitment(origin, vendor, id string) (*coupons.ReceiptComm
 	if c.Vendor != vendor {
 		return nil, fmt.Errorf("commitment %s is for vendor %s, the book's is %s", id, c.Vendor, vendor)
 	}
-	pin := filepath.Join(r.dir, "commitments", "vendor-"+base64.RawURLEncoding.EncodeToString([]byte(vendor))+".pub")
-	want := spki.Canonical(c.Key.Sexp())
-	if old, err := os.ReadFile(pin); err == nil {
-		if string(old) != string(want) {
-			return nil, fmt.Errorf("commitment %s is signed by another key than the one first seen for %s", id, vendor)
+	if r.VendorKey != nil {
+		want, err := r.VendorKey(vendor)
+		if err != nil {
+			return nil, fmt.Errorf("the key of vendor %s: %w", vendor, err)
 		}
-	} else if err := writeDurably(pin, want); err != nil {
-		return nil, err
+		if c.Key.Hash() != want {
+			return nil, fmt.Errorf("commitment %s is signed by %s, not by the key the broker certifies for %s", id, c.Key.Hash(), vendor)
+		}
+	} else {
+		pin := filepath.Join(r.dir, "commitments", "vendor-"+base64.RawURLEncoding.EncodeToString([]byte(vendor))+".pub")
+		want := spki.Canonical(c.Key.Sexp())
+		if old, err := os.ReadFile(pin); err == nil {
+			if string(old) != string(want) {
+				return nil, fmt.Errorf("commitment %s is signed by another key than the one first seen for %s", id, vendor)
+			}
+		} else if err := writeDurably(pin, want); err != nil {
+			return nil, err
+		}
 	}
 	if fetched {
 		if err := writeDurably(path, spki.Canonical(c.Sexp())); err != nil {
@@ -361,4 +377,55 @@ func clip(s string) string {
 		return s[:64] + "…"
 	}
 	return s
+}
+
+// BrokerVendorKey returns a ReceiptLog.VendorKey that asks the broker at
+// baseURL (GET /v1/vendor?name=…) for its certificate of a vendor's key and
+// checks it: signed by brokerKey, issued by it, for that vendor name. Answers
+// are cached for the life of the function.
+func BrokerVendorKey(client *http.Client, baseURL string, brokerKey *spki.PublicKey) func(string) (spki.KeyHash, error) {
+	if client == nil {
+		client = http.DefaultClient
+	}
+	var mu sync.Mutex
+	cache := map[string]spki.KeyHash{}
+	return func(vendor string) (spki.KeyHash, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if h, ok := cache[vendor]; ok {
+			return h, nil
+		}
+		resp, err := client.Get(strings.TrimRight(baseURL, "/") + "/v1/vendor?name=" + url.QueryEscape(vendor))
+		if err != nil {
+			return spki.KeyHash{}, err
+		}
+		raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+		resp.Body.Close()
+		if err != nil {
+			return spki.KeyHash{}, err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return spki.KeyHash{}, fmt.Errorf("the broker does not certify vendor %s: %s %s", vendor, resp.Status, clip(strings.TrimSpace(string(raw))))
+		}
+		x, err := spki.Parse(raw)
+		if err != nil {
+			return spki.KeyHash{}, fmt.Errorf("the broker's vendor certificate: %w", err)
+		}
+		sc, err := spki.ParseSignedCert(x)
+		if err != nil {
+			return spki.KeyHash{}, fmt.Errorf("the broker's vendor certificate: %w", err)
+		}
+		if err := sc.Verify(); err != nil || sc.Cert.Issuer.Hash != brokerKey.Hash() {
+			return spki.KeyHash{}, fmt.Errorf("the vendor certificate for %s is not signed by the broker's key", vendor)
+		}
+		want, err := spki.ParseTag(spki.L("ecoupons-vendor", spki.L("name", vendor)))
+		if err != nil {
+			return spki.KeyHash{}, err
+		}
+		if !spki.Implies(sc.Cert.Tag, want) {
+			return spki.KeyHash{}, fmt.Errorf("the broker's certificate is not for vendor %s", vendor)
+		}
+		cache[vendor] = sc.Cert.Subject.Hash
+		return sc.Cert.Subject.Hash, nil
+	}
 }

@@ -499,7 +499,13 @@ func (w *Wallet) Budget() (*Budget, error) {
 	return OpenBudget(filepath.Join(w.Dir, "limits.json"))
 }
 
-// Receipts returns the wallet's receipt log (receipts/).
+// Receipts returns the wallet's receipt log (receipts/). Once the wallet
+// is registered, vendors' receipt keys are checked against the broker's
+// vendor certificates; before, the first key seen is pinned.
 func (w *Wallet) Receipts() *ReceiptLog {
-	return OpenReceiptLog(filepath.Join(w.Dir, "receipts"))
+	r := OpenReceiptLog(filepath.Join(w.Dir, "receipts"))
+	if bk, err := w.BrokerPublicKey(); err == nil && w.Config.Broker != "" {
+		r.VendorKey = BrokerVendorKey(nil, w.Config.Broker, bk)
+	}
+	return r
 }
