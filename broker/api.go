@@ -116,6 +116,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		"POST /v1/vendors":      a.postVendor,
 		"POST /v1/books":        a.postBook,
 		"POST /v1/redeem":       a.postRedeem,
+		"GET /v1/thefts":        a.getThefts,
 		"GET /v1/balance":       a.getBalance,
 		"GET /v1/statements":    nil, // handled below: it needs the query
 		"POST /v1/revoke":       a.postRevoke,
@@ -231,6 +232,18 @@ type RedeemItem struct {
 	Value  string   `json:"w"`                // base64url chain value
 	Anchor string   `json:"anchor,omitempty"` // base64url, on a lane's first redemption
 	Proof  []string `json:"proof,omitempty"`  // base64url Merkle path
+	// Theft is evidence of a stolen coupon on this lane (see TheftItem).
+	Theft *TheftItem `json:"theft,omitempty"`
+}
+
+// TheftItem is theft evidence in the JSON API: coupon i was paid for the
+// request whose digest is digest with binding tag mac, which next (coupon
+// i+1, base64url like the others) does not produce.
+type TheftItem struct {
+	Index  uint32 `json:"i"`
+	Digest string `json:"digest"`
+	MAC    string `json:"mac"`
+	Next   string `json:"next"`
 }
 
 // RedeemOutcome is one redemption's result in the JSON API.
@@ -240,6 +253,7 @@ type RedeemOutcome struct {
 	Amount  string `json:"amount"`
 	Fee     string `json:"fee"`
 	Error   string `json:"error,omitempty"`
+	Theft   string `json:"theft,omitempty"` // "recorded", or why the evidence was refused
 }
 
 func b64(dst []byte, s string) bool {
@@ -285,6 +299,13 @@ func (a *API) postRedeem(ctx context.Context, caller *spki.PublicKey, body []byt
 			}
 			batch[k].Proof = append(batch[k].Proof, h)
 		}
+		if th := it.Theft; th != nil {
+			e := &coupons.Theft{Index: th.Index}
+			if !b64(e.Digest[:], th.Digest) || !b64(e.MAC[:], th.MAC) || !b64(e.Next[:], th.Next) {
+				return 0, nil, badRequest("item %d: theft evidence: digest and next are 32 bytes, mac 16 bytes, of base64url", k)
+			}
+			batch[k].Theft = e
+		}
 	}
 	res, err := a.Broker.Redeem(ctx, caller.Hash(), batch)
 	if err != nil {
@@ -296,6 +317,7 @@ func (a *API) postRedeem(ctx context.Context, caller *spki.PublicKey, body []byt
 		if r.Err != nil {
 			out[k].Error = r.Err.Error()
 		}
+		out[k].Theft = r.Theft
 	}
 	return http.StatusOK, map[string]any{"results": out}, nil
 }
@@ -452,4 +474,24 @@ func (a *API) getStatement(ctx context.Context, w http.ResponseWriter, r *http.R
 	}
 	return http.StatusOK, map[string]any{"account": st.Account, "currency": st.Currency, "from": st.From.Format("2006-01-02"),
 		"to": st.To.Format("2006-01-02"), "opening": coupons.FormatAmount(st.Opening), "closing": coupons.FormatAmount(st.Closing), "rows": rows}, nil
+}
+
+// getThefts lists the thefts recorded on the caller's books.
+func (a *API) getThefts(ctx context.Context, caller *spki.PublicKey, _ []byte) (int, any, error) {
+	ts, err := a.Broker.Thefts(ctx, caller.Hash())
+	if err != nil {
+		return 0, nil, err
+	}
+	type theft struct {
+		Lane     string `json:"lane"`
+		Index    uint32 `json:"i"`
+		Digest   string `json:"digest"`
+		Vendor   string `json:"vendor"`
+		Reported int64  `json:"reported"`
+	}
+	out := []theft{}
+	for _, t := range ts {
+		out = append(out, theft{t.Lane.String(), t.Index, base64.RawURLEncoding.EncodeToString(t.Digest[:]), t.Vendor, t.Reported})
+	}
+	return http.StatusOK, map[string]any{"thefts": out}, nil
 }

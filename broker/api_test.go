@@ -16,6 +16,7 @@ import (
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/delegation"
 	"github.com/ecoupons/ecoupons/spki"
+	"github.com/ecoupons/ecoupons/tesla"
 )
 
 type apiClient struct {
@@ -146,6 +147,41 @@ func testAPI(t *testing.T) {
 	r0 := out["results"].([]any)[0].(map[string]any)
 	if r0["coupons"].(float64) != 10 || r0["amount"] != "0.01" {
 		t.Fatalf("redeemed %v", r0)
+	}
+	// Theft evidence on the same lane: coupon 5 was spent for a request
+	// whose binding coupon 6 does not produce.
+	b64s := base64.RawURLEncoding.EncodeToString
+	w6 := coupons.Walk(&tag, 64, sec.Seed(1), 6)
+	digest := [32]byte{7}
+	theftItem := func(i uint32, next coupons.Value, mac [16]byte) map[string]any {
+		it := item
+		it.Theft = &TheftItem{Index: i, Digest: b64s(digest[:]), MAC: b64s(mac[:]), Next: b64s(next[:])}
+		return map[string]any{"items": []RedeemItem{it}}
+	}
+	honest := tesla.BindRequest(tesla.Key(w6), digest)
+	for _, c := range []struct {
+		i    uint32
+		next coupons.Value
+		mac  [16]byte
+		want string
+	}{
+		{5, w6, [16]byte{1}, "recorded"},
+		{5, w6, [16]byte{1}, "recorded"}, // again: idempotent
+		{5, w6, honest, "refused: the binding verifies"},
+		{5, coupons.Value{9}, [16]byte{1}, "refused: the value given is not coupon 6"},
+		{12, w6, [16]byte{1}, "refused: coupon 13 is not redeemed yet"},
+	} {
+		code, out = shop.json("POST", "/v1/redeem", theftItem(c.i, c.next, c.mac))
+		r := out["results"].([]any)[0].(map[string]any)
+		if code != 200 || !strings.HasPrefix(fmt.Sprint(r["theft"]), c.want) || r["coupons"].(float64) != 0 {
+			t.Errorf("theft evidence %d: %d %v, want %q", c.i, code, r, c.want)
+		}
+	}
+	if code, out = bob.do("GET", "/v1/thefts", nil); code != 200 || !strings.Contains(toJSON(out), `"i":5`) || !strings.Contains(toJSON(out), `"vendor":"shop.example"`) {
+		t.Errorf("the owner's thefts: %d %v", code, out)
+	}
+	if code, out = shop.do("GET", "/v1/thefts", nil); code != 200 || toJSON(out) != `{"thefts":[]}` {
+		t.Errorf("thefts seen by someone else: %d %v", code, out)
 	}
 	code, out = shop.do("GET", "/v1/balance", nil)
 	if code != 200 || !strings.Contains(toJSON(out), `"balance":"0.01"`) {

@@ -21,6 +21,10 @@ type Redemption struct {
 	Value  coupons.Value
 	Anchor *coupons.Value // required on a lane's first redemption
 	Proof  [][32]byte
+	// Theft, when set, is evidence the gate found on this lane (a coupon
+	// spent by someone who did not know the next chain value); it is
+	// checked against the redeemed chain and recorded for the book's owner.
+	Theft *coupons.Theft
 }
 
 // RedeemResult says what one redemption paid.
@@ -30,6 +34,9 @@ type RedeemResult struct {
 	Amount  int64  // paid to the vendor, in nanos, after the fee
 	Fee     int64
 	Err     error // why this item was refused (nil when paid or already paid)
+	// Theft is TheftRecorded, or why the item's theft evidence was
+	// refused ("" without evidence).
+	Theft string
 }
 
 // maxBatch bounds one redemption batch.
@@ -178,13 +185,17 @@ func (b *Broker) redeemOne(ctx context.Context, tx *sql.Tx, vendor string, rs *r
 		prev = uint32(redeemed)
 		hex.Decode(prevValue[:], []byte(valueHex))
 	}
+	tag := coupons.NewLaneTag(bk.salt, r.Lane.Lane)
 	if r.Index <= prev {
-		return res, nil // already redeemed: pays nothing, not an error
+		// Already redeemed: pays nothing, not an error.
+		if r.Theft != nil {
+			res.Theft, err = b.theft(ctx, tx, vendor, bookHex, &tag, r.Lane, prev, prevValue, r.Theft)
+		}
+		return res, err
 	}
 	if r.Index-prev > b.MaxRedeemSteps {
 		return res, refuse("%d coupons since the last redemption of this lane, limit %d: redeem more often", r.Index-prev, b.MaxRedeemSteps)
 	}
-	tag := coupons.NewLaneTag(bk.salt, r.Lane.Lane)
 	if got := coupons.Walk(&tag, r.Index, r.Value, prev); subtle.ConstantTimeCompare(got[:], prevValue[:]) != 1 {
 		return res, refuse("coupon %d does not hash to the lane's last redeemed value", r.Index)
 	}
@@ -207,7 +218,10 @@ func (b *Broker) redeemOne(ctx context.Context, tx *sql.Tx, vendor string, rs *r
 	t[1] += fee
 	rs.totals[r.Lane.Book] = t
 	res.Coupons, res.Amount, res.Fee = n, amount-fee, fee
-	return res, nil
+	if r.Theft != nil {
+		res.Theft, err = b.theft(ctx, tx, vendor, bookHex, &tag, r.Lane, r.Index, r.Value, r.Theft)
+	}
+	return res, err
 }
 
 // ReleaseExpired returns the unspent escrow of every book whose expiry is

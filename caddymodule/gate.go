@@ -134,6 +134,7 @@ type Gate struct {
 	receipts *receipts
 
 	vendorSigner crypto.Signer
+	thefts       *theftQueue // evidence waiting for its lane's next redemption
 	httpClient   *http.Client
 	stopRedeem   context.CancelFunc
 	stopPoll     context.CancelFunc
@@ -169,6 +170,7 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 	g.now = time.Now
 	g.seed = maphash.MakeSeed()
 	g.locks = new([256]sync.Mutex)
+	g.thefts = new(theftQueue)
 	if g.Price == 0 {
 		g.Price = 1
 	}
@@ -525,6 +527,9 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		// in it is already spent.
 		g.logger.Warn("stolen coupon detected: a request was paid with a coupon by someone who did not know the next chain value",
 			zap.String("lane", p.Lane.String()), zap.Uint32("index", theft.Index))
+		if g.vendorSigner != nil && g.Broker != "" && !g.thefts.add(p.Lane, *theft) {
+			g.logger.Error("too much theft evidence waiting for redemption: this one is only logged", zap.String("lane", p.Lane.String()))
+		}
 	}
 	remaining := rec.Meta.Length - rec.State.Last
 	w.Header().Set(HeaderBalance, strconv.FormatUint(uint64(remaining), 10))

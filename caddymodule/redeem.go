@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ecoupons/ecoupons/broker"
@@ -56,6 +57,10 @@ func (g *Gate) redeemOnce(ctx context.Context) (int, error) {
 			}
 			seen[p.ID] = true
 			it := broker.RedeemItem{Lane: p.ID.String(), Index: p.Index, Value: base64.RawURLEncoding.EncodeToString(p.Value[:])}
+			if th, ok := g.thefts.peek(p.ID); ok {
+				enc := base64.RawURLEncoding.EncodeToString
+				it.Theft = &broker.TheftItem{Index: th.Index, Digest: enc(th.Digest[:]), MAC: enc(th.MAC[:]), Next: enc(th.Next[:])}
+			}
 			if p.Redeemed == 0 {
 				it.Anchor = base64.RawURLEncoding.EncodeToString(p.Anchor[:])
 				for _, h := range p.Proof {
@@ -77,6 +82,11 @@ func (g *Gate) redeemOnce(ctx context.Context) (int, error) {
 		}
 		for i, r := range results {
 			p := pending[batch[i]]
+			if items[i].Theft != nil && r.Theft != "" {
+				// Recorded, or refused for good: either way it is done.
+				g.thefts.drop(p.ID, items[i].Theft.Index)
+				g.logger.Warn("theft evidence sent to the broker", zap.String("lane", p.ID.String()), zap.Uint32("index", items[i].Theft.Index), zap.String("outcome", r.Theft))
+			}
 			if r.Error != "" {
 				gateMetrics.redemptions.WithLabelValues(g.Vendor, "refused").Inc()
 				g.logger.Error("the broker refused a redemption; the lane stays pending", zap.String("lane", p.ID.String()), zap.String("reason", r.Error))
@@ -123,4 +133,55 @@ func (g *Gate) postRedeem(ctx context.Context, items []broker.RedeemItem) ([]bro
 		return nil, fmt.Errorf("broker's answer: %w", err)
 	}
 	return out.Results, nil
+}
+
+// maxQueuedThefts bounds the theft evidence a gate holds in memory.
+const maxQueuedThefts = 4096
+
+// theftQueue holds theft evidence until it rides on its lane's next
+// redemption. It lives in memory: a gate that crashes before redeeming
+// loses the evidence (it is logged when found), never money.
+type theftQueue struct {
+	mu sync.Mutex
+	m  map[coupons.LaneID][]coupons.Theft
+	n  int
+}
+
+func (q *theftQueue) add(id coupons.LaneID, t coupons.Theft) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.n >= maxQueuedThefts {
+		return false
+	}
+	if q.m == nil {
+		q.m = map[coupons.LaneID][]coupons.Theft{}
+	}
+	q.m[id] = append(q.m[id], t)
+	q.n++
+	return true
+}
+
+func (q *theftQueue) peek(id coupons.LaneID) (coupons.Theft, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if ts := q.m[id]; len(ts) > 0 {
+		return ts[0], true
+	}
+	return coupons.Theft{}, false
+}
+
+func (q *theftQueue) drop(id coupons.LaneID, index uint32) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	ts := q.m[id]
+	for k, t := range ts {
+		if t.Index == index {
+			q.m[id] = append(ts[:k:k], ts[k+1:]...)
+			q.n--
+			break
+		}
+	}
+	if len(q.m[id]) == 0 {
+		delete(q.m, id)
+	}
 }

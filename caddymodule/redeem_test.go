@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"testing"
 	"time"
 
@@ -137,6 +138,34 @@ func TestRedemptionWorker(t *testing.T) {
 	}
 	if got := vendorBalance(); got != int64(spent+4)*1_000_000 {
 		t.Fatalf("vendor paid %d after the repair, want %d", got, (spent+4)*1_000_000)
+	}
+
+	// A thief spends coupon 4 of lane 2 without knowing coupon 5: its
+	// binding tag is wrong. The holder's next payment reveals coupon 5, the
+	// gate finds the theft, and its next redemption carries the evidence,
+	// which the broker checks and records for the book's owner.
+	c2 := newClient(t, nil, owner, 2)
+	c2.nonce, c2.opened = nonce, true
+	for k := 0; k < 3; k++ {
+		c2.cursor.Next()
+	}
+	stolen := c2.payment("GET", "/premium/x", 1)
+	stolen.Set("Authorization", regexp.MustCompile(`m=[A-Za-z0-9_-]+`).ReplaceAllString(stolen.Get("Authorization"), "m=AAAAAAAAAAAAAAAAAAAAAA"))
+	if rec := serve(g, "GET", "/premium/x", stolen); rec.Code != 200 {
+		t.Fatalf("the stolen coupon: %d %s", rec.Code, rec.Body)
+	}
+	if rec := serve(g, "GET", "/premium/x", c2.payment("GET", "/premium/x", 1)); rec.Code != 200 {
+		t.Fatalf("the holder's next payment: %d %s", rec.Code, rec.Body)
+	}
+	if n, err := g.redeemOnce(ctx); err != nil || n != 1 {
+		t.Fatalf("redemption with evidence: %d %v", n, err)
+	}
+	thefts, err := b.Thefts(ctx, ap.Hash())
+	if err != nil || len(thefts) != 1 || thefts[0].Index != 4 || thefts[0].Lane.Lane != 2 || thefts[0].Vendor != "news.example" {
+		t.Fatalf("thefts recorded: %+v %v", thefts, err)
+	}
+	if _, ok := g.thefts.peek(thefts[0].Lane); ok {
+		t.Fatal("the gate still holds evidence the broker recorded")
 	}
 	if err := db.CheckInvariants(ctx); err != nil {
 		t.Fatal(err)
