@@ -2,6 +2,8 @@ package wallet
 
 import (
 	"encoding/base64"
+	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -61,6 +63,36 @@ func FuzzBudgetFile(f *testing.F) {
 		for _, l := range ls {
 			if s, err := b.Spent(l); err == nil && (l.Host == "*" || l.Host == "a") && l.Currency == "EUR" && s > l.Max {
 				t.Fatalf("limit %v overspent: %d", l, s)
+			}
+		}
+	})
+}
+
+type noNetwork struct{}
+
+func (noNetwork) RoundTrip(*http.Request) (*http.Response, error) {
+	return nil, errors.New("no network in fuzzing")
+}
+
+// FuzzReceiptLog: a damaged receipt log is checked without a panic: every
+// record gets a status, and nothing unverifiable is called authenticated.
+func FuzzReceiptLog(f *testing.F) {
+	f.Add([]byte(`{"at":"2030-01-01T00:00:00Z","vendor":"v","origin":"http://x","header":"c=duxfqji0LwpBCJcg, t=3, m=UJoceNf5O3MOD46Bhdl2VA, d=1, k=Pre6X3QGvn2JgKb5GXV1E9rMGmYdUhokJyM-zEzP1kE","lane":"AAAA.1","i":1,"paid":1,"span":70,"digest":"AA"}` + "\n{"))
+	f.Add([]byte("not json\n{}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "receipts.jsonl"), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		log := OpenReceiptLog(dir)
+		log.Client = &http.Client{Transport: noNetwork{}}
+		checked, err := log.Check(0)
+		if err != nil {
+			return
+		}
+		for _, c := range checked {
+			if c.Status == ReceiptAuthenticated {
+				t.Fatalf("authenticated without any commitment: %+v", c)
 			}
 		}
 	})
