@@ -58,6 +58,9 @@ func fail(w http.ResponseWriter, err error) {
 		{coupons.ErrBadAmount, 400, "bad_amount"}, {ErrBookRefused, 400, "book_refused"}, {ErrRedemption, 400, "redemption_refused"},
 		{ErrRevocation, 403, "revocation_refused"}, {errForbidden, 403, "forbidden"}, {errBadRequest, 400, "bad_request"},
 		{spki.ErrSyntax, 400, "bad_sexp"}, {spki.ErrTruncated, 400, "bad_sexp"}, {spki.ErrTooLarge, 400, "bad_sexp"},
+		{spki.ErrTrailing, 400, "bad_sexp"}, {spki.ErrTooDeep, 400, "bad_sexp"}, {spki.ErrAtomTooLarge, 400, "bad_sexp"},
+		{spki.ErrBadKey, 400, "bad_key"}, {spki.ErrUnsupportedKey, 400, "bad_key"}, {spki.ErrBadHash, 400, "bad_key"},
+		{spki.ErrUnsupported, 400, "unsupported"},
 		{coupons.ErrBadBook, 400, "bad_book"}, {spki.ErrBadCert, 400, "bad_certificate"},
 	} {
 		if errors.Is(err, x.err) {
