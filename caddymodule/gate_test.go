@@ -50,12 +50,12 @@ type world struct {
 	brokerKeyFile string
 }
 
-func newWorld(t *testing.T, vendor string, notAfter time.Time) *world {
+func newWorld(t testing.TB, vendor string, notAfter time.Time) *world {
 	return newWorldL(t, vendor, notAfter, 64)
 }
 
 // newWorldL is newWorld with lanes of length coupons.
-func newWorldL(t *testing.T, vendor string, notAfter time.Time, length uint32) *world {
+func newWorldL(t testing.TB, vendor string, notAfter time.Time, length uint32) *world {
 	t.Helper()
 	w := &world{broker: testKey("broker"), alice: testKey("alice")}
 	bp, _ := spki.NewPublicKey(w.broker.Public())
