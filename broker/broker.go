@@ -163,18 +163,24 @@ func (b *Broker) RegisterUser(ctx context.Context, key *spki.PublicKey, currency
 	return acct, cert, err
 }
 
+// userAccount returns account, which must be a user's.
+func (b *Broker) userAccount(ctx context.Context, account string) (Account, error) {
+	a, err := b.DB.Account(ctx, account)
+	if err == nil && a.Kind != KindUser {
+		err = fmt.Errorf("%w: %s is not a user account", ErrNoAccount, account)
+	}
+	return a, err
+}
+
 // TopUp moves amount into a user's account from outside the system.
 // idem makes retries safe: the same key never credits twice.
 func (b *Broker) TopUp(ctx context.Context, account string, amount int64, idem string) error {
 	if amount <= 0 {
 		return fmt.Errorf("%w: top-up of %d", ErrAmount, amount)
 	}
-	a, err := b.DB.Account(ctx, account)
+	a, err := b.userAccount(ctx, account)
 	if err != nil {
 		return err
-	}
-	if a.Kind != KindUser {
-		return fmt.Errorf("%w: %s is not a user account", ErrNoAccount, account)
 	}
 	return b.tx(ctx, func(tx *sql.Tx) error {
 		_, err := post(ctx, tx, b.Now(), "topup", "topup:"+idem, "", entry{worldAccount(a.Currency), -amount}, entry{account, amount})
@@ -316,12 +322,8 @@ func (b *Broker) SetCreditLimit(ctx context.Context, account string, limit int64
 	if limit < 0 {
 		return fmt.Errorf("%w: negative credit limit", ErrAmount)
 	}
-	a, err := b.DB.Account(ctx, account)
-	if err != nil {
+	if _, err := b.userAccount(ctx, account); err != nil {
 		return err
-	}
-	if a.Kind != KindUser {
-		return fmt.Errorf("%w: %s is not a user account", ErrNoAccount, account)
 	}
 	return b.tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE accounts SET floor = $1 WHERE id = $2 AND balance >= $1`, -limit, account)

@@ -126,8 +126,12 @@ func (r *ReceiptLog) Record(rec ReceiptRecord) error {
 	if werr != nil {
 		return werr
 	}
+	// The first receipt under a commitment fetches and keeps it (best
+	// effort: Check retries); later ones cost no read and no verification.
 	if rc, err := coupons.ParseReceipt(rec.Header); err == nil {
-		r.commitment(rec.Origin, rec.Vendor, rc.Commitment) // best effort now; Check retries
+		if _, err := os.Stat(filepath.Join(r.dir, "commitments", rc.Commitment+".sexp")); errors.Is(err, os.ErrNotExist) {
+			r.commitment(rec.Origin, rec.Vendor, rc.Commitment)
+		}
 	}
 	return nil
 }
@@ -166,6 +170,13 @@ func (r *ReceiptLog) commitment(origin, vendor, id string) (*coupons.ReceiptComm
 	if c.ID() != id {
 		return nil, fmt.Errorf("the gate answered commitment %s when asked for %s", c.ID(), id)
 	}
+	if fetched {
+		// Kept as soon as it is the one asked for and self-signed: whose key
+		// it is, is checked at every use, below.
+		if err := writeDurably(path, spki.Canonical(c.Sexp())); err != nil {
+			return nil, err
+		}
+	}
 	if c.Vendor != vendor {
 		return nil, fmt.Errorf("commitment %s is for vendor %s, the book's is %s", id, c.Vendor, vendor)
 	}
@@ -185,11 +196,6 @@ func (r *ReceiptLog) commitment(origin, vendor, id string) (*coupons.ReceiptComm
 				return nil, fmt.Errorf("commitment %s is signed by another key than the one first seen for %s", id, vendor)
 			}
 		} else if err := writeDurably(pin, want); err != nil {
-			return nil, err
-		}
-	}
-	if fetched {
-		if err := writeDurably(path, spki.Canonical(c.Sexp())); err != nil {
 			return nil, err
 		}
 	}
