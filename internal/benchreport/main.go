@@ -57,6 +57,13 @@ var packages = []struct{ path, title, notes string }{
 
 var line = regexp.MustCompile(`^Benchmark(\S+?)(-\d+)?\s+(\d+)\s+([\d.]+) ns/op(.*)$`)
 
+// A log line the benchmark's setup printed can split a result in two: its
+// name, then the log, then the numbers on a line of their own.
+var (
+	nameOnly = regexp.MustCompile(`^(Benchmark\S+)\s`)
+	restOnly = regexp.MustCompile(`^\s*\d+\s+[\d.]+ ns/op`)
+)
+
 type result struct {
 	ns     []float64
 	bytes  float64
@@ -141,11 +148,20 @@ func parse(raw []byte) (map[string]*result, []string) {
 	res := map[string]*result{}
 	var order []string
 	sc := bufio.NewScanner(bytes.NewReader(raw))
+	pending := ""
 	for sc.Scan() {
-		m := line.FindStringSubmatch(sc.Text())
+		text := sc.Text()
+		m := line.FindStringSubmatch(text)
+		if m == nil && pending != "" && restOnly.MatchString(text) {
+			m = line.FindStringSubmatch(pending + "\t" + strings.TrimSpace(text))
+		}
 		if m == nil {
+			if n := nameOnly.FindStringSubmatch(text); n != nil {
+				pending = n[1]
+			}
 			continue
 		}
+		pending = ""
 		name := m[1]
 		r := res[name]
 		if r == nil {
