@@ -62,6 +62,8 @@ func fail(w http.ResponseWriter, err error) {
 		{spki.ErrBadKey, 400, "bad_key"}, {spki.ErrUnsupportedKey, 400, "bad_key"}, {spki.ErrBadHash, 400, "bad_key"},
 		{spki.ErrUnsupported, 400, "unsupported"},
 		{coupons.ErrBadBook, 400, "bad_book"}, {spki.ErrBadCert, 400, "bad_certificate"},
+		{ErrLaneReserved, 409, "lane_reserved"}, {ErrBookExpired, 403, "book_expired"}, {ErrRevokedAtBroker, 403, "revoked"},
+		{ErrBookClosed, 403, "book_closed"}, {ErrNotYourBook, 403, "not_your_book"}, {coupons.ErrLaneOutOfRange, 400, "lane_out_of_range"},
 	} {
 		if errors.Is(err, x.err) {
 			writeJSON(w, x.status, apiError{x.code, err.Error()})
@@ -119,6 +121,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		"POST /v1/vendors":      a.postVendor,
 		"POST /v1/books":        a.postBook,
 		"POST /v1/redeem":       a.postRedeem,
+		"POST /v1/lanes":        a.postLanes,
 		"GET /v1/thefts":        a.getThefts,
 		"GET /v1/balance":       a.getBalance,
 		"GET /v1/statements":    nil, // handled below: it needs the query

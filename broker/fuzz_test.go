@@ -16,10 +16,11 @@ func FuzzAPI(f *testing.F) {
 	api := &API{Broker: fx.b}
 	routes := []string{"POST /v1/users", "POST /v1/vendors", "POST /v1/books", "POST /v1/redeem", "GET /v1/balance",
 		"GET /v1/statements?account=x&from=2026-01-01&to=2026-01-02", "POST /v1/revoke", "GET /v1/thefts", "GET /v1/vendor?name=news.example",
-		"POST /v1/admin/topup", "POST /v1/admin/credit"}
+		"POST /v1/admin/topup", "POST /v1/admin/credit", "POST /v1/lanes"}
 	f.Add(uint8(3), false, []byte(`{"items":[{"lane":"AAAA.1","i":3,"w":"AA","theft":{"i":1,"digest":"","mac":"","next":""}}]}`))
 	f.Add(uint8(2), true, []byte(`(sequence)`))
 	f.Add(uint8(0), true, []byte(`{"currency":"XXX"}`))
+	f.Add(uint8(11), false, []byte(`{"lane":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA.1","anchor":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","reserve":true,"holder":"h","keys":["AA"]}`))
 	f.Fuzz(func(t *testing.T, route uint8, asUser bool, body []byte) {
 		method, path, _ := bytes.Cut([]byte(routes[int(route)%len(routes)]), []byte(" "))
 		req := httptest.NewRequest(string(method), string(path), bytes.NewReader(body))

@@ -44,6 +44,7 @@ const (
 	KindVendor = "vendor" // a vendor's earnings
 	KindFees   = "fees"   // the broker's fees
 	KindWorld  = "world"  // money outside the system: top-ups come from it, payouts go to it
+	// KindReserve (validation.go): a book's value reserved for its vendor.
 )
 
 // noFloor is the floor of accounts that may go arbitrarily negative.
@@ -311,6 +312,12 @@ func (d *DB) CheckInvariants(ctx context.Context) error {
 	}
 	if bad > 0 {
 		return fmt.Errorf("broker: %d accounts whose balance disagrees with their entries or is below the floor", bad)
+	}
+	if err := d.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM accounts a WHERE a.kind = 'reserve' AND a.balance <> COALESCE((SELECT SUM(l.reserved) FROM lanes l WHERE 'reserve:' || l.book = a.id), 0)`).Scan(&bad); err != nil {
+		return err
+	}
+	if bad > 0 {
+		return fmt.Errorf("%w: %d books whose reserve account disagrees with their lanes' reservations", ErrUnbalanced, bad)
 	}
 	if err := d.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT currency FROM accounts GROUP BY currency HAVING SUM(balance) <> 0) AS t`).Scan(&bad); err != nil {
 		return err

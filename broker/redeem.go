@@ -61,15 +61,15 @@ func (b *Broker) Redeem(ctx context.Context, vendorKey spki.KeyHash, batch []Red
 		if err != nil {
 			return err
 		}
-		rs := &redeemState{books: map[[32]byte]*bookRow{}, totals: map[[32]byte][2]int64{}}
+		rs := &redeemState{books: map[[32]byte]*bookRow{}, totals: map[[32]byte]*bookTotals{}}
 		// Prepared once per batch: the three statements every item runs.
 		for _, p := range []struct {
 			dst   **sql.Stmt
 			query string
 		}{
-			{&rs.selectLane, `SELECT redeemed, value FROM lanes WHERE book = $1 AND lane = $2`},
+			{&rs.selectLane, `SELECT redeemed, value, reserved FROM lanes WHERE book = $1 AND lane = $2`},
 			{&rs.insertLane, `INSERT INTO lanes (book, lane, redeemed, value) VALUES ($1, $2, $3, $4)`},
-			{&rs.updateLane, `UPDATE lanes SET redeemed = $1, value = $2 WHERE book = $3 AND lane = $4`},
+			{&rs.updateLane, `UPDATE lanes SET redeemed = $1, value = $2, reserved = $3 WHERE book = $4 AND lane = $5`},
 		} {
 			if *p.dst, err = tx.PrepareContext(ctx, p.query); err != nil {
 				return err
@@ -84,15 +84,17 @@ func (b *Broker) Redeem(ctx context.Context, vendorKey spki.KeyHash, batch []Red
 			res.Err = err
 			out[i] = res
 		}
-		// One ledger transaction per book: the escrow pays the vendor and
-		// the fees. The lanes' redeemed marks, updated above in the same
-		// database transaction, make the batch idempotent.
+		// One ledger transaction per book: the escrow (and the reserve, for
+		// reserved lanes) pays the vendor and the fees. The lanes' redeemed
+		// marks, updated above in the same database transaction, make the
+		// batch idempotent.
 		for book, t := range rs.totals {
-			amount, fee := t[0], t[1]
+			amount := t.escrow + t.reserve
 			if amount == 0 {
 				continue
 			}
-			if _, err := post(ctx, tx, b.Now(), "redeem", "", "", entry{escrowAccount(book), -amount}, entry{vacct, amount - fee}, entry{feesAccount(currency), fee}); err != nil {
+			if _, err := post(ctx, tx, b.Now(), "redeem", "", "", entry{escrowAccount(book), -t.escrow}, entry{reserveAccount(book), -t.reserve},
+				entry{vacct, amount - t.fee}, entry{feesAccount(currency), t.fee}); err != nil {
 				return err // the escrow always covers its book's coupons: a failure here is a bug or corruption
 			}
 		}
@@ -108,10 +110,14 @@ func (b *Broker) Redeem(ctx context.Context, vendorKey spki.KeyHash, batch []Red
 // amounts owed per book.
 type redeemState struct {
 	books  map[[32]byte]*bookRow
-	totals map[[32]byte][2]int64 // amount, fee
+	totals map[[32]byte]*bookTotals
 
 	selectLane, insertLane, updateLane *sql.Stmt
 }
+
+// bookTotals is what one batch pays from a book: from its escrow, from
+// its reserve (reserved lanes), and the broker's fee out of both.
+type bookTotals struct{ escrow, reserve, fee int64 }
 
 type bookRow struct {
 	vendor              string
@@ -166,9 +172,9 @@ func (b *Broker) redeemOne(ctx context.Context, tx *sql.Tx, vendor string, rs *r
 
 	var prev uint32
 	var prevValue coupons.Value
-	var redeemed int64
+	var redeemed, reserved int64
 	var valueHex string
-	err := rs.selectLane.QueryRowContext(ctx, bookHex, r.Lane.Lane).Scan(&redeemed, &valueHex)
+	err := rs.selectLane.QueryRowContext(ctx, bookHex, r.Lane.Lane).Scan(&redeemed, &valueHex, &reserved)
 	first := errors.Is(err, sql.ErrNoRows)
 	switch {
 	case first:
@@ -205,18 +211,25 @@ func (b *Broker) redeemOne(ctx context.Context, tx *sql.Tx, vendor string, rs *r
 		return res, itemError{err}
 	}
 	fee := amount/10000*b.FeeBasisPoints + amount%10000*b.FeeBasisPoints/10000
+	// A reserved lane is paid from its reservation, which holds exactly
+	// its unredeemed value.
+	fromReserve := min(amount, reserved)
 	if first {
 		_, err = rs.insertLane.ExecContext(ctx, bookHex, r.Lane.Lane, r.Index, hex.EncodeToString(r.Value[:]))
 	} else {
-		_, err = rs.updateLane.ExecContext(ctx, r.Index, hex.EncodeToString(r.Value[:]), bookHex, r.Lane.Lane)
+		_, err = rs.updateLane.ExecContext(ctx, r.Index, hex.EncodeToString(r.Value[:]), reserved-fromReserve, bookHex, r.Lane.Lane)
 	}
 	if err != nil {
 		return res, err
 	}
 	t := rs.totals[r.Lane.Book]
-	t[0] += amount
-	t[1] += fee
-	rs.totals[r.Lane.Book] = t
+	if t == nil {
+		t = &bookTotals{}
+		rs.totals[r.Lane.Book] = t
+	}
+	t.escrow += amount - fromReserve
+	t.reserve += fromReserve
+	t.fee += fee
 	res.Coupons, res.Amount, res.Fee = n, amount-fee, fee
 	if r.Theft != nil {
 		res.Theft, err = b.theft(ctx, tx, vendor, bookHex, &tag, r.Lane, r.Index, r.Value, r.Theft)
@@ -247,16 +260,25 @@ func (b *Broker) ReleaseExpired(ctx context.Context) (int, error) {
 	n := 0
 	for _, d := range list {
 		err := b.tx(ctx, func(tx *sql.Tx) error {
-			var bal int64
+			var bal, res int64
 			if err := tx.QueryRowContext(ctx, `SELECT balance FROM accounts WHERE id = $1`, "escrow:"+d.id).Scan(&bal); err != nil {
 				return err
 			}
-			if bal > 0 {
-				if _, err := post(ctx, tx, b.Now(), "release", "release:"+d.id, "unspent face value back to the owner", entry{"escrow:" + d.id, -bal}, entry{d.owner, bal}); err != nil {
+			// The reserve account exists once a lane was reserved.
+			err := tx.QueryRowContext(ctx, `SELECT balance FROM accounts WHERE id = $1`, "reserve:"+d.id).Scan(&res)
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+			if bal+res > 0 {
+				if _, err := post(ctx, tx, b.Now(), "release", "release:"+d.id, "unspent face value back to the owner",
+					entry{"escrow:" + d.id, -bal}, entry{"reserve:" + d.id, -res}, entry{d.owner, bal + res}); err != nil {
 					return err
 				}
 			}
-			_, err := tx.ExecContext(ctx, `UPDATE books SET released = $1 WHERE id = $2 AND released = 0`, b.Now().Unix(), d.id)
+			if _, err := tx.ExecContext(ctx, `UPDATE lanes SET reserved = 0 WHERE book = $1`, d.id); err != nil {
+				return err
+			}
+			_, err = tx.ExecContext(ctx, `UPDATE books SET released = $1 WHERE id = $2 AND released = 0`, b.Now().Unix(), d.id)
 			return err
 		})
 		if err != nil {

@@ -54,21 +54,23 @@ func TestCaddyfileAdapt(t *testing.T) {
 // with a message that says what to write.
 func TestCaddyfileErrors(t *testing.T) {
 	cases := map[string]string{
-		"price 0":           "price must be a positive integer",
-		"price two":         "price must be a positive integer",
-		"unit 0.001":        "unit takes a decimal value and a currency",
-		"store":             "store needs a backend",
-		"store tape":        "unknown store",
-		"store memory now":  "store memory takes no arguments",
-		"store redis":       "store redis takes a URL",
-		"store bolt a b":    "store bolt takes at most a path",
-		"lane_rate fast":    "lane_rate must be a number",
-		"nonce_ttl -1s":     "nonce_ttl must be a positive duration",
-		"max_jump 0":        "max_jump must be a positive integer",
-		"opens_per_minute":  "wrong argument count",
-		"vendor a b":        "wrong argument count",
-		"colour blue":       "unknown ecoupon option",
-		"max_open_bytes -5": "max_open_bytes must be a positive integer",
+		"price 0":            "price must be a positive integer",
+		"price two":          "price must be a positive integer",
+		"unit 0.001":         "unit takes a decimal value and a currency",
+		"store":              "store needs a backend",
+		"store tape":         "unknown store",
+		"store memory now":   "store memory takes no arguments",
+		"store redis":        "store redis takes a URL",
+		"store bolt a b":     "store bolt takes at most a path",
+		"lane_rate fast":     "lane_rate must be a number",
+		"nonce_ttl -1s":      "nonce_ttl must be a positive duration",
+		"max_jump 0":         "max_jump must be a positive integer",
+		"opens_per_minute":   "wrong argument count",
+		"vendor a b":         "wrong argument count",
+		"colour blue":        "unknown ecoupon option",
+		"max_open_bytes -5":  "max_open_bytes must be a positive integer",
+		"mode paranoid":      "mode must be offline, semi or online",
+		"broker_timeout 1ms": "broker_timeout must be a duration of at least 100ms",
 	}
 	for line, want := range cases {
 		cfg := ":8080 {\n\tecoupon {\n\t\tvendor news.example\n\t\tbroker_key k.pub\n\t\t" + line + "\n\t}\n\trespond ok\n}\n"

@@ -27,7 +27,8 @@ func init() {
 //	    price            <coupons per request>
 //	    unit             <decimal> <currency>
 //	    store            memory | bolt [<path>] | redis <url> [<prefix>]
-//	    mode             offline
+//	    mode             offline | semi | online
+//	    broker_timeout   <duration>
 //	    max_jump         <coupons>
 //	    opens_per_minute <n>
 //	    max_open_bytes   <n>
@@ -135,7 +136,18 @@ func (g *Gate) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 		case "mode":
-			g.Mode, err = one()
+			if g.Mode, err = one(); err == nil && g.Mode != ModeOffline && g.Mode != ModeSemi && g.Mode != ModeOnline {
+				return d.Errf("mode must be offline, semi or online, got %q", g.Mode)
+			}
+		case "broker_timeout":
+			var v string
+			if v, err = one(); err == nil {
+				dur, perr := caddy.ParseDuration(v)
+				if perr != nil || dur < 100*time.Millisecond {
+					return d.Errf("broker_timeout must be a duration of at least 100ms, e.g. 10s, got %q", v)
+				}
+				g.BrokerTimeout = caddy.Duration(dur)
+			}
 		case "max_jump":
 			var n int
 			if n, err = positive("max_jump"); err == nil {

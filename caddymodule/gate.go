@@ -25,6 +25,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dgraph-io/ristretto/v2"
+	"github.com/ecoupons/ecoupons/broker"
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/spki"
 	"github.com/ecoupons/ecoupons/store"
@@ -75,10 +76,21 @@ type Gate struct {
 	// StoreRaw is the spent-state store module. Default: bolt, in
 	// ecoupons/<vendor>.db under Caddy's data directory.
 	StoreRaw json.RawMessage `json:"store,omitempty" caddy:"namespace=http.handlers.ecoupon.stores inline_key=backend"`
-	// Mode is the validation mode. Only "offline" (the default: every check
-	// local, no call to the broker) is implemented; "semi" and "online" are
-	// refused until the broker exists.
+	// Mode is the validation mode of lane opens. "offline" (the default):
+	// every check is local, the broker is never asked. "semi": as offline,
+	// and the broker is asked once per lane open whether the book is
+	// registered there (its face value held), unreleased and unexpired,
+	// whether anything the lane opens under is revoked now, and how far the
+	// lane was already redeemed (the gate starts the lane there). "online":
+	// as semi, and the broker reserves the lane's unredeemed value for this
+	// gate, pinning the lane to it (gates with their own stores cannot both
+	// accept it). semi and online need broker and vendor_key; while the
+	// broker cannot be reached, lane opens get 503 (lanes already open keep
+	// working).
 	Mode string `json:"mode,omitempty"`
+	// BrokerTimeout bounds one question to the broker in the semi and
+	// online modes. Default 10s.
+	BrokerTimeout caddy.Duration `json:"broker_timeout,omitempty"`
 	// MaxJump bounds how far one payment may move a lane (coupons), so that
 	// a forged large index cannot burn CPU. Default 1024 (and at least Price).
 	MaxJump uint32 `json:"max_jump,omitempty"`
@@ -134,6 +146,7 @@ type Gate struct {
 	receipts *receipts
 
 	vendorSigner crypto.Signer
+	holder       string      // this gate's spent state at the broker (online mode)
 	thefts       *theftQueue // evidence waiting for its lane's next redemption
 	httpClient   *http.Client
 	stopRedeem   context.CancelFunc
@@ -181,7 +194,10 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 		g.Currency = "EUR"
 	}
 	if g.Mode == "" {
-		g.Mode = "offline"
+		g.Mode = ModeOffline
+	}
+	if g.BrokerTimeout == 0 {
+		g.BrokerTimeout = caddy.Duration(10 * time.Second)
 	}
 	if g.MaxJump == 0 {
 		g.MaxJump = max(1024, g.Price)
@@ -217,6 +233,7 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("ecoupon: secret_file: %w", err)
 	}
+	g.holder = holderID(secret, g.Vendor)
 	g.nonces = &nonceMaker{secret: secret, vendor: g.Vendor, ttl: time.Duration(g.NonceTTL), now: func() time.Time { return g.now() }}
 	g.opens = newIPWindow(g.OpensPerMinute, time.Minute)
 	if g.VendorKey != "" {
@@ -300,8 +317,12 @@ func (g *Gate) Validate() error {
 		return fmt.Errorf("ecoupon: vendor %q must be a lower-case host name, e.g. 'vendor news.example'", g.Vendor)
 	case len(g.brokers) == 0:
 		return fmt.Errorf("ecoupon: no broker key: add 'broker_key /path/to/broker.pub' (the broker's (public-key …))")
-	case g.Mode != "offline":
-		return fmt.Errorf("ecoupon: mode %q is not implemented yet; use 'mode offline' (the default)", g.Mode)
+	case g.Mode != ModeOffline && g.Mode != ModeSemi && g.Mode != ModeOnline:
+		return fmt.Errorf("ecoupon: mode %q: write 'mode offline' (the default), 'mode semi' or 'mode online'", g.Mode)
+	case g.Mode != ModeOffline && (g.Broker == "" || g.VendorKey == ""):
+		return fmt.Errorf("ecoupon: mode %s asks the broker at every lane open: set 'broker https://…' and 'vendor_key /path/to/vendor.pem' (the key registered at the broker)", g.Mode)
+	case g.BrokerTimeout < caddy.Duration(100*time.Millisecond):
+		return fmt.Errorf("ecoupon: broker_timeout must be at least 100ms")
 	case g.unit <= 0:
 		return fmt.Errorf("ecoupon: unit must be positive, e.g. 'unit 0.001 EUR'")
 	case g.MaxJump < g.Price:
@@ -675,6 +696,23 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 			coupons.FormatAmount(lane.Unit), lane.Currency, g.challenge.Unit, g.Currency), hintPay)
 		return store.Record{}, fail
 	}
+	var status broker.LaneStatus
+	if g.Mode != ModeOffline {
+		if status, err = g.askBroker(ctx, lane, o.Proof); err != nil {
+			var ref *brokerRefusal
+			if errors.As(err, &ref) {
+				gateMetrics.opens.WithLabelValues(g.Vendor, "broker_refused").Inc()
+				g.payRequired(w, ref.Code, "the broker refused this lane: "+ref.Reason, hintPay)
+				return store.Record{}, fail
+			}
+			gateMetrics.opens.WithLabelValues(g.Vendor, "broker_unavailable").Inc()
+			g.logger.Warn("could not ask the broker about a lane open", zap.String("mode", g.Mode), zap.Error(err))
+			w.Header().Set("Retry-After", "5")
+			writeJSON(w, http.StatusServiceUnavailable, problem{Error: "broker_unavailable",
+				Reason: "this gate validates lane opens with its broker (mode " + g.Mode + "), which could not be asked; lanes already open still work"})
+			return store.Record{}, fail
+		}
+	}
 	meta := store.Meta{Tag: lane.Tag, Anchor: lane.Anchor, Length: lane.Length, Unit: lane.Unit, Currency: lane.Currency,
 		NotAfter: lane.NotAfter, Spender: lane.Spender, Owner: lane.Owner, Cap: lane.Cap, Nonce: o.Nonce}
 	if len(lane.Certs) > 1 {
@@ -683,6 +721,9 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	rec, err := g.store.Open(ctx, lane.ID, meta)
 	if err == nil {
 		err = g.store.SetProof(ctx, lane.ID, o.Proof)
+	}
+	if err == nil && status.Redeemed > rec.State.Last {
+		rec, err = g.startAt(ctx, lane.ID, rec, status)
 	}
 	if err == nil {
 		gateMetrics.opens.WithLabelValues(g.Vendor, "opened").Inc()

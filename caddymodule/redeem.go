@@ -106,25 +106,12 @@ func (g *Gate) postRedeem(ctx context.Context, items []broker.RedeemItem) ([]bro
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, "POST", strings.TrimRight(g.Broker, "/")+"/v1/redeem", bytes.NewReader(body))
+	status, raw, err := g.brokerPost(ctx, "/v1/redeem", body, 16<<20)
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	if err := broker.SignRequest(req, body, g.vendorSigner, time.Now()); err != nil {
-		return nil, err
-	}
-	resp, err := g.httpClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("broker answered %d: %s", resp.StatusCode, bytes.TrimSpace(raw))
+	if status != http.StatusOK {
+		return nil, fmt.Errorf("broker answered %d: %s", status, bytes.TrimSpace(raw))
 	}
 	var out struct {
 		Results []broker.RedeemOutcome `json:"results"`
@@ -133,6 +120,26 @@ func (g *Gate) postRedeem(ctx context.Context, items []broker.RedeemItem) ([]bro
 		return nil, fmt.Errorf("broker's answer: %w", err)
 	}
 	return out.Results, nil
+}
+
+// brokerPost POSTs body to path at the broker, signed with the vendor's
+// key, and returns the status and up to limit bytes of the answer.
+func (g *Gate) brokerPost(ctx context.Context, path string, body []byte, limit int64) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(g.Broker, "/")+path, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if err := broker.SignRequest(req, body, g.vendorSigner, time.Now()); err != nil {
+		return 0, nil, err
+	}
+	resp, err := g.httpClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, limit))
+	return resp.StatusCode, raw, err
 }
 
 // maxQueuedThefts bounds the theft evidence a gate holds in memory.

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/pem"
 	"net/http/httptest"
@@ -24,64 +25,106 @@ import (
 // spent, a second run pays nothing more, and a run whose acknowledgement
 // was lost (a crash between the broker's answer and the store's update)
 // is repaired by the next run without paying twice.
-func TestRedemptionWorker(t *testing.T) {
-	ctx := context.Background()
-	dir := t.TempDir()
-	brokerKey, alice, vendorKey := testKey("broker"), testKey("alice"), testKey("vendor")
-	db, err := broker.OpenSQLite(ctx, filepath.Join(dir, "broker.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	b, err := broker.New(db, brokerKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(&broker.API{Broker: b})
-	defer srv.Close()
+// brokerWorld is a real broker (in process, over HTTP) with alice funded,
+// the vendor news.example registered and one book of alice's held.
+type brokerWorld struct {
+	dir                  string
+	b                    *broker.Broker
+	db                   *broker.DB
+	srv                  *httptest.Server
+	alice                *spki.PublicKey
+	aliceKey             ed25519.PrivateKey
+	user                 *spki.SignedCert
+	owner                *delegation.Holder
+	brokerPub, vendorPEM string
+}
 
-	// The broker's world: alice funded, the vendor registered, a book held.
-	ap, _ := spki.NewPublicKey(alice.Public())
+func newBrokerWorld(t *testing.T) *brokerWorld {
+	ctx := context.Background()
+	bw := &brokerWorld{dir: t.TempDir(), aliceKey: testKey("alice")}
+	brokerKey, vendorKey := testKey("broker"), testKey("vendor")
+	var err error
+	if bw.db, err = broker.OpenSQLite(ctx, filepath.Join(bw.dir, "broker.db")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := bw.db.CheckInvariants(ctx); err != nil {
+			t.Errorf("ledger invariants: %v", err)
+		}
+		bw.db.Close()
+	})
+	if bw.b, err = broker.New(bw.db, brokerKey); err != nil {
+		t.Fatal(err)
+	}
+	bw.srv = httptest.NewServer(&broker.API{Broker: bw.b})
+	t.Cleanup(bw.srv.Close)
+	bw.alice, _ = spki.NewPublicKey(bw.aliceKey.Public())
 	vp, _ := spki.NewPublicKey(vendorKey.Public())
-	acct, user, err := b.RegisterUser(ctx, ap, "EUR", 0, time.Now().Add(time.Hour))
+	acct, user, err := bw.b.RegisterUser(ctx, bw.alice, "EUR", 0, time.Now().Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.TopUp(ctx, acct, coupons.NanosPerUnit, "t"); err != nil {
+	bw.user = user
+	if err := bw.b.TopUp(ctx, acct, coupons.NanosPerUnit, "t"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.RegisterVendor(ctx, "news.example", vp, "EUR"); err != nil {
+	if _, err := bw.b.RegisterVendor(ctx, "news.example", vp, "EUR"); err != nil {
 		t.Fatal(err)
 	}
-	bk, sec, anchors, err := coupons.Create(coupons.Params{Vendor: "news.example", Broker: b.PublicKey().Hash(), Owner: ap.Hash(),
+	bw.owner = bw.book(t, true)
+	bp, _ := spki.NewPublicKey(brokerKey.Public())
+	bw.brokerPub = filepath.Join(bw.dir, "broker.pub")
+	os.WriteFile(bw.brokerPub, spki.Advanced(bp.Sexp()), 0o644)
+	block, _ := pemutil.Serialize(vendorKey)
+	bw.vendorPEM = filepath.Join(bw.dir, "vendor.pem")
+	os.WriteFile(bw.vendorPEM, pem.EncodeToMemory(block), 0o600)
+	return bw
+}
+
+// book creates a book of alice's (3 lanes of 64 coupons of 0.001 EUR),
+// registered at the broker when register is set.
+func (bw *brokerWorld) book(t *testing.T, register bool) *delegation.Holder {
+	bk, sec, anchors, err := coupons.Create(coupons.Params{Vendor: "news.example", Broker: bw.b.PublicKey().Hash(), Owner: bw.alice.Hash(),
 		Lanes: 3, Length: 64, Currency: "EUR", Unit: 1_000_000, NotAfter: time.Now().Add(time.Hour)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sb, _ := bk.Sign(alice)
-	if err := b.RegisterBook(ctx, ap.Hash(), sb); err != nil {
-		t.Fatal(err)
+	sb, _ := bk.Sign(bw.aliceKey)
+	if register {
+		if err := bw.b.RegisterBook(context.Background(), bw.alice.Hash(), sb); err != nil {
+			t.Fatal(err)
+		}
 	}
-	owner, err := delegation.NewOwner(sb, user, sec, anchors, alice)
+	owner, err := delegation.NewOwner(sb, bw.user, sec, anchors, bw.aliceKey)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return owner
+}
 
-	// The gate, with the broker's key, the vendor's key and the broker URL.
-	bp, _ := spki.NewPublicKey(brokerKey.Public())
-	brokerPub := filepath.Join(dir, "broker.pub")
-	os.WriteFile(brokerPub, spki.Advanced(bp.Sexp()), 0o644)
-	block, _ := pemutil.Serialize(vendorKey)
-	vendorPEM := filepath.Join(dir, "vendor.pem")
-	os.WriteFile(vendorPEM, pem.EncodeToMemory(block), 0o600)
-	g := &Gate{Vendor: "news.example", BrokerKeys: []string{brokerPub}, Broker: srv.URL, VendorKey: vendorPEM, Price: 1, LaneRate: -1,
-		RedeemEvery: caddy.Duration(time.Hour), SecretFile: filepath.Join(dir, "secret"), StoreRaw: []byte(`{"backend":"memory"}`)}
-	cctx, cancel := caddy.NewContext(caddy.Context{Context: ctx})
-	defer cancel()
+// gate provisions a gate (memory store) in mode, with the broker's key,
+// the vendor's key and the broker's URL; gates with the same secret file
+// are one holder at the broker.
+func (bw *brokerWorld) gate(t *testing.T, mode, secretFile string) *Gate {
+	g := &Gate{Vendor: "news.example", BrokerKeys: []string{bw.brokerPub}, Broker: bw.srv.URL, VendorKey: bw.vendorPEM, Price: 1, LaneRate: -1,
+		Mode: mode, RedeemEvery: caddy.Duration(time.Hour), SecretFile: secretFile, StoreRaw: []byte(`{"backend":"memory"}`)}
+	cctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
 	if err := g.Provision(cctx); err != nil {
 		t.Fatal(err)
 	}
-	defer g.Cleanup()
+	t.Cleanup(func() { g.Cleanup() })
+	if err := g.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+func TestRedemptionWorker(t *testing.T) {
+	ctx := context.Background()
+	bw := newBrokerWorld(t)
+	b, db, owner, ap := bw.b, bw.db, bw.owner, bw.alice
+	g := bw.gate(t, "offline", filepath.Join(bw.dir, "secret"))
 
 	nonce := nonceRe.FindStringSubmatch(serve(g, "GET", "/premium/x", nil).Header().Get("WWW-Authenticate"))[1]
 	spent := 0

@@ -257,28 +257,45 @@ func (t *Transport) Answer(req *http.Request, ch *Challenge) (*http.Response, er
 	if err != nil {
 		return nil, err
 	}
-	defer t.give(l)
-	resp, err := t.pay(base, req, ch, l)
-	if err != nil || resp.StatusCode != http.StatusPaymentRequired || !laneNotOpen(resp) {
-		return resp, err
+	for attempt := 0; ; attempt++ {
+		resp, err := t.pay(base, req, ch, l)
+		code := ""
+		if err == nil && resp.StatusCode == http.StatusPaymentRequired {
+			code = refusalCode(resp)
+		}
+		var nch *Challenge
+		if code == "lane_not_open" || code == "lane_reserved" {
+			nch, _ = ParseChallenge(resp.Header.Get("WWW-Authenticate"))
+		}
+		if nch == nil || attempt >= 2 {
+			t.give(l)
+			return resp, err
+		}
+		resp.Body.Close()
+		ch = nch
+		t.mu.Lock()
+		l.nonce = ""
+		t.mu.Unlock()
+		if code == "lane_reserved" {
+			// An online gate: the broker pinned this lane to another gate
+			// (with its own store). Keep the lane for last, pay on another.
+			t.mu.Lock()
+			t.free = append([]*lane{l}, t.free...)
+			t.mu.Unlock()
+			if l, err = t.take(); err != nil {
+				return nil, err
+			}
+		}
+		// lane_not_open: the gate does not know the lane (its open was lost
+		// in flight, or with the gate's store, or it is another gate). Open
+		// it again on the new challenge, from where the cursor stands: no
+		// coupon is revealed twice.
 	}
-	// The gate does not know the lane: its open was lost (in flight, or
-	// with the gate's store). Open it again, once, on the new challenge,
-	// from where the cursor stands: no coupon is revealed twice.
-	nch, perr := ParseChallenge(resp.Header.Get("WWW-Authenticate"))
-	if perr != nil {
-		return resp, nil
-	}
-	resp.Body.Close()
-	t.mu.Lock()
-	l.nonce = ""
-	t.mu.Unlock()
-	return t.pay(base, req, nch, l)
 }
 
-// laneNotOpen reports whether a 402 says the paid lane is not open at the
-// gate; it leaves resp's body readable.
-func laneNotOpen(resp *http.Response) bool {
+// refusalCode returns the error code of a 402's JSON body ("" when none);
+// it leaves resp's body readable.
+func refusalCode(resp *http.Response) string {
 	orig := resp.Body
 	raw, _ := io.ReadAll(io.LimitReader(orig, 1<<16))
 	resp.Body = struct {
@@ -288,7 +305,10 @@ func laneNotOpen(resp *http.Response) bool {
 	var p struct {
 		Error string `json:"error"`
 	}
-	return json.Unmarshal(raw, &p) == nil && p.Error == "lane_not_open"
+	if json.Unmarshal(raw, &p) != nil {
+		return ""
+	}
+	return p.Error
 }
 
 // pay pays ch for req on lane l (opening it first if it is not open) and

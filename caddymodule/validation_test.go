@@ -1,0 +1,212 @@
+package caddymodule
+
+import (
+	"context"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ecoupons/ecoupons/delegation"
+	"github.com/ecoupons/ecoupons/wallet"
+)
+
+// resume returns a client of lane s of h that has already spent n coupons,
+// with a fresh nonce of g: another process of the same wallet.
+func resume(t *testing.T, g *Gate, h *delegation.Holder, s uint32, n int) *client {
+	c := newClient(t, nil, h, s)
+	c.nonce = nonceRe.FindStringSubmatch(serve(g, "GET", "/premium/x", nil).Header().Get("WWW-Authenticate"))[1]
+	for k := 0; k < n; k++ {
+		c.cursor.Next()
+	}
+	return c
+}
+
+// payOn pays one coupon on lane of holder h at g, opening the lane first
+// when the client is new; it returns the response.
+func payOn(t *testing.T, g *Gate, c *client) *httptest.ResponseRecorder {
+	t.Helper()
+	if c.nonce == "" {
+		c.nonce = nonceRe.FindStringSubmatch(serve(g, "GET", "/premium/x", nil).Header().Get("WWW-Authenticate"))[1]
+	}
+	return serve(g, "GET", "/premium/x", c.payment("GET", "/premium/x", 1))
+}
+
+func wantRefusal(t *testing.T, rec *httptest.ResponseRecorder, status int, code string) {
+	t.Helper()
+	if rec.Code != status || errorCode(t, rec.Body.String()) != code {
+		t.Fatalf("got %d %s, want %d %s", rec.Code, rec.Body, status, code)
+	}
+}
+
+// TestSemiMode: a semi gate asks the broker at every lane open. It refuses
+// books the broker does not hold and grants revoked at the broker this
+// instant (with no revocation list configured), and starts a lane where
+// the broker's redemptions left it, so that a gate which lost its store
+// does not accept redeemed coupons again. Lanes already open keep working
+// while the broker is down; new opens get 503.
+func TestSemiMode(t *testing.T) {
+	ctx := context.Background()
+	bw := newBrokerWorld(t)
+	secret := filepath.Join(bw.dir, "secret")
+	g := bw.gate(t, ModeSemi, secret)
+
+	// A book never registered (its value not held): refused.
+	stray := bw.book(t, false)
+	wantRefusal(t, payOn(t, g, newClient(t, nil, stray, 0)), 402, "unknown_book")
+	// An offline gate cannot know and accepts it: the difference the mode makes.
+	if rec := payOn(t, bw.gate(t, ModeOffline, secret), newClient(t, nil, stray, 0)); rec.Code != 200 {
+		t.Fatalf("offline gate: %d %s", rec.Code, rec.Body)
+	}
+
+	// The registered book pays; its coupons are redeemed.
+	c := newClient(t, nil, bw.owner, 0)
+	for k := 0; k < 5; k++ {
+		if rec := payOn(t, g, c); rec.Code != 200 {
+			t.Fatalf("payment %d: %d %s", k, rec.Code, rec.Body)
+		}
+	}
+	replay := c.payment("GET", "/premium/x", 1) // coupon 6, kept for later
+	if rec := serve(g, "GET", "/premium/x", replay); rec.Code != 200 {
+		t.Fatalf("coupon 6: %d %s", rec.Code, rec.Body)
+	}
+	if n, err := g.redeemOnce(ctx); err != nil || n != 1 {
+		t.Fatalf("redeem: %d %v", n, err)
+	}
+	// The gate loses its store (a new one, same secret): the replayed
+	// coupon 6 comes with a fresh open. The broker says 6 are redeemed.
+	g2 := bw.gate(t, ModeSemi, secret)
+	c2 := resume(t, g2, bw.owner, 0, 5)
+	wantRefusal(t, serve(g2, "GET", "/premium/x", c2.payment("GET", "/premium/x", 1)), 402, "coupon_spent")
+	// The same replay at an offline gate with an empty store passes: the
+	// mode is what stops it.
+	g3 := bw.gate(t, ModeOffline, secret)
+	c3 := resume(t, g3, bw.owner, 0, 5)
+	if rec := serve(g3, "GET", "/premium/x", c3.payment("GET", "/premium/x", 1)); rec.Code != 200 {
+		t.Fatalf("offline replay: %d %s", rec.Code, rec.Body)
+	}
+	// The holder goes on from coupon 7 at the semi gate g2.
+	if rec := serve(g2, "GET", "/premium/x", c.payment("GET", "/premium/x", 1)); rec.Code != 200 {
+		t.Fatalf("coupon 7 after the store loss: %d %s", rec.Code, rec.Body)
+	}
+
+	// A device's grant revoked at the broker: refused at the next open,
+	// at once, with no revocation list on the gate.
+	k := testKey("phone")
+	enc, _ := ecdhKey(t)
+	d, _ := delegation.NewDevice("phone", k, enc.PublicKey())
+	gr, err := bw.owner.Issue(d, 1, 2, delegation.GrantOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	phone, err := delegation.Accept(gr, k, enc, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec := payOn(t, g, newClient(t, nil, phone, 1)); rec.Code != 200 {
+		t.Fatalf("phone before revocation: %d %s", rec.Code, rec.Body)
+	}
+	if err := bw.b.Revoke(ctx, bw.alice.Hash(), phone.Chain[len(phone.Chain)-1], false); err != nil {
+		t.Fatal(err)
+	}
+	wantRefusal(t, payOn(t, g, newClient(t, nil, phone, 2)), 402, "revoked")
+
+	// The broker goes down: the open lane 0 still pays; a new open is 503.
+	bw.srv.Close()
+	if rec := serve(g, "GET", "/premium/x", c.payment("GET", "/premium/x", 1)); rec.Code != 200 {
+		t.Fatalf("open lane with the broker down: %d %s", rec.Code, rec.Body)
+	}
+	rec := payOn(t, g, newClient(t, nil, bw.owner, 2))
+	wantRefusal(t, rec, 503, "broker_unavailable")
+	if rec.Header().Get("Retry-After") == "" {
+		t.Error("503 without Retry-After")
+	}
+}
+
+// TestOnlineMode: an online gate has the broker reserve each lane's value
+// at open and pin the lane to it. A gate with another store (another
+// holder) cannot open a reserved lane; a gate sharing the holder can; the
+// reserved lane is redeemed from the reservation.
+func TestOnlineMode(t *testing.T) {
+	ctx := context.Background()
+	bw := newBrokerWorld(t)
+	gA := bw.gate(t, ModeOnline, filepath.Join(bw.dir, "secret-a"))
+	gB := bw.gate(t, ModeOnline, filepath.Join(bw.dir, "secret-b"))
+	bookID := bw.owner.Book.Book.ID()
+	reserve := "reserve:" + hex.EncodeToString(bookID[:])
+
+	c := newClient(t, nil, bw.owner, 1)
+	for k := 0; k < 4; k++ {
+		if rec := payOn(t, gA, c); rec.Code != 200 {
+			t.Fatalf("payment %d: %d %s", k, rec.Code, rec.Body)
+		}
+	}
+	a, err := bw.db.Account(ctx, reserve)
+	if err != nil || a.Balance != 64*1_000_000 {
+		t.Fatalf("reserve account: %+v %v", a, err)
+	}
+	// Gate B has its own store: lane 1 is gate A's. B's refusal names it,
+	// and lane 2 opens at B.
+	wantRefusal(t, payOn(t, gB, newClient(t, nil, bw.owner, 1)), 402, "lane_reserved")
+	if rec := payOn(t, gB, newClient(t, nil, bw.owner, 2)); rec.Code != 200 {
+		t.Fatalf("lane 2 at gate B: %d %s", rec.Code, rec.Body)
+	}
+	// A second node of gate A (same secret, so the same holder) may open
+	// lane 1 too: in a fleet it shares gate A's store.
+	gA2 := bw.gate(t, ModeOnline, filepath.Join(bw.dir, "secret-a"))
+	cA2 := resume(t, gA2, bw.owner, 1, 4)
+	if rec := serve(gA2, "GET", "/premium/x", cA2.payment("GET", "/premium/x", 1)); rec.Code != 200 {
+		t.Fatalf("same holder: %d %s", rec.Code, rec.Body)
+	}
+	// Redemption pays gate A's 4 coupons from the reservation.
+	if n, err := gA.redeemOnce(ctx); err != nil || n != 1 {
+		t.Fatalf("redeem: %d %v", n, err)
+	}
+	if a, _ := bw.db.Account(ctx, reserve); a.Balance != (64-4+64)*1_000_000 {
+		t.Fatalf("reserve after redemption: %d", a.Balance)
+	}
+	if v, _ := bw.db.Account(ctx, "vendor:news.example:EUR"); v.Balance != 4*1_000_000 {
+		t.Fatalf("vendor paid %d", v.Balance)
+	}
+}
+
+// TestWalletMovesOffReservedLane: a wallet refused with lane_reserved (its
+// lane is pinned to another online gate) pays on another lane at once, and
+// the reserved lane keeps working at its own gate.
+func TestWalletMovesOffReservedLane(t *testing.T) {
+	bw := newBrokerWorld(t)
+	srvA := gateServer(t, bw.gate(t, ModeOnline, filepath.Join(bw.dir, "secret-a")))
+	srvB := gateServer(t, bw.gate(t, ModeOnline, filepath.Join(bw.dir, "secret-b")))
+	tr, err := wallet.NewTransport(bw.owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Transport: tr}
+	get := func(base string) {
+		t.Helper()
+		resp, err := hc.Get(base + "/premium/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %d %s", base, resp.StatusCode, body)
+		}
+	}
+	get(srvA.URL) // opens (and reserves) the wallet's first lane at A
+	get(srvB.URL) // the same lane is refused at B: the wallet moves to another
+	get(srvB.URL)
+	get(srvA.URL)
+	// 4 paid requests, and at each of the 2 switches of gate 2 coupons the
+	// gate did not accept: one paid without an open (lane_not_open), one
+	// with the open the broker refused (lane_reserved). Coupons revealed
+	// but never accepted are never redeemed: their value returns to the
+	// owner with the book's escrow.
+	if tr.Spent() != 8 {
+		t.Fatalf("spent %d coupons, want 8", tr.Spent())
+	}
+}
