@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ecoupons/ecoupons/coupons"
@@ -62,7 +63,7 @@ func fail(w http.ResponseWriter, err error) {
 		{spki.ErrBadKey, 400, "bad_key"}, {spki.ErrUnsupportedKey, 400, "bad_key"}, {spki.ErrBadHash, 400, "bad_key"},
 		{spki.ErrUnsupported, 400, "unsupported"},
 		{coupons.ErrBadBook, 400, "bad_book"}, {spki.ErrBadCert, 400, "bad_certificate"},
-		{ErrLaneReserved, 409, "lane_reserved"}, {ErrBookExpired, 403, "book_expired"}, {ErrRevokedAtBroker, 403, "revoked"},
+		{ErrGrantRefused, 400, "grant_refused"}, {ErrLaneReserved, 409, "lane_reserved"}, {ErrBookExpired, 403, "book_expired"}, {ErrRevokedAtBroker, 403, "revoked"},
 		{ErrBookClosed, 403, "book_closed"}, {ErrNotYourBook, 403, "not_your_book"}, {coupons.ErrLaneOutOfRange, 400, "lane_out_of_range"},
 	} {
 		if errors.Is(err, x.err) {
@@ -85,6 +86,10 @@ func badRequest(format string, args ...any) error {
 // ServeHTTP implements http.Handler.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
+	if strings.HasPrefix(r.URL.Path, OfficePath) {
+		a.serveOffice(w, r)
+		return
+	}
 	route := r.Method + " " + r.URL.Path
 	switch route {
 	case "GET /v1/broker":
@@ -122,6 +127,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		"POST /v1/books":        a.postBook,
 		"POST /v1/redeem":       a.postRedeem,
 		"POST /v1/lanes":        a.postLanes,
+		"POST /v1/grants":       a.postGrant,
 		"GET /v1/thefts":        a.getThefts,
 		"GET /v1/balance":       a.getBalance,
 		"GET /v1/statements":    nil, // handled below: it needs the query
@@ -356,6 +362,15 @@ func (a *API) getBalance(ctx context.Context, caller *spki.PublicKey, _ []byte) 
 	return http.StatusOK, map[string]any{"accounts": out}, rows.Err()
 }
 
+// parseSignedCert parses a signed certificate in any S-expression form.
+func parseSignedCert(doc string) (*spki.SignedCert, error) {
+	x, err := spki.Parse([]byte(doc))
+	if err != nil {
+		return nil, err
+	}
+	return spki.ParseSignedCert(x)
+}
+
 func (a *API) postRevoke(ctx context.Context, caller *spki.PublicKey, body []byte) (int, any, error) {
 	var in struct {
 		Certificate string `json:"certificate"` // the signed certificate, any S-expression form
@@ -364,11 +379,7 @@ func (a *API) postRevoke(ctx context.Context, caller *spki.PublicKey, body []byt
 	if err := decode(body, &in); err != nil {
 		return 0, nil, err
 	}
-	x, err := spki.Parse([]byte(in.Certificate))
-	if err != nil {
-		return 0, nil, err
-	}
-	sc, err := spki.ParseSignedCert(x)
+	sc, err := parseSignedCert(in.Certificate)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -32,7 +32,7 @@ var (
 )
 
 func init() {
-	migrations = append(migrations, `CREATE TABLE nonces (
+	addMigration(2, `CREATE TABLE nonces (
 		key_hash TEXT NOT NULL,
 		nonce    TEXT NOT NULL,
 		ts       BIGINT NOT NULL,
@@ -56,28 +56,42 @@ func RequestObject(method, path string, body []byte, ts int64, nonce []byte) spk
 //
 //	ECoupon-Signature: key=<transport of (public-key …)>, ts=<unix>, nonce=<b64url>, sig=<transport of (signature …)>
 func SignRequest(req *http.Request, body []byte, signer crypto.Signer, now time.Time) error {
+	h, err := signatureHeader(req.Method, req.URL.RequestURI(), body, signer, now)
+	if err == nil {
+		req.Header.Set(HeaderSignature, h)
+	}
+	return err
+}
+
+// signatureHeader returns the ECoupon-Signature value of a request.
+func signatureHeader(method, uri string, body []byte, signer crypto.Signer, now time.Time) (string, error) {
 	pub, err := spki.NewPublicKey(signer.Public())
 	if err != nil {
-		return err
+		return "", err
 	}
 	nonce := make([]byte, 16)
 	if _, err := rand.Read(nonce); err != nil {
-		return err
+		return "", err
 	}
 	ts := now.Unix()
-	sig, err := spki.Sign(signer, RequestObject(req.Method, req.URL.RequestURI(), body, ts, nonce))
+	sig, err := spki.Sign(signer, RequestObject(method, uri, body, ts, nonce))
 	if err != nil {
-		return err
+		return "", err
 	}
-	req.Header.Set(HeaderSignature, "key="+string(spki.Transport(pub.Sexp()))+", ts="+strconv.FormatInt(ts, 10)+
-		", nonce="+base64.RawURLEncoding.EncodeToString(nonce)+", sig="+string(spki.Transport(sig.Sexp())))
-	return nil
+	return "key=" + string(spki.Transport(pub.Sexp())) + ", ts=" + strconv.FormatInt(ts, 10) +
+		", nonce=" + base64.RawURLEncoding.EncodeToString(nonce) + ", sig=" + string(spki.Transport(sig.Sexp())), nil
 }
 
 // authenticate checks a request's signature, timestamp and nonce and
 // returns the caller's key. The nonce is recorded, so a replay fails.
 func (b *Broker) authenticate(ctx context.Context, r *http.Request, body []byte) (*spki.PublicKey, error) {
-	h := r.Header.Get(HeaderSignature)
+	return b.verifySigned(ctx, r.Header.Get(HeaderSignature), r.Method, r.URL.RequestURI(), body)
+}
+
+// verifySigned checks a signature header h (the ECoupon-Signature format)
+// over method, uri and body, its timestamp and nonce, and returns the
+// signer's key. The nonce is recorded, so a replay fails.
+func (b *Broker) verifySigned(ctx context.Context, h, method, uri string, body []byte) (*spki.PublicKey, error) {
 	if h == "" {
 		return nil, ErrUnsigned
 	}
@@ -119,7 +133,7 @@ func (b *Broker) authenticate(ctx context.Context, r *http.Request, body []byte)
 	if !sig.Signer.Equal(key) {
 		return nil, fmt.Errorf("%w: signed by another key than the one named", ErrBadAuth)
 	}
-	if err := sig.VerifyObject(RequestObject(r.Method, r.URL.RequestURI(), body, ts, nonce)); err != nil {
+	if err := sig.VerifyObject(RequestObject(method, uri, body, ts, nonce)); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadAuth, err)
 	}
 	now := b.Now()

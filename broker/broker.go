@@ -26,7 +26,7 @@ var (
 )
 
 func init() {
-	migrations = append(migrations, `CREATE TABLE users (
+	addMigration(3, `CREATE TABLE users (
 		key_hash TEXT PRIMARY KEY,
 		account  TEXT NOT NULL REFERENCES accounts(id),
 		currency TEXT NOT NULL,

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strings"
 	"testing"
 )
 
@@ -38,6 +40,41 @@ func FuzzAPI(f *testing.F) {
 		}
 		if rec.Code != http.StatusOK && rec.Code != http.StatusCreated && rec.Body.Len() == 0 {
 			t.Fatalf("%s %s: %d without a reason", method, path, rec.Code)
+		}
+	})
+}
+
+// FuzzOfficeLogin: any auth parameter of a sign-in link, and any form
+// posted to the back office, is answered below 500 and starts no session
+// unless it is a valid signature.
+func FuzzOfficeLogin(f *testing.F) {
+	fx := newFixture(f)
+	api := &API{Broker: fx.b}
+	link, err := OfficeLoginURL("http://broker.example", fx.alice, fx.now)
+	if err != nil {
+		f.Fatal(err)
+	}
+	valid, _ := url.Parse(link)
+	f.Add(valid.Query().Get("auth"), "grant=00&csrf=x")
+	f.Add("key=(, ts=1, nonce=AAAA, sig=)", "")
+	f.Fuzz(func(t *testing.T, auth, form string) {
+		rec := httptest.NewRecorder()
+		api.ServeHTTP(rec, httptest.NewRequest("GET", OfficePath+"login?auth="+url.QueryEscape(auth), nil))
+		if rec.Code >= 500 {
+			t.Fatalf("login: %d %s", rec.Code, rec.Body)
+		}
+		if rec.Code == http.StatusSeeOther && len(rec.Result().Cookies()) == 0 {
+			t.Fatal("redirected without a session")
+		}
+		req := httptest.NewRequest("POST", OfficePath+"revoke", strings.NewReader(form))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		for _, c := range rec.Result().Cookies() {
+			req.AddCookie(c)
+		}
+		rec = httptest.NewRecorder()
+		api.ServeHTTP(rec, req)
+		if rec.Code >= 500 || rec.Code == http.StatusSeeOther {
+			t.Fatalf("revoke with form %q: %d", form, rec.Code)
 		}
 	})
 }

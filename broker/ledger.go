@@ -123,9 +123,11 @@ func retryable(err error) bool {
 // Close closes the database.
 func (d *DB) Close() error { return d.db.Close() }
 
-// migrations are applied in order; each runs once (schema_version).
-var migrations = []string{
-	`CREATE TABLE accounts (
+// migrations are the schema's versions: migrations[v] (v from 1) is the
+// SQL that takes the schema from version v-1 to v; each runs once, in
+// order (schema_version). Files add theirs with addMigration.
+var migrations = map[int]string{
+	1: `CREATE TABLE accounts (
 		id       TEXT PRIMARY KEY,
 		kind     TEXT NOT NULL,
 		currency TEXT NOT NULL,
@@ -150,6 +152,14 @@ var migrations = []string{
 	CREATE INDEX entries_account ON entries(account, tx);`,
 }
 
+// addMigration registers the migration to schema version v.
+func addMigration(v int, sql string) {
+	if _, dup := migrations[v]; dup {
+		panic(fmt.Sprintf("broker: two migrations to version %d", v))
+	}
+	migrations[v] = sql
+}
+
 func (d *DB) migrate(ctx context.Context) error {
 	if _, err := d.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)`); err != nil {
 		return fmt.Errorf("broker: migrating: %w", err)
@@ -164,11 +174,14 @@ func (d *DB) migrate(ctx context.Context) error {
 		return err
 	}
 	for i := v; i < len(migrations); i++ {
+		if migrations[i+1] == "" {
+			return fmt.Errorf("broker: migration %d is missing (a bug: versions must be 1…%d)", i+1, len(migrations))
+		}
 		tx, err := d.db.BeginTx(ctx, nil)
 		if err != nil {
 			return err
 		}
-		for _, stmt := range strings.Split(migrations[i], ";") {
+		for _, stmt := range strings.Split(migrations[i+1], ";") {
 			if strings.TrimSpace(stmt) == "" {
 				continue
 			}

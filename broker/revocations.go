@@ -17,7 +17,7 @@ import (
 var ErrRevocation = errors.New("broker: revocation refused")
 
 func init() {
-	migrations = append(migrations, `CREATE TABLE revoked (
+	addMigration(4, `CREATE TABLE revoked (
 		kind    TEXT NOT NULL,
 		hash    TEXT NOT NULL,
 		by_key  TEXT NOT NULL,

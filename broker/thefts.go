@@ -15,7 +15,7 @@ import (
 func init() {
 	// After every other migration (this file's init runs last): its
 	// position in the list is its schema version.
-	migrations = append(migrations, `CREATE TABLE thefts (
+	addMigration(5, `CREATE TABLE thefts (
 		book     TEXT NOT NULL REFERENCES books(id),
 		lane     BIGINT NOT NULL,
 		idx      BIGINT NOT NULL,

@@ -37,7 +37,7 @@ func init() {
 	// writes it with redeemed 0 and the anchor as its value). holder is the
 	// gate the lane is reserved for ('' when none); reserved is the value
 	// still held for the vendor in the book's reserve account.
-	migrations = append(migrations, `ALTER TABLE lanes ADD COLUMN holder TEXT NOT NULL DEFAULT '';
+	addMigration(6, `ALTER TABLE lanes ADD COLUMN holder TEXT NOT NULL DEFAULT '';
 	ALTER TABLE lanes ADD COLUMN reserved BIGINT NOT NULL DEFAULT 0`)
 }
 

@@ -25,8 +25,9 @@ func init() {
 	httpcaddyfile.RegisterDirectiveOrder("ecoupon_broker", httpcaddyfile.Before, "respond")
 }
 
-// BrokerHandler serves the ecoupons broker's API under /v1/ and passes
-// every other request to the next handler.
+// BrokerHandler serves the ecoupons broker's API under /v1/ and its
+// back-office pages under /office/, and passes every other request to the
+// next handler.
 type BrokerHandler struct {
 	// KeyFile is the broker's private key (PEM, Ed25519 or ECDSA P-256), as
 	// written by `ecoupons broker init`. Required.
@@ -165,7 +166,7 @@ func (h *BrokerHandler) Cleanup() error {
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler.
 func (h *BrokerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if strings.HasPrefix(r.URL.Path, "/v1/") {
+	if strings.HasPrefix(r.URL.Path, "/v1/") || strings.HasPrefix(r.URL.Path, broker.OfficePath) {
 		h.api.ServeHTTP(w, r)
 		return nil
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
@@ -8,8 +9,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
+	"time"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/ecoupons/ecoupons/broker"
 	"github.com/ecoupons/ecoupons/spki"
 	"github.com/spf13/cobra"
 	"go.step.sm/crypto/pemutil"
@@ -33,6 +37,46 @@ Writes into --dir (created if needed, files never overwritten):
 			cmd.RunE = caddycmd.WrapCommandFuncForCobra(brokerInit)
 		},
 	})
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:  "office-link",
+		Usage: "--key <pem file> --broker <url>",
+		Short: "Prints a sign-in link to a broker's back office, signed by a key",
+		Long: `
+Signs a one-time link to the back office of the broker at --broker with the
+private key in --key (PEM): a vendor's key (the gate's vendor_key) shows the
+vendor's revenue and redemptions, a user's key the user's accounts. The link
+works once, within the broker's replay window (5 minutes). Wallets have
+their own: ecoupons wallet office.`,
+		CobraFunc: func(cmd *cobra.Command) {
+			cmd.Flags().String("key", "", "PEM file of the private key (required)")
+			cmd.Flags().String("broker", "", "the broker's base URL (required)")
+			cmd.RunE = caddycmd.WrapCommandFuncForCobra(officeLink)
+		},
+	})
+}
+
+func officeLink(fl caddycmd.Flags) (int, error) {
+	keyFile, base := fl.String("key"), fl.String("broker")
+	if keyFile == "" || base == "" {
+		return 2, errors.New("--key and --broker are required")
+	}
+	if !strings.HasPrefix(base, "http://") && !strings.HasPrefix(base, "https://") {
+		return 2, fmt.Errorf("--broker %q must be an http(s) URL", base)
+	}
+	k, err := pemutil.Read(keyFile)
+	if err != nil {
+		return 1, fmt.Errorf("--key %s: %w", keyFile, err)
+	}
+	signer, ok := k.(crypto.Signer)
+	if !ok {
+		return 1, fmt.Errorf("--key %s holds no private key", keyFile)
+	}
+	link, err := broker.OfficeLoginURL(base, signer, time.Now())
+	if err != nil {
+		return 1, err
+	}
+	fmt.Println(link)
+	return 0, nil
 }
 
 func brokerInit(fl caddycmd.Flags) (int, error) {

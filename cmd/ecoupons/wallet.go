@@ -38,7 +38,7 @@ const (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "wallet",
-		Usage: "<init|register|book|balance|get|device|delegate|import|revoke|proxy|limit|receipts> … [--dir DIR]",
+		Usage: "<init|register|book|balance|get|device|delegate|import|revoke|proxy|limit|receipts|office> … [--dir DIR]",
 		Short: "The ecoupons wallet: keys, books, and paying 402s",
 		Long: `
 A wallet lives in a directory (--dir, default $ECOUPONS_WALLET or ~/.ecoupons):
@@ -57,7 +57,8 @@ payment.`,
 			cmd.PersistentFlags().String("passphrase-file", "", "file holding the passphrase of the wallet's key (default $ECOUPONS_PASSPHRASE_FILE; at init: encrypt the new key with it)")
 			cmd.PersistentFlags().Bool("json", false, "print results and errors as JSON, for scripts (device, delegate and get print documents and bodies as they are)")
 			cmd.AddCommand(walletInitCmd(), walletRegisterCmd(), walletBookCmd(), walletBalanceCmd(), walletGetCmd(),
-				walletDeviceCmd(), walletDelegateCmd(), walletImportCmd(), walletRevokeCmd(), walletProxyCmd(), walletLimitCmd(), walletReceiptsCmd())
+				walletDeviceCmd(), walletDelegateCmd(), walletImportCmd(), walletRevokeCmd(), walletProxyCmd(), walletLimitCmd(), walletReceiptsCmd(),
+				walletOfficeCmd())
 		},
 	})
 }
@@ -578,6 +579,13 @@ func walletDelegateCmd() *cobra.Command {
 				}
 			}
 			fmt.Fprintf(os.Stderr, "lanes %d-%d granted to %q (%s)\n", lo, hi, dev.Name, dev.Fingerprint())
+			// The broker keeps the certificate (not the sealed seeds), so that
+			// the device shows in the back office and can be revoked there.
+			if w.Config.Broker != "" {
+				if err := brokerCall(w, "POST", "/v1/grants", map[string]string{"certificate": string(spki.Transport(g.Cert().Sexp())), "name": dev.Name}, nil); err != nil {
+					fmt.Fprintf(os.Stderr, "warning: the broker did not record the grant (%v); it works, and you can still revoke it with: ecoupons wallet revoke GRANT\n", err)
+				}
+			}
 			return writeOut(out, append(spki.Transport(g.Sexp()), '\n'))
 		})}
 	c.Flags().String("to", "", "the device identity file (from: ecoupons wallet device)")
@@ -638,6 +646,24 @@ func walletRevokeCmd() *cobra.Command {
 		})}
 	c.Flags().Bool("key", false, "also revoke the device's key (a lost device)")
 	return c
+}
+
+func walletOfficeCmd() *cobra.Command {
+	return &cobra.Command{Use: "office", Short: "Print a sign-in link to the broker's back office (valid once, for a few minutes)", Args: cobra.NoArgs,
+		Run: run(func(cmd *cobra.Command, _ []string) error {
+			w, err := loadWallet(cmd)
+			if err != nil {
+				return err
+			}
+			if w.Config.Broker == "" {
+				return errors.New("this wallet is not registered at a broker (run: ecoupons wallet register --broker URL)")
+			}
+			link, err := broker.OfficeLoginURL(w.Config.Broker, w.Key, time.Now())
+			if err != nil {
+				return err
+			}
+			return report(cmd, map[string]any{"url": link}, link)
+		})}
 }
 
 // openTransport opens the paying transport of a book or grant, under the

@@ -1,0 +1,242 @@
+package broker
+
+import (
+	"context"
+	"encoding/hex"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/spki"
+)
+
+// officeWorld: alice with a registered book, 12 coupons of it redeemed by
+// news.example, and a grant to her phone registered at the broker.
+func officeWorld(t *testing.T) (*fixture, *httptest.Server, *spki.SignedCert) {
+	f := newFixture(t)
+	bk := f.newBook(t, 4, 16, milli)
+	if err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.b.Redeem(ctx, pub(t, f.vendor).Hash(), []Redemption{bk.coupon(0, 10, true), bk.coupon(1, 2, true)}); err != nil {
+		t.Fatal(err)
+	}
+	tag, err := coupons.SpendTag(bk.sb.Book.ID(), "news.example", 2, 3, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	grant, err := spki.SignCert(&spki.Cert{Issuer: spki.KeyPrincipal(pub(t, f.alice)), Subject: spki.KeyPrincipal(pub(t, testKey("phone"))), Tag: tag,
+		Validity: spki.Validity{NotBefore: f.now.Add(-time.Hour), NotAfter: f.now.Add(7 * 24 * time.Hour)}}, f.alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.b.RegisterGrant(ctx, pub(t, f.alice).Hash(), grant, "phone <script>"); err != nil {
+		t.Fatal(err)
+	}
+	// Only the issuer may register a grant, and only for a book held here.
+	if err := f.b.RegisterGrant(ctx, pub(t, f.vendor).Hash(), grant, "x"); err == nil {
+		t.Fatal("a grant registered by someone who did not issue it")
+	}
+	srv := httptest.NewServer(&API{Broker: f.b})
+	t.Cleanup(srv.Close)
+	return f, srv, grant
+}
+
+// browser starts a headless Chromium for the test, or skips (fails under
+// CI=true) when none is installed.
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	var path string
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			path = p
+			break
+		}
+	}
+	if path == "" {
+		msg := "skipping the browser test: no Chromium (apt-get install -y chromium)"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg + " — CI=true, so this is a failure")
+		}
+		t.Skip(msg)
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()))
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancel)
+	bctx, cancel2 := chromedp.NewContext(actx)
+	t.Cleanup(cancel2)
+	// The first run starts the browser, on a context without a deadline.
+	if err := chromedp.Do(bctx); err != nil {
+		t.Fatalf("starting Chromium: %v", err)
+	}
+	tctx, cancel3 := context.WithTimeout(bctx, 60*time.Second)
+	t.Cleanup(cancel3)
+	return tctx
+}
+
+func TestOfficeInBrowser(t *testing.T) { onBoth(t, testOfficeInBrowser) }
+
+// testOfficeInBrowser drives the back office in a real headless Chromium:
+// a user signs in with a signed link, sees balance, book and device,
+// revokes the device with a click; a used link is refused; the vendor sees
+// its revenue and redemptions.
+func testOfficeInBrowser(t *testing.T) {
+	f, srv, grant := officeWorld(t)
+	bctx := browser(t)
+	text := func(sel string) string {
+		t.Helper()
+		s, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS(sel)))
+		if err != nil {
+			t.Fatalf("text of %s: %v", sel, err)
+		}
+		return strings.Join(strings.Fields(s), " ")
+	}
+
+	// Without a session: the sign-in page, no data.
+	if err := chromedp.Do(bctx, chromedp.Navigate(srv.URL+OfficePath)); err != nil {
+		t.Fatal(err)
+	}
+	if got := text("body"); !strings.Contains(got, "not signed in") || strings.Contains(got, "Balance") {
+		t.Fatalf("page without a session: %q", got)
+	}
+
+	link, err := OfficeLoginURL(srv.URL, f.alice, f.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(bctx, chromedp.Navigate(link), chromedp.WaitVisible(chromedp.CSS("#balance"))); err != nil {
+		t.Fatal(err)
+	}
+	// 10 EUR topped up, a book of 4 x 16 x 0.001 held (0.064): 9.936 left;
+	// 12 coupons redeemed, 0.052 still held.
+	if got := text("tr.account"); !strings.Contains(got, "9.936 EUR") || !strings.Contains(got, "pre-paid") {
+		t.Errorf("balance row: %q", got)
+	}
+	if got := text("tr.book"); !strings.Contains(got, "news.example") || !strings.Contains(got, "0.064 EUR") ||
+		!strings.Contains(got, "0.012 EUR (12 coupons on 2 of 4 lanes)") || !strings.Contains(got, "0.052 EUR") || !strings.Contains(got, "active") {
+		t.Errorf("book row: %q", got)
+	}
+	// The device's name is shown as text, never as markup.
+	if got := text("tr.device"); !strings.Contains(got, "phone <script>") || !strings.Contains(got, "active") {
+		t.Errorf("device row: %q", got)
+	}
+	// Revoke the phone and its key with a click.
+	if err := chromedp.Do(bctx,
+		chromedp.Click(chromedp.CSS(`tr.device input[name="key"]`)),
+		chromedp.Click(chromedp.CSS(`tr.device button.revoke`)),
+		chromedp.WaitVisible(chromedp.CSS("#notice"))); err != nil {
+		t.Fatal(err)
+	}
+	if got := text("tr.device td.state"); got != "revoked (and its key)" {
+		t.Errorf("device after revocation: %q", got)
+	}
+	doc, err := f.b.RevocationList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gh := grant.Cert.Hash()
+	ph := pub(t, testKey("phone")).Hash()
+	if !strings.Contains(string(doc), string(gh[:])) {
+		t.Errorf("the revocation list does not name the grant")
+	}
+	if !strings.Contains(string(doc), string(ph[:])) {
+		t.Errorf("the revocation list does not name the phone's key")
+	}
+
+	// The link works once.
+	if err := chromedp.Do(bctx, chromedp.Navigate(link), chromedp.WaitVisible(chromedp.CSS("#error-reason"))); err != nil {
+		t.Fatal(err)
+	}
+	if got := text("#error-reason"); !strings.Contains(got, "nonce already used") {
+		t.Errorf("a used link: %q", got)
+	}
+
+	// The vendor signs in (after signing out as alice).
+	if err := chromedp.Do(bctx, chromedp.Navigate(srv.URL+OfficePath), chromedp.Click(chromedp.CSS(`form.inline button`)),
+		chromedp.WaitVisible(chromedp.CSS("#signin"))); err != nil {
+		t.Fatal(err)
+	}
+	if got := text("body"); !strings.Contains(got, "not signed in") {
+		t.Fatalf("after signing out: %q", got)
+	}
+	vlink, _ := OfficeLoginURL(srv.URL, f.vendor, f.now)
+	if err := chromedp.Do(bctx, chromedp.Navigate(vlink), chromedp.WaitVisible(chromedp.CSS(".vendor-balance"))); err != nil {
+		t.Fatal(err)
+	}
+	if got := text(".vendor-balance"); got != "0.012 EUR" {
+		t.Errorf("vendor balance: %q", got)
+	}
+	if got := text(".revenue-total"); got != "0.012 EUR" {
+		t.Errorf("revenue: %q", got)
+	}
+	if got := text("tr.revenue"); !strings.HasPrefix(got, "2026-12-01 1 0.012") {
+		t.Errorf("revenue row: %q", got)
+	}
+	if got := text("body"); !strings.Contains(got, "redeemed 12 coupons on 2 lanes of 1 books") || strings.Contains(got, "Devices") {
+		t.Errorf("vendor page: %q", got)
+	}
+}
+
+// TestOfficeRefusesForgedForms: a revocation without the session's form
+// token, or of a grant the session's key did not issue, changes nothing;
+// an expired session is signed out.
+func TestOfficeRefusesForgedForms(t *testing.T) {
+	f, srv, grant := officeWorld(t)
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar}
+	link, _ := OfficeLoginURL(srv.URL, f.alice, f.now)
+	resp, err := c.Get(link)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("login: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	gh := grant.Cert.Hash()
+	post := func(form url.Values) int {
+		resp, err := c.PostForm(srv.URL+OfficePath+"revoke", form)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := post(url.Values{"grant": {hexString(gh[:])}, "csrf": {"forged"}}); code != 403 {
+		t.Errorf("forged form token: %d", code)
+	}
+	if code := post(url.Values{"grant": {strings.Repeat("00", 32)}, "csrf": {csrfFor(t, jar, srv.URL)}}); code != 403 {
+		t.Errorf("someone else's grant: %d", code)
+	}
+	var n int
+	f.b.DB.db.QueryRow(`SELECT COUNT(*) FROM revoked`).Scan(&n)
+	if n != 0 {
+		t.Fatalf("%d revocations after refused forms", n)
+	}
+	f.now = f.now.Add(OfficeSession + time.Minute)
+	resp, _ = c.Get(srv.URL + OfficePath)
+	resp.Body.Close()
+	if resp.StatusCode != 401 {
+		t.Errorf("expired session: %d", resp.StatusCode)
+	}
+}
+
+func hexString(b []byte) string { return hex.EncodeToString(b) }
+
+func csrfFor(t *testing.T, jar http.CookieJar, base string) string {
+	u, _ := url.Parse(base + OfficePath)
+	for _, c := range jar.Cookies(u) {
+		if c.Name == officeCookie {
+			return csrfToken(c.Value)
+		}
+	}
+	t.Fatal("no session cookie")
+	return ""
+}
