@@ -227,6 +227,7 @@ The servers keep running (Ctrl-C to stop). In another terminal, try:
   %[4]s wallet get -v http://%[1]s/premium/article.html
   %[4]s wallet get -o seg0.ts http://%[1]s/stream/seg0.ts
   %[4]s wallet balance
+  %[4]s wallet office                                # a sign-in link to the broker's back office
   %[4]s wallet proxy --listen 127.0.0.1:8088 --upstream http://%[1]s &
   curl http://127.0.0.1:8088/premium/article.html      # a plain client, paid by the proxy
   curl -i http://%[1]s/premium/article.html          # 402 with the ECoupon challenge
