@@ -26,7 +26,7 @@ func init() {
 //	    broker_key       <file>            # repeatable
 //	    price            <coupons per request>
 //	    unit             <decimal> <currency>
-//	    store            memory | bolt [<path>] | redis <url> [<prefix>]
+//	    store            memory | bolt [<path>] [commit_delay <duration>] | redis <url> [<prefix>]
 //	    mode             offline | semi | online
 //	    broker_timeout   <duration>
 //	    max_jump         <coupons>
@@ -241,12 +241,20 @@ func (g *Gate) parseStore(d *caddyfile.Dispenser) error {
 		}
 		mod, name = &MemoryStore{}, "memory"
 	case "bolt":
-		if len(args) > 2 {
-			return d.Errf("store bolt takes at most a path")
-		}
 		b := &BoltStore{}
-		if len(args) == 2 {
-			b.Path = args[1]
+		rest := args[1:]
+		if len(rest)%2 == 1 {
+			b.Path, rest = rest[0], rest[1:]
+		}
+		for ; len(rest) > 0; rest = rest[2:] {
+			if rest[0] != "commit_delay" {
+				return d.Errf("store bolt takes a path and 'commit_delay <duration>', got %q", rest[0])
+			}
+			dur, err := caddy.ParseDuration(rest[1])
+			if err != nil || dur < 0 || dur > time.Second {
+				return d.Errf("commit_delay must be a duration from 0 to 1s, e.g. 1ms, got %q", rest[1])
+			}
+			b.CommitDelay = caddy.Duration(dur)
 		}
 		mod, name = b, "bolt"
 	case "redis":

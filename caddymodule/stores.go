@@ -35,12 +35,19 @@ func (MemoryStore) CaddyModule() caddy.ModuleInfo {
 // OpenStore implements StoreProvider.
 func (MemoryStore) OpenStore(caddy.Context) (store.Store, error) { return store.NewMemory(), nil }
 
-// BoltStore is the embedded durable store (the default): one bbolt file,
-// coupons group-committed and on disk before the response leaves.
+// BoltStore is the embedded durable store (the default): one bbolt file
+// and its write-ahead log (<path>.wal, 32 MiB), coupons group-committed
+// and on disk before the response leaves.
 type BoltStore struct {
 	// Path of the database file. Default: ecoupons/<vendor>.db in Caddy's
 	// data directory.
 	Path string `json:"path,omitempty"`
+	// CommitDelay makes the store wait this long between groups of
+	// payments under concurrent load, so that each fdatasync carries more
+	// payments: more throughput on a busy gate, up to this much more
+	// latency per payment. Default 0 (no wait; e.g. 1ms for a gate under
+	// heavy load).
+	CommitDelay caddy.Duration `json:"commit_delay,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -80,7 +87,7 @@ func (b *BoltStore) OpenStore(ctx caddy.Context) (store.Store, error) {
 		return nil, fmt.Errorf("bolt store: %w", err)
 	}
 	v, _, err := boltPool.LoadOrNew(path, func() (caddy.Destructor, error) {
-		db, err := store.OpenBolt(path, store.BoltOptions{})
+		db, err := store.OpenBolt(path, store.BoltOptions{CommitDelay: time.Duration(b.CommitDelay)})
 		if err != nil {
 			return nil, err
 		}

@@ -5,86 +5,210 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
 	"time"
 
 	"github.com/ecoupons/ecoupons/coupons"
 	bolt "go.etcd.io/bbolt"
 )
 
-var (
-	bucketLanes    = []byte("lanes")
-	bucketGrants   = []byte("grants")
-	bucketProofs   = []byte("proofs")
-	bucketRedeemed = []byte("redeemed")
-	bucketDirty    = []byte("dirty")
+// The buckets of the bbolt file, numbered for the write-ahead log.
+const (
+	bLanes byte = iota
+	bGrants
+	bProofs
+	bRedeemed
+	bDirty
+	nBuckets
 )
 
-// Bolt is the embedded durable store (go.etcd.io/bbolt). Writes are
-// group-committed by one committer goroutine: while a transaction and its
-// fsync are in flight, new writes queue; the committer then applies all
-// of them in the next transaction. Each write returns only after its
-// transaction is on disk. There is no artificial delay: a lone write costs
-// one fsync, and under load each fsync carries every write that arrived
-// during the previous one.
+var bucketNames = [nBuckets][]byte{[]byte("lanes"), []byte("grants"), []byte("proofs"), []byte("redeemed"), []byte("dirty")}
+
+// Bolt is the embedded durable store: a bbolt file fronted by a
+// write-ahead log (wal.go). Writes are group-committed by one committer
+// goroutine: while one group's log record and its fdatasync are in
+// flight, new writes queue; the committer then runs all of them, in
+// order, and appends their changes as the next record. Each write returns
+// only after its record is on disk. There is no artificial delay: a lone
+// write costs one fdatasync, and under load each fdatasync carries every
+// write that arrived during the previous one. Changes live in memory (the
+// overlay, read before the bbolt file) until a checkpoint writes them to
+// the bbolt file in one transaction, when the log is full and on Close;
+// on open, the log is replayed into the bbolt file.
 type Bolt struct {
 	db   *bolt.DB
+	log  *wal
 	ops  chan *boltOp
 	quit chan struct{}
 	done chan struct{}
 	max  int
+
+	delay     time.Duration
+	lastGroup int               // writes in the previous group
+	group     map[string]change // the group being run (reused)
+	order     []string
+
+	mu      sync.RWMutex // guards overlay (written by the committer only)
+	overlay map[string]change
+	broken  error // a failed log write: the store takes no more writes
 }
 
 // boltOp is one queued write. fn must make no change when it returns an
-// error, so that failing writes can share a transaction with others.
+// error, so that failing writes can share a group with others.
 type boltOp struct {
-	fn  func(*bolt.Tx) error
+	fn  func(*kvTx) error
 	err chan error
 }
 
-// fatal marks a write error from bolt itself, after which the transaction
-// must not commit.
-type fatal struct{ err error }
-
-func (f fatal) Error() string { return f.err.Error() }
-
 // BoltOptions tune the bolt store.
 type BoltOptions struct {
-	// BatchSize caps the writes per transaction. Default 1000.
+	// BatchSize caps the writes per group. Default 1000.
 	BatchSize int
-	// NoSync skips fsync: only for benchmarks and tests; a crash loses
+	// NoSync skips fdatasync: only for benchmarks and tests; a crash loses
 	// recent coupons and may accept them twice.
 	NoSync bool
+	// CommitDelay is how long the committer waits, after a group of two
+	// or more writes, before it starts the next group, so that groups
+	// grow under heavy concurrent load: fewer, larger log writes and
+	// fdatasyncs, for up to this much more latency per write. A lone
+	// writer never waits. Default 0: the committer only yields to the
+	// goroutines ready to run (see commitLoop), which costs no latency
+	// when the CPU is idle.
+	CommitDelay time.Duration
 }
 
-// OpenBolt opens (creating if needed) the store at path.
+// OpenBolt opens (creating if needed) the store at path, with its
+// write-ahead log at path + ".wal", replaying the log.
 func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second, NoSync: opt.NoSync,
-		// The freelist is rebuilt on open instead of written at every commit:
-		// commits, one per group of payments, get cheaper.
+		// The freelist is rebuilt on open instead of written at every commit.
 		NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		return nil, fmt.Errorf("store: opening %s: %w", path, err)
 	}
-	if err := db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketLanes, bucketGrants, bucketProofs, bucketRedeemed, bucketDirty} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
+	log, recs, err := openWAL(path+".wal", opt.NoSync)
+	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("store: initialising %s: %w", path, err)
+		return nil, fmt.Errorf("store: opening the write-ahead log of %s: %w", path, err)
 	}
-	s := &Bolt{db: db, ops: make(chan *boltOp, 4096), quit: make(chan struct{}), done: make(chan struct{}), max: 1000}
+	s := &Bolt{db: db, log: log, ops: make(chan *boltOp, 4096), quit: make(chan struct{}), done: make(chan struct{}), max: 1000,
+		overlay: map[string]change{}}
 	if opt.BatchSize > 0 {
 		s.max = opt.BatchSize
+	}
+	s.delay = opt.CommitDelay
+	s.group = map[string]change{}
+	// Replay: the log's records into the overlay, then a checkpoint.
+	for _, p := range recs {
+		if err := decodeChanges(p, func(c change) error {
+			if c.bucket >= nBuckets {
+				return fmt.Errorf("%w: bucket %d in the write-ahead log", ErrCorrupt, c.bucket)
+			}
+			c.val = append([]byte(nil), c.val...)
+			s.overlay[string(c.bucket)+c.key] = c
+			return nil
+		}); err != nil {
+			log.close()
+			db.Close()
+			return nil, err
+		}
+	}
+	if err := s.checkpoint(); err != nil {
+		log.close()
+		db.Close()
+		return nil, fmt.Errorf("store: initialising %s: %w", path, err)
 	}
 	go s.commitLoop()
 	return s, nil
 }
 
-// commitLoop applies queued writes in group transactions.
+// checkpoint writes the overlay into the bbolt file (one durable
+// transaction), then empties the log and the overlay. Only the committer
+// (or Open and Close, when it is not running) calls it.
+func (s *Bolt) checkpoint() error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		var bs [nBuckets]*bolt.Bucket
+		for i, name := range bucketNames {
+			b, err := tx.CreateBucketIfNotExists(name)
+			if err != nil {
+				return err
+			}
+			bs[i] = b
+		}
+		for _, c := range s.overlay {
+			var err error
+			if c.del {
+				err = bs[c.bucket].Delete([]byte(c.key))
+			} else {
+				err = bs[c.bucket].Put([]byte(c.key), c.val)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := s.log.reset(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	clear(s.overlay)
+	s.mu.Unlock()
+	return nil
+}
+
+// kvTx is what a write sees: its group's earlier changes, then the
+// overlay, then the bbolt file.
+type kvTx struct {
+	s       *Bolt
+	group   map[string]change
+	order   []string // keys of group in first-change order
+	boltTx  *bolt.Tx // opened on the first read the overlay cannot answer
+	err     error    // opening boltTx failed
+	pending []change // this op's changes, kept only if it succeeds
+}
+
+func (t *kvTx) get(b byte, key []byte) []byte {
+	k := string(b) + string(key)
+	for i := len(t.pending) - 1; i >= 0; i-- {
+		if c := t.pending[i]; c.bucket == b && c.key == string(key) {
+			return c.val
+		}
+	}
+	if c, ok := t.group[k]; ok {
+		return c.val
+	}
+	if c, ok := t.s.overlay[k]; ok { // the committer is the overlay's only writer
+		return c.val
+	}
+	if t.boltTx == nil && t.err == nil {
+		t.boltTx, t.err = t.s.db.Begin(false)
+	}
+	if t.err != nil {
+		return nil
+	}
+	if v := t.boltTx.Bucket(bucketNames[b]).Get(key); v != nil {
+		return append([]byte(nil), v...)
+	}
+	return nil
+}
+
+func (t *kvTx) put(b byte, key, val []byte) {
+	t.pending = append(t.pending, change{bucket: b, key: string(key), val: append([]byte(nil), val...)})
+}
+
+func (t *kvTx) del(b byte, key []byte) {
+	t.pending = append(t.pending, change{bucket: b, key: string(key), del: true})
+}
+
+// maxYields bounds the yields of the committer gathering one group.
+const maxYields = 8
+
+// commitLoop runs queued writes in groups, each one log record.
 func (s *Bolt) commitLoop() {
 	defer close(s.done)
 	batch := make([]*boltOp, 0, s.max)
@@ -95,38 +219,102 @@ func (s *Bolt) commitLoop() {
 		case <-s.quit:
 			return
 		}
-	drain:
-		for len(batch) < s.max {
-			select {
-			case op := <-s.ops:
-				batch = append(batch, op)
-			default:
-				break drain
-			}
+		if s.lastGroup > 1 && s.delay > 0 {
+			time.Sleep(s.delay)
 		}
-		errs := make([]error, len(batch))
-		err := s.db.Update(func(tx *bolt.Tx) error {
-			for i, op := range batch {
-				errs[i] = op.fn(tx)
-				var f fatal
-				if errors.As(errs[i], &f) {
-					return f.err // a failed write: abort the whole transaction
+		// Gather the group. Between drains the committer yields: when the
+		// CPU is busy, the goroutines ready to run (requests on their way
+		// to a payment) run first and join this group, so that one
+		// fdatasync serves more payments; when it is idle, yielding
+		// returns at once. It stops at the first yield that brings no one.
+		for yield := 0; ; yield++ {
+			before := len(batch)
+		drain:
+			for len(batch) < s.max {
+				select {
+				case op := <-s.ops:
+					batch = append(batch, op)
+				default:
+					break drain
 				}
 			}
-			return nil
-		})
-		for i, op := range batch {
-			if err != nil {
-				op.err <- err
-			} else {
-				op.err <- errs[i]
+			if yield == maxYields || len(batch) >= s.max || (yield > 0 && len(batch) == before) {
+				break
 			}
+			runtime.Gosched()
+		}
+		s.lastGroup = len(batch)
+		errs := s.runGroup(batch)
+		for i, op := range batch {
+			op.err <- errs[i]
 		}
 	}
 }
 
-// write queues fn and waits until its transaction is durable.
-func (s *Bolt) write(fn func(*bolt.Tx) error) error {
+// runGroup runs a group of writes and makes their changes durable.
+func (s *Bolt) runGroup(batch []*boltOp) []error {
+	errs := make([]error, len(batch))
+	fail := func(err error) []error {
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	if s.broken != nil {
+		return fail(s.broken)
+	}
+	clear(s.group)
+	t := &kvTx{s: s, group: s.group, order: s.order[:0]}
+	for i, op := range batch {
+		t.pending = t.pending[:0]
+		if errs[i] = op.fn(t); errs[i] != nil {
+			continue
+		}
+		for _, c := range t.pending {
+			k := string(c.bucket) + c.key
+			if _, ok := t.group[k]; !ok {
+				t.order = append(t.order, k)
+			}
+			t.group[k] = c
+		}
+	}
+	s.order = t.order
+	if t.boltTx != nil {
+		t.boltTx.Rollback()
+	}
+	if t.err != nil {
+		return fail(mapClosed(t.err))
+	}
+	if len(t.group) == 0 {
+		return errs
+	}
+	var p []byte
+	for _, k := range t.order {
+		p = appendChange(p, t.group[k])
+	}
+	err := s.log.append(p)
+	if errors.Is(err, errWALFull) {
+		if err = s.checkpoint(); err == nil {
+			err = s.log.append(p)
+		}
+	}
+	if err != nil {
+		// The log's state is unknown (fsync failures may drop pages):
+		// refuse every later write rather than risk accepting a coupon
+		// twice. Reopening the store replays what reached the disk.
+		s.broken = fmt.Errorf("store: the write-ahead log failed, reopen the store: %w", err)
+		return fail(s.broken)
+	}
+	s.mu.Lock()
+	for k, c := range t.group {
+		s.overlay[k] = c
+	}
+	s.mu.Unlock()
+	return errs
+}
+
+// write queues fn and waits until its group is durable.
+func (s *Bolt) write(fn func(*kvTx) error) error {
 	op := &boltOp{fn: fn, err: make(chan error, 1)}
 	select {
 	case s.ops <- op:
@@ -147,6 +335,20 @@ func (s *Bolt) write(fn func(*bolt.Tx) error) error {
 	}
 }
 
+// read runs fn with a getter that sees the overlay, then the bbolt file.
+func (s *Bolt) read(fn func(get func(b byte, key []byte) []byte, tx *bolt.Tx) error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return mapClosed(s.db.View(func(tx *bolt.Tx) error {
+		return fn(func(b byte, key []byte) []byte {
+			if c, ok := s.overlay[string(b)+string(key)]; ok {
+				return c.val
+			}
+			return tx.Bucket(bucketNames[b]).Get(key)
+		}, tx)
+	}))
+}
+
 func mapClosed(err error) error {
 	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
 		return ErrClosed
@@ -158,9 +360,8 @@ func mapClosed(err error) error {
 func (s *Bolt) Open(_ context.Context, id coupons.LaneID, meta Meta) (Record, error) {
 	k := Key(id)
 	var out Record
-	err := s.write(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketLanes)
-		if v := b.Get(k[:]); v != nil {
+	err := s.write(func(t *kvTx) error {
+		if v := t.get(bLanes, k[:]); v != nil {
 			return out.UnmarshalBinary(v)
 		}
 		out = newRecord(meta)
@@ -168,9 +369,7 @@ func (s *Bolt) Open(_ context.Context, id coupons.LaneID, meta Meta) (Record, er
 		if err != nil {
 			return err
 		}
-		if err := b.Put(k[:], enc); err != nil {
-			return fatal{err}
-		}
+		t.put(bLanes, k[:], enc)
 		return nil
 	})
 	return out, mapClosed(err)
@@ -180,14 +379,14 @@ func (s *Bolt) Open(_ context.Context, id coupons.LaneID, meta Meta) (Record, er
 func (s *Bolt) Get(_ context.Context, id coupons.LaneID) (Record, error) {
 	k := Key(id)
 	var out Record
-	err := s.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketLanes).Get(k[:])
+	err := s.read(func(get func(byte, []byte) []byte, _ *bolt.Tx) error {
+		v := get(bLanes, k[:])
 		if v == nil {
 			return ErrNotFound
 		}
 		return out.UnmarshalBinary(v)
 	})
-	return out, mapClosed(err)
+	return out, err
 }
 
 // Advance implements Store.
@@ -197,9 +396,8 @@ func (s *Bolt) Advance(_ context.Context, id coupons.LaneID, prevLast uint32, ne
 	if err != nil {
 		return err
 	}
-	return mapClosed(s.write(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketLanes)
-		v := b.Get(k[:])
+	return mapClosed(s.write(func(t *kvTx) error {
+		v := t.get(bLanes, k[:])
 		if v == nil {
 			return ErrNotFound
 		}
@@ -210,36 +408,26 @@ func (s *Bolt) Advance(_ context.Context, id coupons.LaneID, prevLast uint32, ne
 		if cur.State.Last != prevLast {
 			return fmt.Errorf("%w: at %d, expected %d", ErrConflict, cur.State.Last, prevLast)
 		}
-		// Every check comes before the first write (see boltOp).
-		var g *bolt.Bucket
-		var total int64
+		// Every check comes before the first change (see boltOp).
 		if next.Meta.Cap > 0 && charge > 0 {
-			g = tx.Bucket(bucketGrants)
 			var spent int64
-			if v := g.Get(next.Meta.Grant[:]); len(v) == 8 {
+			if v := t.get(bGrants, next.Meta.Grant[:]); len(v) == 8 {
 				spent = int64(binary.BigEndian.Uint64(v))
 			}
-			if total, err = coupons.ChargeCap(spent, next.Meta.Cap, charge); err != nil {
+			total, err := coupons.ChargeCap(spent, next.Meta.Cap, charge)
+			if err != nil {
 				return err
 			}
+			t.put(bGrants, next.Meta.Grant[:], binary.BigEndian.AppendUint64(nil, uint64(total)))
 		}
-		if err := b.Put(k[:], enc); err != nil {
-			return fatal{err}
-		}
-		if err := tx.Bucket(bucketDirty).Put(k[:], nil); err != nil {
-			return fatal{err}
-		}
-		if g != nil {
-			if err := g.Put(next.Meta.Grant[:], binary.BigEndian.AppendUint64(nil, uint64(total))); err != nil {
-				return fatal{err}
-			}
-		}
+		t.put(bLanes, k[:], enc)
+		t.put(bDirty, k[:], nil)
 		return nil
 	}))
 }
 
-// Close implements Store: it stops the committer after the transaction in
-// flight and closes the database.
+// Close implements Store: it stops the committer after the group in
+// flight, checkpoints the log into the bbolt file and closes both.
 func (s *Bolt) Close() error {
 	select {
 	case <-s.quit:
@@ -248,7 +436,17 @@ func (s *Bolt) Close() error {
 	}
 	close(s.quit)
 	<-s.done
-	return s.db.Close()
+	var err error
+	if s.broken == nil {
+		err = s.checkpoint()
+	}
+	if cerr := s.log.close(); err == nil {
+		err = cerr
+	}
+	if cerr := s.db.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // SetProof implements Store.
@@ -258,10 +456,8 @@ func (s *Bolt) SetProof(_ context.Context, id coupons.LaneID, proof [][32]byte) 
 		return err
 	}
 	k := Key(id)
-	return mapClosed(s.write(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketProofs).Put(k[:], enc); err != nil {
-			return fatal{err}
-		}
+	return mapClosed(s.write(func(t *kvTx) error {
+		t.put(bProofs, k[:], enc)
 		return nil
 	}))
 }
@@ -269,62 +465,77 @@ func (s *Bolt) SetProof(_ context.Context, id coupons.LaneID, proof [][32]byte) 
 // Pending implements Store.
 func (s *Bolt) Pending(_ context.Context, limit int) ([]Pending, error) {
 	var out []Pending
-	err := s.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketDirty).Cursor()
-		lanes, red, proofs := tx.Bucket(bucketLanes), tx.Bucket(bucketRedeemed), tx.Bucket(bucketProofs)
-		for k, _ := c.First(); k != nil && len(out) < limit; k, _ = c.Next() {
-			v := lanes.Get(k)
+	err := s.read(func(get func(byte, []byte) []byte, tx *bolt.Tx) error {
+		consider := func(k []byte) error {
+			v := get(bLanes, k)
 			if v == nil || len(k) != 36 {
-				continue
+				return nil
 			}
 			var r Record
 			if err := r.UnmarshalBinary(v); err != nil {
 				return err
 			}
 			var done uint32
-			if rv := red.Get(k); len(rv) == 4 {
+			if rv := get(bRedeemed, k); len(rv) == 4 {
 				done = binary.BigEndian.Uint32(rv)
 			}
 			if done >= r.State.Last {
-				continue
+				return nil
 			}
 			p := Pending{Index: r.State.Last, Value: r.State.LastValue, Redeemed: done, Anchor: r.Meta.Anchor}
 			copy(p.ID.Book[:], k[:32])
 			p.ID.Lane = binary.BigEndian.Uint32(k[32:])
-			if pv := proofs.Get(k); pv != nil {
+			if pv := get(bProofs, k); pv != nil {
 				var err error
 				if p.Proof, err = decodeProof(pv); err != nil {
 					return err
 				}
 			}
 			out = append(out, p)
+			return nil
+		}
+		// Dirty lanes: those the overlay marks, then those of the file
+		// that the overlay does not mention (it may have cleaned them).
+		for k, c := range s.overlay {
+			if len(out) >= limit {
+				return nil
+			}
+			if k[0] == bDirty && !c.del {
+				if err := consider([]byte(c.key)); err != nil {
+					return err
+				}
+			}
+		}
+		cur := tx.Bucket(bucketNames[bDirty]).Cursor()
+		for k, _ := cur.First(); k != nil && len(out) < limit; k, _ = cur.Next() {
+			if _, ok := s.overlay[string(bDirty)+string(k)]; ok {
+				continue
+			}
+			if err := consider(k); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
-	return out, mapClosed(err)
+	return out, err
 }
 
 // Redeemed implements Store.
 func (s *Bolt) Redeemed(_ context.Context, id coupons.LaneID, index uint32) error {
 	k := Key(id)
-	return mapClosed(s.write(func(tx *bolt.Tx) error {
-		red := tx.Bucket(bucketRedeemed)
+	return mapClosed(s.write(func(t *kvTx) error {
 		var done uint32
-		if rv := red.Get(k[:]); len(rv) == 4 {
+		if rv := t.get(bRedeemed, k[:]); len(rv) == 4 {
 			done = binary.BigEndian.Uint32(rv)
 		}
 		if index > done {
 			done = index
-			if err := red.Put(k[:], binary.BigEndian.AppendUint32(nil, done)); err != nil {
-				return fatal{err}
-			}
+			t.put(bRedeemed, k[:], binary.BigEndian.AppendUint32(nil, done))
 		}
-		if v := tx.Bucket(bucketLanes).Get(k[:]); v != nil {
+		if v := t.get(bLanes, k[:]); v != nil {
 			var r Record
 			if err := r.UnmarshalBinary(v); err == nil && done >= r.State.Last {
-				if err := tx.Bucket(bucketDirty).Delete(k[:]); err != nil {
-					return fatal{err}
-				}
+				t.del(bDirty, k[:])
 			}
 		}
 		return nil

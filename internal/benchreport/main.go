@@ -119,11 +119,17 @@ func main() {
 	if *load {
 		fmt.Fprintf(&doc, "## End to end: gated vs plain file_server (load harness)\n\n")
 		fmt.Fprintf(&doc, "`go run ./internal/loadharness`: one in-process Caddy serves a 1 KiB file through a plain file_server and through "+
-			"the gate in front of the same file_server, both on loopback; 16 keep-alive clients, each paying one coupon per request on "+
-			"its own lane, alternate between the two (2 rounds of 5 s each, medians). Goal: gated ≥ 0.90 × plain.\n\n")
-		for _, st := range []string{"memory", "bolt"} {
-			fmt.Fprintf(os.Stderr, "load harness, store %s…\n", st)
-			cmd := exec.Command("go", "run", "./internal/loadharness", "-store", st, "-duration", "5s", "-rounds", "2")
+			"the gate in front of the same file_server, both on loopback; N keep-alive clients (in the same process, on the same 2 cores), each "+
+			"paying one coupon per request on its own lane, alternate between the two (2 rounds of 5 s each, medians). CPU is the process's "+
+			"(clients included) per request and in use (200%% = both cores). Goal: gated ≥ 0.90 × plain.\n\n")
+		for _, run := range [][]string{
+			{"-store", "memory", "-clients", "16"},
+			{"-store", "bolt", "-clients", "16"},
+			{"-store", "bolt", "-clients", "64"},
+			{"-store", "bolt", "-clients", "128", "-commit-delay", "1ms"},
+		} {
+			fmt.Fprintf(os.Stderr, "load harness %v…\n", run)
+			cmd := exec.Command("go", append([]string{"run", "./internal/loadharness", "-duration", "5s", "-rounds", "2"}, run...)...)
 			cmd.Stderr = os.Stderr
 			res, err := cmd.Output()
 			if err != nil {
@@ -132,10 +138,12 @@ func main() {
 			}
 			fmt.Fprintf(&doc, "```\n%s```\n\n", res)
 		}
-		doc.WriteString("With the memory store the gate costs only its CPU. With bolt every accepted coupon is on disk (fsync) before its " +
-			"response leaves, so each client's next request waits for a commit: throughput is bounded by clients / commit latency, not " +
-			"by the gate's CPU. On this 2-core VM the bolt gate does not reach the 0.90 goal; a write-ahead log with one fdatasync per " +
-			"group (instead of bbolt's two fsyncs and page rewrites per commit) is the planned next step.\n")
+		doc.WriteString("With the memory store the gate costs only its CPU. With bolt every accepted coupon is on disk before its response " +
+			"leaves: the store appends each group of payments to a preallocated write-ahead log with one fdatasync (about 120 µs and, on this " +
+			"VM, about 55 µs of CPU each), and checkpoints into the bbolt file when the log is full. With 16 clients the closed loop is " +
+			"latency-bound: every client waits for a commit per request and the CPU idles meanwhile, so the ratio stays far from the goal. " +
+			"With more clients the commits are shared by more payments (the committer yields to ready goroutines before each group) and the " +
+			"ratio rises; `commit_delay` trades up to that much latency per payment for larger groups on a busy gate.\n")
 	}
 	if err := os.WriteFile(*out, doc.Bytes(), 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, err)

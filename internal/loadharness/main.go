@@ -26,6 +26,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -48,6 +49,7 @@ func main() {
 	duration := flag.Duration("duration", 5*time.Second, "length of one timed round")
 	rounds := flag.Int("rounds", 2, "rounds per server (the median is reported)")
 	storeKind := flag.String("store", "bolt", "gate store: bolt or memory")
+	commitDelay := flag.Duration("commit-delay", 0, "the bolt store's commit_delay")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the timed rounds to this file")
 	flag.Parse()
 	if *cpuprofile != "" {
@@ -59,7 +61,7 @@ func main() {
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
-	if err := run(*clients, *duration, *rounds, *storeKind); err != nil {
+	if err := run(*clients, *duration, *rounds, *storeKind, *commitDelay); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "loadharness:", err)
 		os.Exit(1)
@@ -71,7 +73,7 @@ func key(label string) ed25519.PrivateKey {
 	return ed25519.NewKeyFromSeed(seed[:])
 }
 
-func run(clients int, duration time.Duration, rounds int, storeKind string) error {
+func run(clients int, duration time.Duration, rounds int, storeKind string, commitDelay time.Duration) error {
 	dir, err := os.MkdirTemp("", "ecoupons-load-")
 	if err != nil {
 		return err
@@ -119,7 +121,7 @@ func run(clients int, duration time.Duration, rounds int, storeKind string) erro
 
 	storeJSON := map[string]any{"backend": "memory"}
 	if storeKind == "bolt" {
-		storeJSON = map[string]any{"backend": "bolt", "path": filepath.Join(dir, "spent.db")}
+		storeJSON = map[string]any{"backend": "bolt", "path": filepath.Join(dir, "spent.db"), "commit_delay": commitDelay}
 	}
 	fileServer := map[string]any{"handler": "file_server", "root": site}
 	cfg := map[string]any{
@@ -200,23 +202,29 @@ func run(clients int, duration time.Duration, rounds int, storeKind string) erro
 		pays[c] = pays[c][1:]
 	}
 
-	var plainRates, gatedRates []float64
+	var plainRates, gatedRates, plainCPU, gatedCPU, plainUse, gatedUse []float64
 	for r := 0; r < rounds; r++ {
-		pr, err := hammer(hc, url(plainAddr), clients, duration, nil)
+		pr, pc, pu, err := hammer(hc, url(plainAddr), clients, duration, nil)
 		if err != nil {
 			return err
 		}
-		gr, err := hammer(hc, url(gatedAddr), clients, duration, pays)
+		gr, gc, gu, err := hammer(hc, url(gatedAddr), clients, duration, pays)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(os.Stderr, "round %d: plain %.0f req/s, gated %.0f req/s\n", r+1, pr, gr)
 		plainRates, gatedRates = append(plainRates, pr), append(gatedRates, gr)
+		plainCPU, gatedCPU = append(plainCPU, pc), append(gatedCPU, gc)
+		plainUse, gatedUse = append(plainUse, pu), append(gatedUse, gu)
 	}
 	p, g := median(plainRates), median(gatedRates)
-	fmt.Printf("clients %d, %s rounds × %d, store %s, 1 KiB file\n", clients, duration, rounds, storeKind)
-	fmt.Printf("plain file_server: %.0f req/s\n", p)
-	fmt.Printf("gated file_server: %.0f req/s\n", g)
+	store := storeKind
+	if storeKind == "bolt" && commitDelay > 0 {
+		store += fmt.Sprintf(" (commit_delay %s)", commitDelay)
+	}
+	fmt.Printf("clients %d, %s rounds × %d, store %s, 1 KiB file\n", clients, duration, rounds, store)
+	fmt.Printf("plain file_server: %.0f req/s (CPU %.0f%%, %.0f µs per request)\n", p, median(plainUse), median(plainCPU))
+	fmt.Printf("gated file_server: %.0f req/s (CPU %.0f%%, %.0f µs per request)\n", g, median(gatedUse), median(gatedCPU))
 	fmt.Printf("ratio gated/plain: %.3f\n", g/p)
 	return nil
 }
@@ -248,8 +256,10 @@ func lanePayments(owner *delegation.Holder, lane uint32, nonce string, n int, ho
 }
 
 // hammer runs clients for duration and returns successful requests per
-// second; with pays, client c sends pays[c] in order (consuming them).
-func hammer(hc *http.Client, url string, clients int, duration time.Duration, pays [][]string) (float64, error) {
+// second, the process's CPU time per request (µs, clients included) and
+// its CPU use (percent of one core); with pays, client c sends pays[c] in
+// order (consuming them).
+func hammer(hc *http.Client, url string, clients int, duration time.Duration, pays [][]string) (float64, float64, float64, error) {
 	var done atomic.Int64
 	var failed atomic.Value
 	stop := time.Now().Add(duration)
@@ -284,15 +294,25 @@ func hammer(hc *http.Client, url string, clients int, duration time.Duration, pa
 		}(c)
 	}
 	start := time.Now()
+	cpu0 := cpuTime()
 	wg.Wait()
 	if e := failed.Load(); e != nil {
-		return 0, e.(error)
+		return 0, 0, 0, e.(error)
 	}
-	return float64(done.Load()) / time.Since(start).Seconds(), nil
+	el, cpu := time.Since(start), cpuTime()-cpu0
+	n := float64(max(done.Load(), 1))
+	return n / el.Seconds(), float64(cpu.Microseconds()) / n, 100 * cpu.Seconds() / el.Seconds(), nil
 }
 
 func median(v []float64) float64 {
 	s := slices.Clone(v)
 	slices.Sort(s)
 	return s[len(s)/2]
+}
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
