@@ -7,6 +7,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/hex"
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -139,6 +140,11 @@ func (e *env) broker(addr string) *proc {
 		filepath.Join(e.keys, "broker.pem"), filepath.Join(e.dir, "broker.db"), filepath.Join(e.keys, "admin.pub")))
 }
 
+// TestEndToEndWithRestarts: a broker and two gates (one fleet: shared
+// Redis and secret, in mode online, so every lane open is reserved at the
+// broker) as separate processes, a wallet paying through both while each
+// process is killed and restarted in turn; at the end the broker has paid
+// the vendor exactly what the gates accepted and the ledger is consistent.
 func TestEndToEndWithRestarts(t *testing.T) {
 	env := setup(t)
 	redisURL := testredis.Start(t)
@@ -150,7 +156,7 @@ func TestEndToEndWithRestarts(t *testing.T) {
 	mk := env.proc
 	brk := env.broker(brokerAddr)
 	gateBody := fmt.Sprintf("\tecoupon /premium/* {\n\t\tvendor news.example\n\t\tbroker http://%s\n\t\tbroker_key %s\n\t\tvendor_key %s\n"+
-		"\t\tstore redis %s\n\t\tsecret_file %s\n\t\tredeem_every 1s\n\t\tlane_rate -1\n\t}\n\trespond /premium/* \"paid\"",
+		"\t\tstore redis %s\n\t\tsecret_file %s\n\t\tredeem_every 1s\n\t\tlane_rate -1\n\t\tmode online\n\t}\n\trespond /premium/* \"paid\"",
 		brokerAddr, filepath.Join(keys, "broker.pub"), filepath.Join(keys, "vendor.pem"), redisURL, filepath.Join(keys, "gate.secret"))
 	gates := []*proc{mk("gate1", gate1Addr, gateBody), mk("gate2", gate2Addr, gateBody)}
 	brk.start()
@@ -231,6 +237,13 @@ func TestEndToEndWithRestarts(t *testing.T) {
 	defer db.Close()
 	if err := db.CheckInvariants(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	// Mode online: the lanes the wallet opened were reserved at the broker,
+	// and hold what was not redeemed.
+	id := owner.Book.Book.ID()
+	res, err := db.Account(context.Background(), "reserve:"+hex.EncodeToString(id[:]))
+	if err != nil || res.Balance <= 0 || res.Balance >= 4*256*coupons.NanosPerUnit/1000 {
+		t.Fatalf("reserve account of the book: %+v %v", res, err)
 	}
 	t.Logf("%d paid requests through 2 gates with 4 restarts; the broker paid the vendor exactly %s EUR", accepted, want)
 }
