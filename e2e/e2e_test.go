@@ -7,10 +7,10 @@ package e2e
 
 import (
 	"context"
-	"encoding/hex"
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"io"
