@@ -68,9 +68,8 @@ func (g *Gate) askBroker(ctx context.Context, lane *coupons.OpenedLane, proof []
 	for _, h := range lane.Certs {
 		in.Certs = append(in.Certs, enc(h[:]))
 	}
-	in.Keys = []string{enc(lane.Owner[:])}
-	if lane.Spender != lane.Owner {
-		in.Keys = append(in.Keys, enc(lane.Spender[:]))
+	for _, k := range lane.Keys {
+		in.Keys = append(in.Keys, enc(k[:]))
 	}
 	body, err := json.Marshal(in)
 	if err != nil {

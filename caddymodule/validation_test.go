@@ -94,24 +94,31 @@ func TestSemiMode(t *testing.T) {
 	}
 
 	// A device's grant revoked at the broker: refused at the next open,
-	// at once, with no revocation list on the gate.
-	k := testKey("phone")
-	enc, _ := ecdhKey(t)
-	d, _ := delegation.NewDevice("phone", k, enc.PublicKey())
-	gr, err := bw.owner.Issue(d, 1, 2, delegation.GrantOptions{})
-	if err != nil {
-		t.Fatal(err)
+	// at once, with no revocation list on the gate. The phone passed lane
+	// 2 on to a watch; revoking the phone's key stops the watch too.
+	device := func(name string, from *delegation.Holder, lo, hi uint32, propagate bool) *delegation.Holder {
+		k := testKey(name)
+		enc, _ := ecdhKey(t)
+		d, _ := delegation.NewDevice(name, k, enc.PublicKey())
+		gr, err := from.Issue(d, lo, hi, delegation.GrantOptions{Propagate: propagate})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := delegation.Accept(gr, k, enc, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
 	}
-	phone, err := delegation.Accept(gr, k, enc, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	phone := device("phone", bw.owner, 1, 2, true)
+	watch := device("watch", phone, 2, 2, false)
 	if rec := payOn(t, g, newClient(t, nil, phone, 1)); rec.Code != 200 {
 		t.Fatalf("phone before revocation: %d %s", rec.Code, rec.Body)
 	}
-	if err := bw.b.Revoke(ctx, bw.alice.Hash(), phone.Chain[len(phone.Chain)-1], false); err != nil {
+	if err := bw.b.Revoke(ctx, bw.alice.Hash(), phone.Chain[len(phone.Chain)-1], true); err != nil {
 		t.Fatal(err)
 	}
+	wantRefusal(t, payOn(t, g, newClient(t, nil, watch, 2)), 402, "revoked")
 	wantRefusal(t, payOn(t, g, newClient(t, nil, phone, 2)), 402, "revoked")
 
 	// The broker goes down: the open lane 0 still pays; a new open is 503.

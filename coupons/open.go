@@ -208,5 +208,8 @@ type OpenedLane struct {
 	Spender  spki.KeyHash
 	Account  string     // the broker account named in the user certificate
 	Certs    [][32]byte // user certificate and delegation certificates, root first
-	Cap      int64      // spending cap of the delegation in nanos, 0 when none
+	// Keys are the keys whose revocation stops the lane: the owner's, the
+	// spender's and those the open's delegation certificates name.
+	Keys []spki.KeyHash
+	Cap  int64 // spending cap of the delegation in nanos, 0 when none
 }

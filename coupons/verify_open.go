@@ -3,6 +3,7 @@ package coupons
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -185,17 +186,22 @@ func VerifyOpen(o *Open, pol *OpenPolicy) (*OpenedLane, error) {
 		return nil, fmt.Errorf("%w: %w", ErrBadOpenSignature, err)
 	}
 
+	lane.Keys = []spki.KeyHash{b.Owner}
+	if lane.Spender != b.Owner {
+		lane.Keys = append(lane.Keys, lane.Spender)
+	}
+	for _, sc := range o.Delegation {
+		if k := sc.Cert.Subject.Hash; !slices.Contains(lane.Keys, k) {
+			lane.Keys = append(lane.Keys, k)
+		}
+	}
 	if r := pol.Revocations; r != nil {
 		for _, h := range lane.Certs {
 			if r.CertRevoked(h) {
 				return nil, fmt.Errorf("%w: certificate %x…", ErrRevoked, h[:6])
 			}
 		}
-		keys := []spki.KeyHash{b.Owner, lane.Spender}
-		for _, sc := range o.Delegation {
-			keys = append(keys, sc.Cert.Subject.Hash)
-		}
-		for _, k := range keys {
+		for _, k := range lane.Keys {
 			if r.KeyRevoked(k) {
 				return nil, fmt.Errorf("%w: key %s", ErrRevoked, k)
 			}
