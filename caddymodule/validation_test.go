@@ -182,12 +182,14 @@ func TestOnlineMode(t *testing.T) {
 
 // TestWalletMovesOffReservedLane: a wallet refused with lane_reserved (its
 // lane is pinned to another online gate) pays on another lane at once, and
-// the reserved lane keeps working at its own gate.
+// the reserved lane keeps working at its own gate under its first open:
+// no binding check fails there (no false theft).
 func TestWalletMovesOffReservedLane(t *testing.T) {
 	bw := newBrokerWorld(t)
-	srvA := gateServer(t, bw.gate(t, ModeOnline, filepath.Join(bw.dir, "secret-a")))
-	srvB := gateServer(t, bw.gate(t, ModeOnline, filepath.Join(bw.dir, "secret-b")))
-	tr, err := wallet.NewTransport(bw.owner)
+	gA := bw.gate(t, ModeOnline, filepath.Join(bw.dir, "secret-a"))
+	gB := bw.gate(t, ModeOnline, filepath.Join(bw.dir, "secret-b"))
+	srvA, srvB := gateServer(t, gA), gateServer(t, gB)
+	tr, err := wallet.NewTransport(bw.owner, 1, 2) // lane 2 is taken first
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,10 +206,14 @@ func TestWalletMovesOffReservedLane(t *testing.T) {
 			t.Fatalf("GET %s: %d %s", base, resp.StatusCode, body)
 		}
 	}
-	get(srvA.URL) // opens (and reserves) the wallet's first lane at A
-	get(srvB.URL) // the same lane is refused at B: the wallet moves to another
-	get(srvB.URL)
-	get(srvA.URL)
+	get(srvA.URL) // lane 2, opened (and reserved) at A
+	get(srvB.URL) // lane 2 unknown at B, its re-open refused (reserved): lane 1 opens at B
+	// A's challenges now carry another nonce than lane 2's open (a nonce
+	// is the same for everyone within a time bucket).
+	later := time.Now().Add(10 * time.Minute)
+	gA.now = func() time.Time { return later }
+	get(srvA.URL) // lane 1 refused at A in turn: back to lane 2, under A's open
+	get(srvA.URL) // lane 2 again: A checks the binding of the previous request
 	// 4 paid requests, and at each of the 2 switches of gate 2 coupons the
 	// gate did not accept: one paid without an open (lane_not_open), one
 	// with the open the broker refused (lane_reserved). Coupons revealed
@@ -215,5 +221,10 @@ func TestWalletMovesOffReservedLane(t *testing.T) {
 	// owner with the book's escrow.
 	if tr.Spent() != 8 {
 		t.Fatalf("spent %d coupons, want 8", tr.Spent())
+	}
+	for name, g := range map[string]*Gate{"A": gA, "B": gB} {
+		if g.thefts.n != 0 {
+			t.Errorf("gate %s found %d thefts: the wallet paid a lane under another open than the gate's", name, g.thefts.n)
+		}
 	}
 }

@@ -257,11 +257,28 @@ func (t *Transport) Answer(req *http.Request, ch *Challenge) (*http.Response, er
 	if err != nil {
 		return nil, err
 	}
+	orig := l.nonce // the lane's open before this payment, kept if a re-open is refused
 	for attempt := 0; ; attempt++ {
 		resp, err := t.pay(base, req, ch, l)
 		code := ""
 		if err == nil && resp.StatusCode == http.StatusPaymentRequired {
 			code = refusalCode(resp)
+		}
+		if code == "lane_reserved" {
+			// An online gate: the broker pinned this lane to another gate
+			// (with its own store), which still knows it under its first
+			// open: keep that, and the lane for last.
+			t.mu.Lock()
+			l.nonce = orig
+			if t.st != nil {
+				err = t.st.save(t.all)
+			}
+			t.mu.Unlock()
+			if err != nil {
+				resp.Body.Close()
+				t.give(l)
+				return nil, err
+			}
 		}
 		var nch *Challenge
 		if code == "lane_not_open" || code == "lane_reserved" {
@@ -273,23 +290,24 @@ func (t *Transport) Answer(req *http.Request, ch *Challenge) (*http.Response, er
 		}
 		resp.Body.Close()
 		ch = nch
-		t.mu.Lock()
-		l.nonce = ""
-		t.mu.Unlock()
 		if code == "lane_reserved" {
-			// An online gate: the broker pinned this lane to another gate
-			// (with its own store). Keep the lane for last, pay on another.
+			// Pay on another lane.
 			t.mu.Lock()
 			t.free = append([]*lane{l}, t.free...)
 			t.mu.Unlock()
 			if l, err = t.take(); err != nil {
 				return nil, err
 			}
+			orig = l.nonce
+			continue
 		}
 		// lane_not_open: the gate does not know the lane (its open was lost
 		// in flight, or with the gate's store, or it is another gate). Open
 		// it again on the new challenge, from where the cursor stands: no
 		// coupon is revealed twice.
+		t.mu.Lock()
+		l.nonce = ""
+		t.mu.Unlock()
 	}
 }
 

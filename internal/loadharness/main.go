@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -51,6 +52,7 @@ func main() {
 	storeKind := flag.String("store", "bolt", "gate store: bolt or memory")
 	commitDelay := flag.Duration("commit-delay", 0, "the bolt store's commit_delay")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the timed rounds to this file")
+	traceFile := flag.String("trace", "", "write an execution trace of the timed rounds to this file")
 	flag.Parse()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -60,6 +62,15 @@ func main() {
 		}
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
+	}
+	if *traceFile != "" {
+		f, err := os.Create(*traceFile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		trace.Start(f)
+		defer trace.Stop()
 	}
 	if err := run(*clients, *duration, *rounds, *storeKind, *commitDelay); err != nil {
 		pprof.StopCPUProfile()
