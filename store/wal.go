@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"syscall"
 )
 
 // The write-ahead log of the bolt store. Payments are made durable by
@@ -196,12 +195,7 @@ func (w *wal) sync() error {
 	if w.noSync {
 		return nil
 	}
-	for {
-		err := syscall.Fdatasync(w.fd)
-		if err != syscall.EINTR {
-			return err
-		}
-	}
+	return datasync(w.f, w.fd)
 }
 
 func (w *wal) close() error { return w.f.Close() }
