@@ -146,7 +146,7 @@ type Gate struct {
 	receipts *receipts
 
 	vendorSigner crypto.Signer
-	holder       string      // this gate's spent state at the broker (online mode)
+	holder       string      // this gate's spent state at the broker (online mode): the store's ID
 	thefts       *theftQueue // evidence waiting for its lane's next redemption
 	httpClient   *http.Client
 	stopRedeem   context.CancelFunc
@@ -233,7 +233,6 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("ecoupon: secret_file: %w", err)
 	}
-	g.holder = holderID(secret, g.Vendor)
 	g.nonces = &nonceMaker{secret: secret, vendor: g.Vendor, ttl: time.Duration(g.NonceTTL), now: func() time.Time { return g.now() }}
 	g.opens = newIPWindow(g.OpensPerMinute, time.Minute)
 	if g.VendorKey != "" {
@@ -270,6 +269,13 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 	}
 	if g.store, err = provider.OpenStore(ctx); err != nil {
 		return fmt.Errorf("ecoupon: opening store: %w", err)
+	}
+	if g.Mode == ModeOnline {
+		// The broker pins each reserved lane to this spent state: gates
+		// sharing the store share the lanes, others are refused them.
+		if g.holder, err = g.store.ID(ctx); err != nil {
+			return fmt.Errorf("ecoupon: the store's identity: %w", err)
+		}
 	}
 	if g.cache, err = ristretto.NewCache(&ristretto.Config[uint64, *laneEntry]{NumCounters: 1 << 20, MaxCost: 1 << 17, BufferItems: 64}); err != nil {
 		return err

@@ -102,12 +102,17 @@ func (bw *brokerWorld) book(t *testing.T, register bool) *delegation.Holder {
 	return owner
 }
 
-// gate provisions a gate (memory store) in mode, with the broker's key,
-// the vendor's key and the broker's URL; gates with the same secret file
-// are one holder at the broker.
+// gate provisions a gate (its own memory store) in mode, with the broker's
+// key, the vendor's key and the broker's URL.
 func (bw *brokerWorld) gate(t *testing.T, mode, secretFile string) *Gate {
+	return bw.gateOn(t, mode, secretFile, `{"backend":"memory"}`)
+}
+
+// gateOn is gate with the store storeJSON; gates on one bolt file share
+// its store (and so are one holder at the broker in mode online).
+func (bw *brokerWorld) gateOn(t *testing.T, mode, secretFile, storeJSON string) *Gate {
 	g := &Gate{Vendor: "news.example", BrokerKeys: []string{bw.brokerPub}, Broker: bw.srv.URL, VendorKey: bw.vendorPEM, Price: 1, LaneRate: -1,
-		Mode: mode, RedeemEvery: caddy.Duration(time.Hour), SecretFile: secretFile, StoreRaw: []byte(`{"backend":"memory"}`)}
+		Mode: mode, RedeemEvery: caddy.Duration(time.Hour), SecretFile: secretFile, StoreRaw: []byte(storeJSON)}
 	cctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	t.Cleanup(cancel)
 	if err := g.Provision(cctx); err != nil {

@@ -3,11 +3,8 @@ package caddymodule
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,15 +37,6 @@ func (e *brokerRefusal) Error() string { return "the broker refused the lane: " 
 // errBrokerUnavailable means the broker could not be asked (network,
 // timeout, 5xx): the lane cannot be opened in this mode now, answered 503.
 var errBrokerUnavailable = errors.New("the broker could not be reached")
-
-// holderID names this gate's spent-state at the broker (online mode): the
-// gates that share a store must share the secret_file too (they already
-// must, for challenge nonces), so they share the holder.
-func holderID(secret []byte, vendor string) string {
-	m := hmac.New(sha256.New, secret)
-	m.Write([]byte("ecoupons holder\x00" + vendor))
-	return hex.EncodeToString(m.Sum(nil)[:16])
-}
 
 // askBroker sends the broker the lane this gate just verified off-line and
 // returns the broker's status of it (semi), reserving it first (online).

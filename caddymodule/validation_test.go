@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -134,14 +135,18 @@ func TestSemiMode(t *testing.T) {
 }
 
 // TestOnlineMode: an online gate has the broker reserve each lane's value
-// at open and pin the lane to it. A gate with another store (another
-// holder) cannot open a reserved lane; a gate sharing the holder can; the
+// at open and pin the lane to the gate's store. A gate with another store
+// cannot open a reserved lane, even with the same secret (a load-balanced
+// fleet shares its secret_file; bolt stores on each node would otherwise
+// accept the same coupons twice); a gate on the same store can; the
 // reserved lane is redeemed from the reservation.
 func TestOnlineMode(t *testing.T) {
 	ctx := context.Background()
 	bw := newBrokerWorld(t)
-	gA := bw.gate(t, ModeOnline, filepath.Join(bw.dir, "secret-a"))
-	gB := bw.gate(t, ModeOnline, filepath.Join(bw.dir, "secret-b"))
+	secret := filepath.Join(bw.dir, "secret")
+	boltA := fmt.Sprintf(`{"backend":"bolt","path":%q}`, filepath.Join(bw.dir, "a.db"))
+	gA := bw.gateOn(t, ModeOnline, secret, boltA)
+	gB := bw.gateOn(t, ModeOnline, secret, fmt.Sprintf(`{"backend":"bolt","path":%q}`, filepath.Join(bw.dir, "b.db")))
 	bookID := bw.owner.Book.Book.ID()
 	reserve := "reserve:" + hex.EncodeToString(bookID[:])
 
@@ -155,27 +160,28 @@ func TestOnlineMode(t *testing.T) {
 	if err != nil || a.Balance != 64*1_000_000 {
 		t.Fatalf("reserve account: %+v %v", a, err)
 	}
-	// Gate B has its own store: lane 1 is gate A's. B's refusal names it,
-	// and lane 2 opens at B.
-	wantRefusal(t, payOn(t, gB, newClient(t, nil, bw.owner, 1)), 402, "lane_reserved")
+	// Gate B has its own store: lane 1 is gate A's, and B cannot replay
+	// A's coupons. Lane 2 opens at B.
+	replay := resume(t, gB, bw.owner, 1, 0)
+	wantRefusal(t, serve(gB, "GET", "/premium/x", replay.payment("GET", "/premium/x", 1)), 402, "lane_reserved")
+	wantRefusal(t, payOn(t, gB, resume(t, gB, bw.owner, 1, 4)), 402, "lane_reserved")
 	if rec := payOn(t, gB, newClient(t, nil, bw.owner, 2)); rec.Code != 200 {
 		t.Fatalf("lane 2 at gate B: %d %s", rec.Code, rec.Body)
 	}
-	// A second node of gate A (same secret, so the same holder) may open
-	// lane 1 too: in a fleet it shares gate A's store.
-	gA2 := bw.gate(t, ModeOnline, filepath.Join(bw.dir, "secret-a"))
-	cA2 := resume(t, gA2, bw.owner, 1, 4)
-	if rec := serve(gA2, "GET", "/premium/x", cA2.payment("GET", "/premium/x", 1)); rec.Code != 200 {
-		t.Fatalf("same holder: %d %s", rec.Code, rec.Body)
+	// A second node on gate A's store (one file, as on one Redis) is the
+	// same holder: lane 1 goes on there.
+	gA2 := bw.gateOn(t, ModeOnline, secret, boltA)
+	if rec := serve(gA2, "GET", "/premium/x", resume(t, gA2, bw.owner, 1, 4).payment("GET", "/premium/x", 1)); rec.Code != 200 {
+		t.Fatalf("same store: %d %s", rec.Code, rec.Body)
 	}
-	// Redemption pays gate A's 4 coupons from the reservation.
+	// Redemption pays gate A's 5 coupons from the reservation.
 	if n, err := gA.redeemOnce(ctx); err != nil || n != 1 {
 		t.Fatalf("redeem: %d %v", n, err)
 	}
-	if a, _ := bw.db.Account(ctx, reserve); a.Balance != (64-4+64)*1_000_000 {
+	if a, _ := bw.db.Account(ctx, reserve); a.Balance != (64-5+64)*1_000_000 {
 		t.Fatalf("reserve after redemption: %d", a.Balance)
 	}
-	if v, _ := bw.db.Account(ctx, "vendor:news.example:EUR"); v.Balance != 4*1_000_000 {
+	if v, _ := bw.db.Account(ctx, "vendor:news.example:EUR"); v.Balance != 5*1_000_000 {
 		t.Fatalf("vendor paid %d", v.Balance)
 	}
 }

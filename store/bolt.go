@@ -52,6 +52,7 @@ type Bolt struct {
 	mu      sync.RWMutex // guards overlay (written by the committer only)
 	overlay map[string]change
 	broken  error // a failed log write: the store takes no more writes
+	id      string
 }
 
 // boltOp is one queued write. fn must make no change when it returns an
@@ -115,6 +116,23 @@ func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 		}
 	}
 	if err := s.checkpoint(); err != nil {
+		log.close()
+		db.Close()
+		return nil, fmt.Errorf("store: initialising %s: %w", path, err)
+	}
+	// The store's identity, made once and kept in the file.
+	if err := db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists([]byte("meta"))
+		if err != nil {
+			return err
+		}
+		if v := b.Get([]byte("id")); len(v) > 0 {
+			s.id = string(v)
+			return nil
+		}
+		s.id = newID()
+		return b.Put([]byte("id"), []byte(s.id))
+	}); err != nil {
 		log.close()
 		db.Close()
 		return nil, fmt.Errorf("store: initialising %s: %w", path, err)
@@ -355,6 +373,9 @@ func mapClosed(err error) error {
 	}
 	return err
 }
+
+// ID implements Store: made when the file was created, kept in it.
+func (s *Bolt) ID(context.Context) (string, error) { return s.id, nil }
 
 // Open implements Store.
 func (s *Bolt) Open(_ context.Context, id coupons.LaneID, meta Meta) (Record, error) {

@@ -18,13 +18,18 @@ type Memory struct {
 	redeemed map[[36]byte]uint32
 	dirty    map[[36]byte]coupons.LaneID
 	closed   bool
+	id       string
 }
 
 // NewMemory returns an empty memory store.
 func NewMemory() *Memory {
 	return &Memory{lanes: map[[36]byte]Record{}, grants: map[[32]byte]int64{}, proofs: map[[36]byte][][32]byte{},
-		redeemed: map[[36]byte]uint32{}, dirty: map[[36]byte]coupons.LaneID{}}
+		redeemed: map[[36]byte]uint32{}, dirty: map[[36]byte]coupons.LaneID{}, id: newID()}
 }
+
+// ID implements Store: a memory store is its own spent state, forgotten
+// with it.
+func (m *Memory) ID(context.Context) (string, error) { return m.id, nil }
 
 // SetProof implements Store.
 func (m *Memory) SetProof(_ context.Context, id coupons.LaneID, proof [][32]byte) error {

@@ -37,6 +37,20 @@ func NewRedis(ctx context.Context, url, prefix string) (*Redis, error) {
 	return &Redis{c: c, prefix: prefix}, nil
 }
 
+// ID implements Store: kept in the key <prefix>id, made by the first
+// gate that asks (SET NX), so every gate on this Redis and prefix shares it.
+func (r *Redis) ID(ctx context.Context) (string, error) {
+	k := r.prefix + "id"
+	if err := r.c.SetNX(ctx, k, newID(), 0).Err(); err != nil {
+		return "", fmt.Errorf("store: redis: %w", err)
+	}
+	id, err := r.c.Get(ctx, k).Result()
+	if err != nil {
+		return "", fmt.Errorf("store: redis: %w", err)
+	}
+	return id, nil
+}
+
 func (s *Redis) laneKey(id coupons.LaneID) string {
 	k := Key(id)
 	return s.prefix + "lane:" + string(k[:])

@@ -11,6 +11,8 @@
 package store
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -90,6 +92,18 @@ type Store interface {
 	Pending(ctx context.Context, limit int) ([]Pending, error)
 	// Redeemed records that the broker paid lane id up to index.
 	Redeemed(ctx context.Context, id coupons.LaneID, index uint32) error
+	// ID names this spent state: random, made once and kept with it, so
+	// that gates sharing the store (a fleet on one Redis) share it, and
+	// gates with their own stores never do. A broker pins a reserved lane
+	// to it (the online validation mode).
+	ID(ctx context.Context) (string, error)
+}
+
+// newID returns a fresh store identity.
+func newID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // Pending is a lane to redeem: its highest accepted coupon, what the

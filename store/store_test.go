@@ -325,3 +325,50 @@ func TestOutbox(t *testing.T) {
 		})
 	}
 }
+
+// TestStoreID: a store's identity is kept with its state: the same after
+// reopening a bolt file, shared by every client of one Redis prefix,
+// different between stores.
+func TestStoreID(t *testing.T) {
+	ctx := context.Background()
+	seen := map[string]string{}
+	for name, s := range stores(t) {
+		id, err := s.ID(ctx)
+		if err != nil || len(id) != 32 {
+			t.Fatalf("%s: ID %q %v", name, id, err)
+		}
+		if other, dup := seen[id]; dup {
+			t.Fatalf("%s and %s share the ID %s", name, other, id)
+		}
+		seen[id] = name
+	}
+	path := filepath.Join(t.TempDir(), "spent.db")
+	b, _ := OpenBolt(path, BoltOptions{})
+	first, _ := b.ID(ctx)
+	b.Close()
+	b, _ = OpenBolt(path, BoltOptions{})
+	again, _ := b.ID(ctx)
+	b.Close()
+	if first != again {
+		t.Errorf("bolt ID changed on reopen: %s, then %s", first, again)
+	}
+	url := testredis.Start(t)
+	r1, err := NewRedis(ctx, url, "fleet:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r1.Close()
+	r2, _ := NewRedis(ctx, url, "fleet:")
+	defer r2.Close()
+	r3, _ := NewRedis(ctx, url, "other:")
+	defer r3.Close()
+	id1, _ := r1.ID(ctx)
+	id2, _ := r2.ID(ctx)
+	id3, _ := r3.ID(ctx)
+	if id1 != id2 || id1 == id3 || id1 == "" {
+		t.Errorf("redis IDs: %q %q (same prefix), %q (another)", id1, id2, id3)
+	}
+	if m1, m2 := NewMemory(), NewMemory(); m1.id == m2.id {
+		t.Error("two memory stores share an ID")
+	}
+}
