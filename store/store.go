@@ -11,10 +11,10 @@
 package store
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"context"
+	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"time"
