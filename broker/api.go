@@ -374,7 +374,7 @@ func parseSignedCert(doc string) (*spki.SignedCert, error) {
 func (a *API) postRevoke(ctx context.Context, caller *spki.PublicKey, body []byte) (int, any, error) {
 	var in struct {
 		Certificate string `json:"certificate"` // the signed certificate, any S-expression form
-		Key         bool   `json:"key"`         // also revoke its subject's key
+		Key         bool   `json:"key"`         // a lost device: see Broker.Revoke
 	}
 	if err := decode(body, &in); err != nil {
 		return 0, nil, err

@@ -206,6 +206,31 @@ func testAPI(t *testing.T) {
 	if code, out = shop.json("POST", "/v1/revoke", map[string]any{"certificate": string(spki.Transport(g.Cert().Sexp()))}); code != 403 {
 		t.Errorf("revocation by a stranger: %d %v", code, out)
 	}
+	// Bob gave the phone a second lane, recorded at the broker; a stranger
+	// cannot record Bob's grants.
+	g2, err := owner.Issue(dev, 1, 1, delegation.GrantOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, out = shop.json("POST", "/v1/grants", map[string]any{"certificate": string(spki.Transport(g2.Cert().Sexp())), "name": "phone"}); code != 400 {
+		t.Errorf("a stranger recording Bob's grant: %d %v", code, out)
+	}
+	if code, out = bob.json("POST", "/v1/grants", map[string]any{"certificate": string(spki.Transport(g2.Cert().Sexp())), "name": "phone"}); code != 201 {
+		t.Fatalf("recording a grant: %d %v", code, out)
+	}
+	// A stranger who issues a certificate to the phone's key and revokes it
+	// "with its key" revokes only its own certificate, never the key.
+	malTag, _ := coupons.SpendTag(sb.Book.ID(), "news.example", 0, 0, 0)
+	mal, err := spki.SignCert(&spki.Cert{Issuer: spki.KeyPrincipal(pub(t, testKey("shop"))), Subject: spki.KeyPrincipal(dev.Signing), Tag: malTag}, testKey("shop"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, out = shop.json("POST", "/v1/revoke", map[string]any{"certificate": string(spki.Transport(mal.Sexp())), "key": true}); code != 200 {
+		t.Fatalf("revoking one's own certificate: %d %v", code, out)
+	}
+	// Bob revokes the phone's grant "with its key": every grant Bob recorded
+	// for the phone goes, the key itself does not (only the phone may
+	// revoke its own key).
 	if code, out = bob.json("POST", "/v1/revoke", map[string]any{"certificate": string(spki.Transport(g.Cert().Sexp())), "key": true}); code != 200 {
 		t.Fatalf("revoke: %d %v", code, out)
 	}
@@ -221,8 +246,20 @@ func testAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !list.CertRevoked(g.Cert().Cert.Hash()) || !list.KeyRevoked(dev.Fingerprint()) {
-		t.Error("the list does not name the revoked grant and key")
+	if !list.CertRevoked(g.Cert().Cert.Hash()) || !list.CertRevoked(g2.Cert().Cert.Hash()) || !list.CertRevoked(mal.Cert.Hash()) {
+		t.Error("the list does not name the revoked grants")
+	}
+	if list.KeyRevoked(dev.Fingerprint()) {
+		t.Error("the phone's key was revoked by someone else than the phone")
+	}
+	phone := &apiClient{t: t, url: srv.URL, key: testKey("phone"), now: clock}
+	if code, out = phone.json("POST", "/v1/revoke", map[string]any{"certificate": string(spki.Transport(g.Cert().Sexp())), "key": true}); code != 200 {
+		t.Fatalf("the phone revoking its own key: %d %v", code, out)
+	}
+	code, out = anon.do("GET", "/v1/revocations", nil)
+	lx, _ = spki.Parse([]byte(out["raw"].(string)))
+	if list, err = delegation.ParseRevocations(lx, brokerKey); err != nil || !list.KeyRevoked(dev.Fingerprint()) {
+		t.Fatalf("the phone's own key revocation: %v", err)
 	}
 	// The same list until something changes; then a higher number.
 	_, out2 := anon.do("GET", "/v1/revocations", nil)

@@ -17,6 +17,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/spki"
@@ -98,8 +100,17 @@ func (b *Broker) RegisterGrant(ctx context.Context, caller spki.KeyHash, sc *spk
 	if !ok {
 		return fmt.Errorf("%w: its tag names no book", ErrGrantRefused)
 	}
-	if len(name) > 64 {
-		name = name[:64]
+	// A label for people: valid UTF-8 without control characters, at most
+	// 64 bytes, cut between characters.
+	name = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, strings.ToValidUTF8(name, "\uFFFD"))
+	for len(name) > 64 {
+		_, size := utf8.DecodeLastRuneInString(name)
+		name = name[:len(name)-size]
 	}
 	h := sc.Cert.Hash()
 	return b.tx(ctx, func(tx *sql.Tx) error {
@@ -461,6 +472,10 @@ func (a *API) officeRevoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	grant := r.PostFormValue("grant")
+	if raw, err := hex.DecodeString(grant); err != nil || len(raw) != 32 {
+		a.officeError(w, fmt.Errorf("%w: the form names no grant", errBadRequest))
+		return
+	}
 	var doc string
 	err := a.Broker.DB.db.QueryRowContext(ctx, `SELECT doc FROM grants WHERE hash = $1 AND issuer = $2`, grant, hexKey(key)).Scan(&doc)
 	if errors.Is(err, sql.ErrNoRows) {

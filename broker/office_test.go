@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/chromedp/chromedp"
 	"github.com/ecoupons/ecoupons/coupons"
@@ -20,7 +22,7 @@ import (
 
 // officeWorld: alice with a registered book, 12 coupons of it redeemed by
 // news.example, and a grant to her phone registered at the broker.
-func officeWorld(t *testing.T) (*fixture, *httptest.Server, *spki.SignedCert) {
+func officeWorld(t *testing.T) (*fixture, *httptest.Server, []*spki.SignedCert) {
 	f := newFixture(t)
 	bk := f.newBook(t, 4, 16, milli)
 	if err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb); err != nil {
@@ -41,13 +43,24 @@ func officeWorld(t *testing.T) (*fixture, *httptest.Server, *spki.SignedCert) {
 	if err := f.b.RegisterGrant(ctx, pub(t, f.alice).Hash(), grant, "phone <script>"); err != nil {
 		t.Fatal(err)
 	}
+	// A second grant to the same phone (lane 1), a minute later.
+	tag1, _ := coupons.SpendTag(bk.sb.Book.ID(), "news.example", 1, 1, 0)
+	grant1, err := spki.SignCert(&spki.Cert{Issuer: spki.KeyPrincipal(pub(t, f.alice)), Subject: spki.KeyPrincipal(pub(t, testKey("phone"))), Tag: tag1,
+		Validity: spki.Validity{NotBefore: f.now.Add(-time.Hour), NotAfter: f.now.Add(7 * 24 * time.Hour)}}, f.alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.now = f.now.Add(time.Minute)
+	if err := f.b.RegisterGrant(ctx, pub(t, f.alice).Hash(), grant1, "phone, lane 1"); err != nil {
+		t.Fatal(err)
+	}
 	// Only the issuer may register a grant, and only for a book held here.
 	if err := f.b.RegisterGrant(ctx, pub(t, f.vendor).Hash(), grant, "x"); err == nil {
 		t.Fatal("a grant registered by someone who did not issue it")
 	}
 	srv := httptest.NewServer(&API{Broker: f.b})
 	t.Cleanup(srv.Close)
-	return f, srv, grant
+	return f, srv, []*spki.SignedCert{grant, grant1}
 }
 
 // browser starts a headless Chromium for the test, or skips (fails under
@@ -91,7 +104,7 @@ func TestOfficeInBrowser(t *testing.T) { onBoth(t, testOfficeInBrowser) }
 // revokes the device with a click; a used link is refused; the vendor sees
 // its revenue and redemptions.
 func testOfficeInBrowser(t *testing.T) {
-	f, srv, grant := officeWorld(t)
+	f, srv, grants := officeWorld(t)
 	bctx := browser(t)
 	text := func(sel string) string {
 		t.Helper()
@@ -127,30 +140,32 @@ func testOfficeInBrowser(t *testing.T) {
 		t.Errorf("book row: %q", got)
 	}
 	// The device's name is shown as text, never as markup.
-	if got := text("tr.device"); !strings.Contains(got, "phone <script>") || !strings.Contains(got, "active") {
-		t.Errorf("device row: %q", got)
+	if got := text("#devices + table"); !strings.Contains(got, "phone <script>") || strings.Count(got, "active") != 2 {
+		t.Errorf("devices: %q", got)
 	}
-	// Revoke the phone and its key with a click.
+	// The phone is lost: revoke its newest grant, and every other grant
+	// given to it, with a click.
 	if err := chromedp.Do(bctx,
 		chromedp.Click(chromedp.CSS(`tr.device input[name="key"]`)),
 		chromedp.Click(chromedp.CSS(`tr.device button.revoke`)),
 		chromedp.WaitVisible(chromedp.CSS("#notice"))); err != nil {
 		t.Fatal(err)
 	}
-	if got := text("tr.device td.state"); got != "revoked (and its key)" {
-		t.Errorf("device after revocation: %q", got)
+	if got := text("#devices + table"); strings.Count(got, "revoked") != 2 || strings.Contains(got, "active") {
+		t.Errorf("devices after revocation: %q", got)
 	}
 	doc, err := f.b.RevocationList(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	gh := grant.Cert.Hash()
 	ph := pub(t, testKey("phone")).Hash()
-	if !strings.Contains(string(doc), string(gh[:])) {
-		t.Errorf("the revocation list does not name the grant")
+	for _, g := range grants {
+		if h := g.Cert.Hash(); !strings.Contains(string(doc), string(h[:])) {
+			t.Errorf("the revocation list does not name a grant of the phone")
+		}
 	}
-	if !strings.Contains(string(doc), string(ph[:])) {
-		t.Errorf("the revocation list does not name the phone's key")
+	if strings.Contains(string(doc), string(ph[:])) {
+		t.Errorf("the revocation list names the phone's key: only the phone may revoke it")
 	}
 
 	// The link works once.
@@ -191,7 +206,8 @@ func testOfficeInBrowser(t *testing.T) {
 // token, or of a grant the session's key did not issue, changes nothing;
 // an expired session is signed out.
 func TestOfficeRefusesForgedForms(t *testing.T) {
-	f, srv, grant := officeWorld(t)
+	f, srv, grants := officeWorld(t)
+	grant := grants[0]
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar}
 	link, _ := OfficeLoginURL(srv.URL, f.alice, f.now)
@@ -239,4 +255,38 @@ func csrfFor(t *testing.T, jar http.CookieJar, base string) string {
 	}
 	t.Fatal("no session cookie")
 	return ""
+}
+
+// TestGrantNames: device names are stored as valid UTF-8 without control
+// characters, cut between characters, on SQLite and PostgreSQL.
+func TestGrantNames(t *testing.T) { onBoth(t, testGrantNames) }
+
+func testGrantNames(t *testing.T) {
+	f := newFixture(t)
+	bk := f.newBook(t, 2, 16, milli)
+	if err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb); err != nil {
+		t.Fatal(err)
+	}
+	for k, name := range []string{strings.Repeat("a", 63) + "é", "bad \xff byte", "tab\tand\x00nul"} {
+		tag, _ := coupons.SpendTag(bk.sb.Book.ID(), "news.example", uint32(k%2), uint32(k%2), 0)
+		g, err := spki.SignCert(&spki.Cert{Issuer: spki.KeyPrincipal(pub(t, f.alice)), Subject: spki.KeyPrincipal(pub(t, testKey(fmt.Sprint("dev", k)))), Tag: tag}, f.alice)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.b.RegisterGrant(ctx, pub(t, f.alice).Hash(), g, name); err != nil {
+			t.Fatalf("%q: %v", name, err)
+		}
+	}
+	rows, err := f.b.DB.db.Query(`SELECT name FROM grants ORDER BY created, hash`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var n string
+		rows.Scan(&n)
+		if !utf8.ValidString(n) || len(n) > 64 || strings.ContainsAny(n, "\t\x00") {
+			t.Errorf("stored name %q", n)
+		}
+	}
 }

@@ -31,17 +31,32 @@ func init() {
 	)`)
 }
 
+func init() {
+	// covers: how many revocations a list names (-1 before this column).
+	addMigration(8, `ALTER TABLE revocation_lists ADD COLUMN covers BIGINT NOT NULL DEFAULT -1`)
+}
+
 // RevocationTTL is how long a published list is valid (its next-update).
 const RevocationTTL = time.Hour
 
-// Revoke records the revocation of a certificate, and with alsoKey of its
-// subject's key (a lost device). The caller must be the certificate's
-// issuer, or the owner of the book the certificate names.
+// Revoke records the revocation of a certificate. The caller must be its
+// issuer, the owner of the book it names, or its subject (giving up what
+// it grants). With alsoKey, for a lost device:
+//
+//   - when the caller is the certificate's subject, the key itself is
+//     revoked: no chain through it opens a lane any more (a key declaring
+//     itself compromised);
+//   - otherwise every other certificate the caller issued to the same key
+//     and recorded here (POST /v1/grants) is revoked too.
+//
+// A key is never revoked by anyone but itself: anyone can issue a
+// certificate to any key, so issuing one proves no authority over it.
 func (b *Broker) Revoke(ctx context.Context, caller spki.KeyHash, sc *spki.SignedCert, alsoKey bool) error {
 	if err := sc.Verify(); err != nil {
 		return fmt.Errorf("%w: %w", ErrRevocation, err)
 	}
-	allowed := sc.Cert.Issuer.Hash == caller
+	subject := sc.Cert.Subject.Hash
+	allowed := sc.Cert.Issuer.Hash == caller || subject == caller
 	if !allowed {
 		if book, ok := bookOfTag(sc.Cert.Tag); ok {
 			var owner string
@@ -55,22 +70,45 @@ func (b *Broker) Revoke(ctx context.Context, caller spki.KeyHash, sc *spki.Signe
 		}
 	}
 	if !allowed {
-		return fmt.Errorf("%w: only the certificate's issuer or the book's owner may revoke it", ErrRevocation)
+		return fmt.Errorf("%w: only the certificate's issuer, its subject or the book's owner may revoke it", ErrRevocation)
 	}
 	h := sc.Cert.Hash()
 	return b.tx(ctx, func(tx *sql.Tx) error {
 		now := b.Now().Unix()
-		if _, err := tx.ExecContext(ctx, `INSERT INTO revoked (kind, hash, by_key, created) VALUES ('cert', $1, $2, $3) ON CONFLICT DO NOTHING`,
-			hex.EncodeToString(h[:]), hexKey(caller), now); err != nil {
+		revoke := func(kind, hash string) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO revoked (kind, hash, by_key, created) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
+				kind, hash, hexKey(caller), now)
 			return err
 		}
-		if alsoKey {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO revoked (kind, hash, by_key, created) VALUES ('key', $1, $2, $3) ON CONFLICT DO NOTHING`,
-				hexKey(sc.Cert.Subject.Hash), hexKey(caller), now); err != nil {
+		if err := revoke("cert", hex.EncodeToString(h[:])); err != nil {
+			return err
+		}
+		switch {
+		case !alsoKey:
+			return nil
+		case subject == caller:
+			return revoke("key", hexKey(subject))
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT hash FROM grants WHERE issuer = $1 AND subject = $2`, hexKey(caller), hexKey(subject))
+		if err != nil {
+			return err
+		}
+		var others []string
+		for rows.Next() {
+			var g string
+			if err := rows.Scan(&g); err != nil {
+				rows.Close()
+				return err
+			}
+			others = append(others, g)
+		}
+		rows.Close()
+		for _, g := range others {
+			if err := revoke("cert", g); err != nil {
 				return err
 			}
 		}
-		return nil
+		return rows.Err()
 	})
 }
 
@@ -96,17 +134,20 @@ func (b *Broker) RevocationList(ctx context.Context) ([]byte, error) {
 	var out []byte
 	err := b.tx(ctx, func(tx *sql.Tx) error {
 		now := b.Now()
-		var number, issued int64
+		var number, issued, covers int64
 		var doc string
-		err := tx.QueryRowContext(ctx, `SELECT number, issued, doc FROM revocation_lists ORDER BY number DESC LIMIT 1`).Scan(&number, &issued, &doc)
+		err := tx.QueryRowContext(ctx, `SELECT number, issued, doc, covers FROM revocation_lists ORDER BY number DESC LIMIT 1`).Scan(&number, &issued, &doc, &covers)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
-		var newest int64
-		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(created), 0) FROM revoked`).Scan(&newest); err != nil {
+		// Revocations are never removed, so their count tells whether the
+		// last list has them all (timestamps cannot: two revocations in
+		// the second a list is issued in would look alike).
+		var count, newest int64
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*), COALESCE(MAX(created), 0) FROM revoked`).Scan(&count, &newest); err != nil {
 			return err
 		}
-		if doc != "" && newest < issued && now.Sub(time.Unix(issued, 0)) < RevocationTTL/2 {
+		if doc != "" && count == covers && now.Sub(time.Unix(issued, 0)) < RevocationTTL/2 {
 			// Stored as base64: PostgreSQL's TEXT holds no arbitrary bytes.
 			out, err = base64.StdEncoding.DecodeString(doc)
 			return err
@@ -146,7 +187,8 @@ func (b *Broker) RevocationList(ctx context.Context) ([]byte, error) {
 			return err
 		}
 		enc := spki.Canonical(list.Sexp())
-		if _, err := tx.ExecContext(ctx, `INSERT INTO revocation_lists (number, issued, doc) VALUES ($1, $2, $3)`, number+1, at.Unix(), base64.StdEncoding.EncodeToString(enc)); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO revocation_lists (number, issued, doc, covers) VALUES ($1, $2, $3, $4)`,
+			number+1, at.Unix(), base64.StdEncoding.EncodeToString(enc), int64(len(certs)+len(keys))); err != nil {
 			return err
 		}
 		out = enc

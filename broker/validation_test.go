@@ -63,7 +63,8 @@ func testCheckLane(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := f.b.Revoke(ctx, pub(t, f.alice).Hash(), grant, true); err != nil {
+	// The device declares its key compromised: the key is revoked.
+	if err := f.b.Revoke(ctx, device.Hash(), grant, true); err != nil {
 		t.Fatal(err)
 	}
 	q = bk.query(1)

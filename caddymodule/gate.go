@@ -704,6 +704,15 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	}
 	var status broker.LaneStatus
 	if g.Mode != ModeOffline {
+		// A lane this gate's store already holds was checked (and, online,
+		// reserved) when it was first opened: the store is the truth.
+		if rec, err := g.store.Get(ctx, lane.ID); err == nil {
+			return rec, nil
+		} else if !errors.Is(err, store.ErrNotFound) {
+			caddyErr := g.storeFailure(err)
+			writeJSON(w, http.StatusServiceUnavailable, problem{Error: "store_unavailable", Reason: caddyErr.Error()})
+			return store.Record{}, fail
+		}
 		if status, err = g.askBroker(ctx, lane, o.Proof); err != nil {
 			var ref *brokerRefusal
 			if errors.As(err, &ref) {

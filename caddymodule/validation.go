@@ -25,6 +25,10 @@ const (
 	ModeOnline  = "online"
 )
 
+// maxStartWalk bounds the hashing that checks where the broker says a lane
+// stands (about 0.4 s at 2^22).
+const maxStartWalk = 1 << 22
+
 // brokerRefusal is the broker's refusal of a lane (semi and online modes),
 // answered 402 with the broker's reason code.
 type brokerRefusal struct {
@@ -96,6 +100,11 @@ func (g *Gate) askBroker(ctx context.Context, lane *coupons.OpenedLane, proof []
 	st.Redeemed, st.Holder = out.Redeemed, out.Holder
 	if out.Redeemed > lane.Length {
 		return st, fmt.Errorf("%w: it says coupon %d of a lane of %d was redeemed", errBrokerUnavailable, out.Redeemed, lane.Length)
+	}
+	if out.Redeemed > maxStartWalk {
+		// Checking the answer costs one hash per redeemed coupon; beyond
+		// this bound (a fraction of a second) the lane is not opened here.
+		return st, &brokerRefusal{Code: "lane_too_long", Reason: fmt.Sprintf("%d coupons of this lane were redeemed, more than this gate verifies at an open (%d): use another lane", out.Redeemed, maxStartWalk)}
 	}
 	if got := coupons.Walk(&lane.Tag, out.Redeemed, st.Value, 0); subtle.ConstantTimeCompare(got[:], lane.Anchor[:]) != 1 {
 		return st, fmt.Errorf("%w: its redeemed value for coupon %d is not on the lane's chain", errBrokerUnavailable, out.Redeemed)

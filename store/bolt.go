@@ -320,7 +320,7 @@ func (s *Bolt) runGroup(batch []*boltOp) []error {
 		// The log's state is unknown (fsync failures may drop pages):
 		// refuse every later write rather than risk accepting a coupon
 		// twice. Reopening the store replays what reached the disk.
-		s.broken = fmt.Errorf("store: the write-ahead log failed, reopen the store: %w", err)
+		s.broken = fmt.Errorf("store: the write-ahead log failed; writes are refused until the process restarts and replays it: %w", err)
 		return fail(s.broken)
 	}
 	s.mu.Lock()
