@@ -619,7 +619,7 @@ func walletImportCmd() *cobra.Command {
 }
 
 func walletRevokeCmd() *cobra.Command {
-	c := &cobra.Command{Use: "revoke GRANT", Short: "Revoke a grant this wallet issued (and with --key, the device's key)", Args: cobra.ExactArgs(1),
+	c := &cobra.Command{Use: "revoke GRANT", Short: "Revoke a grant this wallet issued (with --key, every grant it gave that device)", Args: cobra.ExactArgs(1),
 		Run: run(func(cmd *cobra.Command, args []string) error {
 			w, err := loadWallet(cmd)
 			if err != nil {
@@ -644,7 +644,7 @@ func walletRevokeCmd() *cobra.Command {
 			return report(cmd, map[string]any{"revoked": true, "key": key},
 				"revoked; gates refuse new lane opens under it once they fetch the broker's next list")
 		})}
-	c.Flags().Bool("key", false, "also revoke the device's key (a lost device)")
+	c.Flags().Bool("key", false, "a lost device: also revoke every other grant this wallet gave it (those recorded at the broker)")
 	return c
 }
 
