@@ -2,6 +2,7 @@ package coupons
 
 import (
 	"crypto/subtle"
+	"fmt"
 
 	"github.com/ecoupons/ecoupons/tesla"
 )
@@ -44,6 +45,10 @@ func VerifyPayment(tag *LaneTag, length uint32, st *LaneState, p *Payment, diges
 		return 0, nil, ErrBeyondLane
 	case i-last > maxJump:
 		return 0, nil, ErrJumpTooLarge
+	case i < length && !p.HasMAC:
+		// Every coupon but a lane's last binds its request: without the
+		// tag, a thief's spending would leave no evidence.
+		return 0, nil, fmt.Errorf("%w: coupon %d carries no request binding (m)", ErrBadCoupon, i)
 	}
 	w := p.Value
 	for k := i; k > last+1; k-- {

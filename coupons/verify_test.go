@@ -109,3 +109,28 @@ func TestVerifyPaymentDetectsTheft(t *testing.T) {
 		t.Fatalf("bad value: %v", err)
 	}
 }
+
+// TestVerifyPaymentNeedsBinding: a coupon other than the lane's last
+// without its request binding (m) is refused, and the state is unchanged:
+// a thief cannot escape detection by leaving the tag out.
+func TestVerifyPaymentNeedsBinding(t *testing.T) {
+	w := newWorld(t)
+	b := w.book.Book
+	tag := b.LaneTag(0)
+	pp := w.payer(0)
+	st := LaneState{LastValue: w.anchors[0]}
+	p, d := pp.pay(1, "/premium/a")
+	p.HasMAC, p.MAC = false, [16]byte{}
+	if _, _, err := VerifyPayment(&tag, b.Length, &st, &p, &d, 4); !errors.Is(err, ErrBadCoupon) || st.Last != 0 {
+		t.Fatalf("coupon 1 without m: %v, state at %d", err, st.Last)
+	}
+	// The last coupon has no next value to bind with: it needs no m.
+	st = LaneState{Last: b.Length - 1, LastValue: pp.chain[b.Length-1]}
+	last, dl := pp.pay(b.Length, "/premium/a")
+	if last.HasMAC {
+		t.Fatal("the last coupon carries a binding")
+	}
+	if _, _, err := VerifyPayment(&tag, b.Length, &st, &last, &dl, 4); err != nil {
+		t.Fatalf("the last coupon: %v", err)
+	}
+}
