@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -147,6 +148,7 @@ type Gate struct {
 
 	vendorSigner crypto.Signer
 	holder       string      // this gate's spent state at the broker (online mode): the store's ID
+	vendorHash   [32]byte    // SHA-256 of Vendor, kept with each lane
 	thefts       *theftQueue // evidence waiting for its lane's next redemption
 	httpClient   *http.Client
 	stopRedeem   context.CancelFunc
@@ -182,6 +184,7 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 	initMetrics(ctx.GetMetricsRegistry())
 	g.now = time.Now
 	g.seed = maphash.MakeSeed()
+	g.vendorHash = sha256.Sum256([]byte(g.Vendor))
 	g.locks = new([256]sync.Mutex)
 	g.thefts = new(theftQueue)
 	if g.Price == 0 {
@@ -472,6 +475,12 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		case err != nil:
 			return g.storeFailure(err)
 		}
+		// A store may be shared with gates of other routes or vendors: the
+		// lane must have been opened for this vendor and coupon value.
+		if code, reason := g.laneFits(&rec.Meta); code != "" {
+			g.refuse(w, code, reason)
+			return nil
+		}
 		ent = &laneEntry{key: key, rec: rec}
 		g.cache.Set(h, ent, 1)
 	}
@@ -592,6 +601,19 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		g.refund(ctx, p.Lane, ent, key)
 	}
 	return err
+}
+
+// laneFits checks that a stored lane was opened for this gate's vendor and
+// coupon value; it returns a refusal code and reason when not.
+func (g *Gate) laneFits(m *store.Meta) (string, string) {
+	switch {
+	case m.Vendor != (g.vendorHash) && m.Vendor != ([32]byte{}):
+		return "wrong_vendor", "the lane was opened at another vendor's gate sharing this store"
+	case m.Unit != g.unit || m.Currency != g.Currency:
+		return "wrong_unit", fmt.Sprintf("the lane's coupons are worth %s %s; this route takes coupons of %s %s",
+			coupons.FormatAmount(m.Unit), m.Currency, g.challenge.Unit, g.Currency)
+	}
+	return "", ""
 }
 
 // refund credits the price back to a lane whose paid request failed
@@ -729,7 +751,7 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		}
 	}
 	meta := store.Meta{Tag: lane.Tag, Anchor: lane.Anchor, Length: lane.Length, Unit: lane.Unit, Currency: lane.Currency,
-		NotAfter: lane.NotAfter, Spender: lane.Spender, Owner: lane.Owner, Cap: lane.Cap, Nonce: o.Nonce}
+		NotAfter: lane.NotAfter, Spender: lane.Spender, Owner: lane.Owner, Cap: lane.Cap, Nonce: o.Nonce, Vendor: g.vendorHash}
 	if len(lane.Certs) > 1 {
 		meta.Grant = lane.Certs[len(lane.Certs)-1]
 	}

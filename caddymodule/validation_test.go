@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/ecoupons/ecoupons/delegation"
 	"github.com/ecoupons/ecoupons/wallet"
 )
@@ -232,5 +233,38 @@ func TestWalletMovesOffReservedLane(t *testing.T) {
 		if g.thefts.n != 0 {
 			t.Errorf("gate %s found %d thefts: the wallet paid a lane under another open than the gate's", name, g.thefts.n)
 		}
+	}
+}
+
+// TestSharedStoreKeepsLanesApart: gates of different coupon values or
+// vendors on one store (one bolt file here) refuse each other's lanes: a
+// lane opened with 0.001 EUR coupons cannot pay a route priced in 0.01 EUR
+// coupons, nor another vendor's route.
+func TestSharedStoreKeepsLanesApart(t *testing.T) {
+	bw := newBrokerWorld(t)
+	shared := fmt.Sprintf(`{"backend":"bolt","path":%q}`, filepath.Join(bw.dir, "shared.db"))
+	cheap := bw.gateOn(t, ModeOffline, filepath.Join(bw.dir, "secret"), shared)
+	c := newClient(t, nil, bw.owner, 0)
+	if rec := payOn(t, cheap, c); rec.Code != 200 {
+		t.Fatalf("cheap route: %d %s", rec.Code, rec.Body)
+	}
+	dear := &Gate{Vendor: "news.example", BrokerKeys: []string{bw.brokerPub}, Unit: "0.01", Price: 1, LaneRate: -1,
+		SecretFile: filepath.Join(bw.dir, "secret"), StoreRaw: []byte(shared)}
+	other := &Gate{Vendor: "other.example", BrokerKeys: []string{bw.brokerPub}, Price: 1, LaneRate: -1,
+		SecretFile: filepath.Join(bw.dir, "secret"), StoreRaw: []byte(shared)}
+	for _, g := range []*Gate{dear, other} {
+		cctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		t.Cleanup(cancel)
+		if err := g.Provision(cctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { g.Cleanup() })
+	}
+	c.nonce = nonceRe.FindStringSubmatch(serve(dear, "GET", "/premium/x", nil).Header().Get("WWW-Authenticate"))[1]
+	wantRefusal(t, serve(dear, "GET", "/premium/x", c.payment("GET", "/premium/x", 1)), 402, "wrong_unit")
+	wantRefusal(t, serve(other, "GET", "/premium/x", c.payment("GET", "/premium/x", 1)), 402, "wrong_vendor")
+	// The lane goes on at its own route.
+	if rec := serve(cheap, "GET", "/premium/x", c.payment("GET", "/premium/x", 1)); rec.Code != 200 {
+		t.Fatalf("back at the cheap route: %d %s", rec.Code, rec.Body)
 	}
 }

@@ -50,6 +50,10 @@ type Meta struct {
 	Grant    [32]byte // hash of the last delegation certificate (zero: the owner spends)
 	Cap      int64    // the grant's spending cap in nanos (0: none)
 	Nonce    string   // the challenge nonce the lane was opened with; request digests include it
+	// Vendor is the SHA-256 of the vendor name the lane was opened for, so
+	// that a gate sharing a store with another vendor's gate refuses its
+	// lanes (zero in records from before it was kept).
+	Vendor [32]byte
 }
 
 // MaxNonce is the longest lane-open nonce a record holds.
@@ -142,14 +146,19 @@ func decodeProof(b []byte) ([][32]byte, error) {
 	return p, nil
 }
 
-// recordVersion is the first byte of an encoded record.
-const recordVersion = 1
+// recordVersion is the first byte of an encoded record. Version 1
+// records (no vendor) are still read.
+const recordVersion = 2
 
-// recordLen is the size of an encoded record.
-const recordLen = 1 + 16 + 32 + 4 + 8 + 3 + 8 + 32 + 32 + 32 + 8 + // meta
-	1 + MaxNonce + // nonce, length-prefixed and zero-padded
-	4 + 32 + 32 + 16 + 1 + // state
-	4 + 4 // credit, spent
+// recordLen is the size of an encoded record; recordLenV1 of a version 1
+// record, which lacks the trailing vendor hash.
+const (
+	recordLenV1 = 1 + 16 + 32 + 4 + 8 + 3 + 8 + 32 + 32 + 32 + 8 + // meta
+		1 + MaxNonce + // nonce, length-prefixed and zero-padded
+		4 + 32 + 32 + 16 + 1 + // state
+		4 + 4 // credit, spent
+	recordLen = recordLenV1 + 32 // vendor
+)
 
 // MarshalBinary encodes a record in a fixed big-endian layout.
 func (r *Record) MarshalBinary() ([]byte, error) { return r.AppendBinary(make([]byte, 0, recordLen)) }
@@ -189,12 +198,16 @@ func (r *Record) AppendBinary(b []byte) ([]byte, error) {
 	}
 	b = binary.BigEndian.AppendUint32(b, r.Credit)
 	b = binary.BigEndian.AppendUint32(b, r.Spent)
+	b = append(b, m.Vendor[:]...)
 	return b, nil
 }
 
 // UnmarshalBinary decodes a record.
 func (r *Record) UnmarshalBinary(b []byte) error {
-	if len(b) != recordLen || b[0] != recordVersion {
+	switch {
+	case len(b) == recordLen && b[0] == recordVersion:
+	case len(b) == recordLenV1 && b[0] == 1:
+	default:
 		return fmt.Errorf("%w: %d bytes, version %d", ErrCorrupt, len(b), firstByte(b))
 	}
 	m := &r.Meta
@@ -231,6 +244,10 @@ func (r *Record) UnmarshalBinary(b []byte) error {
 	}
 	r.Credit = binary.BigEndian.Uint32(take(4))
 	r.Spent = binary.BigEndian.Uint32(take(4))
+	m.Vendor = [32]byte{}
+	if b[0] >= 2 {
+		copy(m.Vendor[:], take(32))
+	}
 	if s.Last > m.Length || m.Unit <= 0 || coupons.CheckCurrency(m.Currency) != nil {
 		return fmt.Errorf("%w: inconsistent fields", ErrCorrupt)
 	}

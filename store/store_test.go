@@ -51,6 +51,7 @@ func stores(t *testing.T) map[string]Store {
 
 func TestRecordEncoding(t *testing.T) {
 	r := newRecord(testMeta(5))
+	r.Meta.Vendor[0], r.Meta.Vendor[31] = 7, 8
 	r.State.Last, r.State.HasPrev, r.Credit, r.Spent = 0x01020304, true, 7, 0x01020304
 	r.State.PrevMAC[3] = 9
 	enc, err := r.MarshalBinary()
@@ -66,7 +67,16 @@ func TestRecordEncoding(t *testing.T) {
 	if err := back.UnmarshalBinary(enc); err != nil || back != r {
 		t.Fatalf("round trip: %v\n%+v\n%+v", err, back, r)
 	}
-	for _, bad := range [][]byte{nil, enc[:10], append(append([]byte(nil), enc...), 0), append([]byte{2}, enc[1:]...)} {
+	// A version 1 record (before the vendor was kept) still reads, with
+	// no vendor.
+	v1 := append([]byte{1}, enc[1:recordLenV1]...)
+	var old Record
+	want := r
+	want.Meta.Vendor = [32]byte{}
+	if err := old.UnmarshalBinary(v1); err != nil || old != want {
+		t.Fatalf("version 1: %v\n%+v", err, old)
+	}
+	for _, bad := range [][]byte{nil, enc[:10], append(append([]byte(nil), enc...), 0), append([]byte{3}, enc[1:]...), append([]byte{1}, enc[1:]...)} {
 		if err := back.UnmarshalBinary(bad); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("corrupt record accepted: %v", err)
 		}
