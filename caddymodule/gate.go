@@ -753,7 +753,11 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	meta := store.Meta{Tag: lane.Tag, Anchor: lane.Anchor, Length: lane.Length, Unit: lane.Unit, Currency: lane.Currency,
 		NotAfter: lane.NotAfter, Spender: lane.Spender, Owner: lane.Owner, Cap: lane.Cap, Nonce: o.Nonce, Vendor: g.vendorHash}
 	if len(lane.Certs) > 1 {
-		meta.Grant = lane.Certs[len(lane.Certs)-1]
+		// Caps are charged to the owner's own grant (the first delegation),
+		// shared by every chain below it, with the smallest cap along the
+		// chain as the limit: a delegate cannot multiply its cap by
+		// sub-delegating to keys of its own, each with the same cap.
+		meta.Grant = lane.Certs[1]
 	}
 	rec, err := g.store.Open(ctx, lane.ID, meta)
 	if err == nil {

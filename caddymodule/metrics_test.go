@@ -99,3 +99,39 @@ func TestDelegateCapEnforcedAcrossLanes(t *testing.T) {
 		t.Fatalf("one coupon past the cap: %d %s", rec.Code, rec.Body)
 	}
 }
+
+// TestSubDelegationsShareTheCap: a phone granted lanes 0–3 with a cap of
+// 5 coupons and the right to sub-delegate gives lanes 2 and 3 to two keys
+// of its own, each with the same cap. Together they still spend no more
+// than 5.
+func TestSubDelegationsShareTheCap(t *testing.T) {
+	w := newWorld(t, "news.example", t0Later())
+	g := newGate(t, w, `{"backend":"memory"}`, 1)
+	device := func(name string, from *delegation.Holder, lo, hi uint32, opt delegation.GrantOptions) *delegation.Holder {
+		k := testKey(name)
+		enc, _ := ecdhKey(t)
+		d, _ := delegation.NewDevice(name, k, enc.PublicKey())
+		gr, err := from.Issue(d, lo, hi, opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := delegation.Accept(gr, k, enc, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	phone := device("phone", w.owner, 0, 3, delegation.GrantOptions{Cap: 5 * 1_000_000, Propagate: true})
+	k1 := device("k1", phone, 2, 2, delegation.GrantOptions{Cap: 5 * 1_000_000})
+	k2 := device("k2", phone, 3, 3, delegation.GrantOptions{Cap: 5 * 1_000_000})
+	nonce := nonceRe.FindStringSubmatch(serve(g, "GET", "/premium/x", nil).Header().Get("WWW-Authenticate"))[1]
+	c1, c2 := newClient(t, nil, k1, 2), newClient(t, nil, k2, 3)
+	c1.nonce, c2.nonce = nonce, nonce
+	if rec := serve(g, "GET", "/premium/x", c1.payment("GET", "/premium/x", 4)); rec.Code != 200 {
+		t.Fatalf("4 coupons under k1: %d %s", rec.Code, rec.Body)
+	}
+	rec := serve(g, "GET", "/premium/x", c2.payment("GET", "/premium/x", 4))
+	if rec.Code != 402 || !strings.Contains(rec.Body.String(), "cap_exceeded") {
+		t.Fatalf("4 more under k2, past the phone's cap: %d %s", rec.Code, rec.Body)
+	}
+}
