@@ -384,6 +384,9 @@ func (h *Holder) Open(lane uint32, nonce string) (*coupons.Open, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: lane %d is not held", coupons.ErrNotAuthorized, lane)
 	}
+	if h.User == nil {
+		return nil, fmt.Errorf("%w: no user certificate from the broker to open lanes with", coupons.ErrOwnerNotCertified)
+	}
 	o := &coupons.Open{Book: h.Book, Lane: lane, Anchor: l.anchor, Proof: l.proof, User: h.User, Delegation: h.Chain}
 	if err := o.SignOpen(h.Signer, nonce); err != nil {
 		return nil, err

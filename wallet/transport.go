@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -103,6 +104,13 @@ type Transport struct {
 	// that would pass one is refused with ErrSpendLimit before any coupon
 	// leaves.
 	Budget *Budget
+	// Hosts are host names (lower-case, without port) that also belong to
+	// the book's vendor. The transport pays a challenge only for a request
+	// to the vendor's own name or one of its subdomains, a loopback
+	// address (this machine), or one of these: a 402 anyone can send may
+	// name any vendor, and coupons paid to a relay could be spent by it
+	// at the real vendor.
+	Hosts []string
 
 	holder *delegation.Holder
 	mu     sync.Mutex
@@ -245,7 +253,14 @@ func (t *Transport) Answer(req *http.Request, ch *Challenge) (*http.Response, er
 	if maxPrice == 0 {
 		maxPrice = 100
 	}
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
 	switch {
+	case !t.paysHost(hostname(strings.ToLower(host))):
+		return nil, fmt.Errorf("%w: %s claims to be %s, whose book this is, but is not its host (if it belongs to %s, add it to the wallet's hosts)",
+			ErrWrongVendor, hostname(host), b.Vendor, b.Vendor)
 	case ch.Vendor != b.Vendor:
 		return nil, fmt.Errorf("%w: %s, the book is for %s", ErrWrongVendor, ch.Vendor, b.Vendor)
 	case ch.Price > maxPrice:
@@ -423,10 +438,21 @@ func (t *Transport) pay(base http.RoundTripper, req *http.Request, ch *Challenge
 	return resp, nil
 }
 
+// paysHost reports whether the transport pays challenges for requests to
+// host (lower-case, without port): see Hosts.
+func (t *Transport) paysHost(host string) bool {
+	vendor := t.holder.Book.Book.Vendor
+	if host == vendor || strings.HasSuffix(host, "."+vendor) || host == "localhost" || slices.Contains(t.Hosts, host) {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 // hostname strips the port from a Host header value.
 func hostname(host string) string {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		return strings.Trim(h, "[]")
 	}
-	return host
+	return strings.Trim(host, "[]")
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -55,6 +56,7 @@ payment.`,
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.PersistentFlags().String("dir", "", "wallet directory (default $ECOUPONS_WALLET or ~/.ecoupons)")
 			cmd.PersistentFlags().String("passphrase-file", "", "file holding the passphrase of the wallet's key (default $ECOUPONS_PASSPHRASE_FILE; at init: encrypt the new key with it)")
+			cmd.PersistentFlags().StringSlice("vendor-host", nil, "get, proxy: a host that belongs to the vendor though not under its name (repeatable); the wallet pays only the vendor's own host, its subdomains and loopback otherwise")
 			cmd.PersistentFlags().Bool("json", false, "print results and errors as JSON, for scripts (device, delegate and get print documents and bodies as they are)")
 			cmd.AddCommand(walletInitCmd(), walletRegisterCmd(), walletBookCmd(), walletBalanceCmd(), walletGetCmd(),
 				walletDeviceCmd(), walletDelegateCmd(), walletImportCmd(), walletRevokeCmd(), walletProxyCmd(), walletLimitCmd(), walletReceiptsCmd(),
@@ -423,7 +425,7 @@ func walletGetCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				tr, err := openTransport(w, entry)
+				tr, err := openTransport(w, entry, vendorHosts(cmd))
 				if err != nil {
 					return err
 				}
@@ -666,9 +668,21 @@ func walletOfficeCmd() *cobra.Command {
 		})}
 }
 
+// vendorHosts returns the --vendor-host flags, lower-case, without ports.
+func vendorHosts(cmd *cobra.Command) []string {
+	hs, _ := cmd.Flags().GetStringSlice("vendor-host")
+	for i, h := range hs {
+		if host, _, err := net.SplitHostPort(h); err == nil {
+			h = host
+		}
+		hs[i] = strings.ToLower(strings.Trim(h, "[]"))
+	}
+	return hs
+}
+
 // openTransport opens the paying transport of a book or grant, under the
-// wallet's spending limits.
-func openTransport(w *wallet.Wallet, entry *wallet.BookEntry) (*wallet.Transport, error) {
+// wallet's spending limits, paying also for hosts (see Transport.Hosts).
+func openTransport(w *wallet.Wallet, entry *wallet.BookEntry, hosts []string) (*wallet.Transport, error) {
 	budget, err := w.Budget()
 	if err != nil {
 		return nil, err
@@ -679,6 +693,7 @@ func openTransport(w *wallet.Wallet, entry *wallet.BookEntry) (*wallet.Transport
 	}
 	t.Budget = budget
 	t.Receipts = w.Receipts()
+	t.Hosts = hosts
 	return t, nil
 }
 
@@ -855,14 +870,14 @@ func walletLimitCmd() *cobra.Command {
 }
 
 // walletRouter pays any vendor the wallet holds a book or grant for.
-func walletRouter(w *wallet.Wallet) (*wallet.Router, func()) {
+func walletRouter(w *wallet.Wallet, hosts []string) (*wallet.Router, func()) {
 	var opened []*wallet.Transport
 	r := &wallet.Router{For: func(vendor string) (*wallet.Transport, error) {
 		entry, err := w.BookFor(vendor)
 		if err != nil {
 			return nil, err
 		}
-		t, err := openTransport(w, entry)
+		t, err := openTransport(w, entry, hosts)
 		if err != nil {
 			return nil, err
 		}
@@ -889,7 +904,7 @@ func walletProxyCmd() *cobra.Command {
 			if err != nil || u.Scheme == "" || u.Host == "" {
 				return walletErr{exitUsage, fmt.Errorf("--upstream %q must be an absolute URL", upstream)}
 			}
-			router, closeAll := walletRouter(w)
+			router, closeAll := walletRouter(w, vendorHosts(cmd))
 			defer closeAll()
 			srv := &http.Server{Addr: listen, Handler: wallet.NewProxy(u, router), ReadHeaderTimeout: 10 * time.Second}
 			fmt.Fprintf(os.Stderr, "paying proxy for %s on http://%s (Ctrl-C to stop)\n", upstream, listen)
