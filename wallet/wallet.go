@@ -389,8 +389,18 @@ func (w *Wallet) MarkDelegated(e *BookEntry, lo, hi uint32) error {
 		if json.Unmarshal(st, &sf) == nil {
 			for _, ls := range sf.Lanes {
 				id, err := coupons.ParseLaneID(ls.Lane)
-				if err == nil && id.Lane >= lo && id.Lane <= hi && ls.Nonce != "" {
-					return fmt.Errorf("wallet: lane %d was already opened by this wallet; delegate unused lanes", id.Lane)
+				if err != nil || id.Lane < lo || id.Lane > hi {
+					continue
+				}
+				// A lane is used once a coupon of it was revealed, opened or
+				// not (an open can be cleared for a retry).
+				used := ls.Nonce != ""
+				if raw, err := base64.StdEncoding.DecodeString(ls.Cursor); err == nil {
+					var c coupons.Cursor
+					used = used || c.UnmarshalBinary(raw) != nil || c.Position() > 0
+				}
+				if used {
+					return fmt.Errorf("wallet: lane %d was already spent from by this wallet; delegate unused lanes", id.Lane)
 				}
 			}
 		}
