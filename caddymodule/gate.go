@@ -533,7 +533,7 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 			rec.Credit = total
 		}
 		charge, _ := coupons.MulAmount(uint64(paid), cur.Meta.Unit)
-		err = g.store.Advance(ctx, p.Lane, cur.State.Last, rec, charge)
+		err = g.store.Advance(ctx, p.Lane, cur.State.Last, cur.Credit, rec, charge)
 		if errors.Is(err, store.ErrConflict) && attempt < 3 {
 			fresh, gerr := g.store.Get(ctx, p.Lane)
 			if gerr != nil {
@@ -629,7 +629,7 @@ func (g *Gate) refund(ctx context.Context, id coupons.LaneID, ent *laneEntry, ke
 		}
 		next := cur
 		next.Credit += g.Price
-		if err = g.store.Advance(ctx, id, cur.State.Last, next, 0); err == nil {
+		if err = g.store.Advance(ctx, id, cur.State.Last, cur.Credit, next, 0); err == nil {
 			ent.rec = next
 			gateMetrics.refunds.WithLabelValues(g.Vendor).Inc()
 			return

@@ -35,7 +35,7 @@ func benchAdvance(b *testing.B, s Store) {
 		for pb.Next() {
 			next := r
 			next.State.Last++
-			if err := s.Advance(ctx, id, r.State.Last, next, 0); err != nil {
+			if err := s.Advance(ctx, id, r.State.Last, r.Credit, next, 0); err != nil {
 				b.Error(err)
 				return
 			}

@@ -411,7 +411,7 @@ func (s *Bolt) Get(_ context.Context, id coupons.LaneID) (Record, error) {
 }
 
 // Advance implements Store.
-func (s *Bolt) Advance(_ context.Context, id coupons.LaneID, prevLast uint32, next Record, charge int64) error {
+func (s *Bolt) Advance(_ context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64) error {
 	k := Key(id)
 	enc, err := next.MarshalBinary()
 	if err != nil {
@@ -426,8 +426,8 @@ func (s *Bolt) Advance(_ context.Context, id coupons.LaneID, prevLast uint32, ne
 		if err := cur.UnmarshalBinary(v); err != nil {
 			return err
 		}
-		if cur.State.Last != prevLast {
-			return fmt.Errorf("%w: at %d, expected %d", ErrConflict, cur.State.Last, prevLast)
+		if cur.State.Last != prevLast || cur.Credit != prevCredit {
+			return fmt.Errorf("%w: at %d (credit %d), expected %d (credit %d)", ErrConflict, cur.State.Last, cur.Credit, prevLast, prevCredit)
 		}
 		// Every check comes before the first change (see boltOp).
 		if next.Meta.Cap > 0 && charge > 0 {

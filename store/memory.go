@@ -109,7 +109,7 @@ func (m *Memory) Get(_ context.Context, id coupons.LaneID) (Record, error) {
 }
 
 // Advance implements Store.
-func (m *Memory) Advance(_ context.Context, id coupons.LaneID, prevLast uint32, next Record, charge int64) error {
+func (m *Memory) Advance(_ context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -120,8 +120,8 @@ func (m *Memory) Advance(_ context.Context, id coupons.LaneID, prevLast uint32, 
 	if !ok {
 		return ErrNotFound
 	}
-	if cur.State.Last != prevLast {
-		return fmt.Errorf("%w: at %d, expected %d", ErrConflict, cur.State.Last, prevLast)
+	if cur.State.Last != prevLast || cur.Credit != prevCredit {
+		return fmt.Errorf("%w: at %d (credit %d), expected %d (credit %d)", ErrConflict, cur.State.Last, cur.Credit, prevLast, prevCredit)
 	}
 	if next.Meta.Cap > 0 && charge > 0 {
 		total, err := coupons.ChargeCap(m.grants[next.Meta.Grant], next.Meta.Cap, charge)

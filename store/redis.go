@@ -98,16 +98,19 @@ func (s *Redis) Get(ctx context.Context, id coupons.LaneID) (Record, error) {
 }
 
 // advanceScript: KEYS[1] lane, KEYS[2] grant, KEYS[3] the dirty set;
-// ARGV[5] the lane key to add to it; ARGV[1] expected last index
-// (decimal), ARGV[2] new record, ARGV[3] charge, ARGV[4] cap. The last
-// index sits at a fixed offset of the record (lastOffset, 4 bytes,
-// big-endian; Lua strings count from 1).
+// ARGV[5] the lane key to add to it; ARGV[1] expected last index and
+// ARGV[6] expected credit (decimal), ARGV[2] new record, ARGV[3] charge,
+// ARGV[4] cap. The last index and the credit sit at fixed offsets of the
+// record (lastOffset, creditOffset, 4 bytes each, big-endian; Lua strings
+// count from 1).
 var advanceScript = redis.NewScript(fmt.Sprintf(`
 local cur = redis.call('GET', KEYS[1])
 if not cur then return 'NOTFOUND' end
 local b1, b2, b3, b4 = string.byte(cur, %d, %d)
 local last = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
-if last ~= tonumber(ARGV[1]) then return 'CONFLICT' end
+local c1, c2, c3, c4 = string.byte(cur, %d, %d)
+local credit = ((c1 * 256 + c2) * 256 + c3) * 256 + c4
+if last ~= tonumber(ARGV[1]) or credit ~= tonumber(ARGV[6]) then return 'CONFLICT' end
 local charge, cap = tonumber(ARGV[3]), tonumber(ARGV[4])
 if cap > 0 and charge > 0 then
   local spent = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -117,13 +120,17 @@ end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[5])
 return 'OK'
-`, lastOffset+1, lastOffset+4))
+`, lastOffset+1, lastOffset+4, creditOffset+1, creditOffset+4))
 
-// lastOffset is where State.Last starts in an encoded record.
-const lastOffset = 1 + 16 + 32 + 4 + 8 + 3 + 8 + 32 + 32 + 32 + 8 + 1 + MaxNonce
+// lastOffset is where State.Last starts in an encoded record, and
+// creditOffset where Credit does.
+const (
+	lastOffset   = 1 + 16 + 32 + 4 + 8 + 3 + 8 + 32 + 32 + 32 + 8 + 1 + MaxNonce
+	creditOffset = lastOffset + 4 + 32 + 32 + 16 + 1
+)
 
 // Advance implements Store.
-func (s *Redis) Advance(ctx context.Context, id coupons.LaneID, prevLast uint32, next Record, charge int64) error {
+func (s *Redis) Advance(ctx context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64) error {
 	enc, err := next.MarshalBinary()
 	if err != nil {
 		return err
@@ -135,7 +142,7 @@ func (s *Redis) Advance(ctx context.Context, id coupons.LaneID, prevLast uint32,
 	}
 	k := Key(id)
 	res, err := advanceScript.Run(ctx, s.c, []string{s.laneKey(id), s.grantKey(next.Meta.Grant), s.dirtyKey()},
-		prevLast, enc, charge, next.Meta.Cap, string(k[:])).Text()
+		prevLast, enc, charge, next.Meta.Cap, string(k[:]), prevCredit).Text()
 	if err != nil {
 		return fmt.Errorf("store: redis: %w", err)
 	}

@@ -75,10 +75,12 @@ type Store interface {
 	// Get returns a lane's record, or ErrNotFound.
 	Get(ctx context.Context, id coupons.LaneID) (Record, error)
 	// Advance replaces the lane's record by next if its last accepted index
-	// is still prevLast, else returns ErrConflict. When next.Meta.Cap > 0,
-	// charge nanos are added to the grant's total spending, refused with
-	// coupons.ErrCapExceeded beyond the cap. It is durable when it returns.
-	Advance(ctx context.Context, id coupons.LaneID, prevLast uint32, next Record, charge int64) error
+	// and its credit are still prevLast and prevCredit (what the caller
+	// read), else returns ErrConflict: a credit given back by another gate
+	// is never overwritten. When next.Meta.Cap > 0, charge nanos are added
+	// to the grant's total spending, refused with coupons.ErrCapExceeded
+	// beyond the cap. It is durable when it returns.
+	Advance(ctx context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64) error
 	// Close releases the store.
 	Close() error
 

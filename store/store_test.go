@@ -96,7 +96,7 @@ func TestStoreContract(t *testing.T) {
 			}
 			next := r
 			next.State.Last, next.Spent = 3, 3
-			if err := s.Advance(ctx, lane(1), 0, next, 3); err != nil {
+			if err := s.Advance(ctx, lane(1), 0, 0, next, 3); err != nil {
 				t.Fatal(err)
 			}
 			// Opening again does not reset the lane.
@@ -106,13 +106,29 @@ func TestStoreContract(t *testing.T) {
 			// A stale compare-and-set fails and changes nothing.
 			stale := next
 			stale.State.Last = 4
-			if err := s.Advance(ctx, lane(1), 0, stale, 1); !errors.Is(err, ErrConflict) {
+			if err := s.Advance(ctx, lane(1), 0, 0, stale, 1); !errors.Is(err, ErrConflict) {
 				t.Fatalf("stale Advance: %v", err)
 			}
 			if got, _ := s.Get(ctx, lane(1)); got.State.Last != 3 {
 				t.Fatalf("state after conflict: %d", got.State.Last)
 			}
-			if err := s.Advance(ctx, lane(2), 0, next, 1); !errors.Is(err, ErrNotFound) {
+			// A credit given back (same index, credit 2) is not overwritten
+			// by a payment computed from the record before it.
+			refunded := next
+			refunded.Credit = 2
+			if err := s.Advance(ctx, lane(1), 3, 0, refunded, 0); err != nil {
+				t.Fatalf("refund: %v", err)
+			}
+			paid := next
+			paid.State.Last, paid.Spent = 4, 4
+			if err := s.Advance(ctx, lane(1), 3, 0, paid, 1); !errors.Is(err, ErrConflict) {
+				t.Fatalf("payment over a newer credit: %v", err)
+			}
+			if got, _ := s.Get(ctx, lane(1)); got.Credit != 2 || got.State.Last != 3 {
+				t.Fatalf("after the stale payment: %+v", got)
+			}
+			next = refunded
+			if err := s.Advance(ctx, lane(2), 0, 0, next, 1); !errors.Is(err, ErrNotFound) {
 				t.Fatalf("Advance of an unknown lane: %v", err)
 			}
 			// The cap is shared by all lanes of a grant.
@@ -120,18 +136,18 @@ func TestStoreContract(t *testing.T) {
 			a, _ := s.Open(ctx, lane(10), capped)
 			b, _ := s.Open(ctx, lane(11), capped)
 			a.State.Last = 3
-			if err := s.Advance(ctx, lane(10), 0, a, 3_000_000); err != nil {
+			if err := s.Advance(ctx, lane(10), 0, 0, a, 3_000_000); err != nil {
 				t.Fatal(err)
 			}
 			b.State.Last = 3
-			if err := s.Advance(ctx, lane(11), 0, b, 3_000_000); !errors.Is(err, coupons.ErrCapExceeded) {
+			if err := s.Advance(ctx, lane(11), 0, 0, b, 3_000_000); !errors.Is(err, coupons.ErrCapExceeded) {
 				t.Fatalf("cap across lanes: %v", err)
 			}
 			if got, _ := s.Get(ctx, lane(11)); got.State.Last != 0 {
 				t.Fatal("a refused charge moved the lane")
 			}
 			b.State.Last = 2
-			if err := s.Advance(ctx, lane(11), 0, b, 2_000_000); err != nil {
+			if err := s.Advance(ctx, lane(11), 0, 0, b, 2_000_000); err != nil {
 				t.Fatalf("charge up to the cap: %v", err)
 			}
 		})
@@ -165,7 +181,7 @@ func TestStoreRaces(t *testing.T) {
 						}
 						next := cur
 						next.State.Last++
-						switch err := s.Advance(ctx, lane(7), cur.State.Last, next, 0); {
+						switch err := s.Advance(ctx, lane(7), cur.State.Last, 0, next, 0); {
 						case err == nil:
 							accepted[next.State.Last].Add(1)
 						case errors.Is(err, ErrConflict):
@@ -195,7 +211,7 @@ func TestBoltSurvivesReopen(t *testing.T) {
 	}
 	r, _ := s.Open(ctx, lane(1), testMeta(0))
 	r.State.Last = 9
-	if err := s.Advance(ctx, lane(1), 0, r, 0); err != nil {
+	if err := s.Advance(ctx, lane(1), 0, 0, r, 0); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -269,7 +285,7 @@ func kill9Child(path string) {
 	for {
 		next := r
 		next.State.Last++
-		if err := s.Advance(ctx, lane(1), r.State.Last, next, 0); err != nil {
+		if err := s.Advance(ctx, lane(1), r.State.Last, 0, next, 0); err != nil {
 			os.Exit(1)
 		}
 		r = next
@@ -302,7 +318,7 @@ func TestOutbox(t *testing.T) {
 			}
 			next := r
 			next.State.Last, next.State.LastValue = 5, [32]byte{5}
-			if err := s.Advance(ctx, lane(1), 0, next, 0); err != nil {
+			if err := s.Advance(ctx, lane(1), 0, 0, next, 0); err != nil {
 				t.Fatal(err)
 			}
 			p, err := s.Pending(ctx, 10)
@@ -326,7 +342,7 @@ func TestOutbox(t *testing.T) {
 			}
 			prev := next
 			next.State.Last = 7
-			if err := s.Advance(ctx, lane(1), prev.State.Last, next, 0); err != nil {
+			if err := s.Advance(ctx, lane(1), prev.State.Last, 0, next, 0); err != nil {
 				t.Fatal(err)
 			}
 			if p, _ := s.Pending(ctx, 10); len(p) != 1 || p[0].Index != 7 || p[0].Redeemed != 5 {
