@@ -519,6 +519,12 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 			}
 		}
 		if err != nil {
+			// A refused payment does not use up the lane's rate: whoever
+			// learns a lane's ID cannot throttle its holder with bogus
+			// payments (each costs at most max_jump hashes to refuse).
+			if g.LaneRate >= 0 {
+				ent.tokens = min(max(1, g.LaneRate), ent.tokens+1)
+			}
 			lock.Unlock()
 			g.refuse(w, reasonFor(err), err.Error())
 			return nil

@@ -135,3 +135,52 @@ func TestSubDelegationsShareTheCap(t *testing.T) {
 		t.Fatalf("4 more under k2, past the phone's cap: %d %s", rec.Code, rec.Body)
 	}
 }
+
+// TestLaneRateLimit: a lane paying faster than lane_rate gets 429 with
+// Retry-After and spends no coupon (the same coupon passes a second
+// later); refused payments (bogus coupons anyone could send who learned
+// the lane's ID) do not use up the holder's rate.
+func TestLaneRateLimit(t *testing.T) {
+	w := newWorld(t, "news.example", t0Later())
+	g := newGate(t, w, `{"backend":"memory"}`, 1)
+	g.LaneRate = 2
+	now := time.Now()
+	g.now = func() time.Time { return now }
+	c := newClient(t, nil, w.owner, 0)
+	c.nonce = nonceRe.FindStringSubmatch(serve(g, "GET", "/premium/x", nil).Header().Get("WWW-Authenticate"))[1]
+	for k := 0; k < 2; k++ {
+		if rec := serve(g, "GET", "/premium/x", c.payment("GET", "/premium/x", 1)); rec.Code != 200 {
+			t.Fatalf("payment %d: %d %s", k, rec.Code, rec.Body)
+		}
+		g.cache.Wait() // the lane's entry (and its rate bucket) is in the cache
+	}
+	third := c.payment("GET", "/premium/x", 1)
+	rec := serve(g, "GET", "/premium/x", third)
+	if rec.Code != 429 || rec.Header().Get("Retry-After") == "" || errorCode(t, rec.Body.String()) != "lane_rate_limited" {
+		t.Fatalf("third payment in the same instant: %d %q %s", rec.Code, rec.Header().Get("Retry-After"), rec.Body)
+	}
+	now = now.Add(time.Second)
+	if rec := serve(g, "GET", "/premium/x", third); rec.Code != 200 {
+		t.Fatalf("the same coupon a second later: %d %s", rec.Code, rec.Body)
+	}
+	// Bogus payments on the lane: refused, and the holder keeps its rate.
+	now = now.Add(time.Second)
+	d := [32]byte{}
+	bp := coupons.Pay(c.lane, 4, coupons.Value{1}, &coupons.Value{2}, &d)
+	bogus := http.Header{"Authorization": {bp.Header()}}
+	for k := 0; k < 5; k++ {
+		if rec := serve(g, "GET", "/premium/x", bogus); rec.Code != 402 || errorCode(t, rec.Body.String()) != "bad_coupon" {
+			t.Fatalf("bogus payment: %d %s", rec.Code, rec.Body)
+		}
+	}
+	c2 := newClient(t, nil, w.owner, 0)
+	c2.nonce, c2.opened = c.nonce, true
+	for k := 0; k < 3; k++ {
+		c2.cursor.Next()
+	}
+	for k := 0; k < 2; k++ {
+		if rec := serve(g, "GET", "/premium/x", c2.payment("GET", "/premium/x", 1)); rec.Code != 200 {
+			t.Fatalf("the holder after the bogus payments, payment %d: %d %s", k, rec.Code, rec.Body)
+		}
+	}
+}
