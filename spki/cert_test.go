@@ -6,6 +6,8 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -344,5 +346,55 @@ func TestReduce(t *testing.T) {
 	disjoint.Tag = mustTag(t, "(other)")
 	if _, err := Reduce(f.ab.Cert.Tuple(), disjoint); !errors.Is(err, ErrTagNotCovered) {
 		t.Errorf("disjoint tags: %v", err)
+	}
+}
+
+// TestFindChainWorkIsBounded: certificates offering many paths (three
+// keys delegating to one another, self-delegations, large set tags) and a
+// request no path satisfies cost the search a bounded amount of tag
+// algebra and at most searchPaths reductions, not a reduction per path
+// ordering; the honest single path with the same tags still succeeds.
+func TestFindChainWorkIsBounded(t *testing.T) {
+	var inner, elems strings.Builder
+	for i := 0; i < 16; i++ {
+		fmt.Fprintf(&inner, ` (v "%d")`, i)
+	}
+	for i := 0; i < 16; i++ {
+		fmt.Fprintf(&elems, ` (item "%d" (* set%s))`, i, inner.String())
+	}
+	big := `(* set` + elems.String() + `)` // each intersection with itself: about 4,400 steps
+	root, spender := testEd25519("root"), testEd25519("spender")
+	ks := []ed25519.PrivateKey{testEd25519("k1"), testEd25519("k2"), testEd25519("k3")}
+	var certs []*SignedCert
+	for _, k := range append(ks, root) {
+		certs = append(certs, makeCert(t, k, pubOf(t, k), big, true, Validity{})) // self-delegations
+	}
+	for _, k := range ks {
+		certs = append(certs, makeCert(t, root, pubOf(t, k), big, true, Validity{}), makeCert(t, k, pubOf(t, spender), big, true, Validity{}))
+		for _, l := range ks {
+			if l[0] != k[0] {
+				certs = append(certs, makeCert(t, k, pubOf(t, l), big, true, Validity{}))
+			}
+		}
+	}
+	req := ChainRequest{Root: pubOf(t, root).Hash(), Subject: pubOf(t, spender).Hash(), Time: t0,
+		Covers: func(*Tag) error { return errors.New("never") }}
+	_, s, err := findChain(certs, req, 8)
+	var ce *ChainError
+	if !errors.As(err, &ce) {
+		t.Fatalf("a request no path satisfies: %v", err)
+	}
+	if work := searchWork - s.op.steps; work > searchWork+1000 || s.paths > searchPaths {
+		t.Fatalf("the search did %d tag steps (bound %d) over %d paths (bound %d)", work, searchWork, s.paths, searchPaths)
+	}
+	if !s.op.exhausted() && s.paths < searchPaths {
+		t.Fatalf("the search ended within its bounds after %d paths: the test no longer makes it work hard", s.paths)
+	}
+	// The same large tags on the one honest path.
+	honest := []*SignedCert{makeCert(t, root, pubOf(t, ks[0]), big, true, Validity{}), makeCert(t, ks[0], pubOf(t, spender), big, false, Validity{})}
+	req.Covers = nil
+	req.Tag = mustTag(t, `(item "7" (v "3"))`)
+	if _, err := FindChain(honest, req); err != nil {
+		t.Fatalf("the honest path: %v", err)
 	}
 }

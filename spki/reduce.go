@@ -39,16 +39,19 @@ func (c *Cert) Tuple() Tuple {
 // Reduce combines <I1,S1,D1,A1,V1> and <I2,S2,D2,A2,V2> into
 // <I1,S2,D2,AIntersect(A1,A2),VIntersect(V1,V2)> (RFC 2693 §6.3). It
 // requires S1 = I2 and D1 true.
-func Reduce(a, b Tuple) (Tuple, error) {
+func Reduce(a, b Tuple) (Tuple, error) { return reduceWith(newTagOp(), a, b) }
+
+// reduceWith is Reduce spending the tag algebra's work from o.
+func reduceWith(o *tagOp, a, b Tuple) (Tuple, error) {
 	if a.Subject.Hash != b.Issuer.Hash {
 		return Tuple{}, fmt.Errorf("%w: subject %s is not issuer %s", ErrNoPath, a.Subject.Hash, b.Issuer.Hash)
 	}
 	if !a.Propagate {
 		return Tuple{}, ErrNotPropagated
 	}
-	tag, ok, err := IntersectChecked(a.Tag, b.Tag)
-	if err != nil {
-		return Tuple{}, fmt.Errorf("%w: %w", ErrTagNotCovered, err)
+	tag, ok := o.intersect(a.Tag, b.Tag)
+	if o.exhausted() {
+		return Tuple{}, fmt.Errorf("%w: %w", ErrTagNotCovered, ErrTagTooComplex)
 	}
 	if !ok {
 		return Tuple{}, fmt.Errorf("%w: the tags of the two certificates do not intersect", ErrTagNotCovered)
@@ -117,14 +120,29 @@ func FindChain(certs []*SignedCert, req ChainRequest) (*Chain, error) {
 	if max <= 0 {
 		max = 8
 	}
-	s := &search{certs: certs, req: req, max: max, sigs: make([]error, len(certs)), checked: make([]bool, len(certs)), used: make([]bool, len(certs))}
+	chain, _, err := findChain(certs, req, max)
+	return chain, err
+}
+
+// searchWork bounds the tag algebra of one whole chain search (every path
+// it tries shares it), and searchPaths the complete paths it reduces, so
+// that hostile certificates (many orderings, large tags) cost about as
+// much as a few honest reductions.
+const (
+	searchWork  = 2 * tagWorkBound
+	searchPaths = 32
+)
+
+func findChain(certs []*SignedCert, req ChainRequest, max int) (*Chain, *search, error) {
+	s := &search{certs: certs, req: req, max: max, sigs: make([]error, len(certs)), checked: make([]bool, len(certs)), used: make([]bool, len(certs)),
+		op: &tagOp{steps: searchWork}, visited: map[KeyHash]bool{req.Root: true}}
 	if chain := s.walk(req.Root, nil, nil); chain != nil {
-		return chain, nil
+		return chain, s, nil
 	}
 	if s.best == nil {
-		return nil, &ChainError{Err: ErrNoPath, Msg: fmt.Sprintf("from %s to %s", req.Root, req.Subject)}
+		return nil, s, &ChainError{Err: ErrNoPath, Msg: fmt.Sprintf("from %s to %s", req.Root, req.Subject)}
 	}
-	return nil, s.best
+	return nil, s, s.best
 }
 
 type search struct {
@@ -136,6 +154,9 @@ type search struct {
 	used    []bool
 	best    *ChainError
 	bestRk  int
+	op      *tagOp           // the work budget of the whole search
+	paths   int              // complete paths reduced so far
+	visited map[KeyHash]bool // principals on the current path: a path never revisits one
 }
 
 func (s *search) sigErr(i int) error {
@@ -149,8 +170,12 @@ func (s *search) sigErr(i int) error {
 // first problem on the path so far.
 func (s *search) walk(at KeyHash, path []int, fault *ChainError) *Chain {
 	for i, sc := range s.certs {
-		if s.used[i] || sc.Cert.Issuer.Hash != at {
-			continue
+		if s.used[i] || sc.Cert.Issuer.Hash != at || s.visited[sc.Cert.Subject.Hash] {
+			continue // a loop back to a principal on the path never helps
+		}
+		if s.op.exhausted() || s.paths >= searchPaths {
+			s.record(&ChainError{Err: ErrTagNotCovered, Msg: "the certificates offer too many paths, or too complex tags, to search"}, -1)
+			return nil
 		}
 		f := fault
 		idx := len(path)
@@ -169,6 +194,7 @@ func (s *search) walk(at KeyHash, path []int, fault *ChainError) *Chain {
 		np := append(path[:idx:idx], i)
 		if sc.Cert.Subject.Hash == s.req.Subject {
 			if f == nil {
+				s.paths++
 				chain, err := s.reduce(np)
 				if err == nil {
 					return chain
@@ -181,9 +207,9 @@ func (s *search) walk(at KeyHash, path []int, fault *ChainError) *Chain {
 		if idx+1 >= s.max+1 {
 			continue
 		}
-		s.used[i] = true
+		s.used[i], s.visited[sc.Cert.Subject.Hash] = true, true
 		chain := s.walk(sc.Cert.Subject.Hash, np, f)
-		s.used[i] = false
+		s.used[i], s.visited[sc.Cert.Subject.Hash] = false, false
 		if chain != nil {
 			return chain
 		}
@@ -215,7 +241,7 @@ func (s *search) reduce(path []int) (*Chain, *ChainError) {
 			continue
 		}
 		var err error
-		if t, err = Reduce(t, c.Tuple()); err != nil {
+		if t, err = reduceWith(s.op, t, c.Tuple()); err != nil {
 			return nil, &ChainError{Err: unwrapSentinel(err), Cert: c.Hash(), Index: k, Msg: err.Error()}
 		}
 	}

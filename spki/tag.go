@@ -541,6 +541,9 @@ func (o *tagOp) intersect(a, b *Tag) (*Tag, bool) {
 				if z, ok := o.intersect(x, y); ok {
 					out = append(out, z)
 				}
+				if o.exhausted() {
+					return nil, false
+				}
 			}
 		}
 		return o.normSet(out)
@@ -592,6 +595,9 @@ func (o *tagOp) normSet(elems []*Tag) (*Tag, bool) {
 	flat = slices.CompactFunc(flat, func(x, y *Tag) bool { return x.Equal(y) })
 	keep := make([]*Tag, 0, len(flat))
 	for i, e := range flat {
+		if o.exhausted() {
+			return nil, false
+		}
 		drop := false
 		for j, f := range flat {
 			if i != j && o.implies(e, f) && (j < i || !o.implies(f, e)) {
