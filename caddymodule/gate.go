@@ -305,7 +305,8 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 		if g.RevocationsEvery == 0 {
 			g.RevocationsEvery = caddy.Duration(time.Minute)
 		}
-		g.revoked = newRevocations(g.Revocations, g.brokers, g.logger)
+		// The newest lists are kept beside the secret, for the next start.
+		g.revoked = newRevocations(g.Revocations, g.brokers, filepath.Join(filepath.Dir(g.SecretFile), g.Vendor+".revocations"), g.logger)
 		// A first fetch before serving; failures are logged and retried by
 		// the poller, and lane opens wait for a fresh list.
 		first, cancel := context.WithTimeout(ctx, 15*time.Second)

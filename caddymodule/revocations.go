@@ -2,11 +2,13 @@ package caddymodule
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -22,6 +24,7 @@ const maxRevocationList = 16 << 20
 // revocations holds the verified lists of the gate's brokers and keeps
 // them fresh. It implements coupons.Revocations.
 type revocations struct {
+	dir      string // where the newest list of each broker is kept ("" : nowhere)
 	sources  []string
 	checkers map[spki.KeyHash]*delegation.Checker
 	brokers  []*spki.PublicKey
@@ -48,13 +51,55 @@ func (r *revocations) refreshOnDemand(ctx context.Context) {
 	r.lastDemand = time.Now()
 }
 
-func newRevocations(sources []string, brokers []*spki.PublicKey, logger *zap.Logger) *revocations {
-	r := &revocations{sources: sources, brokers: brokers, checkers: map[spki.KeyHash]*delegation.Checker{},
+// newRevocations makes the checkers of brokers and installs the lists
+// kept in dir by an earlier run, so that a restart or config reload cannot
+// be rolled back to an older list (a stale mirror, a file, a source that
+// answers first).
+func newRevocations(sources []string, brokers []*spki.PublicKey, dir string, logger *zap.Logger) *revocations {
+	r := &revocations{dir: dir, sources: sources, brokers: brokers, checkers: map[spki.KeyHash]*delegation.Checker{},
 		client: &http.Client{Timeout: 10 * time.Second}, logger: logger, lastErr: map[string]error{}}
 	for _, b := range brokers {
-		r.checkers[b.Hash()] = delegation.NewChecker(b)
+		c := delegation.NewChecker(b)
+		r.checkers[b.Hash()] = c
+		if dir == "" {
+			continue
+		}
+		raw, err := os.ReadFile(r.keptPath(b.Hash()))
+		if err != nil {
+			continue
+		}
+		lim := spki.DefaultLimits
+		lim.MaxSize, lim.MaxNodes = maxRevocationList, 1<<21
+		if x, err := lim.Parse(raw); err == nil {
+			_, err = c.Update(x)
+			if err != nil {
+				logger.Warn("a kept revocation list does not verify; ignored", zap.String("file", r.keptPath(b.Hash())), zap.Error(err))
+			}
+		}
 	}
 	return r
+}
+
+func (r *revocations) keptPath(broker spki.KeyHash) string {
+	return filepath.Join(r.dir, hex.EncodeToString(broker[:16])+".revocations")
+}
+
+// keep writes a newly installed list (atomically: a crash leaves the old
+// or the new one).
+func (r *revocations) keep(broker spki.KeyHash, list *delegation.Revocations) {
+	if r.dir == "" {
+		return
+	}
+	err := os.MkdirAll(r.dir, 0o700)
+	if err == nil {
+		tmp := r.keptPath(broker) + ".tmp"
+		if err = os.WriteFile(tmp, spki.Canonical(list.Sexp()), 0o600); err == nil {
+			err = os.Rename(tmp, r.keptPath(broker))
+		}
+	}
+	if err != nil {
+		r.logger.Warn("could not keep the revocation list for the next start", zap.Error(err))
+	}
 }
 
 // fetch reads one source: an http(s) URL or a file.
@@ -122,7 +167,11 @@ func (r *revocations) refreshOne(ctx context.Context, src string) error {
 	}
 	var errs []error
 	for h, c := range r.checkers {
-		if _, err := c.Update(x); err == nil {
+		before := c.Current()
+		if list, err := c.Update(x); err == nil {
+			if before == nil || list.Number > before.Number {
+				r.keep(h, list)
+			}
 			return nil
 		} else if errors.Is(err, delegation.ErrRollback) {
 			return fmt.Errorf("broker %s: %w", h, err)

@@ -109,6 +109,23 @@ func TestGateRefusesRevokedGrant(t *testing.T) {
 	if rec := pay(phone, 1); rec.Code != 402 {
 		t.Fatalf("phone after a rollback attempt: %d", rec.Code)
 	}
+	// A restarted gate (same secret_file directory) still has list 2, and
+	// refuses list 1, which its source keeps serving.
+	g2 := &Gate{Vendor: "news.example", BrokerKeys: []string{w.brokerKeyFile}, Price: 1, LaneRate: -1,
+		SecretFile: g.SecretFile, StoreRaw: []byte(`{"backend":"memory"}`),
+		Revocations: []string{srv.URL + "/v1/revocations"}, RevocationsEvery: caddy.Duration(time.Hour)}
+	ctx2, cancel2 := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel2()
+	if err := g2.Provision(ctx2); err != nil {
+		t.Fatal(err)
+	}
+	defer g2.Cleanup()
+	nonce2 := nonceRe.FindStringSubmatch(serve(g2, "GET", "/premium/x", nil).Header().Get("WWW-Authenticate"))[1]
+	cp := newClient(t, nil, phone, 1)
+	cp.nonce = nonce2
+	if rec := serve(g2, "GET", "/premium/x", cp.payment("GET", "/premium/x", 1)); rec.Code != 402 || !strings.Contains(rec.Body.String(), `"revoked"`) {
+		t.Fatalf("the revoked phone at a restarted gate offered the older list: %d %s", rec.Code, rec.Body)
+	}
 
 	// A stale list stops lane opens altogether (503), never silently.
 	g.now = func() time.Time { return now.Add(2 * time.Hour) }
