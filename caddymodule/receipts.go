@@ -148,6 +148,11 @@ func (r *receipts) serve(w http.ResponseWriter, req *http.Request) {
 		}
 		w.Header().Set("Cache-Control", "no-store")
 	} else {
+		// A past chain: once its schedule allows, its last key, which
+		// authenticates the receipts of its last intervals.
+		if n, k, ok := ep.sender.Final(r.now()); ok {
+			w.Header().Set(coupons.HeaderDisclosed, "d="+strconv.FormatUint(n, 10)+", k="+base64.RawURLEncoding.EncodeToString(k[:]))
+		}
 		w.Header().Set("Cache-Control", "public, max-age=60")
 	}
 	w.Write(ep.doc)

@@ -3,8 +3,11 @@ package caddymodule
 import (
 	"context"
 	"crypto"
+	"encoding/base64"
 	"encoding/pem"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -238,5 +241,41 @@ func TestReceiptChainsAlign(t *testing.T) {
 	}
 	if c.cur.id == a.cur.id || next.cur.id == a.cur.id {
 		t.Fatal("another secret or another day gave the same chain")
+	}
+}
+
+// TestPastChainDisclosesItsLastKey: after a chain's period, the gate
+// serves it (?c=) with its last key once the schedule allows, so the
+// receipts of its last intervals can be checked too; not before.
+func TestPastChainDisclosesItsLastKey(t *testing.T) {
+	vendor := testKey("vendor")
+	day := time.Date(2030, 5, 1, 0, 0, 0, 0, time.UTC)
+	now := day.Add(23*time.Hour + 59*time.Minute + 59*time.Second)
+	r, err := newReceipts(vendor, "news.example", []byte("secret"), time.Second, 2, func() time.Time { return now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := r.cur
+	if _, err := r.header([]byte("a receipt in the chain's last intervals")); err != nil {
+		t.Fatal(err)
+	}
+	get := func() *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		r.serve(rec, httptest.NewRequest("GET", VendorPath+"?c="+old.id, nil))
+		return rec
+	}
+	now = now.Add(time.Second) // midnight: the next day's chain takes over
+	if _, err := r.header([]byte("next")); err != nil || r.prev != old {
+		t.Fatalf("rotation: %v", err)
+	}
+	if h := get().Header().Get(coupons.HeaderDisclosed); h != "" {
+		t.Fatalf("the last key disclosed before its time: %q", h)
+	}
+	now = now.Add(time.Second) // interval n+d of the old chain: its last key may go
+	h := get().Header().Get(coupons.HeaderDisclosed)
+	n, k, ok := old.sender.Final(now)
+	want := fmt.Sprintf("d=%d, k=%s", n, base64.RawURLEncoding.EncodeToString(k[:]))
+	if !ok || h != want {
+		t.Fatalf("past chain: %q, want %q", h, want)
 	}
 }

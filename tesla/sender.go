@@ -35,6 +35,19 @@ func NewSender(chain *Chain, s Schedule, now func() time.Time) (*Sender, error) 
 	return &Sender{chain: chain, sched: s, now: now, mac: newMACer()}, nil
 }
 
+// Final returns the chain's last key K_n and n once the schedule lets it
+// be disclosed at now: from the start of interval n+d. Its disclosure lets
+// receivers check the packets of the chain's last d intervals, for which
+// the chain itself discloses no key.
+func (s *Sender) Final(now time.Time) (uint64, Key, bool) {
+	n := s.chain.Len()
+	if now.Before(s.sched.Start(n + s.sched.Delay)) {
+		return 0, Key{}, false
+	}
+	k, err := s.chain.Key(n)
+	return n, k, err == nil
+}
+
 // Schedule returns the sender's schedule.
 func (s *Sender) Schedule() Schedule { return s.sched }
 
