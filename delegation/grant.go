@@ -350,10 +350,16 @@ func Accept(g *Grant, signer crypto.Signer, enc *ecdh.PrivateKey, now time.Time)
 		return nil, fmt.Errorf("%w: %v", ErrSeal, err)
 	}
 	h := &Holder{Book: g.Book, User: g.User, Chain: g.Chain, Signer: signer, lanes: map[uint32]*heldLane{}}
+	// The chain is reduced once (signatures, validity, propagation, tag
+	// intersection); each lane is then checked against what it grants.
+	chain, err := spki.FindChain(g.Chain, spki.ChainRequest{Root: b.Owner, Subject: me.Hash(), Time: now,
+		Covers: func(*spki.Tag) error { return nil }})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", coupons.ErrNotAuthorized, err)
+	}
 	for _, sl := range g.Lanes {
 		var capNanos int64
-		if _, err := spki.FindChain(g.Chain, spki.ChainRequest{Root: b.Owner, Subject: me.Hash(), Time: now,
-			Covers: coupons.SpendCovers(b.ID(), b.Vendor, sl.Lane, &capNanos)}); err != nil {
+		if err := coupons.SpendCovers(b.ID(), b.Vendor, sl.Lane, &capNanos)(chain.Result.Tag); err != nil {
 			return nil, fmt.Errorf("%w: lane %d: %w", coupons.ErrNotAuthorized, sl.Lane, err)
 		}
 		if _, dup := h.lanes[sl.Lane]; dup {
