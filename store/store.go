@@ -230,6 +230,11 @@ func (r *Record) UnmarshalBinary(b []byte) error {
 	if n > MaxNonce {
 		return fmt.Errorf("%w: nonce length", ErrCorrupt)
 	}
+	for _, c := range nonce[n:] {
+		if c != 0 {
+			return fmt.Errorf("%w: nonce padding", ErrCorrupt)
+		}
+	}
 	m.Nonce = string(nonce[:n])
 	s := &r.State
 	s.Last = binary.BigEndian.Uint32(take(4))
