@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/ecoupons/ecoupons/coupons"
@@ -114,10 +113,10 @@ func (b *Budget) locked(write bool, f func(*budgetFile) error) error {
 	}
 	defer lf.Close()
 	// Held for one read-modify-write: waiting without a timeout is fine.
-	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX); err != nil {
+	if err := lockFile(lf); err != nil {
 		return err
 	}
-	defer syscall.Flock(int(lf.Fd()), syscall.LOCK_UN)
+	defer unlockFile(lf)
 	bf, err := b.read()
 	if err != nil {
 		return err
@@ -282,10 +281,5 @@ func writeDurably(path string, b []byte) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return err
 	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return syncDir(filepath.Dir(path))
 }

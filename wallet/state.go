@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/ecoupons/ecoupons/coupons"
 )
+
+// errLockBusy means another process holds a file lock.
+var errLockBusy = errors.New("wallet: file locked by another process")
 
 // ErrLocked means another process uses the same wallet state.
 var ErrLocked = errors.New("wallet: state is in use by another process")
@@ -56,11 +58,11 @@ func openStore(path string) (*store, error) {
 	}
 	deadline := time.Now().Add(lockWait)
 	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		err := tryLock(f)
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+		if !errors.Is(err, errLockBusy) || time.Now().After(deadline) {
 			f.Close()
 			return nil, fmt.Errorf("%w: %s", ErrLocked, path)
 		}
@@ -70,7 +72,7 @@ func openStore(path string) (*store, error) {
 }
 
 func (s *store) close() error {
-	syscall.Flock(int(s.lock.Fd()), syscall.LOCK_UN)
+	unlockFile(s.lock)
 	return s.lock.Close()
 }
 
