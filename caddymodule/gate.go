@@ -520,12 +520,10 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 			}
 		}
 		if err != nil {
-			// A refused payment does not use up the lane's rate: whoever
-			// learns a lane's ID cannot throttle its holder with bogus
-			// payments (each costs at most max_jump hashes to refuse).
-			if g.LaneRate >= 0 {
-				ent.tokens = min(max(1, g.LaneRate), ent.tokens+1)
-			}
+			// A refused payment uses up its token like any other: refusing
+			// costs up to max_jump hashes or a store read, so bogus payments
+			// must stay limited too (whoever learns a lane's ID can slow
+			// that lane, not the gate).
 			lock.Unlock()
 			g.refuse(w, reasonFor(err), err.Error())
 			return nil

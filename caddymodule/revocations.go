@@ -70,11 +70,12 @@ func newRevocations(sources []string, brokers []*spki.PublicKey, dir string, log
 		}
 		lim := spki.DefaultLimits
 		lim.MaxSize, lim.MaxNodes = maxRevocationList, 1<<21
-		if x, err := lim.Parse(raw); err == nil {
+		x, err := lim.Parse(raw)
+		if err == nil {
 			_, err = c.Update(x)
-			if err != nil {
-				logger.Warn("a kept revocation list does not verify; ignored", zap.String("file", r.keptPath(b.Hash())), zap.Error(err))
-			}
+		}
+		if err != nil {
+			logger.Warn("a kept revocation list does not parse or verify; ignored", zap.String("file", r.keptPath(b.Hash())), zap.Error(err))
 		}
 	}
 	return r
@@ -84,22 +85,61 @@ func (r *revocations) keptPath(broker spki.KeyHash) string {
 	return filepath.Join(r.dir, hex.EncodeToString(broker[:16])+".revocations")
 }
 
-// keep writes a newly installed list (atomically: a crash leaves the old
-// or the new one).
+// keepMu serialises the writers of kept lists in this process (pollers,
+// on-demand refreshes, the old and new gates of a config reload).
+var keepMu sync.Mutex
+
+// keep writes a newly installed list for the next start: never over a
+// newer one, through a fresh temporary file synced before it is renamed
+// into place, so a crash leaves the old or the new list, whole.
 func (r *revocations) keep(broker spki.KeyHash, list *delegation.Revocations) {
 	if r.dir == "" {
 		return
 	}
+	keepMu.Lock()
+	defer keepMu.Unlock()
+	path := r.keptPath(broker)
+	if raw, err := os.ReadFile(path); err == nil {
+		lim := spki.DefaultLimits
+		lim.MaxSize, lim.MaxNodes = maxRevocationList, 1<<21
+		if x, err := lim.Parse(raw); err == nil {
+			if old, err := delegation.ParseRevocations(x, r.brokerKey(broker)); err == nil && old.Number >= list.Number {
+				return
+			}
+		}
+	}
 	err := os.MkdirAll(r.dir, 0o700)
+	var f *os.File
 	if err == nil {
-		tmp := r.keptPath(broker) + ".tmp"
-		if err = os.WriteFile(tmp, spki.Canonical(list.Sexp()), 0o600); err == nil {
-			err = os.Rename(tmp, r.keptPath(broker))
+		f, err = os.CreateTemp(r.dir, ".revocations-*")
+	}
+	if err == nil {
+		_, err = f.Write(spki.Canonical(list.Sexp()))
+		if err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = os.Rename(f.Name(), path)
+		}
+		if err != nil {
+			os.Remove(f.Name())
 		}
 	}
 	if err != nil {
 		r.logger.Warn("could not keep the revocation list for the next start", zap.Error(err))
 	}
+}
+
+func (r *revocations) brokerKey(h spki.KeyHash) *spki.PublicKey {
+	for _, b := range r.brokers {
+		if b.Hash() == h {
+			return b
+		}
+	}
+	return nil
 }
 
 // fetch reads one source: an http(s) URL or a file.

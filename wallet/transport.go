@@ -253,12 +253,15 @@ func (t *Transport) Answer(req *http.Request, ch *Challenge) (*http.Response, er
 	if maxPrice == 0 {
 		maxPrice = 100
 	}
-	host := req.Host
-	if host == "" {
-		host = req.URL.Host
+	// The host the request goes to (the URL's) and the one it names (a
+	// Host header, when set) must both be the vendor's: the coupons are
+	// delivered to the first and bound to the second.
+	host := req.URL.Host
+	if req.Host != "" && !t.paysHost(hostname(req.Host)) {
+		host = req.Host
 	}
 	switch {
-	case !t.paysHost(hostname(strings.ToLower(host))):
+	case !t.paysHost(hostname(req.URL.Host)) || !t.paysHost(hostname(host)):
 		return nil, fmt.Errorf("%w: %s claims to be %s, whose book this is, but is not its host (if it belongs to %s, add it to the wallet's hosts)",
 			ErrWrongVendor, hostname(host), b.Vendor, b.Vendor)
 	case ch.Vendor != b.Vendor:
@@ -441,8 +444,10 @@ func (t *Transport) pay(base http.RoundTripper, req *http.Request, ch *Challenge
 // paysHost reports whether the transport pays challenges for requests to
 // host (lower-case, without port): see Hosts.
 func (t *Transport) paysHost(host string) bool {
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
 	vendor := t.holder.Book.Book.Vendor
-	if host == vendor || strings.HasSuffix(host, "."+vendor) || host == "localhost" || slices.Contains(t.Hosts, host) {
+	if host == vendor || strings.HasSuffix(host, "."+vendor) || host == "localhost" ||
+		slices.ContainsFunc(t.Hosts, func(h string) bool { return strings.TrimSuffix(strings.ToLower(h), ".") == host }) {
 		return true
 	}
 	ip := net.ParseIP(host)

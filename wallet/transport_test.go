@@ -68,6 +68,12 @@ func TestTransportPaysOnlyTheVendorsHosts(t *testing.T) {
 			t.Errorf("%s: %v, want ErrWrongVendor", u, err)
 		}
 	}
+	// A Host header naming the vendor does not make another host the vendor.
+	req, _ := http.NewRequest("GET", "http://evil.example/x", nil)
+	req.Host = "news.example"
+	if _, err := (&http.Client{Transport: tr}).Do(req); !errors.Is(err, ErrWrongVendor) {
+		t.Errorf("evil.example with Host: news.example: %v", err)
+	}
 	if tr.Spent() != 0 || len(gate.paid) != 0 {
 		t.Fatalf("coupons revealed to other hosts: %d, %v", tr.Spent(), gate.paid)
 	}
@@ -76,7 +82,7 @@ func TestTransportPaysOnlyTheVendorsHosts(t *testing.T) {
 			t.Errorf("%s: %v", u, err)
 		}
 	}
-	tr.Hosts = []string{"cdn.example.net"}
+	tr.Hosts = []string{"CDN.example.net."}
 	if err := get("http://CDN.example.net/x"); err != nil {
 		t.Errorf("a listed host: %v", err)
 	}

@@ -384,24 +384,32 @@ func (w *Wallet) MarkDelegated(e *BookEntry, lo, hi uint32) error {
 	if !e.owned {
 		return errors.New("wallet: only the book's owner records delegations here")
 	}
-	if st, err := os.ReadFile(e.StatePath); err == nil {
+	if st, err := os.ReadFile(e.StatePath); err == nil || !errors.Is(err, os.ErrNotExist) {
+		// A state that cannot be read counts as having spent everything.
 		var sf stateFile
-		if json.Unmarshal(st, &sf) == nil {
-			for _, ls := range sf.Lanes {
-				id, err := coupons.ParseLaneID(ls.Lane)
-				if err != nil || id.Lane < lo || id.Lane > hi {
-					continue
-				}
-				// A lane is used once a coupon of it was revealed, opened or
-				// not (an open can be cleared for a retry).
-				used := ls.Nonce != ""
-				if raw, err := base64.StdEncoding.DecodeString(ls.Cursor); err == nil {
-					var c coupons.Cursor
-					used = used || c.UnmarshalBinary(raw) != nil || c.Position() > 0
-				}
-				if used {
-					return fmt.Errorf("wallet: lane %d was already spent from by this wallet; delegate unused lanes", id.Lane)
-				}
+		if err == nil {
+			err = json.Unmarshal(st, &sf)
+		}
+		if err != nil {
+			return fmt.Errorf("wallet: the lane state %s cannot be read, so lanes %d-%d may have been spent from: %v", e.StatePath, lo, hi, err)
+		}
+		for _, ls := range sf.Lanes {
+			id, err := coupons.ParseLaneID(ls.Lane)
+			if err != nil {
+				return fmt.Errorf("wallet: the lane state %s names a lane %q: %v", e.StatePath, ls.Lane, err)
+			}
+			if id.Lane < lo || id.Lane > hi {
+				continue
+			}
+			// A lane is used once a coupon of it was revealed, opened or
+			// not (an open can be cleared for a retry).
+			used := ls.Nonce != ""
+			var c coupons.Cursor
+			if raw, err := base64.StdEncoding.DecodeString(ls.Cursor); err != nil || c.UnmarshalBinary(raw) != nil || c.Position() > 0 {
+				used = true
+			}
+			if used {
+				return fmt.Errorf("wallet: lane %d was already spent from by this wallet; delegate unused lanes", id.Lane)
 			}
 		}
 	}
