@@ -187,8 +187,17 @@ func (b *Broker) RevocationList(ctx context.Context) ([]byte, error) {
 			return err
 		}
 		enc := spki.Canonical(list.Sexp())
-		if _, err := tx.ExecContext(ctx, `INSERT INTO revocation_lists (number, issued, doc, covers) VALUES ($1, $2, $3, $4)`,
-			number+1, at.Unix(), base64.StdEncoding.EncodeToString(enc), int64(len(certs)+len(keys))); err != nil {
+		res, err := tx.ExecContext(ctx, `INSERT INTO revocation_lists (number, issued, doc, covers) VALUES ($1, $2, $3, $4) ON CONFLICT (number) DO NOTHING`,
+			number+1, at.Unix(), base64.StdEncoding.EncodeToString(enc), int64(len(certs)+len(keys)))
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			// Another request issued this number first: serve that list.
+			if err := tx.QueryRowContext(ctx, `SELECT doc FROM revocation_lists WHERE number = $1`, number+1).Scan(&doc); err != nil {
+				return err
+			}
+			out, err = base64.StdEncoding.DecodeString(doc)
 			return err
 		}
 		out = enc

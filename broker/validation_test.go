@@ -155,3 +155,32 @@ func testReserveLane(t *testing.T) {
 		t.Error("book accounts not empty after release")
 	}
 }
+
+func TestRevocationListConcurrent(t *testing.T) { onBoth(t, testRevocationListConcurrent) }
+
+// testRevocationListConcurrent: requests asking for the list at once, after
+// a revocation, all get a list (one of them issues it), never an error.
+func testRevocationListConcurrent(t *testing.T) {
+	f := newFixture(t)
+	bk := f.newBook(t, 2, 16, milli)
+	tag, _ := coupons.SpendTag(bk.sb.Book.ID(), "news.example", 0, 0, 0)
+	g, err := spki.SignCert(&spki.Cert{Issuer: spki.KeyPrincipal(pub(t, f.alice)), Subject: spki.KeyPrincipal(pub(t, testKey("dev"))), Tag: tag}, f.alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.b.Revoke(ctx, pub(t, f.alice).Hash(), g, false); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 8)
+	for k := 0; k < 8; k++ {
+		go func() {
+			_, err := f.b.RevocationList(ctx)
+			errs <- err
+		}()
+	}
+	for k := 0; k < 8; k++ {
+		if err := <-errs; err != nil {
+			t.Fatalf("a concurrent list request: %v", err)
+		}
+	}
+}
