@@ -14,7 +14,7 @@ func FuzzGate(f *testing.F) {
 	w := newWorld(f, "news.example", t0Later())
 	g := newGate(f, w, `{"backend":"memory"}`, 1)
 	c := newClient(f, nil, w.owner, 0)
-	c.nonce = nonceRe.FindStringSubmatch(serve(g, "GET", "/premium/x", nil).Header().Get("WWW-Authenticate"))[1]
+	c.nonce = gateNonce(g)
 	h := c.payment("GET", "/premium/x", 1)
 	f.Add(h.Get("Authorization"), h.Get(HeaderOpen), []byte(nil))
 	f.Add("ECoupon lane=AAAA.1, i=1, w=AA, m=AA", "{AAAA}", []byte("(open)"))

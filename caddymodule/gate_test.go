@@ -396,3 +396,32 @@ func mustAnchor(t *testing.T, w *world, lane uint32) coupons.Value {
 }
 
 func t0Later() time.Time { return time.Now().Add(24 * time.Hour) }
+
+// grantDevice makes a device called name, has from grant it lanes lo…hi
+// with opt, and returns the device's holder of the accepted grant.
+func grantDevice(t *testing.T, name string, from *delegation.Holder, lo, hi uint32, opt delegation.GrantOptions) *delegation.Holder {
+	t.Helper()
+	k := testKey(name)
+	enc, err := ecdhKey(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := delegation.NewDevice(name, k, enc.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gr, err := from.Issue(d, lo, hi, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := delegation.Accept(gr, k, enc, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// gateNonce fetches a 402 from g and returns its challenge nonce.
+func gateNonce(g *Gate) string {
+	return nonceRe.FindStringSubmatch(serve(g, "GET", "/premium/x", nil).Header().Get("WWW-Authenticate"))[1]
+}

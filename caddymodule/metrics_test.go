@@ -75,7 +75,7 @@ func TestDelegateCapEnforcedAcrossLanes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nonce := nonceRe.FindStringSubmatch(serve(g, "GET", "/premium/x", nil).Header().Get("WWW-Authenticate"))[1]
+	nonce := gateNonce(g)
 	c0, c1 := newClient(t, nil, phone, 0), newClient(t, nil, phone, 1)
 	c0.nonce, c1.nonce = nonce, nonce
 	if rec := serve(g, "GET", "/premium/x", c0.payment("GET", "/premium/x", 3)); rec.Code != 200 {
@@ -107,24 +107,10 @@ func TestDelegateCapEnforcedAcrossLanes(t *testing.T) {
 func TestSubDelegationsShareTheCap(t *testing.T) {
 	w := newWorld(t, "news.example", t0Later())
 	g := newGate(t, w, `{"backend":"memory"}`, 1)
-	device := func(name string, from *delegation.Holder, lo, hi uint32, opt delegation.GrantOptions) *delegation.Holder {
-		k := testKey(name)
-		enc, _ := ecdhKey(t)
-		d, _ := delegation.NewDevice(name, k, enc.PublicKey())
-		gr, err := from.Issue(d, lo, hi, opt)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h, err := delegation.Accept(gr, k, enc, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return h
-	}
-	phone := device("phone", w.owner, 0, 3, delegation.GrantOptions{Cap: 5 * 1_000_000, Propagate: true})
-	k1 := device("k1", phone, 2, 2, delegation.GrantOptions{Cap: 5 * 1_000_000})
-	k2 := device("k2", phone, 3, 3, delegation.GrantOptions{Cap: 5 * 1_000_000})
-	nonce := nonceRe.FindStringSubmatch(serve(g, "GET", "/premium/x", nil).Header().Get("WWW-Authenticate"))[1]
+	phone := grantDevice(t, "phone", w.owner, 0, 3, delegation.GrantOptions{Cap: 5 * 1_000_000, Propagate: true})
+	k1 := grantDevice(t, "k1", phone, 2, 2, delegation.GrantOptions{Cap: 5 * 1_000_000})
+	k2 := grantDevice(t, "k2", phone, 3, 3, delegation.GrantOptions{Cap: 5 * 1_000_000})
+	nonce := gateNonce(g)
 	c1, c2 := newClient(t, nil, k1, 2), newClient(t, nil, k2, 3)
 	c1.nonce, c2.nonce = nonce, nonce
 	if rec := serve(g, "GET", "/premium/x", c1.payment("GET", "/premium/x", 4)); rec.Code != 200 {
@@ -146,7 +132,7 @@ func TestLaneRateLimit(t *testing.T) {
 	now := time.Now()
 	g.now = func() time.Time { return now }
 	c := newClient(t, nil, w.owner, 0)
-	c.nonce = nonceRe.FindStringSubmatch(serve(g, "GET", "/premium/x", nil).Header().Get("WWW-Authenticate"))[1]
+	c.nonce = gateNonce(g)
 	for k := 0; k < 2; k++ {
 		if rec := serve(g, "GET", "/premium/x", c.payment("GET", "/premium/x", 1)); rec.Code != 200 {
 			t.Fatalf("payment %d: %d %s", k, rec.Code, rec.Body)

@@ -92,7 +92,7 @@ func TestReceipts(t *testing.T) {
 	}
 
 	c := newClient(t, nil, w.owner, 0)
-	c.nonce = nonceRe.FindStringSubmatch(serve(g, "GET", "/premium/x", nil).Header().Get("WWW-Authenticate"))[1]
+	c.nonce = gateNonce(g)
 	authenticated, rejected := 0, 0
 	messages := map[string]bool{}
 	for k := 0; k < 8; k++ {

@@ -131,7 +131,7 @@ func TestRedemptionWorker(t *testing.T) {
 	b, db, owner, ap := bw.b, bw.db, bw.owner, bw.alice
 	g := bw.gate(t, "offline", filepath.Join(bw.dir, "secret"))
 
-	nonce := nonceRe.FindStringSubmatch(serve(g, "GET", "/premium/x", nil).Header().Get("WWW-Authenticate"))[1]
+	nonce := gateNonce(g)
 	spent := 0
 	for lane, n := range map[uint32]int{0: 7, 2: 3} {
 		c := newClient(t, nil, owner, lane)

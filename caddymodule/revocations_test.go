@@ -57,25 +57,9 @@ func TestGateRefusesRevokedGrant(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	device := func(name string, lo, hi uint32) *delegation.Holder {
-		k := testKey(name)
-		enc, _ := ecdhKey(t)
-		d, err := delegation.NewDevice(name, k, enc.PublicKey())
-		if err != nil {
-			t.Fatal(err)
-		}
-		gr, err := w.owner.Issue(d, lo, hi, delegation.GrantOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		h, err := delegation.Accept(gr, k, enc, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return h
-	}
-	phone, card := device("phone", 0, 1), device("card", 2, 3)
-	nonce := nonceRe.FindStringSubmatch(serve(g, "GET", "/premium/x", nil).Header().Get("WWW-Authenticate"))[1]
+	phone := grantDevice(t, "phone", w.owner, 0, 1, delegation.GrantOptions{})
+	card := grantDevice(t, "card", w.owner, 2, 3, delegation.GrantOptions{})
+	nonce := gateNonce(g)
 	pay := func(h *delegation.Holder, lane uint32) *httptest.ResponseRecorder {
 		c := newClient(t, nil, h, lane)
 		c.nonce = nonce
@@ -120,7 +104,7 @@ func TestGateRefusesRevokedGrant(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g2.Cleanup()
-	nonce2 := nonceRe.FindStringSubmatch(serve(g2, "GET", "/premium/x", nil).Header().Get("WWW-Authenticate"))[1]
+	nonce2 := gateNonce(g2)
 	cp := newClient(t, nil, phone, 1)
 	cp.nonce = nonce2
 	if rec := serve(g2, "GET", "/premium/x", cp.payment("GET", "/premium/x", 1)); rec.Code != 402 || !strings.Contains(rec.Body.String(), `"revoked"`) {
@@ -130,7 +114,7 @@ func TestGateRefusesRevokedGrant(t *testing.T) {
 	// A stale list stops lane opens altogether (503), never silently.
 	g.now = func() time.Time { return now.Add(2 * time.Hour) }
 	c := newClient(t, nil, card, 3)
-	c.nonce = nonceRe.FindStringSubmatch(serve(g, "GET", "/premium/x", nil).Header().Get("WWW-Authenticate"))[1]
+	c.nonce = gateNonce(g)
 	c.cursor.Next()
 	if rec := serve(g, "GET", "/premium/x", c.payment("GET", "/premium/x", 1)); rec.Code != 200 {
 		t.Fatalf("an open lane keeps working with a stale list: %d %s", rec.Code, rec.Body)

@@ -20,7 +20,7 @@ import (
 // with a fresh nonce of g: another process of the same wallet.
 func resume(t *testing.T, g *Gate, h *delegation.Holder, s uint32, n int) *client {
 	c := newClient(t, nil, h, s)
-	c.nonce = nonceRe.FindStringSubmatch(serve(g, "GET", "/premium/x", nil).Header().Get("WWW-Authenticate"))[1]
+	c.nonce = gateNonce(g)
 	for k := 0; k < n; k++ {
 		c.cursor.Next()
 	}
@@ -32,7 +32,7 @@ func resume(t *testing.T, g *Gate, h *delegation.Holder, s uint32, n int) *clien
 func payOn(t *testing.T, g *Gate, c *client) *httptest.ResponseRecorder {
 	t.Helper()
 	if c.nonce == "" {
-		c.nonce = nonceRe.FindStringSubmatch(serve(g, "GET", "/premium/x", nil).Header().Get("WWW-Authenticate"))[1]
+		c.nonce = gateNonce(g)
 	}
 	return serve(g, "GET", "/premium/x", c.payment("GET", "/premium/x", 1))
 }
@@ -98,22 +98,8 @@ func TestSemiMode(t *testing.T) {
 	// A device's grant revoked at the broker: refused at the next open,
 	// at once, with no revocation list on the gate. The phone passed lane
 	// 2 on to a watch; revoking the phone's key stops the watch too.
-	device := func(name string, from *delegation.Holder, lo, hi uint32, propagate bool) *delegation.Holder {
-		k := testKey(name)
-		enc, _ := ecdhKey(t)
-		d, _ := delegation.NewDevice(name, k, enc.PublicKey())
-		gr, err := from.Issue(d, lo, hi, delegation.GrantOptions{Propagate: propagate})
-		if err != nil {
-			t.Fatal(err)
-		}
-		h, err := delegation.Accept(gr, k, enc, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return h
-	}
-	phone := device("phone", bw.owner, 1, 2, true)
-	watch := device("watch", phone, 2, 2, false)
+	phone := grantDevice(t, "phone", bw.owner, 1, 2, delegation.GrantOptions{Propagate: true})
+	watch := grantDevice(t, "watch", phone, 2, 2, delegation.GrantOptions{})
 	if rec := payOn(t, g, newClient(t, nil, phone, 1)); rec.Code != 200 {
 		t.Fatalf("phone before revocation: %d %s", rec.Code, rec.Body)
 	}
@@ -260,7 +246,7 @@ func TestSharedStoreKeepsLanesApart(t *testing.T) {
 		}
 		t.Cleanup(func() { g.Cleanup() })
 	}
-	c.nonce = nonceRe.FindStringSubmatch(serve(dear, "GET", "/premium/x", nil).Header().Get("WWW-Authenticate"))[1]
+	c.nonce = gateNonce(dear)
 	wantRefusal(t, serve(dear, "GET", "/premium/x", c.payment("GET", "/premium/x", 1)), 402, "wrong_unit")
 	wantRefusal(t, serve(other, "GET", "/premium/x", c.payment("GET", "/premium/x", 1)), 402, "wrong_vendor")
 	// The lane goes on at its own route.
