@@ -653,6 +653,12 @@ func (g *Gate) storeFailure(err error) error {
 	return caddyhttp.Error(http.StatusServiceUnavailable, fmt.Errorf("ecoupon: spent-state store unavailable"))
 }
 
+// storeUnavailable logs a store failure and answers 503 itself (where the
+// handler cannot return a Caddy error).
+func (g *Gate) storeUnavailable(w http.ResponseWriter, err error) {
+	writeJSON(w, http.StatusServiceUnavailable, problem{Error: "store_unavailable", Reason: g.storeFailure(err).Error()})
+}
+
 // rateLimit takes a token from the lane's bucket; it returns how long to
 // wait when there is none.
 func (g *Gate) rateLimit(ent *laneEntry, now time.Time) time.Duration {
@@ -736,8 +742,7 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		if rec, err := g.store.Get(ctx, lane.ID); err == nil {
 			return rec, nil
 		} else if !errors.Is(err, store.ErrNotFound) {
-			caddyErr := g.storeFailure(err)
-			writeJSON(w, http.StatusServiceUnavailable, problem{Error: "store_unavailable", Reason: caddyErr.Error()})
+			g.storeUnavailable(w, err)
 			return store.Record{}, fail
 		}
 		if status, err = g.askBroker(ctx, lane, o.Proof); err != nil {
@@ -775,8 +780,7 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		gateMetrics.opens.WithLabelValues(g.Vendor, "opened").Inc()
 	}
 	if err != nil {
-		caddyErr := g.storeFailure(err)
-		writeJSON(w, http.StatusServiceUnavailable, problem{Error: "store_unavailable", Reason: caddyErr.Error()})
+		g.storeUnavailable(w, err)
 		return store.Record{}, fail
 	}
 	return rec, nil

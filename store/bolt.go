@@ -47,6 +47,7 @@ type Bolt struct {
 	delay     time.Duration
 	lastGroup int               // writes in the previous group
 	group     map[string]change // the group being run (reused)
+	payload   []byte            // its log record's payload (reused)
 	order     []string
 
 	mu      sync.RWMutex // guards overlay (written by the committer only)
@@ -306,10 +307,11 @@ func (s *Bolt) runGroup(batch []*boltOp) []error {
 	if len(t.group) == 0 {
 		return errs
 	}
-	var p []byte
+	p := s.payload[:0]
 	for _, k := range t.order {
 		p = appendChange(p, t.group[k])
 	}
+	s.payload = p
 	err := s.log.append(p)
 	if errors.Is(err, errWALFull) {
 		if err = s.checkpoint(); err == nil {

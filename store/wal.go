@@ -47,6 +47,7 @@ var walTable = crc32.MakeTable(crc32.Castagnoli)
 var errWALFull = errors.New("store: write-ahead log full")
 
 type wal struct {
+	buf    []byte // the record being written, reused
 	f      *os.File
 	fd     int // f's descriptor (os.File.Fd costs a system call)
 	gen    uint64
@@ -177,10 +178,10 @@ func (w *wal) append(p []byte) error {
 	if w.off+8+int64(len(p)) > walSize {
 		return errWALFull
 	}
-	rec := make([]byte, 8+len(p))
-	binary.BigEndian.PutUint32(rec, uint32(len(p)))
-	binary.BigEndian.PutUint32(rec[4:], recordCRC(w.gen, p))
-	copy(rec[8:], p)
+	rec := binary.BigEndian.AppendUint32(w.buf[:0], uint32(len(p)))
+	rec = binary.BigEndian.AppendUint32(rec, recordCRC(w.gen, p))
+	rec = append(rec, p...)
+	w.buf = rec
 	if _, err := w.f.WriteAt(rec, w.off); err != nil {
 		return err
 	}
