@@ -247,29 +247,17 @@ func (t *Transport) Answer(req *http.Request, ch *Challenge) (*http.Response, er
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	var err error
-	b := t.holder.Book.Book
-	maxPrice := t.MaxPrice
-	if maxPrice == 0 {
-		maxPrice = 100
-	}
 	// The host the request goes to (the URL's) and the one it names (a
 	// Host header, when set) must both be the vendor's: the coupons are
 	// delivered to the first and bound to the second.
-	host := req.URL.Host
-	if req.Host != "" && !t.paysHost(hostname(req.Host)) {
-		host = req.Host
+	for _, h := range []string{req.URL.Host, req.Host} {
+		if vendor := t.holder.Book.Book.Vendor; h != "" && !t.paysHost(hostname(h)) {
+			return nil, fmt.Errorf("%w: %s claims to be %s, whose book this is, but is not its host (if it belongs to %s, add it to the wallet's hosts)",
+				ErrWrongVendor, hostname(h), vendor, vendor)
+		}
 	}
-	switch {
-	case !t.paysHost(hostname(req.URL.Host)) || !t.paysHost(hostname(host)):
-		return nil, fmt.Errorf("%w: %s claims to be %s, whose book this is, but is not its host (if it belongs to %s, add it to the wallet's hosts)",
-			ErrWrongVendor, hostname(host), b.Vendor, b.Vendor)
-	case ch.Vendor != b.Vendor:
-		return nil, fmt.Errorf("%w: %s, the book is for %s", ErrWrongVendor, ch.Vendor, b.Vendor)
-	case ch.Price > maxPrice:
-		return nil, fmt.Errorf("%w: %d coupons asked, limit %d", ErrPriceLimit, ch.Price, maxPrice)
-	case ch.Currency != b.Currency || ch.Unit != coupons.FormatAmount(b.Unit):
-		return nil, fmt.Errorf("wallet: the vendor takes coupons of %s %s, the book's are %s %s", ch.Unit, ch.Currency, coupons.FormatAmount(b.Unit), b.Currency)
+	if err := t.acceptable(ch); err != nil {
+		return nil, err
 	}
 	l, err := t.take()
 	if err != nil {
@@ -307,6 +295,10 @@ func (t *Transport) Answer(req *http.Request, ch *Challenge) (*http.Response, er
 			return resp, err
 		}
 		resp.Body.Close()
+		if err := t.acceptable(nch); err != nil {
+			t.give(l)
+			return nil, err // a retry's challenge passes the same checks
+		}
 		ch = nch
 		if code == "lane_reserved" {
 			// Pay on another lane.
@@ -327,6 +319,24 @@ func (t *Transport) Answer(req *http.Request, ch *Challenge) (*http.Response, er
 		l.nonce = ""
 		t.mu.Unlock()
 	}
+}
+
+// acceptable checks a challenge against the book and the price limit.
+func (t *Transport) acceptable(ch *Challenge) error {
+	b := t.holder.Book.Book
+	maxPrice := t.MaxPrice
+	if maxPrice == 0 {
+		maxPrice = 100
+	}
+	switch {
+	case ch.Vendor != b.Vendor:
+		return fmt.Errorf("%w: %s, the book is for %s", ErrWrongVendor, ch.Vendor, b.Vendor)
+	case ch.Price > maxPrice:
+		return fmt.Errorf("%w: %d coupons asked, limit %d", ErrPriceLimit, ch.Price, maxPrice)
+	case ch.Currency != b.Currency || ch.Unit != coupons.FormatAmount(b.Unit):
+		return fmt.Errorf("wallet: the vendor takes coupons of %s %s, the book's are %s %s", ch.Unit, ch.Currency, coupons.FormatAmount(b.Unit), b.Currency)
+	}
+	return nil
 }
 
 // refusalCode returns the error code of a 402's JSON body ("" when none);

@@ -2,6 +2,7 @@ package wallet
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -30,10 +31,9 @@ func (f *fakeGate) RoundTrip(r *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-// TestTransportPaysOnlyTheVendorsHosts: a 402 naming the book's vendor is
-// paid for a request to the vendor's name, its subdomains, loopback and
-// the hosts listed in Hosts, and refused (nothing revealed) elsewhere.
-func TestTransportPaysOnlyTheVendorsHosts(t *testing.T) {
+// newTestTransport is a transport over a fresh book of alice's for
+// news.example (2 lanes of 64 coupons of 0.001 EUR).
+func newTestTransport(t *testing.T) *Transport {
 	owner := testutil.Key("alice")
 	op, _ := spki.NewPublicKey(owner.Public())
 	bk, sec, anchors, err := coupons.Create(coupons.Params{Vendor: "news.example", Broker: op.Hash(), Owner: op.Hash(),
@@ -50,11 +50,19 @@ func TestTransportPaysOnlyTheVendorsHosts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gate := &fakeGate{}
 	tr, err := NewTransport(h)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return tr
+}
+
+// TestTransportPaysOnlyTheVendorsHosts: a 402 naming the book's vendor is
+// paid for a request to the vendor's name, its subdomains, loopback and
+// the hosts listed in Hosts, and refused (nothing revealed) elsewhere.
+func TestTransportPaysOnlyTheVendorsHosts(t *testing.T) {
+	tr := newTestTransport(t)
+	gate := &fakeGate{}
 	tr.Base = gate
 	get := func(url string) error {
 		resp, err := (&http.Client{Transport: tr}).Get(url)
@@ -88,5 +96,36 @@ func TestTransportPaysOnlyTheVendorsHosts(t *testing.T) {
 	}
 	if len(gate.paid) != 6 {
 		t.Errorf("paid %v", gate.paid)
+	}
+}
+
+// raisingGate answers every payment with lane_not_open and a challenge
+// asking 500 coupons.
+type raisingGate struct{ paid int }
+
+func (f *raisingGate) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp := &http.Response{StatusCode: 402, Header: http.Header{}, Body: io.NopCloser(strings.NewReader(`{"error":"lane_not_open"}`)), Request: r}
+	price := 1
+	if r.Header.Get("Authorization") != "" {
+		f.paid++
+		price = 500
+	}
+	resp.Header.Set("WWW-Authenticate", fmt.Sprintf(`ECoupon realm="news.example", vendor="news.example", price=%d, unit="0.001", currency="EUR", nonce="AAAAAAAAAAAAAAAAAAAAAA"`, price))
+	return resp, nil
+}
+
+// TestTransportChecksRetryChallenges: the challenge a gate sends with a
+// refusal passes the same checks as the first: a price raised past the
+// limit on the retry is refused.
+func TestTransportChecksRetryChallenges(t *testing.T) {
+	tr := newTestTransport(t)
+	gate := &raisingGate{}
+	tr.Base = gate
+	resp, err := (&http.Client{Transport: tr}).Get("http://news.example/x")
+	if err == nil {
+		resp.Body.Close()
+	}
+	if !errors.Is(err, ErrPriceLimit) || gate.paid != 1 || tr.Spent() != 1 {
+		t.Fatalf("retry asking 500 coupons: %v, %d paid requests, %d spent", err, gate.paid, tr.Spent())
 	}
 }
