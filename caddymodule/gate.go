@@ -737,11 +737,14 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	}
 	var status broker.LaneStatus
 	if g.Mode != ModeOffline {
-		// A lane this gate's store already holds was checked (and, online,
-		// reserved) when it was first opened: the store is the truth.
-		if rec, err := g.store.Get(ctx, lane.ID); err == nil {
+		// A lane this gate's store already holds and has paid on was
+		// checked (and, online, reserved) when it was first opened: the
+		// store is the truth. One still at 0 is asked about again: a crash
+		// between its open and its move to the broker's position must not
+		// let redeemed coupons pass.
+		if rec, err := g.store.Get(ctx, lane.ID); err == nil && rec.State.Last > 0 {
 			return rec, nil
-		} else if !errors.Is(err, store.ErrNotFound) {
+		} else if err != nil && !errors.Is(err, store.ErrNotFound) {
 			g.storeUnavailable(w, err)
 			return store.Record{}, fail
 		}
