@@ -737,12 +737,9 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	}
 	var status broker.LaneStatus
 	if g.Mode != ModeOffline {
-		// A lane this gate's store already holds and has paid on was
-		// checked (and, online, reserved) when it was first opened: the
-		// store is the truth. One still at 0 is asked about again: a crash
-		// between its open and its move to the broker's position must not
-		// let redeemed coupons pass.
-		if rec, err := g.store.Get(ctx, lane.ID); err == nil && rec.State.Last > 0 {
+		// A lane this gate's store already holds was checked (and, online,
+		// reserved) when it was first opened: the store is the truth.
+		if rec, err := g.store.Get(ctx, lane.ID); err == nil {
 			return rec, nil
 		} else if err != nil && !errors.Is(err, store.ErrNotFound) {
 			g.storeUnavailable(w, err)
@@ -772,7 +769,14 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		// sub-delegating to keys of its own, each with the same cap.
 		meta.Grant = lane.Certs[1]
 	}
-	rec, err := g.store.Open(ctx, lane.ID, meta)
+	first := store.NewRecord(meta)
+	if status.Redeemed > 0 {
+		// Opened where the broker's redemptions left the lane, in the same
+		// durable write: no crash can leave it open below them.
+		first.State = coupons.LaneState{Last: status.Redeemed, LastValue: status.Value}
+		first.Spent = status.Redeemed
+	}
+	rec, err := g.store.Open(ctx, lane.ID, first)
 	if err == nil {
 		err = g.store.SetProof(ctx, lane.ID, o.Proof)
 	}

@@ -115,9 +115,10 @@ func (g *Gate) askBroker(ctx context.Context, lane *coupons.OpenedLane, proof []
 	return st, nil
 }
 
-// startAt moves a just-opened lane to what the broker already redeemed, so
-// that coupons paid to another gate (or to this one before its store was
-// lost) are not accepted again.
+// startAt moves a lane the store already held (opened by another gate on
+// the store, or before the broker redeemed more of it) to what the broker
+// already redeemed, so that those coupons are not accepted again; a lane
+// new to the store is opened there directly.
 func (g *Gate) startAt(ctx context.Context, id coupons.LaneID, rec store.Record, st broker.LaneStatus) (store.Record, error) {
 	for attempt := 0; rec.State.Last < st.Redeemed; attempt++ {
 		next := rec

@@ -27,7 +27,7 @@ func benchAdvance(b *testing.B, s Store) {
 	b.SetParallelism(8)
 	b.RunParallel(func(pb *testing.PB) {
 		id := coupons.LaneID{Book: [32]byte{7}, Lane: lanes.Add(1)}
-		r, err := s.Open(ctx, id, testMeta(0))
+		r, err := s.Open(ctx, id, NewRecord(testMeta(0)))
 		if err != nil {
 			b.Error(err)
 			return

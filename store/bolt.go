@@ -380,14 +380,14 @@ func mapClosed(err error) error {
 func (s *Bolt) ID(context.Context) (string, error) { return s.id, nil }
 
 // Open implements Store.
-func (s *Bolt) Open(_ context.Context, id coupons.LaneID, meta Meta) (Record, error) {
+func (s *Bolt) Open(_ context.Context, id coupons.LaneID, first Record) (Record, error) {
 	k := Key(id)
 	var out Record
 	err := s.write(func(t *kvTx) error {
 		if v := t.get(bLanes, k[:]); v != nil {
 			return out.UnmarshalBinary(v)
 		}
-		out = newRecord(meta)
+		out = first
 		enc, err := out.MarshalBinary()
 		if err != nil {
 			return err

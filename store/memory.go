@@ -79,7 +79,7 @@ func (m *Memory) Redeemed(_ context.Context, id coupons.LaneID, index uint32) er
 }
 
 // Open implements Store.
-func (m *Memory) Open(_ context.Context, id coupons.LaneID, meta Meta) (Record, error) {
+func (m *Memory) Open(_ context.Context, id coupons.LaneID, first Record) (Record, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -89,7 +89,7 @@ func (m *Memory) Open(_ context.Context, id coupons.LaneID, meta Meta) (Record, 
 	if r, ok := m.lanes[k]; ok {
 		return r, nil
 	}
-	r := newRecord(meta)
+	r := first
 	m.lanes[k] = r
 	return r, nil
 }

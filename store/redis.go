@@ -71,8 +71,8 @@ func (s *Redis) proofKey(id coupons.LaneID) string {
 }
 
 // Open implements Store: SET NX, then read back.
-func (s *Redis) Open(ctx context.Context, id coupons.LaneID, meta Meta) (Record, error) {
-	r := newRecord(meta)
+func (s *Redis) Open(ctx context.Context, id coupons.LaneID, first Record) (Record, error) {
+	r := first
 	enc, err := r.MarshalBinary()
 	if err != nil {
 		return Record{}, err

@@ -69,9 +69,11 @@ type Record struct {
 
 // Store is the spent-state store of a gate.
 type Store interface {
-	// Open records a verified lane if it is not known yet and returns its
-	// record (the existing one when it was opened before).
-	Open(ctx context.Context, id coupons.LaneID, meta Meta) (Record, error)
+	// Open records a verified lane with its first record (NewRecord, or
+	// one already at the position a broker says was redeemed) if it is not
+	// known yet, and returns its record (the existing one when it was
+	// opened before). It is durable when it returns.
+	Open(ctx context.Context, id coupons.LaneID, first Record) (Record, error)
 	// Get returns a lane's record, or ErrNotFound.
 	Get(ctx context.Context, id coupons.LaneID) (Record, error)
 	// Advance replaces the lane's record by next if its last accepted index
@@ -277,6 +279,8 @@ func Key(id coupons.LaneID) [36]byte {
 }
 
 // newRecord is the record of a freshly opened lane.
-func newRecord(meta Meta) Record {
+// NewRecord is the record of a lane just opened: nothing spent, the
+// anchor as the last value.
+func NewRecord(meta Meta) Record {
 	return Record{Meta: meta, State: coupons.LaneState{LastValue: meta.Anchor}}
 }

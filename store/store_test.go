@@ -50,7 +50,7 @@ func stores(t *testing.T) map[string]Store {
 }
 
 func TestRecordEncoding(t *testing.T) {
-	r := newRecord(testMeta(5))
+	r := NewRecord(testMeta(5))
 	r.Meta.Vendor[0], r.Meta.Vendor[31] = 7, 8
 	r.State.Last, r.State.HasPrev, r.Credit, r.Spent = 0x01020304, true, 7, 0x01020304
 	r.State.PrevMAC[3] = 9
@@ -90,7 +90,7 @@ func TestStoreContract(t *testing.T) {
 			if _, err := s.Get(ctx, lane(1)); !errors.Is(err, ErrNotFound) {
 				t.Fatalf("Get before Open: %v", err)
 			}
-			r, err := s.Open(ctx, lane(1), testMeta(0))
+			r, err := s.Open(ctx, lane(1), NewRecord(testMeta(0)))
 			if err != nil || r.State.Last != 0 || r.State.LastValue != r.Meta.Anchor {
 				t.Fatalf("Open: %v %+v", err, r.State)
 			}
@@ -100,7 +100,7 @@ func TestStoreContract(t *testing.T) {
 				t.Fatal(err)
 			}
 			// Opening again does not reset the lane.
-			if r2, err := s.Open(ctx, lane(1), testMeta(0)); err != nil || r2.State.Last != 3 {
+			if r2, err := s.Open(ctx, lane(1), NewRecord(testMeta(0))); err != nil || r2.State.Last != 3 {
 				t.Fatalf("re-Open reset the lane: %v %d", err, r2.State.Last)
 			}
 			// A stale compare-and-set fails and changes nothing.
@@ -133,8 +133,8 @@ func TestStoreContract(t *testing.T) {
 			}
 			// The cap is shared by all lanes of a grant.
 			capped := testMeta(5_000_000)
-			a, _ := s.Open(ctx, lane(10), capped)
-			b, _ := s.Open(ctx, lane(11), capped)
+			a, _ := s.Open(ctx, lane(10), NewRecord(capped))
+			b, _ := s.Open(ctx, lane(11), NewRecord(capped))
 			a.State.Last = 3
 			if err := s.Advance(ctx, lane(10), 0, 0, a, 3_000_000); err != nil {
 				t.Fatal(err)
@@ -160,7 +160,7 @@ func TestStoreRaces(t *testing.T) {
 	ctx := context.Background()
 	for name, s := range stores(t) {
 		t.Run(name, func(t *testing.T) {
-			if _, err := s.Open(ctx, lane(7), testMeta(0)); err != nil {
+			if _, err := s.Open(ctx, lane(7), NewRecord(testMeta(0))); err != nil {
 				t.Fatal(err)
 			}
 			const workers, target = 8, 200
@@ -209,7 +209,7 @@ func TestBoltSurvivesReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, _ := s.Open(ctx, lane(1), testMeta(0))
+	r, _ := s.Open(ctx, lane(1), NewRecord(testMeta(0)))
 	r.State.Last = 9
 	if err := s.Advance(ctx, lane(1), 0, 0, r, 0); err != nil {
 		t.Fatal(err)
@@ -278,7 +278,7 @@ func kill9Child(path string) {
 		fmt.Println("error", err)
 		os.Exit(1)
 	}
-	r, err := s.Open(ctx, lane(1), testMeta(0))
+	r, err := s.Open(ctx, lane(1), NewRecord(testMeta(0)))
 	if err != nil {
 		os.Exit(1)
 	}
@@ -308,7 +308,7 @@ func TestOutbox(t *testing.T) {
 			if p, err := s.Pending(ctx, 10); err != nil || len(p) != 0 {
 				t.Fatalf("pending on an empty store: %v %v", p, err)
 			}
-			r, _ := s.Open(ctx, lane(1), testMeta(0))
+			r, _ := s.Open(ctx, lane(1), NewRecord(testMeta(0)))
 			proof := [][32]byte{{1}, {2}}
 			if err := s.SetProof(ctx, lane(1), proof); err != nil {
 				t.Fatal(err)
@@ -396,5 +396,27 @@ func TestStoreID(t *testing.T) {
 	}
 	if m1, m2 := NewMemory(), NewMemory(); m1.id == m2.id {
 		t.Error("two memory stores share an ID")
+	}
+}
+
+// TestOpenAtPosition: a lane opened with a first record already at a
+// position (where a broker's redemptions left it) is there at once, in
+// the one durable write, and owes no redemption.
+func TestOpenAtPosition(t *testing.T) {
+	ctx := context.Background()
+	for name, s := range stores(t) {
+		first := NewRecord(testMeta(0))
+		first.State.Last, first.Spent = 5, 5
+		first.State.LastValue[0] = 9
+		r, err := s.Open(ctx, lane(40), first)
+		if err != nil || r.State.Last != 5 || r.State.LastValue != first.State.LastValue {
+			t.Fatalf("%s: open at 5: %+v %v", name, r.State, err)
+		}
+		if got, err := s.Get(ctx, lane(40)); err != nil || got.State.Last != 5 {
+			t.Fatalf("%s: stored at %d: %v", name, got.State.Last, err)
+		}
+		if p, _ := s.Pending(ctx, 100); len(p) != 0 {
+			t.Fatalf("%s: a lane opened at the broker's position is pending: %+v", name, p)
+		}
 	}
 }

@@ -47,7 +47,7 @@ func TestWALReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Open(ctx, lane(1), testMeta(0))
+	s.Open(ctx, lane(1), NewRecord(testMeta(0)))
 	s.SetProof(ctx, lane(1), [][32]byte{{1}, {2}})
 	advanceTo(t, s, 1, 0, 7)
 	if err := s.Redeemed(ctx, lane(1), 3); err != nil {
@@ -111,7 +111,7 @@ func TestWALStaleRecordsIgnored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Open(ctx, lane(1), testMeta(0))
+	s.Open(ctx, lane(1), NewRecord(testMeta(0)))
 	advanceTo(t, s, 1, 0, 100) // several logs' worth: several checkpoints
 	crash(s)
 	w, recs, err := openWAL(path+".wal", false)
@@ -148,7 +148,7 @@ func TestWALFullCheckpoints(t *testing.T) {
 	}
 	const lanes, per = 8, 300
 	for l := uint32(0); l < lanes; l++ {
-		s.Open(ctx, lane(l), testMeta(0))
+		s.Open(ctx, lane(l), NewRecord(testMeta(0)))
 	}
 	var wg sync.WaitGroup
 	for l := uint32(0); l < lanes; l++ {
@@ -195,7 +195,7 @@ func FuzzWALChanges(f *testing.F) {
 // log) never panics, and what decodes encodes back to the same bytes
 // (version 2) or to its version 2 form (version 1).
 func FuzzRecord(f *testing.F) {
-	r := newRecord(testMeta(5))
+	r := NewRecord(testMeta(5))
 	enc, _ := r.MarshalBinary()
 	f.Add(enc)
 	f.Add(append([]byte{1}, enc[1:recordLenV1]...))
