@@ -4,6 +4,7 @@ import (
 	"errors"
 	"sync"
 
+	"github.com/ecoupons/ecoupons/store"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -18,6 +19,40 @@ var gateMetrics struct {
 	refunds     *prometheus.CounterVec   // vendor
 	redemptions *prometheus.CounterVec   // vendor, result: paid or refused
 	verifyDelay *prometheus.HistogramVec // vendor
+	bolt        boltCollector
+}
+
+// boltCollector exports the group-commit counters of every open bolt
+// store, labelled by its path: writes/groups is the average group size,
+// sync seconds/groups the average log append with its fdatasync (what
+// the store's commit_delay trades latency against).
+type boltCollector struct{}
+
+var (
+	boltGroupsDesc = prometheus.NewDesc("ecoupons_store_commit_groups_total",
+		"Groups of writes the bolt store appended to its write-ahead log, one fdatasync each.", []string{"path"}, nil)
+	boltWritesDesc = prometheus.NewDesc("ecoupons_store_commit_writes_total",
+		"Writes (payments, lane opens, redemptions) the bolt store made durable.", []string{"path"}, nil)
+	boltSyncDesc = prometheus.NewDesc("ecoupons_store_commit_sync_seconds_total",
+		"Time the bolt store spent appending groups to its write-ahead log and syncing them.", []string{"path"}, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (boltCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- boltGroupsDesc
+	ch <- boltWritesDesc
+	ch <- boltSyncDesc
+}
+
+// Collect implements prometheus.Collector.
+func (boltCollector) Collect(ch chan<- prometheus.Metric) {
+	openBolts.Range(func(k, v any) bool {
+		path, st := k.(string), v.(*store.Bolt).Stats()
+		ch <- prometheus.MustNewConstMetric(boltGroupsDesc, prometheus.CounterValue, float64(st.Groups), path)
+		ch <- prometheus.MustNewConstMetric(boltWritesDesc, prometheus.CounterValue, float64(st.Writes), path)
+		ch <- prometheus.MustNewConstMetric(boltSyncDesc, prometheus.CounterValue, st.SyncTime.Seconds(), path)
+		return true
+	})
 }
 
 func initMetrics(reg *prometheus.Registry) {
@@ -43,7 +78,7 @@ func initMetrics(reg *prometheus.Registry) {
 	if reg == nil {
 		return
 	}
-	for _, c := range []prometheus.Collector{m.payments, m.opens, m.cache, m.thefts, m.refunds, m.redemptions, m.verifyDelay} {
+	for _, c := range []prometheus.Collector{m.payments, m.opens, m.cache, m.thefts, m.refunds, m.redemptions, m.verifyDelay, m.bolt} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {

@@ -1,10 +1,16 @@
 package caddymodule
 
 import (
+	"context"
+	"fmt"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/delegation"
@@ -160,5 +166,61 @@ func TestLaneRateLimit(t *testing.T) {
 	}
 	if codes[0] != 402 || codes[1] != 402 || codes[2] != 429 {
 		t.Fatalf("three bogus payments in an instant: %v, want 402 402 429", codes)
+	}
+}
+
+// TestBoltCommitMetrics: a gate on the bolt store exports its group-commit
+// counters under the store's path while the store is open, and stops when
+// the last gate using it is cleaned up.
+func TestBoltCommitMetrics(t *testing.T) {
+	w := newWorld(t, "news.example", t0Later())
+	path := filepath.Join(t.TempDir(), "spent.db")
+	g := &Gate{Vendor: "news.example", BrokerKeys: []string{w.brokerKeyFile}, Price: 1, MaxJump: 64, LaneRate: -1,
+		OpensPerMinute: 1 << 20, SecretFile: filepath.Join(filepath.Dir(w.brokerKeyFile), "secret"),
+		StoreRaw: []byte(fmt.Sprintf(`{"backend":"bolt","path":%q}`, path))}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	if err := g.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(boltCollector{})
+	counters := func() map[string]float64 {
+		out := map[string]float64{}
+		fams, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range fams {
+			for _, m := range f.GetMetric() {
+				if m.GetLabel()[0].GetValue() == path {
+					out[f.GetName()] = m.GetCounter().GetValue()
+				}
+			}
+		}
+		return out
+	}
+	before := counters()
+	for i, h := range payments(t, g, w, 0, 3, 1) {
+		if rec := serve(g, "GET", "/premium/x", h); rec.Code != 200 {
+			t.Fatalf("payment %d: %d %s", i, rec.Code, rec.Body)
+		}
+	}
+	after := counters()
+	// The open and three payments, each durable before its response.
+	if got := after["ecoupons_store_commit_writes_total"] - before["ecoupons_store_commit_writes_total"]; got < 4 {
+		t.Errorf("writes counted: %v, want at least 4", got)
+	}
+	if g := after["ecoupons_store_commit_groups_total"]; g < 1 || g > after["ecoupons_store_commit_writes_total"] {
+		t.Errorf("groups %v for %v writes", g, after["ecoupons_store_commit_writes_total"])
+	}
+	if after["ecoupons_store_commit_sync_seconds_total"] <= 0 {
+		t.Error("no sync time counted")
+	}
+	if err := g.Cleanup(); err != nil {
+		t.Fatal(err)
+	}
+	if got := counters(); len(got) != 0 {
+		t.Errorf("a closed store still exported: %v", got)
 	}
 }

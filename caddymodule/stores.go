@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -59,9 +60,18 @@ func (BoltStore) CaddyModule() caddy.ModuleInfo {
 // file, so the new config must reuse the old config's handle.
 var boltPool = caddy.NewUsagePool()
 
-type boltHandle struct{ *store.Bolt }
+type boltHandle struct {
+	*store.Bolt
+	path string
+}
 
-func (h boltHandle) Destruct() error { return h.Bolt.Close() }
+func (h boltHandle) Destruct() error {
+	openBolts.Delete(h.path)
+	return h.Bolt.Close()
+}
+
+// openBolts holds the open bolt stores by path, for their metrics.
+var openBolts sync.Map
 
 // sharedBolt is a store.Store whose Close releases the pool reference.
 type sharedBolt struct {
@@ -91,7 +101,8 @@ func (b *BoltStore) OpenStore(ctx caddy.Context) (store.Store, error) {
 		if err != nil {
 			return nil, err
 		}
-		return boltHandle{db}, nil
+		openBolts.Store(path, db)
+		return boltHandle{db, path}, nil
 	})
 	if err != nil {
 		return nil, err

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ecoupons/ecoupons/coupons"
@@ -54,6 +55,26 @@ type Bolt struct {
 	overlay map[string]change
 	broken  error // a failed log write: the store takes no more writes
 	id      string
+
+	groups, writes, syncNanos atomic.Uint64 // see Stats
+}
+
+// BoltStats counts the store's group commits since it was opened.
+// Writes/Groups is the average group size, SyncTime/Groups the average
+// time to append a group to the log and fdatasync it: what commit_delay
+// trades latency against.
+type BoltStats struct {
+	// Groups is the number of log records written (one fdatasync each).
+	Groups uint64
+	// Writes is the number of writes (payments, opens, …) they carried.
+	Writes uint64
+	// SyncTime is the total time spent appending and syncing the records.
+	SyncTime time.Duration
+}
+
+// Stats returns the store's group-commit counters.
+func (s *Bolt) Stats() BoltStats {
+	return BoltStats{Groups: s.groups.Load(), Writes: s.writes.Load(), SyncTime: time.Duration(s.syncNanos.Load())}
 }
 
 // boltOp is one queued write. fn must make no change when it returns an
@@ -312,11 +333,24 @@ func (s *Bolt) runGroup(batch []*boltOp) []error {
 		p = appendChange(p, t.group[k])
 	}
 	s.payload = p
+	started := time.Now()
 	err := s.log.append(p)
 	if errors.Is(err, errWALFull) {
 		if err = s.checkpoint(); err == nil {
+			started = time.Now()
 			err = s.log.append(p)
 		}
+	}
+	if err == nil {
+		s.groups.Add(1)
+		ok := 0
+		for _, e := range errs {
+			if e == nil {
+				ok++
+			}
+		}
+		s.writes.Add(uint64(ok))
+		s.syncNanos.Add(uint64(time.Since(started)))
 	}
 	if err != nil {
 		// The log's state is unknown (fsync failures may drop pages):

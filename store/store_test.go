@@ -228,6 +228,52 @@ func TestBoltSurvivesReopen(t *testing.T) {
 	}
 }
 
+// TestBoltStats checks the group-commit counters: every successful write
+// is counted once, in some group; refused writes are not counted.
+func TestBoltStats(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenBolt(filepath.Join(t.TempDir(), "spent.db"), BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if st := s.Stats(); st != (BoltStats{}) {
+		t.Fatalf("fresh store: %+v", st)
+	}
+	const lanes, steps = 8, 20
+	var wg sync.WaitGroup
+	for l := range uint32(lanes) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := s.Open(ctx, lane(l), NewRecord(testMeta(0)))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			for i := range uint32(steps) {
+				r.State.Last = i + 1
+				if err := s.Advance(ctx, lane(l), i, 0, r, 0); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	// A refused write: the lane is at steps, not 0.
+	if err := s.Advance(ctx, lane(0), 0, 0, NewRecord(testMeta(0)), 0); !errors.Is(err, ErrConflict) {
+		t.Fatalf("stale advance: %v", err)
+	}
+	st := s.Stats()
+	if want := uint64(lanes * (steps + 1)); st.Writes != want {
+		t.Errorf("writes %d, want %d", st.Writes, want)
+	}
+	if st.Groups == 0 || st.Groups > st.Writes || st.SyncTime <= 0 {
+		t.Errorf("groups %d, sync time %v for %d writes", st.Groups, st.SyncTime, st.Writes)
+	}
+}
+
 // TestBoltKill9 runs a child process that advances a lane as fast as it
 // can, printing each index once Advance returned, and kills it with
 // SIGKILL. Every index the child reported must be in the reopened store.

@@ -5,10 +5,15 @@
 // coupon on its client's own lane (a lane per in-flight request, as the
 // wallet does); payments are computed before the timed phase.
 //
-//	go run ./internal/loadharness                 # 4 rounds of 5 s each way
+//	go run ./internal/loadharness                 # 2 rounds of 5 s each way
 //	go run ./internal/loadharness -clients 32 -duration 10s -store memory
 //
 // It prints requests per second for both and their ratio (goal ≥ 0.90).
+// With the bolt store it also measures what one write+fdatasync costs on
+// the store's disk and reports the gate's group commits (payments per
+// fdatasync); -store bolt-nosync runs the same store without fdatasync
+// (a diagnostic that isolates the disk's share: not a durable store, and
+// not available outside this harness).
 package main
 
 import (
@@ -32,11 +37,14 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
-	_ "github.com/ecoupons/ecoupons/caddymodule"
+	"github.com/ecoupons/ecoupons/caddymodule"
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/delegation"
 	"github.com/ecoupons/ecoupons/spki"
+	"github.com/ecoupons/ecoupons/store"
 )
+
+var _ caddymodule.StoreProvider = (*noSyncStore)(nil)
 
 var nonceRe = regexp.MustCompile(`nonce=([A-Za-z0-9_-]+)`)
 
@@ -49,7 +57,7 @@ func main() {
 	clients := flag.Int("clients", 16, "concurrent keep-alive clients")
 	duration := flag.Duration("duration", 5*time.Second, "length of one timed round")
 	rounds := flag.Int("rounds", 2, "rounds per server (the median is reported)")
-	storeKind := flag.String("store", "bolt", "gate store: bolt or memory")
+	storeKind := flag.String("store", "bolt", "gate store: bolt, memory, or bolt-nosync (diagnostic, not durable)")
 	commitDelay := flag.Duration("commit-delay", 0, "the bolt store's commit_delay")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the timed rounds to this file")
 	traceFile := flag.String("trace", "", "write an execution trace of the timed rounds to this file")
@@ -131,8 +139,22 @@ func run(clients int, duration time.Duration, rounds int, storeKind string, comm
 	}
 
 	storeJSON := map[string]any{"backend": "memory"}
-	if storeKind == "bolt" {
+	switch storeKind {
+	case "memory":
+	case "bolt", "bolt-nosync":
 		storeJSON = map[string]any{"backend": "bolt", "path": filepath.Join(dir, "spent.db"), "commit_delay": commitDelay}
+		if storeKind == "bolt-nosync" {
+			storeJSON["backend"] = "loadharness_nosync"
+			break
+		}
+		wall, cpu, err := syncCost(dir)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "write+fdatasync on the store's disk: %.0f µs, %.0f µs of CPU each\n", us(wall), us(cpu))
+		defer fmt.Printf("write+fdatasync on the store's disk: %.0f µs, %.0f µs of CPU each (measured before the rounds)\n", us(wall), us(cpu))
+	default:
+		return fmt.Errorf("unknown store %q: bolt, memory or bolt-nosync", storeKind)
 	}
 	fileServer := map[string]any{"handler": "file_server", "root": site}
 	cfg := map[string]any{
@@ -213,32 +235,136 @@ func run(clients int, duration time.Duration, rounds int, storeKind string, comm
 		pays[c] = pays[c][1:]
 	}
 
-	var plainRates, gatedRates, plainCPU, gatedCPU, plainUse, gatedUse []float64
+	var plainRates, gatedRates, plainCPU, gatedCPU, plainUse, gatedUse, groupSizes, syncTimes []float64
 	for r := 0; r < rounds; r++ {
 		pr, pc, pu, err := hammer(hc, url(plainAddr), clients, duration, nil)
 		if err != nil {
 			return err
 		}
+		st0 := commitStats()
 		gr, gc, gu, err := hammer(hc, url(gatedAddr), clients, duration, pays)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(os.Stderr, "round %d: plain %.0f req/s, gated %.0f req/s\n", r+1, pr, gr)
+		st := commitStats().minus(st0)
+		groupInfo := ""
+		if st.groups > 0 {
+			groupSizes = append(groupSizes, st.writes/st.groups)
+			syncTimes = append(syncTimes, st.seconds/st.groups)
+			groupInfo = fmt.Sprintf(", %.1f payments per group commit, %.0f µs per log append", st.writes/st.groups, 1e6*st.seconds/st.groups)
+		}
+		fmt.Fprintf(os.Stderr, "round %d: plain %.0f req/s, gated %.0f req/s%s\n", r+1, pr, gr, groupInfo)
 		plainRates, gatedRates = append(plainRates, pr), append(gatedRates, gr)
 		plainCPU, gatedCPU = append(plainCPU, pc), append(gatedCPU, gc)
 		plainUse, gatedUse = append(plainUse, pu), append(gatedUse, gu)
 	}
 	p, g := median(plainRates), median(gatedRates)
 	store := storeKind
-	if storeKind == "bolt" && commitDelay > 0 {
+	if storeKind != "memory" && commitDelay > 0 {
 		store += fmt.Sprintf(" (commit_delay %s)", commitDelay)
 	}
 	fmt.Printf("clients %d, %s rounds × %d, store %s, 1 KiB file\n", clients, duration, rounds, store)
 	fmt.Printf("plain file_server: %.0f req/s (CPU %.0f%%, %.0f µs per request)\n", p, median(plainUse), median(plainCPU))
 	fmt.Printf("gated file_server: %.0f req/s (CPU %.0f%%, %.0f µs per request)\n", g, median(gatedUse), median(gatedCPU))
 	fmt.Printf("ratio gated/plain: %.3f\n", g/p)
+	if len(groupSizes) > 0 {
+		fmt.Printf("group commits: %.1f payments each, %.0f µs per log append (and fdatasync) under load\n", median(groupSizes), 1e6*median(syncTimes))
+	}
 	return nil
 }
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+// syncCost measures one small write and fdatasync on a preallocated file in
+// dir, as the bolt store's log does: wall time and process CPU time each.
+func syncCost(dir string) (wall, cpu time.Duration, err error) {
+	f, err := os.CreateTemp(dir, "synccost")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	const n, size = 2000, 512
+	if _, err := f.Write(make([]byte, n*size)); err != nil {
+		return 0, 0, err
+	}
+	if err := f.Sync(); err != nil {
+		return 0, 0, err
+	}
+	rec := make([]byte, size)
+	start, cpu0 := time.Now(), cpuTime()
+	for i := range n {
+		if _, err := f.WriteAt(rec, int64(i*size)); err != nil {
+			return 0, 0, err
+		}
+		if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+			return 0, 0, err
+		}
+	}
+	return time.Since(start) / n, (cpuTime() - cpu0) / n, nil
+}
+
+// groupCounters are the gate's bolt group-commit counters, summed over the
+// open stores (there is one here).
+type groupCounters struct{ groups, writes, seconds float64 }
+
+func (a groupCounters) minus(b groupCounters) groupCounters {
+	return groupCounters{a.groups - b.groups, a.writes - b.writes, a.seconds - b.seconds}
+}
+
+// commitStats reads the counters from Caddy's metrics registry.
+func commitStats() groupCounters {
+	var out groupCounters
+	if s := noSyncOpen.Load(); s != nil {
+		st := s.Stats()
+		out = groupCounters{float64(st.Groups), float64(st.Writes), st.SyncTime.Seconds()}
+	}
+	ctx := caddy.ActiveContext()
+	fams, err := ctx.GetMetricsRegistry().Gather()
+	if err != nil {
+		return out
+	}
+	for _, f := range fams {
+		for _, m := range f.GetMetric() {
+			v := m.GetCounter().GetValue()
+			switch f.GetName() {
+			case "ecoupons_store_commit_groups_total":
+				out.groups += v
+			case "ecoupons_store_commit_writes_total":
+				out.writes += v
+			case "ecoupons_store_commit_sync_seconds_total":
+				out.seconds += v
+			}
+		}
+	}
+	return out
+}
+
+// noSyncStore is the bolt store without fdatasync, registered only in this
+// harness: it shows how much of the durable store's cost is the disk's.
+type noSyncStore struct {
+	Path        string         `json:"path,omitempty"`
+	CommitDelay caddy.Duration `json:"commit_delay,omitempty"`
+}
+
+func init() { caddy.RegisterModule(noSyncStore{}) }
+
+// CaddyModule returns the Caddy module information.
+func (noSyncStore) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: "http.handlers.ecoupon.stores.loadharness_nosync", New: func() caddy.Module { return new(noSyncStore) }}
+}
+
+// OpenStore implements caddymodule.StoreProvider.
+func (n *noSyncStore) OpenStore(caddy.Context) (store.Store, error) {
+	s, err := store.OpenBolt(n.Path, store.BoltOptions{NoSync: true, CommitDelay: time.Duration(n.CommitDelay)})
+	if err == nil {
+		noSyncOpen.Store(s)
+	}
+	return s, err
+}
+
+// noSyncOpen is the open no-sync store, for its counters.
+var noSyncOpen atomic.Pointer[store.Bolt]
 
 // lanePayments computes n payments of one coupon on a lane.
 func lanePayments(owner *delegation.Holder, lane uint32, nonce string, n int, host string) ([]string, error) {
