@@ -120,16 +120,20 @@ func main() {
 		fmt.Fprintf(&doc, "## End to end: gated vs plain file_server (load harness)\n\n")
 		fmt.Fprintf(&doc, "`go run ./internal/loadharness`: one in-process Caddy serves a 1 KiB file through a plain file_server and through "+
 			"the gate in front of the same file_server, both on loopback; N keep-alive clients (in the same process, on the same 2 cores), each "+
-			"paying one coupon per request on its own lane, alternate between the two (2 rounds of 5 s each, medians). CPU is the process's "+
-			"(clients included) per request and in use (200%% = both cores). Goal: gated ≥ 0.90 × plain.\n\n")
+			"paying one coupon per request on its own lane, alternate between the two (3 rounds of 5 s each way; the ratio is the median of "+
+			"the rounds' ratios, each comparing two runs seconds apart). CPU is the process's (clients included) per request and in use "+
+			"(200%% = both cores). Goal: gated ≥ 0.90 × plain. `bolt-nosync` is a diagnostic registered only in the harness: the bolt store "+
+			"with every fdatasync skipped (not durable), which separates the disk's cost from the store's own.\n\n")
 		for _, run := range [][]string{
 			{"-store", "memory", "-clients", "16"},
+			{"-store", "bolt-nosync", "-clients", "16"},
 			{"-store", "bolt", "-clients", "16"},
 			{"-store", "bolt", "-clients", "64"},
-			{"-store", "bolt", "-clients", "128", "-commit-delay", "1ms"},
+			{"-store", "memory", "-clients", "256"},
+			{"-store", "bolt", "-clients", "256", "-commit-delay", "1ms"},
 		} {
 			fmt.Fprintf(os.Stderr, "load harness %v…\n", run)
-			cmd := exec.Command("go", append([]string{"run", "./internal/loadharness", "-duration", "5s", "-rounds", "2"}, run...)...)
+			cmd := exec.Command("go", append([]string{"run", "./internal/loadharness", "-duration", "5s", "-rounds", "3"}, run...)...)
 			cmd.Stderr = os.Stderr
 			res, err := cmd.Output()
 			if err != nil {
@@ -138,12 +142,7 @@ func main() {
 			}
 			fmt.Fprintf(&doc, "```\n%s```\n\n", res)
 		}
-		doc.WriteString("With the memory store the gate costs only its CPU. With bolt every accepted coupon is on disk before its response " +
-			"leaves: the store appends each group of payments to a preallocated write-ahead log with one fdatasync (about 120 µs and, on this " +
-			"VM, about 55 µs of CPU each), and checkpoints into the bbolt file when the log is full. With 16 clients the closed loop is " +
-			"latency-bound: every client waits for a commit per request and the CPU idles meanwhile, so the ratio stays far from the goal. " +
-			"With more clients the commits are shared by more payments (the committer yields to ready goroutines before each group) and the " +
-			"ratio rises; `commit_delay` trades up to that much latency per payment for larger groups on a busy gate.\n")
+		doc.WriteString(loadNotes)
 	}
 	if err := os.WriteFile(*out, doc.Bytes(), 0o644); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -151,6 +150,27 @@ func main() {
 	}
 	fmt.Fprintf(os.Stderr, "wrote %s\n", *out)
 }
+
+// loadNotes explains the load harness results.
+const loadNotes = `What the runs show:
+
+- **The gate** (memory store) costs its CPU only: parsing and verifying the payment, the lane cache, the
+  compare-and-set, the larger request and response headers on both sides. That is most of the 10% the goal allows.
+- **The bolt store's own work** (log record, group-commit hand-offs, overlay) is small: bolt-nosync lands within
+  the noise of the memory store.
+- **The disk** is what separates bolt from the goal. Every accepted coupon is on disk before its response leaves:
+  each group of payments is one log append and one fdatasync, whose cost on this VM the harness measures before
+  its rounds (the write+fdatasync line: tens of µs of CPU and about 0.1 ms, more under load). With N clients a group
+  carries at most N payments, so the disk adds at least (fdatasync CPU)/N per request on top of the gate's cost; at
+  16 clients that alone is a few µs of the ~9 µs that 0.90 × plain leaves for everything, and in practice groups
+  are much smaller than N (one forms while the previous one syncs: see payments per group) and the closed loop
+  idles while clients wait, so the ratio stays far from the goal. No group-commit scheme changes this bound; only
+  a cheaper sync (another disk) or not syncing before the response would, and the latter would let a crash
+  accept a coupon twice.
+- With many clients groups grow (tens of payments per fdatasync, more with commit_delay), the disk's share per
+  request becomes small and bolt approaches the memory store; commit_delay trades that much latency per payment
+  for larger groups. The plain server also slows down with 256 clients in the same process.
+`
 
 func parse(raw []byte) (map[string]*result, []string) {
 	res := map[string]*result{}
