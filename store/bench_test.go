@@ -66,3 +66,15 @@ func BenchmarkAdvanceRedis(b *testing.B) {
 	defer s.Close()
 	benchAdvance(b, s)
 }
+
+// BenchmarkAdvanceBoltNoSync: the same without fdatasync (not durable):
+// the store's own cost per advance (log record, group commit, overlay),
+// apart from the disk's.
+func BenchmarkAdvanceBoltNoSync(b *testing.B) {
+	s, err := OpenBolt(filepath.Join(b.TempDir(), "spent.db"), BoltOptions{NoSync: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	benchAdvance(b, s)
+}

@@ -38,17 +38,20 @@ var bucketNames = [nBuckets][]byte{[]byte("lanes"), []byte("grants"), []byte("pr
 // the bbolt file in one transaction, when the log is full and on Close;
 // on open, the log is replayed into the bbolt file.
 type Bolt struct {
-	db   *bolt.DB
-	log  *wal
-	ops  chan *boltOp
-	quit chan struct{}
-	done chan struct{}
-	max  int
+	db     *bolt.DB
+	log    *wal
+	qmu    sync.Mutex
+	queue  []*boltOp     // writes waiting for the next group
+	closed bool          // Close began: writes are refused
+	kick   chan struct{} // wakes the committer when the queue fills (capacity 1)
+	done   chan struct{} // closed when the committer has stopped
+	max    int
 
 	delay     time.Duration
 	lastGroup int               // writes in the previous group
 	group     map[string]change // the group being run (reused)
 	payload   []byte            // its log record's payload (reused)
+	errs      []error           // its writes' results (reused)
 	order     []string
 
 	mu      sync.RWMutex // guards overlay (written by the committer only)
@@ -76,6 +79,9 @@ type BoltStats struct {
 func (s *Bolt) Stats() BoltStats {
 	return BoltStats{Groups: s.groups.Load(), Writes: s.writes.Load(), SyncTime: time.Duration(s.syncNanos.Load())}
 }
+
+// opPool recycles boltOps and their channels (each is empty when put back).
+var opPool = sync.Pool{New: func() any { return &boltOp{err: make(chan error, 1)} }}
 
 // boltOp is one queued write. fn must make no change when it returns an
 // error, so that failing writes can share a group with others.
@@ -115,7 +121,7 @@ func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: opening the write-ahead log of %s: %w", path, err)
 	}
-	s := &Bolt{db: db, log: log, ops: make(chan *boltOp, 4096), quit: make(chan struct{}), done: make(chan struct{}), max: 1000,
+	s := &Bolt{db: db, log: log, kick: make(chan struct{}, 1), done: make(chan struct{}), max: 1000,
 		overlay: map[string]change{}}
 	if opt.BatchSize > 0 {
 		s.max = opt.BatchSize
@@ -125,11 +131,11 @@ func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 	// Replay: the log's records into the overlay, then a checkpoint.
 	for _, p := range recs {
 		if err := decodeChanges(p, func(c change) error {
-			if c.bucket >= nBuckets {
-				return fmt.Errorf("%w: bucket %d in the write-ahead log", ErrCorrupt, c.bucket)
+			if c.bucket() >= nBuckets {
+				return fmt.Errorf("%w: bucket %d in the write-ahead log", ErrCorrupt, c.bucket())
 			}
 			c.val = append([]byte(nil), c.val...)
-			s.overlay[string(c.bucket)+c.key] = c
+			s.overlay[c.k] = c
 			return nil
 		}); err != nil {
 			log.close()
@@ -179,9 +185,9 @@ func (s *Bolt) checkpoint() error {
 		for _, c := range s.overlay {
 			var err error
 			if c.del {
-				err = bs[c.bucket].Delete([]byte(c.key))
+				err = bs[c.bucket()].Delete([]byte(c.key()))
 			} else {
-				err = bs[c.bucket].Put([]byte(c.key), c.val)
+				err = bs[c.bucket()].Put([]byte(c.key()), c.val)
 			}
 			if err != nil {
 				return err
@@ -201,6 +207,10 @@ func (s *Bolt) checkpoint() error {
 	return nil
 }
 
+// maxKeyLen is the longest key the store uses (a lane's, see Key): keys up
+// to this long are looked up without allocating.
+const maxKeyLen = 36
+
 // kvTx is what a write sees: its group's earlier changes, then the
 // overlay, then the bbolt file.
 type kvTx struct {
@@ -213,16 +223,17 @@ type kvTx struct {
 }
 
 func (t *kvTx) get(b byte, key []byte) []byte {
-	k := string(b) + string(key)
+	var buf [1 + maxKeyLen]byte
+	k := fullKey(buf[:], b, key)
 	for i := len(t.pending) - 1; i >= 0; i-- {
-		if c := t.pending[i]; c.bucket == b && c.key == string(key) {
+		if c := &t.pending[i]; c.k == string(k) {
 			return c.val
 		}
 	}
-	if c, ok := t.group[k]; ok {
+	if c, ok := t.group[string(k)]; ok {
 		return c.val
 	}
-	if c, ok := t.s.overlay[k]; ok { // the committer is the overlay's only writer
+	if c, ok := t.s.overlay[string(k)]; ok { // the committer is the overlay's only writer
 		return c.val
 	}
 	if t.boltTx == nil && t.err == nil {
@@ -237,47 +248,59 @@ func (t *kvTx) get(b byte, key []byte) []byte {
 	return nil
 }
 
-func (t *kvTx) put(b byte, key, val []byte) {
-	t.pending = append(t.pending, change{bucket: b, key: string(key), val: append([]byte(nil), val...)})
+// put records a change of key to a copy of val.
+func (t *kvTx) put(b byte, key, val []byte) { t.putOwned(b, key, append([]byte(nil), val...)) }
+
+// putOwned is put for a val that nobody else holds or changes: the store
+// keeps it as is.
+func (t *kvTx) putOwned(b byte, key, val []byte) {
+	var buf [1 + maxKeyLen]byte
+	t.pending = append(t.pending, change{k: string(fullKey(buf[:], b, key)), val: val})
 }
 
 func (t *kvTx) del(b byte, key []byte) {
-	t.pending = append(t.pending, change{bucket: b, key: string(key), del: true})
+	var buf [1 + maxKeyLen]byte
+	t.pending = append(t.pending, change{k: string(fullKey(buf[:], b, key)), del: true})
 }
 
 // maxYields bounds the yields of the committer gathering one group.
 const maxYields = 8
 
-// commitLoop runs queued writes in groups, each one log record.
+// commitLoop runs queued writes in groups, each one log record, until
+// the store is closed and its queue empty.
 func (s *Bolt) commitLoop() {
 	defer close(s.done)
 	batch := make([]*boltOp, 0, s.max)
 	for {
-		select {
-		case op := <-s.ops:
-			batch = append(batch[:0], op)
-		case <-s.quit:
+		s.qmu.Lock()
+		for len(s.queue) == 0 && !s.closed {
+			s.qmu.Unlock()
+			<-s.kick
+			s.qmu.Lock()
+		}
+		if len(s.queue) == 0 { // closed, and every write answered
+			s.qmu.Unlock()
 			return
 		}
+		s.qmu.Unlock()
 		if s.lastGroup > 1 && s.delay > 0 {
 			time.Sleep(s.delay)
 		}
-		// Gather the group. Between drains the committer yields: when the
+		// Gather the group. Between takes the committer yields: when the
 		// CPU is busy, the goroutines ready to run (requests on their way
 		// to a payment) run first and join this group, so that one
 		// fdatasync serves more payments; when it is idle, yielding
 		// returns at once. It stops at the first yield that brings no one.
+		batch = batch[:0]
 		for yield := 0; ; yield++ {
 			before := len(batch)
-		drain:
-			for len(batch) < s.max {
-				select {
-				case op := <-s.ops:
-					batch = append(batch, op)
-				default:
-					break drain
-				}
-			}
+			s.qmu.Lock()
+			n := min(len(s.queue), s.max-len(batch))
+			batch = append(batch, s.queue[:n]...)
+			rest := copy(s.queue, s.queue[n:])
+			clear(s.queue[rest:])
+			s.queue = s.queue[:rest]
+			s.qmu.Unlock()
 			if yield == maxYields || len(batch) >= s.max || (yield > 0 && len(batch) == before) {
 				break
 			}
@@ -286,14 +309,19 @@ func (s *Bolt) commitLoop() {
 		s.lastGroup = len(batch)
 		errs := s.runGroup(batch)
 		for i, op := range batch {
-			op.err <- errs[i]
+			op.err <- errs[i] // the last use of op: its writer may reuse it
 		}
+		clear(batch)
 	}
 }
 
 // runGroup runs a group of writes and makes their changes durable.
 func (s *Bolt) runGroup(batch []*boltOp) []error {
-	errs := make([]error, len(batch))
+	errs := s.errs[:0]
+	for range batch {
+		errs = append(errs, nil)
+	}
+	s.errs = errs
 	fail := func(err error) []error {
 		for i := range errs {
 			errs[i] = err
@@ -311,11 +339,10 @@ func (s *Bolt) runGroup(batch []*boltOp) []error {
 			continue
 		}
 		for _, c := range t.pending {
-			k := string(c.bucket) + c.key
-			if _, ok := t.group[k]; !ok {
-				t.order = append(t.order, k)
+			if _, ok := t.group[c.k]; !ok {
+				t.order = append(t.order, c.k)
 			}
-			t.group[k] = c
+			t.group[c.k] = c
 		}
 	}
 	s.order = t.order
@@ -369,24 +396,28 @@ func (s *Bolt) runGroup(batch []*boltOp) []error {
 
 // write queues fn and waits until its group is durable.
 func (s *Bolt) write(fn func(*kvTx) error) error {
-	op := &boltOp{fn: fn, err: make(chan error, 1)}
-	select {
-	case s.ops <- op:
-	case <-s.quit:
+	op := opPool.Get().(*boltOp)
+	op.fn = fn
+	s.qmu.Lock()
+	if s.closed {
+		s.qmu.Unlock()
+		op.fn = nil
+		opPool.Put(op)
 		return ErrClosed
 	}
-	select {
-	case err := <-op.err:
-		return err
-	case <-s.done:
-		// The committer stopped; it may still have answered.
+	s.queue = append(s.queue, op)
+	first := len(s.queue) == 1
+	s.qmu.Unlock()
+	if first {
 		select {
-		case err := <-op.err:
-			return err
-		default:
-			return ErrClosed
+		case s.kick <- struct{}{}:
+		default: // a kick is already pending
 		}
 	}
+	err := <-op.err // every queued write is answered, even after Close
+	op.fn = nil
+	opPool.Put(op)
+	return err
 }
 
 // read runs fn with a getter that sees the overlay, then the bbolt file.
@@ -395,7 +426,8 @@ func (s *Bolt) read(fn func(get func(b byte, key []byte) []byte, tx *bolt.Tx) er
 	defer s.mu.RUnlock()
 	return mapClosed(s.db.View(func(tx *bolt.Tx) error {
 		return fn(func(b byte, key []byte) []byte {
-			if c, ok := s.overlay[string(b)+string(key)]; ok {
+			var buf [1 + maxKeyLen]byte
+			if c, ok := s.overlay[string(fullKey(buf[:], b, key))]; ok {
 				return c.val
 			}
 			return tx.Bucket(bucketNames[b]).Get(key)
@@ -453,45 +485,53 @@ func (s *Bolt) Advance(_ context.Context, id coupons.LaneID, prevLast, prevCredi
 	if err != nil {
 		return err
 	}
+	capNanos, grant := next.Meta.Cap, next.Meta.Grant // the closure captures these, not all of next
 	return mapClosed(s.write(func(t *kvTx) error {
 		v := t.get(bLanes, k[:])
 		if v == nil {
 			return ErrNotFound
 		}
-		var cur Record
-		if err := cur.UnmarshalBinary(v); err != nil {
+		last, credit, err := recordPosition(v)
+		if err != nil {
 			return err
 		}
-		if cur.State.Last != prevLast || cur.Credit != prevCredit {
-			return fmt.Errorf("%w: at %d (credit %d), expected %d (credit %d)", ErrConflict, cur.State.Last, cur.Credit, prevLast, prevCredit)
+		if last != prevLast || credit != prevCredit {
+			return fmt.Errorf("%w: at %d (credit %d), expected %d (credit %d)", ErrConflict, last, credit, prevLast, prevCredit)
 		}
 		// Every check comes before the first change (see boltOp).
-		if next.Meta.Cap > 0 && charge > 0 {
+		if capNanos > 0 && charge > 0 {
 			var spent int64
-			if v := t.get(bGrants, next.Meta.Grant[:]); len(v) == 8 {
+			if v := t.get(bGrants, grant[:]); len(v) == 8 {
 				spent = int64(binary.BigEndian.Uint64(v))
 			}
-			total, err := coupons.ChargeCap(spent, next.Meta.Cap, charge)
+			total, err := coupons.ChargeCap(spent, capNanos, charge)
 			if err != nil {
 				return err
 			}
-			t.put(bGrants, next.Meta.Grant[:], binary.BigEndian.AppendUint64(nil, uint64(total)))
+			t.put(bGrants, grant[:], binary.BigEndian.AppendUint64(nil, uint64(total)))
 		}
-		t.put(bLanes, k[:], enc)
+		t.putOwned(bLanes, k[:], enc) // made above for this write only
 		t.put(bDirty, k[:], nil)
 		return nil
 	}))
 }
 
-// Close implements Store: it stops the committer after the group in
-// flight, checkpoints the log into the bbolt file and closes both.
+// Close implements Store: it refuses new writes, lets the committer
+// finish those already queued, checkpoints the log into the bbolt file
+// and closes both.
 func (s *Bolt) Close() error {
-	select {
-	case <-s.quit:
+	s.qmu.Lock()
+	if s.closed {
+		s.qmu.Unlock()
+		<-s.done
 		return nil
+	}
+	s.closed = true
+	s.qmu.Unlock()
+	select {
+	case s.kick <- struct{}{}:
 	default:
 	}
-	close(s.quit)
 	<-s.done
 	var err error
 	if s.broken == nil {
@@ -558,14 +598,15 @@ func (s *Bolt) Pending(_ context.Context, limit int) ([]Pending, error) {
 				return nil
 			}
 			if k[0] == bDirty && !c.del {
-				if err := consider([]byte(c.key)); err != nil {
+				if err := consider([]byte(c.key())); err != nil {
 					return err
 				}
 			}
 		}
 		cur := tx.Bucket(bucketNames[bDirty]).Cursor()
 		for k, _ := cur.First(); k != nil && len(out) < limit; k, _ = cur.Next() {
-			if _, ok := s.overlay[string(bDirty)+string(k)]; ok {
+			var buf [1 + maxKeyLen]byte
+			if _, ok := s.overlay[string(fullKey(buf[:], bDirty, k))]; ok {
 				continue
 			}
 			if err := consider(k); err != nil {

@@ -270,6 +270,23 @@ func firstByte(b []byte) int {
 	return int(b[0])
 }
 
+// recordPosition reads a lane's position and credit from its encoded
+// record without decoding the rest (the bolt store's compare-and-set). It
+// checks the version and length only: a record that UnmarshalBinary would
+// refuse was never handed to a gate, so no gate advances from it.
+func recordPosition(b []byte) (last, credit uint32, err error) {
+	if !(len(b) == recordLen && b[0] == recordVersion || len(b) == recordLenV1 && b[0] == 1) {
+		return 0, 0, fmt.Errorf("%w: %d bytes, version %d", ErrCorrupt, len(b), firstByte(b))
+	}
+	return binary.BigEndian.Uint32(b[recordLastAt:]), binary.BigEndian.Uint32(b[recordCreditAt:]), nil
+}
+
+// Offsets of the position and the credit in an encoded record.
+const (
+	recordLastAt   = 1 + 16 + 32 + 4 + 8 + 3 + 8 + 32 + 32 + 32 + 8 + 1 + MaxNonce
+	recordCreditAt = recordLastAt + 4 + 32 + 32 + 16 + 1
+)
+
 // Key returns the store key of a lane: book ID || be32(lane).
 func Key(id coupons.LaneID) [36]byte {
 	var k [36]byte

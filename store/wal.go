@@ -207,10 +207,19 @@ func (w *wal) close() error { return w.f.Close() }
 //	bucket (1 byte), kind (1: put, 2: delete), key length (2 bytes),
 //	value length (4 bytes), key, value
 type change struct {
-	bucket byte
-	del    bool
-	key    string
-	val    []byte
+	k   string // the bucket's byte, then the key: the overlay's map key
+	del bool
+	val []byte
+}
+
+func (c *change) bucket() byte { return c.k[0] }
+
+func (c *change) key() string { return c.k[1:] }
+
+// fullKey appends the bucket's byte and key to buf[:0] (callers pass a
+// stack buffer, so that map lookups allocate nothing).
+func fullKey(buf []byte, b byte, key []byte) []byte {
+	return append(append(buf[:0], b), key...)
 }
 
 func appendChange(p []byte, c change) []byte {
@@ -218,10 +227,10 @@ func appendChange(p []byte, c change) []byte {
 	if c.del {
 		kind = 2
 	}
-	p = append(p, c.bucket, kind)
-	p = binary.BigEndian.AppendUint16(p, uint16(len(c.key)))
+	p = append(p, c.k[0], kind)
+	p = binary.BigEndian.AppendUint16(p, uint16(len(c.k)-1))
 	p = binary.BigEndian.AppendUint32(p, uint32(len(c.val)))
-	p = append(p, c.key...)
+	p = append(p, c.k[1:]...)
 	return append(p, c.val...)
 }
 
@@ -230,12 +239,12 @@ func decodeChanges(p []byte, fn func(change) error) error {
 		if len(p) < 8 {
 			return fmt.Errorf("%w: truncated change in the write-ahead log", ErrCorrupt)
 		}
-		c := change{bucket: p[0], del: p[1] == 2}
+		c := change{del: p[1] == 2}
 		kl, vl := int(binary.BigEndian.Uint16(p[2:])), int(binary.BigEndian.Uint32(p[4:]))
 		if p[1] != 1 && p[1] != 2 || len(p) < 8+kl+vl {
 			return fmt.Errorf("%w: bad change in the write-ahead log", ErrCorrupt)
 		}
-		c.key = string(p[8 : 8+kl])
+		c.k = string(fullKey(nil, p[0], p[8:8+kl]))
 		c.val = p[8+kl : 8+kl+vl]
 		p = p[8+kl+vl:]
 		if err := fn(c); err != nil {

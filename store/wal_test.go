@@ -31,7 +31,13 @@ func advanceTo(t *testing.T, s *Bolt, id uint32, from, to uint32) {
 // crash abandons s as a killed process would: its log and file stay as
 // they are, with no checkpoint; the bbolt file lock is released.
 func crash(s *Bolt) {
-	close(s.quit)
+	s.qmu.Lock()
+	s.closed = true
+	s.qmu.Unlock()
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
 	<-s.done
 	s.log.close()
 	s.db.Close()
@@ -178,7 +184,7 @@ func TestWALFullCheckpoints(t *testing.T) {
 // FuzzWALChanges: decoding a log record never panics, and what it decodes
 // encodes back to the same bytes.
 func FuzzWALChanges(f *testing.F) {
-	f.Add(appendChange(appendChange(nil, change{bucket: bLanes, key: "k", val: []byte("v")}), change{bucket: bDirty, key: "k", del: true}))
+	f.Add(appendChange(appendChange(nil, change{k: string(rune(bLanes)) + "k", val: []byte("v")}), change{k: string(rune(bDirty)) + "k", del: true}))
 	f.Add([]byte{0, 1, 0, 1, 0, 0, 0, 9, 'k'})
 	f.Fuzz(func(t *testing.T, p []byte) {
 		var again []byte
@@ -215,6 +221,9 @@ func FuzzRecord(f *testing.F) {
 		var back Record
 		if err := back.UnmarshalBinary(again); err != nil || back != r {
 			t.Fatalf("round trip: %v", err)
+		}
+		if last, credit, err := recordPosition(b); err != nil || last != r.State.Last || credit != r.Credit {
+			t.Fatalf("recordPosition: %d, %d, %v; want %d, %d", last, credit, err, r.State.Last, r.Credit)
 		}
 	})
 }
