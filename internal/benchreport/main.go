@@ -43,7 +43,8 @@ var packages = []struct{ path, title, notes string }{
 	{"./store", "store: compare-and-set of lane positions",
 		"AdvanceBolt is durable, 16 concurrent lanes: each group of payments is one write-ahead-log record and one fdatasync " +
 			"(about 0.12 ms here; a bbolt commit costs about 0.47 ms, shared/FACTS.md), so ns/op below those is the group-commit " +
-			"gain. AdvanceRedis runs against a local redis-server with appendfsync always."},
+			"gain. AdvanceBoltNoSync is the same without fdatasync (not durable): the store's own cost per advance, apart " +
+			"from the disk's. AdvanceRedis runs against a local redis-server with appendfsync always."},
 	{"./broker", "broker: batched redemption",
 		"Each op is a batch of 1000 lanes, each moved forward by one coupon: verified (one chain step), marked, and paid in " +
 			"one database transaction with one ledger transfer per book. Goal: ≥ 20,000 redemptions/s batched on SQLite. " +
