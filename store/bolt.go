@@ -45,7 +45,10 @@ type Bolt struct {
 	closed bool          // Close began: writes are refused
 	kick   chan struct{} // wakes the committer when the queue fills (capacity 1)
 	done   chan struct{} // closed when the committer has stopped
-	max    int
+
+	closeOnce sync.Once
+	closeErr  error
+	max       int
 
 	delay     time.Duration
 	lastGroup int               // writes in the previous group
@@ -519,13 +522,14 @@ func (s *Bolt) Advance(_ context.Context, id coupons.LaneID, prevLast, prevCredi
 // Close implements Store: it refuses new writes, lets the committer
 // finish those already queued, checkpoints the log into the bbolt file
 // and closes both.
+// Later and concurrent calls wait for the first and return its result.
 func (s *Bolt) Close() error {
+	s.closeOnce.Do(func() { s.closeErr = s.close() })
+	return s.closeErr
+}
+
+func (s *Bolt) close() error {
 	s.qmu.Lock()
-	if s.closed {
-		s.qmu.Unlock()
-		<-s.done
-		return nil
-	}
 	s.closed = true
 	s.qmu.Unlock()
 	select {

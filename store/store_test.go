@@ -317,6 +317,20 @@ func TestBoltCloseRacingWrites(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
+	// Concurrent Closes all wait for the first and share its result.
+	s, err = OpenBolt(path, BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 3)
+	for range 3 {
+		go func() { closed <- s.Close() }()
+	}
+	for range 3 {
+		if err := <-closed; err != nil {
+			t.Fatalf("concurrent Close: %v", err)
+		}
+	}
 	s, err = OpenBolt(path, BoltOptions{})
 	if err != nil {
 		t.Fatal(err)

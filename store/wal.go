@@ -142,7 +142,9 @@ func createWAL(path string) (*os.File, error) {
 		d.Sync()
 		d.Close()
 	}
-	return f, nil
+	// Reopened under its real name, which later errors then carry.
+	f.Close()
+	return os.OpenFile(path, os.O_RDWR, 0)
 }
 
 func recordCRC(gen uint64, p []byte) uint32 {

@@ -31,16 +31,19 @@ func advanceTo(t *testing.T, s *Bolt, id uint32, from, to uint32) {
 // crash abandons s as a killed process would: its log and file stay as
 // they are, with no checkpoint; the bbolt file lock is released.
 func crash(s *Bolt) {
-	s.qmu.Lock()
-	s.closed = true
-	s.qmu.Unlock()
-	select {
-	case s.kick <- struct{}{}:
-	default:
-	}
-	<-s.done
-	s.log.close()
-	s.db.Close()
+	s.closeOnce.Do(func() {
+		s.qmu.Lock()
+		s.closed = true
+		s.qmu.Unlock()
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+		<-s.done
+		s.log.close()
+		s.db.Close()
+		s.closeErr = ErrClosed
+	})
 }
 
 // TestWALReplay: writes acknowledged but not checkpointed are replayed at

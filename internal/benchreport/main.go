@@ -157,20 +157,21 @@ const loadNotes = `What the runs show:
 
 - **The gate** (memory store) costs its CPU only: parsing and verifying the payment, the lane cache, the
   compare-and-set, the larger request and response headers on both sides. That is most of the 10% the goal allows.
-- **The bolt store's own work** (log record, group-commit hand-offs, overlay) is small: bolt-nosync lands within
-  the noise of the memory store.
+- **The bolt store's own work** (the log record, the hand-off to the committer and back, the overlay) costs a
+  few percent more: compare bolt-nosync with the memory store (and AdvanceBoltNoSync with AdvanceMemory above).
 - **The disk** is what separates bolt from the goal. Every accepted coupon is on disk before its response leaves:
   each group of payments is one log append and one fdatasync, whose cost on this VM the harness measures before
-  its rounds (the write+fdatasync line: tens of µs of CPU and about 0.1 ms, more under load). With N clients a group
-  carries at most N payments, so the disk adds at least (fdatasync CPU)/N per request on top of the gate's cost; at
-  16 clients that alone is a few µs of the ~9 µs that 0.90 × plain leaves for everything, and in practice groups
-  are much smaller than N (one forms while the previous one syncs: see payments per group) and the closed loop
-  idles while clients wait, so the ratio stays far from the goal. No group-commit scheme changes this bound; only
-  a cheaper sync (another disk) or not syncing before the response would, and the latter would let a crash
-  accept a coupon twice.
+  its rounds (the write+fdatasync line: tens of µs of CPU and about 0.1 ms; 2-4 times longer under load, when the
+  syncing thread waits for a CPU). With N clients a group carries at most N payments, so the disk adds at least
+  (fdatasync CPU)/N per request on top of the gate's and the store's costs; at 16 clients that alone is a few µs
+  of the ~9 µs that 0.90 × plain leaves for everything, and in practice groups are much smaller than N (one forms
+  while the previous one syncs: see payments per group) and the closed loop idles while clients wait (CPU well
+  under 200%), which makes every request dearer still. No group-commit scheme removes this bound; only a cheaper
+  sync (another disk) or answering before the sync would, and the latter would let a crash accept a coupon twice.
 - With many clients groups grow (tens of payments per fdatasync, more with commit_delay), the disk's share per
-  request becomes small and bolt approaches the memory store; commit_delay trades that much latency per payment
-  for larger groups. The plain server also slows down with 256 clients in the same process.
+  request becomes small and bolt approaches the memory store less the store's own work; commit_delay trades up
+  to that much latency per payment for larger groups. The plain server itself slows down with 256 clients in the
+  same process.
 `
 
 func parse(raw []byte) (map[string]*result, []string) {
