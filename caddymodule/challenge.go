@@ -109,7 +109,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
-// problem is the body of 400 and 429 answers.
+// problem is the body of refusals other than 402 (which carry the whole
+// challenge): 400, 404, 405, 413, 429 and 503.
 type problem struct {
 	Error  string `json:"error"`
 	Reason string `json:"reason"`
