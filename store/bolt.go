@@ -528,7 +528,9 @@ func (s *Bolt) Close() error {
 	return s.closeErr
 }
 
-func (s *Bolt) close() error {
+// stopCommitter refuses new writes and waits until the committer has
+// answered every queued one and stopped.
+func (s *Bolt) stopCommitter() {
 	s.qmu.Lock()
 	s.closed = true
 	s.qmu.Unlock()
@@ -537,6 +539,10 @@ func (s *Bolt) close() error {
 	default:
 	}
 	<-s.done
+}
+
+func (s *Bolt) close() error {
+	s.stopCommitter()
 	var err error
 	if s.broken == nil {
 		err = s.checkpoint()

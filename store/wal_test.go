@@ -32,14 +32,7 @@ func advanceTo(t *testing.T, s *Bolt, id uint32, from, to uint32) {
 // they are, with no checkpoint; the bbolt file lock is released.
 func crash(s *Bolt) {
 	s.closeOnce.Do(func() {
-		s.qmu.Lock()
-		s.closed = true
-		s.qmu.Unlock()
-		select {
-		case s.kick <- struct{}{}:
-		default:
-		}
-		<-s.done
+		s.stopCommitter()
 		s.log.close()
 		s.db.Close()
 		s.closeErr = ErrClosed
