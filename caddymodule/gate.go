@@ -487,6 +487,19 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		case err != nil:
 			g.storeUnavailable(w, err)
 			return nil
+		case rec.Meta.Vendor == [32]byte{}:
+			// Written before records named their vendor (version 1): any
+			// vendor's gate sharing the store could take the lane. It must
+			// be opened again here, which checks its book's vendor, and
+			// then names this one (see openLane).
+			doc := r.Header.Get(HeaderOpen)
+			if doc == "" {
+				g.refuse(w, "lane_not_open", "lane "+p.Lane.String()+" was opened before this store named lanes' vendors: open it again")
+				return nil
+			}
+			if rec, err = g.openLane(ctx, w, r, []byte(doc), p.Lane); err != nil {
+				return nil // answered
+			}
 		}
 		// A store may be shared with gates of other routes or vendors: the
 		// lane must have been opened for this vendor and coupon value.
@@ -626,7 +639,7 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 // coupon value; it returns a refusal code and reason when not.
 func (g *Gate) laneFits(m *store.Meta) (string, string) {
 	switch {
-	case m.Vendor != (g.vendorHash) && m.Vendor != ([32]byte{}):
+	case m.Vendor != g.vendorHash: // records naming no vendor were named by a new open
 		return "wrong_vendor", "the lane was opened at another vendor's gate sharing this store"
 	case m.Unit != g.unit || m.Currency != g.Currency:
 		return "wrong_unit", fmt.Sprintf("the lane's coupons are worth %s %s; this route takes coupons of %s %s",
@@ -692,7 +705,7 @@ func (g *Gate) rateLimit(ent *laneEntry, now time.Time) time.Duration {
 // openLane verifies a lane-open document and records the lane. On failure
 // it has answered the request and returns an error.
 func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Request, doc []byte, want coupons.LaneID) (store.Record, error) {
-	fail := errors.New("answered")
+	fail := errAnswered
 	if !g.opens.allow(clientIP(r), g.now()) {
 		w.Header().Set("Retry-After", "60")
 		writeJSON(w, http.StatusTooManyRequests, problem{Error: "open_rate_limited", Reason: fmt.Sprintf("more than %d lane opens per minute from this address", g.OpensPerMinute)})
@@ -746,15 +759,21 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		return store.Record{}, fail
 	}
 	var status broker.LaneStatus
+	var stored *store.Record // held by the store, naming no vendor
 	if g.Mode != ModeOffline {
 		// A lane this gate's store already holds was checked (and, online,
 		// reserved) when it was first opened: the store is the truth.
 		if rec, err := g.store.Get(ctx, lane.ID); err == nil {
-			return rec, nil
+			if rec.Meta.Vendor != ([32]byte{}) {
+				return rec, nil
+			}
+			stored = &rec
 		} else if err != nil && !errors.Is(err, store.ErrNotFound) {
 			g.storeUnavailable(w, err)
 			return store.Record{}, fail
 		}
+	}
+	if g.Mode != ModeOffline && stored == nil {
 		if status, err = g.askBroker(ctx, lane, o.Proof); err != nil {
 			var ref *brokerRefusal
 			if errors.As(err, &ref) {
@@ -779,6 +798,9 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		// sub-delegating to keys of its own, each with the same cap.
 		meta.Grant = lane.Certs[1]
 	}
+	if stored != nil {
+		return g.nameVendor(ctx, w, lane.ID, *stored, meta)
+	}
 	first := store.NewRecord(meta)
 	if status.Redeemed > 0 {
 		// Opened where the broker's redemptions left the lane, in the same
@@ -787,6 +809,9 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		first.Spent = status.Redeemed
 	}
 	rec, err := g.store.Open(ctx, lane.ID, first)
+	if err == nil && rec.Meta.Vendor == ([32]byte{}) {
+		return g.nameVendor(ctx, w, lane.ID, rec, meta)
+	}
 	if err == nil {
 		err = g.store.SetProof(ctx, lane.ID, o.Proof)
 	}
@@ -801,6 +826,24 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		return store.Record{}, fail
 	}
 	return rec, nil
+}
+
+// errAnswered means the gate has already written its answer.
+var errAnswered = errors.New("ecoupon: answered")
+
+// nameVendor rewrites the metadata of a stored lane that names no vendor
+// (a record from before version 2) with that of the open just verified
+// here, this gate's vendor included, keeping the lane's position, credit
+// and pending binding: from then on other vendors' gates refuse the lane.
+func (g *Gate) nameVendor(ctx context.Context, w http.ResponseWriter, id coupons.LaneID, rec store.Record, meta store.Meta) (store.Record, error) {
+	named := rec
+	named.Meta = meta
+	if err := g.store.Advance(ctx, id, rec.State.Last, rec.Credit, named, 0); err != nil {
+		g.storeUnavailable(w, err)
+		return store.Record{}, errAnswered
+	}
+	gateMetrics.opens.WithLabelValues(g.Vendor, "opened").Inc()
+	return named, nil
 }
 
 // serveOpen handles POST /.well-known/ecoupons/open.

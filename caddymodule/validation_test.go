@@ -222,6 +222,60 @@ func TestWalletMovesOffReservedLane(t *testing.T) {
 	}
 }
 
+// TestUnnamedLaneMustBeReopened: a stored lane that names no vendor (a
+// record from before version 2) is not taken by any gate on sight: a
+// payment without an open is refused lane_not_open; with an open, another
+// vendor's gate refuses the book and the lane's own vendor names itself in
+// the record, keeping the lane's position, in modes offline and semi.
+func TestUnnamedLaneMustBeReopened(t *testing.T) {
+	bw := newBrokerWorld(t)
+	shared := fmt.Sprintf(`{"backend":"bolt","path":%q}`, filepath.Join(bw.dir, "shared.db"))
+	offline := bw.gateOn(t, ModeOffline, filepath.Join(bw.dir, "secret"), shared)
+	semi := bw.gateOn(t, ModeSemi, filepath.Join(bw.dir, "secret"), shared)
+	other := &Gate{Vendor: "other.example", BrokerKeys: []string{bw.brokerPub}, Price: 1, LaneRate: -1,
+		SecretFile: filepath.Join(bw.dir, "secret"), StoreRaw: []byte(shared)}
+	cctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	if err := other.Provision(cctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Cleanup() })
+	ctx := context.Background()
+	for lane, own := range []*Gate{offline, semi} {
+		c := newClient(t, nil, bw.owner, uint32(lane))
+		if rec := payOn(t, offline, c); rec.Code != 200 {
+			t.Fatalf("lane %d: first payment: %d %s", lane, rec.Code, rec.Body)
+		}
+		// Make the record an old one: no vendor.
+		rec, err := offline.store.Get(ctx, c.lane)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old := rec
+		old.Meta.Vendor = [32]byte{}
+		if err := offline.store.Advance(ctx, c.lane, rec.State.Last, rec.Credit, old, 0); err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range []*Gate{offline, semi, other} {
+			g.cache.Clear()
+		}
+		wantRefusal(t, serve(other, "GET", "/premium/x", c.payment("GET", "/premium/x", 1)), 402, "lane_not_open")
+		c.nonce, c.opened = gateNonce(other), false
+		wantRefusal(t, serve(other, "GET", "/premium/x", c.payment("GET", "/premium/x", 1)), 402, "wrong_vendor")
+		wantRefusal(t, serve(own, "GET", "/premium/x", c.payment("GET", "/premium/x", 1)), 402, "lane_not_open")
+		c.nonce, c.opened = gateNonce(own), false
+		if rec := serve(own, "GET", "/premium/x", c.payment("GET", "/premium/x", 1)); rec.Code != 200 {
+			t.Fatalf("lane %d: reopened at its vendor's gate (%s): %d %s", lane, own.Mode, rec.Code, rec.Body)
+		}
+		got, err := own.store.Get(ctx, c.lane)
+		if err != nil || got.Meta.Vendor != own.vendorHash || got.State.Last != rec.State.Last+4 {
+			t.Fatalf("lane %d after the reopen: vendor named %v, at %d (was %d), %v", lane, got.Meta.Vendor == own.vendorHash, got.State.Last, rec.State.Last, err)
+		}
+		other.cache.Clear()
+		wantRefusal(t, serve(other, "GET", "/premium/x", c.payment("GET", "/premium/x", 1)), 402, "wrong_vendor")
+	}
+}
+
 // TestSharedStoreKeepsLanesApart: gates of different coupon values or
 // vendors on one store (one bolt file here) refuse each other's lanes: a
 // lane opened with 0.001 EUR coupons cannot pay a route priced in 0.01 EUR

@@ -151,7 +151,8 @@ func decodeProof(b []byte) ([][32]byte, error) {
 }
 
 // recordVersion is the first byte of an encoded record. Version 1
-// records (no vendor) are still read.
+// records (no vendor) are still read; a gate makes the lane be opened
+// again before it takes a payment on one (docs/PROTOCOL.md, Spent state).
 const recordVersion = 2
 
 // recordLen is the size of an encoded record; recordLenV1 of a version 1
