@@ -474,27 +474,22 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	} else {
 		g.mMiss.Inc()
 		rec, err := g.store.Get(ctx, p.Lane)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			doc := r.Header.Get(HeaderOpen)
-			if doc == "" {
-				g.refuse(w, "lane_not_open", "lane "+p.Lane.String()+" is not open here")
-				return nil
-			}
-			if rec, err = g.openLane(ctx, w, r, []byte(doc), p.Lane); err != nil {
-				return nil // answered
-			}
-		case err != nil:
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			g.storeUnavailable(w, err)
 			return nil
-		case rec.Meta.Vendor == [32]byte{}:
-			// Written before records named their vendor (version 1): any
-			// vendor's gate sharing the store could take the lane. It must
-			// be opened again here, which checks its book's vendor, and
-			// then names this one (see openLane).
+		}
+		// A lane the store does not hold must be opened here. So must one
+		// written before records named their vendor (version 1), which any
+		// vendor's gate sharing the store could otherwise take: the open
+		// checks its book's vendor, and names this one (see openLane).
+		if err != nil || rec.Meta.Vendor == [32]byte{} {
 			doc := r.Header.Get(HeaderOpen)
 			if doc == "" {
-				g.refuse(w, "lane_not_open", "lane "+p.Lane.String()+" was opened before this store named lanes' vendors: open it again")
+				why := "lane " + p.Lane.String() + " is not open here"
+				if err == nil {
+					why = "lane " + p.Lane.String() + " was opened before this store named lanes' vendors: open it again"
+				}
+				g.refuse(w, "lane_not_open", why)
 				return nil
 			}
 			if rec, err = g.openLane(ctx, w, r, []byte(doc), p.Lane); err != nil {
