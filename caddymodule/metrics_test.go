@@ -67,20 +67,7 @@ func TestStolenCouponDetectedAndCounted(t *testing.T) {
 func TestDelegateCapEnforcedAcrossLanes(t *testing.T) {
 	w := newWorld(t, "news.example", t0Later())
 	g := newGate(t, w, `{"backend":"memory"}`, 1)
-	phoneKey := testKey("phone")
-	enc, _ := ecdhKey(t)
-	dev, err := delegation.NewDevice("phone", phoneKey, enc.PublicKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	grant, err := w.owner.Issue(dev, 0, 1, delegation.GrantOptions{Cap: 5 * 1_000_000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	phone, err := delegation.Accept(grant, phoneKey, enc, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
+	phone := grantDevice(t, "phone", w.owner, 0, 1, delegation.GrantOptions{Cap: 5 * 1_000_000})
 	nonce := gateNonce(g)
 	c0, c1 := newClient(t, nil, phone, 0), newClient(t, nil, phone, 1)
 	c0.nonce, c1.nonce = nonce, nonce

@@ -27,6 +27,16 @@ func testMeta(capNanos int64) Meta {
 
 func lane(n uint32) coupons.LaneID { return coupons.LaneID{Book: [32]byte{9, 9}, Lane: n} }
 
+// openBolt opens the bolt store at path or fails the test.
+func openBolt(t testing.TB, path string) *Bolt {
+	t.Helper()
+	s, err := OpenBolt(path, BoltOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // stores returns every implementation available here.
 func stores(t *testing.T) map[string]Store {
 	t.Helper()
@@ -205,10 +215,7 @@ func TestStoreRaces(t *testing.T) {
 func TestBoltSurvivesReopen(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "spent.db")
-	s, err := OpenBolt(path, BoltOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openBolt(t, path)
 	r, _ := s.Open(ctx, lane(1), NewRecord(testMeta(0)))
 	r.State.Last = 9
 	if err := s.Advance(ctx, lane(1), 0, 0, r, 0); err != nil {
@@ -218,10 +225,7 @@ func TestBoltSurvivesReopen(t *testing.T) {
 	if _, err := s.Get(ctx, lane(1)); !errors.Is(err, ErrClosed) {
 		t.Errorf("Get after Close: %v", err)
 	}
-	s, err = OpenBolt(path, BoltOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = openBolt(t, path)
 	defer s.Close()
 	if got, err := s.Get(ctx, lane(1)); err != nil || got.State.Last != 9 {
 		t.Fatalf("after reopen: %v %d", err, got.State.Last)
@@ -279,10 +283,7 @@ func TestBoltStats(t *testing.T) {
 func TestBoltCloseRacingWrites(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "spent.db")
-	s, err := OpenBolt(path, BoltOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openBolt(t, path)
 	const lanes = 8
 	acked := make([]uint32, lanes)
 	var wg sync.WaitGroup
@@ -318,10 +319,7 @@ func TestBoltCloseRacingWrites(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 	// Concurrent Closes all wait for the first and share its result.
-	s, err = OpenBolt(path, BoltOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = openBolt(t, path)
 	closed := make(chan error, 3)
 	for range 3 {
 		go func() { closed <- s.Close() }()
@@ -331,10 +329,7 @@ func TestBoltCloseRacingWrites(t *testing.T) {
 			t.Fatalf("concurrent Close: %v", err)
 		}
 	}
-	s, err = OpenBolt(path, BoltOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = openBolt(t, path)
 	defer s.Close()
 	for l := range uint32(lanes) {
 		got, err := s.Get(ctx, lane(l))
@@ -375,10 +370,7 @@ func TestBoltKill9(t *testing.T) {
 		}
 		cmd.Process.Kill()
 		cmd.Wait()
-		s, err := OpenBolt(path, BoltOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := openBolt(t, path)
 		got, err := s.Get(context.Background(), lane(1))
 		s.Close()
 		if err != nil || uint64(got.State.Last) < acked {

@@ -45,10 +45,7 @@ func crash(s *Bolt) {
 func TestWALReplay(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "spent.db")
-	s, err := OpenBolt(path, BoltOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openBolt(t, path)
 	s.Open(ctx, lane(1), NewRecord(testMeta(0)))
 	s.SetProof(ctx, lane(1), [][32]byte{{1}, {2}})
 	advanceTo(t, s, 1, 0, 7)
@@ -70,10 +67,7 @@ func TestWALReplay(t *testing.T) {
 	f.WriteAt(b, off+20)
 	f.Close()
 
-	s, err = OpenBolt(path, BoltOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = openBolt(t, path)
 	got, err := s.Get(ctx, lane(1))
 	if err != nil || got.State.Last != 7 {
 		t.Fatalf("after replay: %d %v, want 7 (the torn 8th not replayed)", got.State.Last, err)
@@ -90,10 +84,7 @@ func TestWALReplay(t *testing.T) {
 	f, _ = os.OpenFile(path+".wal", os.O_RDWR, 0)
 	f.WriteAt([]byte("garbage!"), 0)
 	f.Close()
-	s, err = OpenBolt(path, BoltOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = openBolt(t, path)
 	defer s.Close()
 	if got, err := s.Get(ctx, lane(1)); err != nil || got.State.Last != 9 {
 		t.Fatalf("after a torn header: %d %v", got.State.Last, err)
@@ -109,10 +100,7 @@ func TestWALStaleRecordsIgnored(t *testing.T) {
 	defer func() { walSize = old }()
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "spent.db")
-	s, err := OpenBolt(path, BoltOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openBolt(t, path)
 	s.Open(ctx, lane(1), NewRecord(testMeta(0)))
 	advanceTo(t, s, 1, 0, 100) // several logs' worth: several checkpoints
 	crash(s)
@@ -126,10 +114,7 @@ func TestWALStaleRecordsIgnored(t *testing.T) {
 	if len(recs) >= 100 || binary.BigEndian.Uint32(next) == 0 {
 		t.Fatalf("%d records replayable, next length %x: the test did not leave stale records", len(recs), next)
 	}
-	s, err = OpenBolt(path, BoltOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = openBolt(t, path)
 	defer s.Close()
 	if got, _ := s.Get(ctx, lane(1)); got.State.Last != 100 {
 		t.Fatalf("store at %d, want 100", got.State.Last)
@@ -162,10 +147,7 @@ func TestWALFullCheckpoints(t *testing.T) {
 	}
 	wg.Wait()
 	crash(s)
-	s, err = OpenBolt(path, BoltOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s = openBolt(t, path)
 	defer s.Close()
 	for l := uint32(0); l < lanes; l++ {
 		if got, err := s.Get(ctx, lane(l)); err != nil || got.State.Last != per {
