@@ -42,7 +42,7 @@ var packages = []struct{ path, title, notes string }{
 			"steps on all CPUs; compare its hashes/s with 1e9 / the SHA baseline's ns/op, a plain single-core SHA-256 loop."},
 	{"./store", "store: compare-and-set of lane positions",
 		"AdvanceBolt is durable, 16 concurrent lanes: each group of payments is one write-ahead-log record and one fdatasync " +
-			"(about 0.12 ms here; a bbolt commit costs about 0.47 ms, shared/FACTS.md), so ns/op below those is the group-commit " +
+			"(about 0.1 ms here, see the load harness below; a bbolt commit costs about 0.47 ms, shared/FACTS.md), so ns/op below those is the group-commit " +
 			"gain. AdvanceBoltNoSync is the same without fdatasync (not durable): the store's own cost per advance, apart " +
 			"from the disk's. AdvanceRedis runs against a local redis-server with appendfsync always."},
 	{"./broker", "broker: batched redemption",
@@ -161,7 +161,7 @@ const loadNotes = `What the runs show:
   few percent more: compare bolt-nosync with the memory store (and AdvanceBoltNoSync with AdvanceMemory above).
 - **The disk** is what separates bolt from the goal. Every accepted coupon is on disk before its response leaves:
   each group of payments is one log append and one fdatasync, whose cost on this VM the harness measures before
-  its rounds (the write+fdatasync line: tens of µs of CPU and about 0.1 ms; 2-4 times longer under load, when the
+  its rounds (the write+fdatasync line: tens of µs of CPU and about 0.1 ms; up to 3 times longer under load, when the
   syncing thread waits for a CPU). With N clients a group carries at most N payments, so the disk adds at least
   (fdatasync CPU)/N per request on top of the gate's and the store's costs; at 16 clients that alone is a few µs
   of the ~9 µs that 0.90 × plain leaves for everything, and in practice groups are much smaller than N (one forms
