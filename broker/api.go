@@ -53,7 +53,7 @@ func fail(w http.ResponseWriter, err error) {
 	}
 	for _, x := range []m{
 		{ErrUnsigned, 401, "unsigned"}, {ErrBadAuth, 401, "bad_signature"}, {ErrReplayed, 401, "replayed"},
-		{ErrInsufficientFunds, 402, "insufficient_funds"}, {ErrVendorTaken, 409, "vendor_taken"},
+		{ErrInsufficientFunds, 402, "insufficient_funds"}, {ErrNotApproved, 403, "not_approved"}, {ErrVendorTaken, 409, "vendor_taken"},
 		{ErrUnknownUser, 404, "unknown_user"}, {ErrUnknownVendor, 404, "unknown_vendor"}, {ErrUnknownBook, 404, "unknown_book"},
 		{ErrNoAccount, 404, "unknown_account"}, {ErrCurrency, 400, "currency_mismatch"}, {ErrAmount, 400, "bad_amount"},
 		{coupons.ErrBadAmount, 400, "bad_amount"}, {ErrBookRefused, 400, "book_refused"}, {ErrRedemption, 400, "redemption_refused"},
@@ -122,18 +122,19 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	handlers := map[string]func(context.Context, *spki.PublicKey, []byte) (int, any, error){
-		"POST /v1/users":        a.postUser,
-		"POST /v1/vendors":      a.postVendor,
-		"POST /v1/books":        a.postBook,
-		"POST /v1/redeem":       a.postRedeem,
-		"POST /v1/lanes":        a.postLanes,
-		"POST /v1/grants":       a.postGrant,
-		"GET /v1/thefts":        a.getThefts,
-		"GET /v1/balance":       a.getBalance,
-		"GET /v1/statements":    nil, // handled below: it needs the query
-		"POST /v1/revoke":       a.postRevoke,
-		"POST /v1/admin/topup":  a.postTopUp,
-		"POST /v1/admin/credit": a.postCredit,
+		"POST /v1/users":         a.postUser,
+		"POST /v1/vendors":       a.postVendor,
+		"POST /v1/books":         a.postBook,
+		"POST /v1/redeem":        a.postRedeem,
+		"POST /v1/lanes":         a.postLanes,
+		"POST /v1/grants":        a.postGrant,
+		"GET /v1/thefts":         a.getThefts,
+		"GET /v1/balance":        a.getBalance,
+		"GET /v1/statements":     nil, // handled below: it needs the query
+		"POST /v1/revoke":        a.postRevoke,
+		"POST /v1/admin/topup":   a.postTopUp,
+		"POST /v1/admin/credit":  a.postCredit,
+		"POST /v1/admin/approve": a.postApprove,
 	}
 	h, ok := handlers[route]
 	if route == "GET /v1/statements" {
@@ -199,7 +200,11 @@ func (a *API) postUser(ctx context.Context, caller *spki.PublicKey, body []byte)
 	if err != nil {
 		return 0, nil, err
 	}
-	return http.StatusOK, map[string]string{"account": acct, "certificate": string(spki.Transport(cert.Sexp()))}, nil
+	approved, err := a.Broker.Approved(ctx, acct)
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, map[string]any{"account": acct, "certificate": string(spki.Transport(cert.Sexp())), "approved": approved}, nil
 }
 
 func (a *API) postVendor(ctx context.Context, caller *spki.PublicKey, body []byte) (int, any, error) {
@@ -229,12 +234,14 @@ func (a *API) postBook(ctx context.Context, caller *spki.PublicKey, body []byte)
 	if err != nil {
 		return 0, nil, err
 	}
-	if err := a.Broker.RegisterBook(ctx, caller.Hash(), sb); err != nil {
+	cert, err := a.Broker.RegisterBook(ctx, caller.Hash(), sb)
+	if err != nil {
 		return 0, nil, err
 	}
 	id := sb.Book.ID()
 	fv, _ := sb.Book.FaceValue()
-	return http.StatusCreated, map[string]string{"book": base64.RawURLEncoding.EncodeToString(id[:]), "held": coupons.FormatAmount(fv), "currency": sb.Book.Currency}, nil
+	return http.StatusCreated, map[string]string{"book": base64.RawURLEncoding.EncodeToString(id[:]), "held": coupons.FormatAmount(fv), "currency": sb.Book.Currency,
+		"certificate": string(spki.Transport(cert.Sexp()))}, nil
 }
 
 // RedeemItem is one redemption in the JSON API.
@@ -511,4 +518,20 @@ func (a *API) getThefts(ctx context.Context, caller *spki.PublicKey, _ []byte) (
 		out = append(out, theft{t.Lane.String(), t.Index, base64.RawURLEncoding.EncodeToString(t.Digest[:]), t.Vendor, t.Reported})
 	}
 	return http.StatusOK, map[string]any{"thefts": out}, nil
+}
+
+func (a *API) postApprove(ctx context.Context, caller *spki.PublicKey, body []byte) (int, any, error) {
+	if !a.isAdmin(caller) {
+		return 0, nil, fmt.Errorf("%w: admin only", errForbidden)
+	}
+	var in struct {
+		Account string `json:"account"`
+	}
+	if err := decode(body, &in); err != nil {
+		return 0, nil, err
+	}
+	if err := a.Broker.Approve(ctx, in.Account); err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, map[string]any{"account": in.Account, "approved": true}, nil
 }

@@ -130,6 +130,22 @@ func testAPI(t *testing.T) {
 	if code, out = bob.do("POST", "/v1/books", spki.Transport(sb.Sexp())); code != 201 || out["held"] != "0.128" {
 		t.Fatalf("book: %d %v", code, out)
 	}
+	// The answer carries the book certificate that gates require.
+	fx, err := spki.Parse([]byte(out["certificate"].(string)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	funding, err := spki.ParseSignedCert(fx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := coupons.VerifyFunding(funding, sb.Book, f.now, nil); err != nil || funding.Cert.Issuer.Hash != brokerKey.Hash() {
+		t.Fatalf("book certificate: %v", err)
+	}
+	// Registering again holds nothing more and answers the same certificate.
+	if code, again := bob.do("POST", "/v1/books", spki.Transport(sb.Sexp())); code != 201 || again["certificate"] != out["certificate"] {
+		t.Fatalf("book again: %d %v", code, again)
+	}
 	// The shop redeems coupon 10 of lane 1.
 	tag := bk.LaneTag(1)
 	w10 := coupons.Walk(&tag, 64, sec.Seed(1), 10)
@@ -197,6 +213,7 @@ func testAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	owner.Funding = funding
 	enc := mustX25519(t)
 	dev, _ := delegation.NewDevice("phone", testKey("phone"), enc.PublicKey())
 	g, err := owner.Issue(dev, 0, 0, delegation.GrantOptions{})
@@ -359,7 +376,7 @@ func testStatements(t *testing.T) {
 	f := newFixture(t) // alice: 10 EUR top-up on 2026-12-01
 	bk := f.newBook(t, 2, 16, milli)
 	f.now = f.now.Add(24 * time.Hour) // 2026-12-02
-	if err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb); err != nil {
+	if _, err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb); err != nil {
 		t.Fatal(err)
 	}
 	f.b.Redeem(ctx, pub(t, f.vendor).Hash(), []Redemption{bk.coupon(0, 4, true), bk.coupon(1, 3, true)})

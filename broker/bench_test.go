@@ -19,7 +19,7 @@ func benchRedeem(b *testing.B) {
 	f := newFixture(b)
 	const lanes = 1000
 	bk := f.newBook(b, lanes, 1<<12, 1)
-	if err := f.b.RegisterBook(ctx, pub(b, f.alice).Hash(), bk.sb); err != nil {
+	if _, err := f.b.RegisterBook(ctx, pub(b, f.alice).Hash(), bk.sb); err != nil {
 		b.Fatal(err)
 	}
 	vk := pub(b, f.vendor).Hash()

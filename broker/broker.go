@@ -19,6 +19,9 @@ var (
 	ErrUnknownVendor = errors.New("broker: unknown vendor")
 	ErrVendorTaken   = errors.New("broker: vendor name registered to another key")
 	ErrBookRefused   = errors.New("broker: book refused")
+	// ErrNotApproved means the broker runs with users "approve" and an
+	// administrator has not approved the caller's account yet.
+	ErrNotApproved = errors.New("broker: account not approved yet")
 	ErrUnknownBook   = errors.New("broker: unknown book")
 	ErrNotYourBook   = errors.New("broker: book belongs to another vendor")
 	ErrBookClosed    = errors.New("broker: book released after expiry")
@@ -57,6 +60,8 @@ func init() {
 		value    TEXT NOT NULL,
 		PRIMARY KEY (book, lane)
 	)`)
+	// Users registered before the approval policy existed stay approved.
+	addMigration(9, `ALTER TABLE users ADD COLUMN approved BIGINT NOT NULL DEFAULT 1`)
 }
 
 // Broker runs the broker's operations on its database with its key.
@@ -72,6 +77,12 @@ type Broker struct {
 	// ReleaseGrace is how long after a book's expiry redemptions are still
 	// accepted before its remaining escrow returns to the owner. Default 7 days.
 	ReleaseGrace time.Duration
+	// ApproveUsers is the users policy "approve": a new user account is
+	// opened pending, and the broker funds no book from it (ErrNotApproved)
+	// until an administrator approves it (Approve). Default false, the
+	// policy "open": every registered account may fund books from what it
+	// holds.
+	ApproveUsers bool
 	Now          func() time.Time
 
 	pub *spki.PublicKey
@@ -151,8 +162,12 @@ func (b *Broker) RegisterUser(ctx context.Context, key *spki.PublicKey, currency
 		if _, err := tx.ExecContext(ctx, `UPDATE accounts SET floor = $1 WHERE id = $2 AND balance >= $1`, -creditLimit, acct); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO users (key_hash, account, currency, created) VALUES ($1, $2, $3, $4) ON CONFLICT (key_hash) DO NOTHING`,
-			hexKey(key.Hash()), acct, currency, b.Now().Unix())
+		approved := 1
+		if b.ApproveUsers {
+			approved = 0
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO users (key_hash, account, currency, created, approved) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key_hash) DO NOTHING`,
+			hexKey(key.Hash()), acct, currency, b.Now().Unix(), approved)
 		return err
 	})
 	if err != nil {
@@ -259,10 +274,19 @@ func (b *Broker) VendorCertificate(ctx context.Context, name string) (*spki.Sign
 
 // RegisterBook accepts a signed book from its owner and holds its face
 // value: it moves k × L × unit from the owner's account into the book's
-// escrow, within the owner's floor, so that off-line spending can never
-// exceed what the broker vouched for. Registering the same book again is a
-// no-op.
-func (b *Broker) RegisterBook(ctx context.Context, owner spki.KeyHash, sb *coupons.SignedBook) error {
+// escrow, within the owner's floor (0 pre-paid; minus the credit limit
+// post-paid, where the broker takes the credit risk), and returns the book
+// certificate (coupons.FundingCert) every gate requires: what a gate
+// accepts under it, the broker pays. Registering the same book again holds
+// nothing more and returns the certificate again.
+func (b *Broker) RegisterBook(ctx context.Context, owner spki.KeyHash, sb *coupons.SignedBook) (*spki.SignedCert, error) {
+	if err := b.registerBook(ctx, owner, sb); err != nil {
+		return nil, err
+	}
+	return coupons.SignFunding(sb.Book, b.Signer, time.Time{})
+}
+
+func (b *Broker) registerBook(ctx context.Context, owner spki.KeyHash, sb *coupons.SignedBook) error {
 	bk := sb.Book
 	if err := sb.Verify(); err != nil {
 		return fmt.Errorf("%w: %w", ErrBookRefused, err)
@@ -289,6 +313,13 @@ func (b *Broker) RegisterBook(ctx context.Context, owner spki.KeyHash, sb *coupo
 		if n == 0 {
 			return fmt.Errorf("%w: no %s account for this key", ErrUnknownUser, bk.Currency)
 		}
+		var approved int64
+		if err := tx.QueryRowContext(ctx, `SELECT approved FROM users WHERE account = $1`, acct).Scan(&approved); err != nil {
+			return err
+		}
+		if approved == 0 {
+			return fmt.Errorf("%w: the broker's administrator must approve the %s account before it funds books", ErrNotApproved, bk.Currency)
+		}
 		var vcur string
 		if err := tx.QueryRowContext(ctx, `SELECT currency FROM vendors WHERE name = $1`, bk.Vendor).Scan(&vcur); errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("%w: %s", ErrUnknownVendor, bk.Vendor)
@@ -314,6 +345,31 @@ func (b *Broker) RegisterBook(ctx context.Context, owner spki.KeyHash, sb *coupo
 			hex.EncodeToString(id[:]), acct, bk.Vendor, bk.Unit, bk.Lanes, bk.Length, hex.EncodeToString(bk.Salt[:]), hex.EncodeToString(bk.Root[:]), bk.NotAfter.Unix())
 		return err
 	})
+}
+
+// Approve approves a user account under the users policy "approve", so
+// that the broker funds its books. Approving twice is a no-op.
+func (b *Broker) Approve(ctx context.Context, account string) error {
+	return b.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE users SET approved = 1 WHERE account = $1`, account)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("%w: %s", ErrUnknownUser, account)
+		}
+		return nil
+	})
+}
+
+// Approved reports whether a user account may fund books.
+func (b *Broker) Approved(ctx context.Context, account string) (bool, error) {
+	var approved int64
+	err := b.DB.db.QueryRowContext(ctx, `SELECT approved FROM users WHERE account = $1`, account).Scan(&approved)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, fmt.Errorf("%w: %s", ErrUnknownUser, account)
+	}
+	return approved != 0, err
 }
 
 // SetCreditLimit makes a user account post-paid with the given limit (0:

@@ -175,7 +175,7 @@ func TestBookHoldsFaceValue(t *testing.T) { onBoth(t, testBookHoldsFaceValue) }
 func testBookHoldsFaceValue(t *testing.T) {
 	f := newFixture(t)
 	bk := f.newBook(t, 4, 16, milli) // 64 coupons of 0.001 EUR
-	if err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb); err != nil {
+	if _, err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb); err != nil {
 		t.Fatal(err)
 	}
 	if got := f.balance(t, f.acct); got != 10*coupons.NanosPerUnit-64*milli {
@@ -185,7 +185,7 @@ func testBookHoldsFaceValue(t *testing.T) {
 		t.Errorf("escrow %d", got)
 	}
 	// Registering again holds nothing more.
-	if err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb); err != nil {
+	if _, err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb); err != nil {
 		t.Fatal(err)
 	}
 	if got := f.balance(t, f.acct); got != 10*coupons.NanosPerUnit-64*milli {
@@ -193,7 +193,7 @@ func testBookHoldsFaceValue(t *testing.T) {
 	}
 	// A book worth more than the balance is refused and changes nothing.
 	big := f.newBook(t, 16, 1<<10, coupons.NanosPerUnit) // 16384 EUR
-	if err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), big.sb); !errors.Is(err, ErrInsufficientFunds) {
+	if _, err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), big.sb); !errors.Is(err, ErrInsufficientFunds) {
 		t.Errorf("book beyond the balance: %v", err)
 	}
 	if got := f.balance(t, f.acct); got != 10*coupons.NanosPerUnit-64*milli {
@@ -201,7 +201,7 @@ func testBookHoldsFaceValue(t *testing.T) {
 	}
 	// Someone else registering alice's book, a book for another broker, for
 	// an unknown vendor: refused.
-	if err := f.b.RegisterBook(ctx, pub(t, testKey("mallory")).Hash(), bk.sb); !errors.Is(err, ErrBookRefused) {
+	if _, err := f.b.RegisterBook(ctx, pub(t, testKey("mallory")).Hash(), bk.sb); !errors.Is(err, ErrBookRefused) {
 		t.Errorf("book registered by a non-owner: %v", err)
 	}
 }
@@ -212,7 +212,7 @@ func testRedeem(t *testing.T) {
 	f := newFixture(t)
 	f.b.FeeBasisPoints = 250 // 2.5 %
 	bk := f.newBook(t, 4, 16, milli)
-	if err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb); err != nil {
+	if _, err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb); err != nil {
 		t.Fatal(err)
 	}
 	vk := pub(t, f.vendor).Hash()
@@ -278,7 +278,7 @@ func TestConcurrentRedemptionsPayOnce(t *testing.T) { onBoth(t, testConcurrentRe
 func testConcurrentRedemptionsPayOnce(t *testing.T) {
 	f := newFixture(t)
 	bk := f.newBook(t, 8, 64, milli)
-	if err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb); err != nil {
+	if _, err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb); err != nil {
 		t.Fatal(err)
 	}
 	vk := pub(t, f.vendor).Hash()
@@ -313,7 +313,7 @@ func TestReleaseExpired(t *testing.T) { onBoth(t, testReleaseExpired) }
 func testReleaseExpired(t *testing.T) {
 	f := newFixture(t)
 	bk := f.newBook(t, 2, 16, milli)
-	if err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb); err != nil {
+	if _, err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb); err != nil {
 		t.Fatal(err)
 	}
 	vk := pub(t, f.vendor).Hash()
@@ -369,7 +369,7 @@ func testAccountsAndTopUps(t *testing.T) {
 		Lanes: 1, Length: 512, Currency: "EUR", Unit: milli, NotAfter: f.now.Add(time.Hour)}, nil)
 	_, _ = sec, anchors
 	sb, _ := bk.Sign(bob)
-	if err := f.b.RegisterBook(ctx, pub(t, bob).Hash(), sb); err != nil {
+	if _, err := f.b.RegisterBook(ctx, pub(t, bob).Hash(), sb); err != nil {
 		t.Fatalf("post-paid book within the limit: %v", err)
 	}
 	if got := f.balance(t, acct); got != -512*milli {
@@ -378,11 +378,84 @@ func testAccountsAndTopUps(t *testing.T) {
 	bk2, _, _, _ := coupons.Create(coupons.Params{Vendor: "news.example", Broker: f.b.PublicKey().Hash(), Owner: pub(t, bob).Hash(),
 		Lanes: 1, Length: 1024, Currency: "EUR", Unit: milli, NotAfter: f.now.Add(time.Hour)}, nil)
 	sb2, _ := bk2.Sign(bob)
-	if err := f.b.RegisterBook(ctx, pub(t, bob).Hash(), sb2); !errors.Is(err, ErrInsufficientFunds) {
+	if _, err := f.b.RegisterBook(ctx, pub(t, bob).Hash(), sb2); !errors.Is(err, ErrInsufficientFunds) {
 		t.Errorf("post-paid book beyond the limit: %v", err)
 	}
 	// Wrong currency.
 	if _, _, err := f.b.RegisterUser(ctx, pub(t, bob), "eur", 0, f.now); err == nil {
 		t.Error("lower-case currency accepted")
+	}
+}
+
+// A broker that certifies a book holds its face value: refused books get
+// no certificate, and the certificate it issues is for exactly that book.
+func TestBookCertificateOnlyForFundedBooks(t *testing.T) {
+	f := newFixture(t)
+	bk := f.newBook(t, 2, 8, milli)
+	cert, err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := coupons.VerifyFunding(cert, bk.sb.Book, f.now, nil); err != nil {
+		t.Fatalf("book certificate: %v", err)
+	}
+	// Unfunded: a book beyond the account's balance gets no certificate.
+	big := f.newBook(t, 64, 1<<16, milli)
+	if cert, err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), big.sb); !errors.Is(err, ErrInsufficientFunds) || cert != nil {
+		t.Errorf("unfunded book: %v, certificate %v", err, cert != nil)
+	}
+	// An unregistered key's self-made book gets none either.
+	mallory := testKey("mallory")
+	mb, _, _, err := coupons.Create(coupons.Params{Vendor: "news.example", Broker: f.b.PublicKey().Hash(), Owner: pub(t, mallory).Hash(),
+		Lanes: 1, Length: 8, Currency: "EUR", Unit: milli, NotAfter: f.now.Add(time.Hour)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msb, _ := mb.Sign(mallory)
+	if cert, err := f.b.RegisterBook(ctx, pub(t, mallory).Hash(), msb); !errors.Is(err, ErrUnknownUser) || cert != nil {
+		t.Errorf("book of an unregistered key: %v, certificate %v", err, cert != nil)
+	}
+}
+
+// Under the users policy "approve", a registered and topped-up account
+// funds no book until an administrator approves it.
+func TestUnapprovedUserGetsNoBookCertificate(t *testing.T) {
+	f := newFixture(t)
+	f.b.ApproveUsers = true
+	carol := testKey("carol")
+	acct, _, err := f.b.RegisterUser(ctx, pub(t, carol), "EUR", 0, f.now.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := f.b.Approved(ctx, acct); err != nil || ok {
+		t.Fatalf("new account approved %v: %v", ok, err)
+	}
+	if err := f.b.TopUp(ctx, acct, coupons.NanosPerUnit, "carol-1"); err != nil {
+		t.Fatal(err)
+	}
+	bk, _, _, err := coupons.Create(coupons.Params{Vendor: "news.example", Broker: f.b.PublicKey().Hash(), Owner: pub(t, carol).Hash(),
+		Lanes: 1, Length: 8, Currency: "EUR", Unit: milli, NotAfter: f.now.Add(time.Hour)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, _ := bk.Sign(carol)
+	if cert, err := f.b.RegisterBook(ctx, pub(t, carol).Hash(), sb); !errors.Is(err, ErrNotApproved) || cert != nil {
+		t.Fatalf("unapproved account's book: %v", err)
+	}
+	if got := f.balance(t, acct); got != coupons.NanosPerUnit {
+		t.Errorf("a refused book moved money: balance %d", got)
+	}
+	if err := f.b.Approve(ctx, acct); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.b.Approve(ctx, "user:nobody:EUR"); !errors.Is(err, ErrUnknownUser) {
+		t.Errorf("approving an unknown account: %v", err)
+	}
+	if _, err := f.b.RegisterBook(ctx, pub(t, carol).Hash(), sb); err != nil {
+		t.Fatalf("approved account's book: %v", err)
+	}
+	// Accounts opened before the policy (alice's) stay approved.
+	if ok, err := f.b.Approved(ctx, f.acct); err != nil || !ok {
+		t.Errorf("existing account approved %v: %v", ok, err)
 	}
 }

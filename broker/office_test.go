@@ -25,7 +25,7 @@ import (
 func officeWorld(t *testing.T) (*fixture, *httptest.Server, []*spki.SignedCert) {
 	f := newFixture(t)
 	bk := f.newBook(t, 4, 16, milli)
-	if err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb); err != nil {
+	if _, err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.b.Redeem(ctx, pub(t, f.vendor).Hash(), []Redemption{bk.coupon(0, 10, true), bk.coupon(1, 2, true)}); err != nil {
@@ -264,7 +264,7 @@ func TestGrantNames(t *testing.T) { onBoth(t, testGrantNames) }
 func testGrantNames(t *testing.T) {
 	f := newFixture(t)
 	bk := f.newBook(t, 2, 16, milli)
-	if err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb); err != nil {
+	if _, err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb); err != nil {
 		t.Fatal(err)
 	}
 	for k, name := range []string{strings.Repeat("a", 63) + "é", "bad \xff byte", "tab\tand\x00nul"} {

@@ -25,7 +25,7 @@ func testCheckLane(t *testing.T) {
 	if _, err := f.b.CheckLane(ctx, vk, bk.query(0)); !errors.Is(err, ErrUnknownBook) {
 		t.Fatalf("unregistered book: %v", err)
 	}
-	if err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb); err != nil {
+	if _, err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb); err != nil {
 		t.Fatal(err)
 	}
 	st, err := f.b.CheckLane(ctx, vk, bk.query(0))
@@ -91,7 +91,7 @@ func testReserveLane(t *testing.T) {
 	f.b.FeeBasisPoints = 100
 	vk := pub(t, f.vendor).Hash()
 	bk := f.newBook(t, 4, 16, milli)
-	if err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb); err != nil {
+	if _, err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb); err != nil {
 		t.Fatal(err)
 	}
 	escrow, reserve := escrowAccount(bk.sb.Book.ID()), reserveAccount(bk.sb.Book.ID())

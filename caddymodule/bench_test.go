@@ -36,6 +36,9 @@ func bigWorld(b *testing.B) *world {
 	if w.owner, err = delegation.NewOwner(sb, user, sec, anchors, w.alice); err != nil {
 		b.Fatal(err)
 	}
+	if w.owner.Funding, err = coupons.SignFunding(sb.Book, w.broker, time.Time{}); err != nil {
+		b.Fatal(err)
+	}
 	return w
 }
 

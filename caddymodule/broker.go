@@ -39,6 +39,12 @@ type BrokerHandler struct {
 	// AdminKeys are files with the (public-key …) of administrators, who may
 	// top up accounts and set credit limits.
 	AdminKeys []string `json:"admin_keys,omitempty"`
+	// Users is the policy for new user accounts: "open" (default: any key
+	// that registers gets an account, and the broker funds its books from
+	// what the account holds) or "approve" (a new account is pending, and
+	// the broker funds none of its books until an administrator approves it
+	// with POST /v1/admin/approve).
+	Users string `json:"users,omitempty"`
 	// FeeBasisPoints is the fee on redemptions in 1/10000. Default 0.
 	FeeBasisPoints int64 `json:"fee_basis_points,omitempty"`
 	// ReleaseEvery is how often expired books' escrow is returned to their
@@ -109,6 +115,13 @@ func (h *BrokerHandler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	b.FeeBasisPoints = h.FeeBasisPoints
+	switch h.Users {
+	case "", "open":
+	case "approve":
+		b.ApproveUsers = true
+	default:
+		return fmt.Errorf("ecoupon_broker: users must be open or approve, got %q", h.Users)
+	}
 	h.api = &broker.API{Broker: b}
 	for _, f := range h.AdminKeys {
 		pk, err := loadPublicKey(f)
@@ -179,6 +192,7 @@ func (h *BrokerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next c
 //	    key           <pem file>
 //	    database      <sqlite file>
 //	    admin_key     <file>        # repeatable
+//	    users         open|approve  # default open
 //	    fee           <basis points>
 //	    release_every <duration>
 //	}
@@ -206,6 +220,11 @@ func (h *BrokerHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.Database = args[0]
 		case "admin_key":
 			h.AdminKeys = append(h.AdminKeys, args[0])
+		case "users":
+			if args[0] != "open" && args[0] != "approve" {
+				return d.Errf("users must be open or approve, got %q", args[0])
+			}
+			h.Users = args[0]
 		case "fee":
 			var n int64
 			if _, err := fmt.Sscan(args[0], &n); err != nil || n < 0 || n > 10000 {

@@ -390,6 +390,7 @@ func reasonFor(err error) string {
 		{coupons.ErrBeyondLane, "beyond_lane"},
 		{coupons.ErrBadCoupon, "bad_coupon"},
 		{coupons.ErrCapExceeded, "cap_exceeded"},
+		{coupons.ErrBookNotFunded, "book_not_funded"},
 		{coupons.ErrWrongVendor, "wrong_vendor"},
 		{coupons.ErrBookExpired, "book_expired"},
 		{coupons.ErrUntrustedBroker, "untrusted_broker"},
@@ -786,13 +787,11 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	}
 	meta := store.Meta{Tag: lane.Tag, Anchor: lane.Anchor, Length: lane.Length, Unit: lane.Unit, Currency: lane.Currency,
 		NotAfter: lane.NotAfter, Spender: lane.Spender, Owner: lane.Owner, Cap: lane.Cap, Nonce: o.Nonce, Vendor: g.vendorHash}
-	if len(lane.Certs) > 1 {
-		// Caps are charged to the owner's own grant (the first delegation),
-		// shared by every chain below it, with the smallest cap along the
-		// chain as the limit: a delegate cannot multiply its cap by
-		// sub-delegating to keys of its own, each with the same cap.
-		meta.Grant = lane.Certs[1]
-	}
+	// Caps are charged to the owner's own grant (the first delegation),
+	// shared by every chain below it, with the smallest cap along the
+	// chain as the limit: a delegate cannot multiply its cap by
+	// sub-delegating to keys of its own, each with the same cap.
+	meta.Grant = lane.Grant
 	if stored != nil {
 		return g.nameVendor(ctx, w, lane.ID, *stored, meta)
 	}

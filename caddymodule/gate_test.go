@@ -81,6 +81,9 @@ func newWorldL(t testing.TB, vendor string, notAfter time.Time, length uint32) *
 	if w.owner, err = delegation.NewOwner(sb, user, sec, anchors, w.alice); err != nil {
 		t.Fatal(err)
 	}
+	if w.owner.Funding, err = coupons.SignFunding(sb.Book, w.broker, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
 	return w
 }
 

@@ -91,12 +91,17 @@ func (bw *brokerWorld) book(t *testing.T, register bool) *delegation.Holder {
 	}
 	sb, _ := bk.Sign(bw.aliceKey)
 	if register {
-		if err := bw.b.RegisterBook(context.Background(), bw.alice.Hash(), sb); err != nil {
+		if _, err := bw.b.RegisterBook(context.Background(), bw.alice.Hash(), sb); err != nil {
 			t.Fatal(err)
 		}
 	}
 	owner, err := delegation.NewOwner(sb, bw.user, sec, anchors, bw.aliceKey)
 	if err != nil {
+		t.Fatal(err)
+	}
+	// Unregistered books get a certificate too, as from a broker that lost
+	// its record of them: the gate must still be able to open their lanes.
+	if owner.Funding, err = coupons.SignFunding(sb.Book, bw.b.Signer, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	return owner

@@ -84,6 +84,16 @@ func TestGoldenPayment(t *testing.T) {
 	checkGolden(t, "payment.txt", []byte(b.String()))
 }
 
+// TestGoldenFunding documents the broker's book certificate of the test
+// book (valid from a day before 2026-12-01_12:00:00 to the book's expiry).
+func TestGoldenFunding(t *testing.T) {
+	w := newWorld(t)
+	checkGolden(t, "funding.adv", append(spki.AdvancedIndent(w.funding.Sexp()), '\n'))
+	if err := VerifyFunding(w.funding, w.book.Book, t0, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestGoldenOpen documents a lane open by the book's owner.
 func TestGoldenOpen(t *testing.T) {
 	w := newWorld(t)

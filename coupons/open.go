@@ -34,7 +34,8 @@ var (
 //	(ecoupons-open (version "1")
 //	  (book (sequence (ecoupons-book …) (signature …)))
 //	  (lane "s") (anchor |w_0|) (proof |h| …)
-//	  (user (sequence (cert …) (signature …)))        ; the broker certifies the owner
+//	  (funding (sequence (cert …) (signature …)))     ; the broker's book certificate
+//	  [(user (sequence (cert …) (signature …)))]      ; the broker certifies the owner's account
 //	  [(delegation (sequence (cert …) (signature …) …))] ; owner → … → spender
 //	  (spender (public-key …))
 //	  (nonce "…")
@@ -44,6 +45,13 @@ type Open struct {
 	Lane       uint32
 	Anchor     Value
 	Proof      [][32]byte
+	// Funding is the broker's book certificate (FundingCert): the proof
+	// that the broker holds or guarantees the book's face value. A parsed
+	// open may lack it; VerifyOpen then refuses it (ErrBookNotFunded).
+	Funding *spki.SignedCert
+	// User is the broker's user certificate of the owner: identity (the
+	// account theft reports and the back office name), not funding. May
+	// be nil.
 	User       *spki.SignedCert
 	Delegation []*spki.SignedCert
 	Spender    *spki.PublicKey
@@ -81,8 +89,13 @@ func (o *Open) Sexp() spki.List {
 		proof = append(proof, spki.NewBytes(append([]byte(nil), h[:]...)))
 	}
 	l := spki.L("ecoupons-open", spki.L("version", OpenVersion), spki.L("book", o.Book.Sexp()),
-		spki.L("lane", strconv.FormatUint(uint64(o.Lane), 10)), spki.L("anchor", o.Anchor[:]), proof,
-		spki.L("user", o.User.Sexp()))
+		spki.L("lane", strconv.FormatUint(uint64(o.Lane), 10)), spki.L("anchor", o.Anchor[:]), proof)
+	if o.Funding != nil {
+		l = append(l, spki.L("funding", o.Funding.Sexp()))
+	}
+	if o.User != nil {
+		l = append(l, spki.L("user", o.User.Sexp()))
+	}
 	if len(o.Delegation) > 0 {
 		seq := spki.L("sequence")
 		for _, sc := range o.Delegation {
@@ -129,9 +142,26 @@ func ParseOpen(x spki.Sexp) (*Open, error) {
 			o.Proof = append(o.Proof, v)
 		}
 	}
-	if u := f.next("user", 2); u != nil {
-		if o.User, f.err = spki.ParseSignedCert(u[1]); f.err != nil {
-			return nil, fmt.Errorf("%w: user certificate: %w", ErrBadOpen, f.err)
+	if f.err == nil && len(f.list) > 0 {
+		if u, ok := f.list[0].(spki.List); ok && u.Is("funding") {
+			f.list = f.list[1:]
+			if len(u) != 2 {
+				return nil, fmt.Errorf("%w: (funding (sequence (cert …) (signature …)))", ErrBadOpen)
+			}
+			if o.Funding, f.err = spki.ParseSignedCert(u[1]); f.err != nil {
+				return nil, fmt.Errorf("%w: book certificate: %w", ErrBadOpen, f.err)
+			}
+		}
+	}
+	if f.err == nil && len(f.list) > 0 {
+		if u, ok := f.list[0].(spki.List); ok && u.Is("user") {
+			f.list = f.list[1:]
+			if len(u) != 2 {
+				return nil, fmt.Errorf("%w: (user (sequence (cert …) (signature …)))", ErrBadOpen)
+			}
+			if o.User, f.err = spki.ParseSignedCert(u[1]); f.err != nil {
+				return nil, fmt.Errorf("%w: user certificate: %w", ErrBadOpen, f.err)
+			}
 		}
 	}
 	if f.err == nil && len(f.list) > 0 {
@@ -206,10 +236,17 @@ type OpenedLane struct {
 	NotAfter time.Time // the earliest of the book's expiry and the grants' not-after
 	Owner    spki.KeyHash
 	Spender  spki.KeyHash
-	Account  string     // the broker account named in the user certificate
-	Certs    [][32]byte // user certificate and delegation certificates, root first
+	Account  string     // the broker account named in the user certificate ("" without one)
+	// Certs are the hashes of the book certificate, the user certificate
+	// (when the open carries one) and the delegation certificates, root
+	// first: a revocation list naming any of them stops the lane.
+	Certs [][32]byte
 	// Keys are the keys whose revocation stops the lane: the owner's, the
 	// spender's and those the open's delegation certificates name.
 	Keys []spki.KeyHash
 	Cap  int64 // spending cap of the delegation in nanos, 0 when none
+	// Grant is the hash of the owner's own grant, the first delegation
+	// certificate of the chain (zero when the owner spends): caps are
+	// charged to it.
+	Grant [32]byte
 }

@@ -23,7 +23,7 @@ func TestOpenByOwner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if lane.Anchor != w.anchors[2] || lane.Account != "acct-alice" || lane.Spender != pub(t, w.alice).Hash() || lane.Cap != 0 || len(lane.Certs) != 1 {
+	if lane.Anchor != w.anchors[2] || lane.Account != "acct-alice" || lane.Spender != pub(t, w.alice).Hash() || lane.Cap != 0 || len(lane.Certs) != 2 {
 		t.Errorf("opened lane: %+v", lane)
 	}
 	if lane.ID.Lane != 2 || lane.ID.Book != w.book.Book.ID() || lane.Tag != w.book.Book.LaneTag(2) {
@@ -40,7 +40,7 @@ func TestOpenWithTwoLevelDelegation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if lane.Cap != 3_000_000 || len(lane.Certs) != 3 || !lane.NotAfter.Equal(t0.Add(7*24*time.Hour)) {
+	if lane.Cap != 3_000_000 || len(lane.Certs) != 4 || lane.Grant != toPhone.Cert.Hash() || !lane.NotAfter.Equal(t0.Add(7*24*time.Hour)) {
 		t.Errorf("opened lane: cap %d, %d certs, not-after %v", lane.Cap, len(lane.Certs), lane.NotAfter)
 	}
 	// The phone itself may open lane 0 and 1 but not 2.
@@ -180,7 +180,7 @@ func TestParseOpenErrors(t *testing.T) {
 	bad := []spki.Sexp{
 		spki.L("ecoupons-open"),
 		spki.L("x"),
-		cut(1), cut(2), cut(3), cut(4), cut(5), cut(6), cut(8), cut(9), cut(10),
+		cut(1), cut(2), cut(3), cut(4), cut(5), cut(9), cut(10), cut(11),
 		append(append(spki.List(nil), good...), spki.L("extra")),
 	}
 	for i, x := range bad {
@@ -198,8 +198,8 @@ func TestOpenWithSignatureCache(t *testing.T) {
 	if _, err := VerifyOpen(w.open(t, w.phone, 0, toPhone), w.policy); err != nil {
 		t.Fatal(err)
 	}
-	if len(cache.m) != 3 { // book, user certificate, grant
-		t.Fatalf("cache holds %d signatures, want 3", len(cache.m))
+	if len(cache.m) != 4 { // book, book certificate, user certificate, grant
+		t.Fatalf("cache holds %d signatures, want 4", len(cache.m))
 	}
 	if _, err := VerifyOpen(w.open(t, w.phone, 1, toPhone), w.policy); err != nil {
 		t.Fatal(err)
@@ -221,4 +221,103 @@ func TestOpenWithSignatureCache(t *testing.T) {
 	if _, err := VerifyOpen(o, w.policy); !errors.Is(err, ErrBadOpenSignature) {
 		t.Fatalf("bad challenge signature with a warm cache: %v", err)
 	}
+}
+
+// An open whose user certificate is left out is still accepted: funding is
+// the book certificate's job; the user certificate only names an account.
+func TestOpenWithoutUserCertificate(t *testing.T) {
+	w := newWorld(t)
+	o := w.open(t, w.alice, 0)
+	o.User = nil
+	if err := o.SignOpen(w.alice, "nonce-1"); err != nil {
+		t.Fatal(err)
+	}
+	lane, err := VerifyOpen(roundTrip(t, o), w.policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lane.Account != "" || len(lane.Certs) != 1 || lane.Certs[0] != w.funding.Cert.Hash() {
+		t.Errorf("opened lane: account %q, certs %d", lane.Account, len(lane.Certs))
+	}
+}
+
+// The attacks of an unfunded spender: a book the broker never certified
+// (no certificate, or one the spender made itself), and certificates of
+// the broker for something else than this book as it is.
+func TestUnfundedBookRefusedAtOpen(t *testing.T) {
+	w := newWorld(t)
+	b := w.book.Book
+	expect := func(name string, fc *spki.SignedCert, pol *OpenPolicy) {
+		t.Helper()
+		if pol == nil {
+			pol = w.policy
+		}
+		o := w.open(t, w.alice, 0)
+		o.Funding = fc
+		if _, err := VerifyOpen(roundTrip(t, o), pol); !errors.Is(err, ErrBookNotFunded) {
+			t.Errorf("%s: %v, want %v", name, err, ErrBookNotFunded)
+		}
+	}
+	expect("no book certificate", nil, nil)
+
+	// Self-made: the owner certifies its own book, naming itself or
+	// pretending to be the broker.
+	self, err := FundingCert(b, pub(t, w.broker), time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	self.Issuer = spki.KeyPrincipal(pub(t, w.alice))
+	sc, err := spki.SignCert(self, w.alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect("certified by the owner", sc, nil)
+	forged := *w.funding
+	sig := *w.funding.Signature
+	sig.Value = append([]byte(nil), sig.Value...)
+	sig.Value[5] ^= 1
+	forged.Signature = &sig
+	expect("broker's certificate with a forged signature", &forged, nil)
+	byMallory, err := spki.Sign(w.mallory, w.funding.Cert.Sexp())
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect("broker's certificate signed by another key", &spki.SignedCert{Cert: w.funding.Cert, Signature: byMallory}, nil)
+
+	// Genuine broker signatures over the wrong statement.
+	sign := func(mod func(c *spki.Cert)) *spki.SignedCert {
+		c, err := FundingCert(b, pub(t, w.broker), time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mod(c)
+		sc, err := spki.SignCert(c, w.broker)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sc
+	}
+	other, _, err := CreateWithSecrets(Params{Vendor: "news.example", Broker: b.Broker, Owner: b.Owner, Lanes: 1, Length: 2,
+		Currency: "EUR", Unit: 1_000_000, NotAfter: b.NotAfter}, testSecrets("small"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect("certificate of another (smaller) book", sign(func(c *spki.Cert) { c.Subject = spki.HashPrincipal(spki.KeyHash(other.ID())) }), nil)
+	expect("smaller face value", sign(func(c *spki.Cert) {
+		c.Tag, _ = spki.ParseTag(fundingTagSexp(b.Vendor, 1_000_000, b.Unit, b.Currency))
+	}), nil)
+	expect("another vendor", sign(func(c *spki.Cert) {
+		c.Tag, _ = spki.ParseTag(fundingTagSexp("other.example", 64_000_000, b.Unit, b.Currency))
+	}), nil)
+	expect("another currency", sign(func(c *spki.Cert) {
+		c.Tag, _ = spki.ParseTag(fundingTagSexp(b.Vendor, 64_000_000, b.Unit, "USD"))
+	}), nil)
+	expect("a wildcard tag", sign(func(c *spki.Cert) { c.Tag = spki.AllTag() }), nil)
+	expect("valid beyond the book", sign(func(c *spki.Cert) { c.Validity.NotAfter = b.NotAfter.Add(time.Hour) }), nil)
+	expect("no expiry", sign(func(c *spki.Cert) { c.Validity.NotAfter = time.Time{} }), nil)
+	expect("not valid yet", sign(func(c *spki.Cert) { c.Validity.NotBefore = t0.Add(time.Hour) }), nil)
+	expect("delegable", sign(func(c *spki.Cert) { c.Propagate = true }), nil)
+	late := *w.policy
+	late.Now = t0.Add(10 * 24 * time.Hour)
+	expect("expired certificate", sign(func(c *spki.Cert) { c.Validity.NotAfter = t0.Add(24 * time.Hour) }), &late)
 }

@@ -100,8 +100,8 @@ func capOf(t *spki.Tag) (int64, error) {
 
 // VerifyOpen checks a lane-open document against the vendor's policy:
 // vendor, lane range, expiry, trusted broker, challenge nonce, the anchor's
-// inclusion proof, the owner's signature on the book, the broker's user
-// certificate, the delegation chain from owner to spender (each grant no
+// inclusion proof, the owner's signature on the book, the broker's book
+// certificate (funding), the broker's user certificate when present, the delegation chain from owner to spender (each grant no
 // wider than its parent), the spender's signature over the challenge, and
 // revocations. Each failure has its own sentinel error.
 func VerifyOpen(o *Open, pol *OpenPolicy) (*OpenedLane, error) {
@@ -140,24 +140,34 @@ func VerifyOpen(o *Open, pol *OpenPolicy) (*OpenedLane, error) {
 	lane := &OpenedLane{ID: LaneID{Book: id, Lane: o.Lane}, Tag: b.LaneTag(o.Lane), Anchor: o.Anchor,
 		Length: b.Length, Unit: b.Unit, Currency: b.Currency, NotAfter: b.NotAfter, Owner: b.Owner, Spender: o.Spender.Hash()}
 
-	// The broker vouches for the owner.
-	uc := o.User.Cert
-	if uc.Issuer.Hash != b.Broker || uc.Subject.Hash != b.Owner {
-		return nil, fmt.Errorf("%w: the user certificate is not from the book's broker to its owner", ErrOwnerNotCertified)
+	// The broker holds (or guarantees) the book's face value: what this
+	// vendor accepts, the broker pays.
+	if err := VerifyFunding(o.Funding, b, now, pol.Cache); err != nil {
+		return nil, err
 	}
-	if err := o.User.VerifyCached(pol.Cache); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrOwnerNotCertified, err)
+	lane.Certs = append(lane.Certs, o.Funding.Cert.Hash())
+
+	// The broker's user certificate, when shown, names the owner's account
+	// (identity for theft reports); funding does not depend on it.
+	if o.User != nil {
+		uc := o.User.Cert
+		if uc.Issuer.Hash != b.Broker || uc.Subject.Hash != b.Owner {
+			return nil, fmt.Errorf("%w: the user certificate is not from the book's broker to its owner", ErrOwnerNotCertified)
+		}
+		if err := o.User.VerifyCached(pol.Cache); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrOwnerNotCertified, err)
+		}
+		if err := uc.Validity.Check(now); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrOwnerNotCertified, err)
+		}
+		account, err := userAccount(uc.Tag, b.Currency)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrOwnerNotCertified, err)
+		}
+		lane.Account = account
+		lane.Certs = append(lane.Certs, uc.Hash())
+		lane.NotAfter = earliest(lane.NotAfter, uc.Validity.NotAfter)
 	}
-	if err := uc.Validity.Check(now); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrOwnerNotCertified, err)
-	}
-	account, err := userAccount(uc.Tag, b.Currency)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrOwnerNotCertified, err)
-	}
-	lane.Account = account
-	lane.Certs = append(lane.Certs, uc.Hash())
-	lane.NotAfter = earliest(lane.NotAfter, uc.Validity.NotAfter)
 
 	// The owner delegates to the spender, unless the owner spends.
 	if lane.Spender != b.Owner {
@@ -169,6 +179,7 @@ func VerifyOpen(o *Open, pol *OpenPolicy) (*OpenedLane, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrNotAuthorized, err)
 		}
+		lane.Grant = chain.Certs[0].Cert.Hash()
 		for k, sc := range chain.Certs {
 			if k > 0 && !spki.Implies(sc.Cert.Tag, chain.Certs[k-1].Cert.Tag) {
 				return nil, fmt.Errorf("%w: certificate %d grants %s, its parent only %s", ErrGrantWider, k, sc.Cert.Tag, chain.Certs[k-1].Cert.Tag)

@@ -38,6 +38,7 @@ type world struct {
 	secrets                       *Secrets
 	anchors                       []Value
 	user                          *spki.SignedCert // broker → alice
+	funding                       *spki.SignedCert // broker → the book
 	policy                        *OpenPolicy
 }
 
@@ -61,6 +62,9 @@ func newWorld(t testing.TB) *world {
 		t.Fatal(err)
 	}
 	w.user = w.cert(t, w.broker, pub(t, w.alice), UserTag("acct-alice", "EUR"), false, spki.Validity{NotBefore: t0.Add(-24 * time.Hour), NotAfter: t0.Add(365 * 24 * time.Hour)})
+	if w.funding, err = SignFunding(w.book.Book, w.broker, t0.Add(-24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
 	w.policy = &OpenPolicy{Vendor: "news.example", Brokers: []*spki.PublicKey{pub(t, w.broker)}, Now: t0,
 		CheckNonce: func(n string) error {
 			if n != "nonce-1" {
@@ -96,7 +100,7 @@ func (w *world) open(t testing.TB, spender crypto.Signer, lane uint32, delegatio
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := &Open{Book: w.book, Lane: lane, Anchor: w.anchors[lane], Proof: proof, User: w.user, Delegation: delegation}
+	o := &Open{Book: w.book, Lane: lane, Anchor: w.anchors[lane], Proof: proof, Funding: w.funding, User: w.user, Delegation: delegation}
 	if err := o.SignOpen(spender, "nonce-1"); err != nil {
 		t.Fatal(err)
 	}

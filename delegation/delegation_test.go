@@ -69,6 +69,9 @@ func newFixture(t testing.TB) *fixture {
 	if f.owner, err = NewOwner(sb, user, sec, anchors, f.alice); err != nil {
 		t.Fatal(err)
 	}
+	if f.owner.Funding, err = coupons.SignFunding(sb.Book, f.broker, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
 	f.policy = &coupons.OpenPolicy{Vendor: "news.example", Brokers: []*spki.PublicKey{pub(t, f.broker)}, Now: t0}
 	return f
 }
@@ -184,7 +187,7 @@ func TestSubGrantsAndCaps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if lane.Cap != 50_000_000 || len(lane.Certs) != 3 {
+	if lane.Cap != 50_000_000 || len(lane.Certs) != 4 {
 		t.Errorf("tablet lane: cap %d, %d certificates", lane.Cap, len(lane.Certs))
 	}
 	// Wider than the parent: lanes, or cap.
@@ -326,5 +329,50 @@ func TestSmartCardDelegate(t *testing.T) {
 	}
 	if lane.Spender != dev.Fingerprint() {
 		t.Error("spender is not the card")
+	}
+}
+
+// A delegate cannot be handed lanes of a book its broker never funded:
+// the owner cannot issue such a grant, and a device refuses one whose
+// book certificate is missing or is not the broker's.
+func TestGrantOfUnfundedBookRefused(t *testing.T) {
+	f := newFixture(t)
+	phoneKey := testKey("phone")
+	phone, phoneEnc := device(t, "phone", phoneKey)
+	unfunded := *f.owner
+	unfunded.Funding = nil
+	if _, err := unfunded.Issue(phone, 0, 1, GrantOptions{}); !errors.Is(err, coupons.ErrBookNotFunded) {
+		t.Errorf("issuing from an unfunded book: %v", err)
+	}
+	if _, err := unfunded.Open(0, "nonce"); !errors.Is(err, coupons.ErrBookNotFunded) {
+		t.Errorf("opening a lane of an unfunded book: %v", err)
+	}
+	g, err := f.owner.Issue(phone, 0, 1, GrantOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stripped := *g
+	stripped.Funding = nil
+	if _, err := Accept(transport(t, &stripped), phoneKey, phoneEnc, t0); !errors.Is(err, coupons.ErrBookNotFunded) {
+		t.Errorf("grant without a book certificate: %v", err)
+	}
+	selfMade := *g
+	c := *g.Funding.Cert
+	c.Issuer = spki.KeyPrincipal(pub(t, f.alice))
+	if selfMade.Funding, err = spki.SignCert(&c, f.alice); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Accept(transport(t, &selfMade), phoneKey, phoneEnc, t0); !errors.Is(err, coupons.ErrBookNotFunded) {
+		t.Errorf("grant with the owner's own book certificate: %v", err)
+	}
+	// Without the (optional) user certificate the grant still works.
+	noUser := *g
+	noUser.User = nil
+	h, err := Accept(transport(t, &noUser), phoneKey, phoneEnc, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.vendorOpens(t, h, 0, nil); err != nil {
+		t.Errorf("open by a delegate without a user certificate: %v", err)
 	}
 }

@@ -44,12 +44,14 @@ type SealedLane struct {
 //
 //	(ecoupons-grant (version "1")
 //	  (book (sequence (ecoupons-book …) (signature …)))
-//	  (user (sequence (cert …) (signature …)))
+//	  (funding (sequence (cert …) (signature …)))     ; the broker's book certificate
+//	  [(user (sequence (cert …) (signature …)))]      ; the broker's user certificate of the owner
 //	  (chain (sequence (cert …) (signature …) …))     ; owner → … → delegate
 //	  (lanes (lane "s" (anchor |…|) (proof |…| …) (seed |sealed|)) …))
 type Grant struct {
-	Book  *coupons.SignedBook
-	User  *spki.SignedCert
+	Book    *coupons.SignedBook
+	Funding *spki.SignedCert // the broker's book certificate (coupons.FundingCert)
+	User    *spki.SignedCert // may be nil
 	Chain []*spki.SignedCert
 	Lanes []SealedLane
 }
@@ -72,15 +74,21 @@ func (g *Grant) Sexp() spki.List {
 		lanes = append(lanes, spki.L("lane", strconv.FormatUint(uint64(sl.Lane), 10),
 			spki.L("anchor", sl.Anchor[:]), proof, spki.L("seed", sl.Sealed)))
 	}
-	return spki.L("ecoupons-grant", spki.L("version", GrantVersion), spki.L("book", g.Book.Sexp()),
-		spki.L("user", g.User.Sexp()), spki.L("chain", chain), lanes)
+	l := spki.L("ecoupons-grant", spki.L("version", GrantVersion), spki.L("book", g.Book.Sexp()))
+	if g.Funding != nil {
+		l = append(l, spki.L("funding", g.Funding.Sexp()))
+	}
+	if g.User != nil {
+		l = append(l, spki.L("user", g.User.Sexp()))
+	}
+	return append(l, spki.L("chain", chain), lanes)
 }
 
 // ParseGrant parses a grant document's structure; Accept verifies it.
 func ParseGrant(x spki.Sexp) (*Grant, error) {
 	l, ok := x.(spki.List)
-	if !ok || !l.Is("ecoupons-grant") || len(l) != 6 {
-		return nil, fmt.Errorf("%w: expected (ecoupons-grant (version …) (book …) (user …) (chain …) (lanes …))", ErrBadGrant)
+	if !ok || !l.Is("ecoupons-grant") || len(l) < 5 || len(l) > 7 {
+		return nil, fmt.Errorf("%w: expected (ecoupons-grant (version …) (book …) (funding …) [(user …)] (chain …) (lanes …))", ErrBadGrant)
 	}
 	if v, ok := field(l[1], "version"); !ok || !isAtom(v, GrantVersion) {
 		return nil, fmt.Errorf("%w: version (this is version %s)", ErrBadGrant, GrantVersion)
@@ -94,14 +102,23 @@ func ParseGrant(x spki.Sexp) (*Grant, error) {
 	if g.Book, err = coupons.ParseSignedBook(b); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadGrant, err)
 	}
-	u, ok := field(l[3], "user")
-	if !ok {
-		return nil, fmt.Errorf("%w: (user …)", ErrBadGrant)
+	rest := l[3:]
+	if f, ok := field(rest[0], "funding"); ok {
+		if g.Funding, err = spki.ParseSignedCert(f); err != nil {
+			return nil, fmt.Errorf("%w: book certificate: %w", ErrBadGrant, err)
+		}
+		rest = rest[1:]
 	}
-	if g.User, err = spki.ParseSignedCert(u); err != nil {
-		return nil, fmt.Errorf("%w: user certificate: %w", ErrBadGrant, err)
+	if u, ok := field(rest[0], "user"); ok {
+		if g.User, err = spki.ParseSignedCert(u); err != nil {
+			return nil, fmt.Errorf("%w: user certificate: %w", ErrBadGrant, err)
+		}
+		rest = rest[1:]
 	}
-	c, ok := field(l[4], "chain")
+	if len(rest) != 2 {
+		return nil, fmt.Errorf("%w: expected (chain …) (lanes …) after the book and its certificates", ErrBadGrant)
+	}
+	c, ok := field(rest[0], "chain")
 	if !ok {
 		return nil, fmt.Errorf("%w: (chain (sequence …))", ErrBadGrant)
 	}
@@ -111,7 +128,7 @@ func ParseGrant(x spki.Sexp) (*Grant, error) {
 	if len(g.Chain) == 0 || len(g.Chain) > 8 {
 		return nil, fmt.Errorf("%w: the chain holds 1 to 8 certificates", ErrBadGrant)
 	}
-	lanes, ok := l[5].(spki.List)
+	lanes, ok := rest[1].(spki.List)
 	if !ok || !lanes.Is("lanes") || len(lanes) < 2 || len(lanes)-1 > maxGrantLanes {
 		return nil, fmt.Errorf("%w: (lanes (lane …) …) with 1 to %d lanes", ErrBadGrant, maxGrantLanes)
 	}
@@ -180,8 +197,12 @@ func sealInfo(book [32]byte, lane uint32) []byte {
 // Holder is whoever holds lanes of a book and can spend, open and grant
 // them: the owner (all lanes) or a delegate (the lanes of its grant).
 type Holder struct {
-	Book   *coupons.SignedBook
-	User   *spki.SignedCert
+	Book *coupons.SignedBook
+	// Funding is the broker's book certificate, which every lane open
+	// carries; without it the holder cannot open lanes (the owner sets it
+	// once the broker has accepted the book).
+	Funding *spki.SignedCert
+	User    *spki.SignedCert // the broker's user certificate of the owner; may be nil
 	Chain  []*spki.SignedCert // certificates from the owner to this holder; nil for the owner
 	Signer crypto.Signer
 	lanes  map[uint32]*heldLane
@@ -295,7 +316,10 @@ func (h *Holder) Issue(to *Device, lo, hi uint32, opt GrantOptions) (*Grant, err
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadDevice, err)
 	}
-	g := &Grant{Book: h.Book, User: h.User, Chain: append(append([]*spki.SignedCert(nil), h.Chain...), sc)}
+	if h.Funding == nil {
+		return nil, fmt.Errorf("%w: the book has no certificate from its broker yet; a delegate could not open its lanes", coupons.ErrBookNotFunded)
+	}
+	g := &Grant{Book: h.Book, Funding: h.Funding, User: h.User, Chain: append(append([]*spki.SignedCert(nil), h.Chain...), sc)}
 	for s := lo; ; s++ {
 		l := h.lanes[s]
 		sealed, err := hpke.Seal(pk, sealKDF, sealAEAD, sealInfo(b.ID(), s), l.seed[:])
@@ -328,8 +352,13 @@ func Accept(g *Grant, signer crypto.Signer, enc *ecdh.PrivateKey, now time.Time)
 	if err := g.Book.Verify(); err != nil {
 		return nil, fmt.Errorf("%w: book: %w", ErrBadGrant, err)
 	}
-	if err := g.User.Verify(); err != nil || g.User.Cert.Subject.Hash != b.Owner || g.User.Cert.Issuer.Hash != b.Broker {
-		return nil, fmt.Errorf("%w: the user certificate is not the broker's for the book's owner", coupons.ErrOwnerNotCertified)
+	if err := coupons.VerifyFunding(g.Funding, b, now, nil); err != nil {
+		return nil, err
+	}
+	if g.User != nil {
+		if err := g.User.Verify(); err != nil || g.User.Cert.Subject.Hash != b.Owner || g.User.Cert.Issuer.Hash != b.Broker {
+			return nil, fmt.Errorf("%w: the user certificate is not the broker's for the book's owner", coupons.ErrOwnerNotCertified)
+		}
 	}
 	// Every certificate of the chain must be used, in order: a chain with
 	// extra links is refused rather than silently trimmed.
@@ -349,7 +378,7 @@ func Accept(g *Grant, signer crypto.Signer, enc *ecdh.PrivateKey, now time.Time)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSeal, err)
 	}
-	h := &Holder{Book: g.Book, User: g.User, Chain: g.Chain, Signer: signer, lanes: map[uint32]*heldLane{}}
+	h := &Holder{Book: g.Book, Funding: g.Funding, User: g.User, Chain: g.Chain, Signer: signer, lanes: map[uint32]*heldLane{}}
 	// The chain is reduced once (signatures, validity, propagation, tag
 	// intersection); each lane is then checked against what it grants.
 	chain, err := spki.FindChain(g.Chain, spki.ChainRequest{Root: b.Owner, Subject: me.Hash(), Time: now,
@@ -390,10 +419,10 @@ func (h *Holder) Open(lane uint32, nonce string) (*coupons.Open, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: lane %d is not held", coupons.ErrNotAuthorized, lane)
 	}
-	if h.User == nil {
-		return nil, fmt.Errorf("%w: no user certificate from the broker to open lanes with", coupons.ErrOwnerNotCertified)
+	if h.Funding == nil {
+		return nil, fmt.Errorf("%w: no book certificate from the broker to open lanes with (register the book first)", coupons.ErrBookNotFunded)
 	}
-	o := &coupons.Open{Book: h.Book, Lane: lane, Anchor: l.anchor, Proof: l.proof, User: h.User, Delegation: h.Chain}
+	o := &coupons.Open{Book: h.Book, Lane: lane, Anchor: l.anchor, Proof: l.proof, Funding: h.Funding, User: h.User, Delegation: h.Chain}
 	if err := o.SignOpen(h.Signer, nonce); err != nil {
 		return nil, err
 	}

@@ -66,6 +66,9 @@ func env(t *testing.T, vendor string, unit int64) (string, *delegation.Holder) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if h.Funding, err = coupons.SignFunding(sb.Book, brokerKey, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
 	return "http://" + addr, h
 }
 

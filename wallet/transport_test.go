@@ -50,6 +50,9 @@ func newTestTransport(t *testing.T) *Transport {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if h.Funding, err = coupons.SignFunding(sb.Book, owner, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
 	tr, err := NewTransport(h)
 	if err != nil {
 		t.Fatal(err)

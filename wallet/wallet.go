@@ -68,6 +68,14 @@ type bookFile struct {
 	Salt      string   `json:"salt"`
 	Anchors   []string `json:"anchors"`
 	Delegated []uint32 `json:"delegated,omitempty"` // lanes granted to devices: the owner no longer spends them
+	// Funding is the broker's book certificate (transport form), kept when
+	// the broker accepted the book: lane opens carry it, and without it no
+	// gate accepts the book, so the wallet never spends an unfunded book.
+	Funding string `json:"funding,omitempty"`
+	// Refused is the broker's refusal of the book (its code and reason),
+	// when it refused: the book is kept (its secrets are the owner's) but
+	// never spent.
+	Refused string `json:"refused,omitempty"`
 }
 
 // KeyOptions says where a wallet's signing key lives and how to unlock it.
@@ -300,13 +308,78 @@ func (w *Wallet) SaveBook(sb *coupons.SignedBook, sec *coupons.Secrets, anchors 
 	return writeDurably(filepath.Join(w.Dir, "books", bookName(sb.Book.ID())+".json"), b)
 }
 
-// BookEntry is a stored book or grant, ready to spend.
+// BookEntry is a stored book or grant, ready to spend once funded.
 type BookEntry struct {
+	// Holder holds the lanes; Holder.Funding is nil while the broker has
+	// not accepted the book (see Funded).
 	Holder    *delegation.Holder
 	StatePath string   // lane state for OpenTransport
 	Lanes     []uint32 // the lanes this wallet spends
-	file      string
-	owned     bool
+	// Refused is the broker's refusal of an owned book ("" when none).
+	Refused string
+	file    string
+	owned   bool
+}
+
+// Funded reports whether the entry carries the broker's book certificate,
+// without which no gate opens its lanes.
+func (e *BookEntry) Funded() bool { return e.Holder.Funding != nil }
+
+// SaveFunding stores the broker's book certificate of an owned book after
+// checking it against the book and the wallet's broker key, and clears a
+// refusal recorded earlier.
+func (w *Wallet) SaveFunding(id [32]byte, cert *spki.SignedCert) error {
+	return w.updateBook(id, func(bf *bookFile, sb *coupons.SignedBook) error {
+		if err := coupons.VerifyFunding(cert, sb.Book, time.Now(), nil); err != nil {
+			return err
+		}
+		if bk, err := w.BrokerPublicKey(); err == nil && bk.Hash() != cert.Cert.Issuer.Hash {
+			return fmt.Errorf("%w: the certificate is not from this wallet's broker", coupons.ErrBookNotFunded)
+		}
+		bf.Funding, bf.Refused = string(spki.Transport(cert.Sexp())), ""
+		return nil
+	})
+}
+
+// MarkRefused records that the broker refused an owned book (code and
+// reason as the broker gave them): the book is kept and never spent.
+func (w *Wallet) MarkRefused(id [32]byte, reason string) error {
+	return w.updateBook(id, func(bf *bookFile, _ *coupons.SignedBook) error {
+		if bf.Funding != "" {
+			return errors.New("wallet: the book is funded; a refusal of it now is a mistake")
+		}
+		bf.Refused = reason
+		return nil
+	})
+}
+
+// updateBook rewrites an owned book's file durably through fn.
+func (w *Wallet) updateBook(id [32]byte, fn func(*bookFile, *coupons.SignedBook) error) error {
+	f := filepath.Join(w.Dir, "books", bookName(id)+".json")
+	b, err := os.ReadFile(f)
+	if err != nil {
+		return fmt.Errorf("wallet: book %x…: %w", id[:6], err)
+	}
+	var bf bookFile
+	if err := json.Unmarshal(b, &bf); err != nil {
+		return fmt.Errorf("wallet: %s: %w", f, err)
+	}
+	x, err := spki.Parse([]byte(bf.Book))
+	if err != nil {
+		return fmt.Errorf("wallet: %s: %w", f, err)
+	}
+	sb, err := coupons.ParseSignedBook(x)
+	if err != nil {
+		return fmt.Errorf("wallet: %s: %w", f, err)
+	}
+	if err := fn(&bf, sb); err != nil {
+		return err
+	}
+	nb, err := json.Marshal(bf)
+	if err != nil {
+		return err
+	}
+	return writeDurably(f, nb)
 }
 
 // Books returns every stored book.
@@ -317,7 +390,7 @@ func (w *Wallet) Books() ([]BookEntry, error) {
 	}
 	var out []BookEntry
 	var user *spki.SignedCert
-	if len(files) > 0 {
+	if len(files) > 0 && w.Config.UserCert != "" {
 		if user, err = w.UserCertificate(); err != nil {
 			return nil, err
 		}
@@ -359,6 +432,15 @@ func (w *Wallet) Books() ([]BookEntry, error) {
 		if err != nil {
 			return nil, err
 		}
+		if bf.Funding != "" {
+			fx, err := spki.Parse([]byte(bf.Funding))
+			if err == nil {
+				h.Funding, err = spki.ParseSignedCert(fx)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("wallet: %s: book certificate: %w", f, err)
+			}
+		}
 		delegated := map[uint32]bool{}
 		for _, l := range bf.Delegated {
 			delegated[l] = true
@@ -369,7 +451,7 @@ func (w *Wallet) Books() ([]BookEntry, error) {
 				lanes = append(lanes, l)
 			}
 		}
-		out = append(out, BookEntry{Holder: h, StatePath: strings.TrimSuffix(f, ".json") + ".lanes", Lanes: lanes, file: f, owned: true})
+		out = append(out, BookEntry{Holder: h, StatePath: strings.TrimSuffix(f, ".json") + ".lanes", Lanes: lanes, Refused: bf.Refused, file: f, owned: true})
 	}
 	grants, err := w.grants()
 	if err != nil {
@@ -497,16 +579,30 @@ func (w *Wallet) grants() ([]BookEntry, error) {
 	return out, nil
 }
 
-// BookFor returns a stored book for vendor.
+// BookFor returns a stored book for vendor that the broker funded (an
+// unfunded or refused book is never spent: no gate accepts it, and a
+// coupon revealed for it would be lost).
 func (w *Wallet) BookFor(vendor string) (*BookEntry, error) {
 	books, err := w.Books()
 	if err != nil {
 		return nil, err
 	}
+	unfunded := ""
 	for i := range books {
-		if books[i].Holder.Book.Book.Vendor == vendor && len(books[i].Lanes) > 0 {
-			return &books[i], nil
+		e := &books[i]
+		if e.Holder.Book.Book.Vendor != vendor || len(e.Lanes) == 0 || !time.Now().Before(e.Holder.Book.Book.NotAfter) {
+			continue
 		}
+		if e.Funded() {
+			return e, nil
+		}
+		if e.Refused == "" && unfunded == "" {
+			id := e.Holder.Book.Book.ID()
+			unfunded = hex.EncodeToString(id[:6])
+		}
+	}
+	if unfunded != "" {
+		return nil, fmt.Errorf("%w: %s has only book %s, which the broker has not funded yet (ecoupons wallet book fund %s)", ErrNoBook, vendor, unfunded, unfunded)
 	}
 	return nil, fmt.Errorf("%w: %s (create one: ecoupons wallet book new --vendor %s)", ErrNoBook, vendor, vendor)
 }

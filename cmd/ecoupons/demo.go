@@ -209,6 +209,9 @@ func (d *demo) run(script bool) error {
 	if err := wl.SaveBook(bk.Signed, bk.Secrets, bk.Anchors); err != nil {
 		return err
 	}
+	if err := wl.SaveFunding(bk.Signed.Book.ID(), bk.Funding); err != nil {
+		return err
+	}
 	d.say("a wallet for you in %s: registered, funded with 2 EUR, with a book for news.example", walletDir)
 
 	fmt.Fprintf(d.out, "\nEverything worked.\n")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -183,6 +184,59 @@ func walletInitCmd() *cobra.Command {
 }
 
 // brokerCall sends a signed request to the wallet's broker.
+// brokerRefusal is an answer of the broker other than 2xx.
+type brokerRefusal struct {
+	method, path string
+	status       int
+	code, reason string // the broker's {"error", "reason"}, when it sent them
+	body         string
+}
+
+func (e *brokerRefusal) Error() string {
+	return fmt.Sprintf("broker: %s %s: %d %s", e.method, e.path, e.status, e.body)
+}
+
+// decided reports whether the broker refused the request for what it is
+// (4xx other than an authentication failure), rather than failing to
+// answer it: a decided refusal will not change by retrying.
+func (e *brokerRefusal) decided() bool {
+	return e.status/100 == 4 && e.status != http.StatusUnauthorized && e.status != http.StatusTooManyRequests
+}
+
+// fundBook registers an owned book at the broker and keeps its book
+// certificate, or records the broker's refusal. It returns the amount
+// held and its currency.
+func fundBook(w *wallet.Wallet, sb *coupons.SignedBook) (held, currency string, err error) {
+	var out struct{ Book, Held, Currency, Certificate string }
+	if err := brokerCall(w, "POST", "/v1/books", spki.Transport(sb.Sexp()), &out); err != nil {
+		var ref *brokerRefusal
+		if errors.As(err, &ref) && ref.decided() {
+			why := ref.code + ": " + ref.reason
+			if ref.code == "" {
+				why = ref.body
+			}
+			if merr := w.MarkRefused(sb.Book.ID(), why); merr != nil {
+				return "", "", merr
+			}
+			return "", "", walletErr{exitFailure, fmt.Errorf("the broker refused the book (%s); it is kept but will never be spent", why)}
+		}
+		id := sb.Book.ID()
+		return "", "", fmt.Errorf("the book is kept but not funded yet, so it will not be spent; retry with 'ecoupons wallet book fund %x': %w", id[:6], err)
+	}
+	x, err := spki.Parse([]byte(out.Certificate))
+	if err != nil {
+		return "", "", fmt.Errorf("the broker's book certificate: %w", err)
+	}
+	cert, err := spki.ParseSignedCert(x)
+	if err != nil {
+		return "", "", fmt.Errorf("the broker's book certificate: %w", err)
+	}
+	if err := w.SaveFunding(sb.Book.ID(), cert); err != nil {
+		return "", "", err
+	}
+	return out.Held, out.Currency, nil
+}
+
 func brokerCall(w *wallet.Wallet, method, path string, in any, out any) error {
 	if w.Config.Broker == "" {
 		return errors.New("this wallet is not registered at a broker (run: ecoupons wallet register --broker URL)")
@@ -209,7 +263,12 @@ func brokerCall(w *wallet.Wallet, method, path string, in any, out any) error {
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("broker: %s %s: %d %s", method, path, resp.StatusCode, bytes.TrimSpace(raw))
+		e := &brokerRefusal{method: method, path: path, status: resp.StatusCode, body: string(bytes.TrimSpace(raw))}
+		var pe struct{ Error, Reason string }
+		if json.Unmarshal(raw, &pe) == nil {
+			e.code, e.reason = pe.Error, pe.Reason
+		}
+		return e
 	}
 	if out != nil {
 		return json.Unmarshal(raw, out)
@@ -308,16 +367,17 @@ func walletBookCmd() *cobra.Command {
 			if err := w.SaveBook(sb, sec, anchors); err != nil {
 				return err
 			}
-			var out struct{ Book, Held, Currency string }
-			if err := brokerCall(w, "POST", "/v1/books", spki.Transport(sb.Sexp()), &out); err != nil {
+			held, currency, err := fundBook(w, sb)
+			if err != nil {
 				return err
 			}
+			id := sb.Book.ID()
 			if jsonOutput(cmd) {
-				return printJSON(map[string]any{"book": out.Book, "vendor": vendor, "lanes": lanes, "length": length,
-					"unit": coupons.FormatAmount(unit), "currency": w.Config.Currency, "held": out.Held})
+				return printJSON(map[string]any{"book": base64.RawURLEncoding.EncodeToString(id[:]), "vendor": vendor, "lanes": lanes, "length": length,
+					"unit": coupons.FormatAmount(unit), "currency": w.Config.Currency, "held": held})
 			}
 			fmt.Printf("book %s for %s: %d lanes × %d coupons of %s %s; the broker holds %s %s\n",
-				out.Book, vendor, lanes, length, coupons.FormatAmount(unit), w.Config.Currency, out.Held, out.Currency)
+				base64.RawURLEncoding.EncodeToString(id[:]), vendor, lanes, length, coupons.FormatAmount(unit), w.Config.Currency, held, currency)
 			return nil
 		})}
 	newCmd.Flags().String("vendor", "", "the vendor (host name) the book is for")
@@ -345,6 +405,8 @@ func walletBookCmd() *cobra.Command {
 				Currency string   `json:"currency"`
 				NotAfter string   `json:"not_after"`
 				Spending []uint32 `json:"spending_lanes"`
+				Status   string   `json:"status"` // funded, unfunded or refused
+				Refused  string   `json:"refused,omitempty"`
 			}
 			list := []bookJSON{}
 			for _, e := range books {
@@ -354,20 +416,73 @@ func walletBookCmd() *cobra.Command {
 				if len(e.Holder.Chain) > 0 {
 					kind = "granted"
 				}
+				status := "funded"
+				switch {
+				case e.Refused != "":
+					status = "refused"
+				case !e.Funded():
+					status = "unfunded"
+				}
 				if jsonOutput(cmd) {
 					list = append(list, bookJSON{Book: hex.EncodeToString(id[:]), Kind: kind, Vendor: b.Vendor, Lanes: b.Lanes, Length: b.Length,
-						Unit: coupons.FormatAmount(b.Unit), Currency: b.Currency, NotAfter: b.NotAfter.UTC().Format(time.RFC3339), Spending: append([]uint32{}, e.Lanes...)})
+						Unit: coupons.FormatAmount(b.Unit), Currency: b.Currency, NotAfter: b.NotAfter.UTC().Format(time.RFC3339), Spending: append([]uint32{}, e.Lanes...),
+						Status: status, Refused: e.Refused})
 					continue
 				}
-				fmt.Printf("%x  %-7s %-20s %4d lanes × %-6d %s %s  until %s, spending lanes %s\n", id[:6], kind, b.Vendor, b.Lanes, b.Length,
-					coupons.FormatAmount(b.Unit), b.Currency, b.NotAfter.Format("2006-01-02"), laneRanges(e.Lanes))
+				note := ""
+				switch status {
+				case "refused":
+					note = "  REFUSED by the broker (" + e.Refused + "): never spent"
+				case "unfunded":
+					note = "  UNFUNDED: not spent until 'ecoupons wallet book fund " + hex.EncodeToString(id[:6]) + "' succeeds"
+				}
+				fmt.Printf("%x  %-7s %-20s %4d lanes × %-6d %s %s  until %s, spending lanes %s%s\n", id[:6], kind, b.Vendor, b.Lanes, b.Length,
+					coupons.FormatAmount(b.Unit), b.Currency, b.NotAfter.Format("2006-01-02"), laneRanges(e.Lanes), note)
 			}
 			if jsonOutput(cmd) {
 				return printJSON(list)
 			}
 			return nil
 		})}
-	book.AddCommand(newCmd, list)
+	fund := &cobra.Command{Use: "fund BOOK", Short: "Register an unfunded book at the broker again and keep its book certificate",
+		Long: `Registers a book this wallet owns at the broker (again): the broker holds its face value
+(pre-paid) or grants it within the account's credit limit (post-paid) and answers with the book
+certificate every gate requires. 'book new' does this; use 'fund' when that step failed (the broker
+was unreachable) or to retry a book the broker refused once the account can pay for it. BOOK is the
+hex prefix 'book list' shows.`, Args: cobra.ExactArgs(1),
+		Run: run(func(cmd *cobra.Command, args []string) error {
+			w, err := loadWallet(cmd)
+			if err != nil {
+				return err
+			}
+			books, err := w.Books()
+			if err != nil {
+				return err
+			}
+			var found *wallet.BookEntry
+			for i := range books {
+				id := books[i].Holder.Book.Book.ID()
+				if len(books[i].Holder.Chain) == 0 && strings.HasPrefix(hex.EncodeToString(id[:]), strings.ToLower(args[0])) {
+					if found != nil {
+						return walletErr{exitUsage, fmt.Errorf("%q names more than one book", args[0])}
+					}
+					found = &books[i]
+				}
+			}
+			if found == nil {
+				return walletErr{exitUsage, fmt.Errorf("no book of this wallet starts with %q", args[0])}
+			}
+			held, currency, err := fundBook(w, found.Holder.Book)
+			if err != nil {
+				return err
+			}
+			if jsonOutput(cmd) {
+				return printJSON(map[string]any{"book": args[0], "held": held, "currency": currency, "status": "funded"})
+			}
+			fmt.Printf("book %s funded: the broker holds %s %s\n", args[0], held, currency)
+			return nil
+		})}
+	book.AddCommand(newCmd, list, fund)
 	return book
 }
 

@@ -138,6 +138,9 @@ func run(clients int, duration time.Duration, rounds int, storeKind string, comm
 	if err != nil {
 		return err
 	}
+	if owner.Funding, err = coupons.SignFunding(sb.Book, broker, time.Time{}); err != nil {
+		return err
+	}
 
 	storeJSON := map[string]any{"backend": "memory"}
 	switch storeKind {

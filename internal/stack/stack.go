@@ -201,6 +201,7 @@ type Book struct {
 	Secrets *coupons.Secrets
 	Anchors []coupons.Value
 	Held    string // the face value the broker holds
+	Funding *spki.SignedCert // the broker's book certificate
 }
 
 // MakeBook creates a book of lanes × length coupons of 0.001 EUR at the
@@ -219,11 +220,19 @@ func (s *Stack) MakeBook(owner crypto.Signer, lanes, length uint32) (*Book, erro
 	if err != nil {
 		return nil, err
 	}
-	var held struct{ Held string }
+	var held struct{ Held, Certificate string }
 	if err := s.Call(owner, "POST", "/v1/books", spki.Transport(sb.Sexp()), &held); err != nil {
 		return nil, err
 	}
-	return &Book{Signed: sb, Secrets: sec, Anchors: anchors, Held: held.Held}, nil
+	x, err := spki.Parse([]byte(held.Certificate))
+	if err != nil {
+		return nil, fmt.Errorf("book certificate: %w", err)
+	}
+	fc, err := spki.ParseSignedCert(x)
+	if err != nil {
+		return nil, fmt.Errorf("book certificate: %w", err)
+	}
+	return &Book{Signed: sb, Secrets: sec, Anchors: anchors, Held: held.Held, Funding: fc}, nil
 }
 
 // NewBook is MakeBook returning the owner's holder of the book.
@@ -233,7 +242,11 @@ func (s *Stack) NewBook(owner crypto.Signer, user *spki.SignedCert, lanes, lengt
 		return nil, "", err
 	}
 	h, err := delegation.NewOwner(b.Signed, user, b.Secrets, b.Anchors, owner)
-	return h, b.Held, err
+	if err != nil {
+		return nil, "", err
+	}
+	h.Funding = b.Funding
+	return h, b.Held, nil
 }
 
 // VendorBalance returns the vendor's balance at the broker (a decimal).
