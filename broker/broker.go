@@ -22,10 +22,10 @@ var (
 	// ErrNotApproved means the broker runs with users "approve" and an
 	// administrator has not approved the caller's account yet.
 	ErrNotApproved = errors.New("broker: account not approved yet")
-	ErrUnknownBook   = errors.New("broker: unknown book")
-	ErrNotYourBook   = errors.New("broker: book belongs to another vendor")
-	ErrBookClosed    = errors.New("broker: book released after expiry")
-	ErrRedemption    = errors.New("broker: redemption refused")
+	ErrUnknownBook = errors.New("broker: unknown book")
+	ErrNotYourBook = errors.New("broker: book belongs to another vendor")
+	ErrBookClosed  = errors.New("broker: book released after expiry")
+	ErrRedemption  = errors.New("broker: redemption refused")
 )
 
 func init() {

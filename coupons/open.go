@@ -41,10 +41,10 @@ var (
 //	  (nonce "…")
 //	  (signature …))                                   ; by the spender over OpenChallenge
 type Open struct {
-	Book       *SignedBook
-	Lane       uint32
-	Anchor     Value
-	Proof      [][32]byte
+	Book   *SignedBook
+	Lane   uint32
+	Anchor Value
+	Proof  [][32]byte
 	// Funding is the broker's book certificate (FundingCert): the proof
 	// that the broker holds or guarantees the book's face value. A parsed
 	// open may lack it; VerifyOpen then refuses it (ErrBookNotFunded).
@@ -236,7 +236,7 @@ type OpenedLane struct {
 	NotAfter time.Time // the earliest of the book's expiry and the grants' not-after
 	Owner    spki.KeyHash
 	Spender  spki.KeyHash
-	Account  string     // the broker account named in the user certificate ("" without one)
+	Account  string // the broker account named in the user certificate ("" without one)
 	// Certs are the hashes of the book certificate, the user certificate
 	// (when the open carries one) and the delegation certificates, root
 	// first: a revocation list naming any of them stops the lane.

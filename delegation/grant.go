@@ -52,8 +52,8 @@ type Grant struct {
 	Book    *coupons.SignedBook
 	Funding *spki.SignedCert // the broker's book certificate (coupons.FundingCert)
 	User    *spki.SignedCert // may be nil
-	Chain []*spki.SignedCert
-	Lanes []SealedLane
+	Chain   []*spki.SignedCert
+	Lanes   []SealedLane
 }
 
 // Cert returns the grant's own certificate, the last of the chain.
@@ -202,10 +202,10 @@ type Holder struct {
 	// carries; without it the holder cannot open lanes (the owner sets it
 	// once the broker has accepted the book).
 	Funding *spki.SignedCert
-	User    *spki.SignedCert // the broker's user certificate of the owner; may be nil
-	Chain  []*spki.SignedCert // certificates from the owner to this holder; nil for the owner
-	Signer crypto.Signer
-	lanes  map[uint32]*heldLane
+	User    *spki.SignedCert   // the broker's user certificate of the owner; may be nil
+	Chain   []*spki.SignedCert // certificates from the owner to this holder; nil for the owner
+	Signer  crypto.Signer
+	lanes   map[uint32]*heldLane
 }
 
 type heldLane struct {

@@ -200,7 +200,7 @@ type Book struct {
 	Signed  *coupons.SignedBook
 	Secrets *coupons.Secrets
 	Anchors []coupons.Value
-	Held    string // the face value the broker holds
+	Held    string           // the face value the broker holds
 	Funding *spki.SignedCert // the broker's book certificate
 }
 
