@@ -96,6 +96,9 @@ type client struct {
 	cursor *coupons.Cursor
 	nonce  string
 	opened bool
+	// editOpen, when set, changes the lane-open document before it is
+	// sent (an attacker's client).
+	editOpen func(*coupons.Open)
 }
 
 func newClient(t testing.TB, tc *caddytest.Tester, h *delegation.Holder, lane uint32) *client {
@@ -161,6 +164,9 @@ func (c *client) paymentFor(host, method, path string, n int) http.Header {
 		o, err := c.h.Open(c.lane.Lane, c.nonce)
 		if err != nil {
 			c.t.Fatal(err)
+		}
+		if c.editOpen != nil {
+			c.editOpen(o)
 		}
 		h.Set(HeaderOpen, string(spki.Transport(o.Sexp())))
 		c.opened = true

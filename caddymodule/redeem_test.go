@@ -82,7 +82,8 @@ func newBrokerWorld(t *testing.T) *brokerWorld {
 }
 
 // book creates a book of alice's (3 lanes of 64 coupons of 0.001 EUR),
-// registered at the broker when register is set.
+// registered at the broker when register is set (and then holding the
+// broker's book certificate; an unregistered book has none).
 func (bw *brokerWorld) book(t *testing.T, register bool) *delegation.Holder {
 	bk, sec, anchors, err := coupons.Create(coupons.Params{Vendor: "news.example", Broker: bw.b.PublicKey().Hash(), Owner: bw.alice.Hash(),
 		Lanes: 3, Length: 64, Currency: "EUR", Unit: 1_000_000, NotAfter: time.Now().Add(time.Hour)}, nil)
@@ -90,19 +91,14 @@ func (bw *brokerWorld) book(t *testing.T, register bool) *delegation.Holder {
 		t.Fatal(err)
 	}
 	sb, _ := bk.Sign(bw.aliceKey)
-	if register {
-		if _, err := bw.b.RegisterBook(context.Background(), bw.alice.Hash(), sb); err != nil {
-			t.Fatal(err)
-		}
-	}
 	owner, err := delegation.NewOwner(sb, bw.user, sec, anchors, bw.aliceKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Unregistered books get a certificate too, as from a broker that lost
-	// its record of them: the gate must still be able to open their lanes.
-	if owner.Funding, err = coupons.SignFunding(sb.Book, bw.b.Signer, time.Time{}); err != nil {
-		t.Fatal(err)
+	if register {
+		if owner.Funding, err = bw.b.RegisterBook(context.Background(), bw.alice.Hash(), sb); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return owner
 }

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,7 +13,10 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/ecoupons/ecoupons/broker"
+	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/delegation"
+	"github.com/ecoupons/ecoupons/spki"
 	"github.com/ecoupons/ecoupons/wallet"
 )
 
@@ -56,13 +60,6 @@ func TestSemiMode(t *testing.T) {
 	secret := filepath.Join(bw.dir, "secret")
 	g := bw.gate(t, ModeSemi, secret)
 
-	// A book never registered (its value not held): refused.
-	stray := bw.book(t, false)
-	wantRefusal(t, payOn(t, g, newClient(t, nil, stray, 0)), 402, "unknown_book")
-	// An offline gate cannot know and accepts it: the difference the mode makes.
-	if rec := payOn(t, bw.gate(t, ModeOffline, secret), newClient(t, nil, stray, 0)); rec.Code != 200 {
-		t.Fatalf("offline gate: %d %s", rec.Code, rec.Body)
-	}
 
 	// The registered book pays; its coupons are redeemed.
 	c := newClient(t, nil, bw.owner, 0)
@@ -306,5 +303,89 @@ func TestSharedStoreKeepsLanesApart(t *testing.T) {
 	// The lane goes on at its own route.
 	if rec := serve(cheap, "GET", "/premium/x", c.payment("GET", "/premium/x", 1)); rec.Code != 200 {
 		t.Fatalf("back at the cheap route: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// TestUnfundedBookRefusedInEveryMode: whatever a gate accepts, the broker
+// pays. A book the broker never funded — never registered, refused for
+// want of funds, or carrying a book certificate its owner made — is refused
+// at lane open in modes offline, semi and online alike (402
+// book_not_funded), and no coupon of it is accepted.
+func TestUnfundedBookRefusedInEveryMode(t *testing.T) {
+	ctx := context.Background()
+	bw := newBrokerWorld(t)
+	secret := filepath.Join(bw.dir, "secret")
+
+	never := bw.book(t, false) // never registered
+	stripFunding := func(o *coupons.Open) { o.Funding = nil }
+
+	// A book over the account's balance: the broker refuses it, with no
+	// certificate.
+	bk, sec, anchors, err := coupons.Create(coupons.Params{Vendor: "news.example", Broker: bw.b.PublicKey().Hash(), Owner: bw.alice.Hash(),
+		Lanes: 1, Length: 1 << 20, Currency: "EUR", Unit: 1_000_000, NotAfter: time.Now().Add(time.Hour)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, _ := bk.Sign(bw.aliceKey)
+	if cert, err := bw.b.RegisterBook(ctx, bw.alice.Hash(), sb); !errors.Is(err, broker.ErrInsufficientFunds) || cert != nil {
+		t.Fatalf("a book beyond the balance: %v", err)
+	}
+	refused, err := delegation.NewOwner(sb, bw.user, sec, anchors, bw.aliceKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Its owner certifies it itself, naming the broker as issuer (signed
+	// by the owner's key) or itself.
+	fc, err := coupons.FundingCert(sb.Book, bw.b.PublicKey(), time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := spki.Sign(bw.aliceKey, fc.Sexp())
+	if err != nil {
+		t.Fatal(err)
+	}
+	asBroker := &spki.SignedCert{Cert: fc, Signature: sig}
+	own := *fc
+	own.Issuer = spki.KeyPrincipal(bw.alice)
+	asOwner, err := spki.SignCert(&own, bw.aliceKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, mode := range []string{ModeOffline, ModeSemi, ModeOnline} {
+		g := bw.gate(t, mode, secret)
+		attempts := []struct {
+			name string
+			h    *delegation.Holder
+			edit func(*coupons.Open)
+		}{
+			{"never registered", never, nil},
+			{"refused by the broker", refused, stripFunding},
+			{"certificate signed by the owner as the broker", refused, func(o *coupons.Open) { o.Funding = asBroker }},
+			{"certificate issued by the owner", refused, func(o *coupons.Open) { o.Funding = asOwner }},
+			{"funded book, certificate left out", bw.owner, stripFunding},
+		}
+		for _, a := range attempts {
+			h := a.h
+			if h.Funding == nil {
+				cp := *h
+				cp.Funding = asOwner // lets the holder build an open; edit decides what is sent
+				h = &cp
+			}
+			c := newClient(t, nil, h, 0)
+			c.editOpen = a.edit
+			if a.edit == nil {
+				c.editOpen = stripFunding
+			}
+			rec := payOn(t, g, c)
+			if rec.Code != 402 || errorCode(t, rec.Body.String()) != "book_not_funded" {
+				t.Errorf("mode %s, %s: %d %s", mode, a.name, rec.Code, rec.Body)
+			}
+		}
+		// The funded book opens and pays in every mode.
+		c := newClient(t, nil, bw.owner, map[string]uint32{ModeOffline: 0, ModeSemi: 1, ModeOnline: 2}[mode])
+		if rec := payOn(t, g, c); rec.Code != 200 {
+			t.Fatalf("mode %s, funded book: %d %s", mode, rec.Code, rec.Body)
+		}
 	}
 }
