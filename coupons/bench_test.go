@@ -61,7 +61,8 @@ func BenchmarkRequestDigest(b *testing.B) {
 
 // BenchmarkLaneOpen2Level parses and verifies a lane open whose spender is
 // two delegations away from the owner (owner → phone → card): signatures
-// on the book, the user certificate, two grants and the challenge.
+// on the book, the book certificate, the user certificate, two grants and
+// the challenge.
 func BenchmarkLaneOpen2Level(b *testing.B) {
 	w := newWorld(b)
 	toPhone := w.grant(b, w.alice, w.phone, 0, 1, 0, true)
@@ -100,8 +101,8 @@ func (c *mapCache) Remember(k [32]byte) {
 	c.m[k] = true
 }
 
-// BenchmarkLaneOpen2LevelWarm is the same open when the book, the user
-// certificate and the grants were verified before (the next lane of a
+// BenchmarkLaneOpen2LevelWarm is the same open when the book, its
+// certificates and the grants were verified before (the next lane of a
 // known book): only the spender's challenge signature is checked.
 func BenchmarkLaneOpen2LevelWarm(b *testing.B) {
 	w := newWorld(b)
