@@ -9,7 +9,8 @@ import (
 
 // A Cursor is the spender's side of one lane: it reveals w_1, w_2, …, w_L
 // in order from the lane's seed while keeping O(log L) chain values and
-// hashing at most log2 L times per coupon, in the worst case.
+// hashing at most log2 L times per coupon, in the worst case. A cursor on a
+// granted portion reveals w_1 … w_c from w_c alone: see [NewPortionCursor].
 //
 // # Traversal
 //
