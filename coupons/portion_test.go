@@ -355,3 +355,23 @@ func TestGoldenPortionCursor(t *testing.T) {
 	}
 	checkGolden(t, "portion-cursor.txt", []byte(b.String()))
 }
+
+func TestPortionCursorAppendBinaryDoesNotAllocate(t *testing.T) {
+	tag, seed := randomLane(rand.New(rand.NewChaCha8([32]byte{12})))
+	c, _, err := NewPortionCursor(tag, 1<<10, 1<<8+1<<6+5, seed) // switches segments at 256 and 320
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 0, maxStateLen)
+	allocs := testing.AllocsPerRun(320, func() {
+		if _, _, _, _, err := c.Next(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.AppendBinary(buf[:0]); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("Next and AppendBinary on a portion: %v allocations", allocs)
+	}
+}
