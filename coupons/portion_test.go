@@ -242,8 +242,8 @@ func TestOwnerReclaimsUnspentPortion(t *testing.T) {
 
 // TestPortionLastCouponIsUnbound: the last coupon of a portion has no
 // next value, so its payment carries no m; VerifyPayment (which knows only
-// L) refuses it below L. This documents what a gate must change to take it
-// (docs/PROTOCOL.md §10).
+// L) refuses it below L, VerifyPaymentUpTo with the portion's end takes it
+// there and nowhere else (docs/PROTOCOL.md §10).
 func TestPortionLastCouponIsUnbound(t *testing.T) {
 	rng := rand.New(rand.NewChaCha8([32]byte{11}))
 	tag, seed := randomLane(rng)
@@ -275,7 +275,16 @@ func TestPortionLastCouponIsUnbound(t *testing.T) {
 		t.Fatal("the portion's last coupon carries a binding")
 	}
 	if _, _, err := VerifyPayment(&tag, length, &gate, &p, &d, 1); !errors.Is(err, ErrBadCoupon) {
-		t.Fatalf("today's VerifyPayment on an unbound coupon below L: %v", err)
+		t.Fatalf("VerifyPayment on an unbound coupon below L: %v", err)
+	}
+	// A gate that knows the spender's end takes it, and only at the end.
+	early := gate
+	early.Last, early.LastValue = 0, anchor
+	if _, _, err := VerifyPaymentUpTo(&tag, length, end, &early, &Payment{Index: 1, Value: Walk(&tag, length, seed, 1)}, &d, 1); !errors.Is(err, ErrBadCoupon) {
+		t.Fatalf("an unbound coupon below the portion's end: %v", err)
+	}
+	if paid, _, err := VerifyPaymentUpTo(&tag, length, end, &gate, &p, &d, 1); err != nil || paid != 1 {
+		t.Fatalf("VerifyPaymentUpTo on the portion's last coupon: %d, %v", paid, err)
 	}
 }
 
