@@ -3,10 +3,12 @@ package coupons
 import (
 	"bytes"
 	"errors"
+	"math/bits"
 	"testing"
 )
 
-// FuzzCursorState feeds UnmarshalBinary arbitrary bytes: it never panics,
+// FuzzCursorState feeds UnmarshalBinary arbitrary bytes (whole lanes and
+// portions): it never panics,
 // rejects with ErrBadState, and keeps what it accepts byte for byte; a
 // cursor it accepts then runs without panicking and its states stay
 // loadable.
@@ -27,6 +29,23 @@ func FuzzCursorState(f *testing.F) {
 			}
 		}
 	}
+	for _, end := range []uint32{1, 3, 11, 45} {
+		c, _, err := NewPortionCursor(LaneTag{byte(end)}, 64, end, Value{byte(end)})
+		if err != nil {
+			f.Fatal(err)
+		}
+		for {
+			b, err := c.MarshalBinary()
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(b)
+			if _, _, _, _, err := c.Next(); err != nil {
+				break
+			}
+		}
+	}
+	f.Add([]byte{portionVersion})
 	for _, p := range []uint32{0, 5, 1 << 20, 1<<30 - 1, 1 << 30} {
 		f.Add(syntheticState(30, p))
 	}
@@ -54,11 +73,15 @@ func FuzzCursorState(f *testing.F) {
 		if c.StateSize() != len(b) {
 			t.Fatalf("StateSize %d for %d bytes", c.StateSize(), len(b))
 		}
-		length, pos := c.Length(), c.Position()
+		length, end, pos := c.Length(), c.End(), c.Position()
 		for n := 0; n < 40; n++ {
 			i, _, _, hasNext, err := c.Next()
-			if pos == length {
-				if !errors.Is(err, ErrLaneExhausted) {
+			if pos == end {
+				want := ErrLaneExhausted
+				if end < length {
+					want = ErrPortionUsedUp
+				}
+				if !errors.Is(err, want) {
 					t.Fatalf("Next at the end: %v", err)
 				}
 				break
@@ -66,7 +89,7 @@ func FuzzCursorState(f *testing.F) {
 			if err != nil {
 				t.Fatalf("Next after coupon %d of %d: %v", pos, length, err)
 			}
-			if i != pos+1 || hasNext != (i < length) || c.st.lastSteps > c.st.k {
+			if i != pos+1 || hasNext != (i < end) || c.st.lastSteps > c.st.k+1 || c.st.lastSteps > uint32(bits.Len32(end-1)) {
 				t.Fatalf("Next after coupon %d of %d: coupon %d, hasNext %v, %d steps", pos, length, i, hasNext, c.st.lastSteps)
 			}
 			pos = i

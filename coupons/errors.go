@@ -10,6 +10,12 @@ var (
 	ErrBadState = errors.New("coupons: malformed cursor state")
 	// ErrLaneExhausted means every coupon of the lane has been spent.
 	ErrLaneExhausted = errors.New("coupons: lane exhausted")
+	// ErrPortionUsedUp means every coupon of a granted portion has been
+	// spent: the holder knows no coupon past the portion's end.
+	ErrPortionUsedUp = errors.New("coupons: portion used up")
+	// ErrBadPortion is a portion end outside the lane (1…L) or a position
+	// outside the portion.
+	ErrBadPortion = errors.New("coupons: portion out of range")
 	// ErrCapExceeded means a payment would take a delegate past the
 	// spending cap of its grant.
 	ErrCapExceeded = errors.New("coupons: delegation spending cap exceeded")

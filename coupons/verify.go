@@ -37,6 +37,17 @@ type Theft struct {
 // previous one. It returns the number of coupons paid (p.Index − Last).
 // It does not allocate.
 func VerifyPayment(tag *LaneTag, length uint32, st *LaneState, p *Payment, digest *[32]byte, maxJump uint32) (paid uint32, theft *Theft, err error) {
+	return VerifyPaymentUpTo(tag, length, length, st, p, digest, maxJump)
+}
+
+// VerifyPaymentUpTo is VerifyPayment for a spender that holds the lane only
+// up to coupon end (a granted portion, 1 ≤ end ≤ length): coupon end may
+// come without a binding, as it has no next value the spender knows; every
+// other coupon below length must carry one. With end = length it is
+// VerifyPayment. A gate must take end from the spender (it cannot know it
+// otherwise) and allow it only for that spender's payments: an unbound
+// coupon leaves no theft evidence.
+func VerifyPaymentUpTo(tag *LaneTag, length, end uint32, st *LaneState, p *Payment, digest *[32]byte, maxJump uint32) (paid uint32, theft *Theft, err error) {
 	i, last := p.Index, st.Last
 	switch {
 	case i <= last:
@@ -45,9 +56,10 @@ func VerifyPayment(tag *LaneTag, length uint32, st *LaneState, p *Payment, diges
 		return 0, nil, ErrBeyondLane
 	case i-last > maxJump:
 		return 0, nil, ErrJumpTooLarge
-	case i < length && !p.HasMAC:
-		// Every coupon but a lane's last binds its request: without the
-		// tag, a thief's spending would leave no evidence.
+	case i < length && i != end && !p.HasMAC:
+		// Every coupon but a lane's (or a portion's) last binds its
+		// request: without the tag, a thief's spending would leave no
+		// evidence.
 		return 0, nil, fmt.Errorf("%w: coupon %d carries no request binding (m)", ErrBadCoupon, i)
 	}
 	w := p.Value

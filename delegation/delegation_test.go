@@ -166,18 +166,26 @@ func TestSubGrantsAndCaps(t *testing.T) {
 	tablet, tabletEnc := device(t, "tablet", tabletKey)
 	watch, _ := device(t, "watch", watchKey)
 
+	// A cap of 50 coupons over lanes of 8: lanes 0–5 whole, 2 coupons of
+	// lane 6, lanes 7–9 not granted.
 	g, err := f.owner.Issue(phone, 0, 9, GrantOptions{Propagate: true, Cap: 50_000_000})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(g.Lanes) != 7 || g.Lanes[5].End != 8 || g.Lanes[6].End != 2 {
+		t.Fatalf("portions of a cap of 50: %d lanes", len(g.Lanes))
 	}
 	ph, err := Accept(g, phoneKey, phoneEnc, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A sub-range, inheriting the cap.
+	// A sub-range, inheriting the cap: the phone's own portions.
 	sub, err := ph.Issue(tablet, 2, 3, GrantOptions{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(sub.Lanes) != 2 || sub.Lanes[0].End != 8 || sub.Lanes[1].End != 8 {
+		t.Fatalf("sub-grant portions: %+v", sub.Lanes)
 	}
 	th, err := Accept(transport(t, sub), tabletKey, tabletEnc, t0)
 	if err != nil {
@@ -190,7 +198,10 @@ func TestSubGrantsAndCaps(t *testing.T) {
 	if lane.Cap != 50_000_000 || len(lane.Certs) != 4 {
 		t.Errorf("tablet lane: cap %d, %d certificates", lane.Cap, len(lane.Certs))
 	}
-	// Wider than the parent: lanes, or cap.
+	// Wider than the parent: lanes (7 got no coupon), or cap.
+	if _, err := ph.Issue(watch, 7, 7, GrantOptions{}); !errors.Is(err, ErrGrantWider) {
+		t.Errorf("sub-grant of a lane the cap did not reach: %v", err)
+	}
 	if _, err := ph.Issue(watch, 8, 12, GrantOptions{}); !errors.Is(err, ErrGrantWider) {
 		t.Errorf("sub-grant beyond the parent's lanes: %v", err)
 	}

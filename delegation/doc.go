@@ -4,9 +4,15 @@
 // A grant is an SPKI certificate from a book holder to a delegate's
 // signing key whose tag names the book, its vendor, the lane range and an
 // optional spending cap (coupons.SpendTag), shipped with the certificate
-// chain above it and the granted lanes' seeds sealed to the delegate's
-// X25519 encryption key with HPKE (RFC 9180, crypto/hpke). A delegate whose
-// grant carries (propagate) may sub-grant a sub-range. Revocation lists,
+// chain above it and, sealed to the delegate's X25519 encryption key with
+// HPKE (RFC 9180, crypto/hpke), per granted lane either its seed (an
+// uncapped grant without propagate) or a portion: the chain value w_c at
+// the portion's end c, from which the delegate computes exactly coupons
+// 1…c. A cap thus holds by construction, at every gate and store: a capped
+// grant of cap/unit coupons fills the lanes in order. A delegate whose
+// grant carries (propagate) may sub-grant a sub-range, with portions at or
+// below its own. The owner takes an unspent portion back by paying coupon
+// c+1 at the vendor, which pays for the delegate's unspent coupons too. Revocation lists,
 // signed by the broker, name revoked certificates and keys; vendors refuse
 // lane opens under any revoked link.
 //

@@ -7,18 +7,22 @@ import (
 	"github.com/ecoupons/ecoupons/spki"
 )
 
-// FuzzParseGrant: grant documents never panic the parser or Accept, and a
-// parsed grant re-encodes to its own canonical bytes.
+// FuzzParseGrant: grant documents (seed and portion lanes) never panic the
+// parser or Accept, and a parsed grant re-encodes to its own canonical
+// bytes.
 func FuzzParseGrant(f *testing.F) {
 	fx := newFixture(f)
 	phoneKey := testKey("phone")
 	phone, phoneEnc := device(f, "phone", phoneKey)
-	g, err := fx.owner.Issue(phone, 3, 4, GrantOptions{Propagate: true, Cap: 1000})
-	if err != nil {
-		f.Fatal(err)
+	// Portions (lane 3 whole, lane 4 a portion of 3) and seeds.
+	for _, opt := range []GrantOptions{{Propagate: true, Cap: 11_000_000}, {}} {
+		g, err := fx.owner.Issue(phone, 3, 4, opt)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(spki.Canonical(g.Sexp()))
+		f.Add(spki.Transport(g.Sexp()))
 	}
-	f.Add(spki.Canonical(g.Sexp()))
-	f.Add(spki.Transport(g.Sexp()))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		x, err := spki.Parse(in)
 		if err != nil {

@@ -21,6 +21,12 @@ const GrantVersion = "1"
 // lane of its own book.
 const LabelSeal = "ecoupons seal v1"
 
+// LabelSealPortion prefixes the HPKE info of a sealed portion value w_c:
+// info = LabelSealPortion || book ID || be32(lane) || be32(c), so a sealed
+// value opens only as the end of its own portion of its own lane: never as
+// a seed, another lane's value or the value of another end.
+const LabelSealPortion = "ecoupons seal portion v1"
+
 // The HPKE suite of sealed seeds (RFC 9180): DHKEM(X25519, HKDF-SHA256),
 // HKDF-SHA256, ChaCha20-Poly1305, base mode.
 var (
@@ -32,12 +38,15 @@ var (
 const maxGrantLanes = 4096
 
 // SealedLane is one granted lane: its anchor and Merkle proof (so the
-// delegate can open it at the vendor) and its seed sealed to the delegate.
+// delegate can open it at the vendor) and, sealed to the delegate, either
+// its seed (End 0: the whole lane) or the chain value w_End, the end of the
+// portion 1…End the delegate may spend.
 type SealedLane struct {
 	Lane   uint32
 	Anchor coupons.Value
 	Proof  [][32]byte
-	Sealed []byte // HPKE enc || ciphertext of the 32-byte seed
+	End    uint32 // the portion's end c (1…L), or 0 for a sealed seed
+	Sealed []byte // HPKE enc || ciphertext of the 32-byte seed or w_End
 }
 
 // Grant is what a delegate receives:
@@ -48,6 +57,9 @@ type SealedLane struct {
 //	  [(user (sequence (cert …) (signature …)))]      ; the broker's user certificate of the owner
 //	  (chain (sequence (cert …) (signature …) …))     ; owner → … → delegate
 //	  (lanes (lane "s" (anchor |…|) (proof |…| …) (seed |sealed|)) …))
+//
+// where a portion lane is (lane "s" (anchor |…|) (proof |…| …) (end "c")
+// (portion |sealed w_c|)).
 type Grant struct {
 	Book    *coupons.SignedBook
 	Funding *spki.SignedCert // the broker's book certificate (coupons.FundingCert)
@@ -71,8 +83,7 @@ func (g *Grant) Sexp() spki.List {
 		for _, h := range sl.Proof {
 			proof = append(proof, spki.NewBytes(append([]byte(nil), h[:]...)))
 		}
-		lanes = append(lanes, spki.L("lane", strconv.FormatUint(uint64(sl.Lane), 10),
-			spki.L("anchor", sl.Anchor[:]), proof, spki.L("seed", sl.Sealed)))
+		lanes = append(lanes, sl.sexp(proof))
 	}
 	l := spki.L("ecoupons-grant", spki.L("version", GrantVersion), spki.L("book", g.Book.Sexp()))
 	if g.Funding != nil {
@@ -142,11 +153,20 @@ func ParseGrant(x spki.Sexp) (*Grant, error) {
 	return g, nil
 }
 
+// sexp returns the lane's entry in the grant document.
+func (sl *SealedLane) sexp(proof spki.List) spki.List {
+	l := spki.L("lane", strconv.FormatUint(uint64(sl.Lane), 10), spki.L("anchor", sl.Anchor[:]), proof)
+	if sl.End == 0 {
+		return append(l, spki.L("seed", sl.Sealed))
+	}
+	return append(l, spki.L("end", strconv.FormatUint(uint64(sl.End), 10)), spki.L("portion", sl.Sealed))
+}
+
 func parseSealedLane(x spki.Sexp) (SealedLane, error) {
 	var sl SealedLane
 	l, ok := x.(spki.List)
-	if !ok || !l.Is("lane") || len(l) != 5 {
-		return sl, fmt.Errorf("%w: expected (lane \"s\" (anchor …) (proof …) (seed …))", ErrBadGrant)
+	if !ok || !l.Is("lane") || (len(l) != 5 && len(l) != 6) {
+		return sl, fmt.Errorf("%w: expected (lane \"s\" (anchor …) (proof …) (seed …)) or (lane \"s\" (anchor …) (proof …) (end \"c\") (portion …))", ErrBadGrant)
 	}
 	s, ok := atomString(l[1])
 	n, err := strconv.ParseUint(s, 10, 32)
@@ -173,10 +193,21 @@ func parseSealedLane(x spki.Sexp) (SealedLane, error) {
 		copy(v[:], h)
 		sl.Proof = append(sl.Proof, v)
 	}
-	sd, ok := field(l[4], "seed")
+	name := "seed"
+	if len(l) == 6 {
+		name = "portion"
+		e, ok := field(l[4], "end")
+		es, ok2 := atomString(e)
+		c, err := strconv.ParseUint(es, 10, 32)
+		if !ok || !ok2 || err != nil || c == 0 || c > 1<<30 || strconv.FormatUint(c, 10) != es {
+			return sl, fmt.Errorf("%w: (end \"c\") with c from 1 to 2^30", ErrBadGrant)
+		}
+		sl.End = uint32(c)
+	}
+	sd, ok := field(l[len(l)-1], name)
 	ss, ok2 := atomString(sd)
 	if !ok || !ok2 || len(ss) > 256 {
-		return sl, fmt.Errorf("%w: (seed |sealed|)", ErrBadGrant)
+		return sl, fmt.Errorf("%w: (%s |sealed|)", ErrBadGrant, name)
 	}
 	sl.Sealed = []byte(ss)
 	return sl, nil
@@ -194,6 +225,15 @@ func sealInfo(book [32]byte, lane uint32) []byte {
 	return binary.BigEndian.AppendUint32(info, lane)
 }
 
+// portionInfo is the HPKE info of the sealed value w_end of a lane.
+func portionInfo(book [32]byte, lane, end uint32) []byte {
+	info := make([]byte, 0, len(LabelSealPortion)+40)
+	info = append(info, LabelSealPortion...)
+	info = append(info, book[:]...)
+	info = binary.BigEndian.AppendUint32(info, lane)
+	return binary.BigEndian.AppendUint32(info, end)
+}
+
 // Holder is whoever holds lanes of a book and can spend, open and grant
 // them: the owner (all lanes) or a delegate (the lanes of its grant).
 type Holder struct {
@@ -208,8 +248,11 @@ type Holder struct {
 	lanes   map[uint32]*heldLane
 }
 
+// heldLane is a lane the holder may spend: coupons 1…end, from value =
+// w_end (the seed when end = L).
 type heldLane struct {
-	seed   coupons.Value
+	value  coupons.Value
+	end    uint32
 	anchor coupons.Value
 	proof  [][32]byte
 }
@@ -225,7 +268,7 @@ func NewOwner(book *coupons.SignedBook, user *spki.SignedCert, sec *coupons.Secr
 		if err != nil {
 			return nil, err
 		}
-		h.lanes[uint32(s)] = &heldLane{seed: sec.Seed(uint32(s)), anchor: anchors[s], proof: proof}
+		h.lanes[uint32(s)] = &heldLane{value: sec.Seed(uint32(s)), end: book.Book.Length, anchor: anchors[s], proof: proof}
 	}
 	return h, nil
 }
@@ -239,27 +282,62 @@ func (h *Holder) Lanes() []uint32 {
 	return out
 }
 
-// Seed returns the seed of a held lane. It is a secret: never log it.
+// Seed returns the seed of a lane held whole (not a portion of it). It is
+// a secret: never log it.
 func (h *Holder) Seed(lane uint32) (coupons.Value, bool) {
 	l, ok := h.lanes[lane]
-	if !ok {
+	if !ok || l.end != h.Book.Book.Length {
 		return coupons.Value{}, false
 	}
-	return l.seed, true
+	return l.value, true
+}
+
+// Portion returns what the holder holds of a lane: the last coupon it may
+// spend, end (L for a whole lane), and w_end (the seed for a whole lane),
+// from which it computes coupons 1…end and nothing above. w_end is a
+// secret: never log it.
+func (h *Holder) Portion(lane uint32) (end uint32, w coupons.Value, ok bool) {
+	l, ok := h.lanes[lane]
+	if !ok {
+		return 0, coupons.Value{}, false
+	}
+	return l.end, l.value, true
+}
+
+// Cursor returns a fresh cursor over what the holder holds of a lane (the
+// whole lane or its portion), and the lane's anchor.
+func (h *Holder) Cursor(lane uint32) (*coupons.Cursor, coupons.Value, error) {
+	l, ok := h.lanes[lane]
+	if !ok {
+		return nil, coupons.Value{}, fmt.Errorf("%w: lane %d is not held", coupons.ErrNotAuthorized, lane)
+	}
+	b := h.Book.Book
+	return coupons.NewPortionCursor(b.LaneTag(lane), b.Length, l.end, l.value)
 }
 
 // GrantOptions are the optional parts of a grant.
 type GrantOptions struct {
-	Cap       int64     // spending cap in nanos over all granted lanes; 0: none (or the parent's)
-	Propagate bool      // the delegate may sub-grant
+	// Cap is the most the delegate may spend over all granted lanes, in
+	// nanos; 0: none (a sub-grant then inherits its parent's cap). A capped
+	// grant hands portions: Cap / unit coupons, filling the lanes lo, lo+1, …
+	// in order, each up to what the issuer holds of it; lanes left with no
+	// coupon are not granted, and the certificate names only the lanes
+	// granted.
+	Cap       int64
+	Propagate bool      // the delegate may sub-grant; it is handed portions, whole or not
 	NotBefore time.Time // zero: no lower bound
 	NotAfter  time.Time // zero: no upper bound (the book's expiry still applies)
 }
 
 // Issue grants lanes lo…hi to a device: it signs the grant certificate
-// with the holder's key and seals each lane's seed to the device. A
-// delegate may issue only within its own grant (ErrGrantWider) and only if
-// its grant carries propagate (ErrNoPropagate).
+// with the holder's key and seals to the device, per lane, the seed (an
+// uncapped grant without propagate, of lanes held whole) or the portion
+// end value w_c (otherwise): see GrantOptions.Cap for how a cap becomes
+// portions. A delegate may issue only within its own grant (ErrGrantWider)
+// and only if its grant carries propagate (ErrNoPropagate); the portions it
+// hands end at or below its own. A holder should grant only lanes it has
+// not spent from, and stop spending a lane it granted: both would spend
+// the same coupons (the wallet enforces it).
 func (h *Holder) Issue(to *Device, lo, hi uint32, opt GrantOptions) (*Grant, error) {
 	b := h.Book.Book
 	if lo > hi || hi >= b.Lanes {
@@ -276,28 +354,48 @@ func (h *Holder) Issue(to *Device, lo, hi uint32, opt GrantOptions) (*Grant, err
 			break
 		}
 	}
-	tag, err := coupons.SpendTag(b.ID(), b.Vendor, lo, hi, opt.Cap)
-	if err != nil {
-		return nil, err
-	}
+	capNanos := opt.Cap
+	var parent *spki.Cert
 	if len(h.Chain) > 0 {
-		parent := h.Chain[len(h.Chain)-1].Cert
+		parent = h.Chain[len(h.Chain)-1].Cert
 		if !parent.Propagate {
 			return nil, ErrNoPropagate
 		}
-		if opt.Cap == 0 {
+		if capNanos == 0 {
 			// Inherit the parent's cap rather than fail: the sub-grant is
 			// then exactly as capped as its parent.
 			var parentCap int64
 			if err := coupons.SpendCovers(b.ID(), b.Vendor, lo, &parentCap)(parent.Tag); err == nil && parentCap > 0 {
-				if tag, err = coupons.SpendTag(b.ID(), b.Vendor, lo, hi, parentCap); err != nil {
-					return nil, err
-				}
+				capNanos = parentCap
 			}
 		}
-		if !spki.Implies(tag, parent.Tag) {
-			return nil, fmt.Errorf("%w: %s is not within %s", ErrGrantWider, tag, parent.Tag)
+	}
+	// What each lane gets: its end c, 1…(what the issuer holds of it).
+	portions := capNanos > 0 || opt.Propagate
+	var ends []uint32
+	if capNanos > 0 {
+		left := uint64(capNanos / b.Unit)
+		if left == 0 {
+			return nil, fmt.Errorf("%w: %s is less than one coupon of %s", ErrCapBelowCoupon, coupons.FormatAmount(capNanos), coupons.FormatAmount(b.Unit))
 		}
+		for s := lo; s <= hi && left > 0; s++ {
+			e := uint32(min(uint64(h.lanes[s].end), left))
+			ends = append(ends, e)
+			left -= uint64(e)
+		}
+		hi = lo + uint32(len(ends)) - 1
+	} else {
+		for s := lo; s <= hi; s++ {
+			ends = append(ends, h.lanes[s].end)
+			portions = portions || h.lanes[s].end < b.Length
+		}
+	}
+	tag, err := coupons.SpendTag(b.ID(), b.Vendor, lo, hi, capNanos)
+	if err != nil {
+		return nil, err
+	}
+	if parent != nil && !spki.Implies(tag, parent.Tag) {
+		return nil, fmt.Errorf("%w: %s is not within %s", ErrGrantWider, tag, parent.Tag)
 	}
 	issuer, err := spki.NewPublicKey(h.Signer.Public())
 	if err != nil {
@@ -308,28 +406,35 @@ func (h *Holder) Issue(to *Device, lo, hi uint32, opt GrantOptions) (*Grant, err
 	if to.Name != "" {
 		cert.Comment = to.Name
 	}
-	sc, err := spki.SignCert(cert, h.Signer)
-	if err != nil {
-		return nil, err
-	}
 	pk, err := hpke.NewDHKEMPublicKey(to.Encryption)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadDevice, err)
+	}
+	sc, err := spki.SignCert(cert, h.Signer)
+	if err != nil {
+		return nil, err
 	}
 	if h.Funding == nil {
 		return nil, fmt.Errorf("%w: the book has no certificate from its broker yet; a delegate could not open its lanes", coupons.ErrBookNotFunded)
 	}
 	g := &Grant{Book: h.Book, Funding: h.Funding, User: h.User, Chain: append(append([]*spki.SignedCert(nil), h.Chain...), sc)}
-	for s := lo; ; s++ {
+	for x, e := range ends {
+		s := lo + uint32(x)
 		l := h.lanes[s]
-		sealed, err := hpke.Seal(pk, sealKDF, sealAEAD, sealInfo(b.ID(), s), l.seed[:])
+		sl := SealedLane{Lane: s, Anchor: l.anchor, Proof: l.proof}
+		if portions {
+			lt := b.LaneTag(s)
+			w := coupons.Walk(&lt, l.end, l.value, e)
+			sl.End = e
+			sl.Sealed, err = hpke.Seal(pk, sealKDF, sealAEAD, portionInfo(b.ID(), s, e), w[:])
+			clear(w[:])
+		} else {
+			sl.Sealed, err = hpke.Seal(pk, sealKDF, sealAEAD, sealInfo(b.ID(), s), l.value[:])
+		}
 		if err != nil {
 			return nil, fmt.Errorf("delegation: sealing lane %d: %w", s, err)
 		}
-		g.Lanes = append(g.Lanes, SealedLane{Lane: s, Anchor: l.anchor, Proof: l.proof, Sealed: sealed})
-		if s == hi {
-			break
-		}
+		g.Lanes = append(g.Lanes, sl)
 	}
 	return g, nil
 }
@@ -338,8 +443,12 @@ func (h *Holder) Issue(to *Device, lo, hi uint32, opt GrantOptions) (*Grant, err
 // signer and whose encryption key is enc, at time now: the owner's
 // signature on the book, the broker's user certificate, the chain from the
 // owner to this device covering every lane, and for each lane that the
-// seed opens, walks to the committed anchor and that the anchor is in the
-// book. It returns the device's holder of the granted lanes.
+// seed or portion value opens (a portion's end c in 1…L, its value sealed
+// for that end), walks to the committed anchor (L or c steps) and that the
+// anchor is in the book. Under a capped chain every lane must be a portion
+// and the ends must sum to at most cap / unit coupons. It returns the
+// device's holder of the granted lanes, which spends at most c coupons of
+// a portion lane.
 func Accept(g *Grant, signer crypto.Signer, enc *ecdh.PrivateKey, now time.Time) (*Holder, error) {
 	me, err := spki.NewPublicKey(signer.Public())
 	if err != nil {
@@ -386,6 +495,7 @@ func Accept(g *Grant, signer crypto.Signer, enc *ecdh.PrivateKey, now time.Time)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", coupons.ErrNotAuthorized, err)
 	}
+	var total uint64 // coupons granted under a cap
 	for _, sl := range g.Lanes {
 		var capNanos int64
 		if err := coupons.SpendCovers(b.ID(), b.Vendor, sl.Lane, &capNanos)(chain.Result.Tag); err != nil {
@@ -397,17 +507,32 @@ func Accept(g *Grant, signer crypto.Signer, enc *ecdh.PrivateKey, now time.Time)
 		if err := coupons.VerifyMerkleProof(b.Root, b.Lanes, sl.Lane, &sl.Anchor, sl.Proof); err != nil {
 			return nil, fmt.Errorf("lane %d: %w", sl.Lane, err)
 		}
-		plain, err := hpke.Open(dk, sealKDF, sealAEAD, sealInfo(b.ID(), sl.Lane), sl.Sealed)
+		end, info := b.Length, sealInfo(b.ID(), sl.Lane)
+		if sl.End != 0 {
+			if sl.End > b.Length {
+				return nil, fmt.Errorf("%w: lane %d: portion end %d beyond the lane's %d coupons", ErrBadGrant, sl.Lane, sl.End, b.Length)
+			}
+			end, info = sl.End, portionInfo(b.ID(), sl.Lane, sl.End)
+		} else if capNanos > 0 {
+			return nil, fmt.Errorf("%w: lane %d: a capped grant hands portions, not seeds", ErrBadGrant, sl.Lane)
+		}
+		plain, err := hpke.Open(dk, sealKDF, sealAEAD, info, sl.Sealed)
 		if err != nil || len(plain) != 32 {
 			return nil, fmt.Errorf("%w: lane %d", ErrSeal, sl.Lane)
 		}
-		var seed coupons.Value
-		copy(seed[:], plain)
+		var w coupons.Value
+		copy(w[:], plain)
+		clear(plain)
 		tag := b.LaneTag(sl.Lane)
-		if coupons.Walk(&tag, b.Length, seed, 0) != sl.Anchor {
+		if coupons.Walk(&tag, end, w, 0) != sl.Anchor {
 			return nil, fmt.Errorf("%w: lane %d", ErrSeedMismatch, sl.Lane)
 		}
-		h.lanes[sl.Lane] = &heldLane{seed: seed, anchor: sl.Anchor, proof: sl.Proof}
+		if capNanos > 0 {
+			if total += uint64(end); total > uint64(capNanos/b.Unit) {
+				return nil, fmt.Errorf("%w: %d coupons by lane %d, the cap is %s", ErrPortionsExceedCap, total, sl.Lane, coupons.FormatAmount(capNanos))
+			}
+		}
+		h.lanes[sl.Lane] = &heldLane{value: w, end: end, anchor: sl.Anchor, proof: sl.Proof}
 	}
 	return h, nil
 }

@@ -17,3 +17,12 @@ func sealForTest(t testing.TB, pk hpke.PublicKey, book [32]byte, lane uint32, se
 	}
 	return out
 }
+
+func sealPortionForTest(t testing.TB, pk hpke.PublicKey, book [32]byte, lane, end uint32, w coupons.Value) []byte {
+	t.Helper()
+	out, err := hpke.Seal(pk, sealKDF, sealAEAD, portionInfo(book, lane, end), w[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}

@@ -34,6 +34,10 @@ var (
 	ErrWrongVendor = errors.New("wallet: the challenge is from another vendor than the book's")
 	// ErrBadChallenge is a 402 whose challenge does not parse.
 	ErrBadChallenge = errors.New("wallet: malformed challenge")
+	// ErrPortionUsedUp means the lanes left are granted portions whose
+	// coupons are all spent: the grant's issuer can grant more, or take the
+	// lanes back (ecoupons wallet reclaim).
+	ErrPortionUsedUp = errors.New("wallet: portion used up")
 )
 
 // Challenge is a parsed WWW-Authenticate: ECoupon … header.
@@ -167,7 +171,8 @@ func newTransport(h *delegation.Holder, saved map[coupons.LaneID]*lane, lanes ..
 		lanes = h.Lanes()
 	}
 	for _, s := range lanes {
-		if _, ok := h.Seed(s); !ok {
+		end, _, ok := h.Portion(s)
+		if !ok {
 			return nil, fmt.Errorf("%w: lane %d is not held", ErrNoLane, s)
 		}
 		id := coupons.LaneID{Book: b.ID(), Lane: s}
@@ -175,11 +180,15 @@ func newTransport(h *delegation.Holder, saved map[coupons.LaneID]*lane, lanes ..
 			if l.cursor.Tag() != b.LaneTag(s) || l.cursor.Length() != b.Length {
 				return nil, fmt.Errorf("wallet: the saved state of lane %s belongs to another chain", id)
 			}
+			if l.cursor.End() != end {
+				return nil, fmt.Errorf("wallet: the saved state of lane %s spends up to coupon %d, the wallet holds up to %d", id, l.cursor.End(), end)
+			}
 			t.free = append(t.free, l)
 			continue
 		}
-		seed, _ := h.Seed(s)
-		c, _, err := coupons.NewCursor(b.LaneTag(s), b.Length, seed)
+		// A whole lane from its seed, or a granted portion from w_end: the
+		// cursor stops at end either way.
+		c, _, err := h.Cursor(s)
 		if err != nil {
 			return nil, err
 		}
@@ -207,6 +216,13 @@ func (t *Transport) take() (*lane, error) {
 		t.free = t.free[:len(t.free)-1]
 		if l.cursor.Remaining() > 0 {
 			return l, nil
+		}
+	}
+	for _, l := range t.all {
+		if l.cursor.End() < l.cursor.Length() {
+			// A granted portion ran out: the holder knows no coupon past
+			// its end, and reveals nothing.
+			return nil, fmt.Errorf("%w: %w", ErrNoLane, ErrPortionUsedUp)
 		}
 	}
 	return nil, ErrNoLane

@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -76,6 +77,17 @@ type bookFile struct {
 	// when it refused: the book is kept (its secrets are the owner's) but
 	// never spent.
 	Refused string `json:"refused,omitempty"`
+	// Ends are the ends of the portions granted of delegated lanes (lane →
+	// c, L for a whole lane), for taking them back (Reclaim).
+	Ends map[uint32]uint32 `json:"ends,omitempty"`
+}
+
+// delegations is what a wallet granted of one of its books or grants:
+// books/<id>.json holds it for an owned book, grants/<h>.delegated for a
+// grant.
+type delegations struct {
+	Delegated []uint32          `json:"delegated,omitempty"`
+	Ends      map[uint32]uint32 `json:"ends,omitempty"`
 }
 
 // KeyOptions says where a wallet's signing key lives and how to unlock it.
@@ -461,11 +473,35 @@ func (w *Wallet) Books() ([]BookEntry, error) {
 }
 
 // MarkDelegated records that lanes lo…hi of an owned book were granted
-// away, after checking that this wallet never spent from them.
+// away whole, after checking that this wallet never spent from them. A
+// grant's own lanes and portion ends are recorded by MarkGranted.
 func (w *Wallet) MarkDelegated(e *BookEntry, lo, hi uint32) error {
 	if !e.owned {
 		return errors.New("wallet: only the book's owner records delegations here")
 	}
+	ends := map[uint32]uint32{}
+	for l := lo; l <= hi; l++ {
+		ends[l] = e.Holder.Book.Book.Length
+	}
+	return w.markDelegated(e, ends)
+}
+
+// MarkGranted records that the lanes of grant g, issued from entry e (an
+// owned book or a grant with propagate), were granted away up to their
+// portions' ends, after checking that this wallet never spent from them:
+// the wallet no longer spends them, until Reclaim takes them back.
+func (w *Wallet) MarkGranted(e *BookEntry, g *delegation.Grant) error {
+	ends := map[uint32]uint32{}
+	for _, sl := range g.Lanes {
+		ends[sl.Lane] = sl.End
+		if sl.End == 0 {
+			ends[sl.Lane] = e.Holder.Book.Book.Length
+		}
+	}
+	return w.markDelegated(e, ends)
+}
+
+func (w *Wallet) markDelegated(e *BookEntry, ends map[uint32]uint32) error {
 	if st, err := os.ReadFile(e.StatePath); err == nil || !errors.Is(err, os.ErrNotExist) {
 		// A state that cannot be read counts as having spent everything.
 		var sf stateFile
@@ -473,18 +509,19 @@ func (w *Wallet) MarkDelegated(e *BookEntry, lo, hi uint32) error {
 			err = json.Unmarshal(st, &sf)
 		}
 		if err != nil {
-			return fmt.Errorf("wallet: the lane state %s cannot be read, so lanes %d-%d may have been spent from: %v", e.StatePath, lo, hi, err)
+			return fmt.Errorf("wallet: the lane state %s cannot be read, so the lanes to grant may have been spent from: %v", e.StatePath, err)
 		}
 		for _, ls := range sf.Lanes {
 			id, err := coupons.ParseLaneID(ls.Lane)
 			if err != nil {
 				return fmt.Errorf("wallet: the lane state %s names a lane %q: %v", e.StatePath, ls.Lane, err)
 			}
-			if id.Lane < lo || id.Lane > hi {
+			if _, ok := ends[id.Lane]; !ok {
 				continue
 			}
 			// A lane is used once a coupon of it was revealed, opened or
-			// not (an open can be cleared for a retry).
+			// not (an open can be cleared for a retry); so is a lane taken
+			// back (its cursor stands past the portion it granted).
 			used := ls.Nonce != ""
 			var c coupons.Cursor
 			if raw, err := base64.StdEncoding.DecodeString(ls.Cursor); err != nil || c.UnmarshalBinary(raw) != nil || c.Position() > 0 {
@@ -495,31 +532,150 @@ func (w *Wallet) MarkDelegated(e *BookEntry, lo, hi uint32) error {
 			}
 		}
 	}
-	b, err := os.ReadFile(e.file)
+	d, err := w.readDelegations(e)
 	if err != nil {
 		return err
 	}
-	var bf bookFile
-	if err := json.Unmarshal(b, &bf); err != nil {
-		return err
-	}
-	have := map[uint32]bool{}
-	for _, l := range bf.Delegated {
-		have[l] = true
-	}
-	for l := lo; l <= hi; l++ {
-		if have[l] {
+	for l := range ends {
+		if slices.Contains(d.Delegated, l) {
 			return fmt.Errorf("wallet: lane %d is already delegated", l)
 		}
 	}
-	for l := lo; l <= hi; l++ {
-		bf.Delegated = append(bf.Delegated, l)
+	if d.Ends == nil {
+		d.Ends = map[uint32]uint32{}
 	}
-	nb, err := json.Marshal(bf)
+	for _, l := range slices.Sorted(maps.Keys(ends)) {
+		d.Delegated = append(d.Delegated, l)
+		d.Ends[l] = ends[l]
+	}
+	return w.writeDelegations(e, d)
+}
+
+// readDelegations reads what e's wallet granted of it.
+func (w *Wallet) readDelegations(e *BookEntry) (delegations, error) {
+	var d delegations
+	if e.owned {
+		b, err := os.ReadFile(e.file)
+		if err != nil {
+			return d, err
+		}
+		var bf bookFile
+		if err := json.Unmarshal(b, &bf); err != nil {
+			return d, fmt.Errorf("wallet: %s: %w", e.file, err)
+		}
+		return delegations{Delegated: bf.Delegated, Ends: bf.Ends}, nil
+	}
+	b, err := os.ReadFile(strings.TrimSuffix(e.file, ".grant") + ".delegated")
+	if errors.Is(err, os.ErrNotExist) {
+		return d, nil
+	}
+	if err != nil {
+		return d, err
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		return d, fmt.Errorf("wallet: %s: %w", e.file, err)
+	}
+	return d, nil
+}
+
+// writeDelegations durably records what e's wallet granted of it.
+func (w *Wallet) writeDelegations(e *BookEntry, d delegations) error {
+	if e.owned {
+		b, err := os.ReadFile(e.file)
+		if err != nil {
+			return err
+		}
+		var bf bookFile
+		if err := json.Unmarshal(b, &bf); err != nil {
+			return err
+		}
+		bf.Delegated, bf.Ends = d.Delegated, d.Ends
+		nb, err := json.Marshal(bf)
+		if err != nil {
+			return err
+		}
+		return writeDurably(e.file, nb)
+	}
+	b, err := json.Marshal(d)
 	if err != nil {
 		return err
 	}
-	return writeDurably(e.file, nb)
+	return writeDurably(strings.TrimSuffix(e.file, ".grant")+".delegated", b)
+}
+
+// ErrNotReclaimable means a lane cannot be taken back: it was not granted
+// away by this wallet, or was granted whole (nothing lies past its end:
+// revoke the grant instead).
+var ErrNotReclaimable = errors.New("wallet: lane cannot be reclaimed")
+
+// Reclaim takes back lanes this wallet granted as portions (MarkGranted):
+// each becomes the wallet's again with its cursor at the portion's end c,
+// so the wallet's next payment on it is coupon c+1, sent with a fresh lane
+// open. At the vendor that coupon walks through the delegate's unspent
+// coupons (those above its last payment, up to c) and pays for them too:
+// the wallet loses nothing, and the delegate can spend no more there. It
+// returns the ends the lanes restart from.
+func (w *Wallet) Reclaim(e *BookEntry, lanes []uint32) (map[uint32]uint32, error) {
+	d, err := w.readDelegations(e)
+	if err != nil {
+		return nil, err
+	}
+	b := e.Holder.Book.Book
+	out := map[uint32]uint32{}
+	for _, l := range lanes {
+		c, ok := d.Ends[l]
+		hend, _, held := e.Holder.Portion(l)
+		switch {
+		case !slices.Contains(d.Delegated, l) || !ok || !held:
+			return nil, fmt.Errorf("%w: lane %d was not granted as a portion by this wallet", ErrNotReclaimable, l)
+		case c >= hend:
+			return nil, fmt.Errorf("%w: lane %d was granted whole (up to coupon %d): revoke the grant instead", ErrNotReclaimable, l, c)
+		}
+		out[l] = c
+	}
+	st, err := openStore(e.StatePath)
+	if err != nil {
+		return nil, err
+	}
+	defer st.close()
+	saved, err := st.load()
+	if err != nil {
+		return nil, err
+	}
+	for l, c := range out {
+		id := coupons.LaneID{Book: b.ID(), Lane: l}
+		hend, hval, _ := e.Holder.Portion(l)
+		if old, ok := saved[id]; ok && old.cursor.End() == hend && old.cursor.Position() >= c {
+			continue // never move a cursor back
+		}
+		cur, err := coupons.NewCursorAt(b.LaneTag(l), b.Length, hend, hval, c)
+		if err != nil {
+			return nil, err
+		}
+		// No nonce: the first payment opens the lane anew (under this
+		// wallet's key, where the vendor knows it under the delegate's).
+		saved[id] = &lane{id: id, cursor: cur}
+	}
+	all := make([]*lane, 0, len(saved))
+	for _, id := range slices.SortedFunc(maps.Keys(saved), func(x, y coupons.LaneID) int { return strings.Compare(x.String(), y.String()) }) {
+		all = append(all, saved[id])
+	}
+	if err := st.save(all); err != nil {
+		return nil, err
+	}
+	// The state is written first: a crash before the record below leaves
+	// the lanes delegated, and reclaiming again writes the same state.
+	var kept []uint32
+	for _, l := range d.Delegated {
+		if _, ok := out[l]; !ok {
+			kept = append(kept, l)
+		}
+	}
+	d.Delegated = kept
+	for l := range out {
+		delete(d.Ends, l)
+	}
+	return out, w.writeDelegations(e, d)
 }
 
 // Device returns this wallet's signed device identity, for a book owner
@@ -572,9 +728,18 @@ func (w *Wallet) grants() ([]BookEntry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("wallet: %s: %w", f, err)
 		}
-		lanes := h.Lanes()
-		slices.Sort(lanes)
-		out = append(out, BookEntry{Holder: h, StatePath: strings.TrimSuffix(f, ".grant") + ".lanes", Lanes: lanes, file: f})
+		e := BookEntry{Holder: h, StatePath: strings.TrimSuffix(f, ".grant") + ".lanes", file: f}
+		d, err := w.readDelegations(&e)
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range h.Lanes() {
+			if !slices.Contains(d.Delegated, l) {
+				e.Lanes = append(e.Lanes, l)
+			}
+		}
+		slices.Sort(e.Lanes)
+		out = append(out, e)
 	}
 	return out, nil
 }

@@ -40,7 +40,7 @@ const (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "wallet",
-		Usage: "<init|register|book|balance|get|device|delegate|import|revoke|proxy|limit|receipts|office> … [--dir DIR]",
+		Usage: "<init|register|book|balance|get|device|delegate|import|reclaim|revoke|proxy|limit|receipts|office> … [--dir DIR]",
 		Short: "The ecoupons wallet: keys, books, and paying 402s",
 		Long: `
 A wallet lives in a directory (--dir, default $ECOUPONS_WALLET or ~/.ecoupons):
@@ -60,7 +60,7 @@ payment.`,
 			cmd.PersistentFlags().StringSlice("vendor-host", nil, "get, proxy: a host that belongs to the vendor though not under its name (repeatable); the wallet pays only the vendor's own host, its subdomains and loopback otherwise")
 			cmd.PersistentFlags().Bool("json", false, "print results and errors as JSON, for scripts (device, delegate and get print documents and bodies as they are)")
 			cmd.AddCommand(walletInitCmd(), walletRegisterCmd(), walletBookCmd(), walletBalanceCmd(), walletGetCmd(),
-				walletDeviceCmd(), walletDelegateCmd(), walletImportCmd(), walletRevokeCmd(), walletProxyCmd(), walletLimitCmd(), walletReceiptsCmd(),
+				walletDeviceCmd(), walletDelegateCmd(), walletImportCmd(), walletReclaimCmd(), walletRevokeCmd(), walletProxyCmd(), walletLimitCmd(), walletReceiptsCmd(),
 				walletOfficeCmd())
 		},
 	})
@@ -630,6 +630,22 @@ func walletDeviceCmd() *cobra.Command {
 
 func walletDelegateCmd() *cobra.Command {
 	c := &cobra.Command{Use: "delegate --to DEVICE --book ID --lanes A-B", Short: "Grant lanes of a book to a device (writes a grant file)", Args: cobra.NoArgs,
+		Long: `Grant lanes of a book (or of a grant with --propagate) to a device.
+
+Without --cap or --propagate the device gets the lanes whole (their seeds).
+With --cap it gets portions: the chain value at coupon c of a lane, from
+which it can compute coupons 1…c and nothing above, so the cap holds at every
+gate, whatever its store. The cap in coupons (cap / the book's unit) fills the
+lanes in order, each up to its length (or what this wallet holds of it); lanes
+left with nothing are not granted. With --propagate (and no cap) the device
+gets whole lanes as portions, so that it can grant portions on.
+
+This wallet stops spending the lanes it granted. It can take a portion it
+granted back at any time: ecoupons wallet reclaim BOOK LANES moves its own
+cursor to the portion's end c, and its next payment on the lane, coupon c+1,
+pays at the vendor for every coupon the device had not spent yet (nothing is
+lost) and leaves the device nothing to spend there. Lanes granted whole cannot
+be reclaimed: revoke the grant instead.`,
 		Run: run(func(cmd *cobra.Command, _ []string) error {
 			w, err := loadWallet(cmd)
 			if err != nil {
@@ -690,12 +706,10 @@ func walletDelegateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if len(entry.Holder.Chain) == 0 {
-				if err := w.MarkDelegated(entry, lo, hi); err != nil {
-					return err
-				}
+			if err := w.MarkGranted(entry, g); err != nil {
+				return err
 			}
-			fmt.Fprintf(os.Stderr, "lanes %d-%d granted to %q (%s)\n", lo, hi, dev.Name, dev.Fingerprint())
+			fmt.Fprintf(os.Stderr, "lanes %s granted to %q (%s)\n", describeLanes(g, entry.Holder.Book.Book.Length), dev.Name, dev.Fingerprint())
 			// The broker keeps the certificate (not the sealed seeds), so that
 			// the device shows in the back office and can be revoked there.
 			if w.Config.Broker != "" {
@@ -710,7 +724,7 @@ func walletDelegateCmd() *cobra.Command {
 	c.Flags().String("lanes", "", "lanes to grant, A-B")
 	c.Flags().Bool("propagate", false, "let the device sub-delegate")
 	c.Flags().Int("days", 7, "days the grant is valid")
-	c.Flags().String("cap", "", "most the device may spend, in the book's currency")
+	c.Flags().String("cap", "", "most the device may spend, in the book's currency: it gets portions of lanes (see above)")
 	c.Flags().StringP("output", "o", "", "write the grant to this file instead of stdout")
 	return c
 }
@@ -730,8 +744,94 @@ func walletImportCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return report(cmd, map[string]any{"vendor": g.Book.Book.Vendor, "lanes": g.Lanes},
-				fmt.Sprintf("grant imported: %d lanes of a book for %s", len(g.Lanes), g.Book.Book.Vendor))
+			ends := map[string]uint32{}
+			for _, sl := range g.Lanes {
+				ends[fmt.Sprint(sl.Lane)] = sl.End
+				if sl.End == 0 {
+					ends[fmt.Sprint(sl.Lane)] = g.Book.Book.Length
+				}
+			}
+			return report(cmd, map[string]any{"vendor": g.Book.Book.Vendor, "lanes": ends},
+				fmt.Sprintf("grant imported: %d lanes of a book for %s (%s)", len(g.Lanes), g.Book.Book.Vendor, describeLanes(g, g.Book.Book.Length)))
+		})}
+}
+
+// describeLanes lists a grant's lanes and, for portions, their ends:
+// "2-3" for whole lanes, "2 (coupons 1-64), 3 (coupons 1-5)" otherwise.
+func describeLanes(g *delegation.Grant, length uint32) string {
+	whole := true
+	for _, sl := range g.Lanes {
+		whole = whole && (sl.End == 0 || sl.End == length)
+	}
+	lo, hi := g.Lanes[0].Lane, g.Lanes[len(g.Lanes)-1].Lane
+	if whole {
+		if lo == hi {
+			return fmt.Sprint(lo)
+		}
+		return fmt.Sprintf("%d-%d", lo, hi)
+	}
+	var parts []string
+	for _, sl := range g.Lanes {
+		parts = append(parts, fmt.Sprintf("%d (coupons 1-%d)", sl.Lane, sl.End))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func walletReclaimCmd() *cobra.Command {
+	return &cobra.Command{Use: "reclaim BOOK LANES", Short: "Take back lanes this wallet granted as portions (LANES: A-B or A)", Args: cobra.ExactArgs(2),
+		Long: `Take back lanes this wallet granted as portions (delegate --cap).
+
+BOOK is a prefix of the book's id in hex (book list); LANES is A-B or A. Each
+lane becomes this wallet's again, its cursor at the end c of the portion it
+granted: its next payment on the lane is coupon c+1, sent with a new lane open,
+and pays at the vendor for the coupons the device had not spent (nothing is
+lost); the device can spend nothing more there. Revoke the grant too if the
+device should not open other lanes of it.`,
+		Run: run(func(cmd *cobra.Command, args []string) error {
+			w, err := loadWallet(cmd)
+			if err != nil {
+				return err
+			}
+			var lo, hi uint32
+			if _, err := fmt.Sscanf(args[1], "%d-%d", &lo, &hi); err != nil {
+				if _, err := fmt.Sscanf(args[1], "%d", &lo); err != nil {
+					return walletErr{exitUsage, fmt.Errorf("LANES %q: use A-B or A", args[1])}
+				}
+				hi = lo
+			}
+			if lo > hi || hi-lo > 1<<16 {
+				return walletErr{exitUsage, fmt.Errorf("LANES %q: an empty or too large range", args[1])}
+			}
+			books, err := w.Books()
+			if err != nil {
+				return err
+			}
+			var matches []*wallet.BookEntry
+			for i := range books {
+				id := books[i].Holder.Book.Book.ID()
+				if strings.HasPrefix(hex.EncodeToString(id[:]), strings.ToLower(args[0])) {
+					matches = append(matches, &books[i])
+				}
+			}
+			if len(matches) != 1 {
+				return walletErr{exitUsage, fmt.Errorf("%d books match %q: name exactly one (see: ecoupons wallet book list)", len(matches), args[0])}
+			}
+			var lanes []uint32
+			for l := lo; l <= hi; l++ {
+				lanes = append(lanes, l)
+			}
+			ends, err := w.Reclaim(matches[0], lanes)
+			if err != nil {
+				return err
+			}
+			var parts []string
+			out := map[string]uint32{}
+			for _, l := range lanes {
+				parts = append(parts, fmt.Sprintf("%d (next coupon %d)", l, ends[l]+1))
+				out[fmt.Sprint(l)] = ends[l] + 1
+			}
+			return report(cmd, map[string]any{"reclaimed": out},
+				"reclaimed lanes "+strings.Join(parts, ", ")+": the next payment on each pays for the device's unspent coupons")
 		})}
 }
 
