@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/spki"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -498,6 +499,9 @@ func (s *Bolt) Advance(_ context.Context, id coupons.LaneID, prevLast, prevCredi
 		if err != nil {
 			return err
 		}
+		if revokedWrite(v, enc) {
+			return ErrRevoked
+		}
 		if last != prevLast || credit != prevCredit {
 			return fmt.Errorf("%w: at %d (credit %d), expected %d (credit %d)", ErrConflict, last, credit, prevLast, prevCredit)
 		}
@@ -515,6 +519,34 @@ func (s *Bolt) Advance(_ context.Context, id coupons.LaneID, prevLast, prevCredi
 		}
 		t.putOwned(bLanes, k[:], enc) // made above for this write only
 		t.put(bDirty, k[:], nil)
+		return nil
+	}))
+}
+
+// MarkRevoked implements Store.
+func (s *Bolt) MarkRevoked(_ context.Context, id coupons.LaneID, certs [][32]byte, keys []spki.KeyHash) error {
+	k := Key(id)
+	return mapClosed(s.write(func(t *kvTx) error {
+		v := t.get(bLanes, k[:])
+		if v == nil {
+			return ErrNotFound
+		}
+		var r Record
+		if err := r.UnmarshalBinary(v); err != nil {
+			return err
+		}
+		if len(certs) == 0 || !r.Meta.SamePrincipals(certs, keys) {
+			return fmt.Errorf("%w: the lane holds other principals", ErrConflict)
+		}
+		if r.Meta.Revoked {
+			return nil
+		}
+		r.Meta.Revoked = true
+		enc, err := r.MarshalBinary()
+		if err != nil {
+			return err
+		}
+		t.putOwned(bLanes, k[:], enc)
 		return nil
 	}))
 }

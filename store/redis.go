@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/spki"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -103,9 +104,17 @@ func (s *Redis) Get(ctx context.Context, id coupons.LaneID) (Record, error) {
 // ARGV[4] cap. The last index and the credit sit at fixed offsets of the
 // record (lastOffset, creditOffset, 4 bytes each, big-endian; Lua strings
 // count from 1).
+//
+// A lane marked revoked (a version 3 record whose flags byte, at
+// flagsOffset, has bit 0 set) refuses a next record that keeps its
+// principals (the bytes after the flags) without the mark: 'REVOKED'.
 var advanceScript = redis.NewScript(fmt.Sprintf(`
 local cur = redis.call('GET', KEYS[1])
 if not cur then return 'NOTFOUND' end
+if string.byte(cur, 1) == 3 and #cur >= %d and string.byte(cur, %d) %% 2 == 1
+  and string.byte(ARGV[2], %d) %% 2 == 0 and string.sub(cur, %d) == string.sub(ARGV[2], %d) then
+  return 'REVOKED'
+end
 local b1, b2, b3, b4 = string.byte(cur, %d, %d)
 local last = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
 local c1, c2, c3, c4 = string.byte(cur, %d, %d)
@@ -120,13 +129,15 @@ end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[5])
 return 'OK'
-`, lastOffset+1, lastOffset+4, creditOffset+1, creditOffset+4))
+`, recordFixedLen, flagsOffset+1, flagsOffset+1, flagsOffset+2, flagsOffset+2,
+	lastOffset+1, lastOffset+4, creditOffset+1, creditOffset+4))
 
 // lastOffset is where State.Last starts in an encoded record, and
 // creditOffset where Credit does.
 const (
 	lastOffset   = 1 + 16 + 32 + 4 + 8 + 3 + 8 + 32 + 32 + 32 + 8 + 1 + MaxNonce
 	creditOffset = lastOffset + 4 + 32 + 32 + 16 + 1
+	flagsOffset  = recordFlagsAt
 )
 
 // Advance implements Store.
@@ -155,6 +166,44 @@ func (s *Redis) Advance(ctx context.Context, id coupons.LaneID, prevLast, prevCr
 		return ErrConflict
 	case "CAP":
 		return coupons.ErrCapExceeded
+	case "REVOKED":
+		return ErrRevoked
+	}
+	return fmt.Errorf("store: redis: unexpected reply %q", res)
+}
+
+// markRevokedScript: KEYS[1] the lane, ARGV[1] the principals as a
+// version 3 record encodes them after its flags. It sets the revoked flag
+// if the record holds exactly these principals.
+var markRevokedScript = redis.NewScript(fmt.Sprintf(`
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 'NOTFOUND' end
+if string.byte(cur, 1) ~= 3 or #cur < %d or string.sub(cur, %d) ~= ARGV[1] then return 'CONFLICT' end
+local f = string.byte(cur, %d)
+if f %% 2 == 1 then return 'OK' end
+redis.call('SET', KEYS[1], string.sub(cur, 1, %d) .. string.char(f + 1) .. string.sub(cur, %d))
+return 'OK'
+`, recordFixedLen, flagsOffset+2, flagsOffset+1, flagsOffset, flagsOffset+2))
+
+// MarkRevoked implements Store.
+func (s *Redis) MarkRevoked(ctx context.Context, id coupons.LaneID, certs [][32]byte, keys []spki.KeyHash) error {
+	if len(certs) > MaxCerts || len(keys) > MaxKeys {
+		return ErrTooManyPrincipals
+	}
+	if len(certs) == 0 {
+		return fmt.Errorf("%w: no principals to mark", ErrConflict)
+	}
+	res, err := markRevokedScript.Run(ctx, s.c, []string{s.laneKey(id)}, appendPrincipals(nil, certs, keys)).Text()
+	if err != nil {
+		return fmt.Errorf("store: redis: %w", err)
+	}
+	switch strings.TrimSpace(res) {
+	case "OK":
+		return nil
+	case "NOTFOUND":
+		return ErrNotFound
+	case "CONFLICT":
+		return fmt.Errorf("%w: the lane holds other principals", ErrConflict)
 	}
 	return fmt.Errorf("store: redis: unexpected reply %q", res)
 }
