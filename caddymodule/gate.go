@@ -112,7 +112,10 @@ type Gate struct {
 	// URL (e.g. https://broker.example/v1/revocations) or a file, verified
 	// against the broker keys. When set, lane opens are refused under any
 	// revoked certificate or key, and refused altogether (503) while the
-	// list of the book's broker is past its next-update. Default: none.
+	// list of the book's broker is past its next-update; and every list
+	// installed stops the lanes already open under a certificate or key it
+	// revokes, at their next payment (402 revoked), marking them so in the
+	// store for every gate sharing it. Default: none.
 	Revocations []string `json:"revocations,omitempty"`
 	// RevocationsEvery is how often the lists are fetched. Default 1m.
 	RevocationsEvery caddy.Duration `json:"revocations_every,omitempty"`
@@ -172,6 +175,9 @@ type laneEntry struct {
 	rec    store.Record
 	tokens float64
 	last   time.Time
+	// gen is the revocation generation (revocations.generation) at which
+	// rec's principals were last found unrevoked; 0: not checked yet.
+	gen uint64
 }
 
 // CaddyModule returns the Caddy module information.
@@ -482,12 +488,17 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		// written before records named their vendor (version 1), which any
 		// vendor's gate sharing the store could otherwise take: the open
 		// checks its book's vendor, and names this one (see openLane).
-		if err != nil || rec.Meta.Vendor == [32]byte{} {
+		// And, where revocation lists are checked, one written before
+		// records kept the lane's principals (version 2): the open names
+		// them (see checkRevoked).
+		if err != nil || g.mustReopen(&rec.Meta) {
 			doc := r.Header.Get(HeaderOpen)
 			if doc == "" {
 				why := "lane " + p.Lane.String() + " is not open here"
-				if err == nil {
+				if err == nil && rec.Meta.Vendor == [32]byte{} {
 					why = "lane " + p.Lane.String() + " was opened before this store named lanes' vendors: open it again"
+				} else if err == nil {
+					why = "lane " + p.Lane.String() + " was opened before this store kept lanes' delegation chains: open it again"
 				}
 				g.refuse(w, "lane_not_open", why)
 				return nil
@@ -516,6 +527,17 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 			Reason: fmt.Sprintf("more than %g requests per second on this lane; no coupon was spent", g.LaneRate)})
 		return nil
 	}
+	// Revocation: a lane marked revoked in the store, or one whose
+	// principals a list installed since its last check revokes, takes no
+	// payment. In the steady state (no new list) this costs one atomic
+	// load and two comparisons.
+	if ent.rec.Meta.Revoked || (g.revoked != nil && ent.gen != g.revoked.generation()) {
+		if err := g.checkRevoked(ctx, p.Lane, ent); err != nil {
+			lock.Unlock()
+			g.refuseRevoked(w, err)
+			return nil
+		}
+	}
 	if now.After(ent.rec.Meta.NotAfter) {
 		lock.Unlock()
 		g.refuse(w, "book_expired", "the lane's book or grant expired on "+spki.FormatDate(ent.rec.Meta.NotAfter))
@@ -529,13 +551,22 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	var paidNow uint32
 	served := false
 	for attempt := 0; ; attempt++ {
+		if attempt > 0 && (ent.rec.Meta.Revoked || (g.revoked != nil && ent.gen != g.revoked.generation())) {
+			// Reloaded from the store: marked by another gate, or opened
+			// again under another chain, which is checked before use.
+			if err := g.checkRevoked(ctx, p.Lane, ent); err != nil {
+				lock.Unlock()
+				g.refuseRevoked(w, err)
+				return nil
+			}
+		}
 		cur := ent.rec
 		st := cur.State
 		paid, th, err := coupons.VerifyPayment(&cur.Meta.Tag, cur.Meta.Length, &st, &p, &digest, g.MaxJump)
 		if err != nil && attempt == 0 && errors.Is(err, coupons.ErrReplay) {
 			// Another node may have moved the lane: refresh from the store.
 			if fresh, gerr := g.store.Get(ctx, p.Lane); gerr == nil && fresh.State.Last != cur.State.Last {
-				ent.rec = fresh
+				ent.reload(fresh)
 				continue
 			}
 		}
@@ -566,8 +597,16 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 				g.storeUnavailable(w, gerr)
 				return nil
 			}
-			ent.rec = fresh
+			ent.reload(fresh)
 			continue
+		}
+		if errors.Is(err, store.ErrRevoked) {
+			// Another gate marked the lane after this one last read it:
+			// the store refused the write, no coupon was accepted.
+			ent.rec.Meta.Revoked = true
+			lock.Unlock()
+			g.refuseRevoked(w, err)
+			return nil
 		}
 		if err != nil {
 			lock.Unlock()
@@ -643,6 +682,91 @@ func (g *Gate) laneFits(m *store.Meta) (string, string) {
 	return "", ""
 }
 
+// mustReopen reports whether a stored lane must be opened again here
+// before it takes a payment: its record names no vendor (version 1), or
+// it holds no principals (version 2) while this gate checks revocations,
+// which it could not do on that lane.
+func (g *Gate) mustReopen(m *store.Meta) bool {
+	return m.Vendor == [32]byte{} || (g.revoked != nil && len(m.Certs) == 0)
+}
+
+// reload replaces a cached lane's record by one read from (or written to)
+// the store; if its principals changed (the lane was opened again under
+// another chain), they are checked again before the next payment.
+func (e *laneEntry) reload(rec store.Record) {
+	if !rec.Meta.SamePrincipals(e.rec.Meta.Certs, e.rec.Meta.Keys) {
+		e.gen = 0
+	}
+	e.rec = rec
+}
+
+// checkRevoked decides whether a cached lane may take a payment, with the
+// lane's lock held: it returns store.ErrRevoked when the lane is marked
+// revoked in the store, or when one of its principals is on a list this
+// gate installed, in which case it marks the lane in the store first (so
+// that a restart of this gate and every gate sharing the store refuse it
+// too, whatever lists they hold); another error when the store failed;
+// nil when the lane may pay, remembering the revocation generation it was
+// checked at. A lane cached as marked is read again, since a new open
+// under another chain (a takeover) clears the mark.
+func (g *Gate) checkRevoked(ctx context.Context, id coupons.LaneID, ent *laneEntry) error {
+	for attempt := 0; attempt < 3; attempt++ {
+		if ent.rec.Meta.Revoked {
+			fresh, err := g.store.Get(ctx, id)
+			if err != nil {
+				return err
+			}
+			ent.reload(fresh)
+			if fresh.Meta.Revoked {
+				return store.ErrRevoked
+			}
+		}
+		if g.revoked == nil {
+			return nil
+		}
+		gen := g.revoked.generation() // before the lists are read: a later list bumps it
+		if ent.gen == gen {
+			return nil
+		}
+		if !g.revoked.revokes(&ent.rec.Meta) {
+			ent.gen = gen
+			return nil
+		}
+		err := g.store.MarkRevoked(ctx, id, ent.rec.Meta.Certs, ent.rec.Meta.Keys)
+		if err == nil {
+			ent.rec.Meta.Revoked = true
+			gateMetrics.revokedLanes.WithLabelValues(g.Vendor).Inc()
+			g.logger.Info("a lane's delegation was revoked: the lane takes no more payments under it", zap.String("lane", id.String()))
+			return store.ErrRevoked
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+		// The lane holds other principals now: read and check them.
+		fresh, err := g.store.Get(ctx, id)
+		if err != nil {
+			return err
+		}
+		ent.reload(fresh)
+		ent.gen = 0
+	}
+	return fmt.Errorf("ecoupon: lane %s: its principals keep changing", id)
+}
+
+// refuseRevoked answers a payment that checkRevoked or the store refused:
+// 402 revoked, or 503 when the store failed. No coupon was accepted.
+func (g *Gate) refuseRevoked(w http.ResponseWriter, err error) {
+	if !errors.Is(err, store.ErrRevoked) {
+		g.storeUnavailable(w, err)
+		return
+	}
+	gateMetrics.payments.WithLabelValues(g.Vendor, "revoked").Inc()
+	g.payRequired(w, "revoked", "a certificate or key of the delegation this lane was opened under has been revoked, "+
+		"so the lane takes no payment under it; no coupon of this payment was accepted. The book's owner can still "+
+		"open the lane again with its own key (or grant it to another device), keeping its position and credit",
+		"ask the book's owner for a new grant; the owner's wallet can open this lane again and spend what is left on it")
+}
+
 // refund credits the price back to a lane whose paid request failed
 // upstream (5xx): the coupons stay spent, the next payment uses the credit.
 func (g *Gate) refund(ctx context.Context, id coupons.LaneID, ent *laneEntry, key [36]byte) {
@@ -657,7 +781,7 @@ func (g *Gate) refund(ctx context.Context, id coupons.LaneID, ent *laneEntry, ke
 		next := cur
 		next.Credit += g.Price
 		if err = g.store.Advance(ctx, id, cur.State.Last, cur.Credit, next, 0); err == nil {
-			ent.rec = next
+			ent.reload(next)
 			gateMetrics.refunds.WithLabelValues(g.Vendor).Inc()
 			return
 		}
@@ -744,6 +868,11 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		g.payRequired(w, reasonFor(err), err.Error(), hintPay)
 		return store.Record{}, fail
 	}
+	if len(lane.Certs) > store.MaxCerts || len(lane.Keys) > store.MaxKeys {
+		badRequest(w, "bad_open", fmt.Errorf("the open goes through %d certificates and %d keys; a lane keeps at most %d and %d",
+			len(lane.Certs), len(lane.Keys), store.MaxCerts, store.MaxKeys))
+		return store.Record{}, fail
+	}
 	if want != (coupons.LaneID{}) && lane.ID != want {
 		badRequest(w, "lane_mismatch", fmt.Errorf("the open is for lane %s, the payment for %s", lane.ID, want))
 		return store.Record{}, fail
@@ -759,7 +888,7 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		// A lane this gate's store already holds was checked (and, online,
 		// reserved) when it was first opened: the store is the truth.
 		if rec, err := g.store.Get(ctx, lane.ID); err == nil {
-			if rec.Meta.Vendor != ([32]byte{}) {
+			if rec.Meta.Vendor != ([32]byte{}) && len(rec.Meta.Certs) > 0 {
 				return rec, nil
 			}
 			stored = &rec
@@ -785,7 +914,8 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		}
 	}
 	meta := store.Meta{Tag: lane.Tag, Anchor: lane.Anchor, Length: lane.Length, Unit: lane.Unit, Currency: lane.Currency,
-		NotAfter: lane.NotAfter, Spender: lane.Spender, Owner: lane.Owner, Cap: lane.Cap, Nonce: o.Nonce, Vendor: g.vendorHash}
+		NotAfter: lane.NotAfter, Spender: lane.Spender, Owner: lane.Owner, Cap: lane.Cap, Nonce: o.Nonce, Vendor: g.vendorHash,
+		Certs: lane.Certs, Keys: lane.Keys}
 	if len(lane.Certs) > 1 {
 		// Caps are charged to the owner's own grant (the first delegation),
 		// shared by every chain below it, with the smallest cap along the
@@ -804,7 +934,7 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		first.Spent = status.Redeemed
 	}
 	rec, err := g.store.Open(ctx, lane.ID, first)
-	if err == nil && rec.Meta.Vendor == ([32]byte{}) {
+	if err == nil && (rec.Meta.Vendor == ([32]byte{}) || len(rec.Meta.Certs) == 0) {
 		return g.nameVendor(ctx, w, lane.ID, rec, meta)
 	}
 	if err == nil {
@@ -827,9 +957,11 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 var errAnswered = errors.New("ecoupon: answered")
 
 // nameVendor rewrites the metadata of a stored lane that names no vendor
-// (a record from before version 2) with that of the open just verified
-// here, this gate's vendor included, keeping the lane's position, credit
-// and pending binding: from then on other vendors' gates refuse the lane.
+// (a record from before version 2) or holds no principals (version 2)
+// with that of the open just verified here, this gate's vendor and the
+// open's principals included, keeping the lane's position, credit and
+// pending binding: from then on other vendors' gates refuse the lane, and
+// every gate checks its principals against its revocation lists.
 func (g *Gate) nameVendor(ctx context.Context, w http.ResponseWriter, id coupons.LaneID, rec store.Record, meta store.Meta) (store.Record, error) {
 	named := rec
 	named.Meta = meta
@@ -855,6 +987,12 @@ func (g *Gate) serveOpen(w http.ResponseWriter, r *http.Request) error {
 	}
 	rec, err := g.openLane(r.Context(), w, r, body, coupons.LaneID{})
 	if err != nil {
+		return nil
+	}
+	if rec.Meta.Revoked {
+		// Stored marked by a gate that found its chain revoked (this
+		// gate's list may be older): the lane takes no payment under it.
+		g.refuseRevoked(w, store.ErrRevoked)
 		return nil
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"opened": true, "spent": rec.State.Last, "remaining": rec.Meta.Length - rec.State.Last, "credit": rec.Credit})
