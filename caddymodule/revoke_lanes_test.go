@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -372,19 +371,4 @@ func TestRevocationBoundOnOpenLane(t *testing.T) {
 			}
 		})
 	}
-}
-
-// writeList writes list number n (nothing revoked) signed by w's broker to
-// a file, for gates that poll a file.
-func writeList(tb testing.TB, w *world, n uint64) string {
-	now := time.Now()
-	list, err := delegation.SignRevocations(w.broker, n, now, now.Add(24*time.Hour), nil, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	path := filepath.Join(tb.TempDir(), "revocations")
-	if err := os.WriteFile(path, spki.Canonical(list.Sexp()), 0o644); err != nil {
-		tb.Fatal(err)
-	}
-	return path
 }
