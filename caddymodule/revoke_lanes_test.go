@@ -372,3 +372,90 @@ func TestRevocationBoundOnOpenLane(t *testing.T) {
 		})
 	}
 }
+
+// TestLaneWithoutPrincipalsReopened: a lane stored before records kept
+// principals (version 2) cannot be checked against revocation lists, so a
+// gate that checks them takes no payment on it until it is opened again
+// (402 lane_not_open, which wallets answer by reopening from their
+// cursor); the open names the lane's principals, keeping its position. A
+// gate with no lists takes payments on it as before.
+func TestLaneWithoutPrincipalsReopened(t *testing.T) {
+	w := newWorld(t, "news.example", t0Later())
+	ls := newListSource(t, w)
+	db := boltStoreJSON(filepath.Join(t.TempDir(), "spent.db"))
+	g, _ := revGate(t, w.brokerKeyFile, filepath.Join(t.TempDir(), "secret"), db, ls.url, time.Hour, nil)
+	plain, _ := revGate(t, w.brokerKeyFile, filepath.Join(t.TempDir(), "secret"), db, "", 0, nil)
+	phone := grantDevice(t, "phone", w.owner, 0, 0, delegation.GrantOptions{})
+	c := newClient(t, nil, phone, 0)
+	mustPay(t, g, c, 2, "phone")
+	ctx := context.Background()
+	rec := laneAt(t, g, phone, 0)
+	old := rec
+	old.Meta.Certs, old.Meta.Keys = nil, nil // as a version 2 record reads
+	if err := g.store.Advance(ctx, c.lane, rec.State.Last, rec.Credit, old, 0); err != nil {
+		t.Fatal(err)
+	}
+	g.cache.Clear()
+	plain.cache.Clear()
+	mustPay(t, plain, c, 1, "phone at a gate without lists")
+	refused := serve(g, "GET", "/premium/x", c.payment("GET", "/premium/x", 1))
+	wantRefusal(t, refused, 402, "lane_not_open")
+	if !strings.Contains(refused.Body.String(), "delegation chains") {
+		t.Errorf("the reason does not say why: %s", refused.Body)
+	}
+	c.nonce, c.opened = gateNonce(g), false
+	mustPay(t, g, c, 1, "phone reopening its lane")
+	got := laneAt(t, g, phone, 0)
+	if !got.Meta.SamePrincipals(rec.Meta.Certs, rec.Meta.Keys) || got.State.Last != 5 {
+		t.Fatalf("after the reopen: %d certificates, %d keys, at %d; want %d, %d, at 5", len(got.Meta.Certs), len(got.Meta.Keys),
+			got.State.Last, len(rec.Meta.Certs), len(rec.Meta.Keys))
+	}
+	// And now the lane answers to revocation.
+	ls.publish(t, w, 2, [][32]byte{phone.Chain[0].Cert.Hash()}, nil)
+	if err := g.revoked.refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wantRevoked(t, serve(g, "GET", "/premium/x", c.payment("GET", "/premium/x", 1)), "phone after the revocation")
+}
+
+// TestTakeoverClearsRevokedMark: the store's mark concerns the chain that
+// opened the lane. When the lane's principals are replaced by a chain
+// that is not revoked (what a takeover by the owner's own key does: the
+// same position, another spender and nonce, the owner's principals), the
+// mark is gone, and a gate whose cache still holds the lane as marked
+// reads it again and takes payments on it.
+func TestTakeoverClearsRevokedMark(t *testing.T) {
+	w := newWorld(t, "news.example", t0Later())
+	ls := newListSource(t, w)
+	g, _ := revGate(t, w.brokerKeyFile, filepath.Join(t.TempDir(), "secret"), `{"backend":"memory"}`, ls.url, time.Hour, nil)
+	phone := grantDevice(t, "phone", w.owner, 0, 0, delegation.GrantOptions{})
+	c := newClient(t, nil, phone, 0)
+	mustPay(t, g, c, 2, "phone")
+	ls.publish(t, w, 2, [][32]byte{phone.Chain[0].Cert.Hash()}, nil)
+	if err := g.revoked.refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	wantRevoked(t, serve(g, "GET", "/premium/x", c.payment("GET", "/premium/x", 1)), "phone after the revocation")
+	marked := laneAt(t, g, phone, 0)
+	if !marked.Meta.Revoked {
+		t.Fatal("not marked")
+	}
+	// The takeover's store write (the gate's part of it is another
+	// change): the owner's principals, no mark, the position kept. The
+	// spender and nonce stay the phone's here, so that this test's client
+	// can go on paying.
+	ctx := context.Background()
+	taken := marked
+	taken.Meta.Revoked = false
+	taken.Meta.Certs = marked.Meta.Certs[:1]            // the user certificate
+	taken.Meta.Keys = []spki.KeyHash{marked.Meta.Owner} // the owner's key
+	if err := g.store.Advance(ctx, c.lane, marked.State.Last, marked.Credit, taken, 0); err != nil {
+		t.Fatalf("takeover write: %v", err)
+	}
+	if rec := serve(g, "GET", "/premium/x", c.payment("GET", "/premium/x", 1)); rec.Code != 200 {
+		t.Fatalf("payment after the takeover, at the gate that marked the lane: %d %s", rec.Code, rec.Body)
+	}
+	if got := laneAt(t, g, phone, 0); got.Meta.Revoked || got.State.Last != 4 {
+		t.Fatalf("after the takeover: revoked %v, at %d", got.Meta.Revoked, got.State.Last)
+	}
+}
