@@ -965,7 +965,7 @@ var errAnswered = errors.New("ecoupon: answered")
 func (g *Gate) nameVendor(ctx context.Context, w http.ResponseWriter, id coupons.LaneID, rec store.Record, meta store.Meta) (store.Record, error) {
 	named := rec
 	named.Meta = meta
-	if err := g.store.Advance(ctx, id, rec.State.Last, rec.Credit, named, 0); err != nil {
+	if err := g.store.Reopen(ctx, id, rec.State.Last, rec.Credit, named); err != nil {
 		g.storeUnavailable(w, err)
 		return store.Record{}, errAnswered
 	}

@@ -392,7 +392,7 @@ func TestLaneWithoutPrincipalsReopened(t *testing.T) {
 	rec := laneAt(t, g, phone, 0)
 	old := rec
 	old.Meta.Certs, old.Meta.Keys = nil, nil // as a version 2 record reads
-	if err := g.store.Advance(ctx, c.lane, rec.State.Last, rec.Credit, old, 0); err != nil {
+	if err := g.store.Reopen(ctx, c.lane, rec.State.Last, rec.Credit, old); err != nil {
 		t.Fatal(err)
 	}
 	g.cache.Clear()
@@ -449,7 +449,7 @@ func TestTakeoverClearsRevokedMark(t *testing.T) {
 	taken.Meta.Revoked = false
 	taken.Meta.Certs = marked.Meta.Certs[:1]            // the user certificate
 	taken.Meta.Keys = []spki.KeyHash{marked.Meta.Owner} // the owner's key
-	if err := g.store.Advance(ctx, c.lane, marked.State.Last, marked.Credit, taken, 0); err != nil {
+	if err := g.store.Reopen(ctx, c.lane, marked.State.Last, marked.Credit, taken); err != nil {
 		t.Fatalf("takeover write: %v", err)
 	}
 	if rec := serve(g, "GET", "/premium/x", c.payment("GET", "/premium/x", 1)); rec.Code != 200 {

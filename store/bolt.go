@@ -484,6 +484,15 @@ func (s *Bolt) Get(_ context.Context, id coupons.LaneID) (Record, error) {
 
 // Advance implements Store.
 func (s *Bolt) Advance(_ context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64) error {
+	return s.advance(id, prevLast, prevCredit, next, charge, false)
+}
+
+// Reopen implements Store.
+func (s *Bolt) Reopen(_ context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record) error {
+	return s.advance(id, prevLast, prevCredit, next, 0, true)
+}
+
+func (s *Bolt) advance(id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64, reopen bool) error {
 	k := Key(id)
 	enc, err := next.MarshalBinary()
 	if err != nil {
@@ -499,8 +508,8 @@ func (s *Bolt) Advance(_ context.Context, id coupons.LaneID, prevLast, prevCredi
 		if err != nil {
 			return err
 		}
-		if revokedWrite(v, enc) {
-			return ErrRevoked
+		if err := checkWrite(v, enc, reopen); err != nil {
+			return err
 		}
 		if last != prevLast || credit != prevCredit {
 			return fmt.Errorf("%w: at %d (credit %d), expected %d (credit %d)", ErrConflict, last, credit, prevLast, prevCredit)

@@ -111,6 +111,15 @@ func (m *Memory) Get(_ context.Context, id coupons.LaneID) (Record, error) {
 
 // Advance implements Store.
 func (m *Memory) Advance(_ context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64) error {
+	return m.advance(id, prevLast, prevCredit, next, charge, false)
+}
+
+// Reopen implements Store.
+func (m *Memory) Reopen(_ context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record) error {
+	return m.advance(id, prevLast, prevCredit, next, 0, true)
+}
+
+func (m *Memory) advance(id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64, reopen bool) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -121,8 +130,8 @@ func (m *Memory) Advance(_ context.Context, id coupons.LaneID, prevLast, prevCre
 	if !ok {
 		return ErrNotFound
 	}
-	if cur.Meta.Revoked && !next.Meta.Revoked && cur.Meta.SamePrincipals(next.Meta.Certs, next.Meta.Keys) {
-		return ErrRevoked
+	if err := checkWriteRecord(&cur.Meta, &next.Meta, reopen); err != nil {
+		return err
 	}
 	if cur.State.Last != prevLast || cur.Credit != prevCredit {
 		return fmt.Errorf("%w: at %d (credit %d), expected %d (credit %d)", ErrConflict, cur.State.Last, cur.Credit, prevLast, prevCredit)

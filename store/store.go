@@ -68,9 +68,9 @@ type Meta struct {
 	Certs [][32]byte
 	Keys  []spki.KeyHash
 	// Revoked marks a lane one of whose principals a gate found revoked
-	// (MarkRevoked). It belongs to the principals: a write that carries
-	// other principals (a new open of the lane under another chain)
-	// replaces them and clears it.
+	// (MarkRevoked). It belongs to the principals: a Reopen that carries
+	// other principals (a new open of the lane under another chain, a
+	// takeover) replaces them and clears it.
 	Revoked bool
 }
 
@@ -128,9 +128,12 @@ type Store interface {
 	// Advance replaces the lane's record by next if its last accepted index
 	// and its credit are still prevLast and prevCredit (what the caller
 	// read), else returns ErrConflict: a credit given back by another gate
-	// is never overwritten. If the stored lane is marked revoked and next
-	// has the same principals without the mark, it returns ErrRevoked
-	// (checked first): nothing is written. When next.Meta.Cap > 0, charge nanos are added
+	// is never overwritten. next must keep the stored principals (Certs
+	// and Keys), else ErrConflict: the lane was opened again under another
+	// chain (Reopen) since the caller read it, and a write computed under
+	// the old chain must not bring it back. If the stored lane is marked
+	// revoked and next lacks the mark, it returns ErrRevoked: nothing is
+	// written. When next.Meta.Cap > 0, charge nanos are added
 	// to the grant's total spending, refused with coupons.ErrCapExceeded
 	// beyond the cap. It is durable when it returns.
 	Advance(ctx context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64) error
@@ -151,6 +154,16 @@ type Store interface {
 	Pending(ctx context.Context, limit int) ([]Pending, error)
 	// Redeemed records that the broker paid lane id up to index.
 	Redeemed(ctx context.Context, id coupons.LaneID, index uint32) error
+	// Reopen is Advance for a lane opened again, whose open the caller
+	// verified: next may carry other principals than the stored ones (a
+	// takeover by another spender, or a record from before version 3
+	// gaining them), which it replaces, clearing a revoked mark (the mark
+	// concerns the replaced principals). Keeping a marked lane's principals
+	// without the mark is refused with ErrRevoked, as by Advance: a gate
+	// with an older revocation list cannot reopen a lane under the chain
+	// another gate found revoked. No cap is charged. It is durable when it
+	// returns.
+	Reopen(ctx context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record) error
 	// MarkRevoked marks the lane revoked if its stored principals are
 	// still certs and keys (those the caller found revoked); ErrConflict
 	// if they are others (the lane was opened again under another chain:
@@ -158,8 +171,8 @@ type Store interface {
 	// a marked lane changes nothing. From then on Advance refuses, with
 	// ErrRevoked, any write that keeps these principals without the mark,
 	// so a gate acting on a record read before the mark cannot undo it;
-	// a write with other principals (a takeover by another spender)
-	// clears it. It is durable when it returns.
+	// Reopen with other principals (a takeover by another spender) clears
+	// it. It is durable when it returns.
 	MarkRevoked(ctx context.Context, id coupons.LaneID, certs [][32]byte, keys []spki.KeyHash) error
 	// ID names this spent state: random, made once and kept with it, so
 	// that gates sharing the store (a fleet on one Redis) share it, and
@@ -399,15 +412,52 @@ func (r *Record) UnmarshalBinary(b []byte) error {
 	return nil
 }
 
-// revokedWrite reports whether writing the encoded record next over the
-// encoded record cur must be refused with ErrRevoked: cur is marked
-// revoked, and next keeps its principals without the mark (Advance).
-func revokedWrite(cur, next []byte) bool {
-	if len(cur) < recordFixedLen || cur[0] != 3 || cur[recordFlagsAt]&flagRevoked == 0 {
-		return false
+// noPrincipals is the tail of a version 3 record without principals, as
+// records of versions 1 and 2 are compared.
+const noPrincipals = "\x00\x00"
+
+// principalsOf returns the principals of an encoded record as a version 3
+// record encodes them after its flags, and whether it is marked revoked.
+// The record's version and length were checked (recordVersionOf).
+func principalsOf(b []byte) (string, bool) {
+	if b[0] < 3 {
+		return noPrincipals, false
 	}
-	return len(next) >= recordFixedLen && next[recordFlagsAt]&flagRevoked == 0 &&
-		string(cur[recordTailAt:]) == string(next[recordTailAt:])
+	return string(b[recordTailAt:]), b[recordFlagsAt]&flagRevoked != 0
+}
+
+// checkWrite decides whether the encoded record next may replace the
+// encoded record cur (both of checked versions), before the compare-and-set
+// of the position: ErrRevoked when cur is marked and next keeps its
+// principals without the mark; ErrConflict when next has other principals
+// and the write is not a reopen (see Store.Advance and Store.Reopen).
+func checkWrite(cur, next []byte, reopen bool) error {
+	cp, marked := principalsOf(cur)
+	np, nextMarked := principalsOf(next)
+	if cp != np {
+		if reopen {
+			return nil
+		}
+		return fmt.Errorf("%w: the lane was opened again under another chain", ErrConflict)
+	}
+	if marked && !nextMarked {
+		return ErrRevoked
+	}
+	return nil
+}
+
+// checkWriteRecord is checkWrite on decoded records (the memory store).
+func checkWriteRecord(cur, next *Meta, reopen bool) error {
+	if !cur.SamePrincipals(next.Certs, next.Keys) {
+		if reopen {
+			return nil
+		}
+		return fmt.Errorf("%w: the lane was opened again under another chain", ErrConflict)
+	}
+	if cur.Revoked && !next.Revoked {
+		return ErrRevoked
+	}
+	return nil
 }
 
 func firstByte(b []byte) int {

@@ -148,10 +148,11 @@ func TestRecordEncoding(t *testing.T) {
 
 // TestMarkRevoked: a lane marked revoked refuses every write that keeps
 // its principals without the mark (a gate's payment from a record read
-// before the mark), takes one that carries the mark (a refund computed
-// from the marked record), and one with other principals (a takeover),
-// which clears it. Marking is idempotent, refused for other principals,
-// and survives a reopen of the bolt store.
+// before the mark, a reopen under the same chain), takes one that carries
+// the mark (a refund computed from the marked record), and a reopen with
+// other principals (a takeover), which clears it; after which a write
+// under the old chain is refused. Marking is idempotent and refused for
+// other principals.
 func TestMarkRevoked(t *testing.T) {
 	ctx := context.Background()
 	for name, s := range stores(t) {
@@ -216,7 +217,18 @@ func TestMarkRevoked(t *testing.T) {
 			taken.Meta.Certs, taken.Meta.Keys = certs[:1], keys[:1]
 			taken.Meta.Spender = keys[0]
 			taken.Meta.Nonce = "takeover-nonce"
-			if err := s.Advance(ctx, lane(20), 2, 1, taken, 0); err != nil {
+			if err := s.Advance(ctx, lane(20), 2, 1, taken, 0); !errors.Is(err, ErrConflict) {
+				t.Fatalf("a payment's write bringing other principals: %v", err)
+			}
+			// Nor can a reopen under the revoked chain (a gate with an older
+			// list) clear the mark.
+			again := refund
+			again.Meta.Revoked = false
+			again.Meta.Nonce = "reopen-nonce"
+			if err := s.Reopen(ctx, lane(20), 2, 1, again); !errors.Is(err, ErrRevoked) {
+				t.Fatalf("reopen under the revoked chain: %v", err)
+			}
+			if err := s.Reopen(ctx, lane(20), 2, 1, taken); err != nil {
 				t.Fatalf("takeover of a marked lane: %v", err)
 			}
 			got, _ = s.Get(ctx, lane(20))
@@ -228,9 +240,19 @@ func TestMarkRevoked(t *testing.T) {
 			if err := s.Advance(ctx, lane(20), 2, 1, next, 0); err != nil {
 				t.Fatalf("payment after the takeover: %v", err)
 			}
-			// The old chain's mark cannot be applied to the new chain.
+			// The old chain's mark cannot be applied to the new chain, and a
+			// gate still holding the old chain (its cache from before the
+			// mark) cannot write it back, even at the right position.
 			if err := s.MarkRevoked(ctx, lane(20), certs, keys); !errors.Is(err, ErrConflict) {
 				t.Fatalf("marking the replaced chain: %v", err)
+			}
+			stale = paid
+			stale.State.Last, stale.Spent, stale.Credit = 4, 4, 1
+			if err := s.Advance(ctx, lane(20), 3, 1, stale, 0); !errors.Is(err, ErrConflict) {
+				t.Fatalf("a payment under the replaced chain: %v", err)
+			}
+			if got, _ := s.Get(ctx, lane(20)); got.State.Last != 3 || !got.Meta.SamePrincipals(certs[:1], keys[:1]) {
+				t.Fatalf("after the stale write: %+v", got)
 			}
 		})
 	}

@@ -3,8 +3,10 @@ package store
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 )
@@ -212,14 +214,27 @@ func FuzzRecord(f *testing.F) {
 		if last, credit, err := recordPosition(b); err != nil || last != r.State.Last || credit != r.Credit {
 			t.Fatalf("recordPosition: %d, %d, %v; want %d, %d", last, credit, err, r.State.Last, r.Credit)
 		}
-		if revokedWrite(b, again) {
-			t.Fatal("a record refuses a write of itself")
+		if err := checkWrite(b, again, false); err != nil {
+			t.Fatalf("a record refuses a write of itself: %v", err)
 		}
 		unmarked := r
 		unmarked.Meta.Revoked = false
 		u, _ := unmarked.MarshalBinary()
-		if revokedWrite(again, u) != r.Meta.Revoked {
-			t.Fatalf("revokedWrite of the unmarked record over one marked %v", r.Meta.Revoked)
+		for _, reopen := range []bool{false, true} {
+			if err := checkWrite(again, u, reopen); errors.Is(err, ErrRevoked) != r.Meta.Revoked {
+				t.Fatalf("writing the unmarked record over one marked %v (reopen %v): %v", r.Meta.Revoked, reopen, err)
+			}
+		}
+		other := r
+		other.Meta.Certs = append(slices.Clone(r.Meta.Certs), [32]byte{0xee})
+		if len(other.Meta.Certs) <= MaxCerts {
+			o, _ := other.MarshalBinary()
+			if err := checkWrite(b, o, false); !errors.Is(err, ErrConflict) {
+				t.Fatalf("a write with other principals: %v", err)
+			}
+			if err := checkWrite(b, o, true); err != nil {
+				t.Fatalf("a reopen with other principals: %v", err)
+			}
 		}
 	})
 }
