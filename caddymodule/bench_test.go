@@ -1,11 +1,15 @@
 package caddymodule
 
 import (
+	"context"
+	"crypto/ecdh"
+	"crypto/rand"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/ecoupons/ecoupons/internal/testutil"
 
 	"github.com/ecoupons/ecoupons/coupons"
@@ -61,8 +65,56 @@ func BenchmarkServeHTTPUngated(b *testing.B) {
 // Payments are computed before the timer starts.
 func BenchmarkServeHTTPSteady(b *testing.B) {
 	w := bigWorld(b)
-	g := newGate(b, w, `{"backend":"memory"}`, 1)
-	c := newClient(b, nil, w.owner, 0)
+	benchSteady(b, w, newGate(b, w, `{"backend":"memory"}`, 1), nil)
+}
+
+// BenchmarkServeHTTPSteadyRevocations is the same steady state at a gate
+// that checks revocation lists (a file source) on a lane opened by a
+// delegate (two certificates, two keys): with no new list since the
+// lane's last check, the check costs an atomic load and two comparisons.
+func BenchmarkServeHTTPSteadyRevocations(b *testing.B) {
+	w := bigWorld(b)
+	benchSteady(b, w, revBenchGate(b, w), nil)
+}
+
+// BenchmarkServeHTTPNewList is the steady state while lists keep arriving:
+// before each payment the revocation generation moves on, as if a new list
+// (not naming the lane) had just been installed, so every payment checks
+// the lane's principals against the lists. The worst case of the check,
+// paid once per lane per list in practice.
+func BenchmarkServeHTTPNewList(b *testing.B) {
+	w := bigWorld(b)
+	g := revBenchGate(b, w)
+	benchSteady(b, w, g, func() { g.revoked.gen.Add(1) })
+}
+
+// revBenchGate is a memory-store gate polling a file list (hourly).
+func revBenchGate(b *testing.B, w *world) *Gate {
+	now := time.Now()
+	list, err := delegation.SignRevocations(w.broker, 1, now, now.Add(24*time.Hour), [][32]byte{{1}}, []spki.KeyHash{{2}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	path := b.TempDir() + "/revocations"
+	if err := writeFile(path, spki.Canonical(list.Sexp())); err != nil {
+		b.Fatal(err)
+	}
+	g := &Gate{Vendor: "news.example", BrokerKeys: []string{w.brokerKeyFile}, Price: 1, MaxJump: 64, LaneRate: -1,
+		OpensPerMinute: 1 << 20, SecretFile: b.TempDir() + "/secret", StoreRaw: []byte(`{"backend":"memory"}`),
+		Revocations: []string{path}, RevocationsEvery: caddy.Duration(time.Hour)}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	if err := g.Provision(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { g.Cleanup(); cancel() })
+	return g
+}
+
+// benchSteady pays one coupon per request on lane 0, granted by w's owner
+// to a device (so that the lane has principals to check: two certificates,
+// two keys); before, when set, runs before each payment, inside the timer.
+func benchSteady(b *testing.B, w *world, g *Gate, before func()) {
+	c := newClient(b, nil, benchDevice(b, w), 0)
 	rec := serve(g, "GET", "/premium/x", nil)
 	c.nonce = nonceRe.FindStringSubmatch(rec.Header().Get("WWW-Authenticate"))[1]
 	n := min(b.N+1, 1<<20-1)
@@ -82,9 +134,73 @@ func BenchmarkServeHTTPSteady(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
+		if before != nil {
+			before()
+		}
 		rec := httptest.NewRecorder()
 		if err := g.ServeHTTP(rec, reqs[i%n], okHandler); err != nil || (i < n && rec.Code != 200) {
 			b.Fatalf("payment %d: %v %d %s", i, err, rec.Code, rec.Body)
 		}
 	}
+}
+
+// benchDevice grants lane 0 of w's book to a device and returns its holder.
+func benchDevice(b *testing.B, w *world) *delegation.Holder {
+	k := testKey("bench-device")
+	enc, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	d, err := delegation.NewDevice("bench", k, enc.PublicKey())
+	if err != nil {
+		b.Fatal(err)
+	}
+	gr, err := w.owner.Issue(d, 0, 0, delegation.GrantOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	h, err := delegation.Accept(gr, k, enc, time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	return h
+}
+
+// BenchmarkCheckRevoked isolates the revocation check of the payment path
+// on a delegate's lane (two certificates, two keys, one broker's list):
+// "unchanged" is every payment's cost when no list arrived since the
+// lane's last check (the condition ServeHTTP tests before calling
+// checkRevoked); "new-list" is checkRevoked after a list that does not
+// name the lane, paid once per lane per list.
+func BenchmarkCheckRevoked(b *testing.B) {
+	w := bigWorld(b)
+	g := revBenchGate(b, w)
+	c := newClient(b, nil, benchDevice(b, w), 0)
+	c.nonce = gateNonce(g)
+	if rec := serve(g, "GET", "/premium/x", c.payment("GET", "/premium/x", 1)); rec.Code != 200 {
+		b.Fatalf("open: %d %s", rec.Code, rec.Body)
+	}
+	rec, err := g.store.Get(context.Background(), c.lane)
+	if err != nil || len(rec.Meta.Certs) != 2 || len(rec.Meta.Keys) != 2 {
+		b.Fatalf("lane: %v, %d certificates, %d keys", err, len(rec.Meta.Certs), len(rec.Meta.Keys))
+	}
+	ent := &laneEntry{rec: rec, gen: g.revoked.generation()}
+	ctx := context.Background()
+	b.Run("unchanged", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if ent.rec.Meta.Revoked || (g.revoked != nil && ent.gen != g.revoked.generation()) {
+				b.Fatal("checked")
+			}
+		}
+	})
+	b.Run("new-list", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			ent.gen = 0
+			if err := g.checkRevoked(ctx, c.lane, ent); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

@@ -112,7 +112,10 @@ type Gate struct {
 	// URL (e.g. https://broker.example/v1/revocations) or a file, verified
 	// against the broker keys. When set, lane opens are refused under any
 	// revoked certificate or key, and refused altogether (503) while the
-	// list of the book's broker is past its next-update. Default: none.
+	// list of the book's broker is past its next-update; and every list
+	// installed stops the lanes already open under a certificate or key it
+	// revokes, at their next payment (402 revoked), marking them so in the
+	// store for every gate sharing it. Default: none.
 	Revocations []string `json:"revocations,omitempty"`
 	// RevocationsEvery is how often the lists are fetched. Default 1m.
 	RevocationsEvery caddy.Duration `json:"revocations_every,omitempty"`
@@ -172,6 +175,9 @@ type laneEntry struct {
 	rec    store.Record
 	tokens float64
 	last   time.Time
+	// gen is the revocation generation (revocations.generation) at which
+	// rec's principals were last found unrevoked; 0: not checked yet.
+	gen uint64
 }
 
 // CaddyModule returns the Caddy module information.
@@ -470,6 +476,52 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	if ok && ent.key != key {
 		ok = false // another lane with the same hash: a miss
 	}
+	// A payment that carries a lane open is its spender's first on this
+	// lane. When the lane is known here under another spender (or another
+	// portion), the open is verified and takes the lane over (openLane):
+	// the owner taking back a delegate's portion pays past its end, bound
+	// under its own open. An open by the lane's own spender is a
+	// retransmission and changes nothing.
+	tookOver := false
+	if doc := r.Header.Get(HeaderOpen); doc != "" {
+		var known store.Record
+		found := ok
+		if ok {
+			known = ent.rec
+		} else {
+			rec, err := g.store.Get(ctx, p.Lane)
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
+				g.storeUnavailable(w, err)
+				return nil
+			}
+			known, found = rec, err == nil
+		}
+		if found && !g.mustReopen(&known.Meta) && g.openBySpender(doc, &known.Meta) {
+			doc = ""
+		}
+		if doc == "" {
+			goto paid
+		}
+		rec, err := g.openLane(ctx, w, r, []byte(doc), p.Lane, &tookOver)
+		if err != nil {
+			return nil // answered
+		}
+		if code, reason := g.laneFits(&rec.Meta); code != "" {
+			g.refuse(w, code, reason)
+			return nil
+		}
+		if ok {
+			lock := &g.locks[h%uint64(len(g.locks))]
+			lock.Lock()
+			ent.reload(rec)
+			lock.Unlock()
+		} else {
+			ent = &laneEntry{key: key, rec: rec}
+			g.cache.Set(h, ent, 1)
+			ok = true
+		}
+	}
+paid:
 	if ok {
 		g.mHit.Inc()
 	} else {
@@ -483,17 +535,22 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		// written before records named their vendor (version 1), which any
 		// vendor's gate sharing the store could otherwise take: the open
 		// checks its book's vendor, and names this one (see openLane).
-		if err != nil || rec.Meta.Vendor == [32]byte{} {
+		// And, where revocation lists are checked, one written before
+		// records kept the lane's principals (version 2): the open names
+		// them (see checkRevoked).
+		if err != nil || g.mustReopen(&rec.Meta) {
 			doc := r.Header.Get(HeaderOpen)
 			if doc == "" {
 				why := "lane " + p.Lane.String() + " is not open here"
-				if err == nil {
+				if err == nil && rec.Meta.Vendor == [32]byte{} {
 					why = "lane " + p.Lane.String() + " was opened before this store named lanes' vendors: open it again"
+				} else if err == nil {
+					why = "lane " + p.Lane.String() + " was opened before this store kept lanes' delegation chains: open it again"
 				}
 				g.refuse(w, "lane_not_open", why)
 				return nil
 			}
-			if rec, err = g.openLane(ctx, w, r, []byte(doc), p.Lane); err != nil {
+			if rec, err = g.openLane(ctx, w, r, []byte(doc), p.Lane, nil); err != nil {
 				return nil // answered
 			}
 		}
@@ -517,6 +574,17 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 			Reason: fmt.Sprintf("more than %g requests per second on this lane; no coupon was spent", g.LaneRate)})
 		return nil
 	}
+	// Revocation: a lane marked revoked in the store, or one whose
+	// principals a list installed since its last check revokes, takes no
+	// payment. In the steady state (no new list) this costs one atomic
+	// load and two comparisons.
+	if ent.rec.Meta.Revoked || (g.revoked != nil && ent.gen != g.revoked.generation()) {
+		if err := g.checkRevoked(ctx, p.Lane, ent); err != nil {
+			lock.Unlock()
+			g.refuseRevoked(w, err)
+			return nil
+		}
+	}
 	if now.After(ent.rec.Meta.NotAfter) {
 		lock.Unlock()
 		g.refuse(w, "book_expired", "the lane's book or grant expired on "+spki.FormatDate(ent.rec.Meta.NotAfter))
@@ -530,13 +598,29 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	var paidNow uint32
 	served := false
 	for attempt := 0; ; attempt++ {
+		if attempt > 0 && (ent.rec.Meta.Revoked || (g.revoked != nil && ent.gen != g.revoked.generation())) {
+			// Reloaded from the store: marked by another gate, or opened
+			// again under another chain, which is checked before use.
+			if err := g.checkRevoked(ctx, p.Lane, ent); err != nil {
+				lock.Unlock()
+				g.refuseRevoked(w, err)
+				return nil
+			}
+		}
 		cur := ent.rec
 		st := cur.State
-		paid, th, err := coupons.VerifyPayment(&cur.Meta.Tag, cur.Meta.Length, &st, &p, &digest, g.MaxJump)
+		maxJump := g.MaxJump
+		if tookOver {
+			// The first payment of a spender that took the lane over may
+			// use up what the previous spender left (a reclaimed portion):
+			// a longer walk, paid for by a verified open.
+			maxJump = max(maxJump, maxTakeoverWalk)
+		}
+		paid, th, err := coupons.VerifyPaymentUpTo(&cur.Meta.Tag, cur.Meta.Length, cur.Meta.PortionEnd(), &st, &p, &digest, maxJump)
 		if err != nil && attempt == 0 && errors.Is(err, coupons.ErrReplay) {
 			// Another node may have moved the lane: refresh from the store.
 			if fresh, gerr := g.store.Get(ctx, p.Lane); gerr == nil && fresh.State.Last != cur.State.Last {
-				ent.rec = fresh
+				ent.reload(fresh)
 				continue
 			}
 		}
@@ -567,8 +651,16 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 				g.storeUnavailable(w, gerr)
 				return nil
 			}
-			ent.rec = fresh
+			ent.reload(fresh)
 			continue
+		}
+		if errors.Is(err, store.ErrRevoked) {
+			// Another gate marked the lane after this one last read it:
+			// the store refused the write, no coupon was accepted.
+			ent.rec.Meta.Revoked = true
+			lock.Unlock()
+			g.refuseRevoked(w, err)
+			return nil
 		}
 		if err != nil {
 			lock.Unlock()
@@ -644,6 +736,91 @@ func (g *Gate) laneFits(m *store.Meta) (string, string) {
 	return "", ""
 }
 
+// mustReopen reports whether a stored lane must be opened again here
+// before it takes a payment: its record names no vendor (version 1), or
+// it holds no principals (version 2) while this gate checks revocations,
+// which it could not do on that lane.
+func (g *Gate) mustReopen(m *store.Meta) bool {
+	return m.Vendor == [32]byte{} || (g.revoked != nil && len(m.Certs) == 0)
+}
+
+// reload replaces a cached lane's record by one read from (or written to)
+// the store; if its principals changed (the lane was opened again under
+// another chain), they are checked again before the next payment.
+func (e *laneEntry) reload(rec store.Record) {
+	if !rec.Meta.SamePrincipals(e.rec.Meta.Certs, e.rec.Meta.Keys) {
+		e.gen = 0
+	}
+	e.rec = rec
+}
+
+// checkRevoked decides whether a cached lane may take a payment, with the
+// lane's lock held: it returns store.ErrRevoked when the lane is marked
+// revoked in the store, or when one of its principals is on a list this
+// gate installed, in which case it marks the lane in the store first (so
+// that a restart of this gate and every gate sharing the store refuse it
+// too, whatever lists they hold); another error when the store failed;
+// nil when the lane may pay, remembering the revocation generation it was
+// checked at. A lane cached as marked is read again, since a new open
+// under another chain (a takeover) clears the mark.
+func (g *Gate) checkRevoked(ctx context.Context, id coupons.LaneID, ent *laneEntry) error {
+	for attempt := 0; attempt < 3; attempt++ {
+		if ent.rec.Meta.Revoked {
+			fresh, err := g.store.Get(ctx, id)
+			if err != nil {
+				return err
+			}
+			ent.reload(fresh)
+			if fresh.Meta.Revoked {
+				return store.ErrRevoked
+			}
+		}
+		if g.revoked == nil {
+			return nil
+		}
+		gen := g.revoked.generation() // before the lists are read: a later list bumps it
+		if ent.gen == gen {
+			return nil
+		}
+		if !g.revoked.revokes(&ent.rec.Meta) {
+			ent.gen = gen
+			return nil
+		}
+		err := g.store.MarkRevoked(ctx, id, ent.rec.Meta.Certs, ent.rec.Meta.Keys)
+		if err == nil {
+			ent.rec.Meta.Revoked = true
+			gateMetrics.revokedLanes.WithLabelValues(g.Vendor).Inc()
+			g.logger.Info("a lane's delegation was revoked: the lane takes no more payments under it", zap.String("lane", id.String()))
+			return store.ErrRevoked
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+		// The lane holds other principals now: read and check them.
+		fresh, err := g.store.Get(ctx, id)
+		if err != nil {
+			return err
+		}
+		ent.reload(fresh)
+		ent.gen = 0
+	}
+	return fmt.Errorf("ecoupon: lane %s: its principals keep changing", id)
+}
+
+// refuseRevoked answers a payment that checkRevoked or the store refused:
+// 402 revoked, or 503 when the store failed. No coupon was accepted.
+func (g *Gate) refuseRevoked(w http.ResponseWriter, err error) {
+	if !errors.Is(err, store.ErrRevoked) {
+		g.storeUnavailable(w, err)
+		return
+	}
+	gateMetrics.payments.WithLabelValues(g.Vendor, "revoked").Inc()
+	g.payRequired(w, "revoked", "a certificate or key of the delegation this lane was opened under has been revoked, "+
+		"so the lane takes no payment under it; no coupon of this payment was accepted. The book's owner can still "+
+		"open the lane again with its own key (or grant it to another device), keeping its position and credit",
+		"ask the book's owner for a new grant; the owner's wallet can open this lane again and spend what is left on it")
+}
+
 // refund credits the price back to a lane whose paid request failed
 // upstream (5xx): the coupons stay spent, the next payment uses the credit.
 func (g *Gate) refund(ctx context.Context, id coupons.LaneID, ent *laneEntry, key [36]byte) {
@@ -658,7 +835,7 @@ func (g *Gate) refund(ctx context.Context, id coupons.LaneID, ent *laneEntry, ke
 		next := cur
 		next.Credit += g.Price
 		if err = g.store.Advance(ctx, id, cur.State.Last, cur.Credit, next, 0); err == nil {
-			ent.rec = next
+			ent.reload(next)
 			gateMetrics.refunds.WithLabelValues(g.Vendor).Inc()
 			return
 		}
@@ -700,7 +877,10 @@ func (g *Gate) rateLimit(ent *laneEntry, now time.Time) time.Duration {
 
 // openLane verifies a lane-open document and records the lane. On failure
 // it has answered the request and returns an error.
-func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Request, doc []byte, want coupons.LaneID) (store.Record, error) {
+//
+// When it took over a lane the store held under another open (takeOver),
+// it sets *took (when took is not nil).
+func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Request, doc []byte, want coupons.LaneID, took *bool) (store.Record, error) {
 	fail := errAnswered
 	if !g.opens.allow(clientIP(r), g.now()) {
 		w.Header().Set("Retry-After", "60")
@@ -745,6 +925,11 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		g.payRequired(w, reasonFor(err), err.Error(), hintPay)
 		return store.Record{}, fail
 	}
+	if len(lane.Certs) > store.MaxCerts || len(lane.Keys) > store.MaxKeys {
+		badRequest(w, "bad_open", fmt.Errorf("the open goes through %d certificates and %d keys; a lane keeps at most %d and %d",
+			len(lane.Certs), len(lane.Keys), store.MaxCerts, store.MaxKeys))
+		return store.Record{}, fail
+	}
 	if want != (coupons.LaneID{}) && lane.ID != want {
 		badRequest(w, "lane_mismatch", fmt.Errorf("the open is for lane %s, the payment for %s", lane.ID, want))
 		return store.Record{}, fail
@@ -754,13 +939,22 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 			coupons.FormatAmount(lane.Unit), lane.Currency, g.challenge.Unit, g.Currency), hintPay)
 		return store.Record{}, fail
 	}
+	meta := store.Meta{Tag: lane.Tag, Anchor: lane.Anchor, Length: lane.Length, Unit: lane.Unit, Currency: lane.Currency,
+		NotAfter: lane.NotAfter, Spender: lane.Spender, Owner: lane.Owner, Cap: lane.Cap, Nonce: o.Nonce, Vendor: g.vendorHash,
+		Certs: lane.Certs, Keys: lane.Keys, End: lane.End}
+	// Caps are charged to the owner's own grant (the first delegation),
+	// shared by every chain below it, with the smallest cap along the
+	// chain as the limit: a delegate cannot multiply its cap by
+	// sub-delegating to keys of its own, each with the same cap.
+	meta.Grant = lane.Grant
 	var status broker.LaneStatus
-	var stored *store.Record // held by the store, naming no vendor
+	var stored *store.Record // held by the store, to be taken over
 	if g.Mode != ModeOffline {
 		// A lane this gate's store already holds was checked (and, online,
-		// reserved) when it was first opened: the store is the truth.
+		// reserved) when it was first opened: the store is the truth, and
+		// the broker is not asked again.
 		if rec, err := g.store.Get(ctx, lane.ID); err == nil {
-			if rec.Meta.Vendor != ([32]byte{}) {
+			if sameOpen(&rec.Meta, &meta) {
 				return rec, nil
 			}
 			stored = &rec
@@ -785,15 +979,8 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 			return store.Record{}, fail
 		}
 	}
-	meta := store.Meta{Tag: lane.Tag, Anchor: lane.Anchor, Length: lane.Length, Unit: lane.Unit, Currency: lane.Currency,
-		NotAfter: lane.NotAfter, Spender: lane.Spender, Owner: lane.Owner, Cap: lane.Cap, Nonce: o.Nonce, Vendor: g.vendorHash}
-	// Caps are charged to the owner's own grant (the first delegation),
-	// shared by every chain below it, with the smallest cap along the
-	// chain as the limit: a delegate cannot multiply its cap by
-	// sub-delegating to keys of its own, each with the same cap.
-	meta.Grant = lane.Grant
 	if stored != nil {
-		return g.nameVendor(ctx, w, lane.ID, *stored, meta)
+		return g.takeOver(ctx, w, lane.ID, *stored, meta, took)
 	}
 	first := store.NewRecord(meta)
 	if status.Redeemed > 0 {
@@ -803,8 +990,11 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		first.Spent = status.Redeemed
 	}
 	rec, err := g.store.Open(ctx, lane.ID, first)
-	if err == nil && rec.Meta.Vendor == ([32]byte{}) {
-		return g.nameVendor(ctx, w, lane.ID, rec, meta)
+	if err == nil && !sameOpen(&rec.Meta, &meta) {
+		// Opened before, by another open: a record naming no vendor or
+		// no principals (older versions), another nonce of the same
+		// spender, or another authorized spender.
+		return g.takeOver(ctx, w, lane.ID, rec, meta, took)
 	}
 	if err == nil {
 		err = g.store.SetProof(ctx, lane.ID, o.Proof)
@@ -822,22 +1012,82 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	return rec, nil
 }
 
+// maxTakeoverWalk bounds the chain steps of the first payment after a
+// takeover (the owner's coupon c+1 walking through what a delegate left of
+// its portion), as maxStartWalk bounds an open's walk to the broker's
+// position: a verified open pays for it, and opens are rate-limited.
+const maxTakeoverWalk = maxStartWalk
+
 // errAnswered means the gate has already written its answer.
 var errAnswered = errors.New("ecoupon: answered")
 
-// nameVendor rewrites the metadata of a stored lane that names no vendor
-// (a record from before version 2) with that of the open just verified
-// here, this gate's vendor included, keeping the lane's position, credit
-// and pending binding: from then on other vendors' gates refuse the lane.
-func (g *Gate) nameVendor(ctx context.Context, w http.ResponseWriter, id coupons.LaneID, rec store.Record, meta store.Meta) (store.Record, error) {
-	named := rec
-	named.Meta = meta
-	if err := g.store.Advance(ctx, id, rec.State.Last, rec.Credit, named, 0); err != nil {
+// openBySpender reports whether a lane-open document is by the spender a
+// stored lane already has, for the same portion: sent again (a wallet that
+// did not learn that its open arrived), it changes nothing. A document that
+// does not parse is not (openLane then refuses it).
+func (g *Gate) openBySpender(doc string, m *store.Meta) bool {
+	lim := spki.DefaultLimits
+	lim.MaxSize = g.MaxOpenBytes
+	if len(doc) > g.MaxOpenBytes {
+		return false
+	}
+	x, err := lim.Parse([]byte(doc))
+	if err != nil {
+		return false
+	}
+	o, err := coupons.ParseOpen(x)
+	if err != nil || o.Spender.Hash() != m.Spender {
+		return false
+	}
+	end := o.End
+	if end == 0 {
+		end = o.Book.Book.Length
+	}
+	return end == m.PortionEnd()
+}
+
+// sameOpen reports whether a stored lane's metadata is the one an open just
+// verified here would record (the same spender, portion and chain; the
+// nonce may differ): the lane is used as stored, under its first nonce.
+func sameOpen(stored, open *store.Meta) bool {
+	return stored.Vendor == open.Vendor && stored.Spender == open.Spender &&
+		stored.PortionEnd() == open.PortionEnd() && stored.SamePrincipals(open.Certs, open.Keys)
+}
+
+// takeOver rewrites the metadata of a stored lane with that of an open
+// just verified here, keeping the lane's position, credit and pending
+// binding (checked at the next payment as before). It serves a spender
+// that opens a lane another open holds: the owner taking back a delegate's
+// portion (its next coupon, past the portion's end, uses up what the
+// delegate left), a wallet that lost its open and opens again, a record
+// from before version 2 (no vendor) or 3 (no principals). The new chain was
+// just checked against this gate's lists; a takeover clears a revoked mark
+// of the old chain, and the store refuses one under the marked chain
+// itself.
+func (g *Gate) takeOver(ctx context.Context, w http.ResponseWriter, id coupons.LaneID, rec store.Record, meta store.Meta, took *bool) (store.Record, error) {
+	for attempt := 0; ; attempt++ {
+		next := rec
+		next.Meta = meta
+		err := g.store.Reopen(ctx, id, rec.State.Last, rec.Credit, next)
+		if err == nil {
+			gateMetrics.opens.WithLabelValues(g.Vendor, "taken_over").Inc()
+			if took != nil {
+				*took = true
+			}
+			return next, nil
+		}
+		if errors.Is(err, store.ErrRevoked) {
+			g.refuseRevoked(w, err)
+			return store.Record{}, errAnswered
+		}
+		if errors.Is(err, store.ErrConflict) && attempt < 3 {
+			if rec, err = g.store.Get(ctx, id); err == nil {
+				continue
+			}
+		}
 		g.storeUnavailable(w, err)
 		return store.Record{}, errAnswered
 	}
-	gateMetrics.opens.WithLabelValues(g.Vendor, "opened").Inc()
-	return named, nil
 }
 
 // serveOpen handles POST /.well-known/ecoupons/open.
@@ -852,8 +1102,14 @@ func (g *Gate) serveOpen(w http.ResponseWriter, r *http.Request) error {
 		writeJSON(w, http.StatusRequestEntityTooLarge, problem{Error: "open_too_large", Reason: fmt.Sprintf("limit %d bytes", g.MaxOpenBytes)})
 		return nil
 	}
-	rec, err := g.openLane(r.Context(), w, r, body, coupons.LaneID{})
+	rec, err := g.openLane(r.Context(), w, r, body, coupons.LaneID{}, nil)
 	if err != nil {
+		return nil
+	}
+	if rec.Meta.Revoked {
+		// Stored marked by a gate that found its chain revoked (this
+		// gate's list may be older): the lane takes no payment under it.
+		g.refuseRevoked(w, store.ErrRevoked)
 		return nil
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"opened": true, "spent": rec.State.Last, "remaining": rec.Meta.Length - rec.State.Last, "credit": rec.Credit})

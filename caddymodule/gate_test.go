@@ -103,13 +103,9 @@ type client struct {
 
 func newClient(t testing.TB, tc *caddytest.Tester, h *delegation.Holder, lane uint32) *client {
 	b := h.Book.Book
-	seed, ok := h.Seed(lane)
-	if !ok {
-		t.Fatalf("lane %d not held", lane)
-	}
-	c, _, err := coupons.NewCursor(b.LaneTag(lane), b.Length, seed)
+	c, _, err := h.Cursor(lane)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("lane %d: %v", lane, err)
 	}
 	return &client{t: t, tc: tc, h: h, lane: coupons.LaneID{Book: b.ID(), Lane: lane}, cursor: c}
 }

@@ -11,15 +11,16 @@ import (
 // gateMetrics are the gate's Prometheus metrics, registered in Caddy's
 // registry (served by Caddy's metrics endpoint), labelled by vendor.
 var gateMetrics struct {
-	once        sync.Once
-	payments    *prometheus.CounterVec   // vendor, result: accepted or the refusal reason
-	opens       *prometheus.CounterVec   // vendor, result
-	cache       *prometheus.CounterVec   // vendor, result: hit or miss
-	thefts      *prometheus.CounterVec   // vendor
-	refunds     *prometheus.CounterVec   // vendor
-	redemptions *prometheus.CounterVec   // vendor, result: paid or refused
-	verifyDelay *prometheus.HistogramVec // vendor
-	bolt        boltCollector
+	once         sync.Once
+	payments     *prometheus.CounterVec   // vendor, result: accepted or the refusal reason
+	opens        *prometheus.CounterVec   // vendor, result
+	cache        *prometheus.CounterVec   // vendor, result: hit or miss
+	thefts       *prometheus.CounterVec   // vendor
+	refunds      *prometheus.CounterVec   // vendor
+	revokedLanes *prometheus.CounterVec   // vendor
+	redemptions  *prometheus.CounterVec   // vendor, result: paid or refused
+	verifyDelay  *prometheus.HistogramVec // vendor
+	bolt         boltCollector
 }
 
 // boltCollector exports the group-commit counters of every open bolt
@@ -69,6 +70,8 @@ func initMetrics(reg *prometheus.Registry) {
 			Help: "Requests whose TESLA binding failed when the next coupon revealed its key: a coupon spent by someone who did not hold the chain."}, []string{"vendor"})
 		m.refunds = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "upstream_refunds_total",
 			Help: "Paid requests whose upstream answered 5xx and whose price went back to the lane as credit."}, []string{"vendor"})
+		m.revokedLanes = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "revoked_lanes_total",
+			Help: "Open lanes this gate found under a revoked certificate or key (a newly installed revocation list) and marked revoked in the store."}, []string{"vendor"})
 		m.redemptions = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "redemptions_total",
 			Help: "Lanes submitted to the broker for redemption, by result (paid, or refused by the broker)."}, []string{"vendor", "result"})
 		m.verifyDelay = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "payment_verification_seconds",
@@ -78,7 +81,7 @@ func initMetrics(reg *prometheus.Registry) {
 	if reg == nil {
 		return
 	}
-	for _, c := range []prometheus.Collector{m.payments, m.opens, m.cache, m.thefts, m.refunds, m.redemptions, m.verifyDelay, m.bolt} {
+	for _, c := range []prometheus.Collector{m.payments, m.opens, m.cache, m.thefts, m.refunds, m.revokedLanes, m.redemptions, m.verifyDelay, m.bolt} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {

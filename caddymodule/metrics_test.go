@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -13,7 +12,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ecoupons/ecoupons/coupons"
-	"github.com/ecoupons/ecoupons/delegation"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -58,60 +56,6 @@ func TestStolenCouponDetectedAndCounted(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(gateMetrics.payments.WithLabelValues("news.example", "coupon_spent")); got < 1 {
 		t.Error("refusal not counted by reason")
-	}
-}
-
-// TestDelegateCapEnforcedAcrossLanes: a phone granted lanes 0–1 with a cap
-// of 5 coupons' worth spends 3 on lane 0 and is refused the 3 more it tries
-// on lane 1 (cap_exceeded), while 2 more still pass.
-func TestDelegateCapEnforcedAcrossLanes(t *testing.T) {
-	w := newWorld(t, "news.example", t0Later())
-	g := newGate(t, w, `{"backend":"memory"}`, 1)
-	phone := grantDevice(t, "phone", w.owner, 0, 1, delegation.GrantOptions{Cap: 5 * 1_000_000})
-	nonce := gateNonce(g)
-	c0, c1 := newClient(t, nil, phone, 0), newClient(t, nil, phone, 1)
-	c0.nonce, c1.nonce = nonce, nonce
-	if rec := serve(g, "GET", "/premium/x", c0.payment("GET", "/premium/x", 3)); rec.Code != 200 {
-		t.Fatalf("3 coupons on lane 0: %d %s", rec.Code, rec.Body)
-	}
-	rec := serve(g, "GET", "/premium/x", c1.payment("GET", "/premium/x", 3))
-	if rec.Code != 402 || !strings.Contains(rec.Body.String(), "cap_exceeded") {
-		t.Fatalf("3 more on lane 1: %d %s", rec.Code, rec.Body)
-	}
-	// The refused coupons were not accepted: lane 1 is still at 0, so a
-	// fresh cursor pays its first 2 coupons, which fit under the cap.
-	c1b := newClient(t, nil, phone, 1)
-	c1b.nonce, c1b.opened = nonce, true
-	if rec := serve(g, "GET", "/premium/x", c1b.payment("GET", "/premium/x", 2)); rec.Code != 200 {
-		t.Fatalf("2 coupons within the cap: %d %s", rec.Code, rec.Body)
-	}
-	c1c := newClient(t, nil, phone, 1)
-	c1c.nonce, c1c.opened = nonce, true
-	c1c.payment("GET", "/premium/x", 2) // skip the spent ones
-	if rec := serve(g, "GET", "/premium/x", c1c.payment("GET", "/premium/x", 1)); rec.Code != 402 || !strings.Contains(rec.Body.String(), "cap_exceeded") {
-		t.Fatalf("one coupon past the cap: %d %s", rec.Code, rec.Body)
-	}
-}
-
-// TestSubDelegationsShareTheCap: a phone granted lanes 0–3 with a cap of
-// 5 coupons and the right to sub-delegate gives lanes 2 and 3 to two keys
-// of its own, each with the same cap. Together they still spend no more
-// than 5.
-func TestSubDelegationsShareTheCap(t *testing.T) {
-	w := newWorld(t, "news.example", t0Later())
-	g := newGate(t, w, `{"backend":"memory"}`, 1)
-	phone := grantDevice(t, "phone", w.owner, 0, 3, delegation.GrantOptions{Cap: 5 * 1_000_000, Propagate: true})
-	k1 := grantDevice(t, "k1", phone, 2, 2, delegation.GrantOptions{Cap: 5 * 1_000_000})
-	k2 := grantDevice(t, "k2", phone, 3, 3, delegation.GrantOptions{Cap: 5 * 1_000_000})
-	nonce := gateNonce(g)
-	c1, c2 := newClient(t, nil, k1, 2), newClient(t, nil, k2, 3)
-	c1.nonce, c2.nonce = nonce, nonce
-	if rec := serve(g, "GET", "/premium/x", c1.payment("GET", "/premium/x", 4)); rec.Code != 200 {
-		t.Fatalf("4 coupons under k1: %d %s", rec.Code, rec.Body)
-	}
-	rec := serve(g, "GET", "/premium/x", c2.payment("GET", "/premium/x", 4))
-	if rec.Code != 402 || !strings.Contains(rec.Body.String(), "cap_exceeded") {
-		t.Fatalf("4 more under k2, past the phone's cap: %d %s", rec.Code, rec.Body)
 	}
 }
 

@@ -11,10 +11,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ecoupons/ecoupons/delegation"
 	"github.com/ecoupons/ecoupons/spki"
+	"github.com/ecoupons/ecoupons/store"
 	"go.uber.org/zap"
 )
 
@@ -35,6 +37,34 @@ type revocations struct {
 
 	demand     sync.Mutex // one on-demand refresh at a time
 	lastDemand time.Time
+
+	// gen counts the lists installed since the gate started (from 1, so
+	// that a lane entry's zero generation means never checked). It is
+	// bumped after each new list is installed: a payment that reads gen
+	// and then checks its lane's principals against the lists sees every
+	// list up to that generation, and the generation it remembers tells
+	// the next payment whether a newer list came since.
+	gen atomic.Uint64
+}
+
+// generation returns the count of lists installed so far.
+func (r *revocations) generation() uint64 { return r.gen.Load() }
+
+// revokes reports whether a lane's principals (its open's certificates
+// and keys, kept by the store) hold a certificate or key that an
+// installed list revokes.
+func (r *revocations) revokes(m *store.Meta) bool {
+	for _, h := range m.Certs {
+		if r.CertRevoked(h) {
+			return true
+		}
+	}
+	for _, k := range m.Keys {
+		if r.KeyRevoked(k) {
+			return true
+		}
+	}
+	return false
 }
 
 // refreshOnDemand fetches the lists now, when a lane open finds them stale,
@@ -58,6 +88,7 @@ func (r *revocations) refreshOnDemand(ctx context.Context) {
 func newRevocations(sources []string, brokers []*spki.PublicKey, dir string, logger *zap.Logger) *revocations {
 	r := &revocations{dir: dir, sources: sources, brokers: brokers, checkers: map[spki.KeyHash]*delegation.Checker{},
 		client: &http.Client{Timeout: 10 * time.Second}, logger: logger, lastErr: map[string]error{}}
+	r.gen.Store(1)
 	for _, b := range brokers {
 		c := delegation.NewChecker(b)
 		r.checkers[b.Hash()] = c
@@ -210,6 +241,9 @@ func (r *revocations) refreshOne(ctx context.Context, src string) error {
 		before := c.Current()
 		if list, err := c.Update(x); err == nil {
 			if before == nil || list.Number > before.Number {
+				// Installed: open lanes are checked again at their next
+				// payment (see Gate.checkRevoked).
+				r.gen.Add(1)
 				r.keep(h, list)
 			}
 			return nil

@@ -39,6 +39,7 @@ var (
 //	  [(delegation (sequence (cert …) (signature …) …))] ; owner → … → spender
 //	  (spender (public-key …))
 //	  (nonce "…")
+//	  [(end "c")]                                      ; the spender holds coupons 1…c only (a portion)
 //	  (signature …))                                   ; by the spender over OpenChallenge
 type Open struct {
 	Book   *SignedBook
@@ -56,7 +57,12 @@ type Open struct {
 	Delegation []*spki.SignedCert
 	Spender    *spki.PublicKey
 	Nonce      string
-	Signature  *spki.Signature
+	// End is the last coupon the spender holds when it holds a portion of
+	// the lane (1 ≤ End < L): coupon End has no next value the spender
+	// knows, so the vendor accepts it without a request binding. 0: the
+	// whole lane. The spender signs it with the challenge.
+	End       uint32
+	Signature *spki.Signature
 }
 
 // MaxNonceLen bounds the challenge nonce in a lane open.
@@ -65,10 +71,16 @@ const MaxNonceLen = 128
 // OpenChallenge is what the spender signs to prove it holds its key now,
 // for this vendor, book, lane and challenge:
 //
-//	(ecoupons-lane-open (vendor v) (book |id|) (lane "s") (nonce "n"))
-func OpenChallenge(vendor string, book [32]byte, lane uint32, nonce string) spki.List {
-	return spki.L("ecoupons-lane-open", spki.L("vendor", vendor), spki.L("book", book[:]),
+//	(ecoupons-lane-open (vendor v) (book |id|) (lane "s") (nonce "n") [(end "c")])
+//
+// end is the spender's portion end (0: the whole lane, and no (end …)).
+func OpenChallenge(vendor string, book [32]byte, lane uint32, nonce string, end uint32) spki.List {
+	l := spki.L("ecoupons-lane-open", spki.L("vendor", vendor), spki.L("book", book[:]),
 		spki.L("lane", strconv.FormatUint(uint64(lane), 10)), spki.L("nonce", nonce))
+	if end != 0 {
+		l = append(l, spki.L("end", strconv.FormatUint(uint64(end), 10)))
+	}
+	return l
 }
 
 // SignOpen fills in the spender's key and signature for nonce.
@@ -78,7 +90,7 @@ func (o *Open) SignOpen(spender crypto.Signer, nonce string) error {
 		return err
 	}
 	o.Spender, o.Nonce = pub, nonce
-	o.Signature, err = spki.Sign(spender, OpenChallenge(o.Book.Book.Vendor, o.Book.Book.ID(), o.Lane, nonce))
+	o.Signature, err = spki.Sign(spender, OpenChallenge(o.Book.Book.Vendor, o.Book.Book.ID(), o.Lane, nonce, o.End))
 	return err
 }
 
@@ -103,7 +115,11 @@ func (o *Open) Sexp() spki.List {
 		}
 		l = append(l, spki.L("delegation", seq))
 	}
-	return append(l, spki.L("spender", o.Spender.Sexp()), spki.L("nonce", o.Nonce), o.Signature.Sexp())
+	l = append(l, spki.L("spender", o.Spender.Sexp()), spki.L("nonce", o.Nonce))
+	if o.End != 0 {
+		l = append(l, spki.L("end", strconv.FormatUint(uint64(o.End), 10)))
+	}
+	return append(l, o.Signature.Sexp())
 }
 
 // ParseOpen parses a lane-open document (any S-expression form). It checks
@@ -187,6 +203,14 @@ func ParseOpen(x spki.Sexp) (*Open, error) {
 	if f.err == nil && len(o.Nonce) > MaxNonceLen {
 		f.err = fmt.Errorf("%w: nonce longer than %d bytes", ErrBadOpen, MaxNonceLen)
 	}
+	if f.err == nil && len(f.list) > 1 {
+		if e, ok := f.list[0].(spki.List); ok && e.Is("end") {
+			o.End = f.uint32("end")
+			if f.err == nil && o.End == 0 {
+				f.err = fmt.Errorf("%w: (end \"c\") names a coupon from 1", ErrBadOpen)
+			}
+		}
+	}
 	if f.err == nil {
 		if len(f.list) != 1 {
 			return nil, fmt.Errorf("%w: expected the spender's (signature …) last", ErrBadOpen)
@@ -245,6 +269,9 @@ type OpenedLane struct {
 	// spender's and those the open's delegation certificates name.
 	Keys []spki.KeyHash
 	Cap  int64 // spending cap of the delegation in nanos, 0 when none
+	// End is the last coupon the spender holds (its portion's end), the
+	// lane's length when it holds the whole lane.
+	End uint32
 	// Grant is the hash of the owner's own grant, the first delegation
 	// certificate of the chain (zero when the owner spends): caps are
 	// charged to it.

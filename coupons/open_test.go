@@ -145,7 +145,7 @@ func TestOpenRefusals(t *testing.T) {
 	expect("grant for another vendor", w.open(t, w.phone, 0, otherVendor), nil, ErrNotAuthorized)
 
 	o = w.open(t, w.phone, 0, toPhone)
-	o.Signature, _ = spki.Sign(w.mallory, OpenChallenge("news.example", w.book.Book.ID(), 0, "nonce-1"))
+	o.Signature, _ = spki.Sign(w.mallory, OpenChallenge("news.example", w.book.Book.ID(), 0, "nonce-1", 0))
 	expect("signature by another key than the spender's", o, nil, ErrBadOpenSignature)
 
 	o = w.open(t, w.phone, 0, toPhone)

@@ -137,7 +137,10 @@ func VerifyOpen(o *Open, pol *OpenPolicy) (*OpenedLane, error) {
 		return nil, fmt.Errorf("%w: owner's signature on the book: %w", ErrBadBook, err)
 	}
 
-	lane := &OpenedLane{ID: LaneID{Book: id, Lane: o.Lane}, Tag: b.LaneTag(o.Lane), Anchor: o.Anchor,
+	if o.End > b.Length {
+		return nil, fmt.Errorf("%w: portion end %d beyond the lane's %d coupons", ErrBadOpen, o.End, b.Length)
+	}
+	lane := &OpenedLane{ID: LaneID{Book: id, Lane: o.Lane}, Tag: b.LaneTag(o.Lane), Anchor: o.Anchor, End: b.Length,
 		Length: b.Length, Unit: b.Unit, Currency: b.Currency, NotAfter: b.NotAfter, Owner: b.Owner, Spender: o.Spender.Hash()}
 
 	// The broker holds (or guarantees) the book's face value: what this
@@ -193,10 +196,13 @@ func VerifyOpen(o *Open, pol *OpenPolicy) (*OpenedLane, error) {
 	if !o.Signature.Signer.Equal(o.Spender) {
 		return nil, fmt.Errorf("%w: signed by another key than the spender's", ErrBadOpenSignature)
 	}
-	if err := o.Signature.VerifyObject(OpenChallenge(pol.Vendor, id, o.Lane, o.Nonce)); err != nil {
+	if err := o.Signature.VerifyObject(OpenChallenge(pol.Vendor, id, o.Lane, o.Nonce, o.End)); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadOpenSignature, err)
 	}
 
+	if o.End != 0 {
+		lane.End = o.End
+	}
 	lane.Keys = []spki.KeyHash{b.Owner}
 	if lane.Spender != b.Owner {
 		lane.Keys = append(lane.Keys, lane.Spender)

@@ -548,6 +548,11 @@ func (h *Holder) Open(lane uint32, nonce string) (*coupons.Open, error) {
 		return nil, fmt.Errorf("%w: no book certificate from the broker to open lanes with (register the book first)", coupons.ErrBookNotFunded)
 	}
 	o := &coupons.Open{Book: h.Book, Lane: lane, Anchor: l.anchor, Proof: l.proof, Funding: h.Funding, User: h.User, Delegation: h.Chain}
+	if l.end < h.Book.Book.Length {
+		// The vendor learns where the portion ends, so that its last coupon
+		// may come unbound (there is no next value to bind it with).
+		o.End = l.end
+	}
 	if err := o.SignOpen(h.Signer, nonce); err != nil {
 		return nil, err
 	}

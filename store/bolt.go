@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/spki"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -483,6 +484,15 @@ func (s *Bolt) Get(_ context.Context, id coupons.LaneID) (Record, error) {
 
 // Advance implements Store.
 func (s *Bolt) Advance(_ context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64) error {
+	return s.advance(id, prevLast, prevCredit, next, charge, false)
+}
+
+// Reopen implements Store.
+func (s *Bolt) Reopen(_ context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record) error {
+	return s.advance(id, prevLast, prevCredit, next, 0, true)
+}
+
+func (s *Bolt) advance(id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64, reopen bool) error {
 	k := Key(id)
 	enc, err := next.MarshalBinary()
 	if err != nil {
@@ -496,6 +506,9 @@ func (s *Bolt) Advance(_ context.Context, id coupons.LaneID, prevLast, prevCredi
 		}
 		last, credit, err := recordPosition(v)
 		if err != nil {
+			return err
+		}
+		if err := checkWrite(v, enc, reopen); err != nil {
 			return err
 		}
 		if last != prevLast || credit != prevCredit {
@@ -515,6 +528,34 @@ func (s *Bolt) Advance(_ context.Context, id coupons.LaneID, prevLast, prevCredi
 		}
 		t.putOwned(bLanes, k[:], enc) // made above for this write only
 		t.put(bDirty, k[:], nil)
+		return nil
+	}))
+}
+
+// MarkRevoked implements Store.
+func (s *Bolt) MarkRevoked(_ context.Context, id coupons.LaneID, certs [][32]byte, keys []spki.KeyHash) error {
+	k := Key(id)
+	return mapClosed(s.write(func(t *kvTx) error {
+		v := t.get(bLanes, k[:])
+		if v == nil {
+			return ErrNotFound
+		}
+		var r Record
+		if err := r.UnmarshalBinary(v); err != nil {
+			return err
+		}
+		if len(certs) == 0 || !r.Meta.SamePrincipals(certs, keys) {
+			return fmt.Errorf("%w: the lane holds other principals", ErrConflict)
+		}
+		if r.Meta.Revoked {
+			return nil
+		}
+		r.Meta.Revoked = true
+		enc, err := r.MarshalBinary()
+		if err != nil {
+			return err
+		}
+		t.putOwned(bLanes, k[:], enc)
 		return nil
 	}))
 }

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/spki"
 )
 
 // Memory is an in-process store for tests and single-process demos. It
@@ -110,6 +111,15 @@ func (m *Memory) Get(_ context.Context, id coupons.LaneID) (Record, error) {
 
 // Advance implements Store.
 func (m *Memory) Advance(_ context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64) error {
+	return m.advance(id, prevLast, prevCredit, next, charge, false)
+}
+
+// Reopen implements Store.
+func (m *Memory) Reopen(_ context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record) error {
+	return m.advance(id, prevLast, prevCredit, next, 0, true)
+}
+
+func (m *Memory) advance(id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64, reopen bool) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -120,8 +130,14 @@ func (m *Memory) Advance(_ context.Context, id coupons.LaneID, prevLast, prevCre
 	if !ok {
 		return ErrNotFound
 	}
+	if err := checkWriteRecord(&cur.Meta, &next.Meta, reopen); err != nil {
+		return err
+	}
 	if cur.State.Last != prevLast || cur.Credit != prevCredit {
 		return fmt.Errorf("%w: at %d (credit %d), expected %d (credit %d)", ErrConflict, cur.State.Last, cur.Credit, prevLast, prevCredit)
+	}
+	if len(next.Meta.Certs) > MaxCerts || len(next.Meta.Keys) > MaxKeys {
+		return ErrTooManyPrincipals
 	}
 	if next.Meta.Cap > 0 && charge > 0 {
 		total, err := coupons.ChargeCap(m.grants[next.Meta.Grant], next.Meta.Cap, charge)
@@ -134,6 +150,26 @@ func (m *Memory) Advance(_ context.Context, id coupons.LaneID, prevLast, prevCre
 	if next.State.Last > m.redeemed[k] {
 		m.dirty[k] = id
 	}
+	return nil
+}
+
+// MarkRevoked implements Store.
+func (m *Memory) MarkRevoked(_ context.Context, id coupons.LaneID, certs [][32]byte, keys []spki.KeyHash) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	k := Key(id)
+	cur, ok := m.lanes[k]
+	if !ok {
+		return ErrNotFound
+	}
+	if len(certs) == 0 || !cur.Meta.SamePrincipals(certs, keys) {
+		return fmt.Errorf("%w: the lane holds other principals", ErrConflict)
+	}
+	cur.Meta.Revoked = true
+	m.lanes[k] = cur
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/spki"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -100,15 +101,32 @@ func (s *Redis) Get(ctx context.Context, id coupons.LaneID) (Record, error) {
 // advanceScript: KEYS[1] lane, KEYS[2] grant, KEYS[3] the dirty set;
 // ARGV[5] the lane key to add to it; ARGV[1] expected last index and
 // ARGV[6] expected credit (decimal), ARGV[2] new record, ARGV[3] charge,
-// ARGV[4] cap. The last index and the credit sit at fixed offsets of the
-// record (lastOffset, creditOffset, 4 bytes each, big-endian; Lua strings
-// count from 1).
+// ARGV[4] cap, ARGV[7] "1" for a reopen (Store.Reopen). The last index and
+// the credit sit at fixed offsets of the record (lastOffset, creditOffset,
+// 4 bytes each, big-endian; Lua strings count from 1).
+//
+// First the principals (checkWrite): a version 3 record keeps them after
+// its flags byte (at flagsOffset; bit 0: revoked); older records have
+// none, compared as a version 3 record without any ("\0\0"). A new record
+// with other principals is refused ('CONFLICT') unless it is a reopen; one
+// with the same principals as a marked record, without the mark, is
+// refused ('REVOKED').
 var advanceScript = redis.NewScript(fmt.Sprintf(`
 local cur = redis.call('GET', KEYS[1])
 if not cur then return 'NOTFOUND' end
-local b1, b2, b3, b4 = string.byte(cur, %d, %d)
+local cp, marked = '\0\0', false
+if string.byte(cur, 1) == 3 then
+  cp = string.sub(cur, %[1]d)
+  marked = string.byte(cur, %[2]d) %% 2 == 1
+end
+if cp ~= string.sub(ARGV[2], %[1]d) then
+  if ARGV[7] ~= '1' then return 'CONFLICT' end
+elseif marked and string.byte(ARGV[2], %[2]d) %% 2 == 0 then
+  return 'REVOKED'
+end
+local b1, b2, b3, b4 = string.byte(cur, %[3]d, %[4]d)
 local last = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
-local c1, c2, c3, c4 = string.byte(cur, %d, %d)
+local c1, c2, c3, c4 = string.byte(cur, %[5]d, %[6]d)
 local credit = ((c1 * 256 + c2) * 256 + c3) * 256 + c4
 if last ~= tonumber(ARGV[1]) or credit ~= tonumber(ARGV[6]) then return 'CONFLICT' end
 local charge, cap = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -120,17 +138,27 @@ end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[5])
 return 'OK'
-`, lastOffset+1, lastOffset+4, creditOffset+1, creditOffset+4))
+`, recordTailAt+1, flagsOffset+1, lastOffset+1, lastOffset+4, creditOffset+1, creditOffset+4))
 
 // lastOffset is where State.Last starts in an encoded record, and
 // creditOffset where Credit does.
 const (
 	lastOffset   = 1 + 16 + 32 + 4 + 8 + 3 + 8 + 32 + 32 + 32 + 8 + 1 + MaxNonce
 	creditOffset = lastOffset + 4 + 32 + 32 + 16 + 1
+	flagsOffset  = recordFlagsAt
 )
 
 // Advance implements Store.
 func (s *Redis) Advance(ctx context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64) error {
+	return s.advance(ctx, id, prevLast, prevCredit, next, charge, "0")
+}
+
+// Reopen implements Store.
+func (s *Redis) Reopen(ctx context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record) error {
+	return s.advance(ctx, id, prevLast, prevCredit, next, 0, "1")
+}
+
+func (s *Redis) advance(ctx context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64, reopen string) error {
 	enc, err := next.MarshalBinary()
 	if err != nil {
 		return err
@@ -142,7 +170,7 @@ func (s *Redis) Advance(ctx context.Context, id coupons.LaneID, prevLast, prevCr
 	}
 	k := Key(id)
 	res, err := advanceScript.Run(ctx, s.c, []string{s.laneKey(id), s.grantKey(next.Meta.Grant), s.dirtyKey()},
-		prevLast, enc, charge, next.Meta.Cap, string(k[:]), prevCredit).Text()
+		prevLast, enc, charge, next.Meta.Cap, string(k[:]), prevCredit, reopen).Text()
 	if err != nil {
 		return fmt.Errorf("store: redis: %w", err)
 	}
@@ -155,6 +183,44 @@ func (s *Redis) Advance(ctx context.Context, id coupons.LaneID, prevLast, prevCr
 		return ErrConflict
 	case "CAP":
 		return coupons.ErrCapExceeded
+	case "REVOKED":
+		return ErrRevoked
+	}
+	return fmt.Errorf("store: redis: unexpected reply %q", res)
+}
+
+// markRevokedScript: KEYS[1] the lane, ARGV[1] the principals as a
+// version 3 record encodes them after its flags. It sets the revoked flag
+// if the record holds exactly these principals.
+var markRevokedScript = redis.NewScript(fmt.Sprintf(`
+local cur = redis.call('GET', KEYS[1])
+if not cur then return 'NOTFOUND' end
+if string.byte(cur, 1) ~= 3 or #cur < %d or string.sub(cur, %d) ~= ARGV[1] then return 'CONFLICT' end
+local f = string.byte(cur, %d)
+if f %% 2 == 1 then return 'OK' end
+redis.call('SET', KEYS[1], string.sub(cur, 1, %d) .. string.char(f + 1) .. string.sub(cur, %d))
+return 'OK'
+`, recordFixedLen, recordTailAt+1, flagsOffset+1, flagsOffset, flagsOffset+2))
+
+// MarkRevoked implements Store.
+func (s *Redis) MarkRevoked(ctx context.Context, id coupons.LaneID, certs [][32]byte, keys []spki.KeyHash) error {
+	if len(certs) > MaxCerts || len(keys) > MaxKeys {
+		return ErrTooManyPrincipals
+	}
+	if len(certs) == 0 {
+		return fmt.Errorf("%w: no principals to mark", ErrConflict)
+	}
+	res, err := markRevokedScript.Run(ctx, s.c, []string{s.laneKey(id)}, appendPrincipals(nil, certs, keys)).Text()
+	if err != nil {
+		return fmt.Errorf("store: redis: %w", err)
+	}
+	switch strings.TrimSpace(res) {
+	case "OK":
+		return nil
+	case "NOTFOUND":
+		return ErrNotFound
+	case "CONFLICT":
+		return fmt.Errorf("%w: the lane holds other principals", ErrConflict)
 	}
 	return fmt.Errorf("store: redis: unexpected reply %q", res)
 }

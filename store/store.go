@@ -17,6 +17,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ecoupons/ecoupons/coupons"
@@ -34,6 +35,10 @@ var (
 	ErrCorrupt = errors.New("store: corrupt record")
 	// ErrClosed means the store was closed.
 	ErrClosed = errors.New("store: closed")
+	// ErrRevoked means the lane is marked revoked (MarkRevoked): a
+	// certificate or key of the delegation chain it was opened under is
+	// on a revocation list, so no payment under that chain is accepted.
+	ErrRevoked = errors.New("store: the lane's delegation was revoked")
 )
 
 // Meta is what the gate learned when it verified the lane's open, kept so
@@ -54,6 +59,64 @@ type Meta struct {
 	// that a gate sharing a store with another vendor's gate refuses its
 	// lanes (zero in records from before it was kept).
 	Vendor [32]byte
+	// Certs and Keys are the lane's revocable principals: the hashes of
+	// the certificates (user certificate, then the delegation chain) and
+	// the key hashes (owner, spender, delegates) its open went through
+	// (coupons.OpenedLane.Certs and .Keys), kept so that any gate sharing
+	// the store, or this one after a restart, can check them against the
+	// revocation lists it installs (empty in records before version 3).
+	Certs [][32]byte
+	Keys  []spki.KeyHash
+	// Revoked marks a lane one of whose principals a gate found revoked
+	// (MarkRevoked). It belongs to the principals: a Reopen that carries
+	// other principals (a new open of the lane under another chain, a
+	// takeover) replaces them and clears it.
+	Revoked bool
+	// End is the last coupon the spender holds (its granted portion's end,
+	// 1 … Length): coupon End may come without a request binding, as the
+	// spender knows no next value. Length (or 0, read as Length) when the
+	// spender holds the whole lane.
+	End uint32
+}
+
+// Bounds of a lane's principals in a record.
+const (
+	// MaxCerts is the most certificate hashes a record holds.
+	MaxCerts = 32
+	// MaxKeys is the most key hashes a record holds.
+	MaxKeys = 32
+)
+
+// ErrTooManyPrincipals means a lane's open went through more
+// certificates or keys than a record holds (MaxCerts, MaxKeys).
+var ErrTooManyPrincipals = errors.New("store: too many certificates or keys in the lane's chain")
+
+// Equal reports whether two metas are the same, principals included.
+func (m *Meta) Equal(o *Meta) bool {
+	return m.Tag == o.Tag && m.Anchor == o.Anchor && m.Length == o.Length && m.Unit == o.Unit &&
+		m.Currency == o.Currency && m.NotAfter.Equal(o.NotAfter) && m.Spender == o.Spender && m.Owner == o.Owner &&
+		m.Grant == o.Grant && m.Cap == o.Cap && m.Nonce == o.Nonce && m.Vendor == o.Vendor &&
+		m.Revoked == o.Revoked && m.PortionEnd() == o.PortionEnd() && m.SamePrincipals(o.Certs, o.Keys)
+}
+
+// PortionEnd is the last coupon the lane's spender holds: End, or Length
+// when End is 0 or the whole lane.
+func (m *Meta) PortionEnd() uint32 {
+	if m.End == 0 || m.End > m.Length {
+		return m.Length
+	}
+	return m.End
+}
+
+// SamePrincipals reports whether the lane's principals are certs and keys,
+// in that order.
+func (m *Meta) SamePrincipals(certs [][32]byte, keys []spki.KeyHash) bool {
+	return slices.Equal(m.Certs, certs) && slices.Equal(m.Keys, keys)
+}
+
+// Equal reports whether two records are the same.
+func (r *Record) Equal(o *Record) bool {
+	return r.Meta.Equal(&o.Meta) && r.State == o.State && r.Credit == o.Credit && r.Spent == o.Spent
 }
 
 // MaxNonce is the longest lane-open nonce a record holds.
@@ -79,7 +142,12 @@ type Store interface {
 	// Advance replaces the lane's record by next if its last accepted index
 	// and its credit are still prevLast and prevCredit (what the caller
 	// read), else returns ErrConflict: a credit given back by another gate
-	// is never overwritten. When next.Meta.Cap > 0, charge nanos are added
+	// is never overwritten. next must keep the stored principals (Certs
+	// and Keys), else ErrConflict: the lane was opened again under another
+	// chain (Reopen) since the caller read it, and a write computed under
+	// the old chain must not bring it back. If the stored lane is marked
+	// revoked and next lacks the mark, it returns ErrRevoked: nothing is
+	// written. When next.Meta.Cap > 0, charge nanos are added
 	// to the grant's total spending, refused with coupons.ErrCapExceeded
 	// beyond the cap. It is durable when it returns.
 	Advance(ctx context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64) error
@@ -100,6 +168,26 @@ type Store interface {
 	Pending(ctx context.Context, limit int) ([]Pending, error)
 	// Redeemed records that the broker paid lane id up to index.
 	Redeemed(ctx context.Context, id coupons.LaneID, index uint32) error
+	// Reopen is Advance for a lane opened again, whose open the caller
+	// verified: next may carry other principals than the stored ones (a
+	// takeover by another spender, or a record from before version 3
+	// gaining them), which it replaces, clearing a revoked mark (the mark
+	// concerns the replaced principals). Keeping a marked lane's principals
+	// without the mark is refused with ErrRevoked, as by Advance: a gate
+	// with an older revocation list cannot reopen a lane under the chain
+	// another gate found revoked. No cap is charged. It is durable when it
+	// returns.
+	Reopen(ctx context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record) error
+	// MarkRevoked marks the lane revoked if its stored principals are
+	// still certs and keys (those the caller found revoked); ErrConflict
+	// if they are others (the lane was opened again under another chain:
+	// re-read and re-check), ErrNotFound if there is no such lane. Marking
+	// a marked lane changes nothing. From then on Advance refuses, with
+	// ErrRevoked, any write that keeps these principals without the mark,
+	// so a gate acting on a record read before the mark cannot undo it;
+	// Reopen with other principals (a takeover by another spender) clears
+	// it. It is durable when it returns.
+	MarkRevoked(ctx context.Context, id coupons.LaneID, certs [][32]byte, keys []spki.KeyHash) error
 	// ID names this spent state: random, made once and kept with it, so
 	// that gates sharing the store (a fleet on one Redis) share it, and
 	// gates with their own stores never do. A broker pins a reserved lane
@@ -151,28 +239,49 @@ func decodeProof(b []byte) ([][32]byte, error) {
 }
 
 // recordVersion is the first byte of an encoded record. Version 1
-// records (no vendor) are still read; a gate makes the lane be opened
-// again before it takes a payment on one (docs/PROTOCOL.md, Spent state).
-const recordVersion = 2
+// records (no vendor) and version 2 records (no principals) are still
+// read; a gate makes the lane be opened again before it takes a payment
+// on one (docs/PROTOCOL.md, Spent state).
+const recordVersion = 3
 
-// recordLen is the size of an encoded record; recordLenV1 of a version 1
-// record, which lacks the trailing vendor hash.
+// recordLenV1 is the size of a version 1 record, recordLenV2 of a version
+// 2 record (a trailing vendor hash), and recordFixedLen of the fixed part
+// of a version 3 record: the version 2 layout, then a flags byte, the
+// spender's portion end (be32; 0 for the whole lane), the counts of
+// certificate and key hashes (a byte each) and the hashes, 32 bytes each. The position and the credit keep their offsets in every
+// version (recordLastAt, recordCreditAt).
 const (
 	recordLenV1 = 1 + 16 + 32 + 4 + 8 + 3 + 8 + 32 + 32 + 32 + 8 + // meta
 		1 + MaxNonce + // nonce, length-prefixed and zero-padded
 		4 + 32 + 32 + 16 + 1 + // state
 		4 + 4 // credit, spent
-	recordLen = recordLenV1 + 32 // vendor
+	recordLenV2    = recordLenV1 + 32 // vendor
+	recordFlagsAt  = recordLenV2      // version 3: flags
+	recordEndAt    = recordFlagsAt + 1 // version 3: the spender's portion end
+	recordTailAt   = recordEndAt + 4
+	recordFixedLen = recordTailAt + 2 // counts of certs and keys
 )
 
-// MarshalBinary encodes a record in a fixed big-endian layout.
-func (r *Record) MarshalBinary() ([]byte, error) { return r.AppendBinary(make([]byte, 0, recordLen)) }
+// Flags of a version 3 record.
+const (
+	flagRevoked byte = 1 << iota
+	flagsKnown       = flagRevoked
+)
 
-// AppendBinary appends the encoded record to b.
+// MarshalBinary encodes a record (version 3).
+func (r *Record) MarshalBinary() ([]byte, error) {
+	return r.AppendBinary(make([]byte, 0, recordFixedLen+32*(len(r.Meta.Certs)+len(r.Meta.Keys))))
+}
+
+// AppendBinary appends the encoded record to b: a fixed big-endian layout,
+// then the lane's principals.
 func (r *Record) AppendBinary(b []byte) ([]byte, error) {
 	m := &r.Meta
 	if len(m.Currency) != 3 {
 		return nil, fmt.Errorf("store: currency %q", m.Currency)
+	}
+	if len(m.Certs) > MaxCerts || len(m.Keys) > MaxKeys {
+		return nil, fmt.Errorf("%w: %d certificates, %d keys", ErrTooManyPrincipals, len(m.Certs), len(m.Keys))
 	}
 	b = append(b, recordVersion)
 	b = append(b, m.Tag[:]...)
@@ -204,16 +313,54 @@ func (r *Record) AppendBinary(b []byte) ([]byte, error) {
 	b = binary.BigEndian.AppendUint32(b, r.Credit)
 	b = binary.BigEndian.AppendUint32(b, r.Spent)
 	b = append(b, m.Vendor[:]...)
-	return b, nil
+	var flags byte
+	if m.Revoked {
+		flags |= flagRevoked
+	}
+	b = append(b, flags)
+	end := m.End
+	if end >= m.Length {
+		end = 0 // the whole lane
+	}
+	b = binary.BigEndian.AppendUint32(b, end)
+	return appendPrincipals(b, m.Certs, m.Keys), nil
 }
 
-// UnmarshalBinary decodes a record.
-func (r *Record) UnmarshalBinary(b []byte) error {
+// appendPrincipals appends the tail of a version 3 record after its flags:
+// the counts, then the hashes. Callers check the bounds.
+func appendPrincipals(b []byte, certs [][32]byte, keys []spki.KeyHash) []byte {
+	b = append(b, byte(len(certs)), byte(len(keys)))
+	for _, h := range certs {
+		b = append(b, h[:]...)
+	}
+	for _, h := range keys {
+		b = append(b, h[:]...)
+	}
+	return b
+}
+
+// recordVersionOf checks an encoded record's version and length (not its
+// fields) and returns its version.
+func recordVersionOf(b []byte) (int, error) {
 	switch {
-	case len(b) == recordLen && b[0] == recordVersion:
 	case len(b) == recordLenV1 && b[0] == 1:
-	default:
-		return fmt.Errorf("%w: %d bytes, version %d", ErrCorrupt, len(b), firstByte(b))
+		return 1, nil
+	case len(b) == recordLenV2 && b[0] == 2:
+		return 2, nil
+	case len(b) >= recordFixedLen && b[0] == 3:
+		nc, nk := int(b[recordTailAt]), int(b[recordTailAt+1])
+		if nc <= MaxCerts && nk <= MaxKeys && len(b) == recordFixedLen+32*(nc+nk) {
+			return 3, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: %d bytes, version %d", ErrCorrupt, len(b), firstByte(b))
+}
+
+// UnmarshalBinary decodes a record of any version.
+func (r *Record) UnmarshalBinary(b []byte) error {
+	version, err := recordVersionOf(b)
+	if err != nil {
+		return err
 	}
 	m := &r.Meta
 	p := b[1:]
@@ -255,11 +402,84 @@ func (r *Record) UnmarshalBinary(b []byte) error {
 	r.Credit = binary.BigEndian.Uint32(take(4))
 	r.Spent = binary.BigEndian.Uint32(take(4))
 	m.Vendor = [32]byte{}
-	if b[0] >= 2 {
+	m.Certs, m.Keys, m.Revoked, m.End = nil, nil, false, 0
+	if version >= 2 {
 		copy(m.Vendor[:], take(32))
 	}
-	if s.Last > m.Length || m.Unit <= 0 || coupons.CheckCurrency(m.Currency) != nil {
+	if version >= 3 {
+		flags := take(1)[0]
+		if flags&^flagsKnown != 0 {
+			return fmt.Errorf("%w: unknown flags %#x", ErrCorrupt, flags)
+		}
+		m.Revoked = flags&flagRevoked != 0
+		m.End = binary.BigEndian.Uint32(take(4))
+		nc, nk := int(take(1)[0]), int(take(1)[0])
+		if nc > 0 {
+			m.Certs = make([][32]byte, nc)
+			for i := range m.Certs {
+				copy(m.Certs[i][:], take(32))
+			}
+		}
+		if nk > 0 {
+			m.Keys = make([]spki.KeyHash, nk)
+			for i := range m.Keys {
+				copy(m.Keys[i][:], take(32))
+			}
+		}
+	}
+	if s.Last > m.Length || m.Unit <= 0 || coupons.CheckCurrency(m.Currency) != nil || m.End >= m.Length {
 		return fmt.Errorf("%w: inconsistent fields", ErrCorrupt)
+	}
+	if m.End == 0 {
+		m.End = m.Length
+	}
+	return nil
+}
+
+// noPrincipals is the tail of a version 3 record without principals, as
+// records of versions 1 and 2 are compared.
+const noPrincipals = "\x00\x00"
+
+// principalsOf returns the principals of an encoded record as a version 3
+// record encodes them after its flags, and whether it is marked revoked.
+// The record's version and length were checked (recordVersionOf).
+func principalsOf(b []byte) (string, bool) {
+	if b[0] < 3 {
+		return noPrincipals, false
+	}
+	return string(b[recordTailAt:]), b[recordFlagsAt]&flagRevoked != 0
+}
+
+// checkWrite decides whether the encoded record next may replace the
+// encoded record cur (both of checked versions), before the compare-and-set
+// of the position: ErrRevoked when cur is marked and next keeps its
+// principals without the mark; ErrConflict when next has other principals
+// and the write is not a reopen (see Store.Advance and Store.Reopen).
+func checkWrite(cur, next []byte, reopen bool) error {
+	cp, marked := principalsOf(cur)
+	np, nextMarked := principalsOf(next)
+	if cp != np {
+		if reopen {
+			return nil
+		}
+		return fmt.Errorf("%w: the lane was opened again under another chain", ErrConflict)
+	}
+	if marked && !nextMarked {
+		return ErrRevoked
+	}
+	return nil
+}
+
+// checkWriteRecord is checkWrite on decoded records (the memory store).
+func checkWriteRecord(cur, next *Meta, reopen bool) error {
+	if !cur.SamePrincipals(next.Certs, next.Keys) {
+		if reopen {
+			return nil
+		}
+		return fmt.Errorf("%w: the lane was opened again under another chain", ErrConflict)
+	}
+	if cur.Revoked && !next.Revoked {
+		return ErrRevoked
 	}
 	return nil
 }
@@ -276,8 +496,8 @@ func firstByte(b []byte) int {
 // checks the version and length only: a record that UnmarshalBinary would
 // refuse was never handed to a gate, so no gate advances from it.
 func recordPosition(b []byte) (last, credit uint32, err error) {
-	if !(len(b) == recordLen && b[0] == recordVersion || len(b) == recordLenV1 && b[0] == 1) {
-		return 0, 0, fmt.Errorf("%w: %d bytes, version %d", ErrCorrupt, len(b), firstByte(b))
+	if _, err := recordVersionOf(b); err != nil {
+		return 0, 0, err
 	}
 	return binary.BigEndian.Uint32(b[recordLastAt:]), binary.BigEndian.Uint32(b[recordCreditAt:]), nil
 }
@@ -296,7 +516,6 @@ func Key(id coupons.LaneID) [36]byte {
 	return k
 }
 
-// newRecord is the record of a freshly opened lane.
 // NewRecord is the record of a lane just opened: nothing spent, the
 // anchor as the last value.
 func NewRecord(meta Meta) Record {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/internal/testredis"
+	"github.com/ecoupons/ecoupons/spki"
 )
 
 func testMeta(capNanos int64) Meta {
@@ -59,37 +60,201 @@ func stores(t *testing.T) map[string]Store {
 	return out
 }
 
+// testPrincipals are a lane's certificates and keys: a user certificate
+// and a grant, the owner and the device.
+func testPrincipals(device byte) ([][32]byte, []spki.KeyHash) {
+	return [][32]byte{{0xc1}, {0xc2, device}}, []spki.KeyHash{{0x0a}, {0xd0, device}}
+}
+
 func TestRecordEncoding(t *testing.T) {
 	r := NewRecord(testMeta(5))
 	r.Meta.Vendor[0], r.Meta.Vendor[31] = 7, 8
+	r.Meta.Certs, r.Meta.Keys = testPrincipals(1)
 	r.State.Last, r.State.HasPrev, r.Credit, r.Spent = 0x01020304, true, 7, 0x01020304
 	r.State.PrevMAC[3] = 9
 	enc, err := r.MarshalBinary()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(enc) != recordLen || string(enc[lastOffset:lastOffset+4]) != "\x01\x02\x03\x04" {
+	if len(enc) != recordFixedLen+4*32 || string(enc[lastOffset:lastOffset+4]) != "\x01\x02\x03\x04" || enc[0] != 3 {
 		t.Fatalf("layout: %d bytes, last at %x", len(enc), enc[lastOffset:lastOffset+4])
+	}
+	if lastOffset != recordLastAt || creditOffset != recordCreditAt || flagsOffset != recordFlagsAt {
+		t.Fatal("the Redis scripts' offsets differ from the record's")
 	}
 	r.Meta.Length = 0x7fffffff
 	enc, _ = r.MarshalBinary()
 	var back Record
-	if err := back.UnmarshalBinary(enc); err != nil || back != r {
+	if err := back.UnmarshalBinary(enc); err != nil || !back.Equal(&r) {
 		t.Fatalf("round trip: %v\n%+v\n%+v", err, back, r)
+	}
+	// The revoked mark is the flags byte, and round-trips.
+	marked := r
+	marked.Meta.Revoked = true
+	menc, _ := marked.MarshalBinary()
+	if menc[recordFlagsAt] != flagRevoked || string(menc[:recordFlagsAt]) != string(enc[:recordFlagsAt]) {
+		t.Fatalf("the mark is not (only) the flags byte")
+	}
+	if err := back.UnmarshalBinary(menc); err != nil || !back.Equal(&marked) {
+		t.Fatalf("marked round trip: %v\n%+v", err, back)
+	}
+	// No principals: an empty tail, decoded as nil slices.
+	bare := NewRecord(testMeta(0))
+	benc, _ := bare.MarshalBinary()
+	if len(benc) != recordFixedLen {
+		t.Fatalf("bare record of %d bytes", len(benc))
+	}
+	if err := back.UnmarshalBinary(benc); err != nil || back.Meta.Certs != nil || back.Meta.Keys != nil || !back.Equal(&bare) {
+		t.Fatalf("bare round trip: %v %+v", err, back.Meta)
+	}
+	// A version 2 record (before the principals were kept) still reads,
+	// with none and no mark.
+	v2 := append([]byte{2}, enc[1:recordLenV2]...)
+	var old Record
+	want2 := r
+	want2.Meta.Certs, want2.Meta.Keys = nil, nil
+	if err := old.UnmarshalBinary(v2); err != nil || !old.Equal(&want2) {
+		t.Fatalf("version 2: %v\n%+v", err, old)
 	}
 	// A version 1 record (before the vendor was kept) still reads, with
 	// no vendor.
 	v1 := append([]byte{1}, enc[1:recordLenV1]...)
-	var old Record
-	want := r
+	want := want2
 	want.Meta.Vendor = [32]byte{}
-	if err := old.UnmarshalBinary(v1); err != nil || old != want {
+	if err := old.UnmarshalBinary(v1); err != nil || !old.Equal(&want) {
 		t.Fatalf("version 1: %v\n%+v", err, old)
 	}
-	for _, bad := range [][]byte{nil, enc[:10], append(append([]byte(nil), enc...), 0), append([]byte{3}, enc[1:]...), append([]byte{1}, enc[1:]...)} {
+	unknownFlag := append([]byte(nil), enc...)
+	unknownFlag[recordFlagsAt] = 2
+	badCount := append([]byte(nil), enc...)
+	badCount[recordTailAt] = 3
+	tooMany := append(append([]byte(nil), enc[:recordTailAt]...), MaxCerts+1, 0)
+	tooMany = append(tooMany, make([]byte, 32*(MaxCerts+1))...)
+	for _, bad := range [][]byte{nil, enc[:10], append(append([]byte(nil), enc...), 0), append([]byte{4}, enc[1:]...),
+		append([]byte{1}, enc[1:]...), append([]byte{2}, enc[1:]...), append([]byte{3}, enc[1:recordLenV2]...),
+		enc[:recordFixedLen], unknownFlag, badCount, tooMany} {
 		if err := back.UnmarshalBinary(bad); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("corrupt record accepted: %v", err)
 		}
+		if _, _, err := recordPosition(bad); !errors.Is(err, ErrCorrupt) && string(bad) != string(unknownFlag) { // it checks versions and lengths only
+			t.Errorf("recordPosition of a corrupt record: %v", err)
+		}
+	}
+	r.Meta.Certs = make([][32]byte, MaxCerts+1)
+	if _, err := r.MarshalBinary(); !errors.Is(err, ErrTooManyPrincipals) {
+		t.Errorf("too many certificates encoded: %v", err)
+	}
+}
+
+// TestMarkRevoked: a lane marked revoked refuses every write that keeps
+// its principals without the mark (a gate's payment from a record read
+// before the mark, a reopen under the same chain), takes one that carries
+// the mark (a refund computed from the marked record), and a reopen with
+// other principals (a takeover), which clears it; after which a write
+// under the old chain is refused. Marking is idempotent and refused for
+// other principals.
+func TestMarkRevoked(t *testing.T) {
+	ctx := context.Background()
+	for name, s := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			certs, keys := testPrincipals(1)
+			m := testMeta(0)
+			m.Certs, m.Keys = certs, keys
+			if err := s.MarkRevoked(ctx, lane(20), certs, keys); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("marking an unknown lane: %v", err)
+			}
+			r, err := s.Open(ctx, lane(20), NewRecord(m))
+			if err != nil || !r.Meta.SamePrincipals(certs, keys) || r.Meta.Revoked {
+				t.Fatalf("Open: %v %+v", err, r.Meta)
+			}
+			paid := r
+			paid.State.Last, paid.Spent = 2, 2
+			if err := s.Advance(ctx, lane(20), 0, 0, paid, 0); err != nil {
+				t.Fatal(err)
+			}
+			otherCerts, otherKeys := testPrincipals(2)
+			if err := s.MarkRevoked(ctx, lane(20), otherCerts, otherKeys); !errors.Is(err, ErrConflict) {
+				t.Fatalf("marking for principals the lane does not hold: %v", err)
+			}
+			if err := s.MarkRevoked(ctx, lane(20), certs, keys[:1]); !errors.Is(err, ErrConflict) {
+				t.Fatalf("marking for a subset of the lane's principals: %v", err)
+			}
+			for range 2 { // idempotent
+				if err := s.MarkRevoked(ctx, lane(20), certs, keys); err != nil {
+					t.Fatalf("MarkRevoked: %v", err)
+				}
+			}
+			got, err := s.Get(ctx, lane(20))
+			if err != nil || !got.Meta.Revoked || got.State.Last != 2 || !got.Meta.SamePrincipals(certs, keys) {
+				t.Fatalf("after the mark: %v %+v", err, got)
+			}
+			// A gate that read the lane before the mark pays: refused, even
+			// with the right position, and nothing changes.
+			stale := paid
+			stale.State.Last, stale.Spent = 3, 3
+			if err := s.Advance(ctx, lane(20), 2, 0, stale, 0); !errors.Is(err, ErrRevoked) {
+				t.Fatalf("payment on a marked lane: %v", err)
+			}
+			if err := s.Advance(ctx, lane(20), 1, 0, stale, 0); !errors.Is(err, ErrRevoked) {
+				t.Fatalf("payment from an older position on a marked lane: %v", err)
+			}
+			if got, _ := s.Get(ctx, lane(20)); got.State.Last != 2 || !got.Meta.Revoked {
+				t.Fatalf("a refused write changed the lane: %+v", got)
+			}
+			// A refund computed from the marked record keeps the mark.
+			refund := got
+			refund.Credit = 1
+			if err := s.Advance(ctx, lane(20), 2, 0, refund, 0); err != nil {
+				t.Fatalf("refund on a marked lane: %v", err)
+			}
+			if got, _ := s.Get(ctx, lane(20)); got.Credit != 1 || !got.Meta.Revoked {
+				t.Fatalf("after the refund: %+v", got)
+			}
+			// A takeover (the owner's own open: other principals, no mark)
+			// replaces the chain, keeps the position and clears the mark.
+			taken := refund
+			taken.Meta.Revoked = false
+			taken.Meta.Certs, taken.Meta.Keys = certs[:1], keys[:1]
+			taken.Meta.Spender = keys[0]
+			taken.Meta.Nonce = "takeover-nonce"
+			if err := s.Advance(ctx, lane(20), 2, 1, taken, 0); !errors.Is(err, ErrConflict) {
+				t.Fatalf("a payment's write bringing other principals: %v", err)
+			}
+			// Nor can a reopen under the revoked chain (a gate with an older
+			// list) clear the mark.
+			again := refund
+			again.Meta.Revoked = false
+			again.Meta.Nonce = "reopen-nonce"
+			if err := s.Reopen(ctx, lane(20), 2, 1, again); !errors.Is(err, ErrRevoked) {
+				t.Fatalf("reopen under the revoked chain: %v", err)
+			}
+			if err := s.Reopen(ctx, lane(20), 2, 1, taken); err != nil {
+				t.Fatalf("takeover of a marked lane: %v", err)
+			}
+			got, _ = s.Get(ctx, lane(20))
+			if got.Meta.Revoked || got.State.Last != 2 || got.Credit != 1 || !got.Meta.SamePrincipals(certs[:1], keys[:1]) {
+				t.Fatalf("after the takeover: %+v", got)
+			}
+			next := got
+			next.State.Last, next.Spent = 3, 3
+			if err := s.Advance(ctx, lane(20), 2, 1, next, 0); err != nil {
+				t.Fatalf("payment after the takeover: %v", err)
+			}
+			// The old chain's mark cannot be applied to the new chain, and a
+			// gate still holding the old chain (its cache from before the
+			// mark) cannot write it back, even at the right position.
+			if err := s.MarkRevoked(ctx, lane(20), certs, keys); !errors.Is(err, ErrConflict) {
+				t.Fatalf("marking the replaced chain: %v", err)
+			}
+			stale = paid
+			stale.State.Last, stale.Spent, stale.Credit = 4, 4, 1
+			if err := s.Advance(ctx, lane(20), 3, 1, stale, 0); !errors.Is(err, ErrConflict) {
+				t.Fatalf("a payment under the replaced chain: %v", err)
+			}
+			if got, _ := s.Get(ctx, lane(20)); got.State.Last != 3 || !got.Meta.SamePrincipals(certs[:1], keys[:1]) {
+				t.Fatalf("after the stale write: %+v", got)
+			}
+		})
 	}
 }
 
@@ -221,6 +386,14 @@ func TestBoltSurvivesReopen(t *testing.T) {
 	if err := s.Advance(ctx, lane(1), 0, 0, r, 0); err != nil {
 		t.Fatal(err)
 	}
+	m := testMeta(0)
+	m.Certs, m.Keys = testPrincipals(1)
+	if _, err := s.Open(ctx, lane(2), NewRecord(m)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkRevoked(ctx, lane(2), m.Certs, m.Keys); err != nil {
+		t.Fatal(err)
+	}
 	s.Close()
 	if _, err := s.Get(ctx, lane(1)); !errors.Is(err, ErrClosed) {
 		t.Errorf("Get after Close: %v", err)
@@ -229,6 +402,14 @@ func TestBoltSurvivesReopen(t *testing.T) {
 	defer s.Close()
 	if got, err := s.Get(ctx, lane(1)); err != nil || got.State.Last != 9 {
 		t.Fatalf("after reopen: %v %d", err, got.State.Last)
+	}
+	if got, err := s.Get(ctx, lane(2)); err != nil || !got.Meta.Revoked || !got.Meta.SamePrincipals(m.Certs, m.Keys) {
+		t.Fatalf("the revoked mark after reopen: %v %+v", err, got.Meta)
+	}
+	stale := NewRecord(m)
+	stale.State.Last = 1
+	if err := s.Advance(ctx, lane(2), 0, 0, stale, 0); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("payment on a marked lane after reopen: %v", err)
 	}
 }
 
