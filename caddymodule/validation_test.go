@@ -60,7 +60,6 @@ func TestSemiMode(t *testing.T) {
 	secret := filepath.Join(bw.dir, "secret")
 	g := bw.gate(t, ModeSemi, secret)
 
-
 	// The registered book pays; its coupons are redeemed.
 	c := newClient(t, nil, bw.owner, 0)
 	for k := 0; k < 5; k++ {

@@ -255,8 +255,8 @@ const (
 		1 + MaxNonce + // nonce, length-prefixed and zero-padded
 		4 + 32 + 32 + 16 + 1 + // state
 		4 + 4 // credit, spent
-	recordLenV2    = recordLenV1 + 32 // vendor
-	recordFlagsAt  = recordLenV2      // version 3: flags
+	recordLenV2    = recordLenV1 + 32  // vendor
+	recordFlagsAt  = recordLenV2       // version 3: flags
 	recordEndAt    = recordFlagsAt + 1 // version 3: the spender's portion end
 	recordTailAt   = recordEndAt + 4
 	recordFixedLen = recordTailAt + 2 // counts of certs and keys
