@@ -482,7 +482,7 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	// the owner taking back a delegate's portion pays past its end, bound
 	// under its own open. An open by the lane's own spender is a
 	// retransmission and changes nothing.
-	tookOver := false
+	tookOver, opened := false, false
 	if doc := r.Header.Get(HeaderOpen); doc != "" {
 		var known store.Record
 		found := ok
@@ -518,11 +518,14 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		} else {
 			ent = &laneEntry{key: key, rec: rec}
 			g.cache.Set(h, ent, 1)
-			ok = true
+			g.mMiss.Inc()
+			opened = true
 		}
 	}
 paid:
-	if ok {
+	if opened {
+		// cached above
+	} else if ok {
 		g.mHit.Inc()
 	} else {
 		g.mMiss.Inc()
