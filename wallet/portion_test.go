@@ -148,7 +148,9 @@ func grantTo(t *testing.T, issuer *Wallet, e *BookEntry, to *Wallet, lo, hi uint
 	if err != nil {
 		t.Fatal(err)
 	}
-	opt.NotAfter = time.Now().Add(time.Hour)
+	if opt.NotAfter.IsZero() {
+		opt.NotAfter = time.Now().Add(time.Hour)
+	}
 	g, err := e.Holder.Issue(dev, lo, hi, opt)
 	if err != nil {
 		t.Fatal(err)
@@ -362,5 +364,26 @@ func TestDelegateSubGrantsAndReclaims(t *testing.T) {
 	}
 	if err := pay(t, ptr); !errors.Is(err, ErrPortionUsedUp) {
 		t.Fatalf("the phone past its portion: %v", err)
+	}
+}
+
+// TestExpiredGrantDoesNotBreakWallet: a grant that no longer verifies (it
+// expired) is left out of the wallet's books and named by GrantProblems;
+// the wallet's other grants and books stay usable.
+func TestExpiredGrantDoesNotBreakWallet(t *testing.T) {
+	owner, phone, book := ownerAndPhone(t)
+	grantTo(t, owner, book, phone, 0, 0, delegation.GrantOptions{NotAfter: time.Now().Add(time.Second)})
+	grantTo(t, owner, book, phone, 1, 1, delegation.GrantOptions{})
+	time.Sleep(2100 * time.Millisecond)
+	books, err := phone.Books()
+	if err != nil {
+		t.Fatalf("one expired grant breaks the wallet: %v", err)
+	}
+	if len(books) != 1 || len(books[0].Lanes) != 1 || books[0].Lanes[0] != 1 {
+		t.Fatalf("usable books: %d", len(books))
+	}
+	problems, err := phone.GrantProblems()
+	if err != nil || len(problems) != 1 || !strings.Contains(problems[0], "expired") {
+		t.Fatalf("grant problems: %v %v", problems, err)
 	}
 }

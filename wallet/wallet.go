@@ -726,7 +726,10 @@ func (w *Wallet) grants() ([]BookEntry, error) {
 		}
 		h, err := delegation.Accept(g, w.Key, w.Enc, time.Now())
 		if err != nil {
-			return nil, fmt.Errorf("wallet: %s: %w", f, err)
+			// An expired or revoked-at-import grant, or one from before
+			// book certificates, cannot be spent; it must not stop the
+			// wallet's other books (GrantProblems names it).
+			continue
 		}
 		e := BookEntry{Holder: h, StatePath: strings.TrimSuffix(f, ".grant") + ".lanes", file: f}
 		d, err := w.readDelegations(&e)
@@ -740,6 +743,35 @@ func (w *Wallet) grants() ([]BookEntry, error) {
 		}
 		slices.Sort(e.Lanes)
 		out = append(out, e)
+	}
+	return out, nil
+}
+
+// GrantProblems lists the imported grants this wallet cannot spend from,
+// with the reason (expired, the book not funded, not for this device…):
+// Books leaves them out.
+func (w *Wallet) GrantProblems() ([]string, error) {
+	files, err := filepath.Glob(filepath.Join(w.Dir, "grants", "*.grant"))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		x, err := spki.Parse(b)
+		if err != nil {
+			return nil, fmt.Errorf("wallet: %s: %w", f, err)
+		}
+		g, err := delegation.ParseGrant(x)
+		if err != nil {
+			return nil, fmt.Errorf("wallet: %s: %w", f, err)
+		}
+		if _, err := delegation.Accept(g, w.Key, w.Enc, time.Now()); err != nil {
+			out = append(out, fmt.Sprintf("%s: %v", filepath.Base(f), err))
+		}
 	}
 	return out, nil
 }

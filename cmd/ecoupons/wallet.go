@@ -439,8 +439,15 @@ func walletBookCmd() *cobra.Command {
 				fmt.Printf("%x  %-7s %-20s %4d lanes × %-6d %s %s  until %s, spending lanes %s%s\n", id[:6], kind, b.Vendor, b.Lanes, b.Length,
 					coupons.FormatAmount(b.Unit), b.Currency, b.NotAfter.Format("2006-01-02"), laneRanges(e.Lanes), note)
 			}
+			problems, err := w.GrantProblems()
+			if err != nil {
+				return err
+			}
 			if jsonOutput(cmd) {
 				return printJSON(list)
+			}
+			for _, p := range problems {
+				fmt.Fprintf(os.Stderr, "grant not usable: %s\n", p)
 			}
 			return nil
 		})}
