@@ -110,7 +110,7 @@ func (d *demo) run(script bool) error {
 	if err != nil {
 		return err
 	}
-	d.say("alice's book: 4 lanes × 256 coupons of 0.001 EUR for news.example; the broker holds its face value, %s EUR", held)
+	d.say("alice's book: 4 lanes × 256 coupons of 0.001 EUR for news.example; the broker holds its face value, %s EUR, and signed the book certificate every gate requires", held)
 
 	phoneEnc, err := ecdh.X25519().GenerateKey(rand.Reader)
 	if err != nil {
@@ -120,7 +120,7 @@ func (d *demo) run(script bool) error {
 	if err != nil {
 		return err
 	}
-	grant, err := owner.Issue(phoneDev, 2, 3, delegation.GrantOptions{NotAfter: time.Now().Add(7 * 24 * time.Hour)})
+	grant, err := owner.Issue(phoneDev, 2, 3, delegation.GrantOptions{Cap: 300 * (coupons.NanosPerUnit / 1000), NotAfter: time.Now().Add(7 * 24 * time.Hour)})
 	if err != nil {
 		return err
 	}
@@ -128,7 +128,8 @@ func (d *demo) run(script bool) error {
 	if err != nil {
 		return err
 	}
-	d.say("alice delegated lanes 2–3 to her phone (SPKI grant, seeds sealed with HPKE); the phone accepted them")
+	end3, _, _ := phone.Portion(3)
+	d.say("alice delegated 0.30 EUR of lanes 2–3 to her phone: an SPKI grant with lane 2 whole and a portion of lane 3 (coupons 1–%d: the chain value w_%d, sealed with HPKE), so the phone cannot spend more at any gate", end3, end3)
 
 	aliceT, err := wallet.NewTransport(owner, 0, 1)
 	if err != nil {
@@ -182,6 +183,14 @@ func (d *demo) run(script bool) error {
 		return fmt.Errorf("the phone's lane open was refused, but not as revoked: %s", body)
 	}
 	d.say("alice revoked the phone's grant at the broker; the gate fetched the signed list and refused the phone's next lane open")
+	body, err = s.Get(phoneC, "/stream/seg1.ts", 402)
+	if err != nil {
+		return fmt.Errorf("the revoked phone's open lane was not refused: %w", err)
+	}
+	if !strings.Contains(body, `"revoked"`) {
+		return fmt.Errorf("the phone's open lane was refused, but not as revoked: %s", body)
+	}
+	d.say("and refused the phone's lane 2, already open: revocation reaches open lanes (no coupon accepted)")
 	if _, err := s.Get(alice, "/premium/article.html", 200); err != nil {
 		return err
 	}
