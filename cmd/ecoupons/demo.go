@@ -87,6 +87,8 @@ func (d *demo) run(script bool) error {
 		}
 		defer os.RemoveAll(dir)
 		d.dir = dir
+	} else if err := os.MkdirAll(d.dir, 0o700); err != nil {
+		return err
 	}
 	s, err := stack.Start(d.dir, d.site, d.broker, demoSite(), []stack.Route{{Path: "/premium/*", Price: 2}, {Path: "/stream/*.ts", Price: 1}})
 	if err != nil {
