@@ -4,11 +4,16 @@ import (
 	"context"
 	"crypto/ecdh"
 	"errors"
+	"fmt"
+	"net/http"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/delegation"
+	"github.com/ecoupons/ecoupons/spki"
+	"github.com/ecoupons/ecoupons/wallet"
 	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -230,4 +235,120 @@ func mustEnc(t *testing.T) *ecdh.PrivateKey {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// TestWalletsReclaimThroughGate: the whole story with the wallets over
+// HTTP. Alice's wallet grants her phone 5 coupons of lane 2; the phone
+// pays twice and is then stopped at its portion's end; Alice reclaims
+// lane 2, and her wallet's next payment on it opens the lane under her
+// own key, taking it over at the gate; the phone's remaining coupons are
+// spent, and no theft is reported against anyone.
+func TestWalletsReclaimThroughGate(t *testing.T) {
+	w := newWorld(t, "news.example", t0Later())
+	g := newGate(t, w, `{"backend":"memory"}`, 1)
+	srv := gateServer(t, g)
+	dir := t.TempDir()
+	alice, err := wallet.Init(filepath.Join(dir, "alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	phoneW, err := wallet.Init(filepath.Join(dir, "phone"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bp, _ := spki.NewPublicKey(w.broker.Public())
+	alice.Config.BrokerKey = string(spki.Advanced(bp.Sexp()))
+	bk, sec, anchors, err := coupons.Create(coupons.Params{Vendor: "news.example", Broker: bp.Hash(), Owner: alice.PublicKey().Hash(),
+		Lanes: 4, Length: 64, Currency: "EUR", Unit: 1_000_000, NotAfter: t0Later()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, _ := bk.Sign(alice.Key)
+	if err := alice.SaveBook(sb, sec, anchors); err != nil {
+		t.Fatal(err)
+	}
+	funding, err := coupons.SignFunding(bk, w.broker, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.SaveFunding(bk.ID(), funding); err != nil {
+		t.Fatal(err)
+	}
+	book, err := alice.BookFor("news.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := phoneW.Device("phone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gr, err := book.Holder.Issue(dev, 2, 2, delegation.GrantOptions{Cap: 5 * 1_000_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.MarkGranted(book, gr); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := phoneW.ImportGrant(spki.Transport(gr.Sexp()), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	pb, err := phoneW.BookFor("news.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(tr *wallet.Transport) error {
+		resp, err := (&http.Client{Transport: tr}).Get(srv.URL + "/premium/a")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	}
+	ptr, err := wallet.OpenTransport(pb.Holder, pb.StatePath, pb.Lanes...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := 0; k < 2; k++ {
+		if err := get(ptr); err != nil {
+			t.Fatalf("phone payment %d: %v", k+1, err)
+		}
+	}
+	ptr.Close()
+
+	thefts := gateThefts()
+	if _, err := alice.Reclaim(book, []uint32{2}); err != nil {
+		t.Fatal(err)
+	}
+	if book, err = alice.BookFor("news.example"); err != nil {
+		t.Fatal(err)
+	}
+	atr, err := wallet.OpenTransport(book.Holder, book.StatePath, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer atr.Close()
+	for k := 0; k < 3; k++ {
+		if err := get(atr); err != nil {
+			t.Fatalf("alice's payment %d on the reclaimed lane: %v", k+1, err)
+		}
+	}
+	r := laneAt(t, g, book.Holder, 2)
+	if r.Meta.Spender != alice.PublicKey().Hash() || r.State.Last != 8 { // coupons 6, 7, 8: the wallet pays one a request, credit or not
+		t.Fatalf("lane 2 after the reclaim: spender %v, at %d", r.Meta.Spender, r.State.Last)
+	}
+	// The phone comes back with its coupons 3–5: all spent by Alice's.
+	ptr2, err := wallet.OpenTransport(pb.Holder, pb.StatePath, pb.Lanes...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ptr2.Close()
+	if err := get(ptr2); err == nil {
+		t.Fatal("the phone paid on a reclaimed lane")
+	}
+	if gateThefts() != thefts {
+		t.Error("the reclaim was reported as theft")
+	}
 }
