@@ -35,7 +35,14 @@ func FuzzParsePayment(f *testing.F) {
 func FuzzParseOpen(f *testing.F) {
 	w := newWorld(f)
 	toPhone := w.grant(f, w.alice, w.phone, 0, 1, 1000, true)
-	for _, o := range []*Open{w.open(f, w.alice, 0), w.open(f, w.phone, 1, toPhone)} {
+	portion := w.open(f, w.phone, 1, toPhone)
+	portion.End = 5
+	if err := portion.SignOpen(w.phone, "nonce-1"); err != nil {
+		f.Fatal(err)
+	}
+	noUser := w.open(f, w.alice, 2)
+	noUser.User = nil
+	for _, o := range []*Open{w.open(f, w.alice, 0), w.open(f, w.phone, 1, toPhone), portion, noUser} {
 		f.Add(spki.Canonical(o.Sexp()))
 		f.Add(spki.Transport(o.Sexp()))
 	}
