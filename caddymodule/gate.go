@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -138,17 +139,19 @@ type Gate struct {
 	// directory.
 	SecretFile string `json:"secret_file,omitempty"`
 
-	brokers  []*spki.PublicKey
-	unit     int64
-	store    store.Store
-	cache    *ristretto.Cache[uint64, *laneEntry]
-	sigs     *sigCache
-	nonces   *nonceMaker
-	locks    *[laneLocks]sync.Mutex
-	seed     maphash.Seed
-	opens    *ipWindow
-	revoked  *revocations
-	receipts *receipts
+	brokers []*spki.PublicKey
+	unit    int64
+	store   store.Store
+	cache   *ristretto.Cache[uint64, *laneEntry]
+	sigs    *sigCache
+	nonces  *nonceMaker
+	locks   *[laneLocks]sync.Mutex
+	seed    maphash.Seed
+	opens   *ipWindow
+	// longWalks limits payments allowed past max_jump after a takeover.
+	longWalks *ipWindow
+	revoked   *revocations
+	receipts  *receipts
 
 	vendorSigner crypto.Signer
 	holder       string      // this gate's spent state at the broker (online mode): the store's ID
@@ -245,6 +248,7 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 	}
 	g.nonces = &nonceMaker{secret: secret, vendor: g.Vendor, ttl: time.Duration(g.NonceTTL), now: func() time.Time { return g.now() }}
 	g.opens = newIPWindow(g.OpensPerMinute, time.Minute)
+	g.longWalks = newIPWindow(longWalksPerMinute, time.Minute)
 	if g.VendorKey != "" {
 		if g.ReceiptInterval == 0 {
 			g.ReceiptInterval = caddy.Duration(time.Second)
@@ -482,7 +486,8 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	// the owner taking back a delegate's portion pays past its end, bound
 	// under its own open. An open by the lane's own spender is a
 	// retransmission and changes nothing.
-	tookOver, opened := false, false
+	var walk uint32 // what a takeover's payment may walk past max_jump
+	opened := false
 	if doc := r.Header.Get(HeaderOpen); doc != "" {
 		var known store.Record
 		found := ok
@@ -496,13 +501,13 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 			}
 			known, found = rec, err == nil
 		}
-		if found && !g.mustReopen(&known.Meta) && g.openBySpender(doc, &known.Meta) {
+		if found && !g.mustReopen(&known.Meta) && !known.Meta.Revoked && g.openBySpender(doc, &known.Meta) {
 			doc = ""
 		}
 		if doc == "" {
 			goto paid
 		}
-		rec, err := g.openLane(ctx, w, r, []byte(doc), p.Lane, &tookOver)
+		rec, err := g.openLane(ctx, w, r, []byte(doc), p.Lane, &walk)
 		if err != nil {
 			return nil // answered
 		}
@@ -613,11 +618,12 @@ paid:
 		cur := ent.rec
 		st := cur.State
 		maxJump := g.MaxJump
-		if tookOver {
-			// The first payment of a spender that took the lane over may
-			// use up what the previous spender left (a reclaimed portion):
-			// a longer walk, paid for by a verified open.
-			maxJump = max(maxJump, maxTakeoverWalk)
+		if walk > 0 && attempt == 0 && g.longWalks.allow(clientIP(r), now) {
+			// The first payment of an issuer that took a delegate's
+			// portion back may use up what the delegate left of it: a
+			// longer walk, after a verified open, at most twice a minute
+			// per address.
+			maxJump = min(max(maxJump, walk+g.MaxJump), maxTakeoverWalk)
 		}
 		paid, th, err := coupons.VerifyPaymentUpTo(&cur.Meta.Tag, cur.Meta.Length, cur.Meta.PortionEnd(), &st, &p, &digest, maxJump)
 		if err != nil && attempt == 0 && errors.Is(err, coupons.ErrReplay) {
@@ -881,9 +887,10 @@ func (g *Gate) rateLimit(ent *laneEntry, now time.Time) time.Duration {
 // openLane verifies a lane-open document and records the lane. On failure
 // it has answered the request and returns an error.
 //
-// When it took over a lane the store held under another open (takeOver),
-// it sets *took (when took is not nil).
-func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Request, doc []byte, want coupons.LaneID, took *bool) (store.Record, error) {
+// When it took over a lane a delegate held a portion of (takeOver), it
+// sets *walk (when walk is not nil) to the coupons the delegate left of
+// its portion, which the next payment may walk through.
+func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Request, doc []byte, want coupons.LaneID, walk *uint32) (store.Record, error) {
 	fail := errAnswered
 	if !g.opens.allow(clientIP(r), g.now()) {
 		w.Header().Set("Retry-After", "60")
@@ -983,7 +990,7 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		}
 	}
 	if stored != nil {
-		return g.takeOver(ctx, w, lane.ID, *stored, meta, took)
+		return g.takeOver(ctx, w, lane.ID, *stored, meta, bookLevel(o), walk)
 	}
 	first := store.NewRecord(meta)
 	if status.Redeemed > 0 {
@@ -997,7 +1004,7 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		// Opened before, by another open: a record naming no vendor or
 		// no principals (older versions), another nonce of the same
 		// spender, or another authorized spender.
-		return g.takeOver(ctx, w, lane.ID, rec, meta, took)
+		return g.takeOver(ctx, w, lane.ID, rec, meta, bookLevel(o), walk)
 	}
 	if err == nil {
 		err = g.store.SetProof(ctx, lane.ID, o.Proof)
@@ -1018,15 +1025,20 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 // maxTakeoverWalk bounds the chain steps of the first payment after a
 // takeover (the owner's coupon c+1 walking through what a delegate left of
 // its portion), as maxStartWalk bounds an open's walk to the broker's
-// position: a verified open pays for it, and opens are rate-limited.
+// position: a verified open pays for it, what the delegate left of its
+// portion bounds it, and longWalksPerMinute limits it per address.
 const maxTakeoverWalk = maxStartWalk
+
+// longWalksPerMinute is how many payments past max_jump (after a takeover)
+// one client address may make per minute.
+const longWalksPerMinute = 2
 
 // errAnswered means the gate has already written its answer.
 var errAnswered = errors.New("ecoupon: answered")
 
 // openBySpender reports whether a lane-open document is by the spender a
-// stored lane already has, for the same portion: sent again (a wallet that
-// did not learn that its open arrived), it changes nothing. A document that
+// stored lane already has: sent again (a wallet that did not learn that
+// its open arrived), it changes nothing. A document that
 // does not parse is not (openLane then refuses it).
 func (g *Gate) openBySpender(doc string, m *store.Meta) bool {
 	lim := spki.DefaultLimits
@@ -1039,43 +1051,60 @@ func (g *Gate) openBySpender(doc string, m *store.Meta) bool {
 		return false
 	}
 	o, err := coupons.ParseOpen(x)
-	if err != nil || o.Spender.Hash() != m.Spender {
-		return false
-	}
-	end := o.End
-	if end == 0 {
-		end = o.Book.Book.Length
-	}
-	return end == m.PortionEnd()
+	return err == nil && o.Spender.Hash() == m.Spender
 }
 
-// sameOpen reports whether a stored lane's metadata is the one an open just
-// verified here would record (the same spender, portion and chain; the
-// nonce may differ): the lane is used as stored, under its first nonce.
+// sameOpen reports whether a stored lane is held by the spender an open
+// just verified here names, unmarked and complete (a vendor and
+// principals): the open changes nothing, and the lane is used as stored,
+// under its first nonce.
 func sameOpen(stored, open *store.Meta) bool {
-	return stored.Vendor == open.Vendor && stored.Spender == open.Spender &&
-		stored.PortionEnd() == open.PortionEnd() && stored.SamePrincipals(open.Certs, open.Keys)
+	return stored.Vendor == open.Vendor && stored.Spender == open.Spender && !stored.Revoked && len(stored.Certs) > 0
+}
+
+// bookLevel returns the principals every lane of an open's book shares:
+// its book certificate, the owner's user certificate and the owner's key.
+func bookLevel(o *coupons.Open) []([32]byte) {
+	p := [][32]byte{o.Funding.Cert.Hash(), [32]byte(o.Book.Book.Owner)}
+	if o.User != nil {
+		p = append(p, o.User.Cert.Hash())
+	}
+	return p
 }
 
 // takeOver rewrites the metadata of a stored lane with that of an open
-// just verified here, keeping the lane's position, credit and pending
-// binding (checked at the next payment as before). It serves a spender
-// that opens a lane another open holds: the owner taking back a delegate's
-// portion (its next coupon, past the portion's end, uses up what the
-// delegate left), a wallet that lost its open and opens again, a record
-// from before version 2 (no vendor) or 3 (no principals). The new chain was
-// just checked against this gate's lists; a takeover clears a revoked mark
-// of the old chain, and the store refuses one under the marked chain
-// itself.
-func (g *Gate) takeOver(ctx context.Context, w http.ResponseWriter, id coupons.LaneID, rec store.Record, meta store.Meta, took *bool) (store.Record, error) {
+// just verified here (another spender, or a record from before version 2
+// or 3), keeping the lane's position, credit and pending binding (checked
+// at the next payment as before). Only the lane's owner, or a delegate
+// above the lane's spender in its grant chain, may take a lane over from
+// its spender: the issuer taking back a portion it granted (its next
+// coupon, past the portion's end, uses up what the delegate left). A lane
+// marked revoked is taken over only under principals it shares none of
+// but the book's own (bookLevel): its revoked chain cannot come back under
+// another end, certificate list or nonce. When the lane's spender held a
+// portion, *walk is set to what it left of it.
+func (g *Gate) takeOver(ctx context.Context, w http.ResponseWriter, id coupons.LaneID, rec store.Record, meta store.Meta, book [][32]byte, walk *uint32) (store.Record, error) {
 	for attempt := 0; ; attempt++ {
+		old := &rec.Meta
+		legacy := old.Vendor == [32]byte{} || len(old.Certs) == 0
+		if !legacy {
+			if old.Spender != meta.Spender && !slices.Contains(old.Keys, meta.Spender) {
+				gateMetrics.opens.WithLabelValues(g.Vendor, "lane_in_use").Inc()
+				g.payRequired(w, "lane_in_use", "this lane is held by another spender; only the book's owner or a delegate above that spender in its grant chain may take it over", hintPay)
+				return store.Record{}, errAnswered
+			}
+			if old.Revoked && sharesChain(old, &meta, book) {
+				g.refuseRevoked(w, store.ErrRevoked)
+				return store.Record{}, errAnswered
+			}
+		}
 		next := rec
 		next.Meta = meta
 		err := g.store.Reopen(ctx, id, rec.State.Last, rec.Credit, next)
 		if err == nil {
 			gateMetrics.opens.WithLabelValues(g.Vendor, "taken_over").Inc()
-			if took != nil {
-				*took = true
+			if walk != nil && !legacy && old.Spender != meta.Spender && old.PortionEnd() < old.Length && rec.State.Last < old.PortionEnd() {
+				*walk = old.PortionEnd() - rec.State.Last + 1
 			}
 			return next, nil
 		}
@@ -1091,6 +1120,22 @@ func (g *Gate) takeOver(ctx context.Context, w http.ResponseWriter, id coupons.L
 		g.storeUnavailable(w, err)
 		return store.Record{}, errAnswered
 	}
+}
+
+// sharesChain reports whether a new open's principals include any of a
+// stored lane's other than the book's own.
+func sharesChain(old, open *store.Meta, book [][32]byte) bool {
+	for _, c := range old.Certs {
+		if slices.Contains(open.Certs, c) && !slices.Contains(book, c) {
+			return true
+		}
+	}
+	for _, k := range old.Keys {
+		if slices.Contains(open.Keys, k) && !slices.Contains(book, [32]byte(k)) {
+			return true
+		}
+	}
+	return false
 }
 
 // serveOpen handles POST /.well-known/ecoupons/open.

@@ -173,6 +173,7 @@ func VerifyOpen(o *Open, pol *OpenPolicy) (*OpenedLane, error) {
 	}
 
 	// The owner delegates to the spender, unless the owner spends.
+	var chainCerts []*spki.SignedCert
 	if lane.Spender != b.Owner {
 		if len(o.Delegation) == 0 {
 			return nil, fmt.Errorf("%w: the spender is not the owner and shows no delegation", ErrNotAuthorized)
@@ -183,6 +184,7 @@ func VerifyOpen(o *Open, pol *OpenPolicy) (*OpenedLane, error) {
 			return nil, fmt.Errorf("%w: %w", ErrNotAuthorized, err)
 		}
 		lane.Grant = chain.Certs[0].Cert.Hash()
+		chainCerts = chain.Certs
 		for k, sc := range chain.Certs {
 			if k > 0 && !spki.Implies(sc.Cert.Tag, chain.Certs[k-1].Cert.Tag) {
 				return nil, fmt.Errorf("%w: certificate %d grants %s, its parent only %s", ErrGrantWider, k, sc.Cert.Tag, chain.Certs[k-1].Cert.Tag)
@@ -207,7 +209,10 @@ func VerifyOpen(o *Open, pol *OpenPolicy) (*OpenedLane, error) {
 	if lane.Spender != b.Owner {
 		lane.Keys = append(lane.Keys, lane.Spender)
 	}
-	for _, sc := range o.Delegation {
+	for _, sc := range chainCerts {
+		// Only the certificates of the chain found: others in the open
+		// authorize nothing, and must not change what the lane is recorded
+		// under (a revoked lane's mark belongs to its principals).
 		if k := sc.Cert.Subject.Hash; !slices.Contains(lane.Keys, k) {
 			lane.Keys = append(lane.Keys, k)
 		}
