@@ -489,18 +489,14 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	var walk uint32 // what a takeover's payment may walk past max_jump
 	opened := false
 	if doc := r.Header.Get(HeaderOpen); doc != "" {
-		var known store.Record
-		found := ok
-		if ok {
-			known = ent.rec
-		} else {
-			rec, err := g.store.Get(ctx, p.Lane)
-			if err != nil && !errors.Is(err, store.ErrNotFound) {
-				g.storeUnavailable(w, err)
-				return nil
-			}
-			known, found = rec, err == nil
+		// The store, not the cache, says who holds the lane now (a cached
+		// entry may be older than a takeover another request made).
+		known, err := g.store.Get(ctx, p.Lane)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			g.storeUnavailable(w, err)
+			return nil
 		}
+		found := err == nil
 		if found && !g.mustReopen(&known.Meta) && !known.Meta.Revoked && g.openBySpender(doc, &known.Meta) {
 			doc = ""
 		}
