@@ -704,37 +704,44 @@ func (w *Wallet) ImportGrant(doc []byte, now time.Time) (*delegation.Grant, erro
 	return g, writeDurably(filepath.Join(w.Dir, "grants", hex.EncodeToString(h[:8])+".grant"), spki.Transport(g.Sexp()))
 }
 
-// grants loads the imported grants.
+// grants loads the imported grants that can be spent from.
 func (w *Wallet) grants() ([]BookEntry, error) {
+	out, _, err := w.loadGrants()
+	return out, err
+}
+
+// loadGrants loads the imported grants: those that verify now, and what
+// is wrong with the others.
+func (w *Wallet) loadGrants() (out []BookEntry, problems []string, err error) {
 	files, err := filepath.Glob(filepath.Join(w.Dir, "grants", "*.grant"))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var out []BookEntry
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		x, err := spki.Parse(b)
 		if err != nil {
-			return nil, fmt.Errorf("wallet: %s: %w", f, err)
+			return nil, nil, fmt.Errorf("wallet: %s: %w", f, err)
 		}
 		g, err := delegation.ParseGrant(x)
 		if err != nil {
-			return nil, fmt.Errorf("wallet: %s: %w", f, err)
+			return nil, nil, fmt.Errorf("wallet: %s: %w", f, err)
 		}
 		h, err := delegation.Accept(g, w.Key, w.Enc, time.Now())
 		if err != nil {
 			// An expired or revoked-at-import grant, or one from before
 			// book certificates, cannot be spent; it must not stop the
 			// wallet's other books (GrantProblems names it).
+			problems = append(problems, fmt.Sprintf("%s: %v", filepath.Base(f), err))
 			continue
 		}
 		e := BookEntry{Holder: h, StatePath: strings.TrimSuffix(f, ".grant") + ".lanes", file: f}
 		d, err := w.readDelegations(&e)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for _, l := range h.Lanes() {
 			if !slices.Contains(d.Delegated, l) {
@@ -744,36 +751,15 @@ func (w *Wallet) grants() ([]BookEntry, error) {
 		slices.Sort(e.Lanes)
 		out = append(out, e)
 	}
-	return out, nil
+	return out, problems, nil
 }
 
 // GrantProblems lists the imported grants this wallet cannot spend from,
 // with the reason (expired, the book not funded, not for this device…):
 // Books leaves them out.
 func (w *Wallet) GrantProblems() ([]string, error) {
-	files, err := filepath.Glob(filepath.Join(w.Dir, "grants", "*.grant"))
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return nil, err
-		}
-		x, err := spki.Parse(b)
-		if err != nil {
-			return nil, fmt.Errorf("wallet: %s: %w", f, err)
-		}
-		g, err := delegation.ParseGrant(x)
-		if err != nil {
-			return nil, fmt.Errorf("wallet: %s: %w", f, err)
-		}
-		if _, err := delegation.Accept(g, w.Key, w.Enc, time.Now()); err != nil {
-			out = append(out, fmt.Sprintf("%s: %v", filepath.Base(f), err))
-		}
-	}
-	return out, nil
+	_, problems, err := w.loadGrants()
+	return problems, err
 }
 
 // BookFor returns a stored book for vendor that the broker funded (an
