@@ -167,7 +167,8 @@ func benchDevice(b *testing.B, w *world) *delegation.Holder {
 }
 
 // BenchmarkCheckRevoked isolates the revocation check of the payment path
-// on a delegate's lane (two certificates, two keys, one broker's list):
+// on a delegate's lane (three certificates: the book's, the user's and the
+// grant; two keys; one broker's list):
 // "unchanged" is every payment's cost when no list arrived since the
 // lane's last check (the condition ServeHTTP tests before calling
 // checkRevoked); "new-list" is checkRevoked after a list that does not
@@ -181,7 +182,7 @@ func BenchmarkCheckRevoked(b *testing.B) {
 		b.Fatalf("open: %d %s", rec.Code, rec.Body)
 	}
 	rec, err := g.store.Get(context.Background(), c.lane)
-	if err != nil || len(rec.Meta.Certs) != 2 || len(rec.Meta.Keys) != 2 {
+	if err != nil || len(rec.Meta.Certs) != 3 || len(rec.Meta.Keys) != 2 {
 		b.Fatalf("lane: %v, %d certificates, %d keys", err, len(rec.Meta.Certs), len(rec.Meta.Keys))
 	}
 	ent := &laneEntry{rec: rec, gen: g.revoked.generation()}
