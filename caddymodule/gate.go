@@ -481,49 +481,28 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		ok = false // another lane with the same hash: a miss
 	}
 	// A payment that carries a lane open is its spender's first on this
-	// lane. When the lane is known here under another spender (or another
-	// portion), the open is verified and takes the lane over (openLane):
-	// the owner taking back a delegate's portion pays past its end, bound
-	// under its own open. An open by the lane's own spender is a
-	// retransmission and changes nothing.
+	// lane: see openOnPayment (a new lane, or a takeover).
 	var walk uint32 // what a takeover's payment may walk past max_jump
 	opened := false
 	if doc := r.Header.Get(HeaderOpen); doc != "" {
-		// The store, not the cache, says who holds the lane now (a cached
-		// entry may be older than a takeover another request made).
-		known, err := g.store.Get(ctx, p.Lane)
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			g.storeUnavailable(w, err)
-			return nil
-		}
-		found := err == nil
-		if found && !g.mustReopen(&known.Meta) && !known.Meta.Revoked && g.openBySpender(doc, &known.Meta) {
-			doc = ""
-		}
-		if doc == "" {
-			goto paid
-		}
-		rec, err := g.openLane(ctx, w, r, []byte(doc), p.Lane, &walk)
+		rec, took, err := g.openOnPayment(ctx, w, r, p.Lane, doc, &walk)
 		if err != nil {
 			return nil // answered
 		}
-		if code, reason := g.laneFits(&rec.Meta); code != "" {
-			g.refuse(w, code, reason)
-			return nil
-		}
-		if ok {
-			lock := &g.locks[h%uint64(len(g.locks))]
-			lock.Lock()
-			ent.reload(rec)
-			lock.Unlock()
-		} else {
-			ent = &laneEntry{key: key, rec: rec}
-			g.cache.Set(h, ent, 1)
-			g.mMiss.Inc()
-			opened = true
+		if took {
+			if ok {
+				lock := &g.locks[h%uint64(len(g.locks))]
+				lock.Lock()
+				ent.reload(rec)
+				lock.Unlock()
+			} else {
+				ent = &laneEntry{key: key, rec: rec}
+				g.cache.Set(h, ent, 1)
+				g.mMiss.Inc()
+				opened = true
+			}
 		}
 	}
-paid:
 	if opened {
 		// cached above
 	} else if ok {
@@ -1031,6 +1010,34 @@ const longWalksPerMinute = 2
 
 // errAnswered means the gate has already written its answer.
 var errAnswered = errors.New("ecoupon: answered")
+
+// openOnPayment handles a lane open that comes with a payment. An open by
+// the spender the store already records for the lane (and that the lane is
+// not marked revoked) is a retransmission: it changes nothing and is not
+// even verified (took is false). Any other is verified and opens the lane,
+// or takes it over from its spender (openLane, takeOver): the owner taking
+// back a delegate's portion pays past its end, bound under its own open.
+// The store, not the cache, says who holds the lane now: a cached entry may
+// be older than a takeover another request made. On failure it has
+// answered the request.
+func (g *Gate) openOnPayment(ctx context.Context, w http.ResponseWriter, r *http.Request, id coupons.LaneID, doc string, walk *uint32) (rec store.Record, took bool, err error) {
+	known, err := g.store.Get(ctx, id)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		g.storeUnavailable(w, err)
+		return store.Record{}, false, errAnswered
+	}
+	if err == nil && !g.mustReopen(&known.Meta) && !known.Meta.Revoked && g.openBySpender(doc, &known.Meta) {
+		return known, false, nil
+	}
+	if rec, err = g.openLane(ctx, w, r, []byte(doc), id, walk); err != nil {
+		return store.Record{}, false, err
+	}
+	if code, reason := g.laneFits(&rec.Meta); code != "" {
+		g.refuse(w, code, reason)
+		return store.Record{}, false, errAnswered
+	}
+	return rec, true, nil
+}
 
 // openBySpender reports whether a lane-open document is by the spender a
 // stored lane already has: sent again (a wallet that did not learn that
