@@ -38,7 +38,8 @@ var packages = []struct{ path, title, notes string }{
 			"3 compressions (1 chain step, 2 for the binding), so the floor is about 3×. LaneOpen2Level ≤ 4× Ed: a cold open " +
 			"checks 6 signatures (book, book certificate, user certificate, 2 grants, challenge; the book certificate is the one " +
 			"signature funding adds), so cold is ≥ 6× by construction; the warm open (book and certificates verified before, " +
-			"the gate's signature cache) checks 1, as it did before book certificates. CursorNext: ≤ log2 L hashes " +
+			"the gate's signature cache) checks 1, as it did before book certificates (compare the code before and after in one " +
+			"session, alternating runs: parsing and hashing the larger document adds a few microseconds, less than the noise between runs). CursorNext: ≤ log2 L hashes " +
 			"and ≤ 2 KiB of state at L = 2^20 (see max-hashes/coupon and state-bytes). CreateBook1000x65536: 65.5 million chain " +
 			"steps on all CPUs; compare its hashes/s with 1e9 / the SHA baseline's ns/op, a plain single-core SHA-256 loop."},
 	{"./store", "store: compare-and-set of lane positions",
