@@ -19,6 +19,10 @@ var (
 	ErrTagNotCovered = errors.New("spki: tag not covered")
 	// ErrChainTooLong means a path longer than the search bound.
 	ErrChainTooLong = errors.New("spki: certificate chain too long")
+	// ErrSearchBudget means the chain search ran out of its work budget
+	// (see [FindChain] and [SearchBudget]) before it had tried every path:
+	// a chain may exist, but it was not found.
+	ErrSearchBudget = errors.New("spki: certificate chain search exceeded its work budget")
 )
 
 // Tuple is an SPKI 5-tuple <issuer, subject, delegation, authorization,
@@ -61,8 +65,9 @@ func reduceWith(o *tagOp, a, b Tuple) (Tuple, error) {
 
 // ChainError says why no chain grants a request: Err is one of ErrNoPath,
 // ErrNotPropagated, ErrTagNotCovered, ErrExpired, ErrNotYetValid,
-// ErrBadSignature, ErrWrongSigner, ErrHashMismatch or ErrChainTooLong, and
-// Cert is the hash of the certificate at fault (zero for ErrNoPath).
+// ErrBadSignature, ErrWrongSigner, ErrHashMismatch, ErrChainTooLong or
+// ErrSearchBudget, and Cert is the hash of the certificate at fault (zero
+// for ErrNoPath and ErrSearchBudget).
 type ChainError struct {
 	Err   error
 	Cert  [32]byte
@@ -104,11 +109,38 @@ type Chain struct {
 }
 
 // FindChain searches certs for a chain from req.Root to req.Subject that
-// grants req.Tag at req.Time, verifying every signature it relies on. When
-// Root is Subject the empty chain grants everything. When no chain works
-// the error is a [*ChainError] for the path that came closest: one that
-// reaches the subject beats one that does not; the reason is the first
-// fault on that path.
+// grants req.Tag at req.Time, verifying every signature it relies on (and
+// at most once each, those of the certificates leading to the subject).
+// When Root is Subject the empty chain grants everything.
+//
+// The search is depth-first, in the order of certs, and never revisits a
+// principal on a path (a path with a loop grants no more than the same
+// path with the loop cut out). It first looks among the
+// certificates that can be links of a valid chain: signature good, valid
+// at req.Time, (propagate) unless the certificate names the subject, and
+// its subject can lead on to req.Subject within the length left without
+// passing through the root. Only the paths through them are reduced,
+// tag-checked and offered to Covers.
+//
+// The search has a work budget of [SearchBudget](len(certs)) steps: one
+// step for every certificate examined as a candidate link (in the search
+// and in the backward passes that find which certificates lead to the
+// subject), for every signature verified, and for every pair of tuples
+// reduced. Besides, all its tag algebra shares one budget of 40,000
+// intersection steps and it reduces at most 32 complete paths. A valid
+// chain reached within these bounds is returned; when any of them runs
+// out first the search stops and returns a [*ChainError] whose Err is
+// [ErrSearchBudget]: a chain may exist, but FindChain refuses to look for
+// it any longer.
+//
+// When the search ends without a chain, the error is a [*ChainError] for
+// the path that came closest: one that reaches the subject beats one that
+// stops at a faulty link, and a longer path beats a shorter one. The
+// reason is the first fault on that path (any bad signature, missing
+// propagation or excess length first, then validity and tags, in chain
+// order). Finding that path walks the remaining certificates and is cut
+// off by the same step budget, in which case the closest path found so
+// far, or ErrNoPath, is reported.
 func FindChain(certs []*SignedCert, req ChainRequest) (*Chain, error) {
 	if req.Root == req.Subject {
 		return &Chain{Result: Tuple{Issuer: HashPrincipal(req.Root), Subject: HashPrincipal(req.Subject), Propagate: true, Tag: AllTag()}}, nil
@@ -124,21 +156,51 @@ func FindChain(certs []*SignedCert, req ChainRequest) (*Chain, error) {
 	return chain, err
 }
 
+// SearchBudget is the number of steps [FindChain] may spend on n
+// certificates: 1024 + 4n². That lets an honest search try every
+// certificate as a link from every principal a few times over, while 100
+// hostile certificates cost at most about 41,000 cheap steps (among them
+// at most 100 signature checks; tag algebra has its own fixed budget)
+// instead of the 9! paths through 10 keys that they can connect fully.
+func SearchBudget(n int) int { return searchStepsBase + searchStepsPerCert2*n*n }
+
 // searchWork bounds the tag algebra of one whole chain search (every path
 // it tries shares it), and searchPaths the complete paths it reduces, so
 // that hostile certificates (many orderings, large tags) cost about as
-// much as a few honest reductions.
+// much as a few honest reductions. searchStepsBase and searchStepsPerCert2
+// make SearchBudget.
 const (
-	searchWork  = 2 * tagWorkBound
-	searchPaths = 32
+	searchWork          = 2 * tagWorkBound
+	searchPaths         = 32
+	searchStepsBase     = 1024
+	searchStepsPerCert2 = 4
+)
+
+// Ranks of a failed path, best last: a fault on a link toward the subject,
+// a path reaching the subject. Within a tier a longer path ranks higher.
+const (
+	rankToward = 1 << 24
+	rankReach  = 2 << 24
 )
 
 func findChain(certs []*SignedCert, req ChainRequest, max int) (*Chain, *search, error) {
-	s := &search{certs: certs, req: req, max: max, sigs: make([]error, len(certs)), checked: make([]bool, len(certs)), used: make([]bool, len(certs)),
-		op: &tagOp{steps: searchWork}, visited: map[KeyHash]bool{req.Root: true}}
-	if chain := s.walk(req.Root, nil, nil); chain != nil {
+	s := &search{certs: certs, req: req, max: max, sigs: make([]error, len(certs)), checked: make([]bool, len(certs)),
+		op: &tagOp{steps: searchWork}, budget: SearchBudget(len(certs)), visited: map[KeyHash]bool{req.Root: true}}
+	s.next, s.dist = s.links(true)
+	if chain := s.find(req.Root, nil); chain != nil {
 		return chain, s, nil
 	}
+	if s.out {
+		msg := fmt.Sprintf("gave up after %d steps (budget %d for %d certificates), %d paths reduced", s.steps, s.budget, len(certs), s.paths)
+		if s.best != nil {
+			msg += "; closest so far: " + s.best.Error()
+		}
+		return nil, s, &ChainError{Err: ErrSearchBudget, Msg: msg}
+	}
+	// No valid chain exists: walk every certificate that leads toward the
+	// subject to say why.
+	s.next, _ = s.links(false)
+	s.diagnose(req.Root, nil, nil, nil)
 	if s.best == nil {
 		return nil, s, &ChainError{Err: ErrNoPath, Msg: fmt.Sprintf("from %s to %s", req.Root, req.Subject)}
 	}
@@ -151,34 +213,145 @@ type search struct {
 	max     int
 	sigs    []error
 	checked []bool
-	used    []bool
 	best    *ChainError
 	bestRk  int
-	op      *tagOp           // the work budget of the whole search
+	op      *tagOp           // the tag-algebra budget of the whole search
 	paths   int              // complete paths reduced so far
+	steps   int              // steps spent so far (see SearchBudget)
+	budget  int              // SearchBudget(len(certs))
+	out     bool             // a budget ran out: the search gave up
 	visited map[KeyHash]bool // principals on the current path: a path never revisits one
+
+	next map[KeyHash][]int // the certificates worth trying from a principal, in order
+	dist map[KeyHash]int   // fewest certificates from a principal to the subject
+}
+
+// spend counts n steps and reports whether the budget still holds.
+func (s *search) spend(n int) bool {
+	s.steps += n
+	if s.steps > s.budget {
+		s.out = true
+	}
+	return !s.out
 }
 
 func (s *search) sigErr(i int) error {
 	if !s.checked[i] {
+		s.spend(1)
 		s.checked[i], s.sigs[i] = true, s.certs[i].VerifyCached(s.req.Cache)
 	}
 	return s.sigs[i]
 }
 
-// walk extends path (indices into certs) from principal at. fault is the
-// first problem on the path so far.
-func (s *search) walk(at KeyHash, path []int, fault *ChainError) *Chain {
+// usable reports whether certificate i can be a link of a valid chain.
+func (s *search) usable(i int) bool {
+	c := s.certs[i].Cert
+	return (c.Propagate || c.Subject.Hash == s.req.Subject) && c.Validity.Check(s.req.Time) == nil && s.sigErr(i) == nil
+}
+
+// links finds, going backward from the subject, the principals that lead
+// to it without passing through the root, with their distance, and the
+// certificates between them (only usable ones when onlyUsable), grouped
+// by issuer in the order of certs. Each certificate is examined once.
+func (s *search) links(onlyUsable bool) (map[KeyHash][]int, map[KeyHash]int) {
+	bySubject := map[KeyHash][]int{}
 	for i, sc := range s.certs {
-		if s.used[i] || sc.Cert.Issuer.Hash != at || s.visited[sc.Cert.Subject.Hash] {
-			continue // a loop back to a principal on the path never helps
+		if sc.Cert.Issuer.Hash != sc.Cert.Subject.Hash { // a self-delegation never helps
+			bySubject[sc.Cert.Subject.Hash] = append(bySubject[sc.Cert.Subject.Hash], i)
 		}
-		if s.op.exhausted() || s.paths >= searchPaths {
-			s.record(&ChainError{Err: ErrTagNotCovered, Msg: "the certificates offer too many paths, or too complex tags, to search"}, -1)
+	}
+	dist := map[KeyHash]int{s.req.Subject: 0}
+	keep := make([]bool, len(s.certs))
+	queue := []KeyHash{s.req.Subject}
+	for len(queue) > 0 {
+		h := queue[0]
+		queue = queue[1:]
+		for _, i := range bySubject[h] {
+			s.spend(1)
+			if onlyUsable && !s.usable(i) {
+				continue
+			}
+			keep[i] = true
+			from := s.certs[i].Cert.Issuer.Hash
+			if _, seen := dist[from]; !seen {
+				dist[from] = dist[h] + 1
+				if from != s.req.Root { // a path never comes back to the root
+					queue = append(queue, from)
+				}
+			}
+		}
+	}
+	next := map[KeyHash][]int{}
+	for i, k := range keep {
+		if k {
+			from := s.certs[i].Cert.Issuer.Hash
+			next[from] = append(next[from], i)
+		}
+	}
+	return next, dist
+}
+
+// find extends path (indices into certs) from principal at with usable
+// certificates, reducing each path that reaches the subject.
+func (s *search) find(at KeyHash, path []int) *Chain {
+	idx := len(path)
+	for _, i := range s.next[at] {
+		if !s.spend(1) {
 			return nil
 		}
-		f := fault
-		idx := len(path)
+		c := s.certs[i].Cert
+		to := c.Subject.Hash
+		if s.visited[to] {
+			continue // a loop back to a principal on the path never helps
+		}
+		if d := idx + 1 + s.dist[to]; d > s.max {
+			if s.better(rankToward + idx) {
+				s.record(rankToward+idx, &ChainError{Err: ErrChainTooLong, Cert: c.Hash(), Index: idx,
+					Msg: fmt.Sprintf("the subject is %d certificates away, longer than %d", d, s.max)})
+			}
+			continue
+		}
+		np := append(path[:idx:idx], i)
+		if to == s.req.Subject {
+			if s.paths >= searchPaths || s.op.exhausted() {
+				s.out = true
+				return nil
+			}
+			s.paths++
+			chain, f := s.reduce(np)
+			if chain != nil || s.out {
+				return chain
+			}
+			s.record(rankReach+idx, f)
+			continue
+		}
+		s.visited[to] = true
+		chain := s.find(to, np)
+		s.visited[to] = false
+		if chain != nil || s.out {
+			return chain
+		}
+	}
+	return nil
+}
+
+// diagnose walks every path toward the subject after find found no chain,
+// recording the first fault of each: fault is the first bad signature,
+// missing propagation or excess length on the path so far, late the first
+// certificate not valid at the time. A path without either was reduced by
+// find already.
+func (s *search) diagnose(at KeyHash, path []int, fault, late *ChainError) {
+	idx := len(path)
+	for _, i := range s.next[at] {
+		if !s.spend(1) {
+			return
+		}
+		sc := s.certs[i]
+		to := sc.Cert.Subject.Hash
+		if s.visited[to] {
+			continue
+		}
+		f, l := fault, late
 		if f == nil {
 			if err := s.sigErr(i); err != nil {
 				f = &ChainError{Err: unwrapSentinel(err), Cert: sc.Cert.Hash(), Index: idx, Msg: err.Error()}
@@ -191,42 +364,46 @@ func (s *search) walk(at KeyHash, path []int, fault *ChainError) *Chain {
 		if f == nil && idx+1 > s.max {
 			f = &ChainError{Err: ErrChainTooLong, Cert: sc.Cert.Hash(), Index: idx, Msg: fmt.Sprintf("longer than %d certificates", s.max)}
 		}
-		np := append(path[:idx:idx], i)
-		if sc.Cert.Subject.Hash == s.req.Subject {
-			if f == nil {
-				s.paths++
-				chain, err := s.reduce(np)
-				if err == nil {
-					return chain
-				}
-				f = err
+		if l == nil {
+			if err := sc.Cert.Validity.Check(s.req.Time); err != nil {
+				l = &ChainError{Err: unwrapSentinel(err), Cert: sc.Cert.Hash(), Index: idx, Msg: err.Error()}
 			}
-			s.record(f, 1000+idx)
+		}
+		report := f
+		if report == nil {
+			report = l
+		}
+		if to == s.req.Subject {
+			if report != nil {
+				s.record(rankReach+idx, report)
+			}
 			continue
 		}
-		if idx+1 >= s.max+1 {
+		if idx+1 > s.max {
 			continue
 		}
-		s.used[i], s.visited[sc.Cert.Subject.Hash] = true, true
-		chain := s.walk(sc.Cert.Subject.Hash, np, f)
-		s.used[i], s.visited[sc.Cert.Subject.Hash] = false, false
-		if chain != nil {
-			return chain
+		s.visited[to] = true
+		s.diagnose(to, append(path[:idx:idx], i), f, l)
+		s.visited[to] = false
+		if s.out {
+			return
 		}
-		if f != nil {
-			s.record(f, idx)
+		if report != nil {
+			s.record(rankToward+idx, report)
 		}
 	}
-	return nil
 }
 
-func (s *search) record(f *ChainError, rank int) {
-	if s.best == nil || rank > s.bestRk {
+func (s *search) better(rank int) bool { return s.best == nil || rank > s.bestRk }
+
+func (s *search) record(rank int, f *ChainError) {
+	if s.better(rank) {
 		s.best, s.bestRk = f, rank
 	}
 }
 
-// reduce folds a path whose signatures and propagation were checked.
+// reduce folds a path of usable certificates, one step per pair of
+// tuples. It returns neither a chain nor a fault when a budget runs out.
 func (s *search) reduce(path []int) (*Chain, *ChainError) {
 	chain := &Chain{}
 	var t Tuple
@@ -240,8 +417,15 @@ func (s *search) reduce(path []int) (*Chain, *ChainError) {
 			t = c.Tuple()
 			continue
 		}
+		if !s.spend(1) {
+			return nil, nil
+		}
 		var err error
 		if t, err = reduceWith(s.op, t, c.Tuple()); err != nil {
+			if s.op.exhausted() {
+				s.out = true
+				return nil, nil
+			}
 			return nil, &ChainError{Err: unwrapSentinel(err), Cert: c.Hash(), Index: k, Msg: err.Error()}
 		}
 	}
@@ -250,7 +434,11 @@ func (s *search) reduce(path []int) (*Chain, *ChainError) {
 		if err := s.req.Covers(t.Tag); err != nil {
 			return nil, &ChainError{Err: ErrTagNotCovered, Cert: last.Hash(), Index: len(path) - 1, Msg: err.Error()}
 		}
-	} else if !Implies(s.req.Tag, t.Tag) {
+	} else if ok := s.op.implies(s.req.Tag, t.Tag); !ok || s.op.exhausted() {
+		if s.op.exhausted() {
+			s.out = true
+			return nil, nil
+		}
 		return nil, &ChainError{Err: ErrTagNotCovered, Cert: last.Hash(), Index: len(path) - 1,
 			Msg: fmt.Sprintf("requested %s, chain grants %s", s.req.Tag, t.Tag)}
 	}
