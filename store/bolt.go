@@ -720,9 +720,11 @@ func (s *Bolt) Postpone(_ context.Context, id coupons.LaneID, until time.Time) e
 	k := Key(id)
 	return mapClosed(s.write(func(t *kvTx) error {
 		v := t.get(bLanes, k[:])
-		if v == nil {
-			return nil
+		if v == nil || t.get(bRefused, k[:]) != nil {
+			return nil // no lane, or refused for good: not pending
 		}
+		// Pending means coupons not paid yet (a mark from before the order
+		// was kept reads as absent, see kvTx.get).
 		last, _, err := recordPosition(v)
 		if err != nil {
 			return err

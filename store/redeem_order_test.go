@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/internal/testredis"
+	bolt "go.etcd.io/bbolt"
 )
 
 // pendTo opens lane id on s if needed and advances it to last.
@@ -197,4 +199,70 @@ func TestRefusalMessagesAreBounded(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestOutboxFromBeforeTheOrder: pending marks written before the order
+// was kept (an empty bolt value, the Redis set <prefix>dirty) are still
+// pending, first in the order, and can be postponed and paid.
+func TestOutboxFromBeforeTheOrder(t *testing.T) {
+	ctx := context.Background()
+	t.Run("bolt", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "spent.db")
+		s := openBolt(t, path)
+		pendTo(t, s, lane(1), 2)
+		time.Sleep(2 * time.Millisecond)
+		pendTo(t, s, lane(2), 2)
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		db, err := bolt.Open(path, 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := Key(lane(2))
+		if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte("dirty")).Put(k[:], nil) }); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+		s = openBolt(t, path)
+		defer s.Close()
+		if got := pendingIDs(t, s, time.Now()); !sameIDs(got, []coupons.LaneID{lane(2), lane(1)}) {
+			t.Fatalf("order %v, want the old mark first", got)
+		}
+		later := time.Now().Add(time.Hour)
+		if err := s.Postpone(ctx, lane(2), later); err != nil {
+			t.Fatal(err)
+		}
+		if got := pendingIDs(t, s, time.Now()); !sameIDs(got, []coupons.LaneID{lane(1)}) {
+			t.Fatalf("an old mark was not postponed: %v", got)
+		}
+		s.Redeemed(ctx, lane(2), 2)
+		if got := pendingIDs(t, s, later); !sameIDs(got, []coupons.LaneID{lane(1)}) {
+			t.Fatalf("after payment: %v", got)
+		}
+	})
+	t.Run("redis", func(t *testing.T) {
+		url := testredis.Start(t)
+		s, err := NewRedis(ctx, url, "old:")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		pendTo(t, s, lane(1), 2)
+		pendTo(t, s, lane(2), 2)
+		k := Key(lane(2))
+		// As a gate from before wrote it: in the set, not the sorted set.
+		s.c.ZRem(ctx, s.queueKey(), string(k[:]))
+		s.c.SAdd(ctx, s.dirtyKey(), string(k[:]))
+		if got := pendingIDs(t, s, time.Now()); !sameIDs(got, []coupons.LaneID{lane(2), lane(1)}) {
+			t.Fatalf("order %v, want the old mark first", got)
+		}
+		if n, _ := s.c.Exists(ctx, s.dirtyKey()).Result(); n != 0 {
+			t.Fatal("the old set was not moved")
+		}
+		s.Redeemed(ctx, lane(2), 2)
+		if got := pendingIDs(t, s, time.Now()); !sameIDs(got, []coupons.LaneID{lane(1)}) {
+			t.Fatalf("after payment: %v", got)
+		}
+	})
 }
