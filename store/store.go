@@ -167,7 +167,8 @@ type Store interface {
 	// has not paid yet and whose next attempt is due at now (Postpone),
 	// those that have waited longest first: a lane waits from when it
 	// became pending, was last sent (Redeemed) or, when postponed, from
-	// the end of its postponement. The order does not depend on lane IDs.
+	// the end of its postponement; lane IDs only order lanes due at the
+	// same instant.
 	Pending(ctx context.Context, now time.Time, limit int) ([]Pending, error)
 	// Redeemed records that the broker paid lane id up to index (or had
 	// already). A lane whose last coupon is covered leaves the pending
