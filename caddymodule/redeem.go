@@ -127,8 +127,9 @@ func (g *Gate) redeemOnce(ctx context.Context) (int, error) {
 		}
 		for i, r := range results {
 			p := pending[batch[i]]
-			if items[i].Theft != nil && r.Theft != "" {
-				// Recorded, or refused for good: either way it is done.
+			if items[i].Theft != nil && (r.Theft != "" || broker.RedeemPermanent(r.Code)) {
+				// Recorded, or refused for good (the evidence, or its lane,
+				// which will not be sent again): either way it is done.
 				g.thefts.drop(p.ID, items[i].Theft.Index)
 				g.logger.Warn("theft evidence sent to the broker", zap.String("lane", p.ID.String()), zap.Uint32("index", items[i].Theft.Index), zap.String("outcome", r.Theft))
 			}
