@@ -272,7 +272,10 @@ type RedeemOutcome struct {
 	Amount  string `json:"amount"`
 	Fee     string `json:"fee"`
 	Error   string `json:"error,omitempty"`
-	Theft   string `json:"theft,omitempty"` // "recorded", or why the evidence was refused
+	// Code is the refusal's reason code (RedeemUnknownBook, …), with Error;
+	// RedeemPermanent tells whether resending the lane can ever succeed.
+	Code  string `json:"code,omitempty"`
+	Theft string `json:"theft,omitempty"` // "recorded", or why the evidence was refused
 }
 
 func b64(dst []byte, s string) bool {
@@ -334,7 +337,7 @@ func (a *API) postRedeem(ctx context.Context, caller *spki.PublicKey, body []byt
 	for k, r := range res {
 		out[k] = RedeemOutcome{Lane: r.Lane.String(), Coupons: r.Coupons, Amount: coupons.FormatAmount(r.Amount), Fee: coupons.FormatAmount(r.Fee)}
 		if r.Err != nil {
-			out[k].Error = r.Err.Error()
+			out[k].Error, out[k].Code = r.Err.Error(), r.Code
 		}
 		out[k].Theft = r.Theft
 	}

@@ -34,6 +34,8 @@ type RedeemResult struct {
 	Amount  int64  // paid to the vendor, in nanos, after the fee
 	Fee     int64
 	Err     error // why this item was refused (nil when paid or already paid)
+	// Code is Err's reason code (RedeemUnknownBook, …; "" when paid).
+	Code string
 	// Theft is TheftRecorded, or why the item's theft evidence was
 	// refused ("" without evidence).
 	Theft string
@@ -82,6 +84,9 @@ func (b *Broker) Redeem(ctx context.Context, vendorKey spki.KeyHash, batch []Red
 				return err // a database failure: the whole batch rolls back
 			}
 			res.Err = err
+			if ie := (itemError{}); errors.As(err, &ie) {
+				res.Code = ie.code
+			}
 			out[i] = res
 		}
 		// One ledger transaction per book: the escrow (and the reserve, for
@@ -126,8 +131,37 @@ type bookRow struct {
 	salt, root          [32]byte
 }
 
-// itemError marks a refusal of one item (as opposed to a database error).
-type itemError struct{ error }
+// itemError marks a refusal of one item (as opposed to a database error),
+// with its reason code (RedeemResult.Code).
+type itemError struct {
+	error
+	code string
+}
+
+// Reason codes of refused redemption items (RedeemResult.Code,
+// RedeemOutcome.Code). RedeemPermanent tells which are final.
+const (
+	RedeemUnknownBook    = "unknown_book"      // the book is not registered here
+	RedeemNotYourBook    = "not_your_book"     // the book is another vendor's
+	RedeemBookClosed     = "book_closed"       // released after expiry
+	RedeemLaneOutOfRange = "lane_out_of_range" // beyond the book's lanes
+	RedeemBadIndex       = "bad_index"         // 0 or beyond the lane's length
+	RedeemBadProof       = "bad_proof"         // a first redemption without a valid anchor and Merkle proof
+	RedeemBadCoupon      = "bad_coupon"        // does not hash to the lane's last redeemed value
+	RedeemMoreOften      = "redeem_more_often" // more than MaxRedeemSteps coupons since the last redemption
+	RedeemRefused        = "redemption_refused"
+)
+
+// RedeemPermanent reports whether an item refused with code can never be
+// paid, however often it is sent again: the gate then stops sending it.
+// Other refusals (redeem_more_often, an unknown code) may pass later.
+func RedeemPermanent(code string) bool {
+	switch code {
+	case RedeemUnknownBook, RedeemNotYourBook, RedeemBookClosed, RedeemLaneOutOfRange, RedeemBadIndex, RedeemBadProof, RedeemBadCoupon:
+		return true
+	}
+	return false
+}
 
 func (e itemError) Unwrap() error { return e.error }
 
@@ -136,8 +170,8 @@ func isItemError(err error) bool {
 	return errors.As(err, &ie)
 }
 
-func refuse(format string, args ...any) error {
-	return itemError{fmt.Errorf("%w: "+format, append([]any{ErrRedemption}, args...)...)}
+func refuse(code, format string, args ...any) error {
+	return itemError{fmt.Errorf("%w: "+format, append([]any{ErrRedemption}, args...)...), code}
 }
 
 func (b *Broker) redeemOne(ctx context.Context, tx *sql.Tx, vendor string, rs *redeemState, r *Redemption) (RedeemResult, error) {
@@ -150,7 +184,7 @@ func (b *Broker) redeemOne(ctx context.Context, tx *sql.Tx, vendor string, rs *r
 		err := tx.QueryRowContext(ctx, `SELECT vendor, unit, lanes, length, salt, root, released FROM books WHERE id = $1`, bookHex).
 			Scan(&bk.vendor, &bk.unit, &bk.lanes, &bk.length, &saltHex, &rootHex, &bk.released)
 		if errors.Is(err, sql.ErrNoRows) {
-			return res, itemError{fmt.Errorf("%w: %x…", ErrUnknownBook, r.Lane.Book[:6])}
+			return res, itemError{fmt.Errorf("%w: %x…", ErrUnknownBook, r.Lane.Book[:6]), RedeemUnknownBook}
 		}
 		if err != nil {
 			return res, err
@@ -161,13 +195,13 @@ func (b *Broker) redeemOne(ctx context.Context, tx *sql.Tx, vendor string, rs *r
 	}
 	switch {
 	case bk.vendor != vendor:
-		return res, itemError{fmt.Errorf("%w: book of %s", ErrNotYourBook, bk.vendor)}
+		return res, itemError{fmt.Errorf("%w: book of %s", ErrNotYourBook, bk.vendor), RedeemNotYourBook}
 	case bk.released != 0:
-		return res, itemError{ErrBookClosed}
+		return res, itemError{ErrBookClosed, RedeemBookClosed}
 	case int64(r.Lane.Lane) >= bk.lanes:
-		return res, refuse("lane %d of %d", r.Lane.Lane, bk.lanes)
+		return res, refuse(RedeemLaneOutOfRange, "lane %d of %d", r.Lane.Lane, bk.lanes)
 	case int64(r.Index) > bk.length || r.Index == 0:
-		return res, refuse("index %d outside 1…%d", r.Index, bk.length)
+		return res, refuse(RedeemBadIndex, "index %d outside 1…%d", r.Index, bk.length)
 	}
 
 	var prev uint32
@@ -179,10 +213,10 @@ func (b *Broker) redeemOne(ctx context.Context, tx *sql.Tx, vendor string, rs *r
 	switch {
 	case first:
 		if r.Anchor == nil {
-			return res, refuse("first redemption of lane %d needs its anchor and Merkle proof", r.Lane.Lane)
+			return res, refuse(RedeemBadProof, "first redemption of lane %d needs its anchor and Merkle proof", r.Lane.Lane)
 		}
 		if err := coupons.VerifyMerkleProof(bk.root, uint32(bk.lanes), r.Lane.Lane, r.Anchor, r.Proof); err != nil {
-			return res, itemError{fmt.Errorf("%w: %w", ErrRedemption, err)}
+			return res, itemError{fmt.Errorf("%w: %w", ErrRedemption, err), RedeemBadProof}
 		}
 		prevValue = *r.Anchor
 	case err != nil:
@@ -200,15 +234,15 @@ func (b *Broker) redeemOne(ctx context.Context, tx *sql.Tx, vendor string, rs *r
 		return res, err
 	}
 	if r.Index-prev > b.MaxRedeemSteps {
-		return res, refuse("%d coupons since the last redemption of this lane, limit %d: redeem more often", r.Index-prev, b.MaxRedeemSteps)
+		return res, refuse(RedeemMoreOften, "%d coupons since the last redemption of this lane, limit %d: redeem more often", r.Index-prev, b.MaxRedeemSteps)
 	}
 	if got := coupons.Walk(&tag, r.Index, r.Value, prev); subtle.ConstantTimeCompare(got[:], prevValue[:]) != 1 {
-		return res, refuse("coupon %d does not hash to the lane's last redeemed value", r.Index)
+		return res, refuse(RedeemBadCoupon, "coupon %d does not hash to the lane's last redeemed value", r.Index)
 	}
 	n := r.Index - prev
 	amount, err := coupons.MulAmount(uint64(n), bk.unit)
 	if err != nil {
-		return res, itemError{err}
+		return res, itemError{err, RedeemRefused}
 	}
 	fee := amount/10000*b.FeeBasisPoints + amount%10000*b.FeeBasisPoints/10000
 	// A reserved lane is paid from its reservation, which holds exactly

@@ -162,6 +162,7 @@ type Gate struct {
 	stopPoll     context.CancelFunc
 	logger       *zap.Logger
 	now          func() time.Time
+	redeemClock  func() time.Time // the redemption worker's clock (nil: time.Now)
 	challenge    challenge
 
 	// Metric children of this vendor, resolved once (hot path).

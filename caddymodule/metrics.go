@@ -18,7 +18,7 @@ var gateMetrics struct {
 	thefts       *prometheus.CounterVec   // vendor
 	refunds      *prometheus.CounterVec   // vendor
 	revokedLanes *prometheus.CounterVec   // vendor
-	redemptions  *prometheus.CounterVec   // vendor, result: paid or refused
+	redemptions  *prometheus.CounterVec   // vendor, result: paid, refused, retry or failed
 	verifyDelay  *prometheus.HistogramVec // vendor
 	bolt         boltCollector
 }
@@ -73,7 +73,7 @@ func initMetrics(reg *prometheus.Registry) {
 		m.revokedLanes = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "revoked_lanes_total",
 			Help: "Open lanes this gate found under a revoked certificate or key (a newly installed revocation list) and marked revoked in the store."}, []string{"vendor"})
 		m.redemptions = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "redemptions_total",
-			Help: "Lanes submitted to the broker for redemption, by result (paid, or refused by the broker)."}, []string{"vendor", "result"})
+			Help: "Lanes submitted to the broker for redemption, by result: paid, refused (for good: the lane left the pending set), retry (refused for now: the lane backs off) or failed (the batch failed: broker unreachable, 5xx; the lane backs off)."}, []string{"vendor", "result"})
 		m.verifyDelay = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "payment_verification_seconds",
 			Help:    "Time from parsing a payment to its durable acceptance or refusal (store included).",
 			Buckets: []float64{0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1}}, []string{"vendor"})

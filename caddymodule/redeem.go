@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/ecoupons/ecoupons/broker"
 	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/store"
 	"go.uber.org/zap"
 )
 
@@ -39,13 +41,47 @@ func (g *Gate) redeemLoop(ctx context.Context) {
 	}
 }
 
-// redeemOnce sends every pending lane (in batches) and records what the
-// broker paid. It returns the number of lanes the broker acknowledged.
+// maxRedeemBackoff caps the wait of a lane the broker refused for now
+// (or whose batch failed), unless redeem_every is longer.
+const maxRedeemBackoff = time.Hour
+
+// redeemDelay is how long a lane waits after its tries-th consecutive
+// temporary failure: every × 2^(tries−1), at most the larger of every and
+// maxRedeemBackoff.
+func redeemDelay(every time.Duration, tries uint32) time.Duration {
+	limit := max(every, maxRedeemBackoff)
+	d := every
+	for n := uint32(1); n < tries && d < limit; n++ {
+		d *= 2
+	}
+	return min(d, limit)
+}
+
+// redeemNow is the redemption worker's clock (a test's, or time.Now).
+func (g *Gate) redeemNow() time.Time {
+	if g.redeemClock != nil {
+		return g.redeemClock()
+	}
+	return time.Now()
+}
+
+// redeemOnce sends every pending lane that is due (in batches, those that
+// have waited longest first) and records what the broker paid. A lane the
+// broker refuses for good leaves the pending set with its reason
+// (store.Refuse); one it refuses for now, or whose batch failed, backs off
+// (store.Postpone). A failed batch ends the run, after its lanes were
+// postponed, so that the next run starts with other lanes. It returns the
+// number of lanes the broker acknowledged.
 func (g *Gate) redeemOnce(ctx context.Context) (int, error) {
 	acked := 0
+	start := g.redeemNow()
+	every := time.Duration(g.RedeemEvery)
 	seen := map[coupons.LaneID]bool{}
 	for {
-		pending, err := g.store.Pending(ctx, redeemBatch)
+		// Lanes sent in this run are due after start (paid with newer
+		// coupons, postponed) or gone, so each query brings new lanes;
+		// seen guards against a clock that steps back.
+		pending, err := g.store.Pending(ctx, start, redeemBatch)
 		if err != nil {
 			return acked, err
 		}
@@ -53,7 +89,7 @@ func (g *Gate) redeemOnce(ctx context.Context) (int, error) {
 		var batch []int
 		for k, p := range pending {
 			if seen[p.ID] {
-				continue // refused earlier in this run: do not loop on it
+				continue
 			}
 			seen[p.ID] = true
 			it := broker.RedeemItem{Lane: p.ID.String(), Index: p.Index, Value: base64.RawURLEncoding.EncodeToString(p.Value[:])}
@@ -74,22 +110,33 @@ func (g *Gate) redeemOnce(ctx context.Context) (int, error) {
 			return acked, nil
 		}
 		results, err := g.postRedeem(ctx, items)
-		if err != nil {
-			return acked, err
+		if err == nil && len(results) != len(items) {
+			err = fmt.Errorf("the broker answered %d results for %d lanes", len(results), len(items))
 		}
-		if len(results) != len(items) {
-			return acked, fmt.Errorf("the broker answered %d results for %d lanes", len(results), len(items))
+		if err != nil {
+			// The broker unreachable, a 5xx, an answer that does not parse:
+			// every lane of the batch backs off.
+			for _, k := range batch {
+				p := pending[k]
+				if perr := g.store.Postpone(ctx, p.ID, g.redeemNow().Add(redeemDelay(every, p.Tries+1))); perr != nil {
+					return acked, errors.Join(err, perr)
+				}
+			}
+			gateMetrics.redemptions.WithLabelValues(g.Vendor, "failed").Add(float64(len(items)))
+			return acked, err
 		}
 		for i, r := range results {
 			p := pending[batch[i]]
-			if items[i].Theft != nil && r.Theft != "" {
-				// Recorded, or refused for good: either way it is done.
+			if items[i].Theft != nil && (r.Theft != "" || broker.RedeemPermanent(r.Code)) {
+				// Recorded, or refused for good (the evidence, or its lane,
+				// which will not be sent again): either way it is done.
 				g.thefts.drop(p.ID, items[i].Theft.Index)
 				g.logger.Warn("theft evidence sent to the broker", zap.String("lane", p.ID.String()), zap.Uint32("index", items[i].Theft.Index), zap.String("outcome", r.Theft))
 			}
 			if r.Error != "" {
-				gateMetrics.redemptions.WithLabelValues(g.Vendor, "refused").Inc()
-				g.logger.Error("the broker refused a redemption; the lane stays pending", zap.String("lane", p.ID.String()), zap.String("reason", r.Error))
+				if err := g.redeemRefused(ctx, p, r, every); err != nil {
+					return acked, err
+				}
 				continue
 			}
 			if err := g.store.Redeemed(ctx, p.ID, p.Index); err != nil {
@@ -99,6 +146,32 @@ func (g *Gate) redeemOnce(ctx context.Context) (int, error) {
 			acked++
 		}
 	}
+}
+
+// redeemRefused records the broker's refusal of lane p: for good when its
+// code says so (broker.RedeemPermanent), the lane then leaving the pending
+// set with its reason, logged once; else the lane backs off. A refusal
+// without a code (an older broker) counts as temporary.
+func (g *Gate) redeemRefused(ctx context.Context, p store.Pending, r broker.RedeemOutcome, every time.Duration) error {
+	if broker.RedeemPermanent(r.Code) {
+		ref := store.Refusal{ID: p.ID, Index: p.Index, Code: r.Code, Message: r.Error, At: g.redeemNow()}
+		if err := g.store.Refuse(ctx, ref); err != nil {
+			return err
+		}
+		gateMetrics.redemptions.WithLabelValues(g.Vendor, "refused").Inc()
+		g.logger.Error("the broker refused a redemption for good; the lane leaves the pending set (store.Refusals lists it)",
+			zap.String("lane", p.ID.String()), zap.Uint32("index", p.Index), zap.String("code", r.Code), zap.String("reason", r.Error))
+		return nil
+	}
+	delay := redeemDelay(every, p.Tries+1)
+	if err := g.store.Postpone(ctx, p.ID, g.redeemNow().Add(delay)); err != nil {
+		return err
+	}
+	gateMetrics.redemptions.WithLabelValues(g.Vendor, "retry").Inc()
+	g.logger.Warn("the broker refused a redemption for now; the lane stays pending and backs off",
+		zap.String("lane", p.ID.String()), zap.Uint32("index", p.Index), zap.String("code", r.Code), zap.String("reason", r.Error),
+		zap.Uint32("tries", p.Tries+1), zap.Duration("retry_in", delay))
+	return nil
 }
 
 func (g *Gate) postRedeem(ctx context.Context, items []broker.RedeemItem) ([]broker.RedeemOutcome, error) {

@@ -171,7 +171,7 @@ func TestRedemptionWorker(t *testing.T) {
 			t.Fatalf("payment: %d %s", rec.Code, rec.Body)
 		}
 	}
-	pending, _ := g.store.Pending(ctx, 10)
+	pending, _ := g.store.Pending(ctx, time.Now(), 10)
 	if len(pending) != 1 {
 		t.Fatalf("pending %+v", pending)
 	}

@@ -200,7 +200,7 @@ func TestRevokedDeviceOpenLaneRefusedOffline(t *testing.T) {
 		t.Errorf("lanes marked revoked: %v, want 2", got)
 	}
 	// Nothing the phone paid after the revocation is redeemable.
-	pend, err := g.store.Pending(context.Background(), 100)
+	pend, err := g.store.Pending(context.Background(), time.Now(), 100)
 	if err != nil {
 		t.Fatal(err)
 	}

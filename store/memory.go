@@ -1,9 +1,13 @@
 package store
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"sync"
+	"time"
 
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/spki"
@@ -18,6 +22,8 @@ type Memory struct {
 	proofs   map[[36]byte][][32]byte
 	redeemed map[[36]byte]uint32
 	dirty    map[[36]byte]coupons.LaneID
+	queue    map[[36]byte]queued // the dirty lanes' places in the order
+	refused  map[[36]byte]Refusal
 	closed   bool
 	id       string
 }
@@ -25,7 +31,8 @@ type Memory struct {
 // NewMemory returns an empty memory store.
 func NewMemory() *Memory {
 	return &Memory{lanes: map[[36]byte]Record{}, grants: map[[32]byte]int64{}, proofs: map[[36]byte][][32]byte{},
-		redeemed: map[[36]byte]uint32{}, dirty: map[[36]byte]coupons.LaneID{}, id: newID()}
+		redeemed: map[[36]byte]uint32{}, dirty: map[[36]byte]coupons.LaneID{}, queue: map[[36]byte]queued{},
+		refused: map[[36]byte]Refusal{}, id: newID()}
 }
 
 // ID implements Store: a memory store is its own spent state, forgotten
@@ -44,39 +51,115 @@ func (m *Memory) SetProof(_ context.Context, id coupons.LaneID, proof [][32]byte
 }
 
 // Pending implements Store.
-func (m *Memory) Pending(_ context.Context, limit int) ([]Pending, error) {
+func (m *Memory) Pending(_ context.Context, now time.Time, limit int) ([]Pending, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
 		return nil, ErrClosed
 	}
-	var out []Pending
-	for k, id := range m.dirty {
-		if len(out) >= limit {
-			break
-		}
-		r := m.lanes[k]
-		if m.redeemed[k] >= r.State.Last {
-			delete(m.dirty, k)
+	type due struct {
+		k [36]byte
+		q queued
+	}
+	var list []due
+	cutoff := now.UnixNano()
+	for k := range m.dirty {
+		if m.redeemed[k] >= m.lanes[k].State.Last {
+			m.undirty(k)
 			continue
 		}
-		out = append(out, Pending{ID: id, Index: r.State.Last, Value: r.State.LastValue, Redeemed: m.redeemed[k], Anchor: r.Meta.Anchor, Proof: m.proofs[k]})
+		if q := m.queue[k]; q.due <= cutoff {
+			list = append(list, due{k, q})
+		}
+	}
+	slices.SortFunc(list, func(a, b due) int {
+		if c := cmp.Compare(a.q.due, b.q.due); c != 0 {
+			return c
+		}
+		return bytes.Compare(a.k[:], b.k[:])
+	})
+	var out []Pending
+	for _, d := range list[:min(len(list), max(limit, 0))] {
+		r := m.lanes[d.k]
+		out = append(out, Pending{ID: m.dirty[d.k], Index: r.State.Last, Value: r.State.LastValue, Redeemed: m.redeemed[d.k],
+			Anchor: r.Meta.Anchor, Proof: m.proofs[d.k], Tries: d.q.tries})
 	}
 	return out, nil
+}
+
+func (m *Memory) undirty(k [36]byte) {
+	delete(m.dirty, k)
+	delete(m.queue, k)
 }
 
 // Redeemed implements Store.
 func (m *Memory) Redeemed(_ context.Context, id coupons.LaneID, index uint32) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
 	k := Key(id)
 	if index > m.redeemed[k] {
 		m.redeemed[k] = index
 	}
+	delete(m.refused, k)
 	if m.redeemed[k] >= m.lanes[k].State.Last {
-		delete(m.dirty, k)
+		m.undirty(k)
+	} else if _, ok := m.dirty[k]; ok {
+		m.queue[k] = queued{due: time.Now().UnixNano()}
 	}
 	return nil
+}
+
+// Postpone implements Store.
+func (m *Memory) Postpone(_ context.Context, id coupons.LaneID, until time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	k := Key(id)
+	if q, ok := m.queue[k]; ok {
+		m.queue[k] = queued{due: until.UnixNano(), tries: q.tries + 1}
+	}
+	return nil
+}
+
+// Refuse implements Store.
+func (m *Memory) Refuse(_ context.Context, r Refusal) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	k := Key(r.ID)
+	back, err := decodeRefusal(k[:], encodeRefusal(r)) // cut as the other stores cut
+	if err != nil {
+		return err
+	}
+	m.refused[k] = back
+	m.undirty(k)
+	return nil
+}
+
+// Refusals implements Store.
+func (m *Memory) Refusals(_ context.Context, limit int) ([]Refusal, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	keys := make([][36]byte, 0, len(m.refused))
+	for k := range m.refused {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b [36]byte) int { return bytes.Compare(a[:], b[:]) })
+	var out []Refusal
+	for _, k := range keys[:min(len(keys), max(limit, 0))] {
+		out = append(out, m.refused[k])
+	}
+	return out, nil
 }
 
 // Open implements Store.
@@ -147,8 +230,9 @@ func (m *Memory) advance(id coupons.LaneID, prevLast, prevCredit uint32, next Re
 		m.grants[next.Meta.Grant] = total
 	}
 	m.lanes[k] = next
-	if next.State.Last > m.redeemed[k] {
+	if _, ok := m.dirty[k]; !ok && next.State.Last > m.redeemed[k] {
 		m.dirty[k] = id
+		m.queue[k] = queued{due: time.Now().UnixNano()}
 	}
 	return nil
 }

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/spki"
@@ -59,7 +62,17 @@ func (s *Redis) laneKey(id coupons.LaneID) string {
 
 func (s *Redis) grantKey(g [32]byte) string { return s.prefix + "grant:" + string(g[:]) }
 
+// dirtyKey is the set of pending lanes kept before the redemption order
+// was (Pending moves its members into queueKey).
 func (s *Redis) dirtyKey() string { return s.prefix + "dirty" }
+
+// queueKey is the sorted set of pending lanes (36-byte keys), scored by
+// when they are due in unix milliseconds; triesKey the hash of their
+// counts of temporary failures; refusedKey the hash of the lanes the
+// broker refused for good (encodeRefusal).
+func (s *Redis) queueKey() string   { return s.prefix + "queue" }
+func (s *Redis) triesKey() string   { return s.prefix + "tries" }
+func (s *Redis) refusedKey() string { return s.prefix + "refused" }
 
 func (s *Redis) redeemedKey(id coupons.LaneID) string {
 	k := Key(id)
@@ -98,8 +111,9 @@ func (s *Redis) Get(ctx context.Context, id coupons.LaneID) (Record, error) {
 	return r, r.UnmarshalBinary(v)
 }
 
-// advanceScript: KEYS[1] lane, KEYS[2] grant, KEYS[3] the dirty set;
-// ARGV[5] the lane key to add to it; ARGV[1] expected last index and
+// advanceScript: KEYS[1] lane, KEYS[2] grant, KEYS[3] the pending lanes
+// (queueKey); ARGV[5] the lane key to add to it, unless it is there, at
+// score ARGV[8] (now, unix milliseconds); ARGV[1] expected last index and
 // ARGV[6] expected credit (decimal), ARGV[2] new record, ARGV[3] charge,
 // ARGV[4] cap, ARGV[7] "1" for a reopen (Store.Reopen). The last index and
 // the credit sit at fixed offsets of the record (lastOffset, creditOffset,
@@ -136,7 +150,7 @@ if cap > 0 and charge > 0 then
   redis.call('SET', KEYS[2], tostring(spent + charge))
 end
 redis.call('SET', KEYS[1], ARGV[2])
-redis.call('SADD', KEYS[3], ARGV[5])
+redis.call('ZADD', KEYS[3], 'NX', ARGV[8], ARGV[5])
 return 'OK'
 `, recordTailAt+1, flagsOffset+1, lastOffset+1, lastOffset+4, creditOffset+1, creditOffset+4))
 
@@ -169,8 +183,8 @@ func (s *Redis) advance(ctx context.Context, id coupons.LaneID, prevLast, prevCr
 		return fmt.Errorf("store: redis: amount beyond 2^53 nanos")
 	}
 	k := Key(id)
-	res, err := advanceScript.Run(ctx, s.c, []string{s.laneKey(id), s.grantKey(next.Meta.Grant), s.dirtyKey()},
-		prevLast, enc, charge, next.Meta.Cap, string(k[:]), prevCredit, reopen).Text()
+	res, err := advanceScript.Run(ctx, s.c, []string{s.laneKey(id), s.grantKey(next.Meta.Grant), s.queueKey()},
+		prevLast, enc, charge, next.Meta.Cap, string(k[:]), prevCredit, reopen, time.Now().UnixMilli()).Text()
 	if err != nil {
 		return fmt.Errorf("store: redis: %w", err)
 	}
@@ -237,47 +251,96 @@ func (s *Redis) SetProof(ctx context.Context, id coupons.LaneID, proof [][32]byt
 	return s.c.Set(ctx, s.proofKey(id), enc, 0).Err()
 }
 
+// migrateScript moves the members of the old set of pending lanes
+// (KEYS[1]) into the sorted set (KEYS[2]), first in the order.
+var migrateScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local ms = redis.call('SMEMBERS', KEYS[1])
+for _, m in ipairs(ms) do redis.call('ZADD', KEYS[2], 'NX', 0, m) end
+redis.call('DEL', KEYS[1])
+return #ms
+`)
+
 // Pending implements Store.
-func (s *Redis) Pending(ctx context.Context, limit int) ([]Pending, error) {
-	keys, err := s.c.SRandMemberN(ctx, s.dirtyKey(), int64(limit)).Result()
-	if err != nil {
+func (s *Redis) Pending(ctx context.Context, now time.Time, limit int) ([]Pending, error) {
+	if err := migrateScript.Run(ctx, s.c, []string{s.dirtyKey(), s.queueKey()}).Err(); err != nil {
 		return nil, fmt.Errorf("store: redis: %w", err)
 	}
 	var out []Pending
-	for _, k := range keys {
-		if len(k) != 36 {
-			continue
-		}
-		var id coupons.LaneID
-		copy(id.Book[:], k[:32])
-		id.Lane = uint32(k[32])<<24 | uint32(k[33])<<16 | uint32(k[34])<<8 | uint32(k[35])
-		r, err := s.Get(ctx, id)
+	seen := map[string]bool{}
+	cutoff := strconv.FormatInt(now.UnixMilli(), 10)
+	for offset := int64(0); len(out) < limit; {
+		page := int64(max(limit-len(out), 16))
+		keys, err := s.c.ZRangeByScore(ctx, s.queueKey(), &redis.ZRangeBy{Min: "-inf", Max: cutoff, Offset: offset, Count: page}).Result()
 		if err != nil {
-			return nil, err
-		}
-		done, err := s.c.Get(ctx, s.redeemedKey(id)).Uint64()
-		if err != nil && !errors.Is(err, redis.Nil) {
 			return nil, fmt.Errorf("store: redis: %w", err)
 		}
-		if uint32(done) >= r.State.Last {
-			continue
-		}
-		p := Pending{ID: id, Index: r.State.Last, Value: r.State.LastValue, Redeemed: uint32(done), Anchor: r.Meta.Anchor}
-		if pv, err := s.c.Get(ctx, s.proofKey(id)).Bytes(); err == nil {
-			if p.Proof, err = decodeProof(pv); err != nil {
+		offset += int64(len(keys))
+		for _, k := range keys {
+			if len(out) >= limit || seen[k] {
+				continue
+			}
+			seen[k] = true
+			p, ok, err := s.pending(ctx, k)
+			if err != nil {
 				return nil, err
 			}
-		} else if !errors.Is(err, redis.Nil) {
-			return nil, fmt.Errorf("store: redis: %w", err)
+			if ok {
+				out = append(out, p)
+			} else {
+				offset-- // it left the order: the next page starts one earlier
+			}
 		}
-		out = append(out, p)
+		if int64(len(keys)) < page {
+			break
+		}
 	}
 	return out, nil
 }
 
-// redeemedScript raises the redeemed mark (KEYS[2]) to ARGV[1] and drops
-// the lane (ARGV[2]) from the dirty set (KEYS[3]) when its last coupon
-// (in the record KEYS[1]) is covered.
+// pending reads the pending lane whose key is k; false when it has
+// nothing to redeem (it then leaves the order).
+func (s *Redis) pending(ctx context.Context, k string) (Pending, bool, error) {
+	if len(k) != 36 {
+		return Pending{}, false, s.c.ZRem(ctx, s.queueKey(), k).Err()
+	}
+	id := laneOfKey([]byte(k))
+	r, err := s.Get(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return Pending{}, false, s.c.ZRem(ctx, s.queueKey(), k).Err()
+	}
+	if err != nil {
+		return Pending{}, false, err
+	}
+	done, err := s.c.Get(ctx, s.redeemedKey(id)).Uint64()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return Pending{}, false, fmt.Errorf("store: redis: %w", err)
+	}
+	if uint32(done) >= r.State.Last {
+		// Covered: Redeemed drops it, unless it advanced meanwhile.
+		return Pending{}, false, s.Redeemed(ctx, id, uint32(done))
+	}
+	p := Pending{ID: id, Index: r.State.Last, Value: r.State.LastValue, Redeemed: uint32(done), Anchor: r.Meta.Anchor}
+	if pv, err := s.c.Get(ctx, s.proofKey(id)).Bytes(); err == nil {
+		if p.Proof, err = decodeProof(pv); err != nil {
+			return Pending{}, false, err
+		}
+	} else if !errors.Is(err, redis.Nil) {
+		return Pending{}, false, fmt.Errorf("store: redis: %w", err)
+	}
+	tries, err := s.c.HGet(ctx, s.triesKey(), k).Uint64()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return Pending{}, false, fmt.Errorf("store: redis: %w", err)
+	}
+	p.Tries = uint32(tries)
+	return p, true, nil
+}
+
+// redeemedScript raises the redeemed mark (KEYS[2]) to ARGV[1]; when the
+// lane's last coupon (in the record KEYS[1]) is covered it drops the lane
+// (ARGV[2]) from the order (KEYS[3]), else moves it to score ARGV[3];
+// either way it resets the lane's failures (KEYS[4]) and forgets its
+// refusal (KEYS[5]).
 var redeemedScript = redis.NewScript(fmt.Sprintf(`
 local done = tonumber(redis.call('GET', KEYS[2]) or '0')
 local idx = tonumber(ARGV[1])
@@ -285,11 +348,18 @@ if idx > done then
   done = idx
   redis.call('SET', KEYS[2], tostring(done))
 end
+redis.call('HDEL', KEYS[5], ARGV[2])
 local cur = redis.call('GET', KEYS[1])
 if cur then
   local b1, b2, b3, b4 = string.byte(cur, %d, %d)
   local last = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
-  if done >= last then redis.call('SREM', KEYS[3], ARGV[2]) end
+  if done >= last then
+    redis.call('ZREM', KEYS[3], ARGV[2])
+    redis.call('HDEL', KEYS[4], ARGV[2])
+  elseif redis.call('ZSCORE', KEYS[3], ARGV[2]) then
+    redis.call('ZADD', KEYS[3], 'XX', ARGV[3], ARGV[2])
+    redis.call('HDEL', KEYS[4], ARGV[2])
+  end
 end
 return 'OK'
 `, lastOffset+1, lastOffset+4))
@@ -297,9 +367,75 @@ return 'OK'
 // Redeemed implements Store.
 func (s *Redis) Redeemed(ctx context.Context, id coupons.LaneID, index uint32) error {
 	k := Key(id)
-	err := redeemedScript.Run(ctx, s.c, []string{s.laneKey(id), s.redeemedKey(id), s.dirtyKey()}, index, string(k[:])).Err()
+	err := redeemedScript.Run(ctx, s.c, []string{s.laneKey(id), s.redeemedKey(id), s.queueKey(), s.triesKey(), s.refusedKey()},
+		index, string(k[:]), time.Now().UnixMilli()).Err()
 	if err != nil {
 		return fmt.Errorf("store: redis: %w", err)
 	}
 	return nil
+}
+
+// postponeScript moves a pending lane (ARGV[2]) of the order (KEYS[1]) to
+// score ARGV[1] and counts a failure (KEYS[2]).
+var postponeScript = redis.NewScript(`
+if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[2])
+return redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+`)
+
+// Postpone implements Store.
+func (s *Redis) Postpone(ctx context.Context, id coupons.LaneID, until time.Time) error {
+	k := Key(id)
+	if err := postponeScript.Run(ctx, s.c, []string{s.queueKey(), s.triesKey()}, until.UnixMilli(), string(k[:])).Err(); err != nil {
+		return fmt.Errorf("store: redis: %w", err)
+	}
+	return nil
+}
+
+// Refuse implements Store.
+func (s *Redis) Refuse(ctx context.Context, r Refusal) error {
+	kb := Key(r.ID)
+	k := string(kb[:])
+	_, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, s.refusedKey(), k, encodeRefusal(r))
+		p.ZRem(ctx, s.queueKey(), k)
+		p.HDel(ctx, s.triesKey(), k)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: redis: %w", err)
+	}
+	return nil
+}
+
+// Refusals implements Store.
+func (s *Redis) Refusals(ctx context.Context, limit int) ([]Refusal, error) {
+	m := map[string]string{}
+	var cursor uint64
+	for {
+		kv, next, err := s.c.HScan(ctx, s.refusedKey(), cursor, "", 1000).Result()
+		if err != nil {
+			return nil, fmt.Errorf("store: redis: %w", err)
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		if cursor = next; cursor == 0 {
+			break
+		}
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var out []Refusal
+	for _, k := range keys[:min(len(keys), max(limit, 0))] {
+		r, err := decodeRefusal([]byte(k), []byte(m[k]))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
 }

@@ -164,10 +164,33 @@ type Store interface {
 	// which the broker needs on the lane's first redemption.
 	SetProof(ctx context.Context, id coupons.LaneID, proof [][32]byte) error
 	// Pending returns up to limit lanes with accepted coupons the broker
-	// has not paid yet.
-	Pending(ctx context.Context, limit int) ([]Pending, error)
-	// Redeemed records that the broker paid lane id up to index.
+	// has not paid yet and whose next attempt is due at now (Postpone),
+	// those that have waited longest first: a lane waits from when it
+	// became pending, was last sent (Redeemed) or, when postponed, from
+	// the end of its postponement; lane IDs only order lanes due at the
+	// same instant.
+	Pending(ctx context.Context, now time.Time, limit int) ([]Pending, error)
+	// Redeemed records that the broker paid lane id up to index (or had
+	// already). A lane whose last coupon is covered leaves the pending
+	// set; one with newer coupons goes to the back of the order, its
+	// count of temporary failures reset. A refusal kept for the lane
+	// (Refuse) is forgotten.
 	Redeemed(ctx context.Context, id coupons.LaneID, index uint32) error
+	// Postpone records a temporary failure to redeem lane id (the broker
+	// unreachable or refusing for now): the lane stays pending, Pending
+	// skips it until until, and its count of consecutive temporary
+	// failures (Pending.Tries) goes up by one. A lane that is not pending
+	// is left alone.
+	Postpone(ctx context.Context, id coupons.LaneID, until time.Time) error
+	// Refuse records that the broker refused lane id for good (an unknown
+	// or closed book, a coupon that is not the lane's, …): the lane leaves
+	// the pending set and the refusal is kept, replacing an earlier one,
+	// until the lane is paid. A later Advance makes the lane pending again
+	// (new coupons are a new claim), at the back of the order.
+	Refuse(ctx context.Context, r Refusal) error
+	// Refusals returns up to limit refused lanes (Refuse) with their
+	// reasons, in lane-key order, for the operator.
+	Refusals(ctx context.Context, limit int) ([]Refusal, error)
 	// Reopen is Advance for a lane opened again, whose open the caller
 	// verified: next may carry other principals than the stored ones (a
 	// takeover by another spender, or a record from before version 3
@@ -211,6 +234,86 @@ type Pending struct {
 	Redeemed uint32
 	Anchor   coupons.Value
 	Proof    [][32]byte
+	// Tries counts the temporary failures to redeem the lane since it was
+	// last paid (Postpone), for the caller's back-off.
+	Tries uint32
+}
+
+// Refusal is a lane the broker refused to pay for good, kept for the
+// operator (Store.Refuse, Store.Refusals).
+type Refusal struct {
+	ID    coupons.LaneID
+	Index uint32 // the coupon that was refused
+	// Code is the broker's reason code (e.g. unknown_book), Message its
+	// explanation (at most MaxRefusalMessage bytes are kept).
+	Code, Message string
+	At            time.Time // when the gate recorded the refusal
+}
+
+// MaxRefusalMessage is the longest refusal message a store keeps; longer
+// ones are cut.
+const MaxRefusalMessage = 512
+
+// maxRefusalCode is the longest reason code a store keeps.
+const maxRefusalCode = 64
+
+// encodeRefusal encodes a refusal's fields after its lane:
+// be64(at, unix nanoseconds) ‖ be32(index) ‖ len(code) ‖ code ‖ message.
+func encodeRefusal(r Refusal) []byte {
+	code, msg := r.Code, r.Message
+	if len(code) > maxRefusalCode {
+		code = code[:maxRefusalCode]
+	}
+	if len(msg) > MaxRefusalMessage {
+		msg = msg[:MaxRefusalMessage]
+	}
+	b := make([]byte, 0, 13+len(code)+len(msg))
+	b = binary.BigEndian.AppendUint64(b, uint64(r.At.UnixNano()))
+	b = binary.BigEndian.AppendUint32(b, r.Index)
+	b = append(b, byte(len(code)))
+	b = append(b, code...)
+	return append(b, msg...)
+}
+
+// decodeRefusal decodes what encodeRefusal made, for the lane whose store
+// key is key.
+func decodeRefusal(key, b []byte) (Refusal, error) {
+	if len(key) != 36 || len(b) < 13 || len(b) < 13+int(b[12]) {
+		return Refusal{}, fmt.Errorf("%w: refusal of %d bytes", ErrCorrupt, len(b))
+	}
+	r := Refusal{ID: laneOfKey(key), At: time.Unix(0, int64(binary.BigEndian.Uint64(b))).UTC(), Index: binary.BigEndian.Uint32(b[8:])}
+	n := int(b[12])
+	r.Code, r.Message = string(b[13:13+n]), string(b[13+n:])
+	return r, nil
+}
+
+// laneOfKey is the lane whose store key (Key) is k, 36 bytes.
+func laneOfKey(k []byte) coupons.LaneID {
+	var id coupons.LaneID
+	copy(id.Book[:], k[:32])
+	id.Lane = binary.BigEndian.Uint32(k[32:36])
+	return id
+}
+
+// queued is a pending lane's place in the redemption order: when it is
+// due (unix nanoseconds; it has waited since then) and its count of
+// temporary failures. The bolt store keeps it as the dirty mark's value,
+// be64(due) ‖ be32(tries); an empty value (a mark from before the order
+// was kept) is due at 0, first.
+type queued struct {
+	due   int64
+	tries uint32
+}
+
+func (q queued) encode() []byte {
+	return binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint64(make([]byte, 0, 12), uint64(q.due)), q.tries)
+}
+
+func decodeQueued(b []byte) queued {
+	if len(b) != 12 {
+		return queued{}
+	}
+	return queued{due: int64(binary.BigEndian.Uint64(b)), tries: binary.BigEndian.Uint32(b[8:])}
 }
 
 // MaxProof is the longest Merkle proof a store keeps (2^24 lanes).

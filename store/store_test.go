@@ -594,7 +594,7 @@ func TestOutbox(t *testing.T) {
 	ctx := context.Background()
 	for name, s := range stores(t) {
 		t.Run(name, func(t *testing.T) {
-			if p, err := s.Pending(ctx, 10); err != nil || len(p) != 0 {
+			if p, err := s.Pending(ctx, time.Now(), 10); err != nil || len(p) != 0 {
 				t.Fatalf("pending on an empty store: %v %v", p, err)
 			}
 			r, _ := s.Open(ctx, lane(1), NewRecord(testMeta(0)))
@@ -602,7 +602,7 @@ func TestOutbox(t *testing.T) {
 			if err := s.SetProof(ctx, lane(1), proof); err != nil {
 				t.Fatal(err)
 			}
-			if p, _ := s.Pending(ctx, 10); len(p) != 0 {
+			if p, _ := s.Pending(ctx, time.Now(), 10); len(p) != 0 {
 				t.Fatal("an opened lane without coupons is pending")
 			}
 			next := r
@@ -610,7 +610,7 @@ func TestOutbox(t *testing.T) {
 			if err := s.Advance(ctx, lane(1), 0, 0, next, 0); err != nil {
 				t.Fatal(err)
 			}
-			p, err := s.Pending(ctx, 10)
+			p, err := s.Pending(ctx, time.Now(), 10)
 			if err != nil || len(p) != 1 {
 				t.Fatalf("pending: %v %v", p, err)
 			}
@@ -621,12 +621,12 @@ func TestOutbox(t *testing.T) {
 			if err := s.Redeemed(ctx, lane(1), 3); err != nil {
 				t.Fatal(err)
 			}
-			if p, _ := s.Pending(ctx, 10); len(p) != 1 || p[0].Redeemed != 3 {
+			if p, _ := s.Pending(ctx, time.Now(), 10); len(p) != 1 || p[0].Redeemed != 3 {
 				t.Fatalf("after a partial redemption: %+v", p)
 			}
 			s.Redeemed(ctx, lane(1), 5)
 			s.Redeemed(ctx, lane(1), 2) // a stale acknowledgement lowers nothing
-			if p, _ := s.Pending(ctx, 10); len(p) != 0 {
+			if p, _ := s.Pending(ctx, time.Now(), 10); len(p) != 0 {
 				t.Fatalf("after full redemption: %+v", p)
 			}
 			prev := next
@@ -634,7 +634,7 @@ func TestOutbox(t *testing.T) {
 			if err := s.Advance(ctx, lane(1), prev.State.Last, 0, next, 0); err != nil {
 				t.Fatal(err)
 			}
-			if p, _ := s.Pending(ctx, 10); len(p) != 1 || p[0].Index != 7 || p[0].Redeemed != 5 {
+			if p, _ := s.Pending(ctx, time.Now(), 10); len(p) != 1 || p[0].Index != 7 || p[0].Redeemed != 5 {
 				t.Fatalf("after more coupons: %+v", p)
 			}
 		})
@@ -704,7 +704,7 @@ func TestOpenAtPosition(t *testing.T) {
 		if got, err := s.Get(ctx, lane(40)); err != nil || got.State.Last != 5 {
 			t.Fatalf("%s: stored at %d: %v", name, got.State.Last, err)
 		}
-		if p, _ := s.Pending(ctx, 100); len(p) != 0 {
+		if p, _ := s.Pending(ctx, time.Now(), 100); len(p) != 0 {
 			t.Fatalf("%s: a lane opened at the broker's position is pending: %+v", name, p)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 )
 
 // advanceTo advances lane id from index from to index to, one coupon at
@@ -74,7 +75,7 @@ func TestWALReplay(t *testing.T) {
 	if err != nil || got.State.Last != 7 {
 		t.Fatalf("after replay: %d %v, want 7 (the torn 8th not replayed)", got.State.Last, err)
 	}
-	p, err := s.Pending(ctx, 10)
+	p, err := s.Pending(ctx, time.Now(), 10)
 	if err != nil || len(p) != 1 || p[0].Redeemed != 3 || p[0].Index != 7 || len(p[0].Proof) != 2 {
 		t.Fatalf("pending after replay: %+v %v", p, err)
 	}
@@ -156,7 +157,7 @@ func TestWALFullCheckpoints(t *testing.T) {
 			t.Fatalf("lane %d at %d (%v), want %d", l, got.State.Last, err, per)
 		}
 	}
-	if p, _ := s.Pending(ctx, 100); len(p) != lanes {
+	if p, _ := s.Pending(ctx, time.Now(), 100); len(p) != lanes {
 		t.Fatalf("%d lanes pending, want %d", len(p), lanes)
 	}
 }

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/ecoupons/ecoupons/store"
+	"github.com/spf13/cobra"
+)
+
+func init() {
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:  "vendor",
+		Usage: "refused (--store <bolt file> | --redis <url> [--prefix <prefix>]) [--limit N]",
+		Short: "Inspects a gate's spent state",
+		Long: `
+  ecoupons vendor refused --store /var/lib/ecoupons/spent.db
+  ecoupons vendor refused --redis redis://localhost:6379/0 [--prefix ecoupons:]
+
+refused lists the lanes the broker refused to pay for good (an unknown or
+closed book, a coupon that is not the lane's, …), which the gate no longer
+sends: one line per lane with the refused coupon, the broker's reason code,
+when the gate recorded it and the broker's message. A bolt file is locked by
+the gate that uses it: stop the gate first (the command waits 5s for the lock).`,
+		CobraFunc: func(cmd *cobra.Command) {
+			refused := &cobra.Command{Use: "refused (--store FILE | --redis URL [--prefix P]) [--limit N]", Short: "List the lanes the broker refused for good", Args: cobra.NoArgs,
+				RunE: caddycmd.WrapCommandFuncForCobra(func(fl caddycmd.Flags) (int, error) {
+					return vendorRefused(os.Stdout, fl.String("store"), fl.String("redis"), fl.String("prefix"), fl.Int("limit"))
+				})}
+			refused.Flags().String("store", "", "the gate's bolt file")
+			refused.Flags().String("redis", "", "the gates' Redis URL")
+			refused.Flags().String("prefix", "", `the gates' Redis key prefix (default "ecoupons:")`)
+			refused.Flags().Int("limit", 10000, "the most lanes listed")
+			cmd.AddCommand(refused)
+		},
+	})
+}
+
+// vendorRefused prints the refused lanes of the bolt store at path or of
+// the Redis store at redisURL.
+func vendorRefused(w io.Writer, path, redisURL, prefix string, limit int) (int, error) {
+	ctx := context.Background()
+	var s store.Store
+	var err error
+	switch {
+	case (path == "") == (redisURL == ""):
+		return 2, errors.New("give one of --store and --redis")
+	case path != "":
+		if _, err := os.Stat(path); err != nil {
+			return 1, err
+		}
+		s, err = store.OpenBolt(path, store.BoltOptions{})
+	default:
+		s, err = store.NewRedis(ctx, redisURL, prefix)
+	}
+	if err != nil {
+		return 1, err
+	}
+	defer s.Close()
+	refs, err := s.Refusals(ctx, limit)
+	if err != nil {
+		return 1, err
+	}
+	for _, r := range refs {
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\n", r.ID, r.Index, r.Code, r.At.Format(time.RFC3339), r.Message)
+	}
+	return 0, nil
+}
