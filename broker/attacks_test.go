@@ -464,3 +464,55 @@ func testRevocationEntriesExpire(t *testing.T) {
 		t.Errorf("a key listed past its retention: %d", len(l3.Keys))
 	}
 }
+
+// TestRevocationMigrationDatesOldEntries: entries recorded before
+// revocations expired (schema version 10) get an expiry at the upgrade: a
+// recorded grant's own; anything else one year after its revocation or
+// the last book's expiry, whichever is later.
+func TestRevocationMigrationDatesOldEntries(t *testing.T) {
+	f := newFixture(t)
+	bk := f.newBook(t, 2, 16, milli)
+	if _, err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb); err != nil {
+		t.Fatal(err)
+	}
+	tag, _ := coupons.SpendTag(bk.sb.Book.ID(), "news.example", 0, 1, 0)
+	grantNA := f.now.Add(48 * time.Hour).Truncate(time.Second)
+	grant, err := spki.SignCert(&spki.Cert{Issuer: spki.KeyPrincipal(pub(t, f.alice)), Subject: spki.KeyPrincipal(pub(t, testKey("phone"))), Tag: tag,
+		Validity: spki.Validity{NotAfter: grantNA}}, f.alice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.b.RegisterGrant(ctx, pub(t, f.alice).Hash(), grant, "phone"); err != nil {
+		t.Fatal(err)
+	}
+	db := f.b.DB.db
+	gh := grant.Cert.Hash()
+	created := f.now.Add(-24 * time.Hour).Unix()
+	for _, stmt := range []string{
+		`DROP INDEX revoked_expires`, `ALTER TABLE revoked DROP COLUMN expires`, `DROP TABLE revocation_log`, `DROP TABLE revocation_state`,
+		`UPDATE schema_version SET version = 10`,
+	} {
+		if _, err := db.Exec(stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	for _, e := range [][2]string{{"cert", hexString(gh[:])}, {"cert", strings.Repeat("aa", 32)}, {"key", strings.Repeat("bb", 32)}} {
+		if _, err := db.Exec(`INSERT INTO revoked (kind, hash, by_key, created) VALUES ($1, $2, $3, $4)`, e[0], e[1], "x", created); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.b.DB.migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int64{hexString(gh[:]): grantNA.Unix(), strings.Repeat("aa", 32): created + 365*24*3600, strings.Repeat("bb", 32): created + 365*24*3600}
+	for h, exp := range want {
+		var got int64
+		if err := db.QueryRow(`SELECT expires FROM revoked WHERE hash = $1`, h).Scan(&got); err != nil || got != exp {
+			t.Errorf("entry %s…: expires %d (%v), want %d", h[:8], got, err, exp)
+		}
+	}
+	var gen int64
+	if err := db.QueryRow(`SELECT generation FROM revocation_state WHERE id = 1`).Scan(&gen); err != nil || gen != 3 {
+		t.Errorf("generation %d (%v), want 3", gen, err)
+	}
+}
