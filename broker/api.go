@@ -22,8 +22,10 @@ import (
 const MaxBody = 8 << 20
 
 // API serves the broker's HTTP+JSON interface under /v1/. Every call but
-// GET /v1/broker and GET /v1/revocations is signed by the caller's key
-// (SignRequest); Admins may top up accounts and set credit limits.
+// GET /v1/broker, GET /v1/revocations and GET /v1/vendor is signed by the
+// caller's key for this broker (SignRequest); a key the broker does not
+// know (Broker.KnownKey) may only register (POST /v1/users, POST
+// /v1/vendors). Admins may top up accounts and set credit limits.
 type API struct {
 	Broker *Broker
 	// Admins are the keys allowed to call /v1/admin/…
@@ -53,6 +55,7 @@ func fail(w http.ResponseWriter, err error) {
 	}
 	for _, x := range []m{
 		{ErrUnsigned, 401, "unsigned"}, {ErrBadAuth, 401, "bad_signature"}, {ErrReplayed, 401, "replayed"},
+		{ErrWrongBroker, 401, "wrong_broker"}, {ErrUnknownKey, 401, "unknown_key"}, {ErrRevocationRate, 429, "revocation_rate"},
 		{ErrInsufficientFunds, 402, "insufficient_funds"}, {ErrNotApproved, 403, "not_approved"}, {ErrVendorTaken, 409, "vendor_taken"},
 		{ErrUnknownUser, 404, "unknown_user"}, {ErrUnknownVendor, 404, "unknown_vendor"}, {ErrUnknownBook, 404, "unknown_book"},
 		{ErrNoAccount, 404, "unknown_account"}, {ErrCurrency, 400, "currency_mismatch"}, {ErrAmount, 400, "bad_amount"},
@@ -151,12 +154,40 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusRequestEntityTooLarge, apiError{"too_large", fmt.Sprintf("body over %d bytes", MaxBody)})
 		return
 	}
-	caller, err := a.Broker.authenticate(ctx, r, body)
+	call, err := a.Broker.checkSignature(r.Header.Get(HeaderSignature), r.Method, r.URL.RequestURI(), body)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	caller := call.key
+	known := a.isAdmin(caller)
+	if !known {
+		if known, err = a.Broker.KnownKey(ctx, caller.Hash()); err != nil {
+			fail(w, err)
+			return
+		}
+	}
+	registering := route == "POST /v1/users" || route == "POST /v1/vendors"
+	switch {
+	case known:
+		err = a.Broker.useNonce(ctx, call)
+	case !registering:
+		err = fmt.Errorf("%w: %s (register first: POST /v1/users or POST /v1/vendors)", ErrUnknownKey, caller.Hash())
+	}
 	if err != nil {
 		fail(w, err)
 		return
 	}
 	status, out, err := h(ctx, caller, body)
+	if err == nil && !known {
+		// A key registering itself: its nonce is recorded once it is
+		// known, so that a refused registration from a fresh key leaves
+		// nothing behind (replaying it before would register the same
+		// key the same way: registrations are idempotent).
+		if err = a.Broker.useNonce(ctx, call); errors.Is(err, ErrReplayed) {
+			err = nil // the same request, at once: it was answered the same
+		}
+	}
 	if err != nil {
 		fail(w, err)
 		return

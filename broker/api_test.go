@@ -26,13 +26,23 @@ type apiClient struct {
 	now  func() time.Time
 	last *http.Request
 	body []byte
+	// broker is the audience the requests name; zero: the fixture's
+	// broker (testKey("broker")).
+	broker spki.KeyHash
 }
+
+// fixtureBroker is the key hash of every fixture's broker.
+func fixtureBroker(t testing.TB) spki.KeyHash { return pub(t, testKey("broker")).Hash() }
 
 func (c *apiClient) do(method, path string, body []byte) (int, map[string]any) {
 	c.t.Helper()
 	req, _ := http.NewRequest(method, c.url+path, bytes.NewReader(body))
 	if c.key != nil {
-		if err := SignRequest(req, body, c.key, c.now()); err != nil {
+		aud := c.broker
+		if aud == (spki.KeyHash{}) {
+			aud = fixtureBroker(c.t)
+		}
+		if err := SignRequest(req, body, c.key, aud, c.now()); err != nil {
 			c.t.Fatal(err)
 		}
 	}
@@ -329,12 +339,12 @@ func testAPIRefusesBadInput(t *testing.T) {
 
 	req, _ := http.NewRequest("POST", srv.URL+"/v1/admin/topup", nil)
 	body := []byte(`{"account":"` + f.acct + `","amount":"1","id":"b"}`)
-	SignRequest(req, body, admin, f.now)
+	SignRequest(req, body, admin, fixtureBroker(t), f.now)
 	code, out = adm.send(req, []byte(`{"account":"`+f.acct+`","amount":"9","id":"b"}`))
 	expect("body changed after signing", code, out, 401, "bad_signature")
 
 	req, _ = http.NewRequest("POST", srv.URL+"/v1/admin/topup", nil)
-	SignRequest(req, body, admin, f.now.Add(-time.Hour))
+	SignRequest(req, body, admin, fixtureBroker(t), f.now.Add(-time.Hour))
 	code, out = adm.send(req, body)
 	expect("stale timestamp", code, out, 401, "replayed")
 
@@ -415,7 +425,7 @@ func testStatements(t *testing.T) {
 	}
 	// A signed GET cannot have its query changed in flight.
 	req, _ := http.NewRequest("GET", srv.URL+"/v1/statements?account="+f.acct+"&from=2026-12-02&to=2026-12-03", nil)
-	SignRequest(req, nil, f.alice, f.now)
+	SignRequest(req, nil, f.alice, fixtureBroker(t), f.now)
 	req.URL.RawQuery = "account=" + f.acct + "&from=2026-11-01&to=2026-12-03"
 	if code, _ := alice.send(req, nil); code != 401 {
 		t.Errorf("altered query accepted: %d", code)

@@ -83,7 +83,12 @@ type Broker struct {
 	// policy "open": every registered account may fund books from what it
 	// holds.
 	ApproveUsers bool
-	Now          func() time.Time
+	// RevocationsPerHour is how many revocations (POST /v1/revoke, the
+	// back office's Revoke) one account may make in an hour; a device's
+	// count against the owner of its grant's book. Default (0)
+	// DefaultRevocationsPerHour.
+	RevocationsPerHour int
+	Now                func() time.Time
 
 	pub *spki.PublicKey
 }
@@ -341,9 +346,13 @@ func (b *Broker) registerBook(ctx context.Context, owner spki.KeyHash, sb *coupo
 		if _, err := post(ctx, tx, b.Now(), "book", "book:"+hex.EncodeToString(id[:]), "hold face value", entry{acct, -face}, entry{escrowAccount(id), face}); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO books (id, owner, vendor, unit, lanes, length, salt, root, not_after) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-			hex.EncodeToString(id[:]), acct, bk.Vendor, bk.Unit, bk.Lanes, bk.Length, hex.EncodeToString(bk.Salt[:]), hex.EncodeToString(bk.Root[:]), bk.NotAfter.Unix())
-		return err
+		if _, err := tx.ExecContext(ctx, `INSERT INTO books (id, owner, vendor, unit, lanes, length, salt, root, not_after) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+			hex.EncodeToString(id[:]), acct, bk.Vendor, bk.Unit, bk.Lanes, bk.Length, hex.EncodeToString(bk.Salt[:]), hex.EncodeToString(bk.Root[:]), bk.NotAfter.Unix()); err != nil {
+			return err
+		}
+		// An owner whose key is revoked: the book's lanes must still
+		// refuse it while the book lasts.
+		return extendKeyRevocation(ctx, tx, owner, bk.NotAfter.Unix())
 	})
 }
 

@@ -30,7 +30,7 @@ func FuzzAPI(f *testing.F) {
 		if asUser {
 			key = fx.alice
 		}
-		if err := SignRequest(req, body, key, fx.now); err != nil {
+		if err := SignRequest(req, body, key, fixtureBroker(t), fx.now); err != nil {
 			t.Fatal(err)
 		}
 		rec := httptest.NewRecorder()
@@ -50,7 +50,7 @@ func FuzzAPI(f *testing.F) {
 func FuzzOfficeLogin(f *testing.F) {
 	fx := newFixture(f)
 	api := &API{Broker: fx.b}
-	link, err := OfficeLoginURL("http://broker.example", fx.alice, fx.now)
+	link, err := OfficeLoginURL("http://broker.example", fixtureBroker(f), fx.alice, fx.now)
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -37,6 +37,10 @@ const OfficePath = "/office/"
 // OfficeSession is how long a back-office session lasts.
 const OfficeSession = time.Hour
 
+// MaxOfficeSessions is how many back-office sessions one key may hold at
+// once: signing in again past it ends the oldest.
+const MaxOfficeSessions = 16
+
 const officeCookie = "ecoupons_office"
 
 // ErrGrantRefused means a grant submitted to POST /v1/grants was refused.
@@ -75,10 +79,11 @@ var officeTmpl = template.Must(template.New("").Funcs(template.FuncMap{
 }).ParseFS(officeFiles, "office/*.html"))
 
 // OfficeLoginURL returns a login link to the back office of the broker at
-// base, signed by signer (a user's or a vendor's key) at now. It is valid
-// within the broker's replay window, once.
-func OfficeLoginURL(base string, signer crypto.Signer, now time.Time) (string, error) {
-	h, err := signatureHeader(http.MethodGet, OfficePath+"login", nil, signer, now)
+// base whose key hash is broker, signed by signer (a user's or a vendor's
+// key) at now. It is valid at that broker only, within its replay window,
+// once.
+func OfficeLoginURL(base string, broker spki.KeyHash, signer crypto.Signer, now time.Time) (string, error) {
+	h, err := signatureHeader(broker, http.MethodGet, OfficePath+"login", nil, signer, now)
 	if err != nil {
 		return "", err
 	}
@@ -114,17 +119,24 @@ func (b *Broker) RegisterGrant(ctx context.Context, caller spki.KeyHash, sc *spk
 	}
 	h := sc.Cert.Hash()
 	return b.tx(ctx, func(tx *sql.Tx) error {
-		var n int
-		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM books WHERE id = $1`, hex.EncodeToString(book[:])).Scan(&n); err != nil {
+		var bookNA int64
+		err := tx.QueryRowContext(ctx, `SELECT not_after FROM books WHERE id = $1`, hex.EncodeToString(book[:])).Scan(&bookNA)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("%w: %x…", ErrUnknownBook, book[:6])
+		} else if err != nil {
 			return err
 		}
-		if n == 0 {
-			return fmt.Errorf("%w: %x…", ErrUnknownBook, book[:6])
-		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO grants (hash, issuer, subject, book, name, not_after, created, doc) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+		if _, err := tx.ExecContext(ctx, `INSERT INTO grants (hash, issuer, subject, book, name, not_after, created, doc) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 			ON CONFLICT (hash) DO NOTHING`, hex.EncodeToString(h[:]), hexKey(caller), hexKey(sc.Cert.Subject.Hash), hex.EncodeToString(book[:]),
-			name, sc.Cert.Validity.NotAfter.Unix(), b.Now().Unix(), string(spki.Transport(sc.Sexp())))
-		return err
+			name, sc.Cert.Validity.NotAfter.Unix(), b.Now().Unix(), string(spki.Transport(sc.Sexp()))); err != nil {
+			return err
+		}
+		// A grant to a revoked key: the key stays listed while the grant
+		// lasts.
+		if na := sc.Cert.Validity.NotAfter; !na.IsZero() && na.Unix() < bookNA {
+			bookNA = na.Unix()
+		}
+		return extendKeyRevocation(ctx, tx, sc.Cert.Subject.Hash, bookNA)
 	})
 }
 
@@ -238,8 +250,15 @@ func (a *API) officeLogin(w http.ResponseWriter, r *http.Request) {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE expires < $1`, now.Unix()); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO sessions (token_hash, key_hash, expires) VALUES ($1, $2, $3)`,
-			tokenHash(tok), hexKey(key.Hash()), now.Add(OfficeSession).Unix())
+		if _, err := tx.ExecContext(ctx, `INSERT INTO sessions (token_hash, key_hash, expires) VALUES ($1, $2, $3)`,
+			tokenHash(tok), hexKey(key.Hash()), now.Add(OfficeSession).Unix()); err != nil {
+			return err
+		}
+		// A key keeps its newest MaxOfficeSessions sessions, this one
+		// included.
+		_, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE key_hash = $1 AND token_hash <> $2 AND token_hash NOT IN
+			(SELECT token_hash FROM sessions WHERE key_hash = $1 AND token_hash <> $2 ORDER BY expires DESC, token_hash LIMIT $3)`,
+			hexKey(key.Hash()), tokenHash(tok), MaxOfficeSessions-1)
 		return err
 	})
 	if err != nil {

@@ -123,7 +123,7 @@ func testOfficeInBrowser(t *testing.T) {
 		t.Fatalf("page without a session: %q", got)
 	}
 
-	link, err := OfficeLoginURL(srv.URL, f.alice, f.now)
+	link, err := OfficeLoginURL(srv.URL, fixtureBroker(t), f.alice, f.now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +184,7 @@ func testOfficeInBrowser(t *testing.T) {
 	if got := text("body"); !strings.Contains(got, "not signed in") {
 		t.Fatalf("after signing out: %q", got)
 	}
-	vlink, _ := OfficeLoginURL(srv.URL, f.vendor, f.now)
+	vlink, _ := OfficeLoginURL(srv.URL, fixtureBroker(t), f.vendor, f.now)
 	if err := chromedp.Do(bctx, chromedp.Navigate(vlink), chromedp.WaitVisible(chromedp.CSS(".vendor-balance"))); err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +210,7 @@ func TestOfficeRefusesForgedForms(t *testing.T) {
 	grant := grants[0]
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar}
-	link, _ := OfficeLoginURL(srv.URL, f.alice, f.now)
+	link, _ := OfficeLoginURL(srv.URL, fixtureBroker(t), f.alice, f.now)
 	resp, err := c.Get(link)
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("login: %v %v", resp, err)

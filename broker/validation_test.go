@@ -63,7 +63,11 @@ func testCheckLane(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The device declares its key compromised: the key is revoked.
+	// The device (known to the broker by its recorded grant) declares its
+	// key compromised: the key is revoked.
+	if err := f.b.RegisterGrant(ctx, pub(t, f.alice).Hash(), grant, "device"); err != nil {
+		t.Fatal(err)
+	}
 	if err := f.b.Revoke(ctx, device.Hash(), grant, true); err != nil {
 		t.Fatal(err)
 	}
@@ -163,6 +167,9 @@ func TestRevocationListConcurrent(t *testing.T) { onBoth(t, testRevocationListCo
 func testRevocationListConcurrent(t *testing.T) {
 	f := newFixture(t)
 	bk := f.newBook(t, 2, 16, milli)
+	if _, err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb); err != nil {
+		t.Fatal(err)
+	}
 	tag, _ := coupons.SpendTag(bk.sb.Book.ID(), "news.example", 0, 0, 0)
 	g, err := spki.SignCert(&spki.Cert{Issuer: spki.KeyPrincipal(pub(t, f.alice)), Subject: spki.KeyPrincipal(pub(t, testKey("dev"))), Tag: tag}, f.alice)
 	if err != nil {

@@ -50,6 +50,9 @@ type BrokerHandler struct {
 	// ReleaseEvery is how often expired books' escrow is returned to their
 	// owners. Default 1h.
 	ReleaseEvery caddy.Duration `json:"release_every,omitempty"`
+	// RevocationsPerHour is how many revocations one account may make in an
+	// hour (broker.Broker.RevocationsPerHour). Default 100.
+	RevocationsPerHour int `json:"revocations_per_hour,omitempty"`
 
 	api    *broker.API
 	db     *sharedBrokerDB
@@ -115,6 +118,7 @@ func (h *BrokerHandler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	b.FeeBasisPoints = h.FeeBasisPoints
+	b.RevocationsPerHour = h.RevocationsPerHour
 	switch h.Users {
 	case "", "open":
 	case "approve":
@@ -195,6 +199,7 @@ func (h *BrokerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next c
 //	    users         open|approve  # default open
 //	    fee           <basis points>
 //	    release_every <duration>
+//	    revocations_per_hour <n>  # default 100
 //	}
 func parseBrokerCaddyfile(hp httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	h := new(BrokerHandler)
@@ -231,6 +236,12 @@ func (h *BrokerHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("fee is in basis points, 0 to 10000, got %q", args[0])
 			}
 			h.FeeBasisPoints = n
+		case "revocations_per_hour":
+			var n int
+			if _, err := fmt.Sscan(args[0], &n); err != nil || n < 1 || n > 1_000_000 {
+				return d.Errf("revocations_per_hour is a number of revocations, 1 to 1000000, got %q", args[0])
+			}
+			h.RevocationsPerHour = n
 		case "release_every":
 			dur, err := caddy.ParseDuration(args[0])
 			if err != nil || dur < time.Second {

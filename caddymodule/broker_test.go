@@ -54,7 +54,7 @@ func TestBrokerHandler(t *testing.T) {
 			t.Error("broker without a usable key provisioned")
 		}
 	}
-	for cfg, want := range map[string]string{"fee 20000": "basis points", "key": "exactly one value", "color red": "unknown ecoupon_broker option", "release_every 1ms": "at least 1s"} {
+	for cfg, want := range map[string]string{"fee 20000": "basis points", "key": "exactly one value", "color red": "unknown ecoupon_broker option", "release_every 1ms": "at least 1s", "revocations_per_hour 0": "1 to 1000000"} {
 		_, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(":8080 {\n\tecoupon_broker {\n\t\t"+cfg+"\n\t}\n}\n"), nil)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: %v", cfg, err)

@@ -63,7 +63,10 @@ type Gate struct {
 	// e.g. news.example). Required.
 	Vendor string `json:"vendor,omitempty"`
 	// Broker is the broker's base URL, advertised in the challenge so that
-	// clients know where to buy books. Optional.
+	// clients know where to buy books. Optional. The gate's signed
+	// requests there name the broker's key: the one of BrokerKeys, or with
+	// several, the one the broker's GET /v1/broker answers, which must be
+	// among them.
 	Broker string `json:"broker,omitempty"`
 	// BrokerKeys are files holding the public keys of the brokers whose
 	// users this gate accepts, each a (public-key …) S-expression in any
@@ -154,6 +157,7 @@ type Gate struct {
 	receipts  *receipts
 
 	vendorSigner crypto.Signer
+	aud          *audience   // the broker's key hash, once asked (brokerAudience)
 	holder       string      // this gate's spent state at the broker (online mode): the store's ID
 	vendorHash   [32]byte    // SHA-256 of Vendor, kept with each lane
 	thefts       *theftQueue // evidence waiting for its lane's next redemption
@@ -232,6 +236,7 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 	if g.unit, err = coupons.ParseAmount(g.Unit); err != nil {
 		return fmt.Errorf("ecoupon: unit: %w", err)
 	}
+	g.aud = &audience{}
 	for _, path := range g.BrokerKeys {
 		k, err := loadPublicKey(path)
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ecoupons/ecoupons/broker"
 	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/spki"
 	"github.com/ecoupons/ecoupons/store"
 	"go.uber.org/zap"
 )
@@ -203,7 +204,11 @@ func (g *Gate) brokerPost(ctx context.Context, path string, body []byte, limit i
 		return 0, nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	if err := broker.SignRequest(req, body, g.vendorSigner, time.Now()); err != nil {
+	aud, err := g.brokerAudience(ctx)
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := broker.SignRequest(req, body, g.vendorSigner, aud, time.Now()); err != nil {
 		return 0, nil, err
 	}
 	resp, err := g.httpClient.Do(req)
@@ -213,6 +218,60 @@ func (g *Gate) brokerPost(ctx context.Context, path string, body []byte, limit i
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, limit))
 	return resp.StatusCode, raw, err
+}
+
+// audience is the key hash of the gate's broker, once known.
+type audience struct {
+	mu    sync.Mutex
+	hash  spki.KeyHash
+	known bool
+}
+
+// brokerAudience is the key hash of the broker at g.Broker, which the
+// gate's signed requests name (so that the broker refuses them anywhere
+// else): the gate's broker_key when it has one; with several, the one the
+// broker's GET /v1/broker answers, which must be among them (asked once).
+func (g *Gate) brokerAudience(ctx context.Context) (spki.KeyHash, error) {
+	if len(g.brokers) == 1 {
+		return g.brokers[0].Hash(), nil
+	}
+	a := g.aud
+	if a == nil {
+		a = &audience{} // not provisioned: ask every time
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.known {
+		return a.hash, nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(g.Broker, "/")+"/v1/broker", nil)
+	if err != nil {
+		return spki.KeyHash{}, err
+	}
+	resp, err := g.httpClient.Do(req)
+	if err != nil {
+		return spki.KeyHash{}, fmt.Errorf("the broker's key: %w", err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if err != nil {
+		return spki.KeyHash{}, fmt.Errorf("the broker's key: %w", err)
+	}
+	x, err := spki.Parse(raw)
+	if err != nil {
+		return spki.KeyHash{}, fmt.Errorf("the broker's key: %w", err)
+	}
+	k, err := spki.ParsePublicKey(x)
+	if err != nil {
+		return spki.KeyHash{}, fmt.Errorf("the broker's key: %w", err)
+	}
+	for _, b := range g.brokers {
+		if b.Equal(k) {
+			a.hash, a.known = k.Hash(), true
+			return a.hash, nil
+		}
+	}
+	return spki.KeyHash{}, fmt.Errorf("the broker at %s has the key %s, which is none of this gate's broker_key", g.Broker, k.Hash())
 }
 
 // maxQueuedThefts bounds the theft evidence a gate holds in memory.

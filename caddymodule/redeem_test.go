@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -222,3 +223,54 @@ func TestRedemptionWorker(t *testing.T) {
 }
 
 func b64url(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+// TestGateNamesItsBroker: the gate's signed requests name its broker's
+// key. With one broker_key it is that one; with several, the one the
+// broker's GET /v1/broker answers, asked once — and a broker answering a
+// key the gate was not given gets no request at all.
+func TestGateNamesItsBroker(t *testing.T) {
+	ctx := context.Background()
+	bw := newBrokerWorld(t)
+	other := filepath.Join(bw.dir, "other.pub")
+	third := filepath.Join(bw.dir, "third.pub")
+	for path, label := range map[string]string{other: "another broker", third: "a third broker"} {
+		p, _ := spki.NewPublicKey(testKey(label).Public())
+		os.WriteFile(path, spki.Advanced(p.Sexp()), 0o644)
+	}
+	for _, c := range []struct {
+		name string
+		keys []string
+		ok   bool
+	}{
+		{"one key", []string{bw.brokerPub}, true},
+		{"several keys", []string{other, bw.brokerPub}, true},
+		{"not among them", []string{other, third}, false},
+	} {
+		g := bw.gate(t, "offline", filepath.Join(bw.dir, "secret-"+strings.ReplaceAll(c.name, " ", "-")))
+		g.BrokerKeys, g.brokers, g.aud = c.keys, nil, &audience{}
+		for _, p := range c.keys {
+			k, err := loadPublicKey(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g.brokers = append(g.brokers, k)
+		}
+		aud, err := g.brokerAudience(ctx)
+		if c.ok != (err == nil) || c.ok && aud != bw.b.PublicKey().Hash() {
+			t.Errorf("%s: audience %v, %v", c.name, aud, err)
+			continue
+		}
+		if !c.ok {
+			if !strings.Contains(err.Error(), "none of this gate's broker_key") {
+				t.Errorf("%s: %v", c.name, err)
+			}
+			continue
+		}
+		// The broker takes the gate's signed request (and refuses the
+		// empty batch for what it is).
+		status, raw, err := g.brokerPost(ctx, "/v1/redeem", []byte(`{"items":[]}`), 4096)
+		if err != nil || status != 400 || !strings.Contains(string(raw), "redemption_refused") {
+			t.Errorf("%s: a signed request: %d %s %v", c.name, status, raw, err)
+		}
+	}
+}

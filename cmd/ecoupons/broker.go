@@ -83,26 +83,28 @@ Writes broker.pem, broker.pub, admin.pem and admin.pub into --dir, like
 	})
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "office-link",
-		Usage: "--key <pem file> --broker <url>",
+		Usage: "--key <pem file> --broker <url> --broker-key <file>",
 		Short: "Prints a sign-in link to a broker's back office, signed by a key",
 		Long: `
 Signs a one-time link to the back office of the broker at --broker with the
 private key in --key (PEM): a vendor's key (the gate's vendor_key) shows the
 vendor's revenue and redemptions, a user's key the user's accounts. The link
-works once, within the broker's replay window (5 minutes). Wallets have
-their own: ecoupons wallet office.`,
+names the broker's key (--broker-key, its (public-key …) file: the gate's
+broker_key), so that it works at that broker only, once, within its replay
+window (5 minutes). Wallets have their own: ecoupons wallet office.`,
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.Flags().String("key", "", "PEM file of the private key (required)")
 			cmd.Flags().String("broker", "", "the broker's base URL (required)")
+			cmd.Flags().String("broker-key", "", "the broker's public key file, (public-key …) in any form, e.g. broker.pub (required)")
 			cmd.RunE = caddycmd.WrapCommandFuncForCobra(officeLink)
 		},
 	})
 }
 
 func officeLink(fl caddycmd.Flags) (int, error) {
-	keyFile, base := fl.String("key"), fl.String("broker")
-	if keyFile == "" || base == "" {
-		return 2, errors.New("--key and --broker are required")
+	keyFile, base, brokerKeyFile := fl.String("key"), fl.String("broker"), fl.String("broker-key")
+	if keyFile == "" || base == "" || brokerKeyFile == "" {
+		return 2, errors.New("--key, --broker and --broker-key are required")
 	}
 	if !strings.HasPrefix(base, "http://") && !strings.HasPrefix(base, "https://") {
 		return 2, fmt.Errorf("--broker %q must be an http(s) URL", base)
@@ -115,7 +117,22 @@ func officeLink(fl caddycmd.Flags) (int, error) {
 	if !ok {
 		return 1, fmt.Errorf("--key %s holds no private key", keyFile)
 	}
-	link, err := broker.OfficeLoginURL(base, signer, time.Now())
+	// The broker's key comes from the operator, not from the URL: a link
+	// signed for whatever key the URL answered could be replayed at the
+	// broker that key belongs to.
+	raw, err := os.ReadFile(brokerKeyFile)
+	if err != nil {
+		return 1, fmt.Errorf("--broker-key: %w", err)
+	}
+	bx, err := spki.Parse(raw)
+	if err != nil {
+		return 1, fmt.Errorf("--broker-key %s: %w", brokerKeyFile, err)
+	}
+	bk, err := spki.ParsePublicKey(bx)
+	if err != nil {
+		return 1, fmt.Errorf("--broker-key %s: %w", brokerKeyFile, err)
+	}
+	link, err := broker.OfficeLoginURL(base, bk.Hash(), signer, time.Now())
 	if err != nil {
 		return 1, err
 	}

@@ -253,7 +253,11 @@ func brokerCall(w *wallet.Wallet, method, path string, in any, out any) error {
 	if err != nil {
 		return err
 	}
-	if err := broker.SignRequest(req, body, w.Key, time.Now()); err != nil {
+	bk, err := w.BrokerPublicKey()
+	if err != nil {
+		return err
+	}
+	if err := broker.SignRequest(req, body, w.Key, bk.Hash(), time.Now()); err != nil {
 		return err
 	}
 	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
@@ -882,7 +886,11 @@ func walletOfficeCmd() *cobra.Command {
 			if w.Config.Broker == "" {
 				return errors.New("this wallet is not registered at a broker (run: ecoupons wallet register --broker URL)")
 			}
-			link, err := broker.OfficeLoginURL(w.Config.Broker, w.Key, time.Now())
+			bk, err := w.BrokerPublicKey()
+			if err != nil {
+				return err
+			}
+			link, err := broker.OfficeLoginURL(w.Config.Broker, bk.Hash(), w.Key, time.Now())
 			if err != nil {
 				return err
 			}

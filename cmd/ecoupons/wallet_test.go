@@ -66,6 +66,8 @@ func TestWalletScripts(t *testing.T) {
 			e.Setenv("SMARTCARD", smartCard)
 			e.Setenv("SOFTHSM2_CONF", os.Getenv("SOFTHSM2_CONF"))
 			e.Setenv("BROKER", "http://"+s.Broker)
+			e.Setenv("BROKER_KEY", filepath.Join(s.Dir, "broker.pub"))
+			e.Setenv("VENDOR_PEM", filepath.Join(s.Dir, "vendor.pem"))
 			e.Setenv("SITE", "http://"+s.Site)
 			e.Setenv("HOME", e.WorkDir)
 			e.Setenv("PROXY", freeAddr(t))

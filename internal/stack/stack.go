@@ -148,7 +148,7 @@ func (s *Stack) Call(key crypto.Signer, method, path string, body []byte, out an
 	if err != nil {
 		return err
 	}
-	if err := broker.SignRequest(req, body, key, time.Now()); err != nil {
+	if err := broker.SignRequest(req, body, key, s.BrokerPub.Hash(), time.Now()); err != nil {
 		return err
 	}
 	resp, err := http.DefaultClient.Do(req)
