@@ -68,6 +68,16 @@ func BenchmarkServeHTTPSteady(b *testing.B) {
 	benchSteady(b, w, newGate(b, w, `{"backend":"memory"}`, 1), nil)
 }
 
+// BenchmarkServeHTTPSteadyLaneRate is the steady state with the per-lane
+// rate limit on (at a rate no payment reaches): the lane's token bucket is
+// taken on every payment.
+func BenchmarkServeHTTPSteadyLaneRate(b *testing.B) {
+	w := bigWorld(b)
+	g := newGate(b, w, `{"backend":"memory"}`, 1)
+	g.LaneRate = 1e9
+	benchSteady(b, w, g, nil)
+}
+
 // BenchmarkServeHTTPSteadyRevocations is the same steady state at a gate
 // that checks revocation lists (a file source) on a lane opened by a
 // delegate (two certificates, two keys): with no new list since the

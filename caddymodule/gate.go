@@ -149,6 +149,9 @@ type Gate struct {
 	sigs    *sigCache
 	nonces  *nonceMaker
 	locks   *[laneLocks]sync.Mutex
+	// buckets are the lanes' rate-limit buckets, laneBuckets per lock
+	// stripe, each guarded by its stripe's lock (see laneBucket).
+	buckets *[laneLocks][laneBuckets]laneBucket
 	seed    maphash.Seed
 	opens   *ipWindow
 	// longWalks limits payments allowed past max_jump after a takeover.
@@ -177,12 +180,12 @@ type Gate struct {
 }
 
 // laneEntry is a cached lane: its record as of the last payment seen here
-// (guarded by the lane's stripe lock) and its rate-limit bucket.
+// (guarded by the lane's stripe lock). Its rate-limit bucket is not here
+// but in g.buckets, so that the limit does not depend on the cache
+// admitting the entry.
 type laneEntry struct {
-	key    [36]byte // the lane, checked on lookup (the cache index is a hash)
-	rec    store.Record
-	tokens float64
-	last   time.Time
+	key [36]byte // the lane, checked on lookup (the cache index is a hash)
+	rec store.Record
 	// gen is the revocation generation (revocations.generation) at which
 	// rec's principals were last found unrevoked; 0: not checked yet.
 	gen uint64
@@ -201,6 +204,7 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 	g.seed = maphash.MakeSeed()
 	g.vendorHash = sha256.Sum256([]byte(g.Vendor))
 	g.locks = new([laneLocks]sync.Mutex)
+	g.buckets = new([laneLocks][laneBuckets]laneBucket)
 	g.thefts = new(theftQueue)
 	if g.Price == 0 {
 		g.Price = 1
@@ -556,7 +560,7 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	lock := &g.locks[h%uint64(len(g.locks))]
 	lock.Lock()
 	now := g.now()
-	if wait := g.rateLimit(ent, now); wait > 0 {
+	if wait := g.rateLimit(h, now); wait > 0 {
 		lock.Unlock()
 		w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
 		writeJSON(w, http.StatusTooManyRequests, problem{Error: "lane_rate_limited",
@@ -845,23 +849,68 @@ func (g *Gate) storeUnavailable(w http.ResponseWriter, err error) {
 	writeJSON(w, http.StatusServiceUnavailable, problem{Error: "store_unavailable", Reason: "the spent-state store is unavailable; try again later"})
 }
 
-// rateLimit takes a token from the lane's bucket; it returns how long to
-// wait when there is none.
-func (g *Gate) rateLimit(ent *laneEntry, now time.Time) time.Duration {
+// laneBuckets is the number of rate-limit buckets per lane lock stripe:
+// laneLocks·laneBuckets buckets of 24 bytes, 768 KiB per gate whatever
+// the number of lanes.
+const laneBuckets = 8
+
+// laneBucket is the token bucket of one lane (h, the lane's hash), held
+// in its stripe's row of g.buckets under the stripe's lock. A zero last
+// marks a free slot. A bucket that has filled up again (idle for
+// burst/lane_rate seconds) is the same as none, so a row only needs the
+// lanes of its stripe that paid within the last burst/lane_rate seconds.
+type laneBucket struct {
+	h      uint64
+	tokens float64
+	last   int64 // Unix nanoseconds of the last payment
+}
+
+// rateLimit takes a token from the bucket of the lane whose hash is h; it
+// returns how long to wait when there is none. The caller holds the
+// lane's stripe lock.
+//
+// A lane without a bucket in its stripe's row takes a free slot, or the
+// slot of the bucket that is fullest now; when that one has not filled up
+// again yet (more than laneBuckets lanes of one stripe paid within
+// burst/lane_rate seconds), its lane starts afresh with a full bucket at
+// its next payment. The lanes' hash is seeded, so a client cannot aim
+// lanes at one stripe: with n lanes paying within that time, a stripe
+// holds n/4096 of them on average, and an evicted bucket needs more than
+// 8 in one stripe (for n = 4096, a chance of about 1e-6 per stripe).
+func (g *Gate) rateLimit(h uint64, now time.Time) time.Duration {
 	if g.LaneRate < 0 {
 		return 0
 	}
 	burst := max(1, g.LaneRate)
-	if ent.last.IsZero() {
-		ent.tokens = burst
-	} else {
-		ent.tokens = min(burst, ent.tokens+now.Sub(ent.last).Seconds()*g.LaneRate)
+	t := now.UnixNano()
+	row := &g.buckets[h%laneLocks]
+	var b *laneBucket
+	fullest, most := 0, -1.0
+	for i := range row {
+		s := &row[i]
+		if s.last != 0 && s.h == h {
+			b = s
+			break
+		}
+		level := burst // a free slot
+		if s.last != 0 {
+			level = s.tokens + float64(t-s.last)/1e9*g.LaneRate
+		}
+		if level > most {
+			fullest, most = i, level
+		}
 	}
-	ent.last = now
-	if ent.tokens < 1 {
-		return time.Duration((1 - ent.tokens) / g.LaneRate * float64(time.Second))
+	if b == nil {
+		b = &row[fullest]
+		*b = laneBucket{h: h, tokens: burst, last: t}
+	} else if t > b.last {
+		b.tokens = min(burst, b.tokens+float64(t-b.last)/1e9*g.LaneRate)
+		b.last = t
 	}
-	ent.tokens--
+	if b.tokens < 1 {
+		return time.Duration((1 - b.tokens) / g.LaneRate * float64(time.Second))
+	}
+	b.tokens--
 	return 0
 }
 

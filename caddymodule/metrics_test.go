@@ -74,7 +74,6 @@ func TestLaneRateLimit(t *testing.T) {
 		if rec := serve(g, "GET", "/premium/x", c.payment("GET", "/premium/x", 1)); rec.Code != 200 {
 			t.Fatalf("payment %d: %d %s", k, rec.Code, rec.Body)
 		}
-		g.cache.Wait() // the lane's entry (and its rate bucket) is in the cache
 	}
 	third := c.payment("GET", "/premium/x", 1)
 	rec := serve(g, "GET", "/premium/x", third)
@@ -97,6 +96,52 @@ func TestLaneRateLimit(t *testing.T) {
 	}
 	if codes[0] != 402 || codes[1] != 402 || codes[2] != 429 {
 		t.Fatalf("three bogus payments in an instant: %v, want 402 402 429", codes)
+	}
+}
+
+// TestLaneRateLimitWithoutCacheAdmission: the lane rate limit does not
+// depend on the lane's cache entry. With a cache that never keeps the
+// lane (cleared before every request: as if ristretto had not admitted
+// the entry yet, or dropped it), six payments in the same instant at
+// lane_rate 2 serve two; the others get 429 with Retry-After and spend
+// no coupon. (When the bucket lived in the cache entry, all six passed.)
+func TestLaneRateLimitWithoutCacheAdmission(t *testing.T) {
+	w := newWorld(t, "news.example", t0Later())
+	g := newGate(t, w, `{"backend":"memory"}`, 1)
+	g.LaneRate = 2
+	now := time.Now()
+	g.now = func() time.Time { return now }
+	c := newClient(t, nil, w.owner, 0)
+	c.nonce = gateNonce(g)
+	pays := make([]http.Header, 6)
+	for k := range pays {
+		pays[k] = c.payment("GET", "/premium/x", 1)
+	}
+	var codes []int
+	for k, p := range pays {
+		g.cache.Clear()
+		rec := serve(g, "GET", "/premium/x", p)
+		codes = append(codes, rec.Code)
+		if rec.Code == 429 && (rec.Header().Get("Retry-After") == "" || errorCode(t, rec.Body.String()) != "lane_rate_limited") {
+			t.Fatalf("payment %d: 429 without Retry-After or with another code: %q %s", k, rec.Header().Get("Retry-After"), rec.Body)
+		}
+	}
+	if fmt.Sprint(codes) != "[200 200 429 429 429 429]" {
+		t.Fatalf("six payments in an instant at lane_rate 2, cache never admitting: %v, want [200 200 429 429 429 429]", codes)
+	}
+	// No coupon was spent by the refused ones: the lane stands at the
+	// second coupon, and the third payment passes a second later.
+	rec, err := g.store.Get(context.Background(), c.lane)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.State.Last != 2 {
+		t.Fatalf("the lane stands at %d after two served payments, want 2", rec.State.Last)
+	}
+	now = now.Add(time.Second)
+	g.cache.Clear()
+	if rec := serve(g, "GET", "/premium/x", pays[2]); rec.Code != 200 {
+		t.Fatalf("the third coupon a second later: %d %s", rec.Code, rec.Body)
 	}
 }
 
