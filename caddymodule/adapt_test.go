@@ -67,6 +67,8 @@ func TestCaddyfileErrors(t *testing.T) {
 		"nonce_ttl -1s":                  "nonce_ttl must be a positive duration",
 		"max_jump 0":                     "max_jump must be a positive integer",
 		"opens_per_minute":               "wrong argument count",
+		"ipv6_prefix 0":                  "ipv6_prefix must be a positive integer",
+		"ipv6_prefix 129":                "ipv6_prefix must be 1 to 128 bits",
 		"vendor a b":                     "wrong argument count",
 		"colour blue":                    "unknown ecoupon option",
 		"max_open_bytes -5":              "max_open_bytes must be a positive integer",

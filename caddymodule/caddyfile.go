@@ -31,6 +31,7 @@ func init() {
 //	    broker_timeout   <duration>
 //	    max_jump         <coupons>
 //	    opens_per_minute <n>
+//	    ipv6_prefix      <bits>
 //	    max_open_bytes   <n>
 //	    lane_rate        <requests per second>
 //	    nonce_ttl        <duration>
@@ -155,6 +156,14 @@ func (g *Gate) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "opens_per_minute":
 			g.OpensPerMinute, err = positive("opens_per_minute")
+		case "ipv6_prefix":
+			var n int
+			if n, err = positive("ipv6_prefix"); err == nil {
+				if n > 128 {
+					return d.Errf("ipv6_prefix must be 1 to 128 bits, got %d", n)
+				}
+				g.IPv6Prefix = n
+			}
 		case "max_open_bytes":
 			g.MaxOpenBytes, err = positive("max_open_bytes")
 		case "lane_rate":

@@ -100,8 +100,14 @@ type Gate struct {
 	// MaxJump bounds how far one payment may move a lane (coupons), so that
 	// a forged large index cannot burn CPU. Default 1024 (and at least Price).
 	MaxJump uint32 `json:"max_jump,omitempty"`
-	// OpensPerMinute limits lane opens per client IP per minute. Default 30.
+	// OpensPerMinute limits lane opens per client per minute: per IPv4
+	// address, per IPv6 prefix of IPv6Prefix bits. Default 30.
 	OpensPerMinute int `json:"opens_per_minute,omitempty"`
+	// IPv6Prefix is the length of the IPv6 prefixes that the per-client
+	// limits (opens_per_minute, and the long walks after a takeover) count
+	// as one client: one host usually holds a whole /64. 1 to 128; default
+	// 64.
+	IPv6Prefix int `json:"ipv6_prefix,omitempty"`
 	// MaxOpenBytes bounds a lane-open document, in a header or a POST body.
 	// Default 65536.
 	MaxOpenBytes int `json:"max_open_bytes,omitempty"`
@@ -227,6 +233,12 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 	if g.OpensPerMinute == 0 {
 		g.OpensPerMinute = 30
 	}
+	if g.IPv6Prefix == 0 {
+		g.IPv6Prefix = 64
+	}
+	if g.IPv6Prefix < 1 || g.IPv6Prefix > 128 {
+		return fmt.Errorf("ecoupon: ipv6_prefix must be 1 to 128 bits, got %d", g.IPv6Prefix)
+	}
 	if g.MaxOpenBytes == 0 {
 		g.MaxOpenBytes = 64 << 10
 	}
@@ -257,8 +269,8 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("ecoupon: secret_file: %w", err)
 	}
 	g.nonces = &nonceMaker{secret: secret, vendor: g.Vendor, ttl: time.Duration(g.NonceTTL), now: func() time.Time { return g.now() }}
-	g.opens = newIPWindow(g.OpensPerMinute, time.Minute)
-	g.longWalks = newIPWindow(longWalksPerMinute, time.Minute)
+	g.opens = newIPWindow(g.OpensPerMinute, time.Minute, g.IPv6Prefix)
+	g.longWalks = newIPWindow(longWalksPerMinute, time.Minute, g.IPv6Prefix)
 	if g.VendorKey != "" {
 		if g.ReceiptInterval == 0 {
 			g.ReceiptInterval = caddy.Duration(time.Second)
@@ -924,7 +936,7 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	fail := errAnswered
 	if !g.opens.allow(clientIP(r), g.now()) {
 		w.Header().Set("Retry-After", "60")
-		writeJSON(w, http.StatusTooManyRequests, problem{Error: "open_rate_limited", Reason: fmt.Sprintf("more than %d lane opens per minute from this address", g.OpensPerMinute)})
+		writeJSON(w, http.StatusTooManyRequests, problem{Error: "open_rate_limited", Reason: fmt.Sprintf("more than %d lane opens per minute from this address (IPv6: from its /%d)", g.OpensPerMinute, g.IPv6Prefix)})
 		return store.Record{}, fail
 	}
 	if len(doc) > g.MaxOpenBytes {
