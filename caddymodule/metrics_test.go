@@ -200,3 +200,43 @@ func TestBoltCommitMetrics(t *testing.T) {
 		t.Errorf("a closed store still exported: %v", got)
 	}
 }
+
+// TestLaneBucketsCrowdedStripe: a lane's bucket is kept while at most
+// laneBuckets lanes of its stripe are paying (here: it stays drained while
+// seven other lanes of its stripe drain theirs), and a lane whose bucket
+// has filled up again gives its slot away losing nothing.
+func TestLaneBucketsCrowdedStripe(t *testing.T) {
+	w := newWorld(t, "news.example", t0Later())
+	g := newGate(t, w, `{"backend":"memory"}`, 1)
+	g.LaneRate = 2
+	now := time.Now()
+	const a = uint64(5) // lane a and others of stripe 5
+	other := func(k int) uint64 { return a + uint64(k)*laneLocks }
+	for k := 0; k < 2; k++ {
+		if wait := g.rateLimit(a, now); wait != 0 {
+			t.Fatalf("payment %d of lane a refused", k)
+		}
+	}
+	for k := 1; k < laneBuckets; k++ {
+		for j := 0; j < 3; j++ {
+			g.rateLimit(other(k), now)
+		}
+	}
+	if wait := g.rateLimit(a, now); wait == 0 {
+		t.Fatal("lane a's drained bucket was dropped while its stripe held 8 lanes")
+	}
+	// A second later every bucket is full again: new lanes take their
+	// slots, and lane a (also full by then) loses nothing by it.
+	now = now.Add(time.Second)
+	for k := laneBuckets; k < 2*laneBuckets; k++ {
+		g.rateLimit(other(k), now)
+	}
+	for k := 0; k < 2; k++ {
+		if wait := g.rateLimit(a, now); wait != 0 {
+			t.Fatalf("lane a, full again, refused at payment %d", k)
+		}
+	}
+	if wait := g.rateLimit(a, now); wait == 0 {
+		t.Fatal("lane a's third payment in the instant passed")
+	}
+}
