@@ -619,7 +619,7 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 			// The first payment of an issuer that took a delegate's
 			// portion back may use up what the delegate left of it: a
 			// longer walk, after a verified open, at most twice a minute
-			// per address.
+			// per client (IPv4 address or IPv6 prefix, see ipWindow).
 			maxJump = min(max(maxJump, walk+g.MaxJump), maxTakeoverWalk)
 		}
 		paid, th, err := coupons.VerifyPaymentUpTo(&cur.Meta.Tag, cur.Meta.Length, cur.Meta.PortionEnd(), &st, &p, &digest, maxJump)
@@ -1068,11 +1068,12 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 // takeover (the owner's coupon c+1 walking through what a delegate left of
 // its portion), as maxStartWalk bounds an open's walk to the broker's
 // position: a verified open pays for it, what the delegate left of its
-// portion bounds it, and longWalksPerMinute limits it per address.
+// portion bounds it, and longWalksPerMinute limits it per client.
 const maxTakeoverWalk = maxStartWalk
 
 // longWalksPerMinute is how many payments past max_jump (after a takeover)
-// one client address may make per minute.
+// one client (an IPv4 address, or an IPv6 prefix of ipv6_prefix bits) may
+// make per minute.
 const longWalksPerMinute = 2
 
 // errAnswered means the gate has already written its answer.
