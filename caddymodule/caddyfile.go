@@ -32,6 +32,7 @@ func init() {
 //	    max_jump         <coupons>
 //	    opens_per_minute <n>
 //	    max_open_bytes   <n>
+//	    max_body         <bytes>
 //	    lane_rate        <requests per second>
 //	    nonce_ttl        <duration>
 //	    revocations      <url|file> ...
@@ -157,6 +158,11 @@ func (g *Gate) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			g.OpensPerMinute, err = positive("opens_per_minute")
 		case "max_open_bytes":
 			g.MaxOpenBytes, err = positive("max_open_bytes")
+		case "max_body":
+			var n int
+			if n, err = positive("max_body"); err == nil {
+				g.MaxBody = int64(n)
+			}
 		case "lane_rate":
 			var v string
 			if v, err = one(); err == nil {
