@@ -72,6 +72,7 @@ func TestCaddyfileErrors(t *testing.T) {
 		"vendor a b":                     "wrong argument count",
 		"colour blue":                    "unknown ecoupon option",
 		"max_open_bytes -5":              "max_open_bytes must be a positive integer",
+		"max_body 0":                     "max_body must be a positive integer",
 		"mode paranoid":                  "mode must be offline, semi or online",
 		"broker_timeout 1ms":             "broker_timeout must be a duration of at least 100ms",
 	}

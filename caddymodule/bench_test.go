@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdh"
 	"crypto/rand"
@@ -214,4 +215,36 @@ func BenchmarkCheckRevoked(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkServeHTTPSteadyPOST is the steady state for a paid POST with a
+// 1 KiB body: as BenchmarkServeHTTPSteady, plus reading the body, hashing
+// it, checking its Content-Digest and handing a copy to the next handler.
+func BenchmarkServeHTTPSteadyPOST(b *testing.B) {
+	w := bigWorld(b)
+	g := newGate(b, w, `{"backend":"memory"}`, 1)
+	c := newClient(b, nil, w.owner, 0)
+	rec := serve(g, "GET", "/premium/x", nil)
+	c.nonce = nonceRe.FindStringSubmatch(rec.Header().Get("WWW-Authenticate"))[1]
+	if rec := serve(g, "GET", "/premium/x", c.payment("GET", "/premium/x", 1)); rec.Code != 200 {
+		b.Fatalf("open: %d %s", rec.Code, rec.Body)
+	}
+	body := bytes.Repeat([]byte("x"), 1024)
+	n := min(b.N+1, 1<<20-1)
+	reqs := make([]*http.Request, n)
+	for k := range reqs {
+		h := c.paymentWith("localhost:9080", "POST", "/premium/x", body, "", 1)
+		reqs[k] = httptest.NewRequest("POST", "http://localhost:9080/premium/x", bytes.NewReader(body))
+		for name, v := range h {
+			reqs[k].Header[name] = v
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		rec := httptest.NewRecorder()
+		if err := g.ServeHTTP(rec, reqs[i%n], okHandler); err != nil || (i < n && rec.Code != 200) {
+			b.Fatalf("payment %d: %v %d %s", i, err, rec.Code, rec.Body)
+		}
+	}
 }

@@ -33,6 +33,7 @@ func init() {
 //	    opens_per_minute <n>
 //	    ipv6_prefix      <bits>
 //	    max_open_bytes   <n>
+//	    max_body         <bytes>
 //	    lane_rate        <requests per second>
 //	    nonce_ttl        <duration>
 //	    revocations      <url|file> ...
@@ -166,6 +167,11 @@ func (g *Gate) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "max_open_bytes":
 			g.MaxOpenBytes, err = positive("max_open_bytes")
+		case "max_body":
+			var n int
+			if n, err = positive("max_body"); err == nil {
+				g.MaxBody = int64(n)
+			}
 		case "lane_rate":
 			var v string
 			if v, err = one(); err == nil {

@@ -5,6 +5,7 @@
 package caddymodule
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -111,6 +112,11 @@ type Gate struct {
 	// MaxOpenBytes bounds a lane-open document, in a header or a POST body.
 	// Default 65536.
 	MaxOpenBytes int `json:"max_open_bytes,omitempty"`
+	// MaxBody bounds the body of a paid request, which the gate reads to
+	// check it against its Content-Digest and bind it to the payment
+	// (docs/PROTOCOL.md §10); larger bodies get 413 body_too_large and
+	// spend no coupon. Default 1048576 (1 MiB).
+	MaxBody int64 `json:"max_body,omitempty"`
 	// LaneRate limits paid requests per lane per second (with a burst of the
 	// same size); excess requests get 429 with Retry-After and spend no
 	// coupon. Default 20; negative disables.
@@ -241,6 +247,9 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 	}
 	if g.MaxOpenBytes == 0 {
 		g.MaxOpenBytes = 64 << 10
+	}
+	if g.MaxBody == 0 {
+		g.MaxBody = 1 << 20
 	}
 	if g.LaneRate == 0 {
 		g.LaneRate = 20
@@ -379,6 +388,8 @@ func (g *Gate) Validate() error {
 		return fmt.Errorf("ecoupon: redeem_every must be at least 1s")
 	case g.MaxOpenBytes < 1024:
 		return fmt.Errorf("ecoupon: max_open_bytes %d is too small for any lane open (at least 1024)", g.MaxOpenBytes)
+	case g.MaxBody < 0:
+		return fmt.Errorf("ecoupon: max_body must be positive")
 	}
 	if err := coupons.CheckCurrency(g.Currency); err != nil {
 		return fmt.Errorf("ecoupon: currency: %w (e.g. 'unit 0.001 EUR')", err)
@@ -494,6 +505,12 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		badRequest(w, "bad_payment_header", err)
 		return nil
 	}
+	// The body is bound by its SHA-256 (PROTOCOL §10): read and check it
+	// before anything is opened or accepted.
+	body, ok := g.readContent(w, r)
+	if !ok {
+		return nil // answered
+	}
 	started := time.Now()
 	ctx := r.Context()
 	key := store.Key(p.Lane)
@@ -596,7 +613,10 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		return nil
 	}
 	req := coupons.Request{Method: r.Method, Host: strings.ToLower(r.Host), Path: r.URL.EscapedPath(), Query: r.URL.RawQuery,
-		Lane: p.Lane, Index: p.Index, Nonce: ent.rec.Meta.Nonce}
+		Range: rangeHeader(r.Header), Lane: p.Lane, Index: p.Index, Nonce: ent.rec.Meta.Nonce}
+	if body.has {
+		req.ContentDigest = body.sum[:]
+	}
 	digest := req.Digest()
 	var rec store.Record
 	var theft *coupons.Theft
@@ -727,6 +747,96 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		g.refund(ctx, p.Lane, ent, key)
 	}
 	return err
+}
+
+// content is what a paid request's body is bound by: its SHA-256, when it
+// has one.
+type content struct {
+	sum [32]byte
+	has bool
+}
+
+// readContent reads the body of a paid request (at most MaxBody bytes),
+// checks it against its Content-Digest and puts it back for the next
+// handler. It answers (413 body_too_large, 400 content_digest_required or
+// bad_content_digest) and returns false when the request cannot be paid
+// for. A request without a body costs nothing.
+func (g *Gate) readContent(w http.ResponseWriter, r *http.Request) (content, bool) {
+	var c content
+	cd := r.Header.Get(coupons.HeaderContentDigest)
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 && len(r.TransferEncoding) == 0 {
+		if cd == "" {
+			return c, true
+		}
+		return c, g.checkContentDigest(w, cd, sha256.Sum256(nil))
+	}
+	if r.ContentLength > g.MaxBody {
+		g.bodyTooLarge(w, r.ContentLength)
+		return c, false
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, g.MaxBody+1))
+	if err != nil {
+		gateMetrics.payments.WithLabelValues(g.Vendor, "bad_content_digest").Inc()
+		badRequest(w, "bad_content_digest", fmt.Errorf("reading the body: %w", err))
+		return c, false
+	}
+	if int64(len(body)) > g.MaxBody {
+		g.bodyTooLarge(w, -1)
+		return c, false
+	}
+	r.Body.Close()
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	sum := sha256.Sum256(body)
+	if len(body) == 0 {
+		if cd == "" {
+			return c, true
+		}
+		return c, g.checkContentDigest(w, cd, sum)
+	}
+	if cd == "" {
+		gateMetrics.payments.WithLabelValues(g.Vendor, "content_digest_required").Inc()
+		badRequest(w, "content_digest_required", errors.New("a paid request with a body must state its SHA-256 in Content-Digest: sha-256=:<base64>: (RFC 9530); no coupon was accepted"))
+		return c, false
+	}
+	c.sum, c.has = sum, true
+	return c, g.checkContentDigest(w, cd, sum)
+}
+
+// checkContentDigest checks a Content-Digest value against the SHA-256 of
+// the body read; it answers 400 bad_content_digest when they differ.
+func (g *Gate) checkContentDigest(w http.ResponseWriter, cd string, sum [32]byte) bool {
+	stated, err := coupons.ParseContentDigest(cd)
+	if err == nil && stated != sum {
+		err = errors.New("the Content-Digest does not match the body")
+	}
+	if err != nil {
+		gateMetrics.payments.WithLabelValues(g.Vendor, "bad_content_digest").Inc()
+		badRequest(w, "bad_content_digest", fmt.Errorf("%w; no coupon was accepted", err))
+		return false
+	}
+	return true
+}
+
+func (g *Gate) bodyTooLarge(w http.ResponseWriter, n int64) {
+	gateMetrics.payments.WithLabelValues(g.Vendor, "body_too_large").Inc()
+	why := fmt.Sprintf("the body of a paid request is limited to %d bytes (max_body); no coupon was accepted", g.MaxBody)
+	if n > 0 {
+		why = fmt.Sprintf("a body of %d bytes; %s", n, why)
+	}
+	writeJSON(w, http.StatusRequestEntityTooLarge, problem{Error: "body_too_large", Reason: why})
+}
+
+// rangeHeader returns the request's Range field lines joined with ", ", as
+// the request digest binds them.
+func rangeHeader(h http.Header) string {
+	v := h["Range"]
+	switch len(v) {
+	case 0:
+		return ""
+	case 1:
+		return v[0]
+	}
+	return strings.Join(v, ", ")
 }
 
 // laneFits checks that a stored lane was opened for this gate's vendor and

@@ -4,6 +4,7 @@ import (
 	"crypto/ecdh"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -132,6 +133,13 @@ func (c *client) payment(method, path string, n int) http.Header {
 
 // paymentFor spends n coupons for a request to path on host.
 func (c *client) paymentFor(host, method, path string, n int) http.Header {
+	return c.paymentWith(host, method, path, nil, "", n)
+}
+
+// paymentWith spends n coupons for a request to path on host with a body
+// (stated in Content-Digest when not empty) and a Range header (when not
+// "").
+func (c *client) paymentWith(host, method, path string, body []byte, rng string, n int) http.Header {
 	var i uint32
 	var w, next coupons.Value
 	var hasNext bool
@@ -146,13 +154,23 @@ func (c *client) paymentFor(host, method, path string, n int) http.Header {
 	if len(u) == 2 {
 		q = u[1]
 	}
-	d := (&coupons.Request{Method: method, Host: host, Path: u[0], Query: q, Lane: c.lane, Index: i, Nonce: c.nonce}).Digest()
+	r := coupons.Request{Method: method, Host: host, Path: u[0], Query: q, Range: rng, Lane: c.lane, Index: i, Nonce: c.nonce}
+	h := http.Header{}
+	if len(body) > 0 {
+		sum := sha256.Sum256(body)
+		r.ContentDigest = sum[:]
+		h.Set(coupons.HeaderContentDigest, coupons.ContentDigestHeader(&sum))
+	}
+	if rng != "" {
+		h.Set("Range", rng)
+	}
+	d := r.Digest()
 	var np *coupons.Value
 	if hasNext {
 		np = &next
 	}
 	p := coupons.Pay(c.lane, i, w, np, &d)
-	h := http.Header{"Authorization": {p.Header()}}
+	h.Set("Authorization", p.Header())
 	if !c.opened {
 		if c.nonce == "" {
 			c.t.Fatal("no nonce")

@@ -35,6 +35,7 @@ func TestGateConfigErrors(t *testing.T) {
 		{"lower-case currency", func(g *Gate) { g.Currency = "eur" }, "currency"},
 		{"max_jump below price", func(g *Gate) { g.Price, g.MaxJump = 10, 5 }, "below the price"},
 		{"tiny open limit", func(g *Gate) { g.MaxOpenBytes = 100 }, "max_open_bytes"},
+		{"negative body limit", func(g *Gate) { g.MaxBody = -1 }, "max_body"},
 		{"broker not a URL", func(g *Gate) { g.Broker = "broker.example" }, "http(s) URL"},
 		{"redis without url", func(g *Gate) { g.StoreRaw = []byte(`{"backend":"redis"}`) }, "url is required"},
 	}

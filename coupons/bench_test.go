@@ -59,6 +59,19 @@ func BenchmarkRequestDigest(b *testing.B) {
 	}
 }
 
+// BenchmarkParseContentDigest parses the Content-Digest of a paid request
+// with a body.
+func BenchmarkParseContentDigest(b *testing.B) {
+	sum := [32]byte{1, 2, 3}
+	v := ContentDigestHeader(&sum)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseContentDigest(v); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkLaneOpen2Level parses and verifies a lane open whose spender is
 // two delegations away from the owner (owner → phone → card): signatures
 // on the book, the book certificate, the user certificate, two grants and

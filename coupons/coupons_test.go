@@ -1,6 +1,8 @@
 package coupons
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"testing"
 	"time"
@@ -238,7 +240,7 @@ func TestRequestDigest(t *testing.T) {
 	d := r.Digest()
 	// Every field is bound, and the length prefixes stop shifting bytes
 	// between fields.
-	variants := []Request{r, r, r, r, r, r, r, r}
+	variants := []Request{r, r, r, r, r, r, r, r, r, r, r, r}
 	variants[0].Method = "POST"
 	variants[1].Host = "news.example."
 	variants[2].Path = "/premium/ax"
@@ -247,6 +249,12 @@ func TestRequestDigest(t *testing.T) {
 	variants[5].Index = 6
 	variants[6].Nonce = "m"
 	variants[7].Path, variants[7].Query = "/premium/ax=1", ""
+	// The body (by its SHA-256) and the Range header are bound too.
+	sum := sha256.Sum256([]byte("another body"))
+	variants[8].ContentDigest = sum[:]
+	variants[9].Range = "bytes=0-99"
+	variants[10].ContentDigest, variants[10].Range = []byte("bytes=0-99"), ""
+	variants[11].Query, variants[11].ContentDigest = "", []byte("\x00\x00\x00\x03x=1")
 	for i, v := range variants {
 		if v.Digest() == d {
 			t.Errorf("variant %d has the same digest", i)
@@ -254,6 +262,25 @@ func TestRequestDigest(t *testing.T) {
 	}
 	if r.Digest() != d {
 		t.Error("digest not deterministic")
+	}
+}
+
+// TestContentDigestHeader: the Content-Digest value round-trips, other
+// algorithms are skipped, and malformed values are refused.
+func TestContentDigestHeader(t *testing.T) {
+	sum := sha256.Sum256([]byte(`{"comment":"hello"}`))
+	v := ContentDigestHeader(&sum)
+	if got, err := ParseContentDigest(v); err != nil || got != sum {
+		t.Fatalf("ParseContentDigest(%q) = %x, %v", v, got, err)
+	}
+	if got, err := ParseContentDigest("sha-512=:AAAA:, " + v); err != nil || got != sum {
+		t.Fatalf("with another algorithm first: %x, %v", got, err)
+	}
+	for _, bad := range []string{"", "sha-512=:AAAA:", "sha-256=AAAA", "sha-256=:AAAA:", v + ", " + v, "sha-256", "=x, " + v,
+		"sha-256=:" + base64.RawStdEncoding.EncodeToString(sum[:]) + ":"} {
+		if _, err := ParseContentDigest(bad); !errors.Is(err, ErrBadContentDigest) {
+			t.Errorf("ParseContentDigest(%q) = %v", bad, err)
+		}
 	}
 }
 

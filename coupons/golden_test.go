@@ -70,7 +70,8 @@ func TestGoldenBook(t *testing.T) {
 }
 
 // TestGoldenPayment documents the payment of coupon 1 of lane 1 for
-// GET https://news.example/premium/a?x=1 answering nonce "nonce-1".
+// GET https://news.example/premium/a?x=1 answering nonce "nonce-1", then
+// coupon 2 for a POST with a body and coupon 3 for a GET with a Range.
 func TestGoldenPayment(t *testing.T) {
 	w := newWorld(t)
 	pp := w.payer(1)
@@ -79,6 +80,23 @@ func TestGoldenPayment(t *testing.T) {
 	p := Pay(pp.lane, 1, pp.chain[1], &pp.chain[2], &d)
 	var b strings.Builder
 	fmt.Fprintf(&b, "# GET https://news.example/premium/a?x=1, nonce \"nonce-1\", coupon 1 of lane 1\n")
+	fmt.Fprintf(&b, "digest = %x\n", d)
+	fmt.Fprintf(&b, "Authorization: %s\n", p.Header())
+	// A request with a body states its SHA-256 in Content-Digest and binds
+	// it; a Range header is bound as sent.
+	body := []byte(`{"comment":"hello"}`)
+	sum := sha256.Sum256(body)
+	r = Request{Method: "POST", Host: "news.example", Path: "/premium/a", ContentDigest: sum[:], Lane: pp.lane, Index: 2, Nonce: "nonce-1"}
+	d = r.Digest()
+	p = Pay(pp.lane, 2, pp.chain[2], &pp.chain[3], &d)
+	fmt.Fprintf(&b, "# POST https://news.example/premium/a with body %s, coupon 2 of lane 1\n", body)
+	fmt.Fprintf(&b, "%s: %s\n", HeaderContentDigest, ContentDigestHeader(&sum))
+	fmt.Fprintf(&b, "digest = %x\n", d)
+	fmt.Fprintf(&b, "Authorization: %s\n", p.Header())
+	r = Request{Method: "GET", Host: "news.example", Path: "/premium/a", Range: "bytes=0-99", Lane: pp.lane, Index: 3, Nonce: "nonce-1"}
+	d = r.Digest()
+	p = Pay(pp.lane, 3, pp.chain[3], &pp.chain[4], &d)
+	fmt.Fprintf(&b, "# GET https://news.example/premium/a with Range: bytes=0-99, coupon 3 of lane 1\n")
 	fmt.Fprintf(&b, "digest = %x\n", d)
 	fmt.Fprintf(&b, "Authorization: %s\n", p.Header())
 	checkGolden(t, "payment.txt", []byte(b.String()))

@@ -6,6 +6,7 @@ package wallet
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -38,7 +39,14 @@ var (
 	// coupons are all spent: the grant's issuer can grant more, or take the
 	// lanes back (ecoupons wallet reclaim).
 	ErrPortionUsedUp = errors.New("wallet: portion used up")
+	// ErrBodyTooLarge means a request's body is larger than the transport
+	// reads to bind it to a payment (Transport.MaxBody): nothing is paid.
+	ErrBodyTooLarge = errors.New("wallet: request body too large to pay for")
 )
+
+// DefaultMaxBody is the largest request body a Transport pays for when its
+// MaxBody is 0: the gate's default max_body.
+const DefaultMaxBody = 1 << 20
 
 // Challenge is a parsed WWW-Authenticate: ECoupon … header.
 type Challenge struct {
@@ -115,6 +123,11 @@ type Transport struct {
 	// name any vendor, and coupons paid to a relay could be spent by it
 	// at the real vendor.
 	Hosts []string
+	// MaxBody is the largest request body the transport pays for (it reads
+	// the body to bind its SHA-256 to the payment and states it in
+	// Content-Digest); a larger one is refused with ErrBodyTooLarge before
+	// any coupon leaves. 0: DefaultMaxBody.
+	MaxBody int64
 
 	holder *delegation.Holder
 	mu     sync.Mutex
@@ -275,13 +288,17 @@ func (t *Transport) Answer(req *http.Request, ch *Challenge) (*http.Response, er
 	if err := t.acceptable(ch); err != nil {
 		return nil, err
 	}
+	body, err := t.readBody(req)
+	if err != nil {
+		return nil, err
+	}
 	l, err := t.take()
 	if err != nil {
 		return nil, err
 	}
 	orig := l.nonce // the lane's open before this payment, kept if a re-open is refused
 	for attempt := 0; ; attempt++ {
-		resp, err := t.pay(base, req, ch, l)
+		resp, err := t.pay(base, req, body, ch, l)
 		code := ""
 		if err == nil && resp.StatusCode == http.StatusPaymentRequired {
 			code = refusalCode(resp)
@@ -373,16 +390,69 @@ func refusalCode(resp *http.Response) string {
 	return p.Error
 }
 
-// pay pays ch for req on lane l (opening it first if it is not open) and
-// sends req with the payment.
-func (t *Transport) pay(base http.RoundTripper, req *http.Request, ch *Challenge, l *lane) (*http.Response, error) {
+// requestBody is a paid request's body, read once to be hashed and sent
+// (again) with each payment.
+type requestBody struct {
+	data []byte
+	sum  [32]byte
+}
+
+// readBody reads req's body (from GetBody: RoundTrip sent it once
+// already), at most MaxBody bytes; nil for a request without one or with an
+// empty one.
+func (t *Transport) readBody(req *http.Request) (*requestBody, error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return nil, nil
+	}
+	if req.GetBody == nil {
+		return nil, errors.New("wallet: a request with a body needs GetBody to be paid for after a 402")
+	}
+	limit := t.MaxBody
+	if limit <= 0 {
+		limit = DefaultMaxBody
+	}
+	if req.ContentLength > limit {
+		return nil, fmt.Errorf("%w: %d bytes, limit %d", ErrBodyTooLarge, req.ContentLength, limit)
+	}
+	rc, err := req.GetBody()
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%w: more than %d bytes", ErrBodyTooLarge, limit)
+	}
+	if len(data) == 0 {
+		return nil, nil
+	}
+	return &requestBody{data: data, sum: sha256.Sum256(data)}, nil
+}
+
+// rangeHeader returns the request's Range field lines joined with ", ", as
+// the request digest binds them.
+func rangeHeader(h http.Header) string {
+	return strings.Join(h.Values("Range"), ", ")
+}
+
+// pay pays ch for req, whose body is body, on lane l (opening it first if
+// it is not open) and sends req with the payment and, with a body, its
+// Content-Digest.
+func (t *Transport) pay(base http.RoundTripper, req *http.Request, body *requestBody, ch *Challenge, l *lane) (*http.Response, error) {
 	var err error
 	b := t.holder.Book.Book
 	retry := req.Clone(req.Context())
-	if req.GetBody != nil {
-		if retry.Body, err = req.GetBody(); err != nil {
-			return nil, err
-		}
+	if body != nil {
+		data := body.data
+		retry.Body = io.NopCloser(bytes.NewReader(data))
+		retry.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
+		retry.ContentLength = int64(len(data))
+		retry.Header.Set(coupons.HeaderContentDigest, coupons.ContentDigestHeader(&body.sum))
+	} else if req.Body != nil && req.Body != http.NoBody {
+		retry.Body, retry.ContentLength = http.NoBody, 0 // an empty body
 	}
 	var open string
 	if l.nonce == "" {
@@ -432,8 +502,12 @@ func (t *Transport) pay(base http.RoundTripper, req *http.Request, ch *Challenge
 	if open != "" {
 		retry.Header.Set("ECoupon-Open", open)
 	}
-	d := (&coupons.Request{Method: req.Method, Host: host, Path: req.URL.EscapedPath(), Query: req.URL.RawQuery,
-		Lane: l.id, Index: i, Nonce: l.nonce}).Digest()
+	creq := coupons.Request{Method: req.Method, Host: host, Path: req.URL.EscapedPath(), Query: req.URL.RawQuery,
+		Range: rangeHeader(req.Header), Lane: l.id, Index: i, Nonce: l.nonce}
+	if body != nil {
+		creq.ContentDigest = body.sum[:]
+	}
+	d := creq.Digest()
 	var np *coupons.Value
 	if hasNext {
 		np = &next
