@@ -40,9 +40,18 @@ func (u *upstream) handler() caddyhttp.Handler {
 
 // serveWith serves a request with a body through g to next.
 func serveWith(g *Gate, next caddyhttp.Handler, method, path string, h http.Header, body []byte) *httptest.ResponseRecorder {
+	return serveRequest(g, next, method, path, h, body, nil)
+}
+
+// serveRequest serves a request with a body through g to next, after edit
+// (when not nil) changed it; an error from the gate counts as a 500.
+func serveRequest(g *Gate, next caddyhttp.Handler, method, path string, h http.Header, body []byte, edit func(*http.Request)) *httptest.ResponseRecorder {
 	r := httptest.NewRequest(method, "http://localhost:9080"+path, bytes.NewReader(body))
 	for k, v := range h {
 		r.Header[k] = v
+	}
+	if edit != nil {
+		edit(r)
 	}
 	rec := httptest.NewRecorder()
 	if err := g.ServeHTTP(rec, r, next); err != nil {

@@ -4,23 +4,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 )
 
 // serveFrom is serve for a request from addr (host:port).
 func serveFrom(g *Gate, addr, method, path string, h http.Header, body string) *httptest.ResponseRecorder {
-	r := httptest.NewRequest(method, "http://localhost:9080"+path, strings.NewReader(body))
-	r.RemoteAddr = addr
-	for k, v := range h {
-		r.Header[k] = v
-	}
-	rec := httptest.NewRecorder()
-	if err := g.ServeHTTP(rec, r, okHandler); err != nil {
-		rec.Code = 500
-	}
-	return rec
+	return serveRequest(g, okHandler, method, path, h, []byte(body), func(r *http.Request) { r.RemoteAddr = addr })
 }
 
 // openLimitedGate is a test gate with opens_per_minute n, at a frozen clock.

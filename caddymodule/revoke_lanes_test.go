@@ -93,15 +93,7 @@ func (c *counted) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 
 // serveTo is serve with next as the next handler.
 func serveTo(g *Gate, next caddyhttp.Handler, h http.Header) *httptest.ResponseRecorder {
-	r := httptest.NewRequest("GET", "http://localhost:9080/premium/x", nil)
-	for k, v := range h {
-		r.Header[k] = v
-	}
-	rec := httptest.NewRecorder()
-	if err := g.ServeHTTP(rec, r, next); err != nil {
-		rec.Code = 500
-	}
-	return rec
+	return serveWith(g, next, "GET", "/premium/x", h, nil)
 }
 
 func mustPay(t *testing.T, g *Gate, c *client, n int, who string) {
