@@ -52,7 +52,8 @@ func vendorRefused(w io.Writer, path, redisURL, prefix string, limit int) (int, 
 		return 2, errors.New("give one of --store and --redis")
 	case path != "":
 		if _, err := os.Stat(path); err != nil {
-			return 1, err
+			// Opening would create an empty store: say what is missing.
+			return 1, fmt.Errorf("no spent-state store at %s (the gate's `store bolt <path>`): %w", path, err)
 		}
 		s, err = store.OpenBolt(path, store.BoltOptions{})
 	default:
