@@ -76,6 +76,7 @@ func BenchmarkServeHTTPSteadyLaneRate(b *testing.B) {
 	w := bigWorld(b)
 	g := newGate(b, w, `{"backend":"memory"}`, 1)
 	g.LaneRate = 1e9
+	reCore(b, g)
 	benchSteady(b, w, g, nil)
 }
 
@@ -177,45 +178,6 @@ func benchDevice(b *testing.B, w *world) *delegation.Holder {
 	return h
 }
 
-// BenchmarkCheckRevoked isolates the revocation check of the payment path
-// on a delegate's lane (three certificates: the book's, the user's and the
-// grant; two keys; one broker's list):
-// "unchanged" is every payment's cost when no list arrived since the
-// lane's last check (the condition ServeHTTP tests before calling
-// checkRevoked); "new-list" is checkRevoked after a list that does not
-// name the lane, paid once per lane per list.
-func BenchmarkCheckRevoked(b *testing.B) {
-	w := bigWorld(b)
-	g := revBenchGate(b, w)
-	c := newClient(b, nil, benchDevice(b, w), 0)
-	c.nonce = gateNonce(g)
-	if rec := serve(g, "GET", "/premium/x", c.payment("GET", "/premium/x", 1)); rec.Code != 200 {
-		b.Fatalf("open: %d %s", rec.Code, rec.Body)
-	}
-	rec, err := g.store.Get(context.Background(), c.lane)
-	if err != nil || len(rec.Meta.Certs) != 3 || len(rec.Meta.Keys) != 2 {
-		b.Fatalf("lane: %v, %d certificates, %d keys", err, len(rec.Meta.Certs), len(rec.Meta.Keys))
-	}
-	ent := &laneEntry{rec: rec, gen: g.revoked.generation()}
-	ctx := context.Background()
-	b.Run("unchanged", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if ent.rec.Meta.Revoked || (g.revoked != nil && ent.gen != g.revoked.generation()) {
-				b.Fatal("checked")
-			}
-		}
-	})
-	b.Run("new-list", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			ent.gen = 0
-			if err := g.checkRevoked(ctx, c.lane, ent); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-}
 
 // BenchmarkServeHTTPSteadyPOST is the steady state for a paid POST with a
 // 1 KiB body: as BenchmarkServeHTTPSteady, plus reading the body, hashing

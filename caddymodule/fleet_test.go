@@ -140,3 +140,15 @@ func TestBoltGateAcceptsEachCouponOnce(t *testing.T) {
 }
 
 func writeFile(path string, b []byte) error { return os.WriteFile(path, b, 0o644) }
+
+// reCore makes g's acceptance core again after a test changed the gate's
+// store or settings.
+func reCore(t testing.TB, g *Gate) {
+	t.Helper()
+	g.core.Close()
+	core, err := g.newCore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.core = core
+}

@@ -128,6 +128,8 @@ type Record struct {
 	State  coupons.LaneState
 	Credit uint32 // coupons paid for requests the upstream failed (5xx), owed back
 	Spent  uint32 // coupons accepted in total (= State.Last)
+	// Lease: see the lease branch (placeholder until it merges).
+	Lease uint32
 }
 
 // Store is the spent-state store of a gate.
