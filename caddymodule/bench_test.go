@@ -178,7 +178,6 @@ func benchDevice(b *testing.B, w *world) *delegation.Holder {
 	return h
 }
 
-
 // BenchmarkServeHTTPSteadyPOST is the steady state for a paid POST with a
 // 1 KiB body: as BenchmarkServeHTTPSteady, plus reading the body, hashing
 // it, checking its Content-Digest and handing a copy to the next handler.

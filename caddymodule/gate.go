@@ -176,8 +176,8 @@ type Gate struct {
 	nonces  *nonceMaker
 	// core accepts the payments (lanes.Core): lane cache, rate limits,
 	// verification, compare-and-set, refunds, leases.
-	core *lanes.Core
-	opens   *ipWindow
+	core  *lanes.Core
+	opens *ipWindow
 	// longWalks limits payments allowed past max_jump after a takeover.
 	longWalks *ipWindow
 	revoked   *revocations
@@ -507,7 +507,6 @@ func badRequest(w http.ResponseWriter, code string, err error) {
 }
 
 const hintPay = "open a lane of a book for this vendor (ECoupon-Open header or POST " + OpenPath + ") answering this nonce, then pay with Authorization: ECoupon lane=…, i=…, w=…, m=…"
-
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler. A paid request goes
 // through named steps: the well-known paths, parsing the payment, reading

@@ -202,4 +202,3 @@ func TestBoltCommitMetrics(t *testing.T) {
 		t.Errorf("a closed store still exported: %v", got)
 	}
 }
-
