@@ -4,10 +4,13 @@
 // is the truth; caches in front of it may forget.
 //
 // Three implementations: Memory (tests), Bolt (embedded, durable, group
-// commit) and Redis (shared by a fleet, in package store's redis.go).
-// Every implementation must make Advance an atomic compare-and-set that is
-// durable before it returns, so that a coupon is never accepted twice,
-// across goroutines, processes, nodes or crashes.
+// commit) and Redis (shared by a fleet, in package store's redis.go), and
+// a wrapper, Leased, for a store one process owns (Bolt). Every
+// implementation makes Advance an atomic compare-and-set that is durable
+// when it returns, or, for Leased, covered when it returns by a
+// reservation made durable before (Record.Lease: after a crash, the gate
+// refuses every coupon up to it), so that a coupon is never accepted
+// twice, across goroutines, processes, nodes or crashes.
 package store
 
 import (
@@ -164,7 +167,8 @@ type Store interface {
 	// revoked and next lacks the mark, it returns ErrRevoked: nothing is
 	// written. When next.Meta.Cap > 0, charge nanos are added
 	// to the grant's total spending, refused with coupons.ErrCapExceeded
-	// beyond the cap. It is durable when it returns.
+	// beyond the cap. It is durable when it returns, or within a
+	// reservation the store holds (next.Lease, Record.Lease, Leased).
 	Advance(ctx context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64) error
 	// Close releases the store.
 	Close() error
