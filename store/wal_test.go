@@ -182,9 +182,9 @@ func FuzzWALChanges(f *testing.F) {
 // log) never panics, and what decodes encodes back to the same bytes
 // (version 4) or to its version 4 form (versions 1 to 3), which decodes
 // to the same record; the position, the credit and the lease read in
-// place agree, and
-// so does the revoked check of Advance (a record never refuses a write
-// of itself, and refuses its unmarked self when it is marked).
+// place agree, and so does the revoked check of Advance (a record never
+// refuses a write of itself, and refuses its unmarked self when it is
+// marked).
 func FuzzRecord(f *testing.F) {
 	r := NewRecord(testMeta(5))
 	enc, _ := r.MarshalBinary()
