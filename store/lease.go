@@ -49,6 +49,8 @@ type Leased struct {
 	flushes, flushWrites, durable, fast, released, flushErrors atomic.Uint64
 }
 
+var _ Store = (*Leased)(nil)
+
 // LeaseOptions tune a Leased store.
 type LeaseOptions struct {
 	// FlushEvery is how often the lanes changed in memory are written to
