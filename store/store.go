@@ -514,21 +514,21 @@ func (r *Record) UnmarshalBinary(b []byte) error {
 	if err != nil {
 		return err
 	}
+	be32 := func(at int) uint32 { return binary.BigEndian.Uint32(b[at:]) }
+	be64 := func(at int) uint64 { return binary.BigEndian.Uint64(b[at:]) }
 	m := &r.Meta
-	p := b[1:]
-	take := func(n int) []byte { x := p[:n]; p = p[n:]; return x }
-	copy(m.Tag[:], take(16))
-	copy(m.Anchor[:], take(32))
-	m.Length = binary.BigEndian.Uint32(take(4))
-	m.Unit = int64(binary.BigEndian.Uint64(take(8)))
-	m.Currency = string(take(3))
-	m.NotAfter = time.Unix(int64(binary.BigEndian.Uint64(take(8))), 0).UTC()
-	copy(m.Spender[:], take(32))
-	copy(m.Owner[:], take(32))
-	copy(m.Grant[:], take(32))
-	m.Cap = int64(binary.BigEndian.Uint64(take(8)))
-	n := int(take(1)[0])
-	nonce := take(MaxNonce)
+	copy(m.Tag[:], b[recordTagAt:])
+	copy(m.Anchor[:], b[recordAnchorAt:])
+	m.Length = be32(recordLengthAt)
+	m.Unit = int64(be64(recordUnitAt))
+	m.Currency = string(b[recordCurrencyAt : recordCurrencyAt+3])
+	m.NotAfter = time.Unix(int64(be64(recordNotAfterAt)), 0).UTC()
+	copy(m.Spender[:], b[recordSpenderAt:])
+	copy(m.Owner[:], b[recordOwnerAt:])
+	copy(m.Grant[:], b[recordGrantAt:])
+	m.Cap = int64(be64(recordCapAt))
+	n := int(b[recordNonceAt])
+	nonce := b[recordNonceAt+1 : recordNonceAt+1+MaxNonce]
 	if n > MaxNonce {
 		return fmt.Errorf("%w: nonce length", ErrCorrupt)
 	}
@@ -539,11 +539,11 @@ func (r *Record) UnmarshalBinary(b []byte) error {
 	}
 	m.Nonce = string(nonce[:n])
 	s := &r.State
-	s.Last = binary.BigEndian.Uint32(take(4))
-	copy(s.LastValue[:], take(32))
-	copy(s.PrevDigest[:], take(32))
-	copy(s.PrevMAC[:], take(16))
-	switch take(1)[0] {
+	s.Last = be32(recordLastAt)
+	copy(s.LastValue[:], b[recordLastValueAt:])
+	copy(s.PrevDigest[:], b[recordPrevDigestAt:])
+	copy(s.PrevMAC[:], b[recordPrevMACAt:])
+	switch b[recordHasPrevAt] {
 	case 0:
 		s.HasPrev = false
 	case 1:
@@ -551,35 +551,37 @@ func (r *Record) UnmarshalBinary(b []byte) error {
 	default:
 		return fmt.Errorf("%w: bad flag", ErrCorrupt)
 	}
-	r.Credit = binary.BigEndian.Uint32(take(4))
-	r.Spent = binary.BigEndian.Uint32(take(4))
+	r.Credit = be32(recordCreditAt)
+	r.Spent = be32(recordSpentAt)
 	m.Vendor = [32]byte{}
 	m.Certs, m.Keys, m.Revoked, m.End = nil, nil, false, 0
 	r.Lease = 0
 	if version >= 2 {
-		copy(m.Vendor[:], take(32))
+		copy(m.Vendor[:], b[recordVendorAt:])
 	}
 	if version >= 3 {
-		flags := take(1)[0]
+		flags := b[recordFlagsAt]
 		if flags&^flagsKnown != 0 {
 			return fmt.Errorf("%w: unknown flags %#x", ErrCorrupt, flags)
 		}
 		m.Revoked = flags&flagRevoked != 0
-		m.End = binary.BigEndian.Uint32(take(4))
+		m.End = be32(recordEndAt)
 		if version >= 4 {
-			r.Lease = binary.BigEndian.Uint32(take(4))
+			r.Lease = be32(recordLeaseAt)
 		}
-		nc, nk := int(take(1)[0]), int(take(1)[0])
+		t := tailAt(byte(version))
+		nc, nk := int(b[t]), int(b[t+1])
+		p := b[t+2:] // recordVersionOf checked its length
 		if nc > 0 {
 			m.Certs = make([][32]byte, nc)
 			for i := range m.Certs {
-				copy(m.Certs[i][:], take(32))
+				copy(m.Certs[i][:], p[32*i:])
 			}
 		}
 		if nk > 0 {
 			m.Keys = make([]spki.KeyHash, nk)
 			for i := range m.Keys {
-				copy(m.Keys[i][:], take(32))
+				copy(m.Keys[i][:], p[32*(nc+i):])
 			}
 		}
 	}
