@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -31,7 +32,16 @@ func runGateChild(cfg string) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	select {}
+	// SIGTERM stops the gate cleanly (its store flushed and closed);
+	// SIGKILL is the crash.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM)
+	<-sig
+	if err := caddy.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(0)
 }
 
 func freePort(t *testing.T) int {
