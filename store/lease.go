@@ -164,6 +164,10 @@ func NewLeased(inner Store, opt LeaseOptions) *Leased {
 	return l
 }
 
+// HoldsLeases reports that this store keeps spending leases: a gate may
+// ask it for reservations (Record.Lease) beyond the lane's position.
+func (l *Leased) HoldsLeases() bool { return true }
+
 // Inner returns the wrapped store (for its own statistics; writing to it
 // behind the Leased store's back is wrong).
 func (l *Leased) Inner() Store { return l.inner }
