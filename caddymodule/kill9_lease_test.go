@@ -8,8 +8,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -244,4 +244,3 @@ func TestGateKill9WithinLease(t *testing.T) {
 	}
 	t.Logf("%d payments accepted before SIGKILL, none again after; %d of %d lanes resumed within lease %d", n, resumed, lanes, lease)
 }
-
