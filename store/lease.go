@@ -240,7 +240,9 @@ func (l *Leased) Advance(ctx context.Context, id coupons.LaneID, prevLast, prevC
 	if h.rec.State.Last != prevLast || h.rec.Credit != prevCredit {
 		return fmt.Errorf("%w: at %d (credit %d), expected %d (credit %d)", ErrConflict, h.rec.State.Last, h.rec.Credit, prevLast, prevCredit)
 	}
-	if next.State.Last <= h.res && next.Credit == h.rec.Credit && charge == 0 && next.Meta.Cap == 0 &&
+	// charge counts only against a cap (Store.Advance): an uncapped lane
+	// ignores it.
+	if next.State.Last <= h.res && next.Credit == h.rec.Credit && next.Meta.Cap == 0 &&
 		next.Meta.Equal(&h.rec.Meta) {
 		next.Lease = 0
 		h.rec, h.dirty = next, true

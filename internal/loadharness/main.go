@@ -60,6 +60,7 @@ func main() {
 	rounds := flag.Int("rounds", 3, "rounds per server, run alternately (medians are reported; make it odd)")
 	storeKind := flag.String("store", "bolt", "gate store: bolt, memory, or bolt-nosync (diagnostic, not durable)")
 	commitDelay := flag.Duration("commit-delay", 0, "the bolt store's commit_delay")
+	lease := flag.Int("lease", 0, "the gate's spending lease in coupons (0: the gate's default; 1: every coupon durable before it is accepted)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the timed rounds to this file")
 	traceFile := flag.String("trace", "", "write an execution trace of the timed rounds to this file")
 	flag.Parse()
@@ -81,7 +82,7 @@ func main() {
 		trace.Start(f)
 		defer trace.Stop()
 	}
-	if err := run(*clients, *duration, *rounds, *storeKind, *commitDelay); err != nil {
+	if err := run(*clients, *duration, *rounds, *storeKind, *commitDelay, *lease); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "loadharness:", err)
 		os.Exit(1)
@@ -93,7 +94,7 @@ func key(label string) ed25519.PrivateKey {
 	return ed25519.NewKeyFromSeed(seed[:])
 }
 
-func run(clients int, duration time.Duration, rounds int, storeKind string, commitDelay time.Duration) error {
+func run(clients int, duration time.Duration, rounds int, storeKind string, commitDelay time.Duration, lease int) error {
 	dir, err := os.MkdirTemp("", "ecoupons-load-")
 	if err != nil {
 		return err
@@ -170,7 +171,7 @@ func run(clients int, duration time.Duration, rounds int, storeKind string, comm
 			"gated": map[string]any{"listen": []string{gatedAddr}, "automatic_https": map[string]any{"disable": true},
 				"routes": []any{map[string]any{"handle": []any{
 					map[string]any{"handler": "ecoupon", "vendor": "load.example", "broker_keys": []string{brokerFile},
-						"price": 1, "lane_rate": -1, "opens_per_minute": 100000, "store": storeJSON},
+						"price": 1, "lane_rate": -1, "opens_per_minute": 100000, "lease": lease, "store": storeJSON},
 					fileServer}}}},
 		}}},
 	}
@@ -266,6 +267,12 @@ func run(clients int, duration time.Duration, rounds int, storeKind string, comm
 	store := storeKind
 	if storeKind != "memory" && commitDelay > 0 {
 		store += fmt.Sprintf(" (commit_delay %s)", commitDelay)
+	}
+	if storeKind != "memory" {
+		if lease == 0 {
+			lease = caddymodule.DefaultLease
+		}
+		store += fmt.Sprintf(", lease %d", lease)
 	}
 	fmt.Printf("clients %d, %s rounds × %d, store %s, 1 KiB file\n", clients, duration, rounds, store)
 	fmt.Printf("plain file_server: %.0f req/s (CPU %.0f%%, %.0f µs per request)\n", p, median(plainUse), median(plainCPU))
