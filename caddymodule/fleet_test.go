@@ -161,3 +161,29 @@ func reCore(t testing.TB, g *Gate) {
 	}
 	g.core = core
 }
+
+// TestFleetStaleCacheBeyondMaxJump: gate A of a Redis fleet caches a lane
+// at coupon 1, gate B takes coupons 2…(1+2·max_jump); A must accept the
+// next coupons (reading the store again), not refuse them as
+// index_jump_too_large for ever, and must refuse B's coupons as spent.
+func TestFleetStaleCacheBeyondMaxJump(t *testing.T) {
+	url := testredis.Start(t)
+	w := newWorldL(t, "news.example", t0Later(), 256)
+	storeJSON := fmt.Sprintf(`{"backend":"redis","url":%q}`, url)
+	a, b := newGate(t, w, storeJSON, 1), newGate(t, w, storeJSON, 1) // max_jump 64
+	pays := payments(t, a, w, 0, 140, 1)
+	if rec := serve(a, "GET", "/premium/x", pays[0]); rec.Code != 200 {
+		t.Fatalf("coupon 1 at A: %d %s", rec.Code, rec.Body)
+	}
+	for k := 1; k <= 128; k++ {
+		if rec := serve(b, "GET", "/premium/x", http.Header{"Authorization": pays[k]["Authorization"]}); rec.Code != 200 {
+			t.Fatalf("coupon %d at B: %d %s", k+1, rec.Code, rec.Body)
+		}
+	}
+	wantRefusal(t, serve(a, "GET", "/premium/x", http.Header{"Authorization": pays[128]["Authorization"]}), 402, "coupon_spent")
+	for k := 129; k < 133; k++ {
+		if rec := serve(a, "GET", "/premium/x", http.Header{"Authorization": pays[k]["Authorization"]}); rec.Code != 200 {
+			t.Fatalf("coupon %d at A, after B moved the lane 128 coupons: %d %s", k+1, rec.Code, rec.Body)
+		}
+	}
+}
