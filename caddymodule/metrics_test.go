@@ -153,7 +153,8 @@ func TestLaneRateLimitWithoutCacheAdmission(t *testing.T) {
 func TestBoltCommitMetrics(t *testing.T) {
 	w := newWorld(t, "news.example", t0Later())
 	path := filepath.Join(t.TempDir(), "spent.db")
-	g := &Gate{Vendor: "news.example", BrokerKeys: []string{w.brokerKeyFile}, Price: 1, MaxJump: 64, LaneRate: -1,
+	// Lease 1: every payment is a durable write.
+	g := &Gate{Vendor: "news.example", BrokerKeys: []string{w.brokerKeyFile}, Price: 1, MaxJump: 64, LaneRate: -1, Lease: 1,
 		OpensPerMinute: 1 << 20, SecretFile: filepath.Join(filepath.Dir(w.brokerKeyFile), "secret"),
 		StoreRaw: []byte(fmt.Sprintf(`{"backend":"bolt","path":%q}`, path))}
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})

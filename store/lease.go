@@ -567,10 +567,16 @@ func (l *Leased) SetProof(ctx context.Context, id coupons.LaneID, proof [][32]by
 	return l.inner.SetProof(ctx, id, proof)
 }
 
-// Pending implements Store: the inner store's pending lanes, at the
-// positions written there (up to FlushEvery behind memory; the newer
-// coupons are redeemed on a later run).
+// Pending implements Store: the inner store's pending lanes, after the
+// exact positions held in memory were written there.
 func (l *Leased) Pending(ctx context.Context, now time.Time, limit int) ([]Pending, error) {
+	// Write the exact positions held in memory first, so that redemption
+	// claims every coupon accepted so far (a failed write is counted in
+	// FlushErrors and retried by the flusher; the outbox is then a flush
+	// behind, which the next run catches up).
+	if !l.closed.Load() {
+		l.flush(false)
+	}
 	return l.inner.Pending(ctx, now, limit)
 }
 
