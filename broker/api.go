@@ -275,40 +275,6 @@ func (a *API) postBook(ctx context.Context, caller *spki.PublicKey, body []byte)
 		"certificate": string(spki.Transport(cert.Sexp()))}, nil
 }
 
-// RedeemItem is one redemption in the JSON API.
-type RedeemItem struct {
-	Lane   string   `json:"lane"`             // <base64url book id>.<lane>
-	Index  uint32   `json:"i"`                // highest coupon index
-	Value  string   `json:"w"`                // base64url chain value
-	Anchor string   `json:"anchor,omitempty"` // base64url, on a lane's first redemption
-	Proof  []string `json:"proof,omitempty"`  // base64url Merkle path
-	// Theft is evidence of a stolen coupon on this lane (see TheftItem).
-	Theft *TheftItem `json:"theft,omitempty"`
-}
-
-// TheftItem is theft evidence in the JSON API: coupon i was paid for the
-// request whose digest is digest with binding tag mac, which next (coupon
-// i+1, base64url like the others) does not produce.
-type TheftItem struct {
-	Index  uint32 `json:"i"`
-	Digest string `json:"digest"`
-	MAC    string `json:"mac"`
-	Next   string `json:"next"`
-}
-
-// RedeemOutcome is one redemption's result in the JSON API.
-type RedeemOutcome struct {
-	Lane    string `json:"lane"`
-	Coupons uint32 `json:"coupons"`
-	Amount  string `json:"amount"`
-	Fee     string `json:"fee"`
-	Error   string `json:"error,omitempty"`
-	// Code is the refusal's reason code (RedeemUnknownBook, …), with Error;
-	// RedeemPermanent tells whether resending the lane can ever succeed.
-	Code  string `json:"code,omitempty"`
-	Theft string `json:"theft,omitempty"` // "recorded", or why the evidence was refused
-}
-
 func b64(dst []byte, s string) bool {
 	b, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil || len(b) != len(dst) {

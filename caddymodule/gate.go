@@ -28,7 +28,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dgraph-io/ristretto/v2"
-	"github.com/ecoupons/ecoupons/broker"
+	"github.com/ecoupons/ecoupons/brokerapi"
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/spki"
 	"github.com/ecoupons/ecoupons/store"
@@ -1143,7 +1143,7 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	// chain as the limit: a delegate cannot multiply its cap by
 	// sub-delegating to keys of its own, each with the same cap.
 	meta.Grant = lane.Grant
-	var status broker.LaneStatus
+	var status brokerapi.LaneStatus
 	var stored *store.Record // held by the store, to be taken over
 	if g.Mode != ModeOffline {
 		// A lane this gate's store already holds was checked (and, online,

@@ -17,15 +17,15 @@ import (
 	"go.step.sm/crypto/pemutil"
 )
 
-// workerStacks counts the goroutines running one of the gate's or the
-// broker module's workers, or a cache's (ristretto) goroutines.
+// workerStacks counts the goroutines running one of the gate's workers,
+// or a cache's (ristretto) goroutines.
 func workerStacks() int {
 	var b bytes.Buffer
 	pprof.Lookup("goroutine").WriteTo(&b, 1)
 	n := 0
 	for _, s := range strings.Split(b.String(), "\n\n") {
 		if strings.Contains(s, "redeemLoop") || strings.Contains(s, "(*revocations).poll") ||
-			strings.Contains(s, "ristretto") || strings.Contains(s, "(*BrokerHandler).Provision") {
+			strings.Contains(s, "ristretto") {
 			n++
 		}
 	}
@@ -156,46 +156,5 @@ func TestValidateRejectsBadConfigWithoutCreatingFiles(t *testing.T) {
 	}
 	if hits.Load() == 0 {
 		t.Errorf("the valid configuration did not fetch its revocation list")
-	}
-}
-
-// TestBrokerModuleRejectsBadConfigWithoutCreatingFiles: the broker module
-// rejects a configuration Validate would reject before it opens (creates)
-// the ledger or starts its release loop.
-func TestBrokerModuleRejectsBadConfigWithoutCreatingFiles(t *testing.T) {
-	keyFile := writeKeyPEM(t, t.TempDir(), "broker")
-	cases := []struct {
-		name string
-		h    BrokerHandler
-		want string
-	}{
-		{"no key", BrokerHandler{}, "key is required"},
-		{"fee above 10000", BrokerHandler{KeyFile: keyFile, FeeBasisPoints: 10001}, "fee"},
-		{"short release_every", BrokerHandler{KeyFile: keyFile, ReleaseEvery: caddy.Duration(1)}, "release_every"},
-		{"unknown users policy", BrokerHandler{KeyFile: keyFile, Users: "closed"}, "users must be open or approve"},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			data := t.TempDir()
-			t.Setenv("XDG_DATA_HOME", data)
-			before := workerStacks()
-			h := c.h
-			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-			defer cancel()
-			err := h.Provision(ctx)
-			if err == nil || !strings.Contains(err.Error(), c.want) {
-				t.Errorf("Provision: %v, want an error mentioning %q", err, c.want)
-			}
-			if after := workerStacks(); after > before {
-				t.Errorf("Provision started %d goroutines", after-before)
-			}
-			if h.db != nil || h.stop != nil {
-				t.Errorf("Provision opened the ledger or started the release loop")
-			}
-			h.Cleanup()
-			if got := dirEntries(t, data); len(got) > 0 {
-				t.Errorf("Provision created %v", got)
-			}
-		})
 	}
 }

@@ -11,7 +11,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/ecoupons/ecoupons/broker"
+	"github.com/ecoupons/ecoupons/brokerapi"
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/store"
 )
@@ -47,10 +47,10 @@ var errBrokerUnavailable = errors.New("the broker could not be reached")
 // The answer's redeemed position is checked against the lane's anchor, so
 // a broker (or anyone between) cannot make the gate start a lane anywhere
 // but on its chain.
-func (g *Gate) askBroker(ctx context.Context, lane *coupons.OpenedLane, proof [][32]byte) (broker.LaneStatus, error) {
-	var st broker.LaneStatus
+func (g *Gate) askBroker(ctx context.Context, lane *coupons.OpenedLane, proof [][32]byte) (brokerapi.LaneStatus, error) {
+	var st brokerapi.LaneStatus
 	enc := base64.RawURLEncoding.EncodeToString
-	in := broker.LaneRequest{Lane: lane.ID.String(), Anchor: enc(lane.Anchor[:]), Reserve: g.Mode == ModeOnline}
+	in := brokerapi.LaneRequest{Lane: lane.ID.String(), Anchor: enc(lane.Anchor[:]), Reserve: g.Mode == ModeOnline}
 	if in.Reserve {
 		in.Holder = g.holder
 	}
@@ -88,7 +88,7 @@ func (g *Gate) askBroker(ctx context.Context, lane *coupons.OpenedLane, proof []
 		}
 		return st, &brokerRefusal{Code: p.Error, Reason: p.Reason}
 	}
-	var out broker.LaneAnswer
+	var out brokerapi.LaneAnswer
 	if err := json.Unmarshal(raw, &out); err != nil {
 		return st, fmt.Errorf("%w: its answer: %w", errBrokerUnavailable, err)
 	}
@@ -119,7 +119,7 @@ func (g *Gate) askBroker(ctx context.Context, lane *coupons.OpenedLane, proof []
 // the store, or before the broker redeemed more of it) to what the broker
 // already redeemed, so that those coupons are not accepted again; a lane
 // new to the store is opened there directly.
-func (g *Gate) startAt(ctx context.Context, id coupons.LaneID, rec store.Record, st broker.LaneStatus) (store.Record, error) {
+func (g *Gate) startAt(ctx context.Context, id coupons.LaneID, rec store.Record, st brokerapi.LaneStatus) (store.Record, error) {
 	for attempt := 0; rec.State.Last < st.Redeemed; attempt++ {
 		next := rec
 		next.State = coupons.LaneState{Last: st.Redeemed, LastValue: st.Value}

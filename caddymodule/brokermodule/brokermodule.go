@@ -1,4 +1,11 @@
-package caddymodule
+// Package brokermodule is the ecoupons broker as a Caddy module
+// (http.handlers.ecoupon_broker, Caddyfile directive ecoupon_broker): it
+// serves the broker's API and back office from Caddy. It is apart from
+// package caddymodule (the payment gate) because it links the broker's
+// ledger and its database drivers (SQLite, PostgreSQL), which a gate does
+// not need. Importing it registers the module and the directive; it has
+// no other side effect.
+package brokermodule
 
 import (
 	"context"
@@ -275,3 +282,17 @@ var (
 	_ caddyhttp.MiddlewareHandler = (*BrokerHandler)(nil)
 	_ caddyfile.Unmarshaler       = (*BrokerHandler)(nil)
 )
+
+// loadPublicKey reads a (public-key …) S-expression, in any form, from a
+// file.
+func loadPublicKey(path string) (*spki.PublicKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	x, err := spki.Parse(b)
+	if err != nil {
+		return nil, err
+	}
+	return spki.ParsePublicKey(x)
+}

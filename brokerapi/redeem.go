@@ -1,0 +1,60 @@
+package brokerapi
+
+// RedeemItem is one redemption in the JSON API (POST /v1/redeem).
+type RedeemItem struct {
+	Lane   string   `json:"lane"`             // <base64url book id>.<lane>
+	Index  uint32   `json:"i"`                // highest coupon index
+	Value  string   `json:"w"`                // base64url chain value
+	Anchor string   `json:"anchor,omitempty"` // base64url, on a lane's first redemption
+	Proof  []string `json:"proof,omitempty"`  // base64url Merkle path
+	// Theft is evidence of a stolen coupon on this lane (see TheftItem).
+	Theft *TheftItem `json:"theft,omitempty"`
+}
+
+// TheftItem is theft evidence in the JSON API: coupon i was paid for the
+// request whose digest is digest with binding tag mac, which next (coupon
+// i+1, base64url like the others) does not produce.
+type TheftItem struct {
+	Index  uint32 `json:"i"`
+	Digest string `json:"digest"`
+	MAC    string `json:"mac"`
+	Next   string `json:"next"`
+}
+
+// RedeemOutcome is one redemption's result in the JSON API.
+type RedeemOutcome struct {
+	Lane    string `json:"lane"`
+	Coupons uint32 `json:"coupons"`
+	Amount  string `json:"amount"`
+	Fee     string `json:"fee"`
+	Error   string `json:"error,omitempty"`
+	// Code is the refusal's reason code (RedeemUnknownBook, …), with Error;
+	// RedeemPermanent tells whether resending the lane can ever succeed.
+	Code  string `json:"code,omitempty"`
+	Theft string `json:"theft,omitempty"` // "recorded", or why the evidence was refused
+}
+
+// Reason codes of refused redemption items (RedeemOutcome.Code).
+// RedeemPermanent tells which are final.
+const (
+	RedeemUnknownBook    = "unknown_book"       // the book is not registered here
+	RedeemNotYourBook    = "not_your_book"      // the book is another vendor's
+	RedeemBookClosed     = "book_closed"        // released after expiry
+	RedeemLaneOutOfRange = "lane_out_of_range"  // beyond the book's lanes
+	RedeemBadIndex       = "bad_index"          // 0 or beyond the lane's length
+	RedeemBadProof       = "bad_proof"          // a first redemption without a valid anchor and Merkle proof
+	RedeemBadCoupon      = "bad_coupon"         // does not hash to the lane's last redeemed value
+	RedeemMoreOften      = "redeem_more_often"  // more than the broker's steps since the last redemption
+	RedeemRefused        = "redemption_refused" // any other refusal of the item
+)
+
+// RedeemPermanent reports whether an item refused with code can never be
+// paid, however often it is sent again: the gate then stops sending it.
+// Other refusals (redeem_more_often, an unknown code) may pass later.
+func RedeemPermanent(code string) bool {
+	switch code {
+	case RedeemUnknownBook, RedeemNotYourBook, RedeemBookClosed, RedeemLaneOutOfRange, RedeemBadIndex, RedeemBadProof, RedeemBadCoupon:
+		return true
+	}
+	return false
+}
