@@ -1,5 +1,7 @@
 package brokerapi
 
+import "github.com/ecoupons/ecoupons/coupons"
+
 // RedeemItem is one redemption in the JSON API (POST /v1/redeem).
 type RedeemItem struct {
 	Lane   string   `json:"lane"`             // <base64url book id>.<lane>
@@ -37,15 +39,15 @@ type RedeemOutcome struct {
 // Reason codes of refused redemption items (RedeemOutcome.Code).
 // RedeemPermanent tells which are final.
 const (
-	RedeemUnknownBook    = "unknown_book"       // the book is not registered here
-	RedeemNotYourBook    = "not_your_book"      // the book is another vendor's
-	RedeemBookClosed     = "book_closed"        // released after expiry
-	RedeemLaneOutOfRange = "lane_out_of_range"  // beyond the book's lanes
-	RedeemBadIndex       = "bad_index"          // 0 or beyond the lane's length
-	RedeemBadProof       = "bad_proof"          // a first redemption without a valid anchor and Merkle proof
-	RedeemBadCoupon      = "bad_coupon"         // does not hash to the lane's last redeemed value
-	RedeemMoreOften      = "redeem_more_often"  // more than the broker's steps since the last redemption
-	RedeemRefused        = "redemption_refused" // any other refusal of the item
+	RedeemUnknownBook    = coupons.CodeUnknownBook       // the book is not registered here
+	RedeemNotYourBook    = coupons.CodeNotYourBook       // the book is another vendor's
+	RedeemBookClosed     = coupons.CodeBookClosed        // released after expiry
+	RedeemLaneOutOfRange = coupons.CodeLaneOutOfRange    // beyond the book's lanes
+	RedeemBadIndex       = coupons.CodeBadIndex          // 0 or beyond the lane's length
+	RedeemBadProof       = coupons.CodeBadProof          // a first redemption without a valid anchor and Merkle proof
+	RedeemBadCoupon      = coupons.CodeBadCoupon         // does not hash to the lane's last redeemed value
+	RedeemMoreOften      = coupons.CodeRedeemMoreOften   // more than the broker's steps since the last redemption
+	RedeemRefused        = coupons.CodeRedemptionRefused // any other refusal of the item
 )
 
 // RedeemPermanent reports whether an item refused with code can never be

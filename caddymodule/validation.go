@@ -74,7 +74,7 @@ func (g *Gate) askBroker(ctx context.Context, lane *coupons.OpenedLane, proof []
 		return st, fmt.Errorf("%w: %w", errBrokerUnavailable, err)
 	}
 	switch {
-	case status >= 500 || status == http.StatusUnauthorized || status == http.StatusNotFound && !bytes.Contains(raw, []byte(`"unknown_book"`)):
+	case status >= 500 || status == http.StatusUnauthorized || status == http.StatusNotFound && !bytes.Contains(raw, []byte(`"`+coupons.CodeUnknownBook+`"`)):
 		// 401 and a 404 other than the book's are this gate's problem
 		// (its key, its registration, the broker's URL), not the client's.
 		return st, fmt.Errorf("%w: status %d: %s", errBrokerUnavailable, status, bytes.TrimSpace(raw))
@@ -104,7 +104,7 @@ func (g *Gate) askBroker(ctx context.Context, lane *coupons.OpenedLane, proof []
 	if out.Redeemed > maxStartWalk {
 		// Checking the answer costs one hash per redeemed coupon; beyond
 		// this bound (a fraction of a second) the lane is not opened here.
-		return st, &brokerRefusal{Code: "lane_too_long", Reason: fmt.Sprintf("%d coupons of this lane were redeemed, more than this gate verifies at an open (%d): use another lane", out.Redeemed, maxStartWalk)}
+		return st, &brokerRefusal{Code: coupons.CodeLaneTooLong, Reason: fmt.Sprintf("%d coupons of this lane were redeemed, more than this gate verifies at an open (%d): use another lane", out.Redeemed, maxStartWalk)}
 	}
 	if got := coupons.Walk(&lane.Tag, out.Redeemed, st.Value, 0); subtle.ConstantTimeCompare(got[:], lane.Anchor[:]) != 1 {
 		return st, fmt.Errorf("%w: its redeemed value for coupon %d is not on the lane's chain", errBrokerUnavailable, out.Redeemed)

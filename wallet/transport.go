@@ -303,7 +303,7 @@ func (t *Transport) Answer(req *http.Request, ch *Challenge) (*http.Response, er
 		if err == nil && resp.StatusCode == http.StatusPaymentRequired {
 			code = refusalCode(resp)
 		}
-		if code == "lane_reserved" {
+		if code == coupons.CodeLaneReserved {
 			// An online gate: the broker pinned this lane to another gate
 			// (with its own store), which still knows it under its first
 			// open: keep that, and the lane for last.
@@ -320,7 +320,7 @@ func (t *Transport) Answer(req *http.Request, ch *Challenge) (*http.Response, er
 			}
 		}
 		var nch *Challenge
-		if code == "lane_not_open" || code == "lane_reserved" {
+		if code == coupons.CodeLaneNotOpen || code == coupons.CodeLaneReserved {
 			nch, _ = ParseChallenge(resp.Header.Get("WWW-Authenticate"))
 		}
 		if nch == nil || attempt >= 2 {
@@ -333,7 +333,7 @@ func (t *Transport) Answer(req *http.Request, ch *Challenge) (*http.Response, er
 			return nil, err // a retry's challenge passes the same checks
 		}
 		ch = nch
-		if code == "lane_reserved" {
+		if code == coupons.CodeLaneReserved {
 			// Pay on another lane.
 			t.mu.Lock()
 			t.free = append([]*lane{l}, t.free...)
