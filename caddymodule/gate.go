@@ -249,8 +249,21 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("ecoupon: vendor_key %s holds no private key", g.VendorKey)
 		}
 	}
-	// Every file read so far is the user's; from here on, files are made.
+	// The store module is loaded (and validated: a redis store without a
+	// URL fails here) but opened only once the secret file exists.
 	dataDir := g.dataDir()
+	var provider StoreProvider = &BoltStore{Path: filepath.Join(dataDir, g.Vendor+".db")}
+	if g.StoreRaw != nil {
+		mod, err := ctx.LoadModule(g, "StoreRaw")
+		if err != nil {
+			return fmt.Errorf("ecoupon: loading store: %w", err)
+		}
+		provider = mod.(StoreProvider)
+		if b, ok := provider.(*BoltStore); ok && b.Path == "" {
+			b.Path = filepath.Join(dataDir, g.Vendor+".db") // `store bolt` alone, or with options only
+		}
+	}
+	// Every file read so far is the user's; from here on, files are made.
 	secret, err := loadOrCreateSecret(g.SecretFile)
 	if err != nil {
 		return fmt.Errorf("ecoupon: secret_file: %w", err)
@@ -265,17 +278,6 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 		}
 	}
 
-	var provider StoreProvider = &BoltStore{Path: filepath.Join(dataDir, g.Vendor+".db")}
-	if g.StoreRaw != nil {
-		mod, err := ctx.LoadModule(g, "StoreRaw")
-		if err != nil {
-			return fmt.Errorf("ecoupon: loading store: %w", err)
-		}
-		provider = mod.(StoreProvider)
-		if b, ok := provider.(*BoltStore); ok && b.Path == "" {
-			b.Path = filepath.Join(dataDir, g.Vendor+".db") // `store bolt` alone, or with options only
-		}
-	}
 	if g.store, err = provider.OpenStore(ctx); err != nil {
 		return fmt.Errorf("ecoupon: opening store: %w", err)
 	}
