@@ -113,7 +113,7 @@ func OfficeLoginURL(base string, broker spki.KeyHash, signer crypto.Signer, now 
 type Signed struct {
 	Key   *spki.PublicKey // the caller's key
 	TS    int64           // the request's Unix time
-	Nonce []byte
+	Nonce []byte          // the request's nonce, 12 to 32 bytes
 }
 
 // VerifySignature checks a signature header h (the ECoupon-Signature

@@ -17,19 +17,19 @@ type RedeemItem struct {
 // request whose digest is digest with binding tag mac, which next (coupon
 // i+1, base64url like the others) does not produce.
 type TheftItem struct {
-	Index  uint32 `json:"i"`
-	Digest string `json:"digest"`
-	MAC    string `json:"mac"`
-	Next   string `json:"next"`
+	Index  uint32 `json:"i"`      // the stolen coupon's index
+	Digest string `json:"digest"` // base64url request digest the coupon was paid for
+	MAC    string `json:"mac"`    // base64url binding tag of that request
+	Next   string `json:"next"`   // base64url coupon i+1, which does not produce MAC
 }
 
 // RedeemOutcome is one redemption's result in the JSON API.
 type RedeemOutcome struct {
-	Lane    string `json:"lane"`
-	Coupons uint32 `json:"coupons"`
-	Amount  string `json:"amount"`
-	Fee     string `json:"fee"`
-	Error   string `json:"error,omitempty"`
+	Lane    string `json:"lane"`            // as in the item
+	Coupons uint32 `json:"coupons"`         // coupons paid by this redemption
+	Amount  string `json:"amount"`          // decimal amount paid to the vendor
+	Fee     string `json:"fee"`             // decimal fee kept by the broker
+	Error   string `json:"error,omitempty"` // why the item was refused
 	// Code is the refusal's reason code (RedeemUnknownBook, …), with Error;
 	// RedeemPermanent tells whether resending the lane can ever succeed.
 	Code  string `json:"code,omitempty"`

@@ -74,6 +74,7 @@ type boltHandle struct {
 	path string
 }
 
+// Destruct closes the database once no config uses it.
 func (h boltHandle) Destruct() error {
 	openBolts.Delete(h.path)
 	return h.Bolt.Close()
@@ -88,6 +89,7 @@ type sharedBolt struct {
 	key string
 }
 
+// Close releases this config's reference to the database.
 func (s sharedBolt) Close() error {
 	_, err := boltPool.Delete(s.key)
 	return err

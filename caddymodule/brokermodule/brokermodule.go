@@ -77,6 +77,7 @@ var brokerDBPool = caddy.NewUsagePool()
 
 type brokerDBHandle struct{ *broker.DB }
 
+// Destruct closes the ledger once no config uses it.
 func (h brokerDBHandle) Destruct() error { return h.DB.Close() }
 
 type sharedBrokerDB struct {
