@@ -30,6 +30,7 @@ func init() {
 //	    mode             offline | semi | online
 //	    broker_timeout   <duration>
 //	    max_jump         <coupons>
+//	    lease            <coupons>
 //	    opens_per_minute <n>
 //	    ipv6_prefix      <bits>
 //	    max_open_bytes   <n>
@@ -154,6 +155,11 @@ func (g *Gate) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			var n int
 			if n, err = positive("max_jump"); err == nil {
 				g.MaxJump = uint32(n)
+			}
+		case "lease":
+			var n int
+			if n, err = positive("lease"); err == nil {
+				g.Lease = uint32(n)
 			}
 		case "opens_per_minute":
 			g.OpensPerMinute, err = positive("opens_per_minute")

@@ -75,7 +75,14 @@ type challenge struct {
 	Currency string `json:"currency"` // ISO 4217
 	Broker   string `json:"broker,omitempty"`
 	Nonce    string `json:"nonce"`
-	Hint     string `json:"hint"`
+	// Lease is the route's spending lease (coupons) when above 1: after
+	// a gate restart a lane may resume up to this many coupons past the
+	// client's position, and wallets accept such a jump.
+	Lease uint32 `json:"lease,omitempty"`
+	// Resume is, in a coupon_spent refusal, the first coupon the lane
+	// takes now.
+	Resume uint32 `json:"resume,omitempty"`
+	Hint   string `json:"hint"`
 }
 
 func quoteParam(s string) string {
@@ -94,6 +101,12 @@ func (c *challenge) header() string {
 	b.WriteString(", currency=" + c.Currency)
 	if c.Broker != "" {
 		b.WriteString(", broker=" + quoteParam(c.Broker))
+	}
+	if c.Lease > 1 {
+		b.WriteString(", lease=" + strconv.FormatUint(uint64(c.Lease), 10))
+	}
+	if c.Resume > 0 {
+		b.WriteString(", resume=" + strconv.FormatUint(uint64(c.Resume), 10))
 	}
 	b.WriteString(", nonce=" + c.Nonce)
 	return b.String()

@@ -21,8 +21,17 @@ import (
 // store module JSON.
 func newGate(t testing.TB, w *world, storeJSON string, price uint32) *Gate {
 	t.Helper()
+	return newGateWith(t, w, storeJSON, price, nil)
+}
+
+// newGateWith is newGate with settings changed by set before Provision.
+func newGateWith(t testing.TB, w *world, storeJSON string, price uint32, set func(*Gate)) *Gate {
+	t.Helper()
 	g := &Gate{Vendor: "news.example", BrokerKeys: []string{w.brokerKeyFile}, Price: price, MaxJump: 64, LaneRate: -1,
 		OpensPerMinute: 1 << 20, SecretFile: filepath.Join(filepath.Dir(w.brokerKeyFile), "secret"), StoreRaw: []byte(storeJSON)}
+	if set != nil {
+		set(g)
+	}
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
 	if err := g.Provision(ctx); err != nil {
 		t.Fatal(err)
@@ -140,3 +149,15 @@ func TestBoltGateAcceptsEachCouponOnce(t *testing.T) {
 }
 
 func writeFile(path string, b []byte) error { return os.WriteFile(path, b, 0o644) }
+
+// reCore makes g's acceptance core again after a test changed the gate's
+// store or settings.
+func reCore(t testing.TB, g *Gate) {
+	t.Helper()
+	g.core.Close()
+	core, err := g.newCore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.core = core
+}

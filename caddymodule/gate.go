@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"io"
 	"net"
 	"net/http"
@@ -22,14 +21,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/dgraph-io/ristretto/v2"
 	"github.com/ecoupons/ecoupons/brokerapi"
 	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/lanes"
 	"github.com/ecoupons/ecoupons/spki"
 	"github.com/ecoupons/ecoupons/store"
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,6 +47,12 @@ const OpenPath = "/.well-known/ecoupons/open"
 // HeaderOpen carries a lane-open document (any S-expression form,
 // typically transport) next to the first payment on a lane.
 const HeaderOpen = "ECoupon-Open"
+
+// DefaultLease is the spending lease of a route that sets none: at the
+// default coupon value (0.001 EUR), a gate's crash costs a reader at most
+// 0.031 EUR per lane it was paying on, and the gate stores about one
+// coupon in 32 before serving it.
+const DefaultLease = 32
 
 // Response headers of paid requests.
 const (
@@ -149,6 +153,17 @@ type Gate struct {
 	// (signed with vendor_key, sent to broker). Default 1m; redemption runs
 	// only when both broker and vendor_key are set.
 	RedeemEvery caddy.Duration `json:"redeem_every,omitempty"`
+	// Lease is the spending lease, in coupons, of stores one process owns
+	// (bolt, the default): a payment past a lane's durable reservation
+	// reserves this many coupons in one durable write, and the next ones
+	// up to it are accepted from memory, their exact position written
+	// within a second. After a crash every lane resumes past its
+	// reservation, so no coupon is accepted twice, and a reader whose
+	// lane was paying when the gate crashed loses at most lease-1 coupons
+	// (the wallet skips them, within the lease the challenge advertises).
+	// 1: every coupon is durable before its request is served. Shared
+	// stores (redis) always store every coupon. Default 32.
+	Lease uint32 `json:"lease,omitempty"`
 	// SecretFile holds the key of challenge nonces (created with 32 random
 	// bytes if missing). Default: ecoupons/<vendor>.secret in Caddy's data
 	// directory.
@@ -157,15 +172,12 @@ type Gate struct {
 	brokers []*spki.PublicKey
 	unit    int64
 	store   store.Store
-	cache   *ristretto.Cache[uint64, *laneEntry]
 	sigs    *sigCache
 	nonces  *nonceMaker
-	locks   *[laneLocks]sync.Mutex
-	// buckets are the lanes' rate-limit buckets, laneBuckets per lock
-	// stripe, each guarded by its stripe's lock (see laneBucket).
-	buckets *[laneLocks][laneBuckets]laneBucket
-	seed    maphash.Seed
-	opens   *ipWindow
+	// core accepts the payments (lanes.Core): lane cache, rate limits,
+	// verification, compare-and-set, refunds, leases.
+	core  *lanes.Core
+	opens *ipWindow
 	// longWalks limits payments allowed past max_jump after a takeover.
 	longWalks *ipWindow
 	revoked   *revocations
@@ -191,18 +203,6 @@ type Gate struct {
 	mDelay    prometheus.Observer
 }
 
-// laneEntry is a cached lane: its record as of the last payment seen here
-// (guarded by the lane's stripe lock). Its rate-limit bucket is not here
-// but in g.buckets, so that the limit does not depend on the cache
-// admitting the entry.
-type laneEntry struct {
-	key [36]byte // the lane, checked on lookup (the cache index is a hash)
-	rec store.Record
-	// gen is the revocation generation (revocations.generation) at which
-	// rec's principals were last found unrevoked; 0: not checked yet.
-	gen uint64
-}
-
 // CaddyModule returns the Caddy module information.
 func (Gate) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "http.handlers.ecoupon", New: func() caddy.Module { return new(Gate) }}
@@ -221,10 +221,7 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 	}
 	initMetrics(ctx.GetMetricsRegistry())
 	g.now = time.Now
-	g.seed = maphash.MakeSeed()
 	g.vendorHash = sha256.Sum256([]byte(g.Vendor))
-	g.locks = new([laneLocks]sync.Mutex)
-	g.buckets = new([laneLocks][laneBuckets]laneBucket)
 	g.thefts = new(theftQueue)
 	var err error
 	if g.unit, err = coupons.ParseAmount(g.Unit); err != nil {
@@ -288,9 +285,6 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("ecoupon: the store's identity: %w", err)
 		}
 	}
-	if g.cache, err = ristretto.NewCache(&ristretto.Config[uint64, *laneEntry]{NumCounters: 1 << 20, MaxCost: 1 << 17, BufferItems: 64}); err != nil {
-		return err
-	}
 	if g.sigs, err = newSigCache(); err != nil {
 		return err
 	}
@@ -319,7 +313,47 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 		go g.revoked.poll(pollCtx, time.Duration(g.RevocationsEvery), failed)
 	}
 	g.challenge = challenge{Realm: g.Vendor, Vendor: g.Vendor, Price: g.Price, Unit: coupons.FormatAmount(g.unit), Currency: g.Currency, Broker: g.Broker}
+	if g.core, err = g.newCore(); err != nil {
+		return err
+	}
 	return nil
+}
+
+// newCore makes the gate's acceptance core on its store and settings.
+func (g *Gate) newCore() (*lanes.Core, error) {
+	lease := uint32(1)
+	if holdsLeases(g.store) {
+		if g.Lease == 0 {
+			g.Lease = DefaultLease
+		}
+		lease = g.Lease
+		g.challenge.Lease = lease
+	} else if g.Lease > 1 {
+		g.logger.Info("spending leases need a store one process owns (bolt): every coupon is stored before it is accepted",
+			zap.Uint32("lease", g.Lease))
+	}
+	cfg := lanes.Config{Price: g.Price, MaxJump: g.MaxJump, Lease: lease, LaneRate: g.LaneRate, Check: g.checkLane,
+		Hit: g.mHit, Miss: g.mMiss, Now: func() time.Time { return g.now() },
+		OnRevoked: func(id coupons.LaneID) {
+			gateMetrics.revokedLanes.WithLabelValues(g.Vendor).Inc()
+			g.logger.Info("a lane's delegation was revoked: the lane takes no more payments under it", zap.String("lane", id.String()))
+		}}
+	if g.revoked != nil {
+		cfg.Revocations = g.revoked
+	}
+	core, err := lanes.New(g.store, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("ecoupon: %w", err)
+	}
+	return core, nil
+}
+
+// holdsLeases reports whether st keeps spending leases (store.Leased): a
+// store one process owns, whose lanes may accept coupons from memory
+// within a durable reservation.
+func holdsLeases(st store.Store) bool {
+	_, ok := st.(interface{ HoldsLeases() bool })
+	return ok
 }
 
 // dataDir is the gate's directory in Caddy's data directory, where the
@@ -446,8 +480,8 @@ func (g *Gate) Cleanup() error {
 	if g.stopRedeem != nil {
 		g.stopRedeem()
 	}
-	if g.cache != nil {
-		g.cache.Close()
+	if g.core != nil {
+		g.core.Close()
 	}
 	if g.sigs != nil {
 		g.sigs.Close()
@@ -510,265 +544,215 @@ func badRequest(w http.ResponseWriter, code string, err error) {
 
 const hintPay = "open a lane of a book for this vendor (ECoupon-Open header or POST " + OpenPath + ") answering this nonce, then pay with Authorization: ECoupon lane=…, i=…, w=…, m=…"
 
-// laneLocks is the number of locks the lanes hash to. A payment holds its
-// lane's lock through the store's durable write (a group commit: up to
-// commit_delay plus an fdatasync), so two busy lanes sharing a lock wait
-// for each other's commits: with 256 locks, most of 256 concurrent lanes
-// would share one with another lane; with 4096, about 6% (32 KiB).
-const laneLocks = 4096
-
-// ServeHTTP implements caddyhttp.MiddlewareHandler.
+// ServeHTTP implements caddyhttp.MiddlewareHandler. A paid request goes
+// through named steps: the well-known paths, parsing the payment, reading
+// and checking the body, accepting the payment (lanes.Core, opening the
+// lane first when the request carries its open), answering (balance,
+// credit, receipt; 402 when the payment leaves the price unpaid), then
+// serving it upstream and settling (a 5xx credits the price back).
 func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	if r.URL.Path == OpenPath {
-		return g.serveOpen(w, r)
-	}
-	if r.URL.Path == VendorPath && r.Method == http.MethodGet {
-		if g.receipts == nil {
-			writeJSON(w, http.StatusNotFound, problem{Error: "no_receipts", Reason: "this gate issues no receipts (no vendor_key)"})
-			return nil
-		}
-		g.receipts.serve(w, r)
-		return nil
-	}
-	auth := r.Header.Get("Authorization")
-	if auth == "" || !hasScheme(auth, coupons.Scheme) {
-		g.payRequired(w, "payment_required", fmt.Sprintf("this resource costs %d coupon(s) of %s %s", g.Price, g.challenge.Unit, g.Currency), hintPay)
+	if g.serveWellKnown(w, r) {
 		return nil
 	}
 	var p coupons.Payment
-	if err := coupons.ParsePayment(auth, &p); err != nil {
-		gateMetrics.payments.WithLabelValues(g.Vendor, "bad_payment_header").Inc()
-		badRequest(w, "bad_payment_header", err)
-		return nil
+	if !g.parsePayment(w, r, &p) {
+		return nil // answered
 	}
 	// The body is bound by its SHA-256 (PROTOCOL §10): read and check it
 	// before anything is opened or accepted.
 	body, ok := g.readContent(w, r)
 	if !ok {
-		return nil // answered
+		return nil
 	}
 	started := time.Now()
-	ctx := r.Context()
-	key := store.Key(p.Lane)
-	h := maphash.Comparable(g.seed, key)
-	ent, ok := g.cache.Get(h)
-	if ok && ent.key != key {
-		ok = false // another lane with the same hash: a miss
+	res, ok := g.accept(w, r, &p, body)
+	if !ok {
+		return nil
 	}
-	// A payment that carries a lane open is its spender's first on this
-	// lane: see openOnPayment (a new lane, or a takeover).
-	var walk uint32 // what a takeover's payment may walk past max_jump
-	opened := false
-	if doc := r.Header.Get(HeaderOpen); doc != "" {
+	g.mDelay.Observe(time.Since(started).Seconds())
+	g.reportTheft(p.Lane, res.Theft)
+	if !g.respondPaid(w, &p, &res) {
+		return nil
+	}
+	return g.serveUpstream(w, r, next, p.Lane)
+}
+
+// serveWellKnown answers the gate's own paths (lane opens, the vendor's
+// receipt commitment); it reports whether it answered.
+func (g *Gate) serveWellKnown(w http.ResponseWriter, r *http.Request) bool {
+	switch {
+	case r.URL.Path == OpenPath:
+		_ = g.serveOpen(w, r)
+		return true
+	case r.URL.Path == VendorPath && r.Method == http.MethodGet:
+		if g.receipts == nil {
+			writeJSON(w, http.StatusNotFound, problem{Error: "no_receipts", Reason: "this gate issues no receipts (no vendor_key)"})
+			return true
+		}
+		g.receipts.serve(w, r)
+		return true
+	}
+	return false
+}
+
+// parsePayment reads the request's ECoupon payment into p; without one it
+// answers 402 with a challenge, with a malformed one 400.
+func (g *Gate) parsePayment(w http.ResponseWriter, r *http.Request, p *coupons.Payment) bool {
+	auth := r.Header.Get("Authorization")
+	if auth == "" || !hasScheme(auth, coupons.Scheme) {
+		g.payRequired(w, "payment_required", fmt.Sprintf("this resource costs %d coupon(s) of %s %s", g.Price, g.challenge.Unit, g.Currency), hintPay)
+		return false
+	}
+	if err := coupons.ParsePayment(auth, p); err != nil {
+		gateMetrics.payments.WithLabelValues(g.Vendor, "bad_payment_header").Inc()
+		badRequest(w, "bad_payment_header", err)
+		return false
+	}
+	return true
+}
+
+// accept takes the payment p for r on its lane (lanes.Core.Accept). A
+// payment that carries a lane open is its spender's first on this lane:
+// the lane is opened first, or taken over (openOnPayment); a lane the
+// store does not hold, or must have opened again, is opened from the
+// open the request carries. On refusal it has answered.
+func (g *Gate) accept(w http.ResponseWriter, r *http.Request, p *coupons.Payment, body content) (lanes.Result, bool) {
+	ctx := r.Context()
+	doc := r.Header.Get(HeaderOpen)
+	pay := lanes.Payment{Coupon: *p, Request: coupons.Request{Method: r.Method, Host: strings.ToLower(r.Host),
+		Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Range: rangeHeader(r.Header)}}
+	if body.has {
+		pay.Request.ContentDigest = body.sum[:]
+	}
+	if doc != "" {
+		var walk uint32 // what a takeover's payment may walk past max_jump
 		rec, took, err := g.openOnPayment(ctx, w, r, p.Lane, doc, &walk)
 		if err != nil {
-			return nil // answered
+			return lanes.Result{}, false
 		}
 		if took {
-			if ok {
-				lock := &g.locks[h%uint64(len(g.locks))]
-				lock.Lock()
-				ent.reload(rec)
-				lock.Unlock()
-			} else {
-				ent = &laneEntry{key: key, rec: rec}
-				g.cache.Set(h, ent, 1)
-				g.mMiss.Inc()
-				opened = true
-			}
+			g.core.Install(p.Lane, rec)
 		}
-	}
-	if opened {
-		// cached above
-	} else if ok {
-		g.mHit.Inc()
-	} else {
-		g.mMiss.Inc()
-		rec, err := g.store.Get(ctx, p.Lane)
-		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			g.storeUnavailable(w, err)
-			return nil
-		}
-		// A lane the store does not hold must be opened here. So must one
-		// written before records named their vendor (version 1), which any
-		// vendor's gate sharing the store could otherwise take: the open
-		// checks its book's vendor, and names this one (see openLane).
-		// And, where revocation lists are checked, one written before
-		// records kept the lane's principals (version 2): the open names
-		// them (see checkRevoked).
-		if err != nil || g.mustReopen(&rec.Meta) {
-			doc := r.Header.Get(HeaderOpen)
-			if doc == "" {
-				why := "lane " + p.Lane.String() + " is not open here"
-				if err == nil && rec.Meta.Vendor == [32]byte{} {
-					why = "lane " + p.Lane.String() + " was opened before this store named lanes' vendors: open it again"
-				} else if err == nil {
-					why = "lane " + p.Lane.String() + " was opened before this store kept lanes' delegation chains: open it again"
-				}
-				g.refuse(w, "lane_not_open", why)
-				return nil
-			}
-			if rec, err = g.openLane(ctx, w, r, []byte(doc), p.Lane, nil); err != nil {
-				return nil // answered
-			}
-		}
-		// A store may be shared with gates of other routes or vendors: the
-		// lane must have been opened for this vendor and coupon value.
-		if code, reason := g.laneFits(&rec.Meta); code != "" {
-			g.refuse(w, code, reason)
-			return nil
-		}
-		ent = &laneEntry{key: key, rec: rec}
-		g.cache.Set(h, ent, 1)
-	}
-
-	lock := &g.locks[h%uint64(len(g.locks))]
-	lock.Lock()
-	now := g.now()
-	if wait := g.rateLimit(h, now); wait > 0 {
-		lock.Unlock()
-		w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
-		writeJSON(w, http.StatusTooManyRequests, problem{Error: "lane_rate_limited",
-			Reason: fmt.Sprintf("more than %g requests per second on this lane; no coupon was spent", g.LaneRate)})
-		return nil
-	}
-	// Revocation: a lane marked revoked in the store, or one whose
-	// principals a list installed since its last check revokes, takes no
-	// payment. In the steady state (no new list) this costs one atomic
-	// load and two comparisons.
-	if ent.rec.Meta.Revoked || (g.revoked != nil && ent.gen != g.revoked.generation()) {
-		if err := g.checkRevoked(ctx, p.Lane, ent); err != nil {
-			lock.Unlock()
-			g.refuseRevoked(w, err)
-			return nil
-		}
-	}
-	if now.After(ent.rec.Meta.NotAfter) {
-		lock.Unlock()
-		g.refuse(w, "book_expired", "the lane's book or grant expired on "+spki.FormatDate(ent.rec.Meta.NotAfter))
-		return nil
-	}
-	req := coupons.Request{Method: r.Method, Host: strings.ToLower(r.Host), Path: r.URL.EscapedPath(), Query: r.URL.RawQuery,
-		Range: rangeHeader(r.Header), Lane: p.Lane, Index: p.Index, Nonce: ent.rec.Meta.Nonce}
-	if body.has {
-		req.ContentDigest = body.sum[:]
-	}
-	digest := req.Digest()
-	var rec store.Record
-	var theft *coupons.Theft
-	var paidNow uint32
-	served := false
-	for attempt := 0; ; attempt++ {
-		if attempt > 0 && (ent.rec.Meta.Revoked || (g.revoked != nil && ent.gen != g.revoked.generation())) {
-			// Reloaded from the store: marked by another gate, or opened
-			// again under another chain, which is checked before use.
-			if err := g.checkRevoked(ctx, p.Lane, ent); err != nil {
-				lock.Unlock()
-				g.refuseRevoked(w, err)
-				return nil
-			}
-		}
-		cur := ent.rec
-		st := cur.State
-		maxJump := g.MaxJump
-		if walk > 0 && attempt == 0 && g.longWalks.allow(clientIP(r), now) {
+		if walk > 0 && g.longWalks.allow(clientIP(r), g.now()) {
 			// The first payment of an issuer that took a delegate's
 			// portion back may use up what the delegate left of it: a
 			// longer walk, after a verified open, at most twice a minute
 			// per client (IPv4 address or IPv6 prefix, see ipWindow).
-			maxJump = min(max(maxJump, walk+g.MaxJump), maxTakeoverWalk)
+			pay.MaxJump = min(max(g.MaxJump, walk+g.MaxJump), maxTakeoverWalk)
 		}
-		paid, th, err := coupons.VerifyPaymentUpTo(&cur.Meta.Tag, cur.Meta.Length, cur.Meta.PortionEnd(), &st, &p, &digest, maxJump)
-		if err != nil && attempt == 0 && errors.Is(err, coupons.ErrReplay) {
-			// Another node may have moved the lane: refresh from the store.
-			if fresh, gerr := g.store.Get(ctx, p.Lane); gerr == nil && fresh.State.Last != cur.State.Last {
-				ent.reload(fresh)
-				continue
+	}
+	for opened := false; ; opened = true {
+		res, err := g.core.Accept(ctx, &pay)
+		if err == nil {
+			return res, true
+		}
+		var reopen *mustReopenError
+		if (errors.Is(err, lanes.ErrNotOpen) || errors.As(err, &reopen)) && doc != "" && !opened {
+			rec, err := g.openLane(ctx, w, r, []byte(doc), p.Lane, nil)
+			if err != nil {
+				return lanes.Result{}, false // answered
 			}
-		}
-		if err != nil {
-			// A refused payment uses up its token like any other: refusing
-			// costs up to max_jump hashes or a store read, so bogus payments
-			// must stay limited too (whoever learns a lane's ID can slow
-			// that lane, not the gate).
-			lock.Unlock()
-			g.refuse(w, reasonFor(err), err.Error())
-			return nil
-		}
-		total := paid + cur.Credit
-		rec = cur
-		rec.State, rec.Spent = st, st.Last
-		served = total >= g.Price
-		if served {
-			rec.Credit = total - g.Price
-		} else {
-			rec.Credit = total
-		}
-		charge, _ := coupons.MulAmount(uint64(paid), cur.Meta.Unit)
-		err = g.store.Advance(ctx, p.Lane, cur.State.Last, cur.Credit, rec, charge)
-		if errors.Is(err, store.ErrConflict) && attempt < 3 {
-			fresh, gerr := g.store.Get(ctx, p.Lane)
-			if gerr != nil {
-				lock.Unlock()
-				g.storeUnavailable(w, gerr)
-				return nil
+			if err := g.checkLane(&rec.Meta); err != nil {
+				g.refuseAccept(w, p.Lane, err)
+				return lanes.Result{}, false
 			}
-			ent.reload(fresh)
+			g.core.Install(p.Lane, rec)
 			continue
 		}
-		if errors.Is(err, store.ErrRevoked) {
-			// Another gate marked the lane after this one last read it:
-			// the store refused the write, no coupon was accepted.
-			ent.rec.Meta.Revoked = true
-			lock.Unlock()
-			g.refuseRevoked(w, err)
-			return nil
-		}
-		if err != nil {
-			lock.Unlock()
-			if errors.Is(err, coupons.ErrCapExceeded) {
-				g.refuse(w, "cap_exceeded", "this payment would exceed the spending cap of the lane's delegation; this coupon was not accepted")
-				return nil
-			}
-			g.storeUnavailable(w, err)
-			return nil
-		}
-		theft, paidNow = th, paid
-		ent.rec = rec
-		break
+		g.refuseAccept(w, p.Lane, err)
+		return lanes.Result{}, false
 	}
-	lock.Unlock()
-	g.mDelay.Observe(time.Since(started).Seconds())
-	if theft != nil {
-		gateMetrics.thefts.WithLabelValues(g.Vendor).Inc()
-		// The evidence names the request, not any secret: the chain value
-		// in it is already spent.
-		g.logger.Warn("stolen coupon detected: a request was paid with a coupon by someone who did not know the next chain value",
-			zap.String("lane", p.Lane.String()), zap.Uint32("index", theft.Index))
-		if g.vendorSigner != nil && g.Broker != "" && !g.thefts.add(p.Lane, *theft) {
-			g.logger.Error("too much theft evidence waiting for redemption: this one is only logged", zap.String("lane", p.Lane.String()))
+}
+
+// refuseAccept answers a payment the core refused: 402 with the reason
+// code, 429 on the lane's rate limit, 503 when the store failed.
+func (g *Gate) refuseAccept(w http.ResponseWriter, id coupons.LaneID, err error) {
+	var (
+		reopen  *mustReopenError
+		misfit  *laneMisfitError
+		spent   *lanes.SpentError
+		limited *lanes.RateLimitedError
+		failed  *lanes.StoreError
+	)
+	switch {
+	case errors.Is(err, lanes.ErrNotOpen):
+		g.refuse(w, "lane_not_open", "lane "+id.String()+" is not open here")
+	case errors.As(err, &reopen):
+		g.refuse(w, "lane_not_open", "lane "+id.String()+" was opened before this store "+reopen.why+": open it again")
+	case errors.As(err, &misfit):
+		g.refuse(w, misfit.code, misfit.reason)
+	case errors.As(err, &limited):
+		w.Header().Set("Retry-After", strconv.Itoa(int(limited.Wait/time.Second)+1))
+		writeJSON(w, http.StatusTooManyRequests, problem{Error: "lane_rate_limited",
+			Reason: fmt.Sprintf("more than %g requests per second on this lane; no coupon was spent", g.LaneRate)})
+	case errors.Is(err, store.ErrRevoked):
+		g.refuseRevoked(w, err)
+	case errors.As(err, &failed):
+		g.storeUnavailable(w, failed.Err)
+	case errors.Is(err, coupons.ErrCapExceeded):
+		g.refuse(w, "cap_exceeded", "this payment would exceed the spending cap of the lane's delegation; this coupon was not accepted")
+	case errors.As(err, &spent):
+		gateMetrics.payments.WithLabelValues(g.Vendor, "coupon_spent").Inc()
+		c := g.challenge
+		c.Error, c.Reason, c.Nonce, c.Hint = "coupon_spent", err.Error(), g.nonces.issue(), hintPay
+		c.Resume = spent.Resume
+		if spent.Lease {
+			c.Hint = fmt.Sprintf("the gate restarted while it held a spending lease on this lane: pay again from coupon %d (the lane's coupons below it are spent)", spent.Resume)
 		}
+		w.Header().Set("WWW-Authenticate", c.header())
+		writeJSON(w, http.StatusPaymentRequired, c)
+	default:
+		g.refuse(w, reasonFor(err), err.Error())
 	}
-	remaining := rec.Meta.Length - rec.State.Last
-	w.Header().Set(HeaderBalance, strconv.FormatUint(uint64(remaining), 10))
+}
+
+// reportTheft logs and queues the evidence of a stolen coupon for the
+// broker (with the lane's next redemption).
+func (g *Gate) reportTheft(id coupons.LaneID, theft *coupons.Theft) {
+	if theft == nil {
+		return
+	}
+	gateMetrics.thefts.WithLabelValues(g.Vendor).Inc()
+	// The evidence names the request, not any secret: the chain value in
+	// it is already spent.
+	g.logger.Warn("stolen coupon detected: a request was paid with a coupon by someone who did not know the next chain value",
+		zap.String("lane", id.String()), zap.Uint32("index", theft.Index))
+	if g.vendorSigner != nil && g.Broker != "" && !g.thefts.add(id, *theft) {
+		g.logger.Error("too much theft evidence waiting for redemption: this one is only logged", zap.String("lane", id.String()))
+	}
+}
+
+// respondPaid sets the headers of an accepted payment (the lane's balance
+// and credit, a receipt); a payment short of the price (kept as credit)
+// is answered with 402 insufficient_payment. It reports whether the
+// request is to be served.
+func (g *Gate) respondPaid(w http.ResponseWriter, p *coupons.Payment, res *lanes.Result) bool {
+	rec := &res.Record
+	h := w.Header()
+	h.Set(HeaderBalance, strconv.FormatUint(uint64(rec.Meta.Length-rec.State.Last), 10))
 	if rec.Credit > 0 {
-		w.Header().Set(HeaderCredit, strconv.FormatUint(uint64(rec.Credit), 10))
+		h.Set(HeaderCredit, strconv.FormatUint(uint64(rec.Credit), 10))
 	}
-	if !served {
+	if !res.Served {
 		gateMetrics.payments.WithLabelValues(g.Vendor, "insufficient_payment").Inc()
 		g.payRequired(w, "insufficient_payment", fmt.Sprintf("this resource costs %d coupon(s); %d received and kept as credit on the lane, pay %d more",
 			g.Price, rec.Credit, g.Price-rec.Credit), "pay the remaining coupons on the same lane")
-		return nil
+		return false
 	}
-
 	g.mAccepted.Inc()
 	if g.receipts != nil {
-		if h, err := g.receipts.header(coupons.ReceiptMessage(p.Lane, p.Index, paidNow, &digest)); err == nil {
-			w.Header().Set(HeaderReceipt, h)
+		if v, err := g.receipts.header(coupons.ReceiptMessage(p.Lane, p.Index, res.Paid, &res.Digest)); err == nil {
+			h.Set(HeaderReceipt, v)
 		} else {
 			g.logger.Error("could not issue a receipt", zap.Error(err))
 		}
 	}
+	return true
+}
+
+// serveUpstream serves a paid request and settles it: when the upstream
+// fails (5xx), the price is credited back to the lane.
+func (g *Gate) serveUpstream(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, id coupons.LaneID) error {
 	rr := caddyhttp.NewResponseRecorder(w, nil, nil)
 	err := next.ServeHTTP(rr, r)
 	status := rr.Status()
@@ -780,7 +764,11 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		}
 	}
 	if status >= 500 {
-		g.refund(ctx, p.Lane, ent, key)
+		if rerr := g.core.Refund(r.Context(), id); rerr == nil {
+			gateMetrics.refunds.WithLabelValues(g.Vendor).Inc()
+		} else {
+			g.logger.Error("could not credit a lane after an upstream failure", zap.String("lane", id.String()), zap.Error(rerr))
+		}
 	}
 	return err
 }
@@ -875,90 +863,6 @@ func rangeHeader(h http.Header) string {
 	return strings.Join(v, ", ")
 }
 
-// laneFits checks that a stored lane was opened for this gate's vendor and
-// coupon value; it returns a refusal code and reason when not.
-func (g *Gate) laneFits(m *store.Meta) (string, string) {
-	switch {
-	case m.Vendor != g.vendorHash: // records naming no vendor were named by a new open
-		return "wrong_vendor", "the lane was opened at another vendor's gate sharing this store"
-	case m.Unit != g.unit || m.Currency != g.Currency:
-		return "wrong_unit", fmt.Sprintf("the lane's coupons are worth %s %s; this route takes coupons of %s %s",
-			coupons.FormatAmount(m.Unit), m.Currency, g.challenge.Unit, g.Currency)
-	}
-	return "", ""
-}
-
-// mustReopen reports whether a stored lane must be opened again here
-// before it takes a payment: its record names no vendor (version 1), or
-// it holds no principals (version 2) while this gate checks revocations,
-// which it could not do on that lane.
-func (g *Gate) mustReopen(m *store.Meta) bool {
-	return m.Vendor == [32]byte{} || (g.revoked != nil && len(m.Certs) == 0)
-}
-
-// reload replaces a cached lane's record by one read from (or written to)
-// the store; if its principals changed (the lane was opened again under
-// another chain), they are checked again before the next payment.
-func (e *laneEntry) reload(rec store.Record) {
-	if !rec.Meta.SamePrincipals(e.rec.Meta.Certs, e.rec.Meta.Keys) {
-		e.gen = 0
-	}
-	e.rec = rec
-}
-
-// checkRevoked decides whether a cached lane may take a payment, with the
-// lane's lock held: it returns store.ErrRevoked when the lane is marked
-// revoked in the store, or when one of its principals is on a list this
-// gate installed, in which case it marks the lane in the store first (so
-// that a restart of this gate and every gate sharing the store refuse it
-// too, whatever lists they hold); another error when the store failed;
-// nil when the lane may pay, remembering the revocation generation it was
-// checked at. A lane cached as marked is read again, since a new open
-// under another chain (a takeover) clears the mark.
-func (g *Gate) checkRevoked(ctx context.Context, id coupons.LaneID, ent *laneEntry) error {
-	for attempt := 0; attempt < 3; attempt++ {
-		if ent.rec.Meta.Revoked {
-			fresh, err := g.store.Get(ctx, id)
-			if err != nil {
-				return err
-			}
-			ent.reload(fresh)
-			if fresh.Meta.Revoked {
-				return store.ErrRevoked
-			}
-		}
-		if g.revoked == nil {
-			return nil
-		}
-		gen := g.revoked.generation() // before the lists are read: a later list bumps it
-		if ent.gen == gen {
-			return nil
-		}
-		if !g.revoked.revokes(&ent.rec.Meta) {
-			ent.gen = gen
-			return nil
-		}
-		err := g.store.MarkRevoked(ctx, id, ent.rec.Meta.Certs, ent.rec.Meta.Keys)
-		if err == nil {
-			ent.rec.Meta.Revoked = true
-			gateMetrics.revokedLanes.WithLabelValues(g.Vendor).Inc()
-			g.logger.Info("a lane's delegation was revoked: the lane takes no more payments under it", zap.String("lane", id.String()))
-			return store.ErrRevoked
-		}
-		if !errors.Is(err, store.ErrConflict) {
-			return err
-		}
-		// The lane holds other principals now: read and check them.
-		fresh, err := g.store.Get(ctx, id)
-		if err != nil {
-			return err
-		}
-		ent.reload(fresh)
-		ent.gen = 0
-	}
-	return fmt.Errorf("ecoupon: lane %s: its principals keep changing", id)
-}
-
 // refuseRevoked answers a payment that checkRevoked or the store refused:
 // 402 revoked, or 503 when the store failed. No coupon was accepted.
 func (g *Gate) refuseRevoked(w http.ResponseWriter, err error) {
@@ -973,31 +877,6 @@ func (g *Gate) refuseRevoked(w http.ResponseWriter, err error) {
 		"ask the book's owner for a new grant; the owner's wallet can open this lane again and spend what is left on it")
 }
 
-// refund credits the price back to a lane whose paid request failed
-// upstream (5xx): the coupons stay spent, the next payment uses the credit.
-func (g *Gate) refund(ctx context.Context, id coupons.LaneID, ent *laneEntry, key [36]byte) {
-	lock := &g.locks[maphash.Comparable(g.seed, key)%uint64(len(g.locks))]
-	lock.Lock()
-	defer lock.Unlock()
-	for attempt := 0; attempt < 5; attempt++ {
-		cur, err := g.store.Get(ctx, id)
-		if err != nil {
-			break
-		}
-		next := cur
-		next.Credit += g.Price
-		if err = g.store.Advance(ctx, id, cur.State.Last, cur.Credit, next, 0); err == nil {
-			ent.reload(next)
-			gateMetrics.refunds.WithLabelValues(g.Vendor).Inc()
-			return
-		}
-		if !errors.Is(err, store.ErrConflict) {
-			break
-		}
-	}
-	g.logger.Error("could not credit a lane after an upstream failure", zap.String("lane", id.String()))
-}
-
 // storeUnavailable logs a store failure and answers 503 with a reason code,
 // like every refusal (the error itself stays in the log): the store is the
 // truth, and without it no payment can be accepted safely.
@@ -1005,71 +884,6 @@ func (g *Gate) storeUnavailable(w http.ResponseWriter, err error) {
 	g.logger.Error("spent-state store failed", zap.Error(err))
 	w.Header().Set("Retry-After", "5")
 	writeJSON(w, http.StatusServiceUnavailable, problem{Error: "store_unavailable", Reason: "the spent-state store is unavailable; try again later"})
-}
-
-// laneBuckets is the number of rate-limit buckets per lane lock stripe:
-// laneLocks·laneBuckets buckets of 24 bytes, 768 KiB per gate whatever
-// the number of lanes.
-const laneBuckets = 8
-
-// laneBucket is the token bucket of one lane (h, the lane's hash), held
-// in its stripe's row of g.buckets under the stripe's lock. A zero last
-// marks a free slot. A bucket that has filled up again (idle for
-// burst/lane_rate seconds) is the same as none, so a row only needs the
-// lanes of its stripe that paid within the last burst/lane_rate seconds.
-type laneBucket struct {
-	h      uint64
-	tokens float64
-	last   int64 // Unix nanoseconds of the last payment
-}
-
-// rateLimit takes a token from the bucket of the lane whose hash is h; it
-// returns how long to wait when there is none. The caller holds the
-// lane's stripe lock.
-//
-// A lane without a bucket in its stripe's row takes a free slot, or the
-// slot of the bucket that is fullest now; when that one has not filled up
-// again yet (more than laneBuckets lanes of one stripe paid within
-// burst/lane_rate seconds), its lane starts afresh with a full bucket at
-// its next payment. The lanes' hash is seeded, so a client cannot aim
-// lanes at one stripe: with n lanes paying within that time, a stripe
-// holds n/4096 of them on average, and an evicted bucket needs more than
-// 8 in one stripe (for n = 4096, a chance of about 1e-6 per stripe).
-func (g *Gate) rateLimit(h uint64, now time.Time) time.Duration {
-	if g.LaneRate < 0 {
-		return 0
-	}
-	burst := max(1, g.LaneRate)
-	t := now.UnixNano()
-	row := &g.buckets[h%laneLocks]
-	var b *laneBucket
-	fullest, most := 0, -1.0
-	for i := range row {
-		s := &row[i]
-		if s.last != 0 && s.h == h {
-			b = s
-			break
-		}
-		level := burst // a free slot
-		if s.last != 0 {
-			level = s.tokens + float64(t-s.last)/1e9*g.LaneRate
-		}
-		if level > most {
-			fullest, most = i, level
-		}
-	}
-	if b == nil {
-		b = &row[fullest]
-		*b = laneBucket{h: h, tokens: burst, last: t}
-	} else if t > b.last {
-		b.tokens = min(burst, b.tokens+float64(t-b.last)/1e9*g.LaneRate)
-		b.last = t
-	}
-	if b.tokens < 1 {
-		return time.Duration((1 - b.tokens) / g.LaneRate * float64(time.Second))
-	}
-	b.tokens--
-	return 0
 }
 
 // openLane verifies a lane-open document and records the lane. On failure

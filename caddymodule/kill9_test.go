@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -31,7 +32,16 @@ func runGateChild(cfg string) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	select {}
+	// SIGTERM stops the gate cleanly (its store flushed and closed);
+	// SIGKILL is the crash.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM)
+	<-sig
+	if err := caddy.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Exit(0)
 }
 
 func freePort(t *testing.T) int {
@@ -69,7 +79,8 @@ func startGateChild(t *testing.T, cfgFile, addr string) *exec.Cmd {
 	return nil
 }
 
-// TestGateKill9 kills a gate (bolt store) with SIGKILL while clients pay,
+// TestGateKill9 kills a gate (bolt store, lease 1: every coupon durable
+// before it is accepted) with SIGKILL while clients pay,
 // restarts it on the same files, and replays every payment the killed
 // gate had accepted: the restarted gate accepts none of them, and goes on
 // accepting new coupons.
@@ -88,7 +99,7 @@ func TestGateKill9(t *testing.T) {
 			"listen": []string{addr}, "automatic_https": map[string]any{"disable": true},
 			"routes": []any{map[string]any{"handle": []any{
 				map[string]any{"handler": "ecoupon", "vendor": "news.example", "broker_keys": []string{w.brokerKeyFile}, "price": 1,
-					"lane_rate": -1, "secret_file": filepath.Join(dir, "secret"),
+					"lane_rate": -1, "lease": 1, "secret_file": filepath.Join(dir, "secret"),
 					"store": map[string]any{"backend": "bolt", "path": filepath.Join(dir, "spent.db")}},
 				map[string]any{"handler": "static_response", "body": "paid"}}}}}}}},
 	}

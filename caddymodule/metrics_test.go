@@ -66,6 +66,7 @@ func TestLaneRateLimit(t *testing.T) {
 	w := newWorld(t, "news.example", t0Later())
 	g := newGate(t, w, `{"backend":"memory"}`, 1)
 	g.LaneRate = 2
+	reCore(t, g)
 	now := time.Now()
 	g.now = func() time.Time { return now }
 	c := newClient(t, nil, w.owner, 0)
@@ -109,6 +110,7 @@ func TestLaneRateLimitWithoutCacheAdmission(t *testing.T) {
 	w := newWorld(t, "news.example", t0Later())
 	g := newGate(t, w, `{"backend":"memory"}`, 1)
 	g.LaneRate = 2
+	reCore(t, g)
 	now := time.Now()
 	g.now = func() time.Time { return now }
 	c := newClient(t, nil, w.owner, 0)
@@ -119,7 +121,7 @@ func TestLaneRateLimitWithoutCacheAdmission(t *testing.T) {
 	}
 	var codes []int
 	for k, p := range pays {
-		g.cache.Clear()
+		g.core.ClearCache()
 		rec := serve(g, "GET", "/premium/x", p)
 		codes = append(codes, rec.Code)
 		if rec.Code == 429 && (rec.Header().Get("Retry-After") == "" || errorCode(t, rec.Body.String()) != "lane_rate_limited") {
@@ -139,7 +141,7 @@ func TestLaneRateLimitWithoutCacheAdmission(t *testing.T) {
 		t.Fatalf("the lane stands at %d after two served payments, want 2", rec.State.Last)
 	}
 	now = now.Add(time.Second)
-	g.cache.Clear()
+	g.core.ClearCache()
 	if rec := serve(g, "GET", "/premium/x", pays[2]); rec.Code != 200 {
 		t.Fatalf("the third coupon a second later: %d %s", rec.Code, rec.Body)
 	}
@@ -198,45 +200,5 @@ func TestBoltCommitMetrics(t *testing.T) {
 	}
 	if got := counters(); len(got) != 0 {
 		t.Errorf("a closed store still exported: %v", got)
-	}
-}
-
-// TestLaneBucketsCrowdedStripe: a lane's bucket is kept while at most
-// laneBuckets lanes of its stripe are paying (here: it stays drained while
-// seven other lanes of its stripe drain theirs), and a lane whose bucket
-// has filled up again gives its slot away losing nothing.
-func TestLaneBucketsCrowdedStripe(t *testing.T) {
-	w := newWorld(t, "news.example", t0Later())
-	g := newGate(t, w, `{"backend":"memory"}`, 1)
-	g.LaneRate = 2
-	now := time.Now()
-	const a = uint64(5) // lane a and others of stripe 5
-	other := func(k int) uint64 { return a + uint64(k)*laneLocks }
-	for k := 0; k < 2; k++ {
-		if wait := g.rateLimit(a, now); wait != 0 {
-			t.Fatalf("payment %d of lane a refused", k)
-		}
-	}
-	for k := 1; k < laneBuckets; k++ {
-		for j := 0; j < 3; j++ {
-			g.rateLimit(other(k), now)
-		}
-	}
-	if wait := g.rateLimit(a, now); wait == 0 {
-		t.Fatal("lane a's drained bucket was dropped while its stripe held 8 lanes")
-	}
-	// A second later every bucket is full again: new lanes take their
-	// slots, and lane a (also full by then) loses nothing by it.
-	now = now.Add(time.Second)
-	for k := laneBuckets; k < 2*laneBuckets; k++ {
-		g.rateLimit(other(k), now)
-	}
-	for k := 0; k < 2; k++ {
-		if wait := g.rateLimit(a, now); wait != 0 {
-			t.Fatalf("lane a, full again, refused at payment %d", k)
-		}
-	}
-	if wait := g.rateLimit(a, now); wait == 0 {
-		t.Fatal("lane a's third payment in the instant passed")
 	}
 }

@@ -216,7 +216,7 @@ func TestOwnerTakesBackRevokedDevicesLane(t *testing.T) {
 	if err := g.store.MarkRevoked(context.Background(), pc.lane, r.Meta.Certs, r.Meta.Keys); err != nil {
 		t.Fatal(err)
 	}
-	g.cache.Clear()
+	g.core.ClearCache()
 	wantRefusal(t, payOn(t, g, pc), 402, "revoked")
 	oc := reclaimer(t, w.owner, 0, 5)
 	oc.nonce = gateNonce(g)

@@ -122,8 +122,8 @@ func TestValidateRejectsBadConfigWithoutCreatingFiles(t *testing.T) {
 			if after := workerStacks(); after > before {
 				t.Errorf("Provision started %d worker goroutines", after-before)
 			}
-			if g.store != nil || g.cache != nil || g.sigs != nil || g.stopRedeem != nil || g.stopPoll != nil {
-				t.Errorf("Provision opened the store, a cache or a worker")
+			if g.store != nil || g.core != nil || g.sigs != nil || g.stopRedeem != nil || g.stopPoll != nil {
+				t.Errorf("Provision opened the store, the lanes core, a cache or a worker")
 			}
 			g.Cleanup()
 			if got := dirEntries(t, data); len(got) > 0 {

@@ -47,13 +47,13 @@ type revocations struct {
 	gen atomic.Uint64
 }
 
-// generation returns the count of lists installed so far.
-func (r *revocations) generation() uint64 { return r.gen.Load() }
+// Generation returns the count of lists installed so far.
+func (r *revocations) Generation() uint64 { return r.gen.Load() }
 
-// revokes reports whether a lane's principals (its open's certificates
+// Revokes reports whether a lane's principals (its open's certificates
 // and keys, kept by the store) hold a certificate or key that an
 // installed list revokes.
-func (r *revocations) revokes(m *store.Meta) bool {
+func (r *revocations) Revokes(m *store.Meta) bool {
 	for _, h := range m.Certs {
 		if r.CertRevoked(h) {
 			return true

@@ -289,7 +289,7 @@ func TestRevokedDeviceOpenLaneRefusedAcrossFleet(t *testing.T) {
 	}
 	next := &counted{}
 	wantRevoked(t, serveTo(gB, next, c0.payment("GET", "/premium/x", 1)), "phone at B (older list, lane cached)")
-	gB.cache.Clear()
+	gB.core.ClearCache()
 	wantRevoked(t, serveTo(gB, next, c0.payment("GET", "/premium/x", 1)), "phone at B (older list, cache lost)")
 	if r := laneAt(t, gB, phone, 0); r.State.Last != 4 || !r.Meta.Revoked {
 		t.Fatalf("lane 0: last %d, revoked %v; want 4, marked", r.State.Last, r.Meta.Revoked)
@@ -389,8 +389,8 @@ func TestLaneWithoutPrincipalsReopened(t *testing.T) {
 	if err := g.store.Reopen(ctx, c.lane, rec.State.Last, rec.Credit, old); err != nil {
 		t.Fatal(err)
 	}
-	g.cache.Clear()
-	plain.cache.Clear()
+	g.core.ClearCache()
+	plain.core.ClearCache()
 	mustPay(t, plain, c, 1, "phone at a gate without lists")
 	refused := serve(g, "GET", "/premium/x", c.payment("GET", "/premium/x", 1))
 	wantRefusal(t, refused, 402, "lane_not_open")

@@ -38,8 +38,11 @@ func (MemoryStore) CaddyModule() caddy.ModuleInfo {
 func (MemoryStore) OpenStore(caddy.Context) (store.Store, error) { return store.NewMemory(), nil }
 
 // BoltStore is the embedded durable store (the default): one bbolt file
-// and its write-ahead log (<path>.wal, 32 MiB), coupons group-committed
-// and on disk before the response leaves.
+// and its write-ahead log (<path>.wal, 32 MiB). A lane's reservation
+// (the gate's lease) is group-committed and on disk before a coupon
+// beyond the last one is accepted; coupons within it are accepted from
+// memory and written within a second, and every lane's exact position on
+// a clean stop.
 type BoltStore struct {
 	// Path of the database file. Default: ecoupons/<vendor>.db in Caddy's
 	// data directory.
@@ -69,15 +72,18 @@ func (b *BoltStore) Validate() error {
 // file, so the new config must reuse the old config's handle.
 var boltPool = caddy.NewUsagePool()
 
+// boltHandle is a pooled bolt file and the spending leases held on it:
+// one Leased per file, whatever the number of gates and configs using
+// it, since reservations are only safe with a single holder.
 type boltHandle struct {
-	*store.Bolt
-	path string
+	leased *store.Leased
+	path   string
 }
 
 // Destruct closes the database once no config uses it.
 func (h boltHandle) Destruct() error {
 	openBolts.Delete(h.path)
-	return h.Bolt.Close()
+	return h.leased.Close() // releases every lane, then closes the file
 }
 
 // openBolts holds the open bolt stores by path, for their metrics.
@@ -85,7 +91,7 @@ var openBolts sync.Map
 
 // sharedBolt is a store.Store whose Close releases the pool reference.
 type sharedBolt struct {
-	*store.Bolt
+	*store.Leased
 	key string
 }
 
@@ -113,12 +119,12 @@ func (b *BoltStore) OpenStore(ctx caddy.Context) (store.Store, error) {
 			return nil, err
 		}
 		openBolts.Store(path, db)
-		return boltHandle{db, path}, nil
+		return boltHandle{leased: store.NewLeased(db, store.LeaseOptions{}), path: path}, nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return sharedBolt{Bolt: v.(boltHandle).Bolt, key: path}, nil
+	return sharedBolt{Leased: v.(boltHandle).leased, key: path}, nil
 }
 
 // RedisStore is shared by a fleet of gates behind one address.

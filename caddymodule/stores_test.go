@@ -58,6 +58,7 @@ func TestStoreFailureAnswers503(t *testing.T) {
 	}
 	good := g.store
 	g.store = failingStore{good}
+	reCore(t, g)
 	defer func() { g.store = good }()
 	rec := serve(g, "GET", "/premium/x", pays[1])
 	wantRefusal(t, rec, 503, "store_unavailable")
@@ -67,9 +68,10 @@ func TestStoreFailureAnswers503(t *testing.T) {
 	if strings.Contains(rec.Body.String(), errStoreDown.Error()) {
 		t.Errorf("the store's error leaked to the client: %s", rec.Body)
 	}
-	g.cache.Clear()
+	g.core.ClearCache()
 	wantRefusal(t, serve(g, "GET", "/premium/x", pays[1]), 503, "store_unavailable")
 	g.store = good
+	reCore(t, g)
 	if rec := serve(g, "GET", "/premium/x", pays[1]); rec.Code != 200 {
 		t.Fatalf("the same payment once the store is back: %d %s", rec.Code, rec.Body)
 	}

@@ -82,7 +82,7 @@ func TestRevokedDeviceCannotClearItsMark(t *testing.T) {
 			if err := g.store.MarkRevoked(context.Background(), pc.lane, r.Meta.Certs, r.Meta.Keys); err != nil {
 				t.Fatal(err)
 			}
-			g.cache.Clear()
+			g.core.ClearCache()
 			pc.opened, pc.nonce = false, gateNonce(g)
 			pc.editOpen = func(o *coupons.Open) {
 				if variant == "same-open" {
@@ -161,7 +161,7 @@ func TestOwnerReopensMarkedLaneWithoutRevokedCertificate(t *testing.T) {
 	if err := g.store.MarkRevoked(context.Background(), oc.lane, r.Meta.Certs, r.Meta.Keys); err != nil {
 		t.Fatal(err)
 	}
-	g.cache.Clear()
+	g.core.ClearCache()
 	oc.opened, oc.nonce = false, gateNonce(g)
 	oc.editOpen = func(o *coupons.Open) { o.User = nil }
 	mustPay(t, g, oc, 1, "the owner, reopening without its user certificate")

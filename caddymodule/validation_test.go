@@ -253,7 +253,7 @@ func TestUnnamedLaneMustBeReopened(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, g := range []*Gate{offline, semi, other} {
-			g.cache.Clear()
+			g.core.ClearCache()
 		}
 		wantRefusal(t, serve(other, "GET", "/premium/x", c.payment("GET", "/premium/x", 1)), 402, "lane_not_open")
 		c.nonce, c.opened = gateNonce(other), false
@@ -267,7 +267,7 @@ func TestUnnamedLaneMustBeReopened(t *testing.T) {
 		if err != nil || got.Meta.Vendor != own.vendorHash || got.State.Last != rec.State.Last+4 {
 			t.Fatalf("lane %d after the reopen: vendor named %v, at %d (was %d), %v", lane, got.Meta.Vendor == own.vendorHash, got.State.Last, rec.State.Last, err)
 		}
-		other.cache.Clear()
+		other.core.ClearCache()
 		wantRefusal(t, serve(other, "GET", "/premium/x", c.payment("GET", "/premium/x", 1)), 402, "wrong_vendor")
 	}
 }

@@ -416,15 +416,57 @@ func (s *Bolt) write(fn func(*kvTx) error) error {
 	first := len(s.queue) == 1
 	s.qmu.Unlock()
 	if first {
-		select {
-		case s.kick <- struct{}{}:
-		default: // a kick is already pending
-		}
+		s.kickCommitter()
 	}
 	err := <-op.err // every queued write is answered, even after Close
 	op.fn = nil
 	opPool.Put(op)
 	return err
+}
+
+// writeAll queues fns together (in order, so that consecutive groups take
+// them) and waits until every one is durable, returning their results.
+func (s *Bolt) writeAll(fns []func(*kvTx) error) []error {
+	errs := make([]error, len(fns))
+	if len(fns) == 0 {
+		return errs
+	}
+	ops := make([]*boltOp, len(fns))
+	for i, fn := range fns {
+		ops[i] = opPool.Get().(*boltOp)
+		ops[i].fn = fn
+	}
+	s.qmu.Lock()
+	if s.closed {
+		s.qmu.Unlock()
+		for i, op := range ops {
+			op.fn = nil
+			opPool.Put(op)
+			errs[i] = ErrClosed
+		}
+		return errs
+	}
+	first := len(s.queue) == 0
+	s.queue = append(s.queue, ops...)
+	s.qmu.Unlock()
+	if first {
+		s.kickCommitter()
+	}
+	for i, op := range ops {
+		errs[i] = <-op.err
+		op.fn = nil
+		opPool.Put(op)
+	}
+	return errs
+}
+
+// kickCommitter wakes the committer after the queue went from empty to
+// not empty.
+func (s *Bolt) kickCommitter() {
+	select {
+	case s.kick <- struct{}{}:
+	default: // a kick is already pending
+	}
 }
 
 // read runs fn with a getter that sees the overlay, then the bbolt file.
@@ -496,13 +538,22 @@ func (s *Bolt) Reopen(_ context.Context, id coupons.LaneID, prevLast, prevCredit
 }
 
 func (s *Bolt) advance(id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64, reopen bool) error {
-	k := Key(id)
-	enc, err := next.MarshalBinary()
+	fn, err := s.advanceOp(id, prevLast, prevCredit, next, charge, reopen)
 	if err != nil {
 		return err
 	}
-	capNanos, grant := next.Meta.Cap, next.Meta.Grant // the closure captures these, not all of next
-	return mapClosed(s.write(func(t *kvTx) error {
+	return mapClosed(s.write(fn))
+}
+
+// advanceOp is the write of an Advance (or a Reopen).
+func (s *Bolt) advanceOp(id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64, reopen bool) (func(*kvTx) error, error) {
+	k := Key(id)
+	enc, err := next.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	capNanos, grant, nextLast := next.Meta.Cap, next.Meta.Grant, next.State.Last // the closure captures these, not all of next
+	return func(t *kvTx) error {
 		v := t.get(bLanes, k[:])
 		if v == nil {
 			return ErrNotFound
@@ -529,12 +580,45 @@ func (s *Bolt) advance(id coupons.LaneID, prevLast, prevCredit uint32, next Reco
 			}
 			t.put(bGrants, grant[:], binary.BigEndian.AppendUint64(nil, uint64(total)))
 		}
-		t.putOwned(bLanes, k[:], enc)   // made above for this write only
-		if t.get(bDirty, k[:]) == nil { // newly pending: at the back of the order
+		t.putOwned(bLanes, k[:], enc) // made above for this write only
+		if t.get(bDirty, k[:]) == nil && nextLast > redeemedOf(t, k[:]) {
+			// newly pending: at the back of the order (a write that
+			// leaves nothing to redeem, such as a Leased store's release,
+			// marks nothing)
 			t.putOwned(bDirty, k[:], queued{due: time.Now().UnixNano()}.encode())
 		}
 		return nil
-	}))
+	}, nil
+}
+
+// redeemedOf is what the broker paid of the lane whose key is k.
+func redeemedOf(t *kvTx, k []byte) uint32 {
+	if rv := t.get(bRedeemed, k); len(rv) == 4 {
+		return binary.BigEndian.Uint32(rv)
+	}
+	return 0
+}
+
+// advanceBatch implements batchAdvancer: the Advances (no charge) of ws,
+// queued together so that they share groups (one fdatasync for up to
+// BatchSize of them), each with its own result.
+func (s *Bolt) advanceBatch(ws []batchWrite) []error {
+	errs := make([]error, len(ws))
+	fns := make([]func(*kvTx) error, 0, len(ws))
+	at := make([]int, 0, len(ws))
+	for i, w := range ws {
+		fn, err := s.advanceOp(w.id, w.prevLast, w.prevCredit, w.next, 0, false)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		fns = append(fns, fn)
+		at = append(at, i)
+	}
+	for j, err := range s.writeAll(fns) {
+		errs[at[j]] = mapClosed(err)
+	}
+	return errs
 }
 
 // MarkRevoked implements Store.

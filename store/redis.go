@@ -116,31 +116,29 @@ func (s *Redis) Get(ctx context.Context, id coupons.LaneID) (Record, error) {
 // score ARGV[8] (now, unix milliseconds); ARGV[1] expected last index and
 // ARGV[6] expected credit (decimal), ARGV[2] new record, ARGV[3] charge,
 // ARGV[4] cap, ARGV[7] "1" for a reopen (Store.Reopen). The last index and
-// the credit sit at fixed offsets of the record (lastOffset, creditOffset,
-// 4 bytes each, big-endian; Lua strings count from 1).
+// the credit sit at fixed offsets of the record (recordLastAt,
+// recordCreditAt, 4 bytes each, big-endian; Lua strings count from 1).
 //
-// First the principals (checkWrite): a version 3 record keeps them after
-// its flags byte (at flagsOffset; bit 0: revoked); older records have
-// none, compared as a version 3 record without any ("\0\0"). A new record
-// with other principals is refused ('CONFLICT') unless it is a reopen; one
-// with the same principals as a marked record, without the mark, is
-// refused ('REVOKED').
-var advanceScript = redis.NewScript(fmt.Sprintf(`
+// First the principals (checkWrite): a version 3 record keeps them at
+// recordTailAtV3, a version 4 record at recordTailAt, both after the
+// flags byte (at recordFlagsAt; bit 0: revoked); older records have none,
+// compared as a record without any ("\0\0"). A new record with other
+// principals is refused ('CONFLICT') unless it is a reopen; one with the
+// same principals as a marked record, without the mark, is refused
+// ('REVOKED').
+var advanceScript = redis.NewScript(luaPrincipals + fmt.Sprintf(`
 local cur = redis.call('GET', KEYS[1])
 if not cur then return 'NOTFOUND' end
-local cp, marked = '\0\0', false
-if string.byte(cur, 1) == 3 then
-  cp = string.sub(cur, %[1]d)
-  marked = string.byte(cur, %[2]d) %% 2 == 1
-end
-if cp ~= string.sub(ARGV[2], %[1]d) then
+local cp, marked = principals(cur)
+local np, nmarked = principals(ARGV[2])
+if cp ~= np then
   if ARGV[7] ~= '1' then return 'CONFLICT' end
-elseif marked and string.byte(ARGV[2], %[2]d) %% 2 == 0 then
+elseif marked and not nmarked then
   return 'REVOKED'
 end
-local b1, b2, b3, b4 = string.byte(cur, %[3]d, %[4]d)
+local b1, b2, b3, b4 = string.byte(cur, %[1]d, %[2]d)
 local last = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
-local c1, c2, c3, c4 = string.byte(cur, %[5]d, %[6]d)
+local c1, c2, c3, c4 = string.byte(cur, %[3]d, %[4]d)
 local credit = ((c1 * 256 + c2) * 256 + c3) * 256 + c4
 if last ~= tonumber(ARGV[1]) or credit ~= tonumber(ARGV[6]) then return 'CONFLICT' end
 local charge, cap = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -152,15 +150,25 @@ end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[3], 'NX', ARGV[8], ARGV[5])
 return 'OK'
-`, recordTailAt+1, flagsOffset+1, lastOffset+1, lastOffset+4, creditOffset+1, creditOffset+4))
+`, recordLastAt+1, recordLastAt+4, recordCreditAt+1, recordCreditAt+4))
 
-// lastOffset is where State.Last starts in an encoded record, and
-// creditOffset where Credit does.
-const (
-	lastOffset   = 1 + 16 + 32 + 4 + 8 + 3 + 8 + 32 + 32 + 32 + 8 + 1 + MaxNonce
-	creditOffset = lastOffset + 4 + 32 + 32 + 16 + 1
-	flagsOffset  = recordFlagsAt
-)
+// luaPrincipals defines, for the scripts, tailat(r): where an encoded
+// record's principals start (1-based; nil before version 3), and
+// principals(r): the principals as appendPrincipals encodes them and
+// whether the record is marked revoked (principalsOf).
+var luaPrincipals = fmt.Sprintf(`
+local function tailat(r)
+  local v = string.byte(r, 1)
+  if v == 3 then return %[1]d end
+  if v == 4 then return %[2]d end
+  return nil
+end
+local function principals(r)
+  local t = tailat(r)
+  if not t then return '\0\0', false end
+  return string.sub(r, t), string.byte(r, %[3]d) %% 2 == 1
+end
+`, recordTailAtV3+1, recordTailAt+1, recordFlagsAt+1)
 
 // Advance implements Store.
 func (s *Redis) Advance(ctx context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64) error {
@@ -203,18 +211,20 @@ func (s *Redis) advance(ctx context.Context, id coupons.LaneID, prevLast, prevCr
 	return fmt.Errorf("store: redis: unexpected reply %q", res)
 }
 
-// markRevokedScript: KEYS[1] the lane, ARGV[1] the principals as a
-// version 3 record encodes them after its flags. It sets the revoked flag
-// if the record holds exactly these principals.
-var markRevokedScript = redis.NewScript(fmt.Sprintf(`
+// markRevokedScript: KEYS[1] the lane, ARGV[1] the principals as
+// appendPrincipals encodes them. It sets the revoked flag (at
+// recordFlagsAt) if the record holds exactly these principals, keeping
+// every other byte (the lease among them).
+var markRevokedScript = redis.NewScript(luaPrincipals + fmt.Sprintf(`
 local cur = redis.call('GET', KEYS[1])
 if not cur then return 'NOTFOUND' end
-if string.byte(cur, 1) ~= 3 or #cur < %d or string.sub(cur, %d) ~= ARGV[1] then return 'CONFLICT' end
-local f = string.byte(cur, %d)
+local t = tailat(cur)
+if not t or #cur < t + 1 or string.sub(cur, t) ~= ARGV[1] then return 'CONFLICT' end
+local f = string.byte(cur, %[1]d)
 if f %% 2 == 1 then return 'OK' end
-redis.call('SET', KEYS[1], string.sub(cur, 1, %d) .. string.char(f + 1) .. string.sub(cur, %d))
+redis.call('SET', KEYS[1], string.sub(cur, 1, %[2]d) .. string.char(f + 1) .. string.sub(cur, %[3]d))
 return 'OK'
-`, recordFixedLen, recordTailAt+1, flagsOffset+1, flagsOffset, flagsOffset+2))
+`, recordFlagsAt+1, recordFlagsAt, recordFlagsAt+2))
 
 // MarkRevoked implements Store.
 func (s *Redis) MarkRevoked(ctx context.Context, id coupons.LaneID, certs [][32]byte, keys []spki.KeyHash) error {
@@ -362,7 +372,7 @@ if cur then
   end
 end
 return 'OK'
-`, lastOffset+1, lastOffset+4))
+`, recordLastAt+1, recordLastAt+4))
 
 // Redeemed implements Store.
 func (s *Redis) Redeemed(ctx context.Context, id coupons.LaneID, index uint32) error {

@@ -4,10 +4,13 @@
 // is the truth; caches in front of it may forget.
 //
 // Three implementations: Memory (tests), Bolt (embedded, durable, group
-// commit) and Redis (shared by a fleet, in package store's redis.go).
-// Every implementation must make Advance an atomic compare-and-set that is
-// durable before it returns, so that a coupon is never accepted twice,
-// across goroutines, processes, nodes or crashes.
+// commit) and Redis (shared by a fleet, in package store's redis.go), and
+// a wrapper, Leased, for a store one process owns (Bolt). Every
+// implementation makes Advance an atomic compare-and-set that is durable
+// when it returns, or, for Leased, covered when it returns by a
+// reservation made durable before (Record.Lease: after a crash, the gate
+// refuses every coupon up to it), so that a coupon is never accepted
+// twice, across goroutines, processes, nodes or crashes.
 package store
 
 import (
@@ -116,7 +119,7 @@ func (m *Meta) SamePrincipals(certs [][32]byte, keys []spki.KeyHash) bool {
 
 // Equal reports whether two records are the same.
 func (r *Record) Equal(o *Record) bool {
-	return r.Meta.Equal(&o.Meta) && r.State == o.State && r.Credit == o.Credit && r.Spent == o.Spent
+	return r.Meta.Equal(&o.Meta) && r.State == o.State && r.Credit == o.Credit && r.Spent == o.Spent && r.Lease == o.Lease
 }
 
 // MaxNonce is the longest lane-open nonce a record holds.
@@ -128,6 +131,21 @@ type Record struct {
 	State  coupons.LaneState
 	Credit uint32 // coupons paid for requests the upstream failed (5xx), owed back
 	Spent  uint32 // coupons accepted in total (= State.Last)
+	// Lease is a lane's reservation (record version 4; 0 in older ones).
+	//
+	// Written (Advance, Open, Reopen): the reservation the caller asks
+	// for, an index above State.Last: a store that holds reservations
+	// (Leased) may then accept later Advances up to Lease from memory,
+	// having made only the reservation durable. 0, or at most State.Last:
+	// no reservation. A plain store (Memory, Redis, Bolt) just stores it.
+	//
+	// Read back: Lease > State.Last in a record that a process left
+	// without releasing its reservation (a crash) means that coupons up
+	// to Lease may already have been accepted and served: the gate must
+	// refuse every coupon at or below Lease on the lane (the client
+	// resumes at Lease+1). A store holding the lane's reservation itself
+	// returns 0 (Leased.Get): it has nothing to refuse.
+	Lease uint32
 }
 
 // Store is the spent-state store of a gate.
@@ -149,7 +167,8 @@ type Store interface {
 	// revoked and next lacks the mark, it returns ErrRevoked: nothing is
 	// written. When next.Meta.Cap > 0, charge nanos are added
 	// to the grant's total spending, refused with coupons.ErrCapExceeded
-	// beyond the cap. It is durable when it returns.
+	// beyond the cap. It is durable when it returns, or within a
+	// reservation the store holds (next.Lease, Record.Lease, Leased).
 	Advance(ctx context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64) error
 	// Close releases the store.
 	Close() error
@@ -342,36 +361,60 @@ func decodeProof(b []byte) ([][32]byte, error) {
 }
 
 // recordVersion is the first byte of an encoded record. Version 1
-// records (no vendor) and version 2 records (no principals) are still
-// read; a gate makes the lane be opened again before it takes a payment
-// on one (docs/PROTOCOL.md, Spent state).
-const recordVersion = 3
+// records (no vendor), version 2 records (no principals) and version 3
+// records (no lease) are still read; a gate makes the lane be opened
+// again before it takes a payment on a version 1 or 2 one
+// (docs/PROTOCOL.md, Spent state).
+const recordVersion = 4
 
-// recordLenV1 is the size of a version 1 record, recordLenV2 of a version
-// 2 record (a trailing vendor hash), and recordFixedLen of the fixed part
-// of a version 3 record: the version 2 layout, then a flags byte, the
-// spender's portion end (be32; 0 for the whole lane), the counts of
-// certificate and key hashes (a byte each) and the hashes, 32 bytes each. The position and the credit keep their offsets in every
-// version (recordLastAt, recordCreditAt).
+// The layout of an encoded record, every offset in one place (the bolt
+// store's in-place compare-and-set, the Redis scripts and the decoder
+// use these). Version 1 is the fixed part up to recordLenV1; version 2
+// appends the vendor hash (recordLenV2); version 3 appends a flags byte,
+// the spender's portion end (be32; 0 for the whole lane), then the counts
+// of certificate and key hashes (a byte each, at recordTailAtV3) and the
+// hashes, 32 bytes each; version 4 inserts the lease (be32) between the
+// portion end and the counts (at recordTailAt). The position and the
+// credit keep their offsets in every version.
 const (
-	recordLenV1 = 1 + 16 + 32 + 4 + 8 + 3 + 8 + 32 + 32 + 32 + 8 + // meta
-		1 + MaxNonce + // nonce, length-prefixed and zero-padded
-		4 + 32 + 32 + 16 + 1 + // state
-		4 + 4 // credit, spent
-	recordLenV2    = recordLenV1 + 32  // vendor
-	recordFlagsAt  = recordLenV2       // version 3: flags
-	recordEndAt    = recordFlagsAt + 1 // version 3: the spender's portion end
-	recordTailAt   = recordEndAt + 4
-	recordFixedLen = recordTailAt + 2 // counts of certs and keys
+	recordVersionAt    = 0
+	recordTagAt        = recordVersionAt + 1
+	recordAnchorAt     = recordTagAt + 16
+	recordLengthAt     = recordAnchorAt + 32
+	recordUnitAt       = recordLengthAt + 4
+	recordCurrencyAt   = recordUnitAt + 8
+	recordNotAfterAt   = recordCurrencyAt + 3
+	recordSpenderAt    = recordNotAfterAt + 8
+	recordOwnerAt      = recordSpenderAt + 32
+	recordGrantAt      = recordOwnerAt + 32
+	recordCapAt        = recordGrantAt + 32
+	recordNonceAt      = recordCapAt + 8 // length byte, then MaxNonce bytes, zero-padded
+	recordLastAt       = recordNonceAt + 1 + MaxNonce
+	recordLastValueAt  = recordLastAt + 4
+	recordPrevDigestAt = recordLastValueAt + 32
+	recordPrevMACAt    = recordPrevDigestAt + 32
+	recordHasPrevAt    = recordPrevMACAt + 16
+	recordCreditAt     = recordHasPrevAt + 1
+	recordSpentAt      = recordCreditAt + 4
+	recordLenV1        = recordSpentAt + 4
+	recordVendorAt     = recordLenV1 // version 2
+	recordLenV2        = recordVendorAt + 32
+	recordFlagsAt      = recordLenV2        // version 3: flags
+	recordEndAt        = recordFlagsAt + 1  // version 3: the spender's portion end
+	recordTailAtV3     = recordEndAt + 4    // version 3: counts of certs and keys
+	recordLeaseAt      = recordEndAt + 4    // version 4: the lease
+	recordTailAt       = recordLeaseAt + 4  // version 4: counts of certs and keys
+	recordFixedLenV3   = recordTailAtV3 + 2 // fixed part of a version 3 record
+	recordFixedLen     = recordTailAt + 2   // fixed part of a version 4 record
 )
 
-// Flags of a version 3 record.
+// Flags of a version 3 or 4 record.
 const (
 	flagRevoked byte = 1 << iota
 	flagsKnown       = flagRevoked
 )
 
-// MarshalBinary encodes a record (version 3).
+// MarshalBinary encodes a record (version 4).
 func (r *Record) MarshalBinary() ([]byte, error) {
 	return r.AppendBinary(make([]byte, 0, recordFixedLen+32*(len(r.Meta.Certs)+len(r.Meta.Keys))))
 }
@@ -426,10 +469,11 @@ func (r *Record) AppendBinary(b []byte) ([]byte, error) {
 		end = 0 // the whole lane
 	}
 	b = binary.BigEndian.AppendUint32(b, end)
+	b = binary.BigEndian.AppendUint32(b, r.Lease)
 	return appendPrincipals(b, m.Certs, m.Keys), nil
 }
 
-// appendPrincipals appends the tail of a version 3 record after its flags:
+// appendPrincipals appends the tail of a version 4 record (recordTailAt):
 // the counts, then the hashes. Callers check the bounds.
 func appendPrincipals(b []byte, certs [][32]byte, keys []spki.KeyHash) []byte {
 	b = append(b, byte(len(certs)), byte(len(keys)))
@@ -450,10 +494,15 @@ func recordVersionOf(b []byte) (int, error) {
 		return 1, nil
 	case len(b) == recordLenV2 && b[0] == 2:
 		return 2, nil
-	case len(b) >= recordFixedLen && b[0] == 3:
+	case len(b) >= recordFixedLenV3 && b[0] == 3:
+		nc, nk := int(b[recordTailAtV3]), int(b[recordTailAtV3+1])
+		if nc <= MaxCerts && nk <= MaxKeys && len(b) == recordFixedLenV3+32*(nc+nk) {
+			return 3, nil
+		}
+	case len(b) >= recordFixedLen && b[0] == 4:
 		nc, nk := int(b[recordTailAt]), int(b[recordTailAt+1])
 		if nc <= MaxCerts && nk <= MaxKeys && len(b) == recordFixedLen+32*(nc+nk) {
-			return 3, nil
+			return 4, nil
 		}
 	}
 	return 0, fmt.Errorf("%w: %d bytes, version %d", ErrCorrupt, len(b), firstByte(b))
@@ -465,21 +514,21 @@ func (r *Record) UnmarshalBinary(b []byte) error {
 	if err != nil {
 		return err
 	}
+	be32 := func(at int) uint32 { return binary.BigEndian.Uint32(b[at:]) }
+	be64 := func(at int) uint64 { return binary.BigEndian.Uint64(b[at:]) }
 	m := &r.Meta
-	p := b[1:]
-	take := func(n int) []byte { x := p[:n]; p = p[n:]; return x }
-	copy(m.Tag[:], take(16))
-	copy(m.Anchor[:], take(32))
-	m.Length = binary.BigEndian.Uint32(take(4))
-	m.Unit = int64(binary.BigEndian.Uint64(take(8)))
-	m.Currency = string(take(3))
-	m.NotAfter = time.Unix(int64(binary.BigEndian.Uint64(take(8))), 0).UTC()
-	copy(m.Spender[:], take(32))
-	copy(m.Owner[:], take(32))
-	copy(m.Grant[:], take(32))
-	m.Cap = int64(binary.BigEndian.Uint64(take(8)))
-	n := int(take(1)[0])
-	nonce := take(MaxNonce)
+	copy(m.Tag[:], b[recordTagAt:])
+	copy(m.Anchor[:], b[recordAnchorAt:])
+	m.Length = be32(recordLengthAt)
+	m.Unit = int64(be64(recordUnitAt))
+	m.Currency = string(b[recordCurrencyAt : recordCurrencyAt+3])
+	m.NotAfter = time.Unix(int64(be64(recordNotAfterAt)), 0).UTC()
+	copy(m.Spender[:], b[recordSpenderAt:])
+	copy(m.Owner[:], b[recordOwnerAt:])
+	copy(m.Grant[:], b[recordGrantAt:])
+	m.Cap = int64(be64(recordCapAt))
+	n := int(b[recordNonceAt])
+	nonce := b[recordNonceAt+1 : recordNonceAt+1+MaxNonce]
 	if n > MaxNonce {
 		return fmt.Errorf("%w: nonce length", ErrCorrupt)
 	}
@@ -490,11 +539,11 @@ func (r *Record) UnmarshalBinary(b []byte) error {
 	}
 	m.Nonce = string(nonce[:n])
 	s := &r.State
-	s.Last = binary.BigEndian.Uint32(take(4))
-	copy(s.LastValue[:], take(32))
-	copy(s.PrevDigest[:], take(32))
-	copy(s.PrevMAC[:], take(16))
-	switch take(1)[0] {
+	s.Last = be32(recordLastAt)
+	copy(s.LastValue[:], b[recordLastValueAt:])
+	copy(s.PrevDigest[:], b[recordPrevDigestAt:])
+	copy(s.PrevMAC[:], b[recordPrevMACAt:])
+	switch b[recordHasPrevAt] {
 	case 0:
 		s.HasPrev = false
 	case 1:
@@ -502,31 +551,37 @@ func (r *Record) UnmarshalBinary(b []byte) error {
 	default:
 		return fmt.Errorf("%w: bad flag", ErrCorrupt)
 	}
-	r.Credit = binary.BigEndian.Uint32(take(4))
-	r.Spent = binary.BigEndian.Uint32(take(4))
+	r.Credit = be32(recordCreditAt)
+	r.Spent = be32(recordSpentAt)
 	m.Vendor = [32]byte{}
 	m.Certs, m.Keys, m.Revoked, m.End = nil, nil, false, 0
+	r.Lease = 0
 	if version >= 2 {
-		copy(m.Vendor[:], take(32))
+		copy(m.Vendor[:], b[recordVendorAt:])
 	}
 	if version >= 3 {
-		flags := take(1)[0]
+		flags := b[recordFlagsAt]
 		if flags&^flagsKnown != 0 {
 			return fmt.Errorf("%w: unknown flags %#x", ErrCorrupt, flags)
 		}
 		m.Revoked = flags&flagRevoked != 0
-		m.End = binary.BigEndian.Uint32(take(4))
-		nc, nk := int(take(1)[0]), int(take(1)[0])
+		m.End = be32(recordEndAt)
+		if version >= 4 {
+			r.Lease = be32(recordLeaseAt)
+		}
+		t := tailAt(byte(version))
+		nc, nk := int(b[t]), int(b[t+1])
+		p := b[t+2:] // recordVersionOf checked its length
 		if nc > 0 {
 			m.Certs = make([][32]byte, nc)
 			for i := range m.Certs {
-				copy(m.Certs[i][:], take(32))
+				copy(m.Certs[i][:], p[32*i:])
 			}
 		}
 		if nk > 0 {
 			m.Keys = make([]spki.KeyHash, nk)
 			for i := range m.Keys {
-				copy(m.Keys[i][:], take(32))
+				copy(m.Keys[i][:], p[32*(nc+i):])
 			}
 		}
 	}
@@ -539,18 +594,28 @@ func (r *Record) UnmarshalBinary(b []byte) error {
 	return nil
 }
 
-// noPrincipals is the tail of a version 3 record without principals, as
-// records of versions 1 and 2 are compared.
+// noPrincipals is the tail of a record without principals, as records of
+// versions 1 and 2 are compared.
 const noPrincipals = "\x00\x00"
 
+// tailAt is where the principals (their counts, then the hashes) start in
+// an encoded record of version 3 or later.
+func tailAt(version byte) int {
+	if version == 3 {
+		return recordTailAtV3
+	}
+	return recordTailAt
+}
+
 // principalsOf returns the principals of an encoded record as a version 3
-// record encodes them after its flags, and whether it is marked revoked.
-// The record's version and length were checked (recordVersionOf).
+// or 4 record encodes them (appendPrincipals), and whether it is marked
+// revoked. The record's version and length were checked
+// (recordVersionOf).
 func principalsOf(b []byte) (string, bool) {
 	if b[0] < 3 {
 		return noPrincipals, false
 	}
-	return string(b[recordTailAt:]), b[recordFlagsAt]&flagRevoked != 0
+	return string(b[tailAt(b[0]):]), b[recordFlagsAt]&flagRevoked != 0
 }
 
 // checkWrite decides whether the encoded record next may replace the
@@ -604,12 +669,6 @@ func recordPosition(b []byte) (last, credit uint32, err error) {
 	}
 	return binary.BigEndian.Uint32(b[recordLastAt:]), binary.BigEndian.Uint32(b[recordCreditAt:]), nil
 }
-
-// Offsets of the position and the credit in an encoded record.
-const (
-	recordLastAt   = 1 + 16 + 32 + 4 + 8 + 3 + 8 + 32 + 32 + 32 + 8 + 1 + MaxNonce
-	recordCreditAt = recordLastAt + 4 + 32 + 32 + 16 + 1
-)
 
 // Key returns the store key of a lane: book ID || be32(lane).
 func Key(id coupons.LaneID) [36]byte {

@@ -3,6 +3,7 @@ package store
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -76,11 +77,8 @@ func TestRecordEncoding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(enc) != recordFixedLen+4*32 || string(enc[lastOffset:lastOffset+4]) != "\x01\x02\x03\x04" || enc[0] != 3 {
-		t.Fatalf("layout: %d bytes, last at %x", len(enc), enc[lastOffset:lastOffset+4])
-	}
-	if lastOffset != recordLastAt || creditOffset != recordCreditAt || flagsOffset != recordFlagsAt {
-		t.Fatal("the Redis scripts' offsets differ from the record's")
+	if len(enc) != recordFixedLen+4*32 || string(enc[recordLastAt:recordLastAt+4]) != "\x01\x02\x03\x04" || enc[0] != 4 {
+		t.Fatalf("layout: %d bytes, last at %x", len(enc), enc[recordLastAt:recordLastAt+4])
 	}
 	r.Meta.Length = 0x7fffffff
 	enc, _ = r.MarshalBinary()
@@ -107,10 +105,28 @@ func TestRecordEncoding(t *testing.T) {
 	if err := back.UnmarshalBinary(benc); err != nil || back.Meta.Certs != nil || back.Meta.Keys != nil || !back.Equal(&bare) {
 		t.Fatalf("bare round trip: %v %+v", err, back.Meta)
 	}
+	// A version 3 record (before the lease was kept) still reads, with
+	// lease 0.
+	leased := r
+	leased.Lease = 0x0a0b0c0d
+	lenc, _ := leased.MarshalBinary()
+	v3 := append(append([]byte{3}, lenc[1:recordLeaseAt]...), lenc[recordTailAt:]...)
+	var old Record
+	if err := old.UnmarshalBinary(v3); err != nil || !old.Equal(&r) || old.Lease != 0 {
+		t.Fatalf("version 3: %v\n%+v", err, old)
+	}
+	if err := old.UnmarshalBinary(lenc); err != nil || !old.Equal(&leased) || old.Equal(&r) {
+		t.Fatalf("lease round trip: %v %d", err, old.Lease)
+	}
+	if p3, _ := principalsOf(v3); p3 != string(lenc[recordTailAt:]) {
+		t.Fatal("version 3 principals read at the wrong offset")
+	}
+	if err := checkWrite(v3, lenc, false); err != nil {
+		t.Fatalf("a version 4 write over its version 3 self: %v", err)
+	}
 	// A version 2 record (before the principals were kept) still reads,
 	// with none and no mark.
 	v2 := append([]byte{2}, enc[1:recordLenV2]...)
-	var old Record
 	want2 := r
 	want2.Meta.Certs, want2.Meta.Keys = nil, nil
 	if err := old.UnmarshalBinary(v2); err != nil || !old.Equal(&want2) {
@@ -130,8 +146,9 @@ func TestRecordEncoding(t *testing.T) {
 	badCount[recordTailAt] = 3
 	tooMany := append(append([]byte(nil), enc[:recordTailAt]...), MaxCerts+1, 0)
 	tooMany = append(tooMany, make([]byte, 32*(MaxCerts+1))...)
-	for _, bad := range [][]byte{nil, enc[:10], append(append([]byte(nil), enc...), 0), append([]byte{4}, enc[1:]...),
+	for _, bad := range [][]byte{nil, enc[:10], append(append([]byte(nil), enc...), 0), append([]byte{5}, enc[1:]...),
 		append([]byte{1}, enc[1:]...), append([]byte{2}, enc[1:]...), append([]byte{3}, enc[1:recordLenV2]...),
+		append([]byte{3}, enc[1:recordFixedLen]...), append([]byte{4}, enc[1:recordFixedLenV3]...),
 		enc[:recordFixedLen], unknownFlag, badCount, tooMany} {
 		if err := back.UnmarshalBinary(bad); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("corrupt record accepted: %v", err)
@@ -707,5 +724,137 @@ func TestOpenAtPosition(t *testing.T) {
 		if p, _ := s.Pending(ctx, time.Now(), 100); len(p) != 0 {
 			t.Fatalf("%s: a lane opened at the broker's position is pending: %+v", name, p)
 		}
+	}
+}
+
+// TestRecordLayoutOffsets: every offset constant of the record layout
+// (which the bolt compare-and-set and the Redis scripts read in place)
+// points at its field in an encoded record whose fields all differ.
+func TestRecordLayoutOffsets(t *testing.T) {
+	m := testMeta(0x0102030405060708)
+	for i := range m.Tag {
+		m.Tag[i] = 0x10 + byte(i)
+	}
+	m.Anchor[0], m.Spender[0], m.Owner[0], m.Grant[0], m.Vendor[0] = 0x21, 0x22, 0x23, 0x24, 0x25
+	m.Length, m.Unit, m.End = 0x00300000, 0x0a0b0c0d0e0f, 0x00200001
+	m.NotAfter = time.Unix(0x61626364, 0).UTC()
+	m.Currency, m.Nonce = "XYZ", "nonce-1"
+	m.Revoked = true
+	m.Certs, m.Keys = testPrincipals(1)
+	r := Record{Meta: m, Credit: 0x31323334, Spent: 0x41424344, Lease: 0x51525354}
+	r.State = coupons.LaneState{Last: 0x00100203, HasPrev: true}
+	r.State.LastValue[0], r.State.PrevDigest[0], r.State.PrevMAC[0] = 0x26, 0x27, 0x28
+	b, err := r.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	be32 := func(at int) uint32 { return binary.BigEndian.Uint32(b[at:]) }
+	be64 := func(at int) uint64 { return binary.BigEndian.Uint64(b[at:]) }
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"version", b[recordVersionAt], byte(recordVersion)},
+		{"tag", string(b[recordTagAt : recordTagAt+16]), string(m.Tag[:])},
+		{"anchor", b[recordAnchorAt], m.Anchor[0]},
+		{"length", be32(recordLengthAt), m.Length},
+		{"unit", be64(recordUnitAt), uint64(m.Unit)},
+		{"currency", string(b[recordCurrencyAt : recordCurrencyAt+3]), m.Currency},
+		{"not after", be64(recordNotAfterAt), uint64(m.NotAfter.Unix())},
+		{"spender", b[recordSpenderAt], m.Spender[0]},
+		{"owner", b[recordOwnerAt], m.Owner[0]},
+		{"grant", b[recordGrantAt], m.Grant[0]},
+		{"cap", be64(recordCapAt), uint64(m.Cap)},
+		{"nonce", string(b[recordNonceAt+1 : recordNonceAt+1+int(b[recordNonceAt])]), m.Nonce},
+		{"last", be32(recordLastAt), r.State.Last},
+		{"last value", b[recordLastValueAt], r.State.LastValue[0]},
+		{"prev digest", b[recordPrevDigestAt], r.State.PrevDigest[0]},
+		{"prev mac", b[recordPrevMACAt], r.State.PrevMAC[0]},
+		{"has prev", b[recordHasPrevAt], byte(1)},
+		{"credit", be32(recordCreditAt), r.Credit},
+		{"spent", be32(recordSpentAt), r.Spent},
+		{"vendor", b[recordVendorAt], m.Vendor[0]},
+		{"flags", b[recordFlagsAt], flagRevoked},
+		{"end", be32(recordEndAt), m.End},
+		{"lease", be32(recordLeaseAt), r.Lease},
+		{"counts", [2]byte{b[recordTailAt], b[recordTailAt+1]}, [2]byte{byte(len(m.Certs)), byte(len(m.Keys))}},
+		{"first cert", string(b[recordTailAt+2 : recordTailAt+34]), string(m.Certs[0][:])},
+		{"length", len(b), recordFixedLen + 32*(len(m.Certs)+len(m.Keys))},
+		{"v1 length", recordLenV1, recordVendorAt},
+		{"v3 tail", recordTailAtV3, recordLeaseAt},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s: %v at its offset, want %v", c.name, c.got, c.want)
+		}
+	}
+	if last, credit, err := recordPosition(b); err != nil || last != r.State.Last || credit != r.Credit {
+		t.Errorf("recordPosition: %d %d %v", last, credit, err)
+	}
+}
+
+// TestVersion3RecordsStillWritable: a lane whose stored record is of
+// version 3 (principals at the older offset, no lease) keeps being
+// checked right by the in-place compare-and-set of bolt and the Redis
+// scripts: a write keeping its principals passes, one with others
+// conflicts, and marking it revoked works.
+func TestVersion3RecordsStillWritable(t *testing.T) {
+	ctx := context.Background()
+	m := testMeta(0)
+	m.Certs, m.Keys = testPrincipals(1)
+	r := NewRecord(m)
+	r.State.Last = 5
+	enc, _ := r.MarshalBinary()
+	v3 := append(append([]byte{3}, enc[1:recordLeaseAt]...), enc[recordTailAt:]...)
+	for name, s := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			k := Key(lane(30))
+			switch s := s.(type) {
+			case *Bolt:
+				if err := s.write(func(t *kvTx) error { t.put(bLanes, k[:], v3); return nil }); err != nil {
+					t.Fatal(err)
+				}
+			case *Redis:
+				if err := s.c.Set(ctx, s.laneKey(lane(30)), v3, 0).Err(); err != nil {
+					t.Fatal(err)
+				}
+			default:
+				t.Skip("stores decoded records")
+			}
+			if got, err := s.Get(ctx, lane(30)); err != nil || !got.Equal(&r) {
+				t.Fatalf("Get of a version 3 record: %v %+v", err, got)
+			}
+			other := r
+			other.Meta.Certs, other.Meta.Keys = testPrincipals(2)
+			other.State.Last = 6
+			if err := s.Advance(ctx, lane(30), 5, 0, other, 0); !errors.Is(err, ErrConflict) {
+				t.Fatalf("other principals over a version 3 record: %v", err)
+			}
+			next := r
+			next.State.Last, next.Lease = 6, 9
+			if err := s.Advance(ctx, lane(30), 5, 0, next, 0); err != nil {
+				t.Fatalf("same principals over a version 3 record: %v", err)
+			}
+			if err := s.MarkRevoked(ctx, lane(30), m.Certs, m.Keys); err != nil {
+				t.Fatal(err)
+			}
+			got, err := s.Get(ctx, lane(30))
+			if err != nil || !got.Meta.Revoked || got.Lease != 9 || got.State.Last != 6 {
+				t.Fatalf("after the mark: %v %+v", err, got)
+			}
+			k3 := Key(lane(31))
+			switch s := s.(type) {
+			case *Bolt:
+				s.write(func(t *kvTx) error { t.put(bLanes, k3[:], v3); return nil })
+			case *Redis:
+				s.c.Set(ctx, s.laneKey(lane(31)), v3, 0)
+			}
+			if err := s.MarkRevoked(ctx, lane(31), m.Certs, m.Keys); err != nil {
+				t.Fatalf("marking a version 3 record: %v", err)
+			}
+			if got, err := s.Get(ctx, lane(31)); err != nil || !got.Meta.Revoked || got.State.Last != 5 {
+				t.Fatalf("the marked version 3 record: %v %+v", err, got)
+			}
+		})
 	}
 }

@@ -180,10 +180,11 @@ func FuzzWALChanges(f *testing.F) {
 
 // FuzzRecord: decoding a stored record (from a bolt file, Redis or the
 // log) never panics, and what decodes encodes back to the same bytes
-// (version 3) or to its version 3 form (versions 1 and 2), which decodes
-// to the same record; the position and credit read in place agree, and
-// so does the revoked check of Advance (a record never refuses a write
-// of itself, and refuses its unmarked self when it is marked).
+// (version 4) or to its version 4 form (versions 1 to 3), which decodes
+// to the same record; the position, the credit and the lease read in
+// place agree, and so does the revoked check of Advance (a record never
+// refuses a write of itself, and refuses its unmarked self when it is
+// marked).
 func FuzzRecord(f *testing.F) {
 	r := NewRecord(testMeta(5))
 	enc, _ := r.MarshalBinary()
@@ -192,6 +193,10 @@ func FuzzRecord(f *testing.F) {
 	r.Meta.Revoked = true
 	full, _ := r.MarshalBinary()
 	f.Add(full)
+	r.Lease = 0x01020304
+	leased, _ := r.MarshalBinary()
+	f.Add(leased)
+	f.Add(append(append([]byte{3}, leased[1:recordLeaseAt]...), leased[recordTailAt:]...))
 	f.Add(append([]byte{1}, enc[1:recordLenV1]...))
 	f.Add(append([]byte{2}, enc[1:recordLenV2]...))
 	f.Add([]byte{2, 0, 0})
@@ -211,6 +216,9 @@ func FuzzRecord(f *testing.F) {
 		var back Record
 		if err := back.UnmarshalBinary(again); err != nil || !back.Equal(&r) {
 			t.Fatalf("round trip: %v", err)
+		}
+		if b[0] == recordVersion && binary.BigEndian.Uint32(b[recordLeaseAt:]) != r.Lease || b[0] < 4 && r.Lease != 0 {
+			t.Fatalf("lease %d", r.Lease)
 		}
 		if last, credit, err := recordPosition(b); err != nil || last != r.State.Last || credit != r.Credit {
 			t.Fatalf("recordPosition: %d, %d, %v; want %d, %d", last, credit, err, r.State.Last, r.Credit)

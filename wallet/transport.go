@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/delegation"
@@ -52,6 +53,13 @@ const DefaultMaxBody = 1 << 20
 type Challenge struct {
 	Vendor, Unit, Currency, Broker, Nonce string
 	Price                                 uint32
+	// Lease is the gate's spending lease (coupons; 0 when it has none):
+	// after the gate restarts, a lane may resume up to this many coupons
+	// past the wallet's position.
+	Lease uint32
+	// Resume is, in a coupon_spent refusal, the first coupon the lane
+	// takes now.
+	Resume uint32
 }
 
 var paramRe = regexp.MustCompile(`([a-z]+)=("(?:[^"\\]|\\.)*"|[^,\s]+)`)
@@ -84,6 +92,16 @@ func ParseChallenge(h string) (*Challenge, error) {
 				return nil, fmt.Errorf("%w: price %q", ErrBadChallenge, v)
 			}
 			c.Price = uint32(n)
+		case "lease", "resume":
+			n, err := strconv.ParseUint(v, 10, 32)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %s %q", ErrBadChallenge, m[1], v)
+			}
+			if m[1] == "lease" {
+				c.Lease = uint32(n)
+			} else {
+				c.Resume = uint32(n)
+			}
 		}
 	}
 	if c.Vendor == "" || c.Nonce == "" || c.Price == 0 {
@@ -101,6 +119,8 @@ type lane struct {
 	// unanswered counts the coupons of payments since the last answered
 	// one that got no response (the gate may have counted them).
 	unanswered uint32
+	// resumed is when a gate last made this lane skip coupons (resumeAt).
+	resumed time.Time
 }
 
 // Transport pays 402 ECoupon challenges from a holder's lanes.
@@ -320,7 +340,7 @@ func (t *Transport) Answer(req *http.Request, ch *Challenge) (*http.Response, er
 			}
 		}
 		var nch *Challenge
-		if code == coupons.CodeLaneNotOpen || code == coupons.CodeLaneReserved {
+		if code == coupons.CodeLaneNotOpen || code == coupons.CodeLaneReserved || code == coupons.CodeCouponSpent {
 			nch, _ = ParseChallenge(resp.Header.Get("WWW-Authenticate"))
 		}
 		if nch == nil || attempt >= 2 {
@@ -333,6 +353,17 @@ func (t *Transport) Answer(req *http.Request, ch *Challenge) (*http.Response, er
 			return nil, err // a retry's challenge passes the same checks
 		}
 		ch = nch
+		if code == coupons.CodeCouponSpent {
+			// The gate says the lane resumes further on: it restarted
+			// while holding a spending lease on it (or another of the
+			// vendor's gates took those coupons). Skip to there, within
+			// the lease it advertises, and pay again.
+			if err := t.resumeAt(l, nch, hostname(req.URL.Host)); err != nil {
+				t.give(l)
+				return nil, err
+			}
+			continue
+		}
 		if code == coupons.CodeLaneReserved {
 			// Pay on another lane.
 			t.mu.Lock()
@@ -352,6 +383,63 @@ func (t *Transport) Answer(req *http.Request, ch *Challenge) (*http.Response, er
 		l.nonce = ""
 		t.mu.Unlock()
 	}
+}
+
+// ErrResumeRefused means a gate asked the wallet to skip more coupons of a
+// lane than its spending lease allows, or too often: the wallet does not
+// pay such a gate.
+var ErrResumeRefused = errors.New("wallet: the gate asks to skip coupons beyond its lease")
+
+// resumeMinInterval is how often one lane may be made to skip coupons: a
+// gate's restart is rare, and a gate that says "spent" on every payment
+// would otherwise take a lease's worth each time.
+const resumeMinInterval = 10 * time.Minute
+
+// resumeAt moves lane l's cursor so that its next coupon is ch.Resume, the
+// first one the gate takes after refusing the last as spent: the coupons
+// skipped were revealed to nobody, but the gate may have accepted them
+// before a crash, so they are lost (and charged to the budget). Nothing
+// moves when the gate's resume is at or below the cursor; a skip larger
+// than the lease the challenge advertises, or a second one within
+// resumeMinInterval, is refused.
+func (t *Transport) resumeAt(l *lane, ch *Challenge, host string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	pos := l.cursor.Position()
+	if ch.Resume <= pos+1 {
+		return nil // the next coupon is the one the gate takes
+	}
+	skip := ch.Resume - 1 - pos
+	now := time.Now()
+	switch {
+	case skip > ch.Lease:
+		return fmt.Errorf("%w: lane %s resumes at coupon %d, %d past the wallet's %d, lease %d", ErrResumeRefused, l.id, ch.Resume, skip, pos, ch.Lease)
+	case !l.resumed.IsZero() && now.Sub(l.resumed) < resumeMinInterval:
+		return fmt.Errorf("%w: lane %s was already made to skip coupons %v ago", ErrResumeRefused, l.id, now.Sub(l.resumed).Round(time.Second))
+	case skip > l.cursor.Remaining():
+		return fmt.Errorf("%w: lane %s resumes at coupon %d, beyond the wallet's coupons", ErrResumeRefused, l.id, ch.Resume)
+	}
+	b := t.holder.Book.Book
+	if t.Budget != nil {
+		cost, err := coupons.MulAmount(uint64(skip), b.Unit)
+		if err == nil {
+			err = t.Budget.Charge(host, b.Currency, cost)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	for range skip {
+		if _, _, _, _, err := l.cursor.Next(); err != nil {
+			return err
+		}
+	}
+	l.resumed = now
+	t.spent += uint64(skip)
+	if t.st != nil {
+		return t.st.save(t.all)
+	}
+	return nil
 }
 
 // acceptable checks a challenge against the book and the price limit.

@@ -21,16 +21,20 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime/pprof"
 	"runtime/trace"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -58,8 +62,9 @@ func main() {
 	clients := flag.Int("clients", 16, "concurrent keep-alive clients")
 	duration := flag.Duration("duration", 5*time.Second, "length of one timed round")
 	rounds := flag.Int("rounds", 3, "rounds per server, run alternately (medians are reported; make it odd)")
-	storeKind := flag.String("store", "bolt", "gate store: bolt, memory, or bolt-nosync (diagnostic, not durable)")
+	storeKind := flag.String("store", "bolt", "gate store: bolt, memory, redis (starts a local redis-server, appendfsync always), or bolt-nosync (diagnostic, not durable)")
 	commitDelay := flag.Duration("commit-delay", 0, "the bolt store's commit_delay")
+	lease := flag.Int("lease", 0, "the gate's spending lease in coupons (0: the gate's default; 1: every coupon durable before it is accepted)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the timed rounds to this file")
 	traceFile := flag.String("trace", "", "write an execution trace of the timed rounds to this file")
 	flag.Parse()
@@ -81,7 +86,7 @@ func main() {
 		trace.Start(f)
 		defer trace.Stop()
 	}
-	if err := run(*clients, *duration, *rounds, *storeKind, *commitDelay); err != nil {
+	if err := run(*clients, *duration, *rounds, *storeKind, *commitDelay, *lease); err != nil {
 		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "loadharness:", err)
 		os.Exit(1)
@@ -93,7 +98,7 @@ func key(label string) ed25519.PrivateKey {
 	return ed25519.NewKeyFromSeed(seed[:])
 }
 
-func run(clients int, duration time.Duration, rounds int, storeKind string, commitDelay time.Duration) error {
+func run(clients int, duration time.Duration, rounds int, storeKind string, commitDelay time.Duration, lease int) error {
 	dir, err := os.MkdirTemp("", "ecoupons-load-")
 	if err != nil {
 		return err
@@ -145,6 +150,17 @@ func run(clients int, duration time.Duration, rounds int, storeKind string, comm
 	storeJSON := map[string]any{"backend": "memory"}
 	switch storeKind {
 	case "memory":
+	case "redis":
+		// A local redis-server with the test suite's durability
+		// (append-only file, fsync always): every payment is one
+		// compare-and-set round trip (no lease: a store shared by a
+		// fleet cannot let one gate accept from memory).
+		url, stop, err := startRedis(dir)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		storeJSON = map[string]any{"backend": "redis", "url": url}
 	case "bolt", "bolt-nosync":
 		storeJSON = map[string]any{"backend": "bolt", "path": filepath.Join(dir, "spent.db"), "commit_delay": commitDelay}
 		if storeKind == "bolt-nosync" {
@@ -158,7 +174,7 @@ func run(clients int, duration time.Duration, rounds int, storeKind string, comm
 		fmt.Fprintf(os.Stderr, "write+fdatasync on the store's disk: %.0f µs, %.0f µs of CPU each\n", us(wall), us(cpu))
 		defer fmt.Printf("write+fdatasync on the store's disk: %.0f µs, %.0f µs of CPU each (measured before the rounds)\n", us(wall), us(cpu))
 	default:
-		return fmt.Errorf("unknown store %q: bolt, memory or bolt-nosync", storeKind)
+		return fmt.Errorf("unknown store %q: bolt, memory, redis or bolt-nosync", storeKind)
 	}
 	fileServer := map[string]any{"handler": "file_server", "root": site}
 	cfg := map[string]any{
@@ -170,7 +186,7 @@ func run(clients int, duration time.Duration, rounds int, storeKind string, comm
 			"gated": map[string]any{"listen": []string{gatedAddr}, "automatic_https": map[string]any{"disable": true},
 				"routes": []any{map[string]any{"handle": []any{
 					map[string]any{"handler": "ecoupon", "vendor": "load.example", "broker_keys": []string{brokerFile},
-						"price": 1, "lane_rate": -1, "opens_per_minute": 100000, "store": storeJSON},
+						"price": 1, "lane_rate": -1, "opens_per_minute": 100000, "lease": lease, "store": storeJSON},
 					fileServer}}}},
 		}}},
 	}
@@ -266,6 +282,12 @@ func run(clients int, duration time.Duration, rounds int, storeKind string, comm
 	store := storeKind
 	if storeKind != "memory" && commitDelay > 0 {
 		store += fmt.Sprintf(" (commit_delay %s)", commitDelay)
+	}
+	if storeKind != "memory" && storeKind != "redis" {
+		if lease == 0 {
+			lease = caddymodule.DefaultLease
+		}
+		store += fmt.Sprintf(", lease %d", lease)
 	}
 	fmt.Printf("clients %d, %s rounds × %d, store %s, 1 KiB file\n", clients, duration, rounds, store)
 	fmt.Printf("plain file_server: %.0f req/s (CPU %.0f%%, %.0f µs per request)\n", p, median(plainUse), median(plainCPU))
@@ -458,4 +480,37 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// startRedis runs redis-server on a free loopback port with its data in
+// dir (append-only, fsync always) and returns its URL and a stop function.
+func startRedis(dir string) (string, func(), error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return "", nil, fmt.Errorf("-store redis needs redis-server (apt-get install -y redis-server): %w", err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	data := filepath.Join(dir, "redis")
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		return "", nil, err
+	}
+	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", data,
+		"--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no")
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	stop := func() { cmd.Process.Kill(); cmd.Wait() }
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			c.Close()
+			return fmt.Sprintf("redis://127.0.0.1:%d/0", port), stop, nil
+		}
+	}
+	stop()
+	return "", nil, errors.New("redis-server did not start listening within 10s")
 }
