@@ -54,27 +54,27 @@ func fail(w http.ResponseWriter, err error) {
 		code   string
 	}
 	for _, x := range []m{
-		{ErrUnsigned, 401, "unsigned"}, {ErrBadAuth, 401, "bad_signature"}, {ErrReplayed, 401, "replayed"},
-		{ErrWrongBroker, 401, "wrong_broker"}, {ErrUnknownKey, 401, "unknown_key"}, {ErrRevocationRate, 429, "revocation_rate"},
-		{ErrInsufficientFunds, 402, "insufficient_funds"}, {ErrNotApproved, 403, "not_approved"}, {ErrVendorTaken, 409, "vendor_taken"},
-		{ErrUnknownUser, 404, "unknown_user"}, {ErrUnknownVendor, 404, "unknown_vendor"}, {ErrUnknownBook, 404, "unknown_book"},
-		{ErrNoAccount, 404, "unknown_account"}, {ErrCurrency, 400, "currency_mismatch"}, {ErrAmount, 400, "bad_amount"},
-		{coupons.ErrBadAmount, 400, "bad_amount"}, {ErrBookRefused, 400, "book_refused"}, {ErrRedemption, 400, "redemption_refused"},
-		{ErrRevocation, 403, "revocation_refused"}, {errForbidden, 403, "forbidden"}, {errBadRequest, 400, "bad_request"},
-		{spki.ErrSyntax, 400, "bad_sexp"}, {spki.ErrTruncated, 400, "bad_sexp"}, {spki.ErrTooLarge, 400, "bad_sexp"},
-		{spki.ErrTrailing, 400, "bad_sexp"}, {spki.ErrTooDeep, 400, "bad_sexp"}, {spki.ErrAtomTooLarge, 400, "bad_sexp"},
-		{spki.ErrBadKey, 400, "bad_key"}, {spki.ErrUnsupportedKey, 400, "bad_key"}, {spki.ErrBadHash, 400, "bad_key"},
-		{spki.ErrUnsupported, 400, "unsupported"},
-		{coupons.ErrBadBook, 400, "bad_book"}, {spki.ErrBadCert, 400, "bad_certificate"},
-		{ErrGrantRefused, 400, "grant_refused"}, {ErrLaneReserved, 409, "lane_reserved"}, {ErrBookExpired, 403, "book_expired"}, {ErrRevokedAtBroker, 403, "revoked"},
-		{ErrBookClosed, 403, "book_closed"}, {ErrNotYourBook, 403, "not_your_book"}, {coupons.ErrLaneOutOfRange, 400, "lane_out_of_range"},
+		{ErrUnsigned, 401, coupons.CodeUnsigned}, {ErrBadAuth, 401, coupons.CodeBadSignature}, {ErrReplayed, 401, coupons.CodeReplayed},
+		{ErrWrongBroker, 401, coupons.CodeWrongBroker}, {ErrUnknownKey, 401, coupons.CodeUnknownKey}, {ErrRevocationRate, 429, coupons.CodeRevocationRate},
+		{ErrInsufficientFunds, 402, coupons.CodeInsufficientFunds}, {ErrNotApproved, 403, coupons.CodeNotApproved}, {ErrVendorTaken, 409, coupons.CodeVendorTaken},
+		{ErrUnknownUser, 404, coupons.CodeUnknownUser}, {ErrUnknownVendor, 404, coupons.CodeUnknownVendor}, {ErrUnknownBook, 404, coupons.CodeUnknownBook},
+		{ErrNoAccount, 404, coupons.CodeUnknownAccount}, {ErrCurrency, 400, coupons.CodeCurrencyMismatch}, {ErrAmount, 400, coupons.CodeBadAmount},
+		{coupons.ErrBadAmount, 400, coupons.CodeBadAmount}, {ErrBookRefused, 400, coupons.CodeBookRefused}, {ErrRedemption, 400, coupons.CodeRedemptionRefused},
+		{ErrRevocation, 403, coupons.CodeRevocationRefused}, {errForbidden, 403, coupons.CodeForbidden}, {errBadRequest, 400, coupons.CodeBadRequest},
+		{spki.ErrSyntax, 400, coupons.CodeBadSexp}, {spki.ErrTruncated, 400, coupons.CodeBadSexp}, {spki.ErrTooLarge, 400, coupons.CodeBadSexp},
+		{spki.ErrTrailing, 400, coupons.CodeBadSexp}, {spki.ErrTooDeep, 400, coupons.CodeBadSexp}, {spki.ErrAtomTooLarge, 400, coupons.CodeBadSexp},
+		{spki.ErrBadKey, 400, coupons.CodeBadKey}, {spki.ErrUnsupportedKey, 400, coupons.CodeBadKey}, {spki.ErrBadHash, 400, coupons.CodeBadKey},
+		{spki.ErrUnsupported, 400, coupons.CodeUnsupported},
+		{coupons.ErrBadBook, 400, coupons.CodeBadBook}, {spki.ErrBadCert, 400, coupons.CodeBadCertificate},
+		{ErrGrantRefused, 400, coupons.CodeGrantRefused}, {ErrLaneReserved, 409, coupons.CodeLaneReserved}, {ErrBookExpired, 403, coupons.CodeBookExpired}, {ErrRevokedAtBroker, 403, coupons.CodeRevoked},
+		{ErrBookClosed, 403, coupons.CodeBookClosed}, {ErrNotYourBook, 403, coupons.CodeNotYourBook}, {coupons.ErrLaneOutOfRange, 400, coupons.CodeLaneOutOfRange},
 	} {
 		if errors.Is(err, x.err) {
 			writeJSON(w, x.status, apiError{x.code, err.Error()})
 			return
 		}
 	}
-	writeJSON(w, http.StatusInternalServerError, apiError{"internal", "the broker could not complete the request; nothing was changed"})
+	writeJSON(w, http.StatusInternalServerError, apiError{coupons.CodeInternal, "the broker could not complete the request; nothing was changed"})
 }
 
 var (
@@ -146,12 +146,12 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if !ok {
-		writeJSON(w, http.StatusNotFound, apiError{"not_found", "no such endpoint: " + route})
+		writeJSON(w, http.StatusNotFound, apiError{coupons.CodeNotFound, "no such endpoint: " + route})
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
 	if err != nil {
-		writeJSON(w, http.StatusRequestEntityTooLarge, apiError{"too_large", fmt.Sprintf("body over %d bytes", MaxBody)})
+		writeJSON(w, http.StatusRequestEntityTooLarge, apiError{coupons.CodeTooLarge, fmt.Sprintf("body over %d bytes", MaxBody)})
 		return
 	}
 	call, err := a.Broker.checkSignature(r.Header.Get(HeaderSignature), r.Method, r.URL.RequestURI(), body)
@@ -273,40 +273,6 @@ func (a *API) postBook(ctx context.Context, caller *spki.PublicKey, body []byte)
 	fv, _ := sb.Book.FaceValue()
 	return http.StatusCreated, map[string]string{"book": base64.RawURLEncoding.EncodeToString(id[:]), "held": coupons.FormatAmount(fv), "currency": sb.Book.Currency,
 		"certificate": string(spki.Transport(cert.Sexp()))}, nil
-}
-
-// RedeemItem is one redemption in the JSON API.
-type RedeemItem struct {
-	Lane   string   `json:"lane"`             // <base64url book id>.<lane>
-	Index  uint32   `json:"i"`                // highest coupon index
-	Value  string   `json:"w"`                // base64url chain value
-	Anchor string   `json:"anchor,omitempty"` // base64url, on a lane's first redemption
-	Proof  []string `json:"proof,omitempty"`  // base64url Merkle path
-	// Theft is evidence of a stolen coupon on this lane (see TheftItem).
-	Theft *TheftItem `json:"theft,omitempty"`
-}
-
-// TheftItem is theft evidence in the JSON API: coupon i was paid for the
-// request whose digest is digest with binding tag mac, which next (coupon
-// i+1, base64url like the others) does not produce.
-type TheftItem struct {
-	Index  uint32 `json:"i"`
-	Digest string `json:"digest"`
-	MAC    string `json:"mac"`
-	Next   string `json:"next"`
-}
-
-// RedeemOutcome is one redemption's result in the JSON API.
-type RedeemOutcome struct {
-	Lane    string `json:"lane"`
-	Coupons uint32 `json:"coupons"`
-	Amount  string `json:"amount"`
-	Fee     string `json:"fee"`
-	Error   string `json:"error,omitempty"`
-	// Code is the refusal's reason code (RedeemUnknownBook, …), with Error;
-	// RedeemPermanent tells whether resending the lane can ever succeed.
-	Code  string `json:"code,omitempty"`
-	Theft string `json:"theft,omitempty"` // "recorded", or why the evidence was refused
 }
 
 func b64(dst []byte, s string) bool {

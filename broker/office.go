@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"crypto"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -14,7 +13,6 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 	"unicode"
@@ -30,9 +28,6 @@ import (
 // a login link with their key (OfficeLoginURL, `ecoupons wallet office`),
 // valid for the replay window and once; opening it starts a session held
 // in an HttpOnly, SameSite=Strict cookie for OfficeSession.
-
-// OfficePath is the prefix of the back-office pages.
-const OfficePath = "/office/"
 
 // OfficeSession is how long a back-office session lasts.
 const OfficeSession = time.Hour
@@ -77,18 +72,6 @@ var officeTmpl = template.Must(template.New("").Funcs(template.FuncMap{
 	"neg":      func(a int64) int64 { return -a },
 	"unix":     func(s int64) string { return time.Unix(s, 0).UTC().Format("2006-01-02 15:04") },
 }).ParseFS(officeFiles, "office/*.html"))
-
-// OfficeLoginURL returns a login link to the back office of the broker at
-// base whose key hash is broker, signed by signer (a user's or a vendor's
-// key) at now. It is valid at that broker only, within its replay window,
-// once.
-func OfficeLoginURL(base string, broker spki.KeyHash, signer crypto.Signer, now time.Time) (string, error) {
-	h, err := signatureHeader(broker, http.MethodGet, OfficePath+"login", nil, signer, now)
-	if err != nil {
-		return "", err
-	}
-	return strings.TrimRight(base, "/") + OfficePath + "login?auth=" + url.QueryEscape(h), nil
-}
 
 // RegisterGrant records a delegation certificate its issuer made, so that
 // the issuer sees the device in the back office and can revoke it there.

@@ -138,31 +138,6 @@ type itemError struct {
 	code string
 }
 
-// Reason codes of refused redemption items (RedeemResult.Code,
-// RedeemOutcome.Code). RedeemPermanent tells which are final.
-const (
-	RedeemUnknownBook    = "unknown_book"      // the book is not registered here
-	RedeemNotYourBook    = "not_your_book"     // the book is another vendor's
-	RedeemBookClosed     = "book_closed"       // released after expiry
-	RedeemLaneOutOfRange = "lane_out_of_range" // beyond the book's lanes
-	RedeemBadIndex       = "bad_index"         // 0 or beyond the lane's length
-	RedeemBadProof       = "bad_proof"         // a first redemption without a valid anchor and Merkle proof
-	RedeemBadCoupon      = "bad_coupon"        // does not hash to the lane's last redeemed value
-	RedeemMoreOften      = "redeem_more_often" // more than MaxRedeemSteps coupons since the last redemption
-	RedeemRefused        = "redemption_refused"
-)
-
-// RedeemPermanent reports whether an item refused with code can never be
-// paid, however often it is sent again: the gate then stops sending it.
-// Other refusals (redeem_more_often, an unknown code) may pass later.
-func RedeemPermanent(code string) bool {
-	switch code {
-	case RedeemUnknownBook, RedeemNotYourBook, RedeemBookClosed, RedeemLaneOutOfRange, RedeemBadIndex, RedeemBadProof, RedeemBadCoupon:
-		return true
-	}
-	return false
-}
-
 func (e itemError) Unwrap() error { return e.error }
 
 func isItemError(err error) bool {

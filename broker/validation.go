@@ -58,22 +58,6 @@ type LaneQuery struct {
 	Holder  string
 }
 
-// LaneStatus is the broker's answer to a LaneQuery.
-type LaneStatus struct {
-	// Redeemed is the lane's highest redeemed coupon and Value its chain
-	// value (the anchor when nothing was redeemed): a gate must not accept
-	// coupons at or below it.
-	Redeemed uint32
-	Value    coupons.Value
-	// Reserved is the value (nanos) held for the vendor on this lane; 0
-	// unless reserved.
-	Reserved int64
-	Holder   string
-}
-
-// MaxHolder bounds a holder name.
-const MaxHolder = 64
-
 // CheckLane answers a gate's lane query (semi mode) and, with q.Reserve,
 // reserves the lane (online mode): in one transaction the lane is pinned
 // to q.Holder (a second holder is refused with ErrLaneReserved; the same
@@ -196,25 +180,6 @@ func revokedRow(ctx context.Context, tx *sql.Tx, kind, hash string) error {
 		return fmt.Errorf("%w: a %s under which the lane opens (%s…) is revoked", ErrRevokedAtBroker, kind, hash[:12])
 	}
 	return nil
-}
-
-// LaneRequest is the body of POST /v1/lanes.
-type LaneRequest struct {
-	Lane    string   `json:"lane"`   // <base64url book id>.<lane>
-	Anchor  string   `json:"anchor"` // base64url
-	Proof   []string `json:"proof,omitempty"`
-	Certs   []string `json:"certs,omitempty"` // base64url certificate hashes
-	Keys    []string `json:"keys,omitempty"`  // base64url key hashes (SHA-256)
-	Reserve bool     `json:"reserve,omitempty"`
-	Holder  string   `json:"holder,omitempty"`
-}
-
-// LaneAnswer is the answer of POST /v1/lanes.
-type LaneAnswer struct {
-	Redeemed uint32 `json:"redeemed"`
-	Value    string `json:"w"`                  // base64url chain value at redeemed
-	Reserved string `json:"reserved,omitempty"` // decimal amount held for the vendor
-	Holder   string `json:"holder,omitempty"`
 }
 
 func (a *API) postLanes(ctx context.Context, caller *spki.PublicKey, body []byte) (int, any, error) {

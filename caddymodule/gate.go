@@ -25,7 +25,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/ecoupons/ecoupons/broker"
+	"github.com/ecoupons/ecoupons/brokerapi"
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/lanes"
 	"github.com/ecoupons/ecoupons/spki"
@@ -208,52 +208,21 @@ func (Gate) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "http.handlers.ecoupon", New: func() caddy.Module { return new(Gate) }}
 }
 
-// Provision loads keys, opens the store and builds the caches.
+// Provision applies the defaults and checks the configuration (check), and
+// only then loads keys, creates the secret file, opens the store, builds
+// the caches and starts the redemption and revocation workers: a
+// configuration Validate would reject creates no file, opens no store and
+// starts no goroutine.
 func (g *Gate) Provision(ctx caddy.Context) error {
 	g.logger = ctx.Logger()
+	g.defaults()
+	if err := g.check(); err != nil {
+		return err
+	}
 	initMetrics(ctx.GetMetricsRegistry())
 	g.now = time.Now
 	g.vendorHash = sha256.Sum256([]byte(g.Vendor))
 	g.thefts = new(theftQueue)
-	if g.Price == 0 {
-		g.Price = 1
-	}
-	if g.Unit == "" {
-		g.Unit = "0.001"
-	}
-	if g.Currency == "" {
-		g.Currency = "EUR"
-	}
-	if g.Mode == "" {
-		g.Mode = ModeOffline
-	}
-	if g.BrokerTimeout == 0 {
-		g.BrokerTimeout = caddy.Duration(10 * time.Second)
-	}
-	if g.MaxJump == 0 {
-		g.MaxJump = max(1024, g.Price)
-	}
-	if g.OpensPerMinute == 0 {
-		g.OpensPerMinute = 30
-	}
-	if g.IPv6Prefix == 0 {
-		g.IPv6Prefix = 64
-	}
-	if g.IPv6Prefix < 1 || g.IPv6Prefix > 128 {
-		return fmt.Errorf("ecoupon: ipv6_prefix must be 1 to 128 bits, got %d", g.IPv6Prefix)
-	}
-	if g.MaxOpenBytes == 0 {
-		g.MaxOpenBytes = 64 << 10
-	}
-	if g.MaxBody == 0 {
-		g.MaxBody = 1 << 20
-	}
-	if g.LaneRate == 0 {
-		g.LaneRate = 20
-	}
-	if g.NonceTTL == 0 {
-		g.NonceTTL = caddy.Duration(5 * time.Minute)
-	}
 	var err error
 	if g.unit, err = coupons.ParseAmount(g.Unit); err != nil {
 		return fmt.Errorf("ecoupon: unit: %w", err)
@@ -266,41 +235,20 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 		}
 		g.brokers = append(g.brokers, k)
 	}
-	dataDir := filepath.Join(caddy.AppDataDir(), "ecoupons")
-	if g.SecretFile == "" {
-		g.SecretFile = filepath.Join(dataDir, g.Vendor+".secret")
-	}
-	secret, err := loadOrCreateSecret(g.SecretFile)
-	if err != nil {
-		return fmt.Errorf("ecoupon: secret_file: %w", err)
-	}
-	g.nonces = &nonceMaker{secret: secret, vendor: g.Vendor, ttl: time.Duration(g.NonceTTL), now: func() time.Time { return g.now() }}
-	g.opens = newIPWindow(g.OpensPerMinute, time.Minute, g.IPv6Prefix)
-	g.longWalks = newIPWindow(longWalksPerMinute, time.Minute, g.IPv6Prefix)
+	var signer crypto.Signer
 	if g.VendorKey != "" {
-		if g.ReceiptInterval == 0 {
-			g.ReceiptInterval = caddy.Duration(time.Second)
-		}
-		if g.ReceiptDelay == 0 {
-			g.ReceiptDelay = 2
-		}
 		k, err := pemutil.Read(g.VendorKey)
 		if err != nil {
 			return fmt.Errorf("ecoupon: vendor_key: %w", err)
 		}
-		signer, ok := k.(crypto.Signer)
-		if !ok {
+		var ok bool
+		if signer, ok = k.(crypto.Signer); !ok {
 			return fmt.Errorf("ecoupon: vendor_key %s holds no private key", g.VendorKey)
 		}
-		if g.ReceiptInterval < caddy.Duration(10*time.Millisecond) {
-			return fmt.Errorf("ecoupon: receipt_interval must be at least 10ms")
-		}
-		g.vendorSigner = signer
-		if g.receipts, err = newReceipts(signer, g.Vendor, secret, time.Duration(g.ReceiptInterval), g.ReceiptDelay, func() time.Time { return g.now() }); err != nil {
-			return fmt.Errorf("ecoupon: receipts: %w", err)
-		}
 	}
-
+	// The store module is loaded (and validated: a redis store without a
+	// URL fails here) but opened only once the secret file exists.
+	dataDir := g.dataDir()
 	var provider StoreProvider = &BoltStore{Path: filepath.Join(dataDir, g.Vendor+".db")}
 	if g.StoreRaw != nil {
 		mod, err := ctx.LoadModule(g, "StoreRaw")
@@ -312,6 +260,21 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 			b.Path = filepath.Join(dataDir, g.Vendor+".db") // `store bolt` alone, or with options only
 		}
 	}
+	// Every file read so far is the user's; from here on, files are made.
+	secret, err := loadOrCreateSecret(g.SecretFile)
+	if err != nil {
+		return fmt.Errorf("ecoupon: secret_file: %w", err)
+	}
+	g.nonces = &nonceMaker{secret: secret, vendor: g.Vendor, ttl: time.Duration(g.NonceTTL), now: func() time.Time { return g.now() }}
+	g.opens = newIPWindow(g.OpensPerMinute, time.Minute, g.IPv6Prefix)
+	g.longWalks = newIPWindow(longWalksPerMinute, time.Minute, g.IPv6Prefix)
+	if signer != nil {
+		g.vendorSigner = signer
+		if g.receipts, err = newReceipts(signer, g.Vendor, secret, time.Duration(g.ReceiptInterval), g.ReceiptDelay, func() time.Time { return g.now() }); err != nil {
+			return fmt.Errorf("ecoupon: receipts: %w", err)
+		}
+	}
+
 	if g.store, err = provider.OpenStore(ctx); err != nil {
 		return fmt.Errorf("ecoupon: opening store: %w", err)
 	}
@@ -324,9 +287,6 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 	}
 	if g.sigs, err = newSigCache(); err != nil {
 		return err
-	}
-	if g.RedeemEvery == 0 {
-		g.RedeemEvery = caddy.Duration(time.Minute)
 	}
 	if g.Broker != "" && g.vendorSigner != nil {
 		g.httpClient = &http.Client{Timeout: 30 * time.Second}
@@ -341,9 +301,6 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 	g.mMiss = gateMetrics.cache.WithLabelValues(g.Vendor, "miss")
 	g.mDelay = gateMetrics.verifyDelay.WithLabelValues(g.Vendor)
 	if len(g.Revocations) > 0 {
-		if g.RevocationsEvery == 0 {
-			g.RevocationsEvery = caddy.Duration(time.Minute)
-		}
 		// The newest lists are kept beside the secret, for the next start.
 		g.revoked = newRevocations(g.Revocations, g.brokers, filepath.Join(filepath.Dir(g.SecretFile), g.Vendor+".revocations"), g.logger)
 		// A first fetch before serving; failures are logged and retried by
@@ -399,12 +356,76 @@ func holdsLeases(st store.Store) bool {
 	return ok
 }
 
-// Validate rejects configurations that cannot work, saying what to write.
-func (g *Gate) Validate() error {
+// dataDir is the gate's directory in Caddy's data directory, where the
+// default secret file, store and revocation lists live.
+func (g *Gate) dataDir() string { return filepath.Join(caddy.AppDataDir(), "ecoupons") }
+
+// defaults fills in the unset options. It touches nothing but g.
+func (g *Gate) defaults() {
+	if g.Price == 0 {
+		g.Price = 1
+	}
+	if g.Unit == "" {
+		g.Unit = "0.001"
+	}
+	if g.Currency == "" {
+		g.Currency = "EUR"
+	}
+	if g.Mode == "" {
+		g.Mode = ModeOffline
+	}
+	if g.BrokerTimeout == 0 {
+		g.BrokerTimeout = caddy.Duration(10 * time.Second)
+	}
+	if g.MaxJump == 0 {
+		g.MaxJump = max(1024, g.Price)
+	}
+	if g.OpensPerMinute == 0 {
+		g.OpensPerMinute = 30
+	}
+	if g.IPv6Prefix == 0 {
+		g.IPv6Prefix = 64
+	}
+	if g.MaxOpenBytes == 0 {
+		g.MaxOpenBytes = 64 << 10
+	}
+	if g.MaxBody == 0 {
+		g.MaxBody = 1 << 20
+	}
+	if g.LaneRate == 0 {
+		g.LaneRate = 20
+	}
+	if g.NonceTTL == 0 {
+		g.NonceTTL = caddy.Duration(5 * time.Minute)
+	}
+	if g.VendorKey != "" {
+		if g.ReceiptInterval == 0 {
+			g.ReceiptInterval = caddy.Duration(time.Second)
+		}
+		if g.ReceiptDelay == 0 {
+			g.ReceiptDelay = 2
+		}
+	}
+	if g.RedeemEvery == 0 {
+		g.RedeemEvery = caddy.Duration(time.Minute)
+	}
+	if len(g.Revocations) > 0 && g.RevocationsEvery == 0 {
+		g.RevocationsEvery = caddy.Duration(time.Minute)
+	}
+	if g.SecretFile == "" && g.Vendor != "" {
+		g.SecretFile = filepath.Join(g.dataDir(), g.Vendor+".secret")
+	}
+}
+
+// check rejects configurations that cannot work, saying what to write. It
+// needs nothing but the options (after defaults): no file is read, created
+// or opened, so Provision runs it before anything else, and Validate runs
+// it again.
+func (g *Gate) check() error {
 	switch {
-	case g.Vendor == "" || strings.ToLower(g.Vendor) != g.Vendor || strings.ContainsAny(g.Vendor, " /:"):
+	case g.Vendor == "" || strings.ToLower(g.Vendor) != g.Vendor || strings.ContainsAny(g.Vendor, " /:\\"):
 		return fmt.Errorf("ecoupon: vendor %q must be a lower-case host name, e.g. 'vendor news.example'", g.Vendor)
-	case len(g.brokers) == 0:
+	case len(g.BrokerKeys) == 0:
 		return fmt.Errorf("ecoupon: no broker key: add 'broker_key /path/to/broker.pub' (the broker's (public-key …))")
 	case g.Mode != ModeOffline && g.Mode != ModeSemi && g.Mode != ModeOnline:
 		return fmt.Errorf("ecoupon: mode %q: write 'mode offline' (the default), 'mode semi' or 'mode online'", g.Mode)
@@ -412,18 +433,29 @@ func (g *Gate) Validate() error {
 		return fmt.Errorf("ecoupon: mode %s asks the broker at every lane open: set 'broker https://…' and 'vendor_key /path/to/vendor.pem' (the key registered at the broker)", g.Mode)
 	case g.BrokerTimeout < caddy.Duration(100*time.Millisecond):
 		return fmt.Errorf("ecoupon: broker_timeout must be at least 100ms")
-	case g.unit <= 0:
-		return fmt.Errorf("ecoupon: unit must be positive, e.g. 'unit 0.001 EUR'")
 	case g.MaxJump < g.Price:
 		return fmt.Errorf("ecoupon: max_jump %d is below the price %d: no payment could pass", g.MaxJump, g.Price)
+	case g.IPv6Prefix < 1 || g.IPv6Prefix > 128:
+		return fmt.Errorf("ecoupon: ipv6_prefix must be 1 to 128 bits, got %d", g.IPv6Prefix)
+	case g.NonceTTL < 0:
+		return fmt.Errorf("ecoupon: nonce_ttl must be a positive duration, e.g. 5m")
 	case g.RevocationsEvery < 0 || (len(g.Revocations) > 0 && time.Duration(g.RevocationsEvery) < time.Second):
 		return fmt.Errorf("ecoupon: revocations_every must be at least 1s")
 	case g.RedeemEvery < caddy.Duration(time.Second):
 		return fmt.Errorf("ecoupon: redeem_every must be at least 1s")
+	case g.VendorKey != "" && g.ReceiptInterval < caddy.Duration(10*time.Millisecond):
+		return fmt.Errorf("ecoupon: receipt_interval must be at least 10ms")
 	case g.MaxOpenBytes < 1024:
 		return fmt.Errorf("ecoupon: max_open_bytes %d is too small for any lane open (at least 1024)", g.MaxOpenBytes)
 	case g.MaxBody < 0:
 		return fmt.Errorf("ecoupon: max_body must be positive")
+	}
+	unit, err := coupons.ParseAmount(g.Unit)
+	if err != nil {
+		return fmt.Errorf("ecoupon: unit: %w", err)
+	}
+	if unit <= 0 {
+		return fmt.Errorf("ecoupon: unit must be positive, e.g. 'unit 0.001 EUR'")
 	}
 	if err := coupons.CheckCurrency(g.Currency); err != nil {
 		return fmt.Errorf("ecoupon: currency: %w (e.g. 'unit 0.001 EUR')", err)
@@ -435,6 +467,10 @@ func (g *Gate) Validate() error {
 	}
 	return nil
 }
+
+// Validate rejects configurations that cannot work, saying what to write
+// (check, which Provision already ran before opening anything).
+func (g *Gate) Validate() error { return g.check() }
 
 // Cleanup closes what Provision opened.
 func (g *Gate) Cleanup() error {
@@ -923,7 +959,7 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	// chain as the limit: a delegate cannot multiply its cap by
 	// sub-delegating to keys of its own, each with the same cap.
 	meta.Grant = lane.Grant
-	var status broker.LaneStatus
+	var status brokerapi.LaneStatus
 	var stored *store.Record // held by the store, to be taken over
 	if g.Mode != ModeOffline {
 		// A lane this gate's store already holds was checked (and, online,

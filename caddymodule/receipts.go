@@ -134,7 +134,7 @@ func (r *receipts) serve(w http.ResponseWriter, req *http.Request) {
 	ep := cur
 	if id := req.URL.Query().Get("c"); id != "" && id != cur.id {
 		if prev == nil || prev.id != id {
-			writeJSON(w, http.StatusNotFound, problem{Error: "unknown_commitment", Reason: "no receipt chain " + id + " here (only the current and the previous one are kept)"})
+			writeJSON(w, http.StatusNotFound, problem{Error: coupons.CodeUnknownCommitment, Reason: "no receipt chain " + id + " here (only the current and the previous one are kept)"})
 			return
 		}
 		ep = prev

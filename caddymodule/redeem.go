@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ecoupons/ecoupons/broker"
+	"github.com/ecoupons/ecoupons/brokerapi"
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/spki"
 	"github.com/ecoupons/ecoupons/store"
@@ -86,17 +86,17 @@ func (g *Gate) redeemOnce(ctx context.Context) (int, error) {
 		if err != nil {
 			return acked, err
 		}
-		var items []broker.RedeemItem
+		var items []brokerapi.RedeemItem
 		var batch []int
 		for k, p := range pending {
 			if seen[p.ID] {
 				continue
 			}
 			seen[p.ID] = true
-			it := broker.RedeemItem{Lane: p.ID.String(), Index: p.Index, Value: base64.RawURLEncoding.EncodeToString(p.Value[:])}
+			it := brokerapi.RedeemItem{Lane: p.ID.String(), Index: p.Index, Value: base64.RawURLEncoding.EncodeToString(p.Value[:])}
 			if th, ok := g.thefts.peek(p.ID); ok {
 				enc := base64.RawURLEncoding.EncodeToString
-				it.Theft = &broker.TheftItem{Index: th.Index, Digest: enc(th.Digest[:]), MAC: enc(th.MAC[:]), Next: enc(th.Next[:])}
+				it.Theft = &brokerapi.TheftItem{Index: th.Index, Digest: enc(th.Digest[:]), MAC: enc(th.MAC[:]), Next: enc(th.Next[:])}
 			}
 			if p.Redeemed == 0 {
 				it.Anchor = base64.RawURLEncoding.EncodeToString(p.Anchor[:])
@@ -128,7 +128,7 @@ func (g *Gate) redeemOnce(ctx context.Context) (int, error) {
 		}
 		for i, r := range results {
 			p := pending[batch[i]]
-			if items[i].Theft != nil && (r.Theft != "" || broker.RedeemPermanent(r.Code)) {
+			if items[i].Theft != nil && (r.Theft != "" || brokerapi.RedeemPermanent(r.Code)) {
 				// Recorded, or refused for good (the evidence, or its lane,
 				// which will not be sent again): either way it is done.
 				g.thefts.drop(p.ID, items[i].Theft.Index)
@@ -150,11 +150,11 @@ func (g *Gate) redeemOnce(ctx context.Context) (int, error) {
 }
 
 // redeemRefused records the broker's refusal of lane p: for good when its
-// code says so (broker.RedeemPermanent), the lane then leaving the pending
+// code says so (brokerapi.RedeemPermanent), the lane then leaving the pending
 // set with its reason, logged once; else the lane backs off. A refusal
 // without a code (an older broker) counts as temporary.
-func (g *Gate) redeemRefused(ctx context.Context, p store.Pending, r broker.RedeemOutcome, every time.Duration) error {
-	if broker.RedeemPermanent(r.Code) {
+func (g *Gate) redeemRefused(ctx context.Context, p store.Pending, r brokerapi.RedeemOutcome, every time.Duration) error {
+	if brokerapi.RedeemPermanent(r.Code) {
 		ref := store.Refusal{ID: p.ID, Index: p.Index, Code: r.Code, Message: r.Error, At: g.redeemNow()}
 		if err := g.store.Refuse(ctx, ref); err != nil {
 			return err
@@ -175,7 +175,7 @@ func (g *Gate) redeemRefused(ctx context.Context, p store.Pending, r broker.Rede
 	return nil
 }
 
-func (g *Gate) postRedeem(ctx context.Context, items []broker.RedeemItem) ([]broker.RedeemOutcome, error) {
+func (g *Gate) postRedeem(ctx context.Context, items []brokerapi.RedeemItem) ([]brokerapi.RedeemOutcome, error) {
 	body, err := json.Marshal(map[string]any{"items": items})
 	if err != nil {
 		return nil, err
@@ -188,7 +188,7 @@ func (g *Gate) postRedeem(ctx context.Context, items []broker.RedeemItem) ([]bro
 		return nil, fmt.Errorf("broker answered %d: %s", status, bytes.TrimSpace(raw))
 	}
 	var out struct {
-		Results []broker.RedeemOutcome `json:"results"`
+		Results []brokerapi.RedeemOutcome `json:"results"`
 	}
 	if err := json.Unmarshal(raw, &out); err != nil {
 		return nil, fmt.Errorf("broker's answer: %w", err)
@@ -208,7 +208,7 @@ func (g *Gate) brokerPost(ctx context.Context, path string, body []byte, limit i
 	if err != nil {
 		return 0, nil, err
 	}
-	if err := broker.SignRequest(req, body, g.vendorSigner, aud, time.Now()); err != nil {
+	if err := brokerapi.SignRequest(req, body, g.vendorSigner, aud, time.Now()); err != nil {
 		return 0, nil, err
 	}
 	resp, err := g.httpClient.Do(req)

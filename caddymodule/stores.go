@@ -10,6 +10,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/ecoupons/ecoupons/store"
+	"github.com/redis/go-redis/v9"
 )
 
 func init() {
@@ -59,6 +60,14 @@ func (BoltStore) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "http.handlers.ecoupon.stores.bolt", New: func() caddy.Module { return new(BoltStore) }}
 }
 
+// Validate checks the options without opening the file.
+func (b *BoltStore) Validate() error {
+	if b.CommitDelay < 0 {
+		return fmt.Errorf("bolt store: commit_delay must not be negative")
+	}
+	return nil
+}
+
 // boltPool shares an open database across config reloads: bbolt locks its
 // file, so the new config must reuse the old config's handle.
 var boltPool = caddy.NewUsagePool()
@@ -71,6 +80,7 @@ type boltHandle struct {
 	path   string
 }
 
+// Destruct closes the database once no config uses it.
 func (h boltHandle) Destruct() error {
 	openBolts.Delete(h.path)
 	return h.leased.Close() // releases every lane, then closes the file
@@ -85,6 +95,7 @@ type sharedBolt struct {
 	key string
 }
 
+// Close releases this config's reference to the database.
 func (s sharedBolt) Close() error {
 	_, err := boltPool.Delete(s.key)
 	return err
@@ -129,10 +140,22 @@ func (RedisStore) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: "http.handlers.ecoupon.stores.redis", New: func() caddy.Module { return new(RedisStore) }}
 }
 
+// Validate checks the URL without connecting: Caddy loads the store
+// module (and so validates it) before the gate creates any file.
+func (r *RedisStore) Validate() error {
+	if r.URL == "" {
+		return fmt.Errorf("redis store: url is required, e.g. store redis redis://127.0.0.1:6379/0")
+	}
+	if _, err := redis.ParseURL(r.URL); err != nil {
+		return fmt.Errorf("redis store: url: %w", err)
+	}
+	return nil
+}
+
 // OpenStore implements StoreProvider.
 func (r *RedisStore) OpenStore(ctx caddy.Context) (store.Store, error) {
-	if r.URL == "" {
-		return nil, fmt.Errorf("redis store: url is required, e.g. store redis redis://127.0.0.1:6379/0")
+	if err := r.Validate(); err != nil {
+		return nil, err
 	}
 	c, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -140,7 +163,9 @@ func (r *RedisStore) OpenStore(ctx caddy.Context) (store.Store, error) {
 }
 
 var (
-	_ StoreProvider = (*MemoryStore)(nil)
-	_ StoreProvider = (*BoltStore)(nil)
-	_ StoreProvider = (*RedisStore)(nil)
+	_ caddy.Validator = (*BoltStore)(nil)
+	_ caddy.Validator = (*RedisStore)(nil)
+	_ StoreProvider   = (*MemoryStore)(nil)
+	_ StoreProvider   = (*BoltStore)(nil)
+	_ StoreProvider   = (*RedisStore)(nil)
 )

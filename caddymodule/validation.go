@@ -11,7 +11,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/ecoupons/ecoupons/broker"
+	"github.com/ecoupons/ecoupons/brokerapi"
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/store"
 )
@@ -47,10 +47,10 @@ var errBrokerUnavailable = errors.New("the broker could not be reached")
 // The answer's redeemed position is checked against the lane's anchor, so
 // a broker (or anyone between) cannot make the gate start a lane anywhere
 // but on its chain.
-func (g *Gate) askBroker(ctx context.Context, lane *coupons.OpenedLane, proof [][32]byte) (broker.LaneStatus, error) {
-	var st broker.LaneStatus
+func (g *Gate) askBroker(ctx context.Context, lane *coupons.OpenedLane, proof [][32]byte) (brokerapi.LaneStatus, error) {
+	var st brokerapi.LaneStatus
 	enc := base64.RawURLEncoding.EncodeToString
-	in := broker.LaneRequest{Lane: lane.ID.String(), Anchor: enc(lane.Anchor[:]), Reserve: g.Mode == ModeOnline}
+	in := brokerapi.LaneRequest{Lane: lane.ID.String(), Anchor: enc(lane.Anchor[:]), Reserve: g.Mode == ModeOnline}
 	if in.Reserve {
 		in.Holder = g.holder
 	}
@@ -74,7 +74,7 @@ func (g *Gate) askBroker(ctx context.Context, lane *coupons.OpenedLane, proof []
 		return st, fmt.Errorf("%w: %w", errBrokerUnavailable, err)
 	}
 	switch {
-	case status >= 500 || status == http.StatusUnauthorized || status == http.StatusNotFound && !bytes.Contains(raw, []byte(`"unknown_book"`)):
+	case status >= 500 || status == http.StatusUnauthorized || status == http.StatusNotFound && !bytes.Contains(raw, []byte(`"`+coupons.CodeUnknownBook+`"`)):
 		// 401 and a 404 other than the book's are this gate's problem
 		// (its key, its registration, the broker's URL), not the client's.
 		return st, fmt.Errorf("%w: status %d: %s", errBrokerUnavailable, status, bytes.TrimSpace(raw))
@@ -88,7 +88,7 @@ func (g *Gate) askBroker(ctx context.Context, lane *coupons.OpenedLane, proof []
 		}
 		return st, &brokerRefusal{Code: p.Error, Reason: p.Reason}
 	}
-	var out broker.LaneAnswer
+	var out brokerapi.LaneAnswer
 	if err := json.Unmarshal(raw, &out); err != nil {
 		return st, fmt.Errorf("%w: its answer: %w", errBrokerUnavailable, err)
 	}
@@ -104,7 +104,7 @@ func (g *Gate) askBroker(ctx context.Context, lane *coupons.OpenedLane, proof []
 	if out.Redeemed > maxStartWalk {
 		// Checking the answer costs one hash per redeemed coupon; beyond
 		// this bound (a fraction of a second) the lane is not opened here.
-		return st, &brokerRefusal{Code: "lane_too_long", Reason: fmt.Sprintf("%d coupons of this lane were redeemed, more than this gate verifies at an open (%d): use another lane", out.Redeemed, maxStartWalk)}
+		return st, &brokerRefusal{Code: coupons.CodeLaneTooLong, Reason: fmt.Sprintf("%d coupons of this lane were redeemed, more than this gate verifies at an open (%d): use another lane", out.Redeemed, maxStartWalk)}
 	}
 	if got := coupons.Walk(&lane.Tag, out.Redeemed, st.Value, 0); subtle.ConstantTimeCompare(got[:], lane.Anchor[:]) != 1 {
 		return st, fmt.Errorf("%w: its redeemed value for coupon %d is not on the lane's chain", errBrokerUnavailable, out.Redeemed)
@@ -119,7 +119,7 @@ func (g *Gate) askBroker(ctx context.Context, lane *coupons.OpenedLane, proof []
 // the store, or before the broker redeemed more of it) to what the broker
 // already redeemed, so that those coupons are not accepted again; a lane
 // new to the store is opened there directly.
-func (g *Gate) startAt(ctx context.Context, id coupons.LaneID, rec store.Record, st broker.LaneStatus) (store.Record, error) {
+func (g *Gate) startAt(ctx context.Context, id coupons.LaneID, rec store.Record, st brokerapi.LaneStatus) (store.Record, error) {
 	for attempt := 0; rec.State.Last < st.Redeemed; attempt++ {
 		next := rec
 		next.State = coupons.LaneState{Last: st.Redeemed, LastValue: st.Value}

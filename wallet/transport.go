@@ -323,7 +323,7 @@ func (t *Transport) Answer(req *http.Request, ch *Challenge) (*http.Response, er
 		if err == nil && resp.StatusCode == http.StatusPaymentRequired {
 			code = refusalCode(resp)
 		}
-		if code == "lane_reserved" {
+		if code == coupons.CodeLaneReserved {
 			// An online gate: the broker pinned this lane to another gate
 			// (with its own store), which still knows it under its first
 			// open: keep that, and the lane for last.
@@ -340,7 +340,7 @@ func (t *Transport) Answer(req *http.Request, ch *Challenge) (*http.Response, er
 			}
 		}
 		var nch *Challenge
-		if code == "lane_not_open" || code == "lane_reserved" || code == "coupon_spent" {
+		if code == coupons.CodeLaneNotOpen || code == coupons.CodeLaneReserved || code == coupons.CodeCouponSpent {
 			nch, _ = ParseChallenge(resp.Header.Get("WWW-Authenticate"))
 		}
 		if nch == nil || attempt >= 2 {
@@ -353,7 +353,7 @@ func (t *Transport) Answer(req *http.Request, ch *Challenge) (*http.Response, er
 			return nil, err // a retry's challenge passes the same checks
 		}
 		ch = nch
-		if code == "coupon_spent" {
+		if code == coupons.CodeCouponSpent {
 			// The gate says the lane resumes further on: it restarted
 			// while holding a spending lease on it (or another of the
 			// vendor's gates took those coupons). Skip to there, within
@@ -364,7 +364,7 @@ func (t *Transport) Answer(req *http.Request, ch *Challenge) (*http.Response, er
 			}
 			continue
 		}
-		if code == "lane_reserved" {
+		if code == coupons.CodeLaneReserved {
 			// Pay on another lane.
 			t.mu.Lock()
 			t.free = append([]*lane{l}, t.free...)

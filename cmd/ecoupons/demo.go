@@ -181,7 +181,7 @@ func (d *demo) run(script bool) error {
 	if err != nil {
 		return fmt.Errorf("the revoked phone's new lane was not refused: %w", err)
 	}
-	if !strings.Contains(body, `"revoked"`) {
+	if !strings.Contains(body, `"`+coupons.CodeRevoked+`"`) {
 		return fmt.Errorf("the phone's lane open was refused, but not as revoked: %s", body)
 	}
 	d.say("alice revoked the phone's grant at the broker; the gate fetched the signed list and refused the phone's next lane open")
@@ -189,7 +189,7 @@ func (d *demo) run(script bool) error {
 	if err != nil {
 		return fmt.Errorf("the revoked phone's open lane was not refused: %w", err)
 	}
-	if !strings.Contains(body, `"revoked"`) {
+	if !strings.Contains(body, `"`+coupons.CodeRevoked+`"`) {
 		return fmt.Errorf("the phone's open lane was refused, but not as revoked: %s", body)
 	}
 	d.say("and refused the phone's lane 2, already open: revocation reaches open lanes (no coupon accepted)")

@@ -19,7 +19,7 @@ import (
 	"time"
 
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
-	"github.com/ecoupons/ecoupons/broker"
+	"github.com/ecoupons/ecoupons/brokerapi"
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/delegation"
 	"github.com/ecoupons/ecoupons/spki"
@@ -257,7 +257,7 @@ func brokerCall(w *wallet.Wallet, method, path string, in any, out any) error {
 	if err != nil {
 		return err
 	}
-	if err := broker.SignRequest(req, body, w.Key, bk.Hash(), time.Now()); err != nil {
+	if err := brokerapi.SignRequest(req, body, w.Key, bk.Hash(), time.Now()); err != nil {
 		return err
 	}
 	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
@@ -890,7 +890,7 @@ func walletOfficeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			link, err := broker.OfficeLoginURL(w.Config.Broker, bk.Hash(), w.Key, time.Now())
+			link, err := brokerapi.OfficeLoginURL(w.Config.Broker, bk.Hash(), w.Key, time.Now())
 			if err != nil {
 				return err
 			}

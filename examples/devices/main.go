@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/delegation"
 	"github.com/ecoupons/ecoupons/internal/stack"
 	"github.com/ecoupons/ecoupons/wallet"
@@ -161,7 +162,7 @@ func run(out io.Writer, dir, site, broker string, card crypto.Signer) error {
 	}
 	phoneNew, _ := wallet.NewTransport(phone.holder, 9)
 	body, err := s.Get(&http.Client{Transport: phoneNew, Timeout: 10 * time.Second}, "/premium/page.html", 402)
-	if err != nil || !strings.Contains(body, `"revoked"`) {
+	if err != nil || !strings.Contains(body, `"`+coupons.CodeRevoked+`"`) {
 		return fmt.Errorf("the revoked phone's next lane open was not refused: %v %s", err, body)
 	}
 	say("the laptop revoked the phone; the phone's next lane open is refused")

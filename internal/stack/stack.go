@@ -21,7 +21,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	_ "github.com/caddyserver/caddy/v2/modules/standard" // file_server and friends
 	"github.com/ecoupons/ecoupons/broker"
-	_ "github.com/ecoupons/ecoupons/caddymodule" // the gate and the broker handler
+	_ "github.com/ecoupons/ecoupons/caddymodule"              // the gate
+	_ "github.com/ecoupons/ecoupons/caddymodule/brokermodule" // the broker handler
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/delegation"
 	"github.com/ecoupons/ecoupons/spki"

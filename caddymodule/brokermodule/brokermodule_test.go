@@ -1,8 +1,9 @@
-package caddymodule
+package brokermodule
 
 import (
 	"context"
 	"encoding/pem"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/ecoupons/ecoupons/internal/testutil"
 	"github.com/ecoupons/ecoupons/spki"
 	"go.step.sm/crypto/pemutil"
 )
@@ -19,7 +22,7 @@ import (
 // requests on.
 func TestBrokerHandler(t *testing.T) {
 	dir := t.TempDir()
-	k := testKey("broker")
+	k := testutil.Key("broker")
 	block, _ := pemutil.Serialize(k)
 	keyFile := filepath.Join(dir, "broker.pem")
 	os.WriteFile(keyFile, pem.EncodeToMemory(block), 0o600)
@@ -61,3 +64,9 @@ func TestBrokerHandler(t *testing.T) {
 		}
 	}
 }
+
+// okHandler is the next handler: it answers "paid content".
+var okHandler = caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+	w.Write([]byte("paid content"))
+	return nil
+})

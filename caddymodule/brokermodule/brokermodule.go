@@ -1,4 +1,11 @@
-package caddymodule
+// Package brokermodule is the ecoupons broker as a Caddy module
+// (http.handlers.ecoupon_broker, Caddyfile directive ecoupon_broker): it
+// serves the broker's API and back office from Caddy. It is apart from
+// package caddymodule (the payment gate) because it links the broker's
+// ledger and its database drivers (SQLite, PostgreSQL), which a gate does
+// not need. Importing it registers the module and the directive; it has
+// no other side effect.
+package brokermodule
 
 import (
 	"context"
@@ -15,6 +22,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/ecoupons/ecoupons/broker"
+	"github.com/ecoupons/ecoupons/spki"
 	"go.step.sm/crypto/pemutil"
 	"go.uber.org/zap"
 )
@@ -69,6 +77,7 @@ var brokerDBPool = caddy.NewUsagePool()
 
 type brokerDBHandle struct{ *broker.DB }
 
+// Destruct closes the ledger once no config uses it.
 func (h brokerDBHandle) Destruct() error { return h.DB.Close() }
 
 type sharedBrokerDB struct {
@@ -76,11 +85,16 @@ type sharedBrokerDB struct {
 	key string
 }
 
-// Provision opens the ledger and loads the keys.
+// Provision checks the configuration (check), then loads the keys, opens
+// the ledger and starts the release loop: a configuration Validate would
+// reject creates no file and starts no goroutine.
 func (h *BrokerHandler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	if h.KeyFile == "" {
-		return fmt.Errorf("ecoupon_broker: key is required (create one with 'ecoupons broker init')")
+	if h.ReleaseEvery == 0 {
+		h.ReleaseEvery = caddy.Duration(time.Hour)
+	}
+	if err := h.check(); err != nil {
+		return err
 	}
 	k, err := pemutil.Read(h.KeyFile)
 	if err != nil {
@@ -90,6 +104,15 @@ func (h *BrokerHandler) Provision(ctx caddy.Context) error {
 	if !ok {
 		return fmt.Errorf("ecoupon_broker: key %s holds no private key", h.KeyFile)
 	}
+	var admins []spki.KeyHash
+	for _, f := range h.AdminKeys {
+		pk, err := loadPublicKey(f)
+		if err != nil {
+			return fmt.Errorf("ecoupon_broker: admin_key %s: %w", f, err)
+		}
+		admins = append(admins, pk.Hash())
+	}
+	// Every file read so far is the user's; from here on, files are made.
 	if h.Database == "" {
 		h.Database = filepath.Join(caddy.AppDataDir(), "ecoupons", "broker.db")
 	}
@@ -119,24 +142,8 @@ func (h *BrokerHandler) Provision(ctx caddy.Context) error {
 	}
 	b.FeeBasisPoints = h.FeeBasisPoints
 	b.RevocationsPerHour = h.RevocationsPerHour
-	switch h.Users {
-	case "", "open":
-	case "approve":
-		b.ApproveUsers = true
-	default:
-		return fmt.Errorf("ecoupon_broker: users must be open or approve, got %q", h.Users)
-	}
-	h.api = &broker.API{Broker: b}
-	for _, f := range h.AdminKeys {
-		pk, err := loadPublicKey(f)
-		if err != nil {
-			return fmt.Errorf("ecoupon_broker: admin_key %s: %w", f, err)
-		}
-		h.api.Admins = append(h.api.Admins, pk.Hash())
-	}
-	if h.ReleaseEvery == 0 {
-		h.ReleaseEvery = caddy.Duration(time.Hour)
-	}
+	b.ApproveUsers = h.Users == "approve"
+	h.api = &broker.API{Broker: b, Admins: admins}
 	runCtx, stop := context.WithCancel(context.Background())
 	h.stop = stop
 	go func() {
@@ -158,8 +165,22 @@ func (h *BrokerHandler) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Validate checks the configuration.
-func (h *BrokerHandler) Validate() error {
+// Validate checks the configuration (check, which Provision already ran
+// before opening anything).
+func (h *BrokerHandler) Validate() error { return h.check() }
+
+// check rejects configurations that cannot work. It needs nothing but the
+// options: no file is read, created or opened.
+func (h *BrokerHandler) check() error {
+	if h.KeyFile == "" {
+		return fmt.Errorf("ecoupon_broker: key is required (create one with 'ecoupons broker init')")
+	}
+	if h.Users != "" && h.Users != "open" && h.Users != "approve" {
+		return fmt.Errorf("ecoupon_broker: users must be open or approve, got %q", h.Users)
+	}
+	if h.RevocationsPerHour < 0 {
+		return fmt.Errorf("ecoupon_broker: revocations_per_hour must be positive, got %d", h.RevocationsPerHour)
+	}
 	if h.FeeBasisPoints < 0 || h.FeeBasisPoints > 10000 {
 		return fmt.Errorf("ecoupon_broker: fee %d basis points is outside 0…10000", h.FeeBasisPoints)
 	}
@@ -262,3 +283,17 @@ var (
 	_ caddyhttp.MiddlewareHandler = (*BrokerHandler)(nil)
 	_ caddyfile.Unmarshaler       = (*BrokerHandler)(nil)
 )
+
+// loadPublicKey reads a (public-key …) S-expression, in any form, from a
+// file.
+func loadPublicKey(path string) (*spki.PublicKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	x, err := spki.Parse(b)
+	if err != nil {
+		return nil, err
+	}
+	return spki.ParsePublicKey(x)
+}
