@@ -40,6 +40,7 @@ func init() {
 //	    revocations      <url|file> ...
 //	    revocations_every <duration>
 //	    vendor_key       <pem file>
+//	    vendor_key_passphrase_file <file>
 //	    receipt_interval <duration>
 //	    receipt_delay    <intervals>
 //	    redeem_every     <duration>
@@ -213,6 +214,8 @@ func (g *Gate) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "vendor_key":
 			g.VendorKey, err = one()
+		case "vendor_key_passphrase_file":
+			g.VendorKeyPassphraseFile, err = one()
 		case "receipt_interval":
 			var v string
 			if v, err = one(); err == nil {

@@ -27,11 +27,11 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/ecoupons/ecoupons/brokerapi"
 	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/keyfile"
 	"github.com/ecoupons/ecoupons/lanes"
 	"github.com/ecoupons/ecoupons/spki"
 	"github.com/ecoupons/ecoupons/store"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.step.sm/crypto/pemutil"
 	"go.uber.org/zap"
 )
 
@@ -144,6 +144,9 @@ type Gate struct {
 	// (TESLA, under a key chain whose commitment this key signs, served at
 	// /.well-known/ecoupons/vendor). Default: no receipts.
 	VendorKey string `json:"vendor_key,omitempty"`
+	// VendorKeyPassphraseFile holds (on its first line) the passphrase of
+	// an encrypted vendor_key (PKCS#8 with PBKDF2 or scrypt).
+	VendorKeyPassphraseFile string `json:"vendor_key_passphrase_file,omitempty"`
 	// ReceiptInterval is the TESLA interval of receipts. Default 1s.
 	ReceiptInterval caddy.Duration `json:"receipt_interval,omitempty"`
 	// ReceiptDelay is how many intervals later a receipt's key is
@@ -237,13 +240,9 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 	}
 	var signer crypto.Signer
 	if g.VendorKey != "" {
-		k, err := pemutil.Read(g.VendorKey)
-		if err != nil {
+		var err error
+		if signer, err = keyfile.ReadPrivate(g.VendorKey, g.VendorKeyPassphraseFile); err != nil {
 			return fmt.Errorf("ecoupon: vendor_key: %w", err)
-		}
-		var ok bool
-		if signer, ok = k.(crypto.Signer); !ok {
-			return fmt.Errorf("ecoupon: vendor_key %s holds no private key", g.VendorKey)
 		}
 	}
 	// The store module is loaded (and validated: a redis store without a
@@ -1210,18 +1209,9 @@ func clientIP(r *http.Request) string {
 	return host
 }
 
-// loadPublicKey reads a (public-key …) S-expression from a file.
-func loadPublicKey(path string) (*spki.PublicKey, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	x, err := spki.Parse(b)
-	if err != nil {
-		return nil, err
-	}
-	return spki.ParsePublicKey(x)
-}
+// loadPublicKey reads a public key file: a (public-key …) S-expression in
+// any form, or PEM "PUBLIC KEY" (keyfile.ParsePublic).
+func loadPublicKey(path string) (*spki.PublicKey, error) { return keyfile.ReadPublic(path) }
 
 // loadOrCreateSecret reads a 32-byte secret, creating it if absent.
 func loadOrCreateSecret(path string) ([]byte, error) {

@@ -9,7 +9,6 @@ package brokermodule
 
 import (
 	"context"
-	"crypto"
 	"fmt"
 	"net/http"
 	"os"
@@ -22,8 +21,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/ecoupons/ecoupons/broker"
+	"github.com/ecoupons/ecoupons/keyfile"
 	"github.com/ecoupons/ecoupons/spki"
-	"go.step.sm/crypto/pemutil"
 	"go.uber.org/zap"
 )
 
@@ -37,14 +36,19 @@ func init() {
 // back-office pages under /office/, and passes every other request to the
 // next handler.
 type BrokerHandler struct {
-	// KeyFile is the broker's private key (PEM, Ed25519 or ECDSA P-256), as
+	// KeyFile is the broker's private key (PEM, Ed25519 or ECDSA P-256:
+	// PKCS#8, SEC1, or encrypted PKCS#8 with key_passphrase_file), as
 	// written by `ecoupons broker init`. Required.
 	KeyFile string `json:"key_file,omitempty"`
+	// KeyPassphraseFile holds (on its first line) the passphrase of an
+	// encrypted key_file.
+	KeyPassphraseFile string `json:"key_passphrase_file,omitempty"`
 	// Database is the ledger: a SQLite file, or a PostgreSQL URL
 	// (postgres://user:password@host:port/db). Default: ecoupons/broker.db
 	// in Caddy's data directory.
 	Database string `json:"database,omitempty"`
-	// AdminKeys are files with the (public-key …) of administrators, who may
+	// AdminKeys are files with the public keys of administrators (a
+	// (public-key …) S-expression or PEM "PUBLIC KEY"), who may
 	// top up accounts and set credit limits.
 	AdminKeys []string `json:"admin_keys,omitempty"`
 	// Users is the policy for new user accounts: "open" (default: any key
@@ -96,13 +100,9 @@ func (h *BrokerHandler) Provision(ctx caddy.Context) error {
 	if err := h.check(); err != nil {
 		return err
 	}
-	k, err := pemutil.Read(h.KeyFile)
+	signer, err := keyfile.ReadPrivate(h.KeyFile, h.KeyPassphraseFile)
 	if err != nil {
-		return fmt.Errorf("ecoupon_broker: key %s: %w", h.KeyFile, err)
-	}
-	signer, ok := k.(crypto.Signer)
-	if !ok {
-		return fmt.Errorf("ecoupon_broker: key %s holds no private key", h.KeyFile)
+		return fmt.Errorf("ecoupon_broker: key: %w", err)
 	}
 	var admins []spki.KeyHash
 	for _, f := range h.AdminKeys {
@@ -215,6 +215,7 @@ func (h *BrokerHandler) ServeHTTP(w http.ResponseWriter, r *http.Request, next c
 //
 //	ecoupon_broker {
 //	    key           <pem file>
+//	    key_passphrase_file <file>
 //	    database      <sqlite file>
 //	    admin_key     <file>        # repeatable
 //	    users         open|approve  # default open
@@ -244,6 +245,8 @@ func (h *BrokerHandler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.KeyFile = args[0]
 		case "database":
 			h.Database = args[0]
+		case "key_passphrase_file":
+			h.KeyPassphraseFile = args[0]
 		case "admin_key":
 			h.AdminKeys = append(h.AdminKeys, args[0])
 		case "users":
@@ -284,16 +287,6 @@ var (
 	_ caddyfile.Unmarshaler       = (*BrokerHandler)(nil)
 )
 
-// loadPublicKey reads a (public-key …) S-expression, in any form, from a
-// file.
-func loadPublicKey(path string) (*spki.PublicKey, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	x, err := spki.Parse(b)
-	if err != nil {
-		return nil, err
-	}
-	return spki.ParsePublicKey(x)
-}
+// loadPublicKey reads a public key file: a (public-key …) S-expression in
+// any form, or PEM "PUBLIC KEY" (keyfile.ParsePublic).
+func loadPublicKey(path string) (*spki.PublicKey, error) { return keyfile.ReadPublic(path) }
