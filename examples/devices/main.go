@@ -4,6 +4,7 @@
 package main
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdh"
 	"crypto/ecdsa"
@@ -16,14 +17,19 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/delegation"
+	"github.com/ecoupons/ecoupons/internal/softhsm"
 	"github.com/ecoupons/ecoupons/internal/stack"
 	"github.com/ecoupons/ecoupons/wallet"
+	"go.step.sm/crypto/kms"
+	"go.step.sm/crypto/kms/apiv1"
+	_ "go.step.sm/crypto/kms/pkcs11" // the PKCS#11 key manager
 )
 
 func main() {
@@ -38,15 +44,44 @@ func main() {
 		defer os.RemoveAll(d)
 		*dir = d
 	}
-	card, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	card, kind, closeCard, err := cardKey(*dir)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
+		fmt.Fprintln(os.Stderr, "devices:", err)
 		os.Exit(1)
 	}
+	defer closeCard()
+	fmt.Println("the smart card's key:", kind)
 	if err := run(os.Stdout, *dir, freeAddr(), freeAddr(), card); err != nil {
 		fmt.Fprintln(os.Stderr, "devices:", err)
 		os.Exit(1)
 	}
+}
+
+// cardKey makes the smart card's key: on a fresh SoftHSM2 token (PKCS#11,
+// the key never leaves it) when SoftHSM2 is installed, else in memory. It
+// says which in kind.
+func cardKey(dir string) (card crypto.Signer, kind string, closeCard func(), err error) {
+	uri, err := softhsm.NewToken(filepath.Join(dir, "softhsm"), "devices")
+	if errors.Is(err, softhsm.ErrNotInstalled) {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		return k, "an ECDSA P-256 key in memory (SoftHSM2 is not installed: apt-get install -y softhsm2 puts it on a PKCS#11 token)", func() {}, err
+	}
+	if err != nil {
+		return nil, "", nil, err
+	}
+	km, err := kms.New(context.Background(), apiv1.Options{Type: apiv1.PKCS11, URI: uri})
+	if err != nil {
+		return nil, "", nil, err
+	}
+	resp, err := km.CreateKey(&apiv1.CreateKeyRequest{Name: "pkcs11:id=7003;object=card", SignatureAlgorithm: apiv1.ECDSAWithSHA256})
+	if err == nil {
+		card, err = km.CreateSigner(&resp.CreateSignerRequest)
+	}
+	if err != nil {
+		km.Close()
+		return nil, "", nil, err
+	}
+	return card, "an ECDSA P-256 key on a SoftHSM2 token (PKCS#11; it never leaves the token)", func() { km.Close() }, nil
 }
 
 func freeAddr() string {
