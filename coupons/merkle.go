@@ -92,6 +92,46 @@ func MerkleProof(anchors []Value, s uint32) ([][32]byte, error) {
 	return path, nil
 }
 
+// MerkleProofs returns the audit path of every lane (proofs[s] is
+// MerkleProof(anchors, s)), building the tree once: O(n log n) hashes
+// and appends where n calls to MerkleProof take O(n²).
+func MerkleProofs(anchors []Value) [][][32]byte {
+	n := len(anchors)
+	if n == 0 {
+		return nil
+	}
+	leaves := make([][32]byte, n)
+	for i := range anchors {
+		leaves[i] = leafHash(uint32(i), &anchors[i])
+	}
+	depth := bits.Len(uint(n - 1))
+	proofs := make([][][32]byte, n)
+	backing := make([][32]byte, n*depth)
+	for i := range proofs {
+		proofs[i] = backing[i*depth : i*depth : (i+1)*depth]
+	}
+	// build returns the root of leaves[lo:hi], after appending it as the
+	// sibling to the paths of the other half at each level: children are
+	// built first, so each path runs from the leaf up.
+	var build func(lo, hi int) [32]byte
+	build = func(lo, hi int) [32]byte {
+		if hi-lo == 1 {
+			return leaves[lo]
+		}
+		k := lo + splitPoint(hi-lo)
+		l, r := build(lo, k), build(k, hi)
+		for i := lo; i < k; i++ {
+			proofs[i] = append(proofs[i], r)
+		}
+		for i := k; i < hi; i++ {
+			proofs[i] = append(proofs[i], l)
+		}
+		return nodeHash(&l, &r)
+	}
+	build(0, n)
+	return proofs
+}
+
 // VerifyMerkleProof checks that anchor is lane s of a book with n lanes and
 // the given root (RFC 9162 §2.1.3.2).
 func VerifyMerkleProof(root [32]byte, n, s uint32, anchor *Value, path [][32]byte) error {

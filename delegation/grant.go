@@ -262,13 +262,10 @@ func NewOwner(book *coupons.SignedBook, user *spki.SignedCert, sec *coupons.Secr
 	if uint32(len(anchors)) != book.Book.Lanes {
 		return nil, fmt.Errorf("%w: %d anchors for %d lanes", ErrBadGrant, len(anchors), book.Book.Lanes)
 	}
-	h := &Holder{Book: book, User: user, Signer: signer, lanes: map[uint32]*heldLane{}}
+	h := &Holder{Book: book, User: user, Signer: signer, lanes: make(map[uint32]*heldLane, len(anchors))}
+	proofs := coupons.MerkleProofs(anchors) // the tree once, not once per lane
 	for s := range anchors {
-		proof, err := coupons.MerkleProof(anchors, uint32(s))
-		if err != nil {
-			return nil, err
-		}
-		h.lanes[uint32(s)] = &heldLane{value: sec.Seed(uint32(s)), end: book.Book.Length, anchor: anchors[s], proof: proof}
+		h.lanes[uint32(s)] = &heldLane{value: sec.Seed(uint32(s)), end: book.Book.Length, anchor: anchors[s], proof: proofs[s]}
 	}
 	return h, nil
 }
