@@ -20,8 +20,15 @@ type sigCache struct {
 	c *ristretto.Cache[uint64, [32]byte]
 }
 
+// sigCacheEntries is how many verified signatures the cache holds (each
+// a cost of 1: ristretto's own bookkeeping is not counted against it, or
+// it would hold a fiftieth of that). About 100 bytes each with the
+// cache's overhead: 3 MiB per gate.
+const sigCacheEntries = 1 << 15
+
 func newSigCache() (*sigCache, error) {
-	c, err := ristretto.NewCache(&ristretto.Config[uint64, [32]byte]{NumCounters: 1 << 18, MaxCost: 1 << 15, BufferItems: 64})
+	c, err := ristretto.NewCache(&ristretto.Config[uint64, [32]byte]{NumCounters: 8 * sigCacheEntries, MaxCost: sigCacheEntries,
+		BufferItems: 64, IgnoreInternalCost: true})
 	if err != nil {
 		return nil, err
 	}
