@@ -10,6 +10,6 @@
 package ecoupons
 
 import (
-	_ "github.com/ecoupons/ecoupons/caddymodule"             // the gate
+	_ "github.com/ecoupons/ecoupons/caddymodule"              // the gate
 	_ "github.com/ecoupons/ecoupons/caddymodule/brokermodule" // the broker
 )
