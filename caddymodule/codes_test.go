@@ -1,11 +1,14 @@
 package caddymodule
 
 import (
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/ecoupons/ecoupons/coupons"
 )
 
 // TestGateCodesAreWireConstants: every reason code the gate writes (in a
@@ -46,6 +49,24 @@ func TestGateCodesAreWireConstants(t *testing.T) {
 			} else {
 				t.Errorf("%s: the code %q is not a constant of coupons/codes.go", f, code)
 			}
+		}
+	}
+}
+
+// TestHeaderKeysCanonical: the gate's header keys (hotpath.go) are the
+// canonical forms of the names they stand for.
+func TestHeaderKeysCanonical(t *testing.T) {
+	for key, name := range map[string]string{
+		keyAuthorization: "Authorization",
+		keyOpen:          HeaderOpen,
+		keyContentDigest: coupons.HeaderContentDigest,
+		keyRange:         "Range",
+		keyBalance:       HeaderBalance,
+		keyCredit:        HeaderCredit,
+		keyReceipt:       HeaderReceipt,
+	} {
+		if c := http.CanonicalHeaderKey(name); key != c {
+			t.Errorf("key %q for %s: want %q", key, name, c)
 		}
 	}
 }

@@ -583,6 +583,9 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 // serveWellKnown answers the gate's own paths (lane opens, the vendor's
 // receipt commitment); it reports whether it answered.
 func (g *Gate) serveWellKnown(w http.ResponseWriter, r *http.Request) bool {
+	if !strings.HasPrefix(r.URL.Path, wellKnownPrefix) {
+		return false
+	}
 	switch {
 	case r.URL.Path == OpenPath:
 		_ = g.serveOpen(w, r)
@@ -601,7 +604,7 @@ func (g *Gate) serveWellKnown(w http.ResponseWriter, r *http.Request) bool {
 // parsePayment reads the request's ECoupon payment into p; without one it
 // answers 402 with a challenge, with a malformed one 400.
 func (g *Gate) parsePayment(w http.ResponseWriter, r *http.Request, p *coupons.Payment) bool {
-	auth := r.Header.Get("Authorization")
+	auth := headerValue(r.Header, keyAuthorization)
 	if auth == "" || !hasScheme(auth, coupons.Scheme) {
 		g.payRequired(w, coupons.CodePaymentRequired, fmt.Sprintf("this resource costs %d coupon(s) of %s %s", g.Price, g.challenge.Unit, g.Currency), hintPay)
 		return false
@@ -621,7 +624,7 @@ func (g *Gate) parsePayment(w http.ResponseWriter, r *http.Request, p *coupons.P
 // open the request carries. On refusal it has answered.
 func (g *Gate) accept(w http.ResponseWriter, r *http.Request, p *coupons.Payment, body content) (lanes.Result, bool) {
 	ctx := r.Context()
-	doc := r.Header.Get(HeaderOpen)
+	doc := headerValue(r.Header, keyOpen)
 	pay := lanes.Payment{Coupon: *p, Request: coupons.Request{Method: r.Method, Host: strings.ToLower(r.Host),
 		Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Range: rangeHeader(r.Header)}}
 	if body.has {
@@ -732,9 +735,9 @@ func (g *Gate) reportTheft(id coupons.LaneID, theft *coupons.Theft) {
 func (g *Gate) respondPaid(w http.ResponseWriter, p *coupons.Payment, res *lanes.Result) bool {
 	rec := &res.Record
 	h := w.Header()
-	h.Set(HeaderBalance, strconv.FormatUint(uint64(rec.Meta.Length-rec.State.Last), 10))
+	setUint(h, keyBalance, uint64(rec.Meta.Length-rec.State.Last))
 	if rec.Credit > 0 {
-		h.Set(HeaderCredit, strconv.FormatUint(uint64(rec.Credit), 10))
+		setUint(h, keyCredit, uint64(rec.Credit))
 	}
 	if !res.Served {
 		gateMetrics.payments.WithLabelValues(g.Vendor, "insufficient_payment").Inc()
@@ -745,7 +748,7 @@ func (g *Gate) respondPaid(w http.ResponseWriter, p *coupons.Payment, res *lanes
 	g.mAccepted.Inc()
 	if g.receipts != nil {
 		if v, err := g.receipts.header(coupons.ReceiptMessage(p.Lane, p.Index, res.Paid, &res.Digest)); err == nil {
-			h.Set(HeaderReceipt, v)
+			h[keyReceipt] = []string{v}
 		} else {
 			g.logger.Error("could not issue a receipt", zap.Error(err))
 		}
@@ -756,9 +759,10 @@ func (g *Gate) respondPaid(w http.ResponseWriter, p *coupons.Payment, res *lanes
 // serveUpstream serves a paid request and settles it: when the upstream
 // fails (5xx), the price is credited back to the lane.
 func (g *Gate) serveUpstream(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, id coupons.LaneID) error {
-	rr := caddyhttp.NewResponseRecorder(w, nil, nil)
-	err := next.ServeHTTP(rr, r)
-	status := rr.Status()
+	sw := newStatusWriter(w)
+	err := next.ServeHTTP(sw, r)
+	status := sw.status
+	sw.put()
 	if err != nil {
 		status = http.StatusInternalServerError
 		var he caddyhttp.HandlerError
@@ -790,7 +794,7 @@ type content struct {
 // for. A request without a body costs nothing.
 func (g *Gate) readContent(w http.ResponseWriter, r *http.Request) (content, bool) {
 	var c content
-	cd := r.Header.Get(coupons.HeaderContentDigest)
+	cd := headerValue(r.Header, keyContentDigest)
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 && len(r.TransferEncoding) == 0 {
 		if cd == "" {
 			return c, true
@@ -856,7 +860,7 @@ func (g *Gate) bodyTooLarge(w http.ResponseWriter, n int64) {
 // rangeHeader returns the request's Range field lines joined with ", ", as
 // the request digest binds them.
 func rangeHeader(h http.Header) string {
-	v := h["Range"]
+	v := h[keyRange]
 	switch len(v) {
 	case 0:
 		return ""

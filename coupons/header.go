@@ -295,26 +295,41 @@ var b64dec = func() (t [256]byte) {
 }()
 
 // decodeB64 decodes unpadded base64url s into exactly len(dst) bytes,
-// refusing non-canonical trailing bits. It does not allocate.
+// refusing non-canonical trailing bits. It does not allocate: four
+// characters at a time into three bytes, then the tail.
 func decodeB64(dst []byte, s string) bool {
 	if len(s) != (len(dst)*8+5)/6 {
 		return false
 	}
-	var acc uint
-	nbits, j := 0, 0
-	for i := 0; i < len(s); i++ {
-		v := b64dec[s[i]]
-		if v == 0xff {
+	j := 0
+	for len(s) >= 4 {
+		a, b, c, d := b64dec[s[0]], b64dec[s[1]], b64dec[s[2]], b64dec[s[3]]
+		if (a|b|c|d)&0xc0 != 0 { // 0xff: not base64url
 			return false
 		}
-		acc = acc<<6 | uint(v)
-		nbits += 6
-		if nbits >= 8 {
-			nbits -= 8
-			dst[j] = byte(acc >> nbits)
-			j++
-			acc &= 1<<nbits - 1
-		}
+		v := uint(a)<<18 | uint(b)<<12 | uint(c)<<6 | uint(d)
+		dst[j], dst[j+1], dst[j+2] = byte(v>>16), byte(v>>8), byte(v)
+		j += 3
+		s = s[4:]
 	}
-	return acc == 0 // leftover bits must be zero (canonical encoding)
+	switch len(s) {
+	case 0:
+		return true
+	case 2: // one byte, 4 zero bits
+		a, b := b64dec[s[0]], b64dec[s[1]]
+		if (a|b)&0xc0 != 0 || b&0x0f != 0 {
+			return false
+		}
+		dst[j] = a<<2 | b>>4
+		return true
+	case 3: // two bytes, 2 zero bits
+		a, b, c := b64dec[s[0]], b64dec[s[1]], b64dec[s[2]]
+		if (a|b|c)&0xc0 != 0 || c&0x03 != 0 {
+			return false
+		}
+		v := uint(a)<<12 | uint(b)<<6 | uint(c)
+		dst[j], dst[j+1] = byte(v>>10), byte(v>>2)
+		return true
+	}
+	return false
 }
