@@ -96,6 +96,15 @@ func ParsePayment(h string, p *Payment) error {
 	if len(h) < len(Scheme)+1 || !equalFold(h[:len(Scheme)], Scheme) || h[len(Scheme)] != ' ' {
 		return fmt.Errorf("%w: scheme is not %s", ErrBadHeader, Scheme)
 	}
+	if parseCanonical(h, p) {
+		return nil
+	}
+	return parseParams(h, p)
+}
+
+// parseParams is ParsePayment's general parser, for any order, spacing,
+// quoting and extra parameters.
+func parseParams(h string, p *Payment) error {
 	*p = Payment{}
 	var seen uint8
 	rest := h[len(Scheme)+1:]
@@ -148,6 +157,60 @@ func ParsePayment(h string, p *Payment) error {
 		return fmt.Errorf("%w: lane, i and w are required", ErrBadHeader)
 	}
 	return nil
+}
+
+// parseCanonical parses the header as AppendHeader writes it (the form
+// every wallet sends): "ECoupon lane=…, i=…, w=…[, m=…]", nothing else. It
+// reports false for anything else, which ParsePayment then parses in
+// general (and refuses with the reason when it must); what it parses, the
+// general parser parses the same.
+func parseCanonical(h string, p *Payment) bool {
+	const pre = Scheme + " lane="
+	if len(h) < len(pre) || h[:len(pre)] != pre {
+		return false
+	}
+	s := h[len(pre):]
+	// lane=<43 base64url>.<decimal>
+	if len(s) < 45 || s[43] != '.' {
+		return false
+	}
+	var q Payment
+	if !decodeB64(q.Lane.Book[:], s[:43]) {
+		return false
+	}
+	n, s, ok := canonicalUint(s[44:], ", i=")
+	if !ok {
+		return false
+	}
+	q.Lane.Lane = n
+	if q.Index, s, ok = canonicalUint(s, ", w="); !ok || q.Index == 0 {
+		return false
+	}
+	if len(s) < 43 || !decodeB64(q.Value[:], s[:43]) {
+		return false
+	}
+	switch s = s[43:]; {
+	case s == "":
+	case len(s) == 4+22 && s[:4] == ", m=" && decodeB64(q.MAC[:], s[4:]):
+		q.HasMAC = true
+	default:
+		return false
+	}
+	*p = q
+	return true
+}
+
+// canonicalUint parses a decimal followed by sep, returning what follows.
+func canonicalUint(s, sep string) (uint32, string, bool) {
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	n, ok := parseUint32(s[:i])
+	if !ok || len(s)-i < len(sep) || s[i:i+len(sep)] != sep {
+		return 0, "", false
+	}
+	return n, s[i+len(sep):], true
 }
 
 // nextParam splits `name=value[,…]`.
