@@ -337,7 +337,7 @@ func (c *Core) accept(ctx context.Context, p *Payment, ent *entry) (Result, erro
 				return Result{}, err
 			}
 		}
-		cur := ent.rec
+		cur := &ent.rec // read only: next is the copy written
 		st := cur.State
 		maxJump := max(c.cfg.MaxJump, p.MaxJump)
 		if cur.Lease > st.Last {
@@ -367,7 +367,7 @@ func (c *Core) accept(ctx context.Context, p *Payment, ent *entry) (Result, erro
 			return Result{}, err
 		}
 		total := paid + cur.Credit
-		next := cur
+		next := *cur
 		next.State, next.Spent = st, st.Last
 		served := total >= c.cfg.Price
 		if served {
