@@ -142,3 +142,30 @@ func (a AcceptPayment) Order(cs []Challenge) []Challenge {
 	}
 	return out
 }
+
+// String formats a as an Accept-Payment value; ParseAcceptPayment reads it
+// back to a.
+func (a AcceptPayment) String() string {
+	var b []byte
+	for i, r := range a {
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		b = append(b, r.Method...)
+		b = append(b, '/')
+		b = append(b, r.Intent...)
+		switch {
+		case r.Q >= 1000:
+		case r.Q <= 0:
+			b = append(b, ";q=0"...)
+		default:
+			d := []byte{'0' + byte(r.Q/100), '0' + byte(r.Q/10%10), '0' + byte(r.Q%10)}
+			for len(d) > 1 && d[len(d)-1] == '0' {
+				d = d[:len(d)-1]
+			}
+			b = append(b, ";q=0."...)
+			b = append(b, d...)
+		}
+	}
+	return string(b)
+}
