@@ -17,6 +17,8 @@ type Credential struct {
 	Challenge Challenge       `json:"challenge"`
 	Source    string          `json:"source,omitempty"`
 	Payload   json.RawMessage `json:"payload"`
+
+	canonical []byte // the payload as NewCredential wrote it, in JCS form
 }
 
 // ECouponPayload is the payload of an ecoupon credential: the payment of
@@ -40,6 +42,9 @@ type ECouponPayload struct {
 // NewCredential returns the credential paying challenge c with p, carrying
 // the lane-open document open when it is not nil.
 func NewCredential(c *Challenge, p *coupons.Payment, open []byte) (*Credential, error) {
+	if max := MaxCredentialLen / 2; len(open) > max {
+		return nil, tooLarge(ErrBadCredential, len(open), max)
+	}
 	pl := ECouponPayload{Lane: p.Lane.String(), Index: p.Index, Value: b64.EncodeToString(p.Value[:])}
 	if p.HasMAC {
 		pl.Binding = b64.EncodeToString(p.MAC[:])
@@ -47,15 +52,22 @@ func NewCredential(c *Challenge, p *coupons.Payment, open []byte) (*Credential, 
 	if open != nil {
 		pl.Open = b64.EncodeToString(open)
 	}
-	raw, err := marshalJCS(&pl)
-	if err != nil {
-		return nil, err
-	}
-	return &Credential{Challenge: *c, Payload: raw}, nil
+	raw := appendPayloadJCS(make([]byte, 0, 160+len(pl.Open)), &pl)
+	return &Credential{Challenge: *c, Payload: raw, canonical: raw}, nil
 }
 
-// JSON returns the JCS serialisation of cr.
-func (cr *Credential) JSON() ([]byte, error) { return marshalJCS(cr) }
+// JSON returns the JCS serialisation of cr. It fails only when the payload
+// is not I-JSON (ErrBadJSON).
+func (cr *Credential) JSON() ([]byte, error) {
+	payload := cr.canonical
+	if !bytes.Equal(payload, cr.Payload) {
+		var err error
+		if payload, err = Canonicalize(cr.Payload); err != nil {
+			return nil, err
+		}
+	}
+	return appendCredentialJCS(make([]byte, 0, 512+len(payload)), cr, payload), nil
+}
 
 // Header returns the credential's header value, "Payment <base64url>".
 func (cr *Credential) Header() (string, error) {

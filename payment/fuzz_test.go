@@ -23,6 +23,9 @@ func FuzzParseChallenge(f *testing.F) {
 				t.Fatalf("%+v formats to %q, which parses to %+v, %v", c, c.String(), back, err)
 			}
 			_, _ = DecodeRequest(c.Request)
+			if got, want := appendChallengeJCS(nil, &c), genericJCS(t, &c); !bytes.Equal(got, want) {
+				t.Fatalf("emitted %s, canonical %s", got, want)
+			}
 		}
 	})
 }

@@ -163,7 +163,7 @@ func problemTitle(typ string, status int) string {
 
 // JSON returns the JCS serialisation of p, the body of a response with
 // Content-Type ContentTypeProblem.
-func (p *Problem) JSON() ([]byte, error) { return marshalJCS(p) }
+func (p *Problem) JSON() []byte { return appendProblemJCS(make([]byte, 0, 256), p) }
 
 // ParseProblem decodes a problem details body. Members it does not know
 // are ignored (RFC 9457 §3.2). Errors match ErrBadProblem.

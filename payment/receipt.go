@@ -41,14 +41,13 @@ func NewReceipt(lane coupons.LaneID, index uint32, tesla *coupons.Receipt, at ti
 	return r
 }
 
+// JSON returns the JCS serialisation of r.
+func (r *Receipt) JSON() []byte { return appendReceiptJCS(make([]byte, 0, 256), r) }
+
 // Header returns the Payment-Receipt value: base64url of r's JCS
 // serialisation.
-func (r *Receipt) Header() (string, error) {
-	j, err := marshalJCS(r)
-	if err != nil {
-		return "", err
-	}
-	return b64.EncodeToString(j), nil
+func (r *Receipt) Header() string {
+	return b64.EncodeToString(r.JSON())
 }
 
 // ParseReceipt decodes a Payment-Receipt value. Errors match

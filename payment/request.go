@@ -79,15 +79,7 @@ func EncodeRequest(r *ECouponRequest) (string, error) {
 	if err := r.Validate(); err != nil {
 		return "", err
 	}
-	w := requestWire{
-		Amount: strconv.FormatUint(uint64(r.Price), 10), Currency: strings.ToLower(r.Currency), Recipient: r.Vendor,
-		Description:   r.Description,
-		MethodDetails: &detailsWire{Unit: r.Unit, Nonce: r.Nonce, Broker: r.Broker, Store: r.Store, Lease: r.Lease},
-	}
-	j, err := marshalJCS(&w)
-	if err != nil {
-		return "", fieldErr(ErrBadRequest, "", "%v", err)
-	}
+	j := appendRequestJCS(make([]byte, 0, 256), r)
 	if len(j)*4/3+1 > MaxRequestLen {
 		return "", tooLarge(ErrBadRequest, len(j)*4/3+1, MaxRequestLen)
 	}
