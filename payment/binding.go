@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"strings"
 	"time"
+
+	"github.com/ecoupons/ecoupons/coupons"
 )
 
 // MinSecretLen is the shortest binding secret a Binder takes.
@@ -44,7 +46,7 @@ func NewBinder(secret []byte, previous ...[]byte) (*Binder, error) {
 func BindingInput(c *Challenge) []byte {
 	slots := []string{c.Realm, c.Method, c.Intent, c.Request, c.Expires, c.Digest}
 	if c.Header != "" {
-		slots = append(slots, HeaderPaymentAuthorization)
+		slots = append(slots, c.Header)
 	}
 	slots = append(slots, c.Opaque)
 	return []byte(strings.Join(slots, "|"))
@@ -133,6 +135,47 @@ func (b *Binder) Verify(c *Challenge, now time.Time) error {
 	exp, _ := time.Parse(time.RFC3339, c.Expires)
 	if !now.Before(exp) {
 		return fieldErr(ErrExpired, "expires", "expired at %s", c.Expires)
+	}
+	return nil
+}
+
+// VerifyECoupon is the gate's check of an ecoupon credential before it
+// verifies the payment: the method (ErrMethodUnsupported), the binding and
+// expiry (Verify), the echoed request against the route's terms — vendor,
+// price, unit and currency; another route's or changed terms give
+// ErrInvalidChallenge — and the payload (ErrBadCredential). It returns the
+// echoed request (whose nonce the lane open answers), the payment and the
+// lane-open document (nil when absent).
+func (b *Binder) VerifyECoupon(cr *Credential, route *ECouponRequest, now time.Time) (*ECouponRequest, *coupons.Payment, []byte, error) {
+	if cr.Challenge.Method != Method {
+		return nil, nil, nil, fieldErr(ErrMethodUnsupported, "method", "%q", clip(cr.Challenge.Method))
+	}
+	if err := b.Verify(&cr.Challenge, now); err != nil {
+		return nil, nil, nil, err
+	}
+	req, err := DecodeRequest(cr.Challenge.Request)
+	if err != nil {
+		return nil, nil, nil, &Error{Err: ErrInvalidChallenge, Field: "request", Reason: err.Error()}
+	}
+	if err := req.sameTerms(route); err != nil {
+		return nil, nil, nil, err
+	}
+	p, open, err := cr.ECoupon()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return req, p, open, nil
+}
+
+// sameTerms compares what a payment is worth and to whom.
+func (r *ECouponRequest) sameTerms(route *ECouponRequest) error {
+	switch {
+	case r.Vendor != route.Vendor:
+		return fieldErr(ErrInvalidChallenge, "request.recipient", "a challenge for vendor %q, not %q", clip(r.Vendor), route.Vendor)
+	case r.Price != route.Price:
+		return fieldErr(ErrInvalidChallenge, "request.amount", "a price of %d coupons, the route's is %d", r.Price, route.Price)
+	case r.Unit != route.Unit || !strings.EqualFold(r.Currency, route.Currency):
+		return fieldErr(ErrInvalidChallenge, "request.methodDetails.unit", "coupons of %s %s, the route takes %s %s", clip(r.Unit), clip(r.Currency), route.Unit, route.Currency)
 	}
 	return nil
 }

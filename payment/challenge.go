@@ -272,3 +272,18 @@ func isBase64URL(s string) bool {
 // b64 is strict unpadded base64url: non-zero trailing bits are refused, so
 // each value has one encoding.
 var b64 = base64.RawURLEncoding.Strict()
+
+// ECouponRequest decodes the request parameter of an ecoupon challenge.
+func (c *Challenge) ECouponRequest() (*ECouponRequest, error) {
+	if c.Method != Method {
+		return nil, fieldErr(ErrMethodUnsupported, "method", "%q", clip(c.Method))
+	}
+	return DecodeRequest(c.Request)
+}
+
+// Expired reports whether c is past its expires time at now (a challenge
+// without one never expires for the client; the gate refuses it).
+func (c *Challenge) Expired(now time.Time) bool {
+	exp := c.ExpiresAt()
+	return !exp.IsZero() && !now.Before(exp)
+}

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestCredentialRoundTrip(t *testing.T) {
@@ -101,5 +102,42 @@ func TestCredentialFromRequest(t *testing.T) {
 		if field != tc.field || !errors.Is(err, tc.err) || (tc.err == nil) != (err == nil) {
 			t.Errorf("%s: %q, %v", name, field, err)
 		}
+	}
+}
+
+func TestVerifyECoupon(t *testing.T) {
+	b, _ := NewBinder(goldenSecret[:])
+	cr := goldenCredential(t)
+	route := testRequest()
+	req, p, open, err := b.VerifyECoupon(cr, route, goldenNow)
+	if err != nil || req.Nonce != route.Nonce || *p != *goldenPayment() || string(open) != string(goldenOpen) {
+		t.Fatalf("%+v %+v %q %v", req, p, open, err)
+	}
+	for name, change := range map[string]func(r *ECouponRequest){
+		"vendor":   func(r *ECouponRequest) { r.Vendor = "other.example" },
+		"price":    func(r *ECouponRequest) { r.Price = 3 },
+		"unit":     func(r *ECouponRequest) { r.Unit = "0.01" },
+		"currency": func(r *ECouponRequest) { r.Currency = "USD" },
+	} {
+		other := *route
+		change(&other)
+		if _, _, _, err := b.VerifyECoupon(cr, &other, goldenNow); !errors.Is(err, ErrInvalidChallenge) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, _, _, err := b.VerifyECoupon(cr, route, goldenNow.Add(time.Hour)); !errors.Is(err, ErrExpired) {
+		t.Errorf("expired: %v", err)
+	}
+	x := *cr
+	x.Challenge.Method = "lightning"
+	if _, _, _, err := b.VerifyECoupon(&x, route, goldenNow); !errors.Is(err, ErrMethodUnsupported) {
+		t.Errorf("method: %v", err)
+	}
+	c := goldenChallenge(t)
+	if r, err := c.ECouponRequest(); err != nil || *r != *route {
+		t.Errorf("ECouponRequest: %+v %v", r, err)
+	}
+	if c.Expired(goldenNow) || !c.Expired(goldenNow.Add(5*time.Minute)) {
+		t.Error("Expired")
 	}
 }
