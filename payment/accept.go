@@ -9,8 +9,9 @@ import (
 // either of which may be "*", with its weight in thousandths (q=0.5 is
 // 500; no q is 1000; 0 means "do not use").
 type PaymentRange struct {
-	Method, Intent string
-	Q              int
+	Method string // a payment method identifier or "*"
+	Intent string // an intent or "*"
+	Q      int    // the weight in thousandths, 0…1000
 }
 
 // AcceptPayment is a parsed Accept-Payment field, in the client's order.

@@ -7,15 +7,16 @@ import (
 // AuthChallenge is one challenge of a WWW-Authenticate value, of any scheme
 // (RFC 9110 §11.3): a scheme and either a token68 or auth-params.
 type AuthChallenge struct {
-	Scheme  string
-	Token68 string
-	Params  []AuthParam
+	Scheme  string      // as sent; compare case-insensitively
+	Token68 string      // the token68, when the challenge has one instead of params
+	Params  []AuthParam // in the order sent
 }
 
 // AuthParam is one auth-param: a name (lower-cased, as names are
 // case-insensitive) and its value, unquoted.
 type AuthParam struct {
-	Name, Value string
+	Name  string // lower case
+	Value string // unquoted
 }
 
 // Param returns the value of the parameter name (lower case) and whether
@@ -184,6 +185,7 @@ func cutQuoted(s string) (value, rest string, err error) {
 
 type errString string
 
+// Error returns the message.
 func (e errString) Error() string { return string(e) }
 
 // appendQuoted appends s as a quoted-string, escaping '"' and '\\'. Bytes

@@ -14,9 +14,12 @@ import (
 // the wire it is "Payment " followed by base64url (unpadded) of its JSON,
 // in Authorization or in Payment-Authorization.
 type Credential struct {
-	Challenge Challenge       `json:"challenge"`
-	Source    string          `json:"source,omitempty"`
-	Payload   json.RawMessage `json:"payload"`
+	// Challenge is the challenge answered, every parameter as received.
+	Challenge Challenge `json:"challenge"`
+	// Source optionally identifies the payer (the draft recommends a DID).
+	Source string `json:"source,omitempty"`
+	// Payload is the method's JSON object; ECoupon decodes ecoupon's.
+	Payload json.RawMessage `json:"payload"`
 
 	canonical []byte // the payload as NewCredential wrote it, in JCS form
 }

@@ -52,9 +52,10 @@ var (
 type Error struct {
 	Err    error  // the sentinel
 	Field  string // the parameter or JSON member, or "" for the whole value
-	Reason string
+	Reason string // what is wrong with it
 }
 
+// Error returns the sentinel's text, the field and the reason.
 func (e *Error) Error() string {
 	if e.Field == "" {
 		return fmt.Sprintf("%v: %s", e.Err, e.Reason)

@@ -42,10 +42,15 @@ var problemTitles = map[string]string{
 // coupons.Code… constant, the reason the ECoupon scheme would give),
 // Resume and Hint.
 type Problem struct {
-	Type        string `json:"type"`
-	Title       string `json:"title"`
-	Status      int    `json:"status"`
-	Detail      string `json:"detail,omitempty"`
+	// Type is a Problem… constant (a URI).
+	Type string `json:"type"`
+	// Title is the type's short summary.
+	Title string `json:"title"`
+	// Status is the HTTP status of the response.
+	Status int `json:"status"`
+	// Detail explains this occurrence, for humans.
+	Detail string `json:"detail,omitempty"`
+	// ChallengeID is the id of the fresh challenge the 402 carries.
 	ChallengeID string `json:"challengeId,omitempty"`
 	// Code is the ecoupons reason code (package coupons).
 	Code string `json:"code,omitempty"`

@@ -18,12 +18,12 @@ const ReceiptStatusSuccess = "success"
 // receipts and "<lane>:<index>" otherwise, and ours: the lane and coupon
 // index the receipt acknowledges.
 type Receipt struct {
-	Status    string `json:"status"`
-	Method    string `json:"method"`
-	Timestamp string `json:"timestamp"`
-	Reference string `json:"reference"`
-	Lane      string `json:"lane,omitempty"`
-	Index     uint32 `json:"index,omitempty"`
+	Status    string `json:"status"`          // ReceiptStatusSuccess
+	Method    string `json:"method"`          // Method
+	Timestamp string `json:"timestamp"`       // RFC 3339, when the payment was accepted
+	Reference string `json:"reference"`       // the TESLA receipt, or "<lane>:<index>"
+	Lane      string `json:"lane,omitempty"`  // base64url(book id) "." lane
+	Index     uint32 `json:"index,omitempty"` // the coupon index paid up to
 }
 
 // NewReceipt returns the receipt of the payment of coupon index on lane,
