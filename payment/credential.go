@@ -118,13 +118,17 @@ func ParseCredential(h string) (*Credential, error) {
 }
 
 // CredentialFromRequest returns the Payment credential of a request and
-// the field it came in: Payment-Authorization, or Authorization when that
-// holds the Payment scheme. ErrNoCredential when there is none; a request
+// the field it came in: Payment-Authorization (with or without the
+// "Payment" scheme before the token), or Authorization when that holds the
+// Payment scheme. ErrNoCredential when there is none; a request
 // with more than one is refused (ErrBadCredential).
 func CredentialFromRequest(h http.Header) (*Credential, string, error) {
 	var found []string
 	var field string
 	for _, v := range h.Values(HeaderPaymentAuthorization) {
+		if isBase64URL(strings.TrimSpace(v)) {
+			v = Scheme + " " + strings.TrimSpace(v) // the credential without its scheme
+		}
 		found, field = append(found, v), HeaderPaymentAuthorization
 	}
 	for _, v := range h.Values("Authorization") {

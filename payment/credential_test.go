@@ -95,6 +95,7 @@ func TestCredentialFromRequest(t *testing.T) {
 	}{
 		"authorization":         {http.Header{"Authorization": {h}}, "Authorization", nil},
 		"payment-authorization": {http.Header{"Authorization": {"Bearer tok"}, "Payment-Authorization": {h}}, HeaderPaymentAuthorization, nil},
+		"bare token":            {http.Header{"Payment-Authorization": {h[len("Payment "):]}}, HeaderPaymentAuthorization, nil},
 		"none":                  {http.Header{"Authorization": {"Bearer tok"}}, "", ErrNoCredential},
 		"two":                   {http.Header{"Authorization": {h}, "Payment-Authorization": {h}}, "", ErrBadCredential},
 	} {

@@ -24,6 +24,9 @@ func Canonicalize(in []byte) ([]byte, error) {
 	if !utf8.Valid(in) {
 		return nil, fieldErr(ErrBadJSON, "", "invalid UTF-8")
 	}
+	if !surrogatesPaired(in) {
+		return nil, fieldErr(ErrBadJSON, "", "an unpaired surrogate escape")
+	}
 	d := json.NewDecoder(bytes.NewReader(in))
 	d.UseNumber()
 	out, err := canonValue(d, nil, 0)
@@ -34,6 +37,61 @@ func Canonicalize(in []byte) ([]byte, error) {
 		return nil, fieldErr(ErrBadJSON, "", "trailing data after the JSON value")
 	}
 	return out, nil
+}
+
+// surrogatesPaired reports whether every \uD800–\uDBFF escape in in is
+// followed by a \uDC00–\uDFFF escape and every low one follows a high
+// one: encoding/json would turn an unpaired one into U+FFFD, and I-JSON
+// refuses them. A backslash only occurs inside strings in valid JSON, so
+// the scan need not track them.
+func surrogatesPaired(in []byte) bool {
+	for i := 0; i < len(in); i++ {
+		if in[i] != '\\' {
+			continue
+		}
+		if i+1 < len(in) && in[i+1] != 'u' {
+			i++ // a two-character escape, \\ included
+			continue
+		}
+		u, ok := hex4(in, i+2)
+		if !ok {
+			continue // malformed: the decoder refuses it
+		}
+		switch {
+		case 0xdc00 <= u && u <= 0xdfff:
+			return false
+		case 0xd800 <= u && u <= 0xdbff:
+			lo, ok := hex4(in, i+8)
+			if !ok || in[i+6] != '\\' || in[i+7] != 'u' || lo < 0xdc00 || lo > 0xdfff {
+				return false
+			}
+			i += 11
+		default:
+			i += 5
+		}
+	}
+	return true
+}
+
+func hex4(b []byte, i int) (uint16, bool) {
+	if i < 0 || i+4 > len(b) {
+		return 0, false
+	}
+	var u uint16
+	for _, c := range b[i : i+4] {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		case 'A' <= c && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		u = u<<4 | uint16(c)
+	}
+	return u, true
 }
 
 // marshalJCS marshals v with encoding/json and canonicalises the result.

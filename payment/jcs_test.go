@@ -25,6 +25,7 @@ func TestCanonicalizeRFC8785(t *testing.T) {
   "\u00f6": "Latin Small Letter O With Diaeresis"
 }`, "{\"\\r\":\"Carriage Return\",\"1\":\"One\",\"\u0080\":\"Control\",\"ö\":\"Latin Small Letter O With Diaeresis\",\"€\":\"Euro Sign\",\"😀\":\"Emoji: Grinning Face\",\"\ufb33\":\"Hebrew Letter Dalet With Dagesh\"}"},
 		{"nested", `{"b":[{"z":1,"a":{"y":[],"x":{}}}],"a":"\u001f\b\t\n\f\r"}`, `{"a":"\u001f\b\t\n\f\r","b":[{"a":{"x":{},"y":[]},"z":1}]}`},
+		{"surrogate pair and escaped backslash", `["\\ud800","\ud83d\ude00","\\\ud83D\uDE00"]`, `["\\ud800","😀","\\😀"]`},
 		{"escaped html", `{"s":"\u003c\u003e\u0026\u2028"}`, "{\"s\":\"<>&\u2028\"}"},
 	} {
 		got, err := Canonicalize([]byte(tc.in))
@@ -81,6 +82,10 @@ func TestCanonicalizeRefuses(t *testing.T) {
 		"{\"a\":\"\xff\"}",
 		`1e400`,
 		`{"a":1} x`,
+		`["\ud800"]`,
+		`["\udc00\ud800"]`,
+		`["\ud800x"]`,
+		`["\uD83D\u0041"]`,
 		`{"a":`,
 		`[` + string(make([]byte, 0)) + `[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]`,
 	} {
