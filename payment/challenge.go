@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Challenge is a Payment challenge: the parameters of
@@ -92,6 +93,13 @@ func (c *Challenge) Validate() error {
 	} {
 		if hasCTL(p.value) {
 			return fieldErr(ErrBadChallenge, p.name, "control byte")
+		}
+	}
+	for _, p := range [...]struct{ name, value string }{
+		{"id", c.ID}, {"realm", c.Realm}, {"digest", c.Digest}, {"description", c.Description},
+	} {
+		if !utf8.ValidString(p.value) {
+			return fieldErr(ErrBadChallenge, p.name, "not UTF-8")
 		}
 	}
 	if !isMethodID(c.Method) {

@@ -24,7 +24,7 @@ func genericJCS(t testing.TB, v any) []byte {
 // TestEmittersAreCanonical: each direct emitter writes what encoding/json
 // followed by Canonicalize writes, for awkward strings too.
 func TestEmittersAreCanonical(t *testing.T) {
-	odd := "q\"b\\s\x01\x1f\t\n<>&\u2028é😀\x7f"
+	odd := "q\"b\\s\x01\x1f\t\n<>&\u2028é😀\x7f\xff\xe2\x82"
 	r := testRequest()
 	r.Description, r.Store, r.Broker = odd, odd, ""
 	c := goldenChallenge(t)

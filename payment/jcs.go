@@ -215,7 +215,8 @@ func utf16Key(r rune) uint32 {
 
 // appendJCSString appends s as RFC 8785 §3.2.2.2 serialises strings: only
 // '"', '\\' and controls are escaped, the latter with the short forms
-// where JSON has them and \u00xx (lower-case hex) otherwise.
+// where JSON has them and \u00xx (lower-case hex) otherwise. Invalid UTF-8
+// (which Canonicalize refuses, but a Go string may hold) becomes U+FFFD.
 func appendJCSString(dst []byte, s string) []byte {
 	const hex = "0123456789abcdef"
 	dst = append(dst, '"')
@@ -224,6 +225,14 @@ func appendJCSString(dst []byte, s string) []byte {
 		switch {
 		case c == '"' || c == '\\':
 			dst = append(dst, '\\', c)
+		case c >= 0x80:
+			r, n := utf8.DecodeRuneInString(s[i:])
+			if r == utf8.RuneError && n == 1 {
+				dst = append(dst, "\uFFFD"...) // as encoding/json does: the output stays UTF-8
+			} else {
+				dst = append(dst, s[i:i+n]...)
+			}
+			i += n - 1
 		case c >= 0x20:
 			dst = append(dst, c)
 		case c == '\b':
