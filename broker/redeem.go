@@ -63,7 +63,7 @@ func (b *Broker) Redeem(ctx context.Context, vendorKey spki.KeyHash, batch []Red
 		if err != nil {
 			return err
 		}
-		rs := &redeemState{books: map[[32]byte]*bookRow{}, totals: map[[32]byte]*bookTotals{}}
+		rs := &redeemState{books: map[[32]byte]*bookRow{}, totals: map[[32]byte]*bookTotals{}, currency: currency}
 		// Prepared once per batch: the three statements every item runs.
 		for _, p := range []struct {
 			dst   **sql.Stmt
@@ -114,8 +114,9 @@ func (b *Broker) Redeem(ctx context.Context, vendorKey spki.KeyHash, batch []Red
 // redeemState caches, within one batch, the books it touches and the
 // amounts owed per book.
 type redeemState struct {
-	books  map[[32]byte]*bookRow
-	totals map[[32]byte]*bookTotals
+	books    map[[32]byte]*bookRow
+	totals   map[[32]byte]*bookTotals
+	currency string // the vendor's
 
 	selectLane, insertLane, updateLane *sql.Stmt
 }
@@ -125,7 +126,7 @@ type redeemState struct {
 type bookTotals struct{ escrow, reserve, fee int64 }
 
 type bookRow struct {
-	vendor              string
+	vendor, currency    string
 	unit, lanes, length int64
 	released            int64
 	salt, root          [32]byte
@@ -156,8 +157,9 @@ func (b *Broker) redeemOne(ctx context.Context, tx *sql.Tx, vendor string, rs *r
 	if !ok {
 		bk = &bookRow{}
 		var saltHex, rootHex string
-		err := tx.QueryRowContext(ctx, `SELECT vendor, unit, lanes, length, salt, root, released FROM books WHERE id = $1`, bookHex).
-			Scan(&bk.vendor, &bk.unit, &bk.lanes, &bk.length, &saltHex, &rootHex, &bk.released)
+		err := tx.QueryRowContext(ctx, `SELECT k.vendor, a.currency, k.unit, k.lanes, k.length, k.salt, k.root, k.released
+			FROM books k JOIN accounts a ON a.id = k.owner WHERE k.id = $1`, bookHex).
+			Scan(&bk.vendor, &bk.currency, &bk.unit, &bk.lanes, &bk.length, &saltHex, &rootHex, &bk.released)
 		if errors.Is(err, sql.ErrNoRows) {
 			return res, itemError{fmt.Errorf("%w: %x…", ErrUnknownBook, r.Lane.Book[:6]), RedeemUnknownBook}
 		}
@@ -171,6 +173,11 @@ func (b *Broker) redeemOne(ctx context.Context, tx *sql.Tx, vendor string, rs *r
 	switch {
 	case bk.vendor != vendor:
 		return res, itemError{fmt.Errorf("%w: book of %s", ErrNotYourBook, bk.vendor), RedeemNotYourBook}
+	case bk.currency != rs.currency:
+		// Never so for a book registered here (RegisterBook refuses a
+		// book in another currency than its vendor's); refused rather
+		// than posted across currencies.
+		return res, itemError{fmt.Errorf("%w: the book is in %s, vendor %s is paid in %s", ErrCurrency, bk.currency, vendor, rs.currency), RedeemCurrencyMismatch}
 	case bk.released != 0:
 		return res, itemError{ErrBookClosed, RedeemBookClosed}
 	case int64(r.Lane.Lane) >= bk.lanes:
