@@ -429,7 +429,7 @@ func (a *API) postTopUp(ctx context.Context, caller *spki.PublicKey, body []byte
 	if err != nil {
 		return 0, nil, err
 	}
-	return http.StatusOK, map[string]string{"account": in.Account, "balance": coupons.FormatAmount(acct.Balance)}, nil
+	return http.StatusOK, map[string]string{"account": in.Account, "balance": coupons.FormatAmount(acct.Balance), "currency": acct.Currency}, nil
 }
 
 func (a *API) postCredit(ctx context.Context, caller *spki.PublicKey, body []byte) (int, any, error) {
@@ -450,7 +450,12 @@ func (a *API) postCredit(ctx context.Context, caller *spki.PublicKey, body []byt
 	if err := a.Broker.SetCreditLimit(ctx, in.Account, limit); err != nil {
 		return 0, nil, err
 	}
-	return http.StatusOK, map[string]string{"account": in.Account, "limit": in.Limit}, nil
+	acct, err := a.Broker.DB.Account(ctx, in.Account)
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, map[string]string{"account": in.Account, "limit": coupons.FormatAmount(limit), "currency": acct.Currency,
+		"balance": coupons.FormatAmount(acct.Balance)}, nil
 }
 
 // getStatement answers GET /v1/statements?account=A&from=YYYY-MM-DD&to=YYYY-MM-DD[&format=csv]
