@@ -276,7 +276,9 @@ func opsRun(prefix string, f func(cmd *cobra.Command, args []string) error) func
 			if errors.As(err, &br) {
 				out["status"], out["code"], out["reason"] = br.status, br.code, br.reason
 			}
-			json.NewEncoder(os.Stderr).Encode(out)
+			e := json.NewEncoder(os.Stderr)
+			e.SetEscapeHTML(false)
+			e.Encode(out)
 		} else {
 			fmt.Fprintf(os.Stderr, "%s: %v\n", prefix, err)
 		}
@@ -296,6 +298,7 @@ func opsPrint(cmd *cobra.Command, v any, human string) error {
 	if opsJSON(cmd) {
 		e := json.NewEncoder(os.Stdout)
 		e.SetIndent("", "  ")
+		e.SetEscapeHTML(false)
 		return e.Encode(v)
 	}
 	fmt.Print(human)
