@@ -394,7 +394,8 @@ func (b *Broker) SetCreditLimit(ctx context.Context, account string, limit int64
 	if limit < 0 {
 		return fmt.Errorf("%w: negative credit limit", ErrAmount)
 	}
-	if _, err := b.userAccount(ctx, account); err != nil {
+	a, err := b.userAccount(ctx, account)
+	if err != nil {
 		return err
 	}
 	return b.tx(ctx, func(tx *sql.Tx) error {
@@ -403,7 +404,11 @@ func (b *Broker) SetCreditLimit(ctx context.Context, account string, limit int64
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("%w: the account owes more than the new limit", ErrInsufficientFunds)
+			var bal int64
+			if err := tx.QueryRowContext(ctx, `SELECT balance FROM accounts WHERE id = $1`, account).Scan(&bal); err != nil {
+				return err
+			}
+			return fmt.Errorf("%w: the account owes %s, more than the new limit of %s", ErrInsufficientFunds, money(-bal, a.Currency), money(limit, a.Currency))
 		}
 		return nil
 	})

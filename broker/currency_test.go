@@ -157,6 +157,10 @@ func testRedemptionInOtherCurrencyRefused(t *testing.T) {
 // not list migrates to users keyed by account, with both accounts the
 // key's.
 func TestUsersMigrationAdoptsSecondCurrencyAccounts(t *testing.T) {
+	onBoth(t, testUsersMigrationAdoptsSecondCurrencyAccounts)
+}
+
+func testUsersMigrationAdoptsSecondCurrencyAccounts(t *testing.T) {
 	f := newFixture(t)
 	db := f.b.DB.db
 	kh := hexKey(pub(t, f.alice).Hash())
@@ -182,6 +186,23 @@ func TestUsersMigrationAdoptsSecondCurrencyAccounts(t *testing.T) {
 	}
 	if err := f.b.TopUp(ctx, usd, milli, "m"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCreditLimitBelowDebtRefusedInCurrencyUnits: a limit below what the
+// account owes is refused, saying both in currency units.
+func TestCreditLimitBelowDebtRefusedInCurrencyUnits(t *testing.T) {
+	f := newFixture(t)
+	if err := f.b.SetCreditLimit(ctx, f.acct, 20*coupons.NanosPerUnit); err != nil {
+		t.Fatal(err)
+	}
+	bk := f.newBook(t, 4, 4096, milli) // 16.384 EUR of 10 + 20
+	if _, err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb); err != nil {
+		t.Fatal(err)
+	}
+	err := f.b.SetCreditLimit(ctx, f.acct, coupons.NanosPerUnit)
+	if !errors.Is(err, ErrInsufficientFunds) || !strings.Contains(err.Error(), "owes 6.384 EUR, more than the new limit of 1 EUR") {
+		t.Fatalf("limit below the debt: %v", err)
 	}
 }
 
