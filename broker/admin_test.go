@@ -129,3 +129,27 @@ func TestInsufficientFundsInCurrencyUnits(t *testing.T) {
 		t.Fatalf("refusal: %v", err)
 	}
 }
+
+// TestAdminCannotHandAVendorNameToAnotherKey: registering a taken vendor
+// name for another key through the admin API is refused (409
+// vendor_taken): the name's payments stay with its key.
+func TestAdminCannotHandAVendorNameToAnotherKey(t *testing.T) {
+	f, adm, _, _ := adminWorld(t)
+	evil := string(spki.Advanced(pub(t, testKey("evil")).Sexp()))
+	code, out := adm.json("POST", "/v1/admin/vendors", map[string]string{"name": "news.example", "key": evil, "currency": "EUR"})
+	if code != 409 || out["error"] != "vendor_taken" {
+		t.Fatalf("taken name for another key: %d %v", code, out)
+	}
+	vs, _ := f.b.Vendors(ctx)
+	if len(vs) != 1 || vs[0].Key != hexKey(pub(t, f.vendor).Hash()) {
+		t.Fatalf("vendors %+v", vs)
+	}
+	for _, name := range []string{"", "a b", strings.Repeat("x", 254)} {
+		if code, out := adm.json("POST", "/v1/admin/vendors", map[string]string{"name": name, "key": evil, "currency": "EUR"}); code != 400 {
+			t.Errorf("name %q: %d %v", name, code, out)
+		}
+	}
+	if code, out := adm.json("POST", "/v1/admin/vendors", map[string]string{"name": "ok.example", "key": evil, "currency": "euro"}); code != 400 {
+		t.Errorf("bad currency: %d %v", code, out)
+	}
+}

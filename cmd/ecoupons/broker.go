@@ -216,6 +216,7 @@ func brokerInit(dir, database string, full bool) (int, error) {
 	}
 	fmt.Printf("site    %s (replace broker.example by your host name)\n", caddyfile)
 	fmt.Printf("\nserve it: ecoupons broker run --dir %s   (or: ecoupons run --config %s)\n", dir, caddyfile)
+	fmt.Printf("operate it (admin.pem signs): ecoupons broker account list --dir %s --broker http://127.0.0.1:8080\n", dir)
 	return 0, nil
 }
 
@@ -267,6 +268,7 @@ func brokerRun(fl caddycmd.Flags) (int, error) {
 		return 1, err
 	}
 	fmt.Printf("broker serving on http://%s (API /v1/, back office /office/); Ctrl-C stops it\n", listen)
+	fmt.Printf("operate it: ecoupons broker account list --dir %s --broker http://%s\n", dir, listen)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	<-sig
