@@ -207,3 +207,58 @@ func TestCreditLimitBelowDebtRefusedInCurrencyUnits(t *testing.T) {
 }
 
 func fmtInt(n int64) string { return strconv.FormatInt(n, 10) }
+
+// TestVendorKeyWithTwoNamesPaidPerName: a vendor key registered under a
+// name in EUR and another in USD gets each book's coupons paid into the
+// account of the book's name, in its currency, in one batch; lane checks
+// take both names; another vendor's book stays refused.
+func TestVendorKeyWithTwoNamesPaidPerName(t *testing.T) { onBoth(t, testVendorKeyWithTwoNamesPaidPerName) }
+
+func testVendorKeyWithTwoNamesPaidPerName(t *testing.T) {
+	f := newFixture(t)
+	vk := pub(t, f.vendor)
+	if _, err := f.b.RegisterVendor(ctx, "us.news.example", vk, "USD"); err != nil {
+		t.Fatal(err)
+	}
+	usd, _, err := f.b.RegisterUser(ctx, pub(t, f.alice), "USD", 0, f.now.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.b.TopUp(ctx, usd, coupons.NanosPerUnit, "usd-1"); err != nil {
+		t.Fatal(err)
+	}
+	eur, us := f.newBook(t, 2, 16, milli), f.usdBook(t, "us.news.example")
+	for _, bk := range []*book{eur, us} {
+		if _, err := f.b.RegisterBook(ctx, pub(t, f.alice).Hash(), bk.sb); err != nil {
+			t.Fatal(err)
+		}
+		lane := coupons.LaneID{Book: bk.sb.Book.ID(), Lane: 1}
+		proof, _ := coupons.MerkleProof(bk.anchors, 1)
+		if _, err := f.b.CheckLane(ctx, vk.Hash(), LaneQuery{Lane: lane, Anchor: bk.anchors[1], Proof: proof}); err != nil {
+			t.Fatalf("lane check of %s: %v", bk.sb.Book.Vendor, err)
+		}
+	}
+	res, err := f.b.Redeem(ctx, vk.Hash(), []Redemption{eur.coupon(0, 3, true), us.coupon(0, 5, true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res {
+		if r.Err != nil {
+			t.Fatalf("item refused: %+v", r)
+		}
+	}
+	if got := f.balance(t, "vendor:news.example:EUR"); got != 3*milli {
+		t.Errorf("EUR vendor account %d", got)
+	}
+	if got := f.balance(t, "vendor:us.news.example:USD"); got != 5*milli {
+		t.Errorf("USD vendor account %d", got)
+	}
+	// A third vendor's key still gets neither.
+	if _, err := f.b.RegisterVendor(ctx, "other.example", pub(t, testKey("other")), "EUR"); err != nil {
+		t.Fatal(err)
+	}
+	res, _ = f.b.Redeem(ctx, pub(t, testKey("other")).Hash(), []Redemption{us.coupon(1, 2, true)})
+	if res[0].Code != RedeemNotYourBook {
+		t.Errorf("another vendor's book: %+v", res[0])
+	}
+}
