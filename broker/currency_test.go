@@ -212,7 +212,9 @@ func fmtInt(n int64) string { return strconv.FormatInt(n, 10) }
 // name in EUR and another in USD gets each book's coupons paid into the
 // account of the book's name, in its currency, in one batch; lane checks
 // take both names; another vendor's book stays refused.
-func TestVendorKeyWithTwoNamesPaidPerName(t *testing.T) { onBoth(t, testVendorKeyWithTwoNamesPaidPerName) }
+func TestVendorKeyWithTwoNamesPaidPerName(t *testing.T) {
+	onBoth(t, testVendorKeyWithTwoNamesPaidPerName)
+}
 
 func testVendorKeyWithTwoNamesPaidPerName(t *testing.T) {
 	f := newFixture(t)
