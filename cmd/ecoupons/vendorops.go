@@ -186,13 +186,24 @@ func vendorStatementCmd() *cobra.Command {
 			if err := cl.call(context.Background(), "GET", "/v1/balance", nil, &bal); err != nil {
 				return err
 			}
+			name, _ := cmd.Flags().GetString("name")
+			var accts []string
 			for _, a := range bal.Accounts {
-				if strings.HasPrefix(a.Account, "vendor:") {
-					return fetchStatement(cmd, cl, a.Account)
+				if strings.HasPrefix(a.Account, "vendor:") && (name == "" || strings.HasPrefix(a.Account, "vendor:"+name+":")) {
+					accts = append(accts, a.Account)
 				}
+			}
+			switch {
+			case len(accts) == 1:
+				return fetchStatement(cmd, cl, accts[0])
+			case len(accts) > 1:
+				return usage("this key has several vendor accounts (%s): choose one with --name", strings.Join(accts, ", "))
+			case name != "":
+				return opsErr{opsExitFailure, fmt.Errorf("this key has no vendor account for %s at the broker", name)}
 			}
 			return opsErr{opsExitFailure, errors.New("this key has no vendor account at the broker (register: ecoupons vendor register)")}
 		})}
+	c.Flags().String("name", "", "the vendor name, when the key has several")
 	statementFlags(c)
 	return c
 }
