@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/ecoupons/ecoupons/coupons"
@@ -30,6 +31,7 @@ type AccountFilter struct {
 	Key      spki.KeyHash // the owner's key
 	Account  string       // one account
 	Currency string
+	Limit    int // the most accounts listed; 0: all
 }
 
 // Accounts lists the user accounts f selects, by key then currency.
@@ -49,7 +51,11 @@ func (b *Broker) Accounts(ctx context.Context, f AccountFilter) ([]UserAccountIn
 	if f.Currency != "" {
 		add("u.currency", f.Currency)
 	}
-	rows, err := b.DB.db.QueryContext(ctx, q+" ORDER BY u.key_hash, u.currency", args...)
+	q += " ORDER BY u.key_hash, u.currency"
+	if f.Limit > 0 {
+		q += fmt.Sprintf(" LIMIT %d", f.Limit)
+	}
+	rows, err := b.DB.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -145,12 +151,29 @@ type AdminAccount struct {
 	Created   int64  `json:"created"`
 }
 
-// getAdminAccounts answers GET /v1/admin/accounts[?key=HEX][&account=A][&currency=C].
+// Bounds of GET /v1/admin/accounts?limit=N.
+const (
+	defaultAccountsListed = 10000
+	maxAccountsListed     = 100000
+)
+
+// getAdminAccounts answers GET
+// /v1/admin/accounts[?key=HEX][&account=A][&currency=C][&limit=N]: at
+// most limit accounts (default 10,000, at most 100,000), and "more": true
+// when there are others.
 func (a *API) getAdminAccounts(ctx context.Context, caller *spki.PublicKey, q url.Values) (int, any, error) {
 	if err := a.adminOnly(caller); err != nil {
 		return 0, nil, err
 	}
-	f := AccountFilter{Account: q.Get("account"), Currency: q.Get("currency")}
+	limit := defaultAccountsListed
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > maxAccountsListed {
+			return 0, nil, badRequest("limit is 1 to %d", maxAccountsListed)
+		}
+		limit = n
+	}
+	f := AccountFilter{Account: q.Get("account"), Currency: q.Get("currency"), Limit: limit + 1}
 	if k := q.Get("key"); k != "" {
 		raw, err := hex.DecodeString(k)
 		if err != nil || len(raw) != len(f.Key) {
@@ -162,6 +185,10 @@ func (a *API) getAdminAccounts(ctx context.Context, caller *spki.PublicKey, q ur
 	if err != nil {
 		return 0, nil, err
 	}
+	more := len(us) > limit
+	if more {
+		us = us[:limit]
+	}
 	out := []AdminAccount{}
 	for _, u := range us {
 		out = append(out, AdminAccount{u.Account, u.Key, u.Currency, coupons.FormatAmount(u.Balance), coupons.FormatAmount(u.Balance + u.Limit),
@@ -170,7 +197,7 @@ func (a *API) getAdminAccounts(ctx context.Context, caller *spki.PublicKey, q ur
 	if f.Account != "" && len(out) == 0 {
 		return 0, nil, fmt.Errorf("%w: %s", ErrNoAccount, f.Account)
 	}
-	return http.StatusOK, map[string]any{"accounts": out}, nil
+	return http.StatusOK, map[string]any{"accounts": out, "more": more}, nil
 }
 
 // AdminVendor is one vendor in the answer of GET /v1/admin/vendors.

@@ -80,6 +80,15 @@ func TestAdminAPI(t *testing.T) {
 	if code != 200 || len(accts) != 1 || accts[0].(map[string]any)["balance"] != "10" || accts[0].(map[string]any)["account"] != f.acct {
 		t.Fatalf("EUR accounts: %d %v", code, out)
 	}
+	code, out = adm.do("GET", "/v1/admin/accounts?limit=1", nil)
+	if code != 200 || len(out["accounts"].([]any)) != 1 || out["more"] != true {
+		t.Fatalf("limit 1: %d %v", code, out)
+	}
+	for _, l := range []string{"0", "-1", "x", "100001"} {
+		if code, out = adm.do("GET", "/v1/admin/accounts?limit="+l, nil); code != 400 {
+			t.Errorf("limit %s: %d %v", l, code, out)
+		}
+	}
 	if code, out = adm.do("GET", "/v1/admin/accounts?key=zz", nil); code != 400 {
 		t.Errorf("bad key: %d %v", code, out)
 	}
@@ -151,5 +160,13 @@ func TestAdminCannotHandAVendorNameToAnotherKey(t *testing.T) {
 	}
 	if code, out := adm.json("POST", "/v1/admin/vendors", map[string]string{"name": "ok.example", "key": evil, "currency": "euro"}); code != 400 {
 		t.Errorf("bad currency: %d %v", code, out)
+	}
+	for _, key := range []string{"", "(foo)", "(public-key (ed25519 |AAAA|))", "|not a list|", "{KDM6Zm9vKQ==}"} {
+		if code, out := adm.json("POST", "/v1/admin/vendors", map[string]string{"name": "ok.example", "key": key, "currency": "EUR"}); code != 400 {
+			t.Errorf("key %q: %d %v", key, code, out)
+		}
+	}
+	if code, out := adm.do("POST", "/v1/admin/vendors", []byte(`{"name": 5}`)); code != 400 {
+		t.Errorf("bad JSON: %d %v", code, out)
 	}
 }

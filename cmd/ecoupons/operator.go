@@ -129,18 +129,27 @@ func opAccountList() *cobra.Command {
 			if v, _ := cmd.Flags().GetString("key-hash"); v != "" {
 				q.Set("key", v)
 			}
+			if v, _ := cmd.Flags().GetInt("limit"); v != 0 {
+				q.Set("limit", fmt.Sprint(v))
+			}
 			path := "/v1/admin/accounts"
 			if len(q) > 0 {
 				path += "?" + q.Encode()
 			}
 			var out struct {
 				Accounts []broker.AdminAccount `json:"accounts"`
+				More     bool                  `json:"more"`
 			}
 			if err := cl.call(context.Background(), "GET", path, nil, &out); err != nil {
 				return err
 			}
-			return opsPrint(cmd, out, accountTable(out.Accounts))
+			human := accountTable(out.Accounts)
+			if out.More {
+				human += "… and more: narrow the list with --currency or --key-hash, or raise --limit\n"
+			}
+			return opsPrint(cmd, out, human)
 		})}
+	c.Flags().Int("limit", 0, "the most accounts listed (default: the broker's, 10000)")
 	c.Flags().String("currency", "", "only accounts in this currency")
 	c.Flags().String("key-hash", "", "only the accounts of this key (its hash, 64 hex digits)")
 	return c
