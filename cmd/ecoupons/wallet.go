@@ -226,7 +226,7 @@ func fundBook(w *wallet.Wallet, sb *coupons.SignedBook) (held, currency string, 
 	if err := brokerCall(w, "POST", "/v1/books", spki.Transport(sb.Sexp()), &out); err != nil {
 		var ref *brokerRefusal
 		if errors.As(err, &ref) && ref.decided() {
-			why := ref.code + ": " + ref.reason
+			why := ref.code + ": " + inUnits(ref.reason, sb.Book.Currency)
 			if ref.code == "" {
 				why = ref.body
 			}
@@ -335,6 +335,10 @@ func walletRegisterCmd() *cobra.Command {
 			w.Config.Broker, w.Config.BrokerKey, w.Config.Currency = url, string(spki.Advanced(bk.Sexp())), currency
 			var out struct{ Account, Certificate string }
 			if err := brokerCall(w, "POST", "/v1/users", map[string]string{"currency": currency}, &out); err != nil {
+				if switching {
+					return fmt.Errorf("the broker did not open a %s account for this key (%w): the wallet stays in %s; "+
+						"to pay in %s, make another wallet (ecoupons wallet init --dir DIR) and register it with --currency %s", currency, err, old, currency, currency)
+				}
 				return err
 			}
 			w.Config.Account, w.Config.UserCert = out.Account, out.Certificate
