@@ -235,6 +235,7 @@ var bookRefusals = []string{
 	coupons.CodeBookNotFunded,     // no valid book certificate
 	coupons.CodeBookExpired,       // past its expiry
 	coupons.CodeBookClosed,        // released by the broker
+	coupons.CodeBookRefused,       // the broker will not hold it
 	coupons.CodeRevoked,           // the book's key or grant is revoked
 	coupons.CodeOwnerNotCertified, // the owner's user certificate is not valid
 }
