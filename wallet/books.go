@@ -252,17 +252,21 @@ type Chooser struct {
 	Open func(*BookEntry) (*Transport, error)
 	// Base sends requests; nil means http.DefaultTransport.
 	Base http.RoundTripper
+	// Refresh, when set, lists the books again (BooksFor) when none of
+	// Entries could pay: a long-running proxy then pays from books made
+	// after it started.
+	Refresh func() ([]*BookEntry, error)
 
 	mu      sync.Mutex
-	open    map[*BookEntry]*Transport
-	refused map[*BookEntry]string // books a gate refused in this process, and why
+	open    map[string]*Transport // by StatePath: one transport per book or grant
+	refused map[string]string     // books a gate refused in this process, and why
 }
 
 // transport returns e's transport, opening it on first use.
 func (c *Chooser) transport(e *BookEntry) (*Transport, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if t, ok := c.open[e]; ok {
+	if t, ok := c.open[e.StatePath]; ok {
 		return t, nil
 	}
 	t, err := c.Open(e)
@@ -273,9 +277,9 @@ func (c *Chooser) transport(e *BookEntry) (*Transport, error) {
 		t.Base = c.Base
 	}
 	if c.open == nil {
-		c.open = map[*BookEntry]*Transport{}
+		c.open = map[string]*Transport{}
 	}
-	c.open[e] = t
+	c.open[e.StatePath] = t
 	return t, nil
 }
 
@@ -305,11 +309,58 @@ func (c *Chooser) RoundTrip(req *http.Request) (*http.Response, error) {
 // waiting for a lane, then, when every book's lanes are in use, waiting
 // for one of the first busy book's (its LaneWait, req's context).
 func (c *Chooser) Answer(req *http.Request, ch *Challenge) (*http.Response, error) {
+	c.mu.Lock()
+	entries := c.Entries
+	c.mu.Unlock()
+	resp, ch, busy, err := c.try(req, ch, entries)
+	exhausted := err == nil || errors.Is(err, ErrNoLane) || errors.Is(err, ErrNoBook)
+	if resp != nil || busy != nil || c.Refresh == nil || !exhausted {
+		return c.finish(req, ch, resp, busy, err)
+	}
+	// None could pay: books made since may.
+	fresh, rerr := c.Refresh()
+	if rerr != nil {
+		return c.finish(req, ch, resp, busy, err)
+	}
+	var added []*BookEntry
+	c.mu.Lock()
+	for _, e := range fresh {
+		if !slices.ContainsFunc(c.Entries, func(o *BookEntry) bool { return o.StatePath == e.StatePath }) {
+			added = append(added, e)
+			c.Entries = append(c.Entries, e)
+		}
+	}
+	c.mu.Unlock()
+	if len(added) == 0 {
+		return c.finish(req, ch, resp, busy, err)
+	}
+	r2, ch2, busy2, err2 := c.try(req, ch, added)
+	return c.finish(req, ch2, r2, busy2, cmp.Or(err, err2))
+}
+
+// finish returns a response, or waits for a lane of the busy book, or
+// fails with err.
+func (c *Chooser) finish(req *http.Request, ch *Challenge, resp *http.Response, busy *Transport, err error) (*http.Response, error) {
+	switch {
+	case resp != nil:
+		return resp, nil
+	case busy != nil:
+		return busy.Answer(req, ch)
+	case err == nil:
+		err = fmt.Errorf("%w: %s", ErrNoBook, ch.Vendor)
+	}
+	return nil, err
+}
+
+// try pays ch from the first of entries that can without waiting for a
+// lane. It returns the response, or the first book whose lanes were all
+// in use, or why none could pay; and the challenge to answer next.
+func (c *Chooser) try(req *http.Request, ch *Challenge, entries []*BookEntry) (*http.Response, *Challenge, *Transport, error) {
 	var firstErr error
 	var busy *Transport
-	for _, e := range c.Entries {
+	for _, e := range entries {
 		c.mu.Lock()
-		why, skip := c.refused[e]
+		why, skip := c.refused[e.StatePath]
 		c.mu.Unlock()
 		if skip {
 			if firstErr == nil {
@@ -319,7 +370,7 @@ func (c *Chooser) Answer(req *http.Request, ch *Challenge) (*http.Response, erro
 		}
 		t, err := c.transport(e)
 		if errors.Is(err, ErrLocked) {
-			return nil, err // the user must know another process holds it
+			return nil, ch, nil, err // the user must know another process holds it
 		}
 		if err != nil {
 			firstErr = cmp.Or(firstErr, err)
@@ -336,22 +387,22 @@ func (c *Chooser) Answer(req *http.Request, ch *Challenge) (*http.Response, erro
 			firstErr = cmp.Or(firstErr, err)
 			continue
 		case err != nil:
-			return nil, err
+			return nil, ch, nil, err
 		}
 		code := ""
 		if resp.StatusCode == http.StatusPaymentRequired {
 			code = refusalCode(resp)
 		}
 		if !slices.Contains(bookRefusals, code) {
-			return resp, nil
+			return resp, ch, nil, nil
 		}
 		// The gate refuses the book as a whole: pay with the next, on the
 		// challenge of this answer (a fresh nonce) when it has one.
 		c.mu.Lock()
 		if c.refused == nil {
-			c.refused = map[*BookEntry]string{}
+			c.refused = map[string]string{}
 		}
-		c.refused[e] = code
+		c.refused[e.StatePath] = code
 		c.mu.Unlock()
 		firstErr = cmp.Or(firstErr, fmt.Errorf("%w: %s: the gate refused book %s (%s)", ErrNoBook, ch.Vendor, e.ShortID(), code))
 		if nch, perr := ParseChallenge(resp.Header.Get("WWW-Authenticate")); perr == nil {
@@ -359,13 +410,7 @@ func (c *Chooser) Answer(req *http.Request, ch *Challenge) (*http.Response, erro
 		}
 		resp.Body.Close()
 	}
-	if busy != nil {
-		return busy.Answer(req, ch)
-	}
-	if firstErr == nil {
-		firstErr = fmt.Errorf("%w: %s", ErrNoBook, ch.Vendor)
-	}
-	return nil, firstErr
+	return nil, ch, busy, firstErr
 }
 
 // Spent returns the coupons revealed by every transport opened.

@@ -419,3 +419,28 @@ func TestLockedStateNamesItsHolder(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// TestChooserPaysFromBooksMadeSince: a long-running chooser (the proxy's)
+// whose books are used up pays from a book made after it started.
+func TestChooserPaysFromBooksMadeSince(t *testing.T) {
+	w, broker := bookWallet(t)
+	addBook(t, w, broker, 1, 2, true)
+	g := &bookGate{}
+	c := chooser(t, w, g)
+	c.Refresh = func() ([]*BookEntry, error) { return w.BooksFor("news.example") }
+	for range 2 {
+		if st, err := fetch(c); err != nil || st != 200 {
+			t.Fatalf("request: %d %v", st, err)
+		}
+	}
+	if _, err := fetch(c); !errors.Is(err, ErrNoLane) {
+		t.Fatalf("book used up: %v, want ErrNoLane", err)
+	}
+	later := addBook(t, w, broker, 1, 16, true)
+	if st, err := fetch(c); err != nil || st != 200 {
+		t.Fatalf("after a new book: %d %v", st, err)
+	}
+	if g.payments(later) != 1 {
+		t.Fatal("the new book did not pay")
+	}
+}

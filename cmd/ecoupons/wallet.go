@@ -1126,6 +1126,7 @@ func walletRouter(w *wallet.Wallet, hosts []string, laneWait time.Duration) (*wa
 		if err != nil {
 			return nil, err
 		}
+		c.Refresh = func() ([]*wallet.BookEntry, error) { return w.BooksFor(vendor) }
 		opened = append(opened, c)
 		return c, nil
 	}}
