@@ -51,6 +51,14 @@ A wallet lives in a directory (--dir, default $ECOUPONS_WALLET or ~/.ecoupons):
   ecoupons wallet book new --vendor news.example --lanes 8 --length 4096
   ecoupons wallet get https://news.example/premium/article.html
   ecoupons wallet limit set --max 1.00 --per 24h   (optional: --host news.example)
+  ecoupons wallet book list                        (state, lanes used/free, value left)
+
+get and proxy pay from the funded book with the most value left, and from
+the next when a gate refuses one; get --book ID pays from one book.
+
+Environment: $ECOUPONS_WALLET (the directory), $ECOUPONS_PASSPHRASE_FILE,
+$ECOUPONS_PIN (smart card), $ECOUPONS_LOCK_WAIT (how long to wait for a
+book's lanes another process holds, e.g. a running proxy; default 10s).
 
 Exit codes: 0 success, 1 failure, 2 bad usage, 3 (get) the server answered
 with an error status after payment, 4 (get) a spending limit refused the
@@ -679,6 +687,9 @@ be reclaimed: revoke the grant instead.`,
 			capS, _ := cmd.Flags().GetString("cap")
 			if to == "" || lanesS == "" {
 				return walletErr{exitUsage, errors.New("--to and --lanes are required")}
+			}
+			if days < 1 {
+				return walletErr{exitUsage, fmt.Errorf("--days %d: a grant must last at least 1 day", days)}
 			}
 			var lo, hi uint32
 			if _, err := fmt.Sscanf(lanesS, "%d-%d", &lo, &hi); err != nil {
