@@ -109,20 +109,27 @@ func (e *BookEntry) Usage() (BookUsage, error) {
 	return u, nil
 }
 
-// ErrBookHasValue means a funded book with coupons left was to be removed
-// without force: its value would be lost.
+// ErrBookHasValue means a funded book with coupons left, or a pending one
+// (the broker may hold its value), was to be removed without force: its
+// value would be lost.
 var ErrBookHasValue = errors.New("wallet: the book is funded and has value left")
 
 // RemoveBook deletes a book (or grant) and its lane state from the wallet.
 // A funded, unexpired book with coupons left is removed only with force:
-// its coupons are money. The lane state's lock is held meanwhile, so a
-// process paying from the book makes it fail with ErrLocked.
+// its coupons are money; so is a pending one, which the broker may have
+// funded without the wallet hearing of it. The lane state's lock is held
+// meanwhile, so a process paying from the book makes it fail with
+// ErrLocked.
 func (w *Wallet) RemoveBook(e *BookEntry, force bool) error {
 	st, err := openStore(e.StatePath)
 	if err != nil {
 		return err
 	}
 	defer st.close()
+	if e.State(time.Now()) == BookPending && !force {
+		return fmt.Errorf("%w: the book is pending, and the broker may hold its value without the wallet knowing "+
+			"(fund it first: ecoupons wallet book fund %s; or remove it anyway with --force)", ErrBookHasValue, e.ShortID())
+	}
 	if e.State(time.Now()) == BookFunded && !force {
 		u, err := e.Usage()
 		if err != nil {

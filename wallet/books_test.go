@@ -444,3 +444,16 @@ func TestChooserPaysFromBooksMadeSince(t *testing.T) {
 		t.Fatal("the new book did not pay")
 	}
 }
+
+// TestRemovePendingBookNeedsForce: a pending book may have been funded by
+// a broker whose answer was lost: it is removed only with force.
+func TestRemovePendingBookNeedsForce(t *testing.T) {
+	w, broker := bookWallet(t)
+	sb := addBook(t, w, broker, 1, 16, false)
+	if err := w.RemoveBook(entryOf(t, w, sb), false); !errors.Is(err, ErrBookHasValue) || !strings.Contains(err.Error(), "book fund") {
+		t.Fatalf("got %v", err)
+	}
+	if err := w.RemoveBook(entryOf(t, w, sb), true); err != nil {
+		t.Fatal(err)
+	}
+}
