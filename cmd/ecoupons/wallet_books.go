@@ -220,9 +220,11 @@ func listBooks(cmd *cobra.Command, w *wallet.Wallet) error {
 func walletBookRmCmd() *cobra.Command {
 	c := &cobra.Command{Use: "rm BOOK [--force]", Short: "Remove a book (or grant) and its lane state from the wallet", Args: cobra.ExactArgs(1),
 		Long: `Removes a book (or an imported grant) and its lane state. BOOK is a prefix of its
-id in hex, as 'book list' shows it. A refused, pending or expired book, or one
-used up, goes at once; a funded book with value left is money: it is removed
-only with --force (the broker keeps holding its value until the book expires).`,
+id in hex, as 'book list' shows it. A refused or expired book, or one used up,
+goes at once. A funded book with value left is money: it is removed only with
+--force (the broker keeps holding its value until the book expires); so is a
+pending one, which the broker may have funded without the wallet hearing of it
+(try 'book fund' first).`,
 		Run: run(func(cmd *cobra.Command, args []string) error {
 			w, err := loadWallet(cmd)
 			if err != nil {
@@ -244,7 +246,7 @@ only with --force (the broker keeps holding its value until the book expires).`,
 			return report(cmd, map[string]any{"removed": e.ShortID(), "state": string(st)},
 				fmt.Sprintf("book %s (%s, %s) removed", e.ShortID(), st, e.Holder.Book.Book.Vendor))
 		})}
-	c.Flags().Bool("force", false, "remove a funded book even though it has value left")
+	c.Flags().Bool("force", false, "remove a funded book with value left, or a pending one")
 	return c
 }
 
