@@ -177,10 +177,12 @@ func listBooks(cmd *cobra.Command, w *wallet.Wallet) error {
 		}
 		st := e.State(now)
 		u, err := e.Usage()
-		if err != nil {
-			return err
-		}
 		left := coupons.FormatAmount(u.Value) + " " + b.Currency
+		if err != nil {
+			// One unreadable lane state must not hide the other books.
+			fmt.Fprintf(os.Stderr, "book %s: %v\n", e.ShortID(), err)
+			left = "?"
+		}
 		if jsonOutput(cmd) {
 			list = append(list, bookJSON{Book: hex.EncodeToString(id[:]), Kind: kind, Vendor: b.Vendor, Created: e.Created.UTC().Format(time.RFC3339),
 				State: string(st), Status: string(st), Lanes: b.Lanes, Length: b.Length, Unit: coupons.FormatAmount(b.Unit), Currency: b.Currency,
