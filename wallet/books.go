@@ -179,7 +179,8 @@ func (w *Wallet) BooksFor(vendor string) ([]*BookEntry, error) {
 		case BookFunded:
 			u, err := e.Usage()
 			if err != nil {
-				return nil, err
+				// Last: its transport says what is wrong if it is needed.
+				u.Value = -1
 			}
 			cs = append(cs, cand{e, u.Value})
 		case BookPending:
