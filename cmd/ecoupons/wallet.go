@@ -440,11 +440,12 @@ func walletBookCmd() *cobra.Command {
 			}
 			id := sb.Book.ID()
 			if jsonOutput(cmd) {
-				return printJSON(map[string]any{"book": base64.RawURLEncoding.EncodeToString(id[:]), "vendor": vendor, "lanes": lanes, "length": length,
-					"unit": coupons.FormatAmount(unit), "currency": w.Config.Currency, "held": held})
+				return printJSON(map[string]any{"book": base64.RawURLEncoding.EncodeToString(id[:]), "id": hex.EncodeToString(id[:]), "vendor": vendor,
+					"lanes": lanes, "length": length, "unit": coupons.FormatAmount(unit), "currency": w.Config.Currency, "held": held, "state": string(wallet.BookFunded)})
 			}
-			fmt.Printf("book %s for %s: %d lanes × %d coupons of %s %s; the broker holds %s %s\n",
-				base64.RawURLEncoding.EncodeToString(id[:]), vendor, lanes, length, coupons.FormatAmount(unit), w.Config.Currency, held, currency)
+			// The id as book list, get --book and book rm take it.
+			fmt.Printf("book %x for %s: %d lanes × %d coupons of %s %s; the broker holds %s %s\n",
+				id[:6], vendor, lanes, length, coupons.FormatAmount(unit), w.Config.Currency, held, currency)
 			return nil
 		})}
 	newCmd.Flags().String("vendor", "", "the vendor (host name) the book is for")
