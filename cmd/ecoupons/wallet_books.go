@@ -80,17 +80,19 @@ func nextPow2(n uint32) (uint32, bool) {
 	return 1 << bits.Len32(n-1), true
 }
 
-// warnKeyFile warns on stderr when the wallet's key file can be read by
-// group or others.
+// warnKeyFile warns on stderr when the wallet's key files (the signing
+// key, the key grants are sealed to) can be read by group or others.
 func warnKeyFile(dir string) {
 	if runtime.GOOS == "windows" {
 		return
 	}
-	p := filepath.Join(dir, "key.pem")
-	fi, err := os.Stat(p)
-	if err == nil && fi.Mode().Perm()&0o077 != 0 {
-		fmt.Fprintf(os.Stderr, "warning: %s can be read by others (mode %04o): anyone who can read it can spend your books; fix it with: chmod 600 %s\n",
-			p, fi.Mode().Perm(), p)
+	for _, f := range []string{"key.pem", "enc.key"} {
+		p := filepath.Join(dir, f)
+		fi, err := os.Stat(p)
+		if err == nil && fi.Mode().Perm()&0o077 != 0 {
+			fmt.Fprintf(os.Stderr, "warning: %s can be read by others (mode %04o): anyone who can read it can spend your books; fix it with: chmod 600 %s\n",
+				p, fi.Mode().Perm(), p)
+		}
 	}
 }
 
