@@ -167,7 +167,7 @@ func listBooks(cmd *cobra.Command, w *wallet.Wallet) error {
 	now := time.Now()
 	list := []bookJSON{}
 	if !jsonOutput(cmd) && len(books) > 0 {
-		fmt.Printf("%-12s  %-10s  %-8s %-7s %-20s %-30s %-9s  %-16s %-10s  %s\n",
+		fmt.Printf("%-12s  %-10s  %-8s %-7s %-20s %-32s %-9s  %-16s %-10s  %s\n",
 			"BOOK", "CREATED", "STATE", "KIND", "VENDOR", "COUPONS", "USED/FREE", "LEFT", "EXPIRES", "LANES")
 	}
 	for _, e := range books {
