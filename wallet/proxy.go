@@ -18,9 +18,17 @@ type Router struct {
 	Base http.RoundTripper
 	// For returns the transport that pays vendor (a book or grant for it).
 	For func(vendor string) (*Transport, error)
+	// Books, when set, is used instead of For: it returns a Chooser over
+	// the vendor's books, which falls back from one to the next.
+	Books func(vendor string) (*Chooser, error)
 
 	mu sync.Mutex
-	m  map[string]*Transport
+	m  map[string]answerer
+}
+
+// answerer pays a challenge: a Transport or a Chooser.
+type answerer interface {
+	Answer(req *http.Request, ch *Challenge) (*http.Response, error)
 }
 
 // RoundTrip implements http.RoundTripper.
@@ -45,24 +53,37 @@ func (r *Router) RoundTrip(req *http.Request) (*http.Response, error) {
 	return t.Answer(req, ch)
 }
 
-func (r *Router) transport(vendor string) (*Transport, error) {
+func (r *Router) transport(vendor string) (answerer, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if t, ok := r.m[vendor]; ok {
 		return t, nil
 	}
-	t, err := r.For(vendor)
-	if err != nil {
-		return nil, err
-	}
-	if t.Base == nil {
-		t.Base = r.Base
+	var a answerer
+	if r.Books != nil {
+		c, err := r.Books(vendor)
+		if err != nil {
+			return nil, err
+		}
+		if c.Base == nil {
+			c.Base = r.Base
+		}
+		a = c
+	} else {
+		t, err := r.For(vendor)
+		if err != nil {
+			return nil, err
+		}
+		if t.Base == nil {
+			t.Base = r.Base
+		}
+		a = t
 	}
 	if r.m == nil {
-		r.m = map[string]*Transport{}
+		r.m = map[string]answerer{}
 	}
-	r.m[vendor] = t
-	return t, nil
+	r.m[vendor] = a
+	return a, nil
 }
 
 // maxProxyBody bounds a request body the proxy buffers (it may have to
@@ -81,6 +102,13 @@ func NewProxy(upstream *url.URL, rt http.RoundTripper) http.Handler {
 		Transport: rt,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			code := http.StatusBadGateway
+			if errors.Is(err, ErrLanesBusy) {
+				// Every lane stayed in use for as long as the request
+				// waited (Transport.LaneWait): try again shortly.
+				w.Header().Set("Retry-After", "1")
+				http.Error(w, "ecoupons wallet proxy: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
 			if declined(err) {
 				// The wallet would not pay: still a payment required, with
 				// the wallet's reason (and no challenge to answer).
@@ -106,7 +134,7 @@ func NewProxy(upstream *url.URL, rt http.RoundTripper) http.Handler {
 // declined reports whether err is the wallet refusing to pay, rather than
 // the upstream failing.
 func declined(err error) bool {
-	for _, e := range []error{ErrSpendLimit, ErrPriceLimit, ErrNoLane, ErrWrongVendor} {
+	for _, e := range []error{ErrSpendLimit, ErrPriceLimit, ErrNoLane, ErrWrongVendor, ErrNoBook} {
 		if errors.Is(err, e) {
 			return true
 		}

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ecoupons/ecoupons/coupons"
@@ -15,8 +17,56 @@ import (
 // errLockBusy means another process holds a file lock.
 var errLockBusy = errors.New("wallet: file locked by another process")
 
-// ErrLocked means another process uses the same wallet state.
+// ErrLocked means another process uses the same wallet state. The error
+// that wraps it names the process (LockedError).
 var ErrLocked = errors.New("wallet: state is in use by another process")
+
+// LockedError is the ErrLocked of one state file: the process holding its
+// lock (PID 0 when it cannot be told) and what to do.
+type LockedError struct {
+	Path    string
+	PID     int
+	Command string // the holder's command line, when it can be read
+	Waited  time.Duration
+}
+
+func (e *LockedError) Error() string {
+	who := "another process"
+	if e.PID > 0 {
+		who = fmt.Sprintf("process %d", e.PID)
+		if e.Command != "" {
+			who += " (" + e.Command + ")"
+		}
+	}
+	return fmt.Sprintf("wallet: the lanes of %s are in use by %s, which holds %s.lock (waited %v): "+
+		"stop it, or pay through it if it is a wallet proxy, or set $ECOUPONS_LOCK_WAIT (e.g. 2m) to wait longer",
+		filepath.Base(e.Path), who, e.Path, e.Waited)
+}
+
+// Unwrap makes errors.Is(err, ErrLocked) hold.
+func (e *LockedError) Unwrap() error { return ErrLocked }
+
+// lockHolder reads the PID a lock file's holder wrote into it, and its
+// command line where the system shows it (best effort).
+func lockHolder(path string) (int, string) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, ""
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return 0, ""
+	}
+	cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return pid, ""
+	}
+	line := strings.TrimSpace(strings.ReplaceAll(string(cmd), "\x00", " "))
+	if len(line) > 120 {
+		line = line[:120] + "…"
+	}
+	return pid, line
+}
 
 // stateFile is the on-disk state of a transport's lanes: each lane's
 // cursor (MarshalBinary), the nonce it was opened with and its credit. It
@@ -31,6 +81,9 @@ type laneState struct {
 	Cursor string `json:"cursor"` // base64 of coupons.Cursor.MarshalBinary
 	Nonce  string `json:"nonce,omitempty"`
 	Credit uint32 `json:"credit,omitempty"`
+	// Retired: a gate refused the lane for good (cap_exceeded, revoked):
+	// no coupon of it is revealed any more.
+	Retired bool `json:"retired,omitempty"`
 }
 
 // store persists a transport's lanes. save writes the whole state to a
@@ -62,11 +115,20 @@ func openStore(path string) (*store, error) {
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, errLockBusy) || time.Now().After(deadline) {
+		if !errors.Is(err, errLockBusy) {
 			f.Close()
-			return nil, fmt.Errorf("%w: %s", ErrLocked, path)
+			return nil, fmt.Errorf("%w: %s: %v", ErrLocked, path, err)
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			pid, cmd := lockHolder(path + ".lock")
+			return nil, &LockedError{Path: path, PID: pid, Command: cmd, Waited: lockWait}
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	// The holder's PID, for the message of a process that finds it locked.
+	if f.Truncate(0) == nil {
+		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	}
 	return &store{path: path, lock: f}, nil
 }
@@ -77,7 +139,12 @@ func (s *store) close() error {
 }
 
 // load reads the state; a missing file is an empty state.
-func (s *store) load() (map[coupons.LaneID]*lane, error) {
+func (s *store) load() (map[coupons.LaneID]*lane, error) { return loadState(s.path) }
+
+// loadState reads the lane state at path without locking it (a missing
+// file is an empty state): for showing it, or under the store's lock.
+func loadState(path string) (map[coupons.LaneID]*lane, error) {
+	s := struct{ path string }{path}
 	b, err := os.ReadFile(s.path)
 	if errors.Is(err, os.ErrNotExist) {
 		return map[coupons.LaneID]*lane{}, nil
@@ -103,7 +170,7 @@ func (s *store) load() (map[coupons.LaneID]*lane, error) {
 		if err := c.UnmarshalBinary(raw); err != nil {
 			return nil, fmt.Errorf("wallet: state %s: cursor of %s: %w", s.path, ls.Lane, err)
 		}
-		out[id] = &lane{id: id, cursor: c, nonce: ls.Nonce, credit: ls.Credit}
+		out[id] = &lane{id: id, cursor: c, nonce: ls.Nonce, credit: ls.Credit, retired: ls.Retired}
 	}
 	return out, nil
 }
@@ -116,7 +183,7 @@ func (s *store) save(lanes []*lane) error {
 		if err != nil {
 			return err
 		}
-		st.Lanes = append(st.Lanes, laneState{Lane: l.id.String(), Cursor: base64.StdEncoding.EncodeToString(raw), Nonce: l.nonce, Credit: l.credit})
+		st.Lanes = append(st.Lanes, laneState{Lane: l.id.String(), Cursor: base64.StdEncoding.EncodeToString(raw), Nonce: l.nonce, Credit: l.credit, Retired: l.retired})
 	}
 	b, err := json.Marshal(st)
 	if err != nil {

@@ -6,6 +6,7 @@ package wallet
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -28,8 +29,13 @@ import (
 
 // Errors of the wallet.
 var (
-	// ErrNoLane means every lane is exhausted or in use.
+	// ErrNoLane means every lane is exhausted (or retired): none will come
+	// free by waiting.
 	ErrNoLane = errors.New("wallet: no lane left to pay with")
+	// ErrLanesBusy means every lane with coupons left was in use by other
+	// requests for as long as the request could wait (Transport.LaneWait,
+	// its context): retrying later may succeed.
+	ErrLanesBusy = errors.New("wallet: every lane is in use by other requests")
 	// ErrPriceLimit means a challenge asked for more than the wallet's limit.
 	ErrPriceLimit = errors.New("wallet: price above the limit")
 	// ErrWrongVendor means the challenge is from a vendor this book is not for.
@@ -121,7 +127,17 @@ type lane struct {
 	unanswered uint32
 	// resumed is when a gate last made this lane skip coupons (resumeAt).
 	resumed time.Time
+	// retired: a gate refused the lane for good (cap_exceeded, revoked);
+	// the transport reveals no more of its coupons.
+	retired bool
 }
+
+// usable reports whether l can pay: not retired and coupons left.
+func (l *lane) usable() bool { return !l.retired && l.cursor.Remaining() > 0 }
+
+// DefaultLaneWait is how long a request waits for a lane when all are in
+// use and Transport.LaneWait is 0.
+const DefaultLaneWait = 10 * time.Second
 
 // Transport pays 402 ECoupon challenges from a holder's lanes.
 type Transport struct {
@@ -148,8 +164,14 @@ type Transport struct {
 	// Content-Digest); a larger one is refused with ErrBodyTooLarge before
 	// any coupon leaves. 0: DefaultMaxBody.
 	MaxBody int64
+	// LaneWait bounds how long a request waits for a lane when every lane
+	// with coupons left is in use by other requests (the request's context
+	// bounds it too); then it fails with ErrLanesBusy. 0: DefaultLaneWait;
+	// negative: no wait.
+	LaneWait time.Duration
 
 	holder *delegation.Holder
+	freed  chan struct{} // closed (and replaced) when a lane is given back or retired
 	mu     sync.Mutex
 	free   []*lane
 	all    []*lane
@@ -216,7 +238,11 @@ func newTransport(h *delegation.Holder, saved map[coupons.LaneID]*lane, lanes ..
 			if l.cursor.End() != end {
 				return nil, fmt.Errorf("wallet: the saved state of lane %s spends up to coupon %d, the wallet holds up to %d", id, l.cursor.End(), end)
 			}
-			t.free = append(t.free, l)
+			if !l.retired {
+				t.free = append(t.free, l)
+			} else {
+				t.all = append(t.all, l) // kept in the state, never paid from
+			}
 			continue
 		}
 		// A whole lane from its seed, or a granted portion from w_end: the
@@ -227,7 +253,7 @@ func newTransport(h *delegation.Holder, saved map[coupons.LaneID]*lane, lanes ..
 		}
 		t.free = append(t.free, &lane{id: id, cursor: c})
 	}
-	t.all = append([]*lane(nil), t.free...)
+	t.all = append(t.all, t.free...)
 	if len(t.free) == 0 {
 		return nil, ErrNoLane
 	}
@@ -241,30 +267,99 @@ func (t *Transport) Spent() uint64 {
 	return t.spent
 }
 
-func (t *Transport) take() (*lane, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for len(t.free) > 0 {
-		l := t.free[len(t.free)-1]
-		t.free = t.free[:len(t.free)-1]
-		if l.cursor.Remaining() > 0 {
-			return l, nil
+// take returns a free lane with coupons left. When every such lane is in
+// use by other requests it waits for one to come back, up to wait (none
+// when wait is negative) and while ctx lasts, then fails with
+// ErrLanesBusy; when none has coupons left it fails with ErrNoLane.
+func (t *Transport) take(ctx context.Context, wait time.Duration) (*lane, error) {
+	var deadline <-chan time.Time
+	for {
+		t.mu.Lock()
+		for len(t.free) > 0 {
+			l := t.free[len(t.free)-1]
+			t.free = t.free[:len(t.free)-1]
+			if l.usable() {
+				t.mu.Unlock()
+				return l, nil
+			}
+		}
+		// Every lane left out of free is in flight, exhausted or retired.
+		busy, portion := 0, false
+		for _, l := range t.all {
+			if l.usable() {
+				busy++
+			} else if !l.retired && l.cursor.End() < l.cursor.Length() {
+				portion = true
+			}
+		}
+		if busy == 0 {
+			t.mu.Unlock()
+			if portion {
+				// A granted portion ran out: the holder knows no coupon
+				// past its end, and reveals nothing.
+				return nil, fmt.Errorf("%w: %w", ErrNoLane, ErrPortionUsedUp)
+			}
+			return nil, ErrNoLane
+		}
+		if wait < 0 {
+			t.mu.Unlock()
+			return nil, fmt.Errorf("%w (%d lane(s) in flight)", ErrLanesBusy, busy)
+		}
+		if t.freed == nil {
+			t.freed = make(chan struct{})
+		}
+		freed := t.freed
+		t.mu.Unlock()
+		if deadline == nil {
+			tm := time.NewTimer(wait)
+			defer tm.Stop()
+			deadline = tm.C
+		}
+		select {
+		case <-freed:
+		case <-deadline:
+			return nil, fmt.Errorf("%w: waited %v for one of %d lane(s) in flight", ErrLanesBusy, wait, busy)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: the request ended (%v) while %d lane(s) were in flight", ErrLanesBusy, ctx.Err(), busy)
 		}
 	}
-	for _, l := range t.all {
-		if l.cursor.End() < l.cursor.Length() {
-			// A granted portion ran out: the holder knows no coupon past
-			// its end, and reveals nothing.
-			return nil, fmt.Errorf("%w: %w", ErrNoLane, ErrPortionUsedUp)
-		}
+}
+
+// laneWait is how long a request waits for a lane (LaneWait).
+func (t *Transport) laneWait() time.Duration {
+	if t.LaneWait == 0 {
+		return DefaultLaneWait
 	}
-	return nil, ErrNoLane
+	return t.LaneWait
+}
+
+// wake tells requests waiting for a lane to look again; t.mu is held.
+func (t *Transport) wake() {
+	if t.freed != nil {
+		close(t.freed)
+		t.freed = nil
+	}
 }
 
 func (t *Transport) give(l *lane) {
 	t.mu.Lock()
 	t.free = append(t.free, l)
+	t.wake()
 	t.mu.Unlock()
+}
+
+// retire takes lane l out of use for good after a gate refused it as
+// cap_exceeded or revoked: no further coupon of it is revealed, here or
+// (through the saved state) in a later process.
+func (t *Transport) retire(l *lane) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	l.retired = true
+	t.wake()
+	if t.st != nil {
+		return t.st.save(t.all)
+	}
+	return nil
 }
 
 // RoundTrip implements http.RoundTripper: it sends req; on a 402 ECoupon
@@ -290,8 +385,15 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // Answer pays the challenge ch for req on a lane of its own and sends req
-// again with the payment.
+// again with the payment. When every lane is in use it waits for one
+// (LaneWait, req's context); a lane the gate refuses as cap_exceeded or
+// revoked is retired at once, and the refusal returned.
 func (t *Transport) Answer(req *http.Request, ch *Challenge) (*http.Response, error) {
+	return t.answer(req, ch, t.laneWait())
+}
+
+// answer is Answer waiting up to wait for a lane (negative: not at all).
+func (t *Transport) answer(req *http.Request, ch *Challenge, wait time.Duration) (*http.Response, error) {
 	base := t.Base
 	if base == nil {
 		base = http.DefaultTransport
@@ -312,7 +414,7 @@ func (t *Transport) Answer(req *http.Request, ch *Challenge) (*http.Response, er
 	if err != nil {
 		return nil, err
 	}
-	l, err := t.take()
+	l, err := t.take(req.Context(), wait)
 	if err != nil {
 		return nil, err
 	}
@@ -338,6 +440,14 @@ func (t *Transport) Answer(req *http.Request, ch *Challenge) (*http.Response, er
 				t.give(l)
 				return nil, err
 			}
+		}
+		if code == coupons.CodeCapExceeded || code == coupons.CodeRevoked {
+			// Refused for good: reveal nothing more on this lane.
+			if rerr := t.retire(l); rerr != nil {
+				resp.Body.Close()
+				return nil, rerr
+			}
+			return resp, nil
 		}
 		var nch *Challenge
 		if code == coupons.CodeLaneNotOpen || code == coupons.CodeLaneReserved || code == coupons.CodeCouponSpent {
@@ -368,8 +478,9 @@ func (t *Transport) Answer(req *http.Request, ch *Challenge) (*http.Response, er
 			// Pay on another lane.
 			t.mu.Lock()
 			t.free = append([]*lane{l}, t.free...)
+			t.wake()
 			t.mu.Unlock()
-			if l, err = t.take(); err != nil {
+			if l, err = t.take(req.Context(), wait); err != nil {
 				return nil, err
 			}
 			orig = l.nonce

@@ -80,6 +80,9 @@ type bookFile struct {
 	// Ends are the ends of the portions granted of delegated lanes (lane →
 	// c, L for a whole lane), for taking them back (Reclaim).
 	Ends map[uint32]uint32 `json:"ends,omitempty"`
+	// Created is when the book was made (absent in books made before it
+	// was kept: the file's time stands in).
+	Created time.Time `json:"created,omitzero"`
 }
 
 // delegations is what a wallet granted of one of its books or grants:
@@ -309,7 +312,8 @@ func bookName(id [32]byte) string { return base64.RawURLEncoding.EncodeToString(
 
 // SaveBook stores a book the wallet's key owns.
 func (w *Wallet) SaveBook(sb *coupons.SignedBook, sec *coupons.Secrets, anchors []coupons.Value) error {
-	f := bookFile{Book: string(spki.Transport(sb.Sexp())), Master: hex.EncodeToString(sec.Master[:]), Salt: hex.EncodeToString(sec.Salt[:])}
+	f := bookFile{Book: string(spki.Transport(sb.Sexp())), Master: hex.EncodeToString(sec.Master[:]), Salt: hex.EncodeToString(sec.Salt[:]),
+		Created: time.Now().UTC().Truncate(time.Second)}
 	for _, a := range anchors {
 		f.Anchors = append(f.Anchors, hex.EncodeToString(a[:]))
 	}
@@ -329,6 +333,8 @@ type BookEntry struct {
 	Lanes     []uint32 // the lanes this wallet spends
 	// Refused is the broker's refusal of an owned book ("" when none).
 	Refused string
+	// Created is when the book was made, or the grant imported.
+	Created time.Time
 	file    string
 	owned   bool
 }
@@ -463,7 +469,12 @@ func (w *Wallet) Books() ([]BookEntry, error) {
 				lanes = append(lanes, l)
 			}
 		}
-		out = append(out, BookEntry{Holder: h, StatePath: strings.TrimSuffix(f, ".json") + ".lanes", Lanes: lanes, Refused: bf.Refused, file: f, owned: true})
+		created := bf.Created
+		if created.IsZero() {
+			created = fileTime(f)
+		}
+		out = append(out, BookEntry{Holder: h, StatePath: strings.TrimSuffix(f, ".json") + ".lanes", Lanes: lanes, Refused: bf.Refused,
+			Created: created, file: f, owned: true})
 	}
 	grants, err := w.grants()
 	if err != nil {
@@ -738,7 +749,7 @@ func (w *Wallet) loadGrants() (out []BookEntry, problems []string, err error) {
 			problems = append(problems, fmt.Sprintf("%s: %v", filepath.Base(f), err))
 			continue
 		}
-		e := BookEntry{Holder: h, StatePath: strings.TrimSuffix(f, ".grant") + ".lanes", file: f}
+		e := BookEntry{Holder: h, StatePath: strings.TrimSuffix(f, ".grant") + ".lanes", Created: fileTime(f), file: f}
 		d, err := w.readDelegations(&e)
 		if err != nil {
 			return nil, nil, err
@@ -760,34 +771,6 @@ func (w *Wallet) loadGrants() (out []BookEntry, problems []string, err error) {
 func (w *Wallet) GrantProblems() ([]string, error) {
 	_, problems, err := w.loadGrants()
 	return problems, err
-}
-
-// BookFor returns a stored book for vendor that the broker funded (an
-// unfunded or refused book is never spent: no gate accepts it, and a
-// coupon revealed for it would be lost).
-func (w *Wallet) BookFor(vendor string) (*BookEntry, error) {
-	books, err := w.Books()
-	if err != nil {
-		return nil, err
-	}
-	unfunded := ""
-	for i := range books {
-		e := &books[i]
-		if e.Holder.Book.Book.Vendor != vendor || len(e.Lanes) == 0 || !time.Now().Before(e.Holder.Book.Book.NotAfter) {
-			continue
-		}
-		if e.Funded() {
-			return e, nil
-		}
-		if e.Refused == "" && unfunded == "" {
-			id := e.Holder.Book.Book.ID()
-			unfunded = hex.EncodeToString(id[:6])
-		}
-	}
-	if unfunded != "" {
-		return nil, fmt.Errorf("%w: %s has only book %s, which the broker has not funded yet (ecoupons wallet book fund %s)", ErrNoBook, vendor, unfunded, unfunded)
-	}
-	return nil, fmt.Errorf("%w: %s (create one: ecoupons wallet book new --vendor %s)", ErrNoBook, vendor, vendor)
 }
 
 // Budget returns the wallet's spending limits (limits.json), shared by

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -50,6 +51,14 @@ A wallet lives in a directory (--dir, default $ECOUPONS_WALLET or ~/.ecoupons):
   ecoupons wallet book new --vendor news.example --lanes 8 --length 4096
   ecoupons wallet get https://news.example/premium/article.html
   ecoupons wallet limit set --max 1.00 --per 24h   (optional: --host news.example)
+  ecoupons wallet book list                        (state, lanes used/free, value left)
+
+get and proxy pay from the funded book with the most value left, and from
+the next when a gate refuses one; get --book ID pays from one book.
+
+Environment: $ECOUPONS_WALLET (the directory), $ECOUPONS_PASSPHRASE_FILE,
+$ECOUPONS_PIN (smart card), $ECOUPONS_LOCK_WAIT (how long to wait for a
+book's lanes another process holds, e.g. a running proxy; default 10s).
 
 Exit codes: 0 success, 1 failure, 2 bad usage, 3 (get) the server answered
 with an error status after payment, 4 (get) a spending limit refused the
@@ -154,9 +163,23 @@ func loadWallet(cmd *cobra.Command) (*wallet.Wallet, error) {
 	if err != nil {
 		return nil, err
 	}
-	w, err := wallet.LoadWith(walletDir(cmd), o)
+	dir := walletDir(cmd)
+	if err := checkWalletDir(dir); err != nil {
+		return nil, err
+	}
+	if v := os.Getenv("ECOUPONS_LOCK_WAIT"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			return nil, walletErr{exitUsage, fmt.Errorf("$ECOUPONS_LOCK_WAIT %q: a duration such as 30s or 2m", v)}
+		}
+		wallet.SetLockWait(d)
+	}
+	w, err := wallet.LoadWith(dir, o)
 	if errors.Is(err, wallet.ErrNoPIN) {
 		err = fmt.Errorf("%w (set $ECOUPONS_PIN, or pin-source=FILE in the URI)", err)
+	}
+	if err == nil && w.Config.KeyURI == "" {
+		warnKeyFile(dir)
 	}
 	return w, err
 }
@@ -211,14 +234,17 @@ func fundBook(w *wallet.Wallet, sb *coupons.SignedBook) (held, currency string, 
 	if err := brokerCall(w, "POST", "/v1/books", spki.Transport(sb.Sexp()), &out); err != nil {
 		var ref *brokerRefusal
 		if errors.As(err, &ref) && ref.decided() {
-			why := ref.code + ": " + ref.reason
+			why := ref.code + ": " + inUnits(ref.reason, sb.Book.Currency)
 			if ref.code == "" {
 				why = ref.body
 			}
 			if merr := w.MarkRefused(sb.Book.ID(), why); merr != nil {
 				return "", "", merr
 			}
-			return "", "", walletErr{exitFailure, fmt.Errorf("the broker refused the book (%s); it is kept but will never be spent", why)}
+			face, _ := coupons.MulAmount(uint64(sb.Book.Lanes)*uint64(sb.Book.Length), sb.Book.Unit)
+			id := sb.Book.ID()
+			return "", "", walletErr{exitFailure, fmt.Errorf("the broker refused the book (%s): its face value is %s %s; it is kept but will never be spent (remove it: ecoupons wallet book rm %x)",
+				why, coupons.FormatAmount(face), sb.Book.Currency, id[:6])}
 		}
 		id := sb.Book.ID()
 		return "", "", fmt.Errorf("the book is kept but not funded yet, so it will not be spent; retry with 'ecoupons wallet book fund %x': %w", id[:6], err)
@@ -289,42 +315,67 @@ func walletRegisterCmd() *cobra.Command {
 			}
 			url, _ := cmd.Flags().GetString("broker")
 			currency, _ := cmd.Flags().GetString("currency")
+			switchCur, _ := cmd.Flags().GetBool("switch-currency")
 			if url == "" {
 				return walletErr{exitUsage, errors.New("--broker URL is required")}
 			}
-			resp, err := http.Get(strings.TrimRight(url, "/") + "/v1/broker")
+			if url, err = checkURL("--broker", url); err != nil {
+				return err
+			}
+			old := w.Config.Currency
+			if currency == "" {
+				currency = cmp.Or(old, "EUR")
+			}
+			currency = strings.ToUpper(currency)
+			if err := coupons.CheckCurrency(currency); err != nil {
+				return walletErr{exitUsage, fmt.Errorf("--currency: %w", err)}
+			}
+			switching := old != "" && old != currency
+			if switching && !switchCur {
+				return walletErr{exitUsage, fmt.Errorf("this wallet is registered in %s: --currency %s would switch its new books, limits and balance to %s "+
+					"(books already made stay in %s). Add --switch-currency to do so, or keep %s in another wallet (--dir)", old, currency, currency, old, currency)}
+			}
+			bk, err := fetchBrokerKey(url)
 			if err != nil {
 				return err
 			}
-			kb, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-			resp.Body.Close()
-			x, err := spki.Parse(kb)
-			if err != nil {
-				return fmt.Errorf("the broker's key: %w", err)
-			}
-			bk, err := spki.ParsePublicKey(x)
-			if err != nil {
-				return fmt.Errorf("the broker's key: %w", err)
-			}
+			prev := w.Config
 			w.Config.Broker, w.Config.BrokerKey, w.Config.Currency = url, string(spki.Advanced(bk.Sexp())), currency
 			var out struct{ Account, Certificate string }
 			if err := brokerCall(w, "POST", "/v1/users", map[string]string{"currency": currency}, &out); err != nil {
+				if switching {
+					return fmt.Errorf("the broker did not open a %s account for this key (%w): the wallet stays in %s; "+
+						"to pay in %s, make another wallet (ecoupons wallet init --dir DIR) and register it with --currency %s", currency, err, old, currency, currency)
+				}
 				return err
 			}
 			w.Config.Account, w.Config.UserCert = out.Account, out.Certificate
+			if switching {
+				// A broker that keeps one currency per key registers the
+				// account but lists it nowhere: then keep the old config.
+				if err := checkAccountListed(w, out.Account, currency); err != nil {
+					w.Config = prev
+					return err
+				}
+			}
 			if err := w.SaveConfig(); err != nil {
 				return err
 			}
-			return report(cmd, map[string]any{"broker": url, "account": out.Account, "broker_key": bk.Hash().String()},
-				fmt.Sprintf("registered at %s: account %s (broker key %s)", url, out.Account, bk.Hash()))
+			msg := fmt.Sprintf("registered at %s: account %s in %s (broker key %s)", url, out.Account, currency, bk.Hash())
+			if switching {
+				msg += fmt.Sprintf("\nthe wallet now makes books in %s; its limits in %s do not count %s payments (set them: ecoupons wallet limit set --currency %s)",
+					currency, old, currency, currency)
+			}
+			return report(cmd, map[string]any{"broker": url, "account": out.Account, "currency": currency, "broker_key": bk.Hash().String()}, msg)
 		})}
-	c.Flags().String("broker", "", "the broker's base URL")
-	c.Flags().String("currency", "EUR", "ISO 4217 currency of the account")
+	c.Flags().String("broker", "", "the broker's base URL (http://host:port)")
+	c.Flags().String("currency", "", "ISO 4217 currency of the account (default: the wallet's, or EUR)")
+	c.Flags().Bool("switch-currency", false, "register in --currency although the wallet is registered in another (its new books, limits and balance then use it)")
 	return c
 }
 
 func walletBookCmd() *cobra.Command {
-	book := &cobra.Command{Use: "book", Short: "Create and list coupon books"}
+	book := &cobra.Command{Use: "book", Short: "Create, list, fund and remove coupon books"}
 	newCmd := &cobra.Command{Use: "new --vendor V", Short: "Create a book, have the broker hold its face value", Args: cobra.NoArgs,
 		Run: run(func(cmd *cobra.Command, _ []string) error {
 			w, err := loadWallet(cmd)
@@ -338,6 +389,18 @@ func walletBookCmd() *cobra.Command {
 			days, _ := cmd.Flags().GetInt("days")
 			if vendor == "" {
 				return walletErr{exitUsage, errors.New("--vendor is required")}
+			}
+			if days < 1 {
+				return walletErr{exitUsage, fmt.Errorf("--days %d: a book must last at least 1 day (it expires after --days days; the broker refuses a book already expired)", days)}
+			}
+			if lanes < 1 {
+				return walletErr{exitUsage, errors.New("--lanes must be at least 1")}
+			}
+			if p, ok := nextPow2(length); !ok || length == 0 {
+				return walletErr{exitUsage, fmt.Errorf("--length %d: lanes hold a power of two coupons, from 1 to 2^31", length)}
+			} else if p != length {
+				fmt.Fprintf(os.Stderr, "--length %d is not a power of two: using %d\n", length, p)
+				length = p
 			}
 			unit, err := coupons.ParseAmount(unitS)
 			if err != nil {
@@ -377,83 +440,35 @@ func walletBookCmd() *cobra.Command {
 			}
 			id := sb.Book.ID()
 			if jsonOutput(cmd) {
-				return printJSON(map[string]any{"book": base64.RawURLEncoding.EncodeToString(id[:]), "vendor": vendor, "lanes": lanes, "length": length,
-					"unit": coupons.FormatAmount(unit), "currency": w.Config.Currency, "held": held})
+				return printJSON(map[string]any{"book": base64.RawURLEncoding.EncodeToString(id[:]), "id": hex.EncodeToString(id[:]), "vendor": vendor,
+					"lanes": lanes, "length": length, "unit": coupons.FormatAmount(unit), "currency": w.Config.Currency, "held": held, "state": string(wallet.BookFunded)})
 			}
-			fmt.Printf("book %s for %s: %d lanes × %d coupons of %s %s; the broker holds %s %s\n",
-				base64.RawURLEncoding.EncodeToString(id[:]), vendor, lanes, length, coupons.FormatAmount(unit), w.Config.Currency, held, currency)
+			// The id as book list, get --book and book rm take it.
+			fmt.Printf("book %x for %s: %d lanes × %d coupons of %s %s; the broker holds %s %s\n",
+				id[:6], vendor, lanes, length, coupons.FormatAmount(unit), w.Config.Currency, held, currency)
 			return nil
 		})}
 	newCmd.Flags().String("vendor", "", "the vendor (host name) the book is for")
 	newCmd.Flags().Uint32("lanes", 4, "lanes (parallel requests, devices)")
-	newCmd.Flags().Uint32("length", 1024, "coupons per lane (a power of two)")
+	newCmd.Flags().Uint32("length", 1024, "coupons per lane (a power of two; others are rounded up to one)")
 	newCmd.Flags().String("unit", "0.001", "value of one coupon")
 	newCmd.Flags().Int("days", 30, "days until the book expires")
-	list := &cobra.Command{Use: "list", Short: "List the wallet's books", Args: cobra.NoArgs,
+	list := &cobra.Command{Use: "list", Short: "List the wallet's books: state, lanes used/free, value left (oldest first)", Args: cobra.NoArgs,
+		Long: `Lists the wallet's books and imported grants, oldest first, with their state:
+
+  pending   stored, the broker has not certified it yet: never spent ('book fund' retries)
+  funded    the broker holds its value: spent, the one with the most value left first
+  refused   the broker refused it (no funds, over the credit limit, …): never spent
+  expired   past its expiry date: no gate takes it
+
+USED/FREE counts the lanes this wallet spends that have coupons revealed / none
+yet; LEFT is the value of the coupons left on them.`,
 		Run: run(func(cmd *cobra.Command, _ []string) error {
 			w, err := loadWallet(cmd)
 			if err != nil {
 				return err
 			}
-			books, err := w.Books()
-			if err != nil {
-				return err
-			}
-			type bookJSON struct {
-				Book     string   `json:"book"`
-				Kind     string   `json:"kind"`
-				Vendor   string   `json:"vendor"`
-				Lanes    uint32   `json:"lanes"`
-				Length   uint32   `json:"length"`
-				Unit     string   `json:"unit"`
-				Currency string   `json:"currency"`
-				NotAfter string   `json:"not_after"`
-				Spending []uint32 `json:"spending_lanes"`
-				Status   string   `json:"status"` // funded, unfunded or refused
-				Refused  string   `json:"refused,omitempty"`
-			}
-			list := []bookJSON{}
-			for _, e := range books {
-				b := e.Holder.Book.Book
-				id := b.ID()
-				kind := "own"
-				if len(e.Holder.Chain) > 0 {
-					kind = "granted"
-				}
-				status := "funded"
-				switch {
-				case e.Refused != "":
-					status = "refused"
-				case !e.Funded():
-					status = "unfunded"
-				}
-				if jsonOutput(cmd) {
-					list = append(list, bookJSON{Book: hex.EncodeToString(id[:]), Kind: kind, Vendor: b.Vendor, Lanes: b.Lanes, Length: b.Length,
-						Unit: coupons.FormatAmount(b.Unit), Currency: b.Currency, NotAfter: b.NotAfter.UTC().Format(time.RFC3339), Spending: append([]uint32{}, e.Lanes...),
-						Status: status, Refused: e.Refused})
-					continue
-				}
-				note := ""
-				switch status {
-				case "refused":
-					note = "  REFUSED by the broker (" + e.Refused + "): never spent"
-				case "unfunded":
-					note = "  UNFUNDED: not spent until 'ecoupons wallet book fund " + hex.EncodeToString(id[:6]) + "' succeeds"
-				}
-				fmt.Printf("%x  %-7s %-20s %4d lanes × %-6d %s %s  until %s, spending lanes %s%s\n", id[:6], kind, b.Vendor, b.Lanes, b.Length,
-					coupons.FormatAmount(b.Unit), b.Currency, b.NotAfter.Format("2006-01-02"), laneRanges(e.Lanes), note)
-			}
-			problems, err := w.GrantProblems()
-			if err != nil {
-				return err
-			}
-			if jsonOutput(cmd) {
-				return printJSON(list)
-			}
-			for _, p := range problems {
-				fmt.Fprintf(os.Stderr, "grant not usable: %s\n", p)
-			}
-			return nil
+			return listBooks(cmd, w)
 		})}
 	fund := &cobra.Command{Use: "fund BOOK", Short: "Register an unfunded book at the broker again and keep its book certificate",
 		Long: `Registers a book this wallet owns at the broker (again): the broker holds its face value
@@ -493,7 +508,7 @@ hex prefix 'book list' shows.`, Args: cobra.ExactArgs(1),
 			fmt.Printf("book %s funded: the broker holds %s %s\n", args[0], held, currency)
 			return nil
 		})}
-	book.AddCommand(newCmd, list, fund)
+	book.AddCommand(newCmd, list, fund, walletBookRmCmd())
 	return book
 }
 
@@ -534,6 +549,9 @@ func walletGetCmd() *cobra.Command {
 			}
 			verbose, _ := cmd.Flags().GetBool("verbose")
 			outFile, _ := cmd.Flags().GetString("output")
+			if _, err := checkURL("URL", args[0]); err != nil {
+				return err
+			}
 			resp, err := http.Get(args[0])
 			if err != nil {
 				return err
@@ -547,11 +565,9 @@ func walletGetCmd() *cobra.Command {
 				if verbose {
 					fmt.Fprintf(os.Stderr, "< 402 Payment Required: vendor %s, %d coupon(s) of %s %s\n", ch.Vendor, ch.Price, ch.Unit, ch.Currency)
 				}
-				entry, err := w.BookFor(ch.Vendor)
-				if err != nil {
-					return err
-				}
-				tr, err := openTransport(w, entry, vendorHosts(cmd))
+				only, _ := cmd.Flags().GetString("book")
+				hosts := vendorHosts(cmd)
+				tr, err := bookChooser(w, ch.Vendor, only, func(e *wallet.BookEntry) (*wallet.Transport, error) { return openTransport(w, e, hosts) })
 				if err != nil {
 					return err
 				}
@@ -586,6 +602,7 @@ func walletGetCmd() *cobra.Command {
 		})}
 	c.Flags().StringP("output", "o", "", "write the body to this file")
 	c.Flags().BoolP("verbose", "v", false, "show the 402 exchange on stderr")
+	c.Flags().String("book", "", "pay from this book only (a prefix of its id, from book list); default: the funded book with the most value left, then the next if a gate refuses it")
 	return c
 }
 
@@ -671,6 +688,9 @@ be reclaimed: revoke the grant instead.`,
 			capS, _ := cmd.Flags().GetString("cap")
 			if to == "" || lanesS == "" {
 				return walletErr{exitUsage, errors.New("--to and --lanes are required")}
+			}
+			if days < 1 {
+				return walletErr{exitUsage, fmt.Errorf("--days %d: a grant must last at least 1 day", days)}
 			}
 			var lo, hi uint32
 			if _, err := fmt.Sscanf(lanesS, "%d-%d", &lo, &hi); err != nil {
@@ -1084,6 +1104,9 @@ func walletLimitCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if l, err = limitToRemove(b, l, cmd.Flags().Changed("per")); err != nil {
+				return err
+			}
 			ok, err := b.Remove(l)
 			if err != nil {
 				return err
@@ -1091,32 +1114,37 @@ func walletLimitCmd() *cobra.Command {
 			if !ok {
 				return fmt.Errorf("no limit per %s at %s in %s", l.Period, l.Host, l.Currency)
 			}
-			return report(cmd, map[string]any{"removed": true, "host": l.Host, "per": l.Period.String()},
-				fmt.Sprintf("limit removed: per %s at %s", l.Period, l.Host))
+			return report(cmd, map[string]any{"removed": true, "host": l.Host, "per": l.Period.String(), "currency": l.Currency, "max": coupons.FormatAmount(l.Max)},
+				fmt.Sprintf("limit removed: %s", l))
 		})}
 	limitFlags(rm, false)
 	c.AddCommand(set, rm)
 	return c
 }
 
-// walletRouter pays any vendor the wallet holds a book or grant for.
-func walletRouter(w *wallet.Wallet, hosts []string) (*wallet.Router, func()) {
-	var opened []*wallet.Transport
-	r := &wallet.Router{For: func(vendor string) (*wallet.Transport, error) {
-		entry, err := w.BookFor(vendor)
+// walletRouter pays any vendor the wallet holds a book or grant for, from
+// its books in BooksFor's order; a request waits up to laneWait for a lane
+// when all are in use.
+func walletRouter(w *wallet.Wallet, hosts []string, laneWait time.Duration) (*wallet.Router, func()) {
+	var opened []*wallet.Chooser
+	r := &wallet.Router{Books: func(vendor string) (*wallet.Chooser, error) {
+		c, err := bookChooser(w, vendor, "", func(e *wallet.BookEntry) (*wallet.Transport, error) {
+			t, err := openTransport(w, e, hosts)
+			if err == nil {
+				t.LaneWait = laneWait
+			}
+			return t, err
+		})
 		if err != nil {
 			return nil, err
 		}
-		t, err := openTransport(w, entry, hosts)
-		if err != nil {
-			return nil, err
-		}
-		opened = append(opened, t)
-		return t, nil
+		c.Refresh = func() ([]*wallet.BookEntry, error) { return w.BooksFor(vendor) }
+		opened = append(opened, c)
+		return c, nil
 	}}
 	return r, func() {
-		for _, t := range opened {
-			t.Close()
+		for _, c := range opened {
+			c.Close()
 		}
 	}
 }
@@ -1130,11 +1158,18 @@ func walletProxyCmd() *cobra.Command {
 			}
 			listen, _ := cmd.Flags().GetString("listen")
 			upstream, _ := cmd.Flags().GetString("upstream")
-			u, err := url.Parse(upstream)
-			if err != nil || u.Scheme == "" || u.Host == "" {
-				return walletErr{exitUsage, fmt.Errorf("--upstream %q must be an absolute URL", upstream)}
+			if _, err := checkURL("--upstream", upstream); err != nil {
+				return err
 			}
-			router, closeAll := walletRouter(w, vendorHosts(cmd))
+			u, err := url.Parse(upstream)
+			if err != nil {
+				return walletErr{exitUsage, fmt.Errorf("--upstream %q: %v", upstream, err)}
+			}
+			laneWait, _ := cmd.Flags().GetDuration("lane-wait")
+			if laneWait <= 0 {
+				laneWait = -1 // no wait
+			}
+			router, closeAll := walletRouter(w, vendorHosts(cmd), laneWait)
 			defer closeAll()
 			srv := &http.Server{Addr: listen, Handler: wallet.NewProxy(u, router), ReadHeaderTimeout: 10 * time.Second}
 			fmt.Fprintf(os.Stderr, "paying proxy for %s on http://%s (Ctrl-C to stop)\n", upstream, listen)
@@ -1151,5 +1186,6 @@ func walletProxyCmd() *cobra.Command {
 		})}
 	c.Flags().String("listen", "127.0.0.1:8088", "address to listen on (keep it on loopback: it pays for whoever connects)")
 	c.Flags().String("upstream", "", "the paid site's base URL")
+	c.Flags().Duration("lane-wait", wallet.DefaultLaneWait, "how long a request waits for a lane when all are in use by other requests; then 503 with Retry-After (0: no wait)")
 	return c
 }
