@@ -105,6 +105,10 @@ func isLocal(host string) bool {
 // opsHTTP is the client of the operator's commands.
 var opsHTTP = &http.Client{Timeout: 30 * time.Second}
 
+// errNotBroker means a URL given as the broker's answers, but not as an
+// ecoupons broker.
+var errNotBroker = errors.New("does not answer as an ecoupons broker")
+
 // fetchBrokerKey asks base (a checked broker URL) for its key, GET
 // /v1/broker. A URL where nothing answers, or where something other than
 // an ecoupons broker answers (a gate's site, a web server), is an error
@@ -121,7 +125,7 @@ func fetchBrokerKey(ctx context.Context, base string) (*spki.PublicKey, error) {
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	notBroker := func(why string) error {
-		return opsErr{opsExitFailure, fmt.Errorf("%s does not answer as an ecoupons broker (GET /v1/broker: %s); give the broker's base URL, not a gate's or a site's", base, why)}
+		return opsErr{opsExitFailure, fmt.Errorf("%s %w (GET /v1/broker: %s); give the broker's base URL, not a gate's or a site's", base, errNotBroker, why)}
 	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, notBroker(resp.Status)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -35,7 +36,7 @@ func TestCrashBetweenBookPaidAndSavedLosesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := "http://" + s.Broker
-	bk, err := fetchBrokerKey(base)
+	bk, err := fetchBrokerKey(context.Background(), base)
 	if err != nil {
 		t.Fatal(err)
 	}
