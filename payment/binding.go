@@ -23,7 +23,8 @@ const MinSecretLen = 32
 //
 // absent optional parameters giving empty slots. Description is not bound.
 // Past secrets stay valid for verification, so the secret can rotate
-// without refusing challenges already issued.
+// without refusing challenges already issued. Make one with NewBinder; it
+// is safe for concurrent use.
 type Binder struct {
 	secrets [][]byte // [0] signs
 }
@@ -78,6 +79,9 @@ func checkBindable(c *Challenge) error {
 // The challenge must have an expires parameter: a stateless id without one
 // would never expire.
 func (b *Binder) Bind(c *Challenge) error {
+	if len(b.secrets) == 0 {
+		return fieldErr(ErrWeakSecret, "", "a Binder from NewBinder is needed")
+	}
 	if err := checkBindable(c); err != nil {
 		return err
 	}

@@ -99,6 +99,9 @@ func TestBinder(t *testing.T) {
 	if _, err := NewBinder(make([]byte, 31)); !errors.Is(err, ErrWeakSecret) {
 		t.Errorf("short secret: %v", err)
 	}
+	if err := new(Binder).Bind(&Challenge{}); !errors.Is(err, ErrWeakSecret) {
+		t.Errorf("zero Binder: %v", err)
+	}
 	old, _ := NewBinder(testSecret("old"))
 	b, err := NewBinder(testSecret("new"), testSecret("old"))
 	if err != nil {
