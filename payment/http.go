@@ -81,3 +81,35 @@ func ProblemFromResponse(resp *http.Response) (*Problem, error) {
 	}
 	return ParseProblem(body)
 }
+
+// Offer returns the Payment challenges to answer a request with, honouring
+// its Accept-Payment fields (AcceptPayment.Order); without them, or when
+// they do not parse (the draft lets a server ignore them then), cs
+// unchanged.
+func Offer(req http.Header, cs []Challenge) []Challenge {
+	vs := req.Values(HeaderAcceptPayment)
+	if len(vs) == 0 {
+		return cs
+	}
+	a, err := ParseAcceptPayment(strings.Join(vs, ","))
+	if err != nil {
+		return cs
+	}
+	return a.Order(cs)
+}
+
+// SpeaksPayment reports whether a request shows its client speaks the
+// Payment scheme: it carries Accept-Payment, Payment-Authorization or an
+// Authorization of the Payment scheme. The gate then answers refusals with
+// problem details rather than the ECoupon scheme's JSON.
+func SpeaksPayment(req http.Header) bool {
+	if req.Get(HeaderAcceptPayment) != "" || req.Get(HeaderPaymentAuthorization) != "" {
+		return true
+	}
+	for _, v := range req.Values("Authorization") {
+		if len(v) > len(Scheme) && strings.EqualFold(v[:len(Scheme)], Scheme) && v[len(Scheme)] == ' ' {
+			return true
+		}
+	}
+	return false
+}

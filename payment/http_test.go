@@ -71,3 +71,36 @@ func TestCredentialSetHeader(t *testing.T) {
 		t.Errorf("%q %v", field, err)
 	}
 }
+
+func TestOfferAndSpeaksPayment(t *testing.T) {
+	cs := []Challenge{{ID: "1", Method: "ecoupon", Intent: "session"}, {ID: "2", Method: "ecoupon", Intent: "charge"}}
+	for name, tc := range map[string]struct {
+		h    http.Header
+		want string
+	}{
+		"absent":    {http.Header{}, "12"},
+		"ordered":   {http.Header{"Accept-Payment": {"ecoupon/session;q=0.5", "ecoupon/charge"}}, "21"},
+		"filtered":  {http.Header{"Accept-Payment": {"ecoupon/charge, */session;q=0"}}, "2"},
+		"malformed": {http.Header{"Accept-Payment": {"ecoupon"}}, "12"},
+	} {
+		var ids string
+		for _, c := range Offer(tc.h, cs) {
+			ids += c.ID
+		}
+		if ids != tc.want {
+			t.Errorf("%s: %s, want %s", name, ids, tc.want)
+		}
+	}
+	for h, want := range map[string]bool{"Accept-Payment": true, "Payment-Authorization": true, "Authorization": true, "X-Other": false} {
+		v := "Payment e30"
+		if h == "Accept-Payment" {
+			v = "ecoupon/charge"
+		}
+		if got := SpeaksPayment(http.Header{h: {v}}); got != want {
+			t.Errorf("%s: %v", h, got)
+		}
+	}
+	if SpeaksPayment(http.Header{"Authorization": {"ECoupon lane=x"}}) {
+		t.Error("an ECoupon payment speaks Payment")
+	}
+}
