@@ -12,6 +12,19 @@ import (
 // MinSecretLen is the shortest binding secret a Binder takes.
 const MinSecretLen = 32
 
+// LabelBindingSecret separates the binding secret a gate derives from its
+// own secret (BindingSecret) from the other uses of that secret.
+const LabelBindingSecret = "ecoupons payment binding v1"
+
+// BindingSecret derives a Binder's secret from a gate's master secret:
+// HMAC-SHA256(master, LabelBindingSecret). A gate that already keeps a
+// secret for its nonces needs no second one.
+func BindingSecret(master []byte) []byte {
+	m := hmac.New(sha256.New, master)
+	m.Write([]byte(LabelBindingSecret))
+	return m.Sum(nil)
+}
+
 // Binder computes and checks the challenge id as the draft's stateless
 // HMAC-SHA256 binding: id = base64url(HMAC-SHA256(secret, input)) with
 //
