@@ -114,6 +114,7 @@ var codeProblems = map[string]problemClass{
 	coupons.CodeBrokerUnavailable:     {ProblemAboutBlank, 503},
 	coupons.CodeMethodNotAllowed:      {ProblemAboutBlank, 405},
 	coupons.CodeNoReceipts:            {ProblemAboutBlank, 404},
+	coupons.CodeNotFound:              {ProblemAboutBlank, 404},
 	coupons.CodeUnknownCommitment:     {ProblemAboutBlank, 404},
 }
 
