@@ -54,13 +54,13 @@ interrupted.
 ` + operatorHelp,
 		CobraFunc: func(cmd *cobra.Command) {
 			initCmd := &cobra.Command{Use: "init --dir DIR [--database URL]", Short: "Create the broker's keys, ledger and Caddyfile", Args: cobra.NoArgs,
-				RunE: caddycmd.WrapCommandFuncForCobra(func(fl caddycmd.Flags) (int, error) {
+				RunE: plain("ecoupons broker init", func(fl caddycmd.Flags) (int, error) {
 					return brokerInit(fl.String("dir"), fl.String("database"), true)
 				})}
 			initCmd.Flags().String("dir", "", "directory for the keys (required)")
 			initCmd.Flags().String("database", "", "PostgreSQL URL of the ledger (default: SQLite in DIR/broker.db)")
 			runCmd := &cobra.Command{Use: "run --dir DIR [--listen ADDR] [--database URL]", Short: "Serve the broker until interrupted", Args: cobra.NoArgs,
-				RunE: caddycmd.WrapCommandFuncForCobra(brokerRun)}
+				RunE: plain("ecoupons broker run", brokerRun)}
 			runCmd.Flags().String("dir", "", "the directory of broker init (required)")
 			runCmd.Flags().String("listen", "127.0.0.1:8080", "address to serve on")
 			runCmd.Flags().String("database", "", "PostgreSQL URL of the ledger (default: SQLite in DIR/broker.db)")
@@ -81,7 +81,7 @@ Writes broker.pem, broker.pub, admin.pem and admin.pub into --dir, like
 			// use it; not listed.
 			cmd.Hidden = true
 			cmd.Flags().String("dir", "", "directory for the keys (required)")
-			cmd.RunE = caddycmd.WrapCommandFuncForCobra(func(fl caddycmd.Flags) (int, error) {
+			cmd.RunE = plain("ecoupons broker-init", func(fl caddycmd.Flags) (int, error) {
 				return brokerInit(fl.String("dir"), "", false)
 			})
 		},
@@ -101,7 +101,7 @@ window (5 minutes). Wallets have their own: ecoupons wallet office.`,
 			cmd.Flags().String("key", "", "PEM file of the private key (required)")
 			cmd.Flags().String("broker", "", "the broker's base URL (required)")
 			cmd.Flags().String("broker-key", "", "the broker's public key file, (public-key …) in any form, e.g. broker.pub (required)")
-			cmd.RunE = caddycmd.WrapCommandFuncForCobra(officeLink)
+			cmd.RunE = plain("ecoupons office-link", officeLink)
 		},
 	})
 }
@@ -264,6 +264,10 @@ func brokerRun(fl caddycmd.Flags) (int, error) {
 		}}},
 	}
 	raw, _ := json.Marshal(cfg)
+	// Caddy saves the running config for 'caddy run --resume'; the
+	// broker's goes into its own directory, not over the user's
+	// ~/.config/caddy/autosave.json.
+	caddy.ConfigAutosavePath = filepath.Join(dir, "autosave.json")
 	if err := caddy.Load(raw, true); err != nil {
 		return 1, err
 	}

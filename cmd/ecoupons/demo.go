@@ -47,7 +47,7 @@ Otherwise the servers keep running until interrupted.`,
 			cmd.Flags().String("site", "127.0.0.1:8480", "address of the demo site")
 			cmd.Flags().String("broker", "127.0.0.1:8481", "address of the demo broker")
 			cmd.Flags().String("dir", "", "directory for keys and databases (default: a new temporary one)")
-			cmd.RunE = caddycmd.WrapCommandFuncForCobra(func(fl caddycmd.Flags) (int, error) {
+			cmd.RunE = plain("ecoupons demo", func(fl caddycmd.Flags) (int, error) {
 				d := &demo{site: fl.String("site"), broker: fl.String("broker"), dir: fl.String("dir"), out: os.Stdout}
 				if err := d.run(fl.Bool("script")); err != nil {
 					return 1, err

@@ -30,7 +30,7 @@ the gate that uses it: stop the gate first (the command waits 5s for the lock).
 ` + vendorOpsHelp,
 		CobraFunc: func(cmd *cobra.Command) {
 			refused := &cobra.Command{Use: "refused (--store FILE | --redis URL [--prefix P]) [--limit N]", Short: "List the lanes the broker refused for good", Args: cobra.NoArgs,
-				RunE: caddycmd.WrapCommandFuncForCobra(func(fl caddycmd.Flags) (int, error) {
+				RunE: plain("ecoupons vendor refused", func(fl caddycmd.Flags) (int, error) {
 					return vendorRefused(os.Stdout, fl.String("store"), fl.String("redis"), fl.String("prefix"), fl.Int("limit"))
 				})}
 			refused.Flags().String("store", "", "the gate's bolt file")

@@ -131,7 +131,9 @@ func run(f func(cmd *cobra.Command, args []string) error) func(*cobra.Command, [
 			if jsonOutput(cmd) {
 				json.NewEncoder(os.Stderr).Encode(map[string]any{"error": err.Error(), "exit": code})
 			} else {
-				fmt.Fprintln(os.Stderr, "ecoupons wallet:", err)
+				// The wallet package's errors begin "wallet: ", which the
+				// command's own prefix already says.
+				fmt.Fprintln(os.Stderr, "ecoupons wallet:", strings.TrimPrefix(err.Error(), "wallet: "))
 			}
 			os.Exit(code)
 		}
