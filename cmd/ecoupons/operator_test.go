@@ -10,6 +10,7 @@ import (
 
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/internal/stack"
+	"github.com/ecoupons/ecoupons/spki"
 	"github.com/ecoupons/ecoupons/store"
 	"github.com/ecoupons/ecoupons/wallet"
 	"github.com/rogpeppe/go-internal/testscript"
@@ -139,5 +140,31 @@ func TestParseAmountArg(t *testing.T) {
 		if _, _, err := parseAmountArg("AMOUNT", in); err == nil {
 			t.Errorf("%q accepted", in)
 		}
+	}
+}
+
+// TestTopUpWithoutAnswerSaysRetryWithSameID: a top-up whose answer is
+// lost (the connection dies after the broker got it) tells the operator to
+// retry with the same id, which never credits twice.
+func TestTopUpWithoutAnswerSaysRetryWithSameID(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			c.Close()
+		}
+	}))
+	defer srv.Close()
+	bk := stack.NewKey()
+	bp, err := spki.NewPublicKey(bk.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &opsClient{base: srv.URL, key: stack.NewKey(), brokerKey: bp}
+	_, err = topUp(context.Background(), cl, "user:00:EUR", coupons.NanosPerUnit, "pay-7")
+	if err == nil || !strings.Contains(err.Error(), "retry with --id pay-7") {
+		t.Fatalf("lost answer: %v", err)
+	}
+	if oe, ok := err.(opsErr); !ok || oe.code != opsExitFailure {
+		t.Errorf("exit code of %v", err)
 	}
 }
