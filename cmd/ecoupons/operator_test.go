@@ -105,10 +105,10 @@ func TestCheckBrokerURL(t *testing.T) {
 	}
 }
 
-// TestFetchBrokerKeySaysWhatAnswered: a URL that answers, but not as an
+// TestAskBrokerKeySaysWhatAnswered: a URL that answers, but not as an
 // ecoupons broker (a gate's 402, a web page), and one where nothing
 // answers, each get an error saying so, never a parser's message.
-func TestFetchBrokerKeySaysWhatAnswered(t *testing.T) {
+func TestAskBrokerKeySaysWhatAnswered(t *testing.T) {
 	gate := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusPaymentRequired)
 		w.Write([]byte(`{"error":"payment_required"}`))
@@ -121,7 +121,7 @@ func TestFetchBrokerKeySaysWhatAnswered(t *testing.T) {
 		{page.URL, "does not answer as an ecoupons broker (GET /v1/broker: the answer is not an S-expression)"},
 		{"http://127.0.0.1:1", "no broker answers at http://127.0.0.1:1"},
 	} {
-		_, err := fetchBrokerKey(context.Background(), c.url)
+		_, err := askBrokerKey(context.Background(), c.url)
 		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "spki:") {
 			t.Errorf("%s: %v, want %q", c.url, err, c.want)
 		}

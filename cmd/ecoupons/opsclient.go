@@ -4,7 +4,7 @@ package main
 // broker account|vendor|statement|thefts, ecoupons vendor
 // init|register|statement): checking a broker URL, fetching the broker's
 // key, signed calls and their exit codes. Nothing here is the wallet's, so
-// the wallet may use checkBrokerURL and fetchBrokerKey too.
+// the wallet may use checkBrokerURL and askBrokerKey too.
 
 import (
 	"bytes"
@@ -105,11 +105,11 @@ func isLocal(host string) bool {
 // opsHTTP is the client of the operator's commands.
 var opsHTTP = &http.Client{Timeout: 30 * time.Second}
 
-// fetchBrokerKey asks base (a checked broker URL) for its key, GET
+// askBrokerKey asks base (a checked broker URL) for its key, GET
 // /v1/broker. A URL where nothing answers, or where something other than
 // an ecoupons broker answers (a gate's site, a web server), is an error
 // that says so.
-func fetchBrokerKey(ctx context.Context, base string) (*spki.PublicKey, error) {
+func askBrokerKey(ctx context.Context, base string) (*spki.PublicKey, error) {
 	req, err := http.NewRequestWithContext(ctx, "GET", base+"/v1/broker", nil)
 	if err != nil {
 		return nil, err
@@ -240,7 +240,7 @@ func newOpsClient(ctx context.Context, brokerURL, keyFlag, keyPath, passphraseFi
 	if err != nil {
 		return nil, err
 	}
-	bk, err := fetchBrokerKey(ctx, base)
+	bk, err := askBrokerKey(ctx, base)
 	if err != nil {
 		return nil, err
 	}
