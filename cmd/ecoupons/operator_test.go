@@ -49,6 +49,19 @@ func TestOperatorScripts(t *testing.T) {
 				ts.Check(err)
 				ts.Setenv(args[1], w.Config.Account)
 			},
+			// userin DIR CURRENCY: the key of the wallet in DIR opens an
+			// account in CURRENCY at the broker (POST /v1/users), whatever
+			// the wallet's own configuration.
+			"userin": func(ts *testscript.TestScript, neg bool, args []string) {
+				if len(args) != 2 {
+					ts.Fatalf("usage: userin DIR CURRENCY")
+				}
+				w, err := wallet.LoadWith(ts.MkAbs(args[0]), wallet.KeyOptions{})
+				ts.Check(err)
+				var out struct{ Account string }
+				ts.Check(s.CallJSON(w.Key, "POST", "/v1/users", map[string]string{"currency": args[1]}, &out))
+				ts.Logf("account %s", out.Account)
+			},
 			// mkstore FILE: a gate's bolt store with lane 1 of a book
 			// accepted up to coupon 7 (not redeemed) and lane 2 refused by
 			// the broker at coupon 9 as unknown_book.
