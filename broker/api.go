@@ -25,7 +25,9 @@ const MaxBody = 8 << 20
 // GET /v1/broker, GET /v1/revocations and GET /v1/vendor is signed by the
 // caller's key for this broker (SignRequest); a key the broker does not
 // know (Broker.KnownKey) may only register (POST /v1/users, POST
-// /v1/vendors). Admins may top up accounts and set credit limits.
+// /v1/vendors). Admins (/v1/admin/…) may top up accounts, set credit
+// limits, approve accounts, register vendors for their keys, list
+// accounts, vendors and thefts, and read any account's statement.
 type API struct {
 	Broker *Broker
 	// Admins are the keys allowed to call /v1/admin/…

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -232,8 +233,7 @@ func opAccountTopUp() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var out struct{ Account, Balance, Currency string }
-			err = cl.call(context.Background(), "POST", "/v1/admin/topup", map[string]string{"account": args[0], "amount": coupons.FormatAmount(amt), "id": id}, &out)
+			out, err := topUp(context.Background(), cl, args[0], amt, id)
 			if err != nil {
 				return err
 			}
@@ -246,6 +246,23 @@ func opAccountTopUp() *cobra.Command {
 		})}
 	c.Flags().String("id", "", "idempotency key: the payment's reference; the same id never credits twice (default: a new random one)")
 	return c
+}
+
+// topUpResult is the broker's answer to a top-up.
+type topUpResult struct{ Account, Balance, Currency string }
+
+// topUp credits account with amt at the broker, idempotently by id. When
+// no answer comes, the error says to retry with the same id.
+func topUp(ctx context.Context, cl *opsClient, account string, amt int64, id string) (topUpResult, error) {
+	var out topUpResult
+	err := cl.call(ctx, "POST", "/v1/admin/topup", map[string]string{"account": account, "amount": coupons.FormatAmount(amt), "id": id}, &out)
+	var oe opsErr
+	if errors.As(err, &oe) && oe.code == opsExitFailure {
+		// No answer: the broker may have credited the account. Only the
+		// same id retries without crediting twice.
+		return out, opsErr{opsExitFailure, fmt.Errorf("%w; the top-up may have been recorded: retry with --id %s (the same id never credits twice), not without it", err, id)}
+	}
+	return out, err
 }
 
 func opAccountCredit() *cobra.Command {

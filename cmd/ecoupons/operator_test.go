@@ -10,6 +10,7 @@ import (
 
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/internal/stack"
+	"github.com/ecoupons/ecoupons/spki"
 	"github.com/ecoupons/ecoupons/store"
 	"github.com/ecoupons/ecoupons/wallet"
 	"github.com/rogpeppe/go-internal/testscript"
@@ -47,6 +48,19 @@ func TestOperatorScripts(t *testing.T) {
 				w, err := wallet.LoadWith(ts.MkAbs(args[0]), wallet.KeyOptions{})
 				ts.Check(err)
 				ts.Setenv(args[1], w.Config.Account)
+			},
+			// userin DIR CURRENCY: the key of the wallet in DIR opens an
+			// account in CURRENCY at the broker (POST /v1/users), whatever
+			// the wallet's own configuration.
+			"userin": func(ts *testscript.TestScript, neg bool, args []string) {
+				if len(args) != 2 {
+					ts.Fatalf("usage: userin DIR CURRENCY")
+				}
+				w, err := wallet.LoadWith(ts.MkAbs(args[0]), wallet.KeyOptions{})
+				ts.Check(err)
+				var out struct{ Account string }
+				ts.Check(s.CallJSON(w.Key, "POST", "/v1/users", map[string]string{"currency": args[1]}, &out))
+				ts.Logf("account %s", out.Account)
 			},
 			// mkstore FILE: a gate's bolt store with lane 1 of a book
 			// accepted up to coupon 7 (not redeemed) and lane 2 refused by
@@ -104,10 +118,10 @@ func TestCheckBrokerURL(t *testing.T) {
 	}
 }
 
-// TestFetchBrokerKeySaysWhatAnswered: a URL that answers, but not as an
+// TestAskBrokerKeySaysWhatAnswered: a URL that answers, but not as an
 // ecoupons broker (a gate's 402, a web page), and one where nothing
 // answers, each get an error saying so, never a parser's message.
-func TestFetchBrokerKeySaysWhatAnswered(t *testing.T) {
+func TestAskBrokerKeySaysWhatAnswered(t *testing.T) {
 	gate := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusPaymentRequired)
 		w.Write([]byte(`{"error":"payment_required"}`))
@@ -139,5 +153,31 @@ func TestParseAmountArg(t *testing.T) {
 		if _, _, err := parseAmountArg("AMOUNT", in); err == nil {
 			t.Errorf("%q accepted", in)
 		}
+	}
+}
+
+// TestTopUpWithoutAnswerSaysRetryWithSameID: a top-up whose answer is
+// lost (the connection dies after the broker got it) tells the operator to
+// retry with the same id, which never credits twice.
+func TestTopUpWithoutAnswerSaysRetryWithSameID(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			c.Close()
+		}
+	}))
+	defer srv.Close()
+	bk := stack.NewKey()
+	bp, err := spki.NewPublicKey(bk.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &opsClient{base: srv.URL, key: stack.NewKey(), brokerKey: bp}
+	_, err = topUp(context.Background(), cl, "user:00:EUR", coupons.NanosPerUnit, "pay-7")
+	if err == nil || !strings.Contains(err.Error(), "retry with --id pay-7") {
+		t.Fatalf("lost answer: %v", err)
+	}
+	if oe, ok := err.(opsErr); !ok || oe.code != opsExitFailure {
+		t.Errorf("exit code of %v", err)
 	}
 }

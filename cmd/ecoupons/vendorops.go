@@ -228,9 +228,11 @@ func vendorPendingCmd() *cobra.Command {
 // pendingLane is one line of `vendor pending`.
 type pendingLane struct {
 	Lane     string `json:"lane"`
-	State    string `json:"state"`    // pending or refused
-	Accepted uint32 `json:"accepted"` // the highest coupon accepted (pending) or refused
-	Redeemed uint32 `json:"redeemed"` // the highest coupon the broker paid (pending)
+	State    string `json:"state"`              // pending or refused
+	Accepted uint32 `json:"accepted"`           // the highest coupon accepted (pending) or refused
+	Redeemed uint32 `json:"redeemed"`           // the highest coupon the broker paid (pending)
+	Unpaid   string `json:"unpaid,omitempty"`   // the value of the unpaid coupons (pending)
+	Currency string `json:"currency,omitempty"` // of Unpaid
 	Tries    uint32 `json:"tries,omitempty"`
 	Code     string `json:"code,omitempty"`
 	Reason   string `json:"reason,omitempty"`
@@ -271,7 +273,13 @@ func vendorPending(cmd *cobra.Command, path, redisURL, prefix string, limit int)
 	}
 	out := []pendingLane{}
 	for _, p := range ps {
-		out = append(out, pendingLane{Lane: p.ID.String(), State: "pending", Accepted: p.Index, Redeemed: p.Redeemed, Tries: p.Tries})
+		l := pendingLane{Lane: p.ID.String(), State: "pending", Accepted: p.Index, Redeemed: p.Redeemed, Tries: p.Tries}
+		if rec, err := s.Get(ctx, p.ID); err == nil && p.Index > p.Redeemed {
+			if v, err := coupons.MulAmount(uint64(p.Index-p.Redeemed), rec.Meta.Unit); err == nil {
+				l.Unpaid, l.Currency = coupons.FormatAmount(v), rec.Meta.Currency
+			}
+		}
+		out = append(out, l)
 	}
 	for _, r := range refs {
 		out = append(out, pendingLane{Lane: r.ID.String(), State: "refused", Accepted: r.Index, Code: r.Code, Reason: r.Message, At: r.At.UTC().Format(time.RFC3339)})
@@ -284,7 +292,11 @@ func vendorPending(cmd *cobra.Command, path, redisURL, prefix string, limit int)
 	fmt.Fprintln(tw, "LANE\tSTATE\tCOUPON\tREDEEMED\tUNPAID\tDETAIL")
 	for _, l := range out {
 		if l.State == "pending" {
-			fmt.Fprintf(tw, "%s\tpending\t%d\t%d\t%d\t%d failed tries\n", l.Lane, l.Accepted, l.Redeemed, l.Accepted-l.Redeemed, l.Tries)
+			value := ""
+			if l.Unpaid != "" {
+				value = " (" + l.Unpaid + " " + l.Currency + ")"
+			}
+			fmt.Fprintf(tw, "%s\tpending\t%d\t%d\t%d%s\t%d failed tries\n", l.Lane, l.Accepted, l.Redeemed, l.Accepted-l.Redeemed, value, l.Tries)
 		} else {
 			fmt.Fprintf(tw, "%s\trefused\t%d\t\t\t%s at %s: %s\n", l.Lane, l.Accepted, l.Code, l.At, l.Reason)
 		}
