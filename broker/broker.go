@@ -164,14 +164,19 @@ func (b *Broker) RegisterUser(ctx context.Context, key *spki.PublicKey, currency
 				return err
 			}
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE accounts SET floor = $1 WHERE id = $2 AND balance >= $1`, -creditLimit, acct); err != nil {
-			return err
+		// A limit given here applies to an account registered before;
+		// registering again without one (POST /v1/users) keeps the limit
+		// an administrator set.
+		if creditLimit > 0 {
+			if _, err := tx.ExecContext(ctx, `UPDATE accounts SET floor = $1 WHERE id = $2 AND balance >= $1`, -creditLimit, acct); err != nil {
+				return err
+			}
 		}
 		approved := 1
 		if b.ApproveUsers {
 			approved = 0
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO users (key_hash, account, currency, created, approved) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key_hash) DO NOTHING`,
+		_, err := tx.ExecContext(ctx, `INSERT INTO users (key_hash, account, currency, created, approved) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account) DO NOTHING`,
 			hexKey(key.Hash()), acct, currency, b.Now().Unix(), approved)
 		return err
 	})
@@ -196,7 +201,7 @@ func (b *Broker) userAccount(ctx context.Context, account string) (Account, erro
 // idem makes retries safe: the same key never credits twice.
 func (b *Broker) TopUp(ctx context.Context, account string, amount int64, idem string) error {
 	if amount <= 0 {
-		return fmt.Errorf("%w: top-up of %d", ErrAmount, amount)
+		return fmt.Errorf("%w: top-up of %s", ErrAmount, coupons.FormatAmount(amount))
 	}
 	a, err := b.userAccount(ctx, account)
 	if err != nil {
@@ -216,11 +221,13 @@ func (b *Broker) RegisterVendor(ctx context.Context, name string, key *spki.Publ
 	}
 	acct := "vendor:" + name + ":" + currency
 	err := b.tx(ctx, func(tx *sql.Tx) error {
-		var have string
-		err := tx.QueryRowContext(ctx, `SELECT key_hash FROM vendors WHERE name = $1`, name).Scan(&have)
+		var have, haveCur string
+		err := tx.QueryRowContext(ctx, `SELECT key_hash, currency FROM vendors WHERE name = $1`, name).Scan(&have, &haveCur)
 		switch {
 		case err == nil && have != hexKey(key.Hash()):
 			return fmt.Errorf("%w: %s", ErrVendorTaken, name)
+		case err == nil && haveCur != currency:
+			return fmt.Errorf("%w: vendor %s is registered in %s; a vendor's currency is fixed at registration", ErrCurrency, name, haveCur)
 		case err == nil:
 			return nil
 		case !errors.Is(err, sql.ErrNoRows):
@@ -387,7 +394,8 @@ func (b *Broker) SetCreditLimit(ctx context.Context, account string, limit int64
 	if limit < 0 {
 		return fmt.Errorf("%w: negative credit limit", ErrAmount)
 	}
-	if _, err := b.userAccount(ctx, account); err != nil {
+	a, err := b.userAccount(ctx, account)
+	if err != nil {
 		return err
 	}
 	return b.tx(ctx, func(tx *sql.Tx) error {
@@ -396,7 +404,11 @@ func (b *Broker) SetCreditLimit(ctx context.Context, account string, limit int64
 			return err
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("%w: the account owes more than the new limit", ErrInsufficientFunds)
+			var bal int64
+			if err := tx.QueryRowContext(ctx, `SELECT balance FROM accounts WHERE id = $1`, account).Scan(&bal); err != nil {
+				return err
+			}
+			return fmt.Errorf("%w: the account owes %s, more than the new limit of %s", ErrInsufficientFunds, money(-bal, a.Currency), money(limit, a.Currency))
 		}
 		return nil
 	})

@@ -286,7 +286,11 @@ func post(ctx context.Context, tx *sql.Tx, now time.Time, kind, idem, memo strin
 		}
 		if (e.amount > 0 && bal > math.MaxInt64-e.amount) || (e.amount < 0 && (bal < math.MinInt64-e.amount || bal+e.amount < floor)) {
 			if e.amount < 0 {
-				return false, fmt.Errorf("%w: %s holds %d, floor %d, needs %d", ErrInsufficientFunds, e.account, bal, floor, -e.amount)
+				if floor < 0 && floor != noFloor {
+					return false, fmt.Errorf("%w: %s holds %s with a credit limit of %s, needs %s", ErrInsufficientFunds, e.account,
+						money(bal, cur), money(-floor, cur), money(-e.amount, cur))
+				}
+				return false, fmt.Errorf("%w: %s holds %s, needs %s", ErrInsufficientFunds, e.account, money(bal, cur), money(-e.amount, cur))
 			}
 			return false, ErrAmount
 		}

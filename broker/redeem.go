@@ -55,15 +55,29 @@ func (b *Broker) Redeem(ctx context.Context, vendorKey spki.KeyHash, batch []Red
 	}
 	out := make([]RedeemResult, len(batch))
 	err := b.tx(ctx, func(tx *sql.Tx) error {
-		var name, vacct, currency string
-		err := tx.QueryRowContext(ctx, `SELECT name, account, currency FROM vendors WHERE key_hash = $1`, hexKey(vendorKey)).Scan(&name, &vacct, &currency)
-		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("%w: no vendor registered for this key", ErrUnknownVendor)
-		}
+		// The vendor names of the key: several when the vendor registered
+		// one per currency, say; each book pays the account of its name.
+		rs := &redeemState{books: map[[32]byte]*bookRow{}, totals: map[[32]byte]*bookTotals{}, vendors: map[string]vendorRow{}}
+		rows, err := tx.QueryContext(ctx, `SELECT name, account, currency FROM vendors WHERE key_hash = $1`, hexKey(vendorKey))
 		if err != nil {
 			return err
 		}
-		rs := &redeemState{books: map[[32]byte]*bookRow{}, totals: map[[32]byte]*bookTotals{}}
+		for rows.Next() {
+			var name string
+			var v vendorRow
+			if err := rows.Scan(&name, &v.account, &v.currency); err != nil {
+				rows.Close()
+				return err
+			}
+			rs.vendors[name] = v
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if len(rs.vendors) == 0 {
+			return fmt.Errorf("%w: no vendor registered for this key", ErrUnknownVendor)
+		}
 		// Prepared once per batch: the three statements every item runs.
 		for _, p := range []struct {
 			dst   **sql.Stmt
@@ -79,7 +93,7 @@ func (b *Broker) Redeem(ctx context.Context, vendorKey spki.KeyHash, batch []Red
 			defer (*p.dst).Close()
 		}
 		for i := range batch {
-			res, err := b.redeemOne(ctx, tx, name, rs, &batch[i])
+			res, err := b.redeemOne(ctx, tx, rs, &batch[i])
 			if err != nil && !isItemError(err) {
 				return err // a database failure: the whole batch rolls back
 			}
@@ -98,8 +112,9 @@ func (b *Broker) Redeem(ctx context.Context, vendorKey spki.KeyHash, batch []Red
 			if amount == 0 {
 				continue
 			}
+			v := rs.vendors[rs.books[book].vendor]
 			if _, err := post(ctx, tx, b.Now(), "redeem", "", "", entry{escrowAccount(book), -t.escrow}, entry{reserveAccount(book), -t.reserve},
-				entry{vacct, amount - t.fee}, entry{feesAccount(currency), t.fee}); err != nil {
+				entry{v.account, amount - t.fee}, entry{feesAccount(v.currency), t.fee}); err != nil {
 				return err // the escrow always covers its book's coupons: a failure here is a bug or corruption
 			}
 		}
@@ -114,18 +129,22 @@ func (b *Broker) Redeem(ctx context.Context, vendorKey spki.KeyHash, batch []Red
 // redeemState caches, within one batch, the books it touches and the
 // amounts owed per book.
 type redeemState struct {
-	books  map[[32]byte]*bookRow
-	totals map[[32]byte]*bookTotals
+	books   map[[32]byte]*bookRow
+	totals  map[[32]byte]*bookTotals
+	vendors map[string]vendorRow // the caller's vendor names
 
 	selectLane, insertLane, updateLane *sql.Stmt
 }
+
+// vendorRow is a vendor name's account and currency.
+type vendorRow struct{ account, currency string }
 
 // bookTotals is what one batch pays from a book: from its escrow, from
 // its reserve (reserved lanes), and the broker's fee out of both.
 type bookTotals struct{ escrow, reserve, fee int64 }
 
 type bookRow struct {
-	vendor              string
+	vendor, currency    string
 	unit, lanes, length int64
 	released            int64
 	salt, root          [32]byte
@@ -149,15 +168,16 @@ func refuse(code, format string, args ...any) error {
 	return itemError{fmt.Errorf("%w: "+format, append([]any{ErrRedemption}, args...)...), code}
 }
 
-func (b *Broker) redeemOne(ctx context.Context, tx *sql.Tx, vendor string, rs *redeemState, r *Redemption) (RedeemResult, error) {
+func (b *Broker) redeemOne(ctx context.Context, tx *sql.Tx, rs *redeemState, r *Redemption) (RedeemResult, error) {
 	res := RedeemResult{Lane: r.Lane}
 	bookHex := hex.EncodeToString(r.Lane.Book[:])
 	bk, ok := rs.books[r.Lane.Book]
 	if !ok {
 		bk = &bookRow{}
 		var saltHex, rootHex string
-		err := tx.QueryRowContext(ctx, `SELECT vendor, unit, lanes, length, salt, root, released FROM books WHERE id = $1`, bookHex).
-			Scan(&bk.vendor, &bk.unit, &bk.lanes, &bk.length, &saltHex, &rootHex, &bk.released)
+		err := tx.QueryRowContext(ctx, `SELECT k.vendor, a.currency, k.unit, k.lanes, k.length, k.salt, k.root, k.released
+			FROM books k JOIN accounts a ON a.id = k.owner WHERE k.id = $1`, bookHex).
+			Scan(&bk.vendor, &bk.currency, &bk.unit, &bk.lanes, &bk.length, &saltHex, &rootHex, &bk.released)
 		if errors.Is(err, sql.ErrNoRows) {
 			return res, itemError{fmt.Errorf("%w: %x…", ErrUnknownBook, r.Lane.Book[:6]), RedeemUnknownBook}
 		}
@@ -168,9 +188,16 @@ func (b *Broker) redeemOne(ctx context.Context, tx *sql.Tx, vendor string, rs *r
 		hex.Decode(bk.root[:], []byte(rootHex))
 		rs.books[r.Lane.Book] = bk
 	}
+	v, mine := rs.vendors[bk.vendor]
+	vendor := bk.vendor
 	switch {
-	case bk.vendor != vendor:
+	case !mine:
 		return res, itemError{fmt.Errorf("%w: book of %s", ErrNotYourBook, bk.vendor), RedeemNotYourBook}
+	case bk.currency != v.currency:
+		// Never so for a book registered here (RegisterBook refuses a
+		// book in another currency than its vendor's); refused rather
+		// than posted across currencies.
+		return res, itemError{fmt.Errorf("%w: the book is in %s, vendor %s is paid in %s", ErrCurrency, bk.currency, vendor, v.currency), RedeemCurrencyMismatch}
 	case bk.released != 0:
 		return res, itemError{ErrBookClosed, RedeemBookClosed}
 	case int64(r.Lane.Lane) >= bk.lanes:

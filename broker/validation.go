@@ -76,17 +76,18 @@ func (b *Broker) CheckLane(ctx context.Context, vendorKey spki.KeyHash, q LaneQu
 	bookHex := hex.EncodeToString(q.Lane.Book[:])
 	err := b.tx(ctx, func(tx *sql.Tx) error {
 		st = LaneStatus{}
-		var vendor string
-		err := tx.QueryRowContext(ctx, `SELECT name FROM vendors WHERE key_hash = $1`, hexKey(vendorKey)).Scan(&vendor)
-		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("%w: no vendor registered for this key", ErrUnknownVendor)
-		} else if err != nil {
+		// A key may hold several vendor names (one per currency, say).
+		var vendors int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM vendors WHERE key_hash = $1`, hexKey(vendorKey)).Scan(&vendors); err != nil {
 			return err
+		}
+		if vendors == 0 {
+			return fmt.Errorf("%w: no vendor registered for this key", ErrUnknownVendor)
 		}
 		var bk bookRow
 		var saltHex, rootHex string
 		var notAfter int64
-		err = tx.QueryRowContext(ctx, `SELECT vendor, unit, lanes, length, salt, root, released, not_after FROM books WHERE id = $1`, bookHex).
+		err := tx.QueryRowContext(ctx, `SELECT vendor, unit, lanes, length, salt, root, released, not_after FROM books WHERE id = $1`, bookHex).
 			Scan(&bk.vendor, &bk.unit, &bk.lanes, &bk.length, &saltHex, &rootHex, &bk.released, &notAfter)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("%w: %x… is not registered at this broker (its face value is not held)", ErrUnknownBook, q.Lane.Book[:6])
@@ -94,8 +95,12 @@ func (b *Broker) CheckLane(ctx context.Context, vendorKey spki.KeyHash, q LaneQu
 			return err
 		}
 		hex.Decode(bk.root[:], []byte(rootHex))
+		var mine int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM vendors WHERE key_hash = $1 AND name = $2`, hexKey(vendorKey), bk.vendor).Scan(&mine); err != nil {
+			return err
+		}
 		switch {
-		case bk.vendor != vendor:
+		case mine == 0:
 			return fmt.Errorf("%w: book of %s", ErrNotYourBook, bk.vendor)
 		case bk.released != 0:
 			return ErrBookClosed
@@ -161,7 +166,7 @@ func (b *Broker) CheckLane(ctx context.Context, vendorKey spki.KeyHash, q LaneQu
 		if err != nil {
 			return err
 		}
-		if _, err := post(ctx, tx, b.Now(), "reserve", "", fmt.Sprintf("lane %d reserved for %s", q.Lane.Lane, vendor),
+		if _, err := post(ctx, tx, b.Now(), "reserve", "", fmt.Sprintf("lane %d reserved for %s", q.Lane.Lane, bk.vendor),
 			entry{escrowAccount(q.Lane.Book), -amount}, entry{reserveAccount(q.Lane.Book), amount}); err != nil {
 			return err
 		}

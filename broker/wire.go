@@ -52,6 +52,8 @@ const (
 	RedeemBadCoupon      = brokerapi.RedeemBadCoupon      // does not hash to the lane's last redeemed value
 	RedeemMoreOften      = brokerapi.RedeemMoreOften      // more than MaxRedeemSteps coupons since the last redemption
 	RedeemRefused        = brokerapi.RedeemRefused        // any other refusal of the item
+	// RedeemCurrencyMismatch: the book is in another currency than the vendor's.
+	RedeemCurrencyMismatch = brokerapi.RedeemCurrencyMismatch
 )
 
 type (

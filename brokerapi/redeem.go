@@ -39,15 +39,18 @@ type RedeemOutcome struct {
 // Reason codes of refused redemption items (RedeemOutcome.Code).
 // RedeemPermanent tells which are final.
 const (
-	RedeemUnknownBook    = coupons.CodeUnknownBook       // the book is not registered here
-	RedeemNotYourBook    = coupons.CodeNotYourBook       // the book is another vendor's
-	RedeemBookClosed     = coupons.CodeBookClosed        // released after expiry
-	RedeemLaneOutOfRange = coupons.CodeLaneOutOfRange    // beyond the book's lanes
-	RedeemBadIndex       = coupons.CodeBadIndex          // 0 or beyond the lane's length
-	RedeemBadProof       = coupons.CodeBadProof          // a first redemption without a valid anchor and Merkle proof
-	RedeemBadCoupon      = coupons.CodeBadCoupon         // does not hash to the lane's last redeemed value
-	RedeemMoreOften      = coupons.CodeRedeemMoreOften   // more than the broker's steps since the last redemption
-	RedeemRefused        = coupons.CodeRedemptionRefused // any other refusal of the item
+	RedeemUnknownBook    = coupons.CodeUnknownBook     // the book is not registered here
+	RedeemNotYourBook    = coupons.CodeNotYourBook     // the book is another vendor's
+	RedeemBookClosed     = coupons.CodeBookClosed      // released after expiry
+	RedeemLaneOutOfRange = coupons.CodeLaneOutOfRange  // beyond the book's lanes
+	RedeemBadIndex       = coupons.CodeBadIndex        // 0 or beyond the lane's length
+	RedeemBadProof       = coupons.CodeBadProof        // a first redemption without a valid anchor and Merkle proof
+	RedeemBadCoupon      = coupons.CodeBadCoupon       // does not hash to the lane's last redeemed value
+	RedeemMoreOften      = coupons.CodeRedeemMoreOften // more than the broker's steps since the last redemption
+	// RedeemCurrencyMismatch: the book is in another currency than the
+	// vendor's account.
+	RedeemCurrencyMismatch = coupons.CodeCurrencyMismatch
+	RedeemRefused          = coupons.CodeRedemptionRefused // any other refusal of the item
 )
 
 // RedeemPermanent reports whether an item refused with code can never be
@@ -55,7 +58,7 @@ const (
 // Other refusals (redeem_more_often, an unknown code) may pass later.
 func RedeemPermanent(code string) bool {
 	switch code {
-	case RedeemUnknownBook, RedeemNotYourBook, RedeemBookClosed, RedeemLaneOutOfRange, RedeemBadIndex, RedeemBadProof, RedeemBadCoupon:
+	case RedeemUnknownBook, RedeemNotYourBook, RedeemBookClosed, RedeemLaneOutOfRange, RedeemBadIndex, RedeemBadProof, RedeemBadCoupon, RedeemCurrencyMismatch:
 		return true
 	}
 	return false

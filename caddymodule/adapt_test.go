@@ -54,13 +54,16 @@ func TestCaddyfileAdapt(t *testing.T) {
 // with a message that says what to write.
 func TestCaddyfileErrors(t *testing.T) {
 	cases := map[string]string{
-		"price 0":                        "price must be a positive integer",
-		"price two":                      "price must be a positive integer",
-		"unit 0.001":                     "unit takes a decimal value and a currency",
-		"store":                          "store needs a backend",
-		"store tape":                     "unknown store",
-		"store memory now":               "store memory takes no arguments",
-		"store redis":                    "store redis takes a URL",
+		"price 0":             "price must be a positive integer",
+		"price two":           "price must be a positive integer",
+		"unit 0.001":          "unit takes a decimal value and a currency",
+		"store":               "store needs a backend",
+		"store tape":          "unknown store",
+		"store memory now":    "store memory takes no arguments",
+		"store redis":         "store redis takes a URL",
+		"store redis_cluster": "store redis_cluster takes a URL naming its nodes",
+		"store redis_cluster redis://a:1 p min_replicas x": "min_replicas must be a whole number",
+		"store redis_cluster redis://a:1 p quorum 2":       "takes a URL, a key prefix and 'min_replicas <n>'",
 		"store bolt a b":                 "store bolt takes a path and 'commit_delay <duration>'",
 		"store bolt a commit_delay soon": "commit_delay must be a duration",
 		"lane_rate fast":                 "lane_rate must be a number",

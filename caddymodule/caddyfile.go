@@ -27,6 +27,7 @@ func init() {
 //	    price            <coupons per request>
 //	    unit             <decimal> <currency>
 //	    store            memory | bolt [<path>] [commit_delay <duration>] | redis <url> [<prefix>]
+//	                     | redis_cluster <url> [<prefix>] [min_replicas <n>]
 //	    mode             offline | semi | online
 //	    broker_timeout   <duration>
 //	    max_jump         <coupons>
@@ -254,7 +255,7 @@ func (g *Gate) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 func (g *Gate) parseStore(d *caddyfile.Dispenser) error {
 	args := d.RemainingArgs()
 	if len(args) == 0 {
-		return d.Errf("store needs a backend: memory, bolt [<path>] or redis <url> [<prefix>]")
+		return d.Errf("store needs a backend: memory, bolt [<path>], redis <url> [<prefix>] or redis_cluster <url> [<prefix>] [min_replicas <n>]")
 	}
 	var mod caddy.Module
 	var name string
@@ -290,8 +291,29 @@ func (g *Gate) parseStore(d *caddyfile.Dispenser) error {
 			r.Prefix = args[2]
 		}
 		mod, name = r, "redis"
+	case "redis_cluster":
+		rest := args[1:]
+		if len(rest) == 0 {
+			return d.Errf("store redis_cluster takes a URL naming its nodes, e.g. 'store redis_cluster redis://10.0.0.1:7000?addr=10.0.0.2:7000&addr=10.0.0.3:7000'")
+		}
+		r := &RedisStore{URL: rest[0], Cluster: true}
+		rest = rest[1:]
+		if len(rest)%2 == 1 {
+			r.Prefix, rest = rest[0], rest[1:]
+		}
+		for ; len(rest) > 0; rest = rest[2:] {
+			if rest[0] != "min_replicas" {
+				return d.Errf("store redis_cluster takes a URL, a key prefix and 'min_replicas <n>', got %q", rest[0])
+			}
+			n, err := strconv.Atoi(rest[1])
+			if err != nil || n < 0 || n > 16 {
+				return d.Errf("min_replicas must be a whole number from 0 to 16, got %q", rest[1])
+			}
+			r.MinReplicas = &n
+		}
+		mod, name = r, "redis"
 	default:
-		return d.Errf("unknown store %q: use memory, bolt or redis", args[0])
+		return d.Errf("unknown store %q: use memory, bolt, redis or redis_cluster", args[0])
 	}
 	g.StoreRaw = caddyconfig.JSONModuleObject(mod, "backend", name, nil)
 	return nil

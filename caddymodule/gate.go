@@ -192,7 +192,7 @@ type Gate struct {
 	vendorHash   [32]byte    // SHA-256 of Vendor, kept with each lane
 	thefts       *theftQueue // evidence waiting for its lane's next redemption
 	httpClient   *http.Client
-	stopRedeem   context.CancelFunc
+	stopRedeem   func() // stops the redemption worker and waits for it to end
 	stopPoll     context.CancelFunc
 	logger       *zap.Logger
 	now          func() time.Time
@@ -290,8 +290,12 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 	if g.Broker != "" && g.vendorSigner != nil {
 		g.httpClient = &http.Client{Timeout: 30 * time.Second}
 		runCtx, stop := context.WithCancel(context.Background())
-		g.stopRedeem = stop
-		go g.redeemLoop(runCtx)
+		done := make(chan struct{})
+		g.stopRedeem = func() { stop(); <-done }
+		go func() {
+			defer close(done)
+			g.redeemLoop(runCtx)
+		}()
 	} else {
 		g.logger.Info("coupons are not redeemed by this gate: set both broker and vendor_key to redeem them")
 	}
@@ -497,30 +501,30 @@ func reasonFor(err error) string {
 		err  error
 		code string
 	}{
-		{coupons.ErrReplay, "coupon_spent"},
-		{coupons.ErrJumpTooLarge, "index_jump_too_large"},
-		{coupons.ErrBeyondLane, "beyond_lane"},
-		{coupons.ErrBadCoupon, "bad_coupon"},
-		{coupons.ErrCapExceeded, "cap_exceeded"},
-		{coupons.ErrBookNotFunded, "book_not_funded"},
-		{coupons.ErrWrongVendor, "wrong_vendor"},
-		{coupons.ErrBookExpired, "book_expired"},
-		{coupons.ErrUntrustedBroker, "untrusted_broker"},
-		{coupons.ErrOwnerNotCertified, "owner_not_certified"},
-		{coupons.ErrGrantWider, "grant_wider_than_parent"},
-		{coupons.ErrNotAuthorized, "not_authorized"},
-		{coupons.ErrRevoked, "revoked"},
-		{coupons.ErrLaneOutOfRange, "lane_out_of_range"},
-		{coupons.ErrBadOpenSignature, "bad_open_signature"},
-		{coupons.ErrBadNonce, "bad_nonce"},
-		{coupons.ErrBadProof, "bad_merkle_proof"},
-		{coupons.ErrBadBook, "bad_book"},
+		{coupons.ErrReplay, coupons.CodeCouponSpent},
+		{coupons.ErrJumpTooLarge, coupons.CodeIndexJumpTooLarge},
+		{coupons.ErrBeyondLane, coupons.CodeBeyondLane},
+		{coupons.ErrBadCoupon, coupons.CodeBadCoupon},
+		{coupons.ErrCapExceeded, coupons.CodeCapExceeded},
+		{coupons.ErrBookNotFunded, coupons.CodeBookNotFunded},
+		{coupons.ErrWrongVendor, coupons.CodeWrongVendor},
+		{coupons.ErrBookExpired, coupons.CodeBookExpired},
+		{coupons.ErrUntrustedBroker, coupons.CodeUntrustedBroker},
+		{coupons.ErrOwnerNotCertified, coupons.CodeOwnerNotCertified},
+		{coupons.ErrGrantWider, coupons.CodeGrantWiderThanParent},
+		{coupons.ErrNotAuthorized, coupons.CodeNotAuthorized},
+		{coupons.ErrRevoked, coupons.CodeRevoked},
+		{coupons.ErrLaneOutOfRange, coupons.CodeLaneOutOfRange},
+		{coupons.ErrBadOpenSignature, coupons.CodeBadOpenSignature},
+		{coupons.ErrBadNonce, coupons.CodeBadNonce},
+		{coupons.ErrBadProof, coupons.CodeBadMerkleProof},
+		{coupons.ErrBadBook, coupons.CodeBadBook},
 	} {
 		if errors.Is(err, m.err) {
 			return m.code
 		}
 	}
-	return "payment_refused"
+	return coupons.CodePaymentRefused
 }
 
 // refuse counts a refused payment and answers 402.
@@ -579,13 +583,16 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 // serveWellKnown answers the gate's own paths (lane opens, the vendor's
 // receipt commitment); it reports whether it answered.
 func (g *Gate) serveWellKnown(w http.ResponseWriter, r *http.Request) bool {
+	if !strings.HasPrefix(r.URL.Path, wellKnownPrefix) {
+		return false
+	}
 	switch {
 	case r.URL.Path == OpenPath:
 		_ = g.serveOpen(w, r)
 		return true
 	case r.URL.Path == VendorPath && r.Method == http.MethodGet:
 		if g.receipts == nil {
-			writeJSON(w, http.StatusNotFound, problem{Error: "no_receipts", Reason: "this gate issues no receipts (no vendor_key)"})
+			writeJSON(w, http.StatusNotFound, problem{Error: coupons.CodeNoReceipts, Reason: "this gate issues no receipts (no vendor_key)"})
 			return true
 		}
 		g.receipts.serve(w, r)
@@ -597,14 +604,14 @@ func (g *Gate) serveWellKnown(w http.ResponseWriter, r *http.Request) bool {
 // parsePayment reads the request's ECoupon payment into p; without one it
 // answers 402 with a challenge, with a malformed one 400.
 func (g *Gate) parsePayment(w http.ResponseWriter, r *http.Request, p *coupons.Payment) bool {
-	auth := r.Header.Get("Authorization")
+	auth := headerValue(r.Header, keyAuthorization)
 	if auth == "" || !hasScheme(auth, coupons.Scheme) {
-		g.payRequired(w, "payment_required", fmt.Sprintf("this resource costs %d coupon(s) of %s %s", g.Price, g.challenge.Unit, g.Currency), hintPay)
+		g.payRequired(w, coupons.CodePaymentRequired, fmt.Sprintf("this resource costs %d coupon(s) of %s %s", g.Price, g.challenge.Unit, g.Currency), hintPay)
 		return false
 	}
 	if err := coupons.ParsePayment(auth, p); err != nil {
 		gateMetrics.payments.WithLabelValues(g.Vendor, "bad_payment_header").Inc()
-		badRequest(w, "bad_payment_header", err)
+		badRequest(w, coupons.CodeBadPaymentHeader, err)
 		return false
 	}
 	return true
@@ -617,7 +624,7 @@ func (g *Gate) parsePayment(w http.ResponseWriter, r *http.Request, p *coupons.P
 // open the request carries. On refusal it has answered.
 func (g *Gate) accept(w http.ResponseWriter, r *http.Request, p *coupons.Payment, body content) (lanes.Result, bool) {
 	ctx := r.Context()
-	doc := r.Header.Get(HeaderOpen)
+	doc := headerValue(r.Header, keyOpen)
 	pay := lanes.Payment{Coupon: *p, Request: coupons.Request{Method: r.Method, Host: strings.ToLower(r.Host),
 		Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Range: rangeHeader(r.Header)}}
 	if body.has {
@@ -675,25 +682,25 @@ func (g *Gate) refuseAccept(w http.ResponseWriter, id coupons.LaneID, err error)
 	)
 	switch {
 	case errors.Is(err, lanes.ErrNotOpen):
-		g.refuse(w, "lane_not_open", "lane "+id.String()+" is not open here")
+		g.refuse(w, coupons.CodeLaneNotOpen, "lane "+id.String()+" is not open here")
 	case errors.As(err, &reopen):
-		g.refuse(w, "lane_not_open", "lane "+id.String()+" was opened before this store "+reopen.why+": open it again")
+		g.refuse(w, coupons.CodeLaneNotOpen, "lane "+id.String()+" was opened before this store "+reopen.why+": open it again")
 	case errors.As(err, &misfit):
 		g.refuse(w, misfit.code, misfit.reason)
 	case errors.As(err, &limited):
 		w.Header().Set("Retry-After", strconv.Itoa(int(limited.Wait/time.Second)+1))
-		writeJSON(w, http.StatusTooManyRequests, problem{Error: "lane_rate_limited",
+		writeJSON(w, http.StatusTooManyRequests, problem{Error: coupons.CodeLaneRateLimited,
 			Reason: fmt.Sprintf("more than %g requests per second on this lane; no coupon was spent", g.LaneRate)})
 	case errors.Is(err, store.ErrRevoked):
 		g.refuseRevoked(w, err)
 	case errors.As(err, &failed):
 		g.storeUnavailable(w, failed.Err)
 	case errors.Is(err, coupons.ErrCapExceeded):
-		g.refuse(w, "cap_exceeded", "this payment would exceed the spending cap of the lane's delegation; this coupon was not accepted")
+		g.refuse(w, coupons.CodeCapExceeded, "this payment would exceed the spending cap of the lane's delegation; this coupon was not accepted")
 	case errors.As(err, &spent):
 		gateMetrics.payments.WithLabelValues(g.Vendor, "coupon_spent").Inc()
 		c := g.challenge
-		c.Error, c.Reason, c.Nonce, c.Hint = "coupon_spent", err.Error(), g.nonces.issue(), hintPay
+		c.Error, c.Reason, c.Nonce, c.Hint = coupons.CodeCouponSpent, err.Error(), g.nonces.issue(), hintPay
 		c.Resume = spent.Resume
 		if spent.Lease {
 			c.Hint = fmt.Sprintf("the gate restarted while it held a spending lease on this lane: pay again from coupon %d (the lane's coupons below it are spent)", spent.Resume)
@@ -728,20 +735,20 @@ func (g *Gate) reportTheft(id coupons.LaneID, theft *coupons.Theft) {
 func (g *Gate) respondPaid(w http.ResponseWriter, p *coupons.Payment, res *lanes.Result) bool {
 	rec := &res.Record
 	h := w.Header()
-	h.Set(HeaderBalance, strconv.FormatUint(uint64(rec.Meta.Length-rec.State.Last), 10))
+	setUint(h, keyBalance, uint64(rec.Meta.Length-rec.State.Last))
 	if rec.Credit > 0 {
-		h.Set(HeaderCredit, strconv.FormatUint(uint64(rec.Credit), 10))
+		setUint(h, keyCredit, uint64(rec.Credit))
 	}
 	if !res.Served {
 		gateMetrics.payments.WithLabelValues(g.Vendor, "insufficient_payment").Inc()
-		g.payRequired(w, "insufficient_payment", fmt.Sprintf("this resource costs %d coupon(s); %d received and kept as credit on the lane, pay %d more",
+		g.payRequired(w, coupons.CodeInsufficientPayment, fmt.Sprintf("this resource costs %d coupon(s); %d received and kept as credit on the lane, pay %d more",
 			g.Price, rec.Credit, g.Price-rec.Credit), "pay the remaining coupons on the same lane")
 		return false
 	}
 	g.mAccepted.Inc()
 	if g.receipts != nil {
 		if v, err := g.receipts.header(coupons.ReceiptMessage(p.Lane, p.Index, res.Paid, &res.Digest)); err == nil {
-			h.Set(HeaderReceipt, v)
+			h[keyReceipt] = []string{v}
 		} else {
 			g.logger.Error("could not issue a receipt", zap.Error(err))
 		}
@@ -752,9 +759,10 @@ func (g *Gate) respondPaid(w http.ResponseWriter, p *coupons.Payment, res *lanes
 // serveUpstream serves a paid request and settles it: when the upstream
 // fails (5xx), the price is credited back to the lane.
 func (g *Gate) serveUpstream(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, id coupons.LaneID) error {
-	rr := caddyhttp.NewResponseRecorder(w, nil, nil)
-	err := next.ServeHTTP(rr, r)
-	status := rr.Status()
+	sw := newStatusWriter(w)
+	err := next.ServeHTTP(sw, r)
+	status := sw.status
+	sw.put()
 	if err != nil {
 		status = http.StatusInternalServerError
 		var he caddyhttp.HandlerError
@@ -786,7 +794,7 @@ type content struct {
 // for. A request without a body costs nothing.
 func (g *Gate) readContent(w http.ResponseWriter, r *http.Request) (content, bool) {
 	var c content
-	cd := r.Header.Get(coupons.HeaderContentDigest)
+	cd := headerValue(r.Header, keyContentDigest)
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 && len(r.TransferEncoding) == 0 {
 		if cd == "" {
 			return c, true
@@ -800,7 +808,7 @@ func (g *Gate) readContent(w http.ResponseWriter, r *http.Request) (content, boo
 	body, err := io.ReadAll(io.LimitReader(r.Body, g.MaxBody+1))
 	if err != nil {
 		gateMetrics.payments.WithLabelValues(g.Vendor, "bad_content_digest").Inc()
-		badRequest(w, "bad_content_digest", fmt.Errorf("reading the body: %w", err))
+		badRequest(w, coupons.CodeBadContentDigest, fmt.Errorf("reading the body: %w", err))
 		return c, false
 	}
 	if int64(len(body)) > g.MaxBody {
@@ -818,7 +826,7 @@ func (g *Gate) readContent(w http.ResponseWriter, r *http.Request) (content, boo
 	}
 	if cd == "" {
 		gateMetrics.payments.WithLabelValues(g.Vendor, "content_digest_required").Inc()
-		badRequest(w, "content_digest_required", errors.New("a paid request with a body must state its SHA-256 in Content-Digest: sha-256=:<base64>: (RFC 9530); no coupon was accepted"))
+		badRequest(w, coupons.CodeContentDigestRequired, errors.New("a paid request with a body must state its SHA-256 in Content-Digest: sha-256=:<base64>: (RFC 9530); no coupon was accepted"))
 		return c, false
 	}
 	c.sum, c.has = sum, true
@@ -834,7 +842,7 @@ func (g *Gate) checkContentDigest(w http.ResponseWriter, cd string, sum [32]byte
 	}
 	if err != nil {
 		gateMetrics.payments.WithLabelValues(g.Vendor, "bad_content_digest").Inc()
-		badRequest(w, "bad_content_digest", fmt.Errorf("%w; no coupon was accepted", err))
+		badRequest(w, coupons.CodeBadContentDigest, fmt.Errorf("%w; no coupon was accepted", err))
 		return false
 	}
 	return true
@@ -846,13 +854,13 @@ func (g *Gate) bodyTooLarge(w http.ResponseWriter, n int64) {
 	if n > 0 {
 		why = fmt.Sprintf("a body of %d bytes; %s", n, why)
 	}
-	writeJSON(w, http.StatusRequestEntityTooLarge, problem{Error: "body_too_large", Reason: why})
+	writeJSON(w, http.StatusRequestEntityTooLarge, problem{Error: coupons.CodeBodyTooLarge, Reason: why})
 }
 
 // rangeHeader returns the request's Range field lines joined with ", ", as
 // the request digest binds them.
 func rangeHeader(h http.Header) string {
-	v := h["Range"]
+	v := h[keyRange]
 	switch len(v) {
 	case 0:
 		return ""
@@ -870,7 +878,7 @@ func (g *Gate) refuseRevoked(w http.ResponseWriter, err error) {
 		return
 	}
 	gateMetrics.payments.WithLabelValues(g.Vendor, "revoked").Inc()
-	g.payRequired(w, "revoked", "a certificate or key of the delegation this lane was opened under has been revoked, "+
+	g.payRequired(w, coupons.CodeRevoked, "a certificate or key of the delegation this lane was opened under has been revoked, "+
 		"so the lane takes no payment under it; no coupon of this payment was accepted. The book's owner can still "+
 		"open the lane again with its own key (or grant it to another device), keeping its position and credit",
 		"ask the book's owner for a new grant; the owner's wallet can open this lane again and spend what is left on it")
@@ -882,7 +890,7 @@ func (g *Gate) refuseRevoked(w http.ResponseWriter, err error) {
 func (g *Gate) storeUnavailable(w http.ResponseWriter, err error) {
 	g.logger.Error("spent-state store failed", zap.Error(err))
 	w.Header().Set("Retry-After", "5")
-	writeJSON(w, http.StatusServiceUnavailable, problem{Error: "store_unavailable", Reason: "the spent-state store is unavailable; try again later"})
+	writeJSON(w, http.StatusServiceUnavailable, problem{Error: coupons.CodeStoreUnavailable, Reason: "the spent-state store is unavailable; try again later"})
 }
 
 // openLane verifies a lane-open document and records the lane. On failure
@@ -895,23 +903,23 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	fail := errAnswered
 	if !g.opens.allow(clientIP(r), g.now()) {
 		w.Header().Set("Retry-After", "60")
-		writeJSON(w, http.StatusTooManyRequests, problem{Error: "open_rate_limited", Reason: fmt.Sprintf("more than %d lane opens per minute from this address (IPv6: from its /%d)", g.OpensPerMinute, g.IPv6Prefix)})
+		writeJSON(w, http.StatusTooManyRequests, problem{Error: coupons.CodeOpenRateLimited, Reason: fmt.Sprintf("more than %d lane opens per minute from this address (IPv6: from its /%d)", g.OpensPerMinute, g.IPv6Prefix)})
 		return store.Record{}, fail
 	}
 	if len(doc) > g.MaxOpenBytes {
-		writeJSON(w, http.StatusRequestEntityTooLarge, problem{Error: "open_too_large", Reason: fmt.Sprintf("lane-open document of %d bytes, limit %d", len(doc), g.MaxOpenBytes)})
+		writeJSON(w, http.StatusRequestEntityTooLarge, problem{Error: coupons.CodeOpenTooLarge, Reason: fmt.Sprintf("lane-open document of %d bytes, limit %d", len(doc), g.MaxOpenBytes)})
 		return store.Record{}, fail
 	}
 	lim := spki.DefaultLimits
 	lim.MaxSize = g.MaxOpenBytes
 	x, err := lim.Parse(doc)
 	if err != nil {
-		badRequest(w, "bad_open", err)
+		badRequest(w, coupons.CodeBadOpen, err)
 		return store.Record{}, fail
 	}
 	o, err := coupons.ParseOpen(x)
 	if err != nil {
-		badRequest(w, "bad_open", err)
+		badRequest(w, coupons.CodeBadOpen, err)
 		return store.Record{}, fail
 	}
 	pol := &coupons.OpenPolicy{Vendor: g.Vendor, Brokers: g.brokers, Now: g.now(), CheckNonce: g.nonces.check, Cache: g.sigs}
@@ -924,7 +932,7 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		if err != nil {
 			gateMetrics.opens.WithLabelValues(g.Vendor, "revocations_stale").Inc()
 			w.Header().Set("Retry-After", "30")
-			writeJSON(w, http.StatusServiceUnavailable, problem{Error: "revocations_stale",
+			writeJSON(w, http.StatusServiceUnavailable, problem{Error: coupons.CodeRevocationsStale,
 				Reason: "the gate has no fresh revocation list from the book's broker, so it cannot open lanes safely: " + err.Error()})
 			return store.Record{}, fail
 		}
@@ -937,16 +945,16 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		return store.Record{}, fail
 	}
 	if len(lane.Certs) > store.MaxCerts || len(lane.Keys) > store.MaxKeys {
-		badRequest(w, "bad_open", fmt.Errorf("the open goes through %d certificates and %d keys; a lane keeps at most %d and %d",
+		badRequest(w, coupons.CodeBadOpen, fmt.Errorf("the open goes through %d certificates and %d keys; a lane keeps at most %d and %d",
 			len(lane.Certs), len(lane.Keys), store.MaxCerts, store.MaxKeys))
 		return store.Record{}, fail
 	}
 	if want != (coupons.LaneID{}) && lane.ID != want {
-		badRequest(w, "lane_mismatch", fmt.Errorf("the open is for lane %s, the payment for %s", lane.ID, want))
+		badRequest(w, coupons.CodeLaneMismatch, fmt.Errorf("the open is for lane %s, the payment for %s", lane.ID, want))
 		return store.Record{}, fail
 	}
 	if lane.Unit != g.unit || lane.Currency != g.Currency {
-		g.payRequired(w, "wrong_unit", fmt.Sprintf("the book's coupons are worth %s %s; this route takes coupons of %s %s",
+		g.payRequired(w, coupons.CodeWrongUnit, fmt.Sprintf("the book's coupons are worth %s %s; this route takes coupons of %s %s",
 			coupons.FormatAmount(lane.Unit), lane.Currency, g.challenge.Unit, g.Currency), hintPay)
 		return store.Record{}, fail
 	}
@@ -985,7 +993,7 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 			gateMetrics.opens.WithLabelValues(g.Vendor, "broker_unavailable").Inc()
 			g.logger.Warn("could not ask the broker about a lane open", zap.String("mode", g.Mode), zap.Error(err))
 			w.Header().Set("Retry-After", "5")
-			writeJSON(w, http.StatusServiceUnavailable, problem{Error: "broker_unavailable",
+			writeJSON(w, http.StatusServiceUnavailable, problem{Error: coupons.CodeBrokerUnavailable,
 				Reason: "this gate validates lane opens with its broker (mode " + g.Mode + "), which could not be asked; lanes already open still work"})
 			return store.Record{}, fail
 		}
@@ -1120,7 +1128,7 @@ func (g *Gate) takeOver(ctx context.Context, w http.ResponseWriter, id coupons.L
 		if !legacy {
 			if old.Spender != meta.Spender && !slices.Contains(old.Keys, meta.Spender) {
 				gateMetrics.opens.WithLabelValues(g.Vendor, "lane_in_use").Inc()
-				g.payRequired(w, "lane_in_use", "this lane is held by another spender; only the book's owner or a delegate above that spender in its grant chain may take it over", hintPay)
+				g.payRequired(w, coupons.CodeLaneInUse, "this lane is held by another spender; only the book's owner or a delegate above that spender in its grant chain may take it over", hintPay)
 				return store.Record{}, errAnswered
 			}
 			if old.Revoked && sharesChain(old, &meta, book) {
@@ -1172,12 +1180,12 @@ func sharesChain(old, open *store.Meta, book [][32]byte) bool {
 func (g *Gate) serveOpen(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
-		writeJSON(w, http.StatusMethodNotAllowed, problem{Error: "method_not_allowed", Reason: "POST a lane-open document here"})
+		writeJSON(w, http.StatusMethodNotAllowed, problem{Error: coupons.CodeMethodNotAllowed, Reason: "POST a lane-open document here"})
 		return nil
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(g.MaxOpenBytes)+1))
 	if err != nil || len(body) > g.MaxOpenBytes {
-		writeJSON(w, http.StatusRequestEntityTooLarge, problem{Error: "open_too_large", Reason: fmt.Sprintf("limit %d bytes", g.MaxOpenBytes)})
+		writeJSON(w, http.StatusRequestEntityTooLarge, problem{Error: coupons.CodeOpenTooLarge, Reason: fmt.Sprintf("limit %d bytes", g.MaxOpenBytes)})
 		return nil
 	}
 	rec, err := g.openLane(r.Context(), w, r, body, coupons.LaneID{}, nil)

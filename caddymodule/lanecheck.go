@@ -44,9 +44,9 @@ func (g *Gate) checkLane(m *store.Meta) error {
 func (g *Gate) laneFits(m *store.Meta) (string, string) {
 	switch {
 	case m.Vendor != g.vendorHash: // records naming no vendor were named by a new open
-		return "wrong_vendor", "the lane was opened at another vendor's gate sharing this store"
+		return coupons.CodeWrongVendor, "the lane was opened at another vendor's gate sharing this store"
 	case m.Unit != g.unit || m.Currency != g.Currency:
-		return "wrong_unit", fmt.Sprintf("the lane's coupons are worth %s %s; this route takes coupons of %s %s",
+		return coupons.CodeWrongUnit, fmt.Sprintf("the lane's coupons are worth %s %s; this route takes coupons of %s %s",
 			coupons.FormatAmount(m.Unit), m.Currency, g.challenge.Unit, g.Currency)
 	}
 	return "", ""

@@ -28,6 +28,7 @@ const redeemBatch = 500
 // pending in the store until the broker's answer is recorded, and the
 // broker pays each coupon once however often it is submitted.
 func (g *Gate) redeemLoop(ctx context.Context) {
+	g.logVendorCheck(ctx)
 	t := time.NewTicker(time.Duration(g.RedeemEvery))
 	defer t.Stop()
 	for {

@@ -161,7 +161,11 @@ func TestTemporaryRefusalBacksOff(t *testing.T) {
 	bw := newBrokerWorld(t)
 	bw.b.MaxRedeemSteps = 2
 	g := bw.gate(t, ModeOffline, filepath.Join(bw.dir, "secret"))
-	g.RedeemEvery = caddy.Duration(time.Minute) // for the back-off; the worker's own loop never runs here
+	// The test runs the worker's steps itself (redeemOnce, on its own
+	// clock): the worker is stopped, and has ended, before the test
+	// changes the gate's settings.
+	g.stopRedeem()
+	g.RedeemEvery = caddy.Duration(time.Minute) // for the back-off
 	var clock time.Time
 	g.redeemClock = func() time.Time { return clock }
 	every := time.Duration(g.RedeemEvery)

@@ -127,12 +127,23 @@ func (b *BoltStore) OpenStore(ctx caddy.Context) (store.Store, error) {
 	return sharedBolt{Leased: v.(boltHandle).leased, key: path}, nil
 }
 
-// RedisStore is shared by a fleet of gates behind one address.
+// RedisStore is shared by a fleet of gates behind one Redis server, or a
+// Redis Cluster (Valkey cluster) when Cluster is set.
 type RedisStore struct {
-	// URL of the server, redis://[user:password@]host:port/db. Required.
+	// URL of the server, redis://[user:password@]host:port/db; of a
+	// cluster, any of its nodes with the others as addr parameters:
+	// redis://host1:port?addr=host2:port&addr=host3:port. Required.
 	URL string `json:"url,omitempty"`
 	// Prefix of every key. Default "ecoupons:".
 	Prefix string `json:"prefix,omitempty"`
+	// Cluster: URL names a Redis Cluster. Lanes are spread over 64 hash
+	// slots (hash tags; a book's lanes share one).
+	Cluster bool `json:"cluster,omitempty"`
+	// MinReplicas (cluster only): how many replicas must acknowledge each
+	// write before the gate counts it (Redis WAIT), so that a failover
+	// never loses an accepted coupon. Default 1; 0 trusts the master
+	// alone (a failover may then accept the last coupons again).
+	MinReplicas *int `json:"min_replicas,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -145,6 +156,18 @@ func (RedisStore) CaddyModule() caddy.ModuleInfo {
 func (r *RedisStore) Validate() error {
 	if r.URL == "" {
 		return fmt.Errorf("redis store: url is required, e.g. store redis redis://127.0.0.1:6379/0")
+	}
+	if r.Cluster {
+		if _, err := redis.ParseClusterURL(r.URL); err != nil {
+			return fmt.Errorf("redis cluster store: url: %w", err)
+		}
+		if r.MinReplicas != nil && (*r.MinReplicas < 0 || *r.MinReplicas > 16) {
+			return fmt.Errorf("redis cluster store: min_replicas must be from 0 to 16, got %d", *r.MinReplicas)
+		}
+		return nil
+	}
+	if r.MinReplicas != nil {
+		return fmt.Errorf("redis store: min_replicas applies to a cluster only (store redis_cluster)")
 	}
 	if _, err := redis.ParseURL(r.URL); err != nil {
 		return fmt.Errorf("redis store: url: %w", err)
@@ -159,6 +182,13 @@ func (r *RedisStore) OpenStore(ctx caddy.Context) (store.Store, error) {
 	}
 	c, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	if r.Cluster {
+		o := store.ClusterOptions{Prefix: r.Prefix, MinReplicas: 1}
+		if r.MinReplicas != nil {
+			o.MinReplicas = *r.MinReplicas
+		}
+		return store.NewRedisCluster(c, r.URL, o)
+	}
 	return store.NewRedis(c, r.URL, r.Prefix)
 }
 

@@ -1,9 +1,12 @@
 package coupons
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -262,6 +265,25 @@ func TestRequestDigest(t *testing.T) {
 	}
 	if r.Digest() != d {
 		t.Error("digest not deterministic")
+	}
+	// A request past the stack buffer digests as if it fitted.
+	long := r
+	long.Path = "/" + strings.Repeat("p", 300)
+	want := sha256.New()
+	want.Write([]byte(LabelRequest))
+	for _, f := range []string{long.Method, long.Host, long.Path, long.Query, "", long.Range} {
+		want.Write(binary.BigEndian.AppendUint32(nil, uint32(len(f))))
+		want.Write([]byte(f))
+	}
+	want.Write(long.Lane.Book[:])
+	want.Write(binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, long.Lane.Lane), long.Index))
+	want.Write(binary.BigEndian.AppendUint32(nil, uint32(len(long.Nonce))))
+	want.Write([]byte(long.Nonce))
+	if got := long.Digest(); !bytes.Equal(got[:], want.Sum(nil)) {
+		t.Error("the digest of a long request differs from its definition")
+	}
+	if n := testing.AllocsPerRun(100, func() { d = r.Digest() }); n != 0 {
+		t.Errorf("Digest of a short request: %v allocations", n)
 	}
 }
 

@@ -50,10 +50,16 @@ type Request struct {
 // (lower-cased by the caller); path and query are the raw, still escaped,
 // request-target parts; the content digest is the 32 bytes of SHA-256 of
 // the body, empty when the body is. It does not allocate for requests up
-// to 1 KiB.
+// to 256 bytes (a typical GET is about 200), which it builds on the stack.
 func (r *Request) Digest() [32]byte {
-	var buf [1024]byte
-	b := append(buf[:0], LabelRequest...)
+	var buf [256]byte
+	b := buf[:0]
+	n := len(LabelRequest) + 7*4 + len(r.Method) + len(r.Host) + len(r.Path) + len(r.Query) + len(r.ContentDigest) +
+		len(r.Range) + len(r.Lane.Book) + 8 + len(r.Nonce)
+	if n > len(buf) {
+		b = make([]byte, 0, n)
+	}
+	b = append(b, LabelRequest...)
 	b = appendLP(b, r.Method)
 	b = appendLP(b, r.Host)
 	b = appendLP(b, r.Path)

@@ -17,10 +17,23 @@ func FuzzParsePayment(f *testing.F) {
 	}
 	f.Add("ECoupon lane=\"AAAA\", i=1, w=x")
 	f.Add("ecoupon i=1,w=,m=,lane=")
+	f.Add("ECoupon lane=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA.0, i=01, w=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+	f.Add("ECoupon lane=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA.7, i=1, w=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA, m=AAAAAAAAAAAAAAAAAAAAAA ")
 	f.Fuzz(func(t *testing.T, h string) {
+		// The canonical form's parser takes only what the general one
+		// takes, as the same payment.
+		var c, g Payment
+		if parseCanonical(h, &c) {
+			if err := parseParams(h, &g); err != nil || g != c {
+				t.Fatalf("%q: canonical parse %+v, general %+v %v", h, c, g, err)
+			}
+		}
 		var p Payment
 		if err := ParsePayment(h, &p); err != nil {
 			return
+		}
+		if !parseCanonical(p.Header(), &c) || c != p {
+			t.Fatalf("the header AppendHeader writes, %q, is not parsed as canonical", p.Header())
 		}
 		var q Payment
 		if err := ParsePayment(p.Header(), &q); err != nil || q != p {

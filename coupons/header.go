@@ -96,6 +96,15 @@ func ParsePayment(h string, p *Payment) error {
 	if len(h) < len(Scheme)+1 || !equalFold(h[:len(Scheme)], Scheme) || h[len(Scheme)] != ' ' {
 		return fmt.Errorf("%w: scheme is not %s", ErrBadHeader, Scheme)
 	}
+	if parseCanonical(h, p) {
+		return nil
+	}
+	return parseParams(h, p)
+}
+
+// parseParams is ParsePayment's general parser, for any order, spacing,
+// quoting and extra parameters.
+func parseParams(h string, p *Payment) error {
 	*p = Payment{}
 	var seen uint8
 	rest := h[len(Scheme)+1:]
@@ -148,6 +157,60 @@ func ParsePayment(h string, p *Payment) error {
 		return fmt.Errorf("%w: lane, i and w are required", ErrBadHeader)
 	}
 	return nil
+}
+
+// parseCanonical parses the header as AppendHeader writes it (the form
+// every wallet sends): "ECoupon lane=…, i=…, w=…[, m=…]", nothing else. It
+// reports false for anything else, which ParsePayment then parses in
+// general (and refuses with the reason when it must); what it parses, the
+// general parser parses the same.
+func parseCanonical(h string, p *Payment) bool {
+	const pre = Scheme + " lane="
+	if len(h) < len(pre) || h[:len(pre)] != pre {
+		return false
+	}
+	s := h[len(pre):]
+	// lane=<43 base64url>.<decimal>
+	if len(s) < 45 || s[43] != '.' {
+		return false
+	}
+	var q Payment
+	if !decodeB64(q.Lane.Book[:], s[:43]) {
+		return false
+	}
+	n, s, ok := canonicalUint(s[44:], ", i=")
+	if !ok {
+		return false
+	}
+	q.Lane.Lane = n
+	if q.Index, s, ok = canonicalUint(s, ", w="); !ok || q.Index == 0 {
+		return false
+	}
+	if len(s) < 43 || !decodeB64(q.Value[:], s[:43]) {
+		return false
+	}
+	switch s = s[43:]; {
+	case s == "":
+	case len(s) == 4+22 && s[:4] == ", m=" && decodeB64(q.MAC[:], s[4:]):
+		q.HasMAC = true
+	default:
+		return false
+	}
+	*p = q
+	return true
+}
+
+// canonicalUint parses a decimal followed by sep, returning what follows.
+func canonicalUint(s, sep string) (uint32, string, bool) {
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	n, ok := parseUint32(s[:i])
+	if !ok || len(s)-i < len(sep) || s[i:i+len(sep)] != sep {
+		return 0, "", false
+	}
+	return n, s[i+len(sep):], true
 }
 
 // nextParam splits `name=value[,…]`.
@@ -295,26 +358,41 @@ var b64dec = func() (t [256]byte) {
 }()
 
 // decodeB64 decodes unpadded base64url s into exactly len(dst) bytes,
-// refusing non-canonical trailing bits. It does not allocate.
+// refusing non-canonical trailing bits. It does not allocate: four
+// characters at a time into three bytes, then the tail.
 func decodeB64(dst []byte, s string) bool {
 	if len(s) != (len(dst)*8+5)/6 {
 		return false
 	}
-	var acc uint
-	nbits, j := 0, 0
-	for i := 0; i < len(s); i++ {
-		v := b64dec[s[i]]
-		if v == 0xff {
+	j := 0
+	for len(s) >= 4 {
+		a, b, c, d := b64dec[s[0]], b64dec[s[1]], b64dec[s[2]], b64dec[s[3]]
+		if (a|b|c|d)&0xc0 != 0 { // 0xff: not base64url
 			return false
 		}
-		acc = acc<<6 | uint(v)
-		nbits += 6
-		if nbits >= 8 {
-			nbits -= 8
-			dst[j] = byte(acc >> nbits)
-			j++
-			acc &= 1<<nbits - 1
-		}
+		v := uint(a)<<18 | uint(b)<<12 | uint(c)<<6 | uint(d)
+		dst[j], dst[j+1], dst[j+2] = byte(v>>16), byte(v>>8), byte(v)
+		j += 3
+		s = s[4:]
 	}
-	return acc == 0 // leftover bits must be zero (canonical encoding)
+	switch len(s) {
+	case 0:
+		return true
+	case 2: // one byte, 4 zero bits
+		a, b := b64dec[s[0]], b64dec[s[1]]
+		if (a|b)&0xc0 != 0 || b&0x0f != 0 {
+			return false
+		}
+		dst[j] = a<<2 | b>>4
+		return true
+	case 3: // two bytes, 2 zero bits
+		a, b, c := b64dec[s[0]], b64dec[s[1]], b64dec[s[2]]
+		if (a|b|c)&0xc0 != 0 || c&0x03 != 0 {
+			return false
+		}
+		v := uint(a)<<12 | uint(b)<<6 | uint(c)
+		dst[j], dst[j+1] = byte(v>>10), byte(v>>2)
+		return true
+	}
+	return false
 }

@@ -17,7 +17,7 @@ import (
 // loses everything when the process ends.
 type Memory struct {
 	mu       sync.Mutex
-	lanes    map[[36]byte]Record
+	lanes    map[[36]byte]*Record // by pointer: an Advance writes in place, without allocating
 	grants   map[[32]byte]int64
 	proofs   map[[36]byte][][32]byte
 	redeemed map[[36]byte]uint32
@@ -30,7 +30,7 @@ type Memory struct {
 
 // NewMemory returns an empty memory store.
 func NewMemory() *Memory {
-	return &Memory{lanes: map[[36]byte]Record{}, grants: map[[32]byte]int64{}, proofs: map[[36]byte][][32]byte{},
+	return &Memory{lanes: map[[36]byte]*Record{}, grants: map[[32]byte]int64{}, proofs: map[[36]byte][][32]byte{},
 		redeemed: map[[36]byte]uint32{}, dirty: map[[36]byte]coupons.LaneID{}, queue: map[[36]byte]queued{},
 		refused: map[[36]byte]Refusal{}, id: newID()}
 }
@@ -64,7 +64,7 @@ func (m *Memory) Pending(_ context.Context, now time.Time, limit int) ([]Pending
 	var list []due
 	cutoff := now.UnixNano()
 	for k := range m.dirty {
-		if m.redeemed[k] >= m.lanes[k].State.Last {
+		if m.redeemed[k] >= m.last(k) {
 			m.undirty(k)
 			continue
 		}
@@ -87,6 +87,14 @@ func (m *Memory) Pending(_ context.Context, now time.Time, limit int) ([]Pending
 	return out, nil
 }
 
+// last is the position of lane k (0 when it is not stored).
+func (m *Memory) last(k [36]byte) uint32 {
+	if r := m.lanes[k]; r != nil {
+		return r.State.Last
+	}
+	return 0
+}
+
 func (m *Memory) undirty(k [36]byte) {
 	delete(m.dirty, k)
 	delete(m.queue, k)
@@ -104,7 +112,7 @@ func (m *Memory) Redeemed(_ context.Context, id coupons.LaneID, index uint32) er
 		m.redeemed[k] = index
 	}
 	delete(m.refused, k)
-	if m.redeemed[k] >= m.lanes[k].State.Last {
+	if m.redeemed[k] >= m.last(k) {
 		m.undirty(k)
 	} else if _, ok := m.dirty[k]; ok {
 		m.queue[k] = queued{due: time.Now().UnixNano()}
@@ -171,10 +179,10 @@ func (m *Memory) Open(_ context.Context, id coupons.LaneID, first Record) (Recor
 	}
 	k := Key(id)
 	if r, ok := m.lanes[k]; ok {
-		return r, nil
+		return *r, nil
 	}
 	r := first
-	m.lanes[k] = r
+	m.lanes[k] = &r
 	return r, nil
 }
 
@@ -189,7 +197,7 @@ func (m *Memory) Get(_ context.Context, id coupons.LaneID) (Record, error) {
 	if !ok {
 		return Record{}, ErrNotFound
 	}
-	return r, nil
+	return *r, nil
 }
 
 // Advance implements Store.
@@ -229,7 +237,7 @@ func (m *Memory) advance(id coupons.LaneID, prevLast, prevCredit uint32, next Re
 		}
 		m.grants[next.Meta.Grant] = total
 	}
-	m.lanes[k] = next
+	*cur = next
 	if _, ok := m.dirty[k]; !ok && next.State.Last > m.redeemed[k] {
 		m.dirty[k] = id
 		m.queue[k] = queued{due: time.Now().UnixNano()}
@@ -253,7 +261,6 @@ func (m *Memory) MarkRevoked(_ context.Context, id coupons.LaneID, certs [][32]b
 		return fmt.Errorf("%w: the lane holds other principals", ErrConflict)
 	}
 	cur.Meta.Revoked = true
-	m.lanes[k] = cur
 	return nil
 }
 

@@ -252,7 +252,7 @@ func TestOutboxFromBeforeTheOrder(t *testing.T) {
 		pendTo(t, s, lane(2), 2)
 		k := Key(lane(2))
 		// As a gate from before wrote it: in the set, not the sorted set.
-		s.c.ZRem(ctx, s.queueKey(), string(k[:]))
+		s.c.ZRem(ctx, s.queueKey(0), string(k[:]))
 		s.c.SAdd(ctx, s.dirtyKey(), string(k[:]))
 		if got := pendingIDs(t, s, time.Now()); !sameIDs(got, []coupons.LaneID{lane(2), lane(1)}) {
 			t.Fatalf("order %v, want the old mark first", got)

@@ -18,10 +18,37 @@ import (
 // the compare-and-set of the lane and the cap accounting happen atomically
 // on the server. Durability is Redis's: run it with appendonly yes and
 // appendfsync always for the guarantee the bolt store gives.
+//
+// On Redis Cluster (NewRedisCluster) the keys are spread over
+// ClusterShards shards, each a hash tag ("{e07}") so that one shard's keys
+// share a hash slot: a lane's record, its redemption mark and proof, its
+// grant's cap counter (a grant covers lanes of one book, and a book's
+// lanes are in one shard) and the shard's pending order, failure counts
+// and refusals — everything one script touches. Every write is then
+// acknowledged by MinReplicas replicas (WAIT) before it counts: a failover
+// promotes a replica that holds every coupon a gate accepted.
 type Redis struct {
 	c      redis.UniversalClient
 	prefix string
+	// tags are the shards' hash tags: one empty tag for a single server
+	// (the key layout of every earlier version), ClusterShards on a cluster.
+	tags []string
+	// cluster is set on Redis Cluster: writes go to the master of their
+	// slot followed by WAIT minReplicas.
+	cluster     *redis.ClusterClient
+	minReplicas int
+	waitTimeout time.Duration
 }
+
+// ClusterShards is the number of shards a Redis Cluster store spreads
+// lanes over; each is one hash slot, so they balance over up to this many
+// masters.
+const ClusterShards = 64
+
+// ErrNotReplicated is returned by a cluster store's write that fewer
+// replicas than asked acknowledged in time: the write may be lost in a
+// failover, so it is not counted as done (the gate refuses the payment).
+var ErrNotReplicated = errors.New("store: redis cluster: the write was not acknowledged by enough replicas")
 
 // NewRedis connects to url (redis://[user:pass@]host:port/db) and uses keys
 // under prefix (default "ecoupons:").
@@ -38,50 +65,160 @@ func NewRedis(ctx context.Context, url, prefix string) (*Redis, error) {
 		c.Close()
 		return nil, fmt.Errorf("store: redis at %s: %w", opt.Addr, err)
 	}
-	return &Redis{c: c, prefix: prefix}, nil
+	return &Redis{c: c, prefix: prefix, tags: []string{""}}, nil
+}
+
+// ClusterOptions are the settings of a Redis Cluster store.
+type ClusterOptions struct {
+	// Prefix of every key (default "ecoupons:").
+	Prefix string
+	// MinReplicas is how many replicas must acknowledge each write
+	// (Redis WAIT) before it counts; 0 trusts the master alone (a
+	// failover may then lose the last accepted coupons and accept them
+	// again). Default 1 when the cluster has replicas.
+	MinReplicas int
+	// WaitTimeout bounds the wait for replicas (default 1s).
+	WaitTimeout time.Duration
+}
+
+// NewRedisCluster connects to a Redis Cluster (or Valkey cluster) given as
+// redis://[user:pass@]host:port?addr=host2:port&addr=host3:port (any of
+// its nodes; go-redis's cluster URL form).
+func NewRedisCluster(ctx context.Context, url string, o ClusterOptions) (*Redis, error) {
+	opt, err := redis.ParseClusterURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("store: redis cluster url: %w", err)
+	}
+	if o.Prefix == "" {
+		o.Prefix = "ecoupons:"
+	}
+	if o.WaitTimeout <= 0 {
+		o.WaitTimeout = time.Second
+	}
+	if o.MinReplicas < 0 {
+		return nil, fmt.Errorf("store: redis cluster: min_replicas must be 0 or more")
+	}
+	c := redis.NewClusterClient(opt)
+	if err := c.Ping(ctx).Err(); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("store: redis cluster at %v: %w", opt.Addrs, err)
+	}
+	s := &Redis{c: c, prefix: o.Prefix, cluster: c, minReplicas: o.MinReplicas, waitTimeout: o.WaitTimeout}
+	for k := range ClusterShards {
+		s.tags = append(s.tags, fmt.Sprintf("{e%02d}", k))
+	}
+	return s, nil
 }
 
 // ID implements Store: kept in the key <prefix>id, made by the first
 // gate that asks (SET NX), so every gate on this Redis and prefix shares it.
 func (r *Redis) ID(ctx context.Context) (string, error) {
 	k := r.prefix + "id"
-	if err := r.c.SetNX(ctx, k, newID(), 0).Err(); err != nil {
+	var get *redis.StringCmd
+	if err := r.write(ctx, k, func(p redis.Pipeliner) { p.SetNX(ctx, k, newID(), 0); get = p.Get(ctx, k) }); err != nil {
 		return "", fmt.Errorf("store: redis: %w", err)
 	}
-	id, err := r.c.Get(ctx, k).Result()
-	if err != nil {
-		return "", fmt.Errorf("store: redis: %w", err)
+	return get.Val(), nil
+}
+
+// ClusterSlotKey is, on a Redis Cluster store with key prefix prefix
+// (default "ecoupons:"), a key in the hash slot that holds every key of
+// the book's lanes: `CLUSTER KEYSLOT <key>` names the slot, and so the
+// master a failover of which pauses the book.
+func ClusterSlotKey(prefix string, book [32]byte) string {
+	if prefix == "" {
+		prefix = "ecoupons:"
 	}
-	return id, nil
+	return prefix + fmt.Sprintf("{e%02d}", int(uint16(book[0])<<8|uint16(book[1]))%ClusterShards)
+}
+
+// shard is the shard of a book's lanes.
+func (s *Redis) shard(book [32]byte) int {
+	return int(uint16(book[0])<<8|uint16(book[1])) % len(s.tags)
 }
 
 func (s *Redis) laneKey(id coupons.LaneID) string {
 	k := Key(id)
-	return s.prefix + "lane:" + string(k[:])
+	return s.prefix + s.tags[s.shard(id.Book)] + "lane:" + string(k[:])
 }
 
-func (s *Redis) grantKey(g [32]byte) string { return s.prefix + "grant:" + string(g[:]) }
+func (s *Redis) grantKey(book, g [32]byte) string {
+	return s.prefix + s.tags[s.shard(book)] + "grant:" + string(g[:])
+}
 
 // dirtyKey is the set of pending lanes kept before the redemption order
-// was (Pending moves its members into queueKey).
+// was (Pending moves its members into queueKey; single server only).
 func (s *Redis) dirtyKey() string { return s.prefix + "dirty" }
 
-// queueKey is the sorted set of pending lanes (36-byte keys), scored by
-// when they are due in unix milliseconds; triesKey the hash of their
+// queueKey is a shard's sorted set of pending lanes (36-byte keys), scored
+// by when they are due in unix milliseconds; triesKey the hash of their
 // counts of temporary failures; refusedKey the hash of the lanes the
 // broker refused for good (encodeRefusal).
-func (s *Redis) queueKey() string   { return s.prefix + "queue" }
-func (s *Redis) triesKey() string   { return s.prefix + "tries" }
-func (s *Redis) refusedKey() string { return s.prefix + "refused" }
+func (s *Redis) queueKey(sh int) string   { return s.prefix + s.tags[sh] + "queue" }
+func (s *Redis) triesKey(sh int) string   { return s.prefix + s.tags[sh] + "tries" }
+func (s *Redis) refusedKey(sh int) string { return s.prefix + s.tags[sh] + "refused" }
 
 func (s *Redis) redeemedKey(id coupons.LaneID) string {
 	k := Key(id)
-	return s.prefix + "redeemed:" + string(k[:])
+	return s.prefix + s.tags[s.shard(id.Book)] + "redeemed:" + string(k[:])
 }
 
 func (s *Redis) proofKey(id coupons.LaneID) string {
 	k := Key(id)
-	return s.prefix + "proof:" + string(k[:])
+	return s.prefix + s.tags[s.shard(id.Book)] + "proof:" + string(k[:])
+}
+
+// waits reports whether writes are acknowledged by replicas (WAIT).
+func (s *Redis) waits() bool { return s.cluster != nil && s.minReplicas > 0 }
+
+// write runs fn's commands in one pipeline. On a cluster store that asks
+// for replicas the pipeline goes to the master of key's slot (every key
+// fn touches must be in that slot) and ends with WAIT: WAIT counts the
+// writes of the connection it is sent on, and a pipeline is one
+// connection. Fewer acknowledgements than asked is ErrNotReplicated.
+func (s *Redis) write(ctx context.Context, key string, fn func(p redis.Pipeliner)) error {
+	if !s.waits() {
+		_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error { fn(p); return nil })
+		return err
+	}
+	node, err := s.cluster.MasterForKey(ctx, key)
+	if err != nil {
+		return err
+	}
+	var wait *redis.Cmd
+	_, err = node.Pipelined(ctx, func(p redis.Pipeliner) error {
+		fn(p)
+		wait = p.Do(ctx, "wait", s.minReplicas, s.waitTimeout.Milliseconds())
+		return nil
+	})
+	if err != nil {
+		// A failover or a moved slot: the next call asks the new master.
+		s.cluster.ReloadState(ctx)
+		return err
+	}
+	if n, err := wait.Int64(); err != nil || n < int64(s.minReplicas) {
+		return ErrNotReplicated
+	}
+	return nil
+}
+
+// run runs a script whose keys are in keys[0]'s slot, through write when
+// writes wait for replicas.
+func (s *Redis) run(ctx context.Context, script *redis.Script, keys []string, args ...any) *redis.Cmd {
+	if !s.waits() {
+		return script.Run(ctx, s.c, keys, args...)
+	}
+	var res *redis.Cmd
+	err := s.write(ctx, keys[0], func(p redis.Pipeliner) { res = script.EvalSha(ctx, p, keys, args...) })
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		err = s.write(ctx, keys[0], func(p redis.Pipeliner) { res = script.Eval(ctx, p, keys, args...) })
+	}
+	if err != nil {
+		c := redis.NewCmd(ctx)
+		c.SetErr(err)
+		return c
+	}
+	return res
 }
 
 // Open implements Store: SET NX, then read back.
@@ -92,10 +229,13 @@ func (s *Redis) Open(ctx context.Context, id coupons.LaneID, first Record) (Reco
 		return Record{}, err
 	}
 	k := s.laneKey(id)
-	if err := s.c.SetNX(ctx, k, enc, 0).Err(); err != nil {
+	var get *redis.StringCmd
+	if err := s.write(ctx, k, func(p redis.Pipeliner) { p.SetNX(ctx, k, enc, 0); get = p.Get(ctx, k) }); err != nil {
 		return Record{}, fmt.Errorf("store: redis: %w", err)
 	}
-	return s.Get(ctx, id)
+	var got Record
+	v, _ := get.Bytes()
+	return got, got.UnmarshalBinary(v)
 }
 
 // Get implements Store.
@@ -191,7 +331,7 @@ func (s *Redis) advance(ctx context.Context, id coupons.LaneID, prevLast, prevCr
 		return fmt.Errorf("store: redis: amount beyond 2^53 nanos")
 	}
 	k := Key(id)
-	res, err := advanceScript.Run(ctx, s.c, []string{s.laneKey(id), s.grantKey(next.Meta.Grant), s.queueKey()},
+	res, err := s.run(ctx, advanceScript, []string{s.laneKey(id), s.grantKey(id.Book, next.Meta.Grant), s.queueKey(s.shard(id.Book))},
 		prevLast, enc, charge, next.Meta.Cap, string(k[:]), prevCredit, reopen, time.Now().UnixMilli()).Text()
 	if err != nil {
 		return fmt.Errorf("store: redis: %w", err)
@@ -234,7 +374,7 @@ func (s *Redis) MarkRevoked(ctx context.Context, id coupons.LaneID, certs [][32]
 	if len(certs) == 0 {
 		return fmt.Errorf("%w: no principals to mark", ErrConflict)
 	}
-	res, err := markRevokedScript.Run(ctx, s.c, []string{s.laneKey(id)}, appendPrincipals(nil, certs, keys)).Text()
+	res, err := s.run(ctx, markRevokedScript, []string{s.laneKey(id)}, appendPrincipals(nil, certs, keys)).Text()
 	if err != nil {
 		return fmt.Errorf("store: redis: %w", err)
 	}
@@ -258,7 +398,8 @@ func (s *Redis) SetProof(ctx context.Context, id coupons.LaneID, proof [][32]byt
 	if err != nil {
 		return err
 	}
-	return s.c.Set(ctx, s.proofKey(id), enc, 0).Err()
+	k := s.proofKey(id)
+	return s.write(ctx, k, func(p redis.Pipeliner) { p.Set(ctx, k, enc, 0) })
 }
 
 // migrateScript moves the members of the old set of pending lanes
@@ -271,53 +412,83 @@ redis.call('DEL', KEYS[1])
 return #ms
 `)
 
-// Pending implements Store.
+// Pending implements Store. On a cluster it takes the due lanes of every
+// shard and serves them in the order they are due, as one queue would.
 func (s *Redis) Pending(ctx context.Context, now time.Time, limit int) ([]Pending, error) {
-	if err := migrateScript.Run(ctx, s.c, []string{s.dirtyKey(), s.queueKey()}).Err(); err != nil {
-		return nil, fmt.Errorf("store: redis: %w", err)
+	if s.cluster == nil {
+		if err := migrateScript.Run(ctx, s.c, []string{s.dirtyKey(), s.queueKey(0)}).Err(); err != nil {
+			return nil, fmt.Errorf("store: redis: %w", err)
+		}
+	}
+	type candidate struct {
+		key   string
+		due   float64
+		shard int
 	}
 	var out []Pending
 	seen := map[string]bool{}
 	cutoff := strconv.FormatInt(now.UnixMilli(), 10)
-	for offset := int64(0); len(out) < limit; {
+	offsets := make([]int64, len(s.tags))
+	exhausted := make([]bool, len(s.tags))
+	for len(out) < limit {
 		page := int64(max(limit-len(out), 16))
-		keys, err := s.c.ZRangeByScore(ctx, s.queueKey(), &redis.ZRangeBy{Min: "-inf", Max: cutoff, Offset: offset, Count: page}).Result()
-		if err != nil {
-			return nil, fmt.Errorf("store: redis: %w", err)
-		}
-		offset += int64(len(keys))
-		for _, k := range keys {
-			if len(out) >= limit || seen[k] {
+		var cands []candidate
+		for sh := range s.tags {
+			if exhausted[sh] {
 				continue
 			}
-			seen[k] = true
-			p, ok, err := s.pending(ctx, k)
+			zs, err := s.c.ZRangeByScoreWithScores(ctx, s.queueKey(sh), &redis.ZRangeBy{Min: "-inf", Max: cutoff, Offset: offsets[sh], Count: page}).Result()
+			if err != nil {
+				return nil, fmt.Errorf("store: redis: %w", err)
+			}
+			offsets[sh] += int64(len(zs))
+			exhausted[sh] = int64(len(zs)) < page
+			for _, z := range zs {
+				k, _ := z.Member.(string)
+				cands = append(cands, candidate{key: k, due: z.Score, shard: sh})
+			}
+		}
+		if len(cands) == 0 {
+			break
+		}
+		slices.SortFunc(cands, func(a, b candidate) int {
+			if a.due != b.due {
+				if a.due < b.due {
+					return -1
+				}
+				return 1
+			}
+			return strings.Compare(a.key, b.key)
+		})
+		for _, c := range cands {
+			if len(out) >= limit || seen[c.key] {
+				continue
+			}
+			seen[c.key] = true
+			p, ok, err := s.pending(ctx, c.shard, c.key)
 			if err != nil {
 				return nil, err
 			}
 			if ok {
 				out = append(out, p)
 			} else {
-				offset-- // it left the order: the next page starts one earlier
+				offsets[c.shard]-- // it left the order: the next page starts one earlier
 			}
-		}
-		if int64(len(keys)) < page {
-			break
 		}
 	}
 	return out, nil
 }
 
-// pending reads the pending lane whose key is k; false when it has
-// nothing to redeem (it then leaves the order).
-func (s *Redis) pending(ctx context.Context, k string) (Pending, bool, error) {
+// pending reads the pending lane whose key is k in shard sh; false when it
+// has nothing to redeem (it then leaves the order).
+func (s *Redis) pending(ctx context.Context, sh int, k string) (Pending, bool, error) {
 	if len(k) != 36 {
-		return Pending{}, false, s.c.ZRem(ctx, s.queueKey(), k).Err()
+		return Pending{}, false, s.c.ZRem(ctx, s.queueKey(sh), k).Err()
 	}
 	id := laneOfKey([]byte(k))
 	r, err := s.Get(ctx, id)
 	if errors.Is(err, ErrNotFound) {
-		return Pending{}, false, s.c.ZRem(ctx, s.queueKey(), k).Err()
+		return Pending{}, false, s.c.ZRem(ctx, s.queueKey(sh), k).Err()
 	}
 	if err != nil {
 		return Pending{}, false, err
@@ -338,7 +509,7 @@ func (s *Redis) pending(ctx context.Context, k string) (Pending, bool, error) {
 	} else if !errors.Is(err, redis.Nil) {
 		return Pending{}, false, fmt.Errorf("store: redis: %w", err)
 	}
-	tries, err := s.c.HGet(ctx, s.triesKey(), k).Uint64()
+	tries, err := s.c.HGet(ctx, s.triesKey(sh), k).Uint64()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return Pending{}, false, fmt.Errorf("store: redis: %w", err)
 	}
@@ -376,8 +547,8 @@ return 'OK'
 
 // Redeemed implements Store.
 func (s *Redis) Redeemed(ctx context.Context, id coupons.LaneID, index uint32) error {
-	k := Key(id)
-	err := redeemedScript.Run(ctx, s.c, []string{s.laneKey(id), s.redeemedKey(id), s.queueKey(), s.triesKey(), s.refusedKey()},
+	k, sh := Key(id), s.shard(id.Book)
+	err := s.run(ctx, redeemedScript, []string{s.laneKey(id), s.redeemedKey(id), s.queueKey(sh), s.triesKey(sh), s.refusedKey(sh)},
 		index, string(k[:]), time.Now().UnixMilli()).Err()
 	if err != nil {
 		return fmt.Errorf("store: redis: %w", err)
@@ -395,23 +566,27 @@ return redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
 
 // Postpone implements Store.
 func (s *Redis) Postpone(ctx context.Context, id coupons.LaneID, until time.Time) error {
-	k := Key(id)
-	if err := postponeScript.Run(ctx, s.c, []string{s.queueKey(), s.triesKey()}, until.UnixMilli(), string(k[:])).Err(); err != nil {
+	k, sh := Key(id), s.shard(id.Book)
+	if err := postponeScript.Run(ctx, s.c, []string{s.queueKey(sh), s.triesKey(sh)}, until.UnixMilli(), string(k[:])).Err(); err != nil {
 		return fmt.Errorf("store: redis: %w", err)
 	}
 	return nil
 }
 
+// refuseScript records the refusal ARGV[2] of lane ARGV[1] in KEYS[1] and
+// drops the lane from the order (KEYS[2]) and its failures (KEYS[3]).
+var refuseScript = redis.NewScript(`
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+return 'OK'
+`)
+
 // Refuse implements Store.
 func (s *Redis) Refuse(ctx context.Context, r Refusal) error {
-	kb := Key(r.ID)
+	kb, sh := Key(r.ID), s.shard(r.ID.Book)
 	k := string(kb[:])
-	_, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, s.refusedKey(), k, encodeRefusal(r))
-		p.ZRem(ctx, s.queueKey(), k)
-		p.HDel(ctx, s.triesKey(), k)
-		return nil
-	})
+	err := s.run(ctx, refuseScript, []string{s.refusedKey(sh), s.queueKey(sh), s.triesKey(sh)}, k, encodeRefusal(r)).Err()
 	if err != nil {
 		return fmt.Errorf("store: redis: %w", err)
 	}
@@ -421,17 +596,19 @@ func (s *Redis) Refuse(ctx context.Context, r Refusal) error {
 // Refusals implements Store.
 func (s *Redis) Refusals(ctx context.Context, limit int) ([]Refusal, error) {
 	m := map[string]string{}
-	var cursor uint64
-	for {
-		kv, next, err := s.c.HScan(ctx, s.refusedKey(), cursor, "", 1000).Result()
-		if err != nil {
-			return nil, fmt.Errorf("store: redis: %w", err)
-		}
-		for i := 0; i+1 < len(kv); i += 2 {
-			m[kv[i]] = kv[i+1]
-		}
-		if cursor = next; cursor == 0 {
-			break
+	for sh := range s.tags {
+		var cursor uint64
+		for {
+			kv, next, err := s.c.HScan(ctx, s.refusedKey(sh), cursor, "", 1000).Result()
+			if err != nil {
+				return nil, fmt.Errorf("store: redis: %w", err)
+			}
+			for i := 0; i+1 < len(kv); i += 2 {
+				m[kv[i]] = kv[i+1]
+			}
+			if cursor = next; cursor == 0 {
+				break
+			}
 		}
 	}
 	keys := make([]string, 0, len(m))

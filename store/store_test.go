@@ -53,6 +53,7 @@ func stores(t *testing.T) map[string]Store {
 		t.Fatal(err)
 	}
 	out["redis"] = r
+	out["redis-cluster"] = clusterStore(t)
 	t.Cleanup(func() {
 		for _, s := range out {
 			s.Close()

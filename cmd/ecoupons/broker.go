@@ -29,8 +29,8 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "broker",
-		Usage: "<init|run> --dir <directory> …",
-		Short: "Initialises and runs an ecoupons broker",
+		Usage: "<init|run|account|vendor|statement|thefts> …",
+		Short: "Initialises, runs and operates an ecoupons broker",
 		Long: `
   ecoupons broker init --dir /etc/ecoupons [--database postgres://…]
   ecoupons broker run  --dir /etc/ecoupons [--listen :8080] [--database …]
@@ -50,7 +50,8 @@ database of --database, migrated to the current schema.
 run serves the broker's API (/v1/) and back office (/office/) on --listen,
 over plain HTTP (put it behind TLS, or serve the Caddyfile with
 'ecoupons run --config Caddyfile', which gets certificates), until
-interrupted.`,
+interrupted.
+` + operatorHelp,
 		CobraFunc: func(cmd *cobra.Command) {
 			initCmd := &cobra.Command{Use: "init --dir DIR [--database URL]", Short: "Create the broker's keys, ledger and Caddyfile", Args: cobra.NoArgs,
 				RunE: caddycmd.WrapCommandFuncForCobra(func(fl caddycmd.Flags) (int, error) {
@@ -65,6 +66,7 @@ interrupted.`,
 			runCmd.Flags().String("database", "", "PostgreSQL URL of the ledger (default: SQLite in DIR/broker.db)")
 			runCmd.Flags().Int64("fee", 0, "fee on redemptions, in basis points")
 			cmd.AddCommand(initCmd, runCmd)
+			addOperatorCommands(cmd)
 		},
 	})
 	caddycmd.RegisterCommand(caddycmd.Command{
@@ -75,6 +77,9 @@ interrupted.`,
 Writes broker.pem, broker.pub, admin.pem and admin.pub into --dir, like
 'ecoupons broker init', without creating the ledger or the Caddyfile.`,
 		CobraFunc: func(cmd *cobra.Command) {
+			// An older spelling of 'broker init', kept for scripts that
+			// use it; not listed.
+			cmd.Hidden = true
 			cmd.Flags().String("dir", "", "directory for the keys (required)")
 			cmd.RunE = caddycmd.WrapCommandFuncForCobra(func(fl caddycmd.Flags) (int, error) {
 				return brokerInit(fl.String("dir"), "", false)
@@ -211,6 +216,7 @@ func brokerInit(dir, database string, full bool) (int, error) {
 	}
 	fmt.Printf("site    %s (replace broker.example by your host name)\n", caddyfile)
 	fmt.Printf("\nserve it: ecoupons broker run --dir %s   (or: ecoupons run --config %s)\n", dir, caddyfile)
+	fmt.Printf("operate it (admin.pem signs): ecoupons broker account list --dir %s --broker http://127.0.0.1:8080\n", dir)
 	return 0, nil
 }
 
@@ -262,6 +268,7 @@ func brokerRun(fl caddycmd.Flags) (int, error) {
 		return 1, err
 	}
 	fmt.Printf("broker serving on http://%s (API /v1/, back office /office/); Ctrl-C stops it\n", listen)
+	fmt.Printf("operate it: ecoupons broker account list --dir %s --broker http://%s\n", dir, listen)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	<-sig

@@ -36,6 +36,10 @@ delegates two lanes to a "phone" key, pays for the article and the stream,
 waits until the gate has redeemed the coupons at the broker, revokes the
 phone and shows its next lane open refused.
 
+The keys (broker.pem, admin.pem, vendor.pem and their .pub) and databases
+stay in --dir (created if missing): with admin.pem the operator's commands
+(ecoupons broker account topup …) work on the demo's broker.
+
 --script runs the scenario and exits: 0 only if every step worked.
 Otherwise the servers keep running until interrupted.`,
 		CobraFunc: func(cmd *cobra.Command) {
@@ -223,15 +227,17 @@ func (d *demo) run(script bool) error {
 	if err := wl.SaveFunding(bk.Signed.Book.ID(), bk.Funding); err != nil {
 		return err
 	}
-	d.say("a wallet for you in %s: registered, funded with 2 EUR, with a book for news.example", walletDir)
+	self, _ := os.Executable()
+	if strings.Contains(self, "go-build") {
+		self = "go run ./cmd/ecoupons" // under go run, the binary is a temporary file
+	}
+	topup := fmt.Sprintf("%s broker account topup --dir %s --broker http://%s %s 5", self, d.dir, d.broker, acct)
+	d.say("a wallet for you in %s: registered, funded with 2 EUR, with a book for news.example; the broker's admin key is %s, and this adds 5 EUR to the wallet:\n      %s",
+		walletDir, filepath.Join(d.dir, "admin.pem"), topup)
 
 	fmt.Fprintf(d.out, "\nEverything worked.\n")
 	if script {
 		return nil
-	}
-	self, _ := os.Executable()
-	if strings.Contains(self, "go-build") {
-		self = "go run ./cmd/ecoupons" // under go run, the binary is a temporary file
 	}
 	fmt.Fprintf(d.out, `
 The servers keep running (Ctrl-C to stop). In another terminal, try:
@@ -246,7 +252,9 @@ The servers keep running (Ctrl-C to stop). In another terminal, try:
   curl http://127.0.0.1:8088/premium/article.html      # a plain client, paid by the proxy
   curl -i http://%[1]s/premium/article.html          # 402 with the ECoupon challenge
   curl -s http://%[2]s/v1/revocations                # the broker's signed revocation list
-`, d.site, d.broker, walletDir, self)
+  %[5]s
+  %[4]s broker account list --dir %[6]s --broker http://%[2]s
+`, d.site, d.broker, walletDir, self, topup, d.dir)
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt)
 	<-sig

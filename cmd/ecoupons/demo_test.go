@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -23,11 +25,16 @@ func TestDemoScript(t *testing.T) {
 		t.Skip("the demo takes a few seconds")
 	}
 	var out bytes.Buffer
-	d := &demo{site: freeAddr(t), broker: freeAddr(t), dir: t.TempDir(), out: &out}
+	dir := filepath.Join(t.TempDir(), "not", "yet") // --dir D creates D
+	d := &demo{site: freeAddr(t), broker: freeAddr(t), dir: dir, out: &out}
 	if err := d.run(true); err != nil {
 		t.Fatalf("demo failed: %v\n%s", err, out.String())
 	}
-	for _, want := range []string{"redeemed the 6 coupons", "refused the phone's next lane open", "Everything worked."} {
+	if _, err := os.Stat(filepath.Join(dir, "admin.pem")); err != nil {
+		t.Errorf("the demo's directory lacks the admin key: %v", err)
+	}
+	for _, want := range []string{"redeemed the 6 coupons", "refused the phone's next lane open", "Everything worked.",
+		"broker account topup --dir " + dir + " --broker http://" + d.broker + " user:"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())
 		}

@@ -16,8 +16,8 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "vendor",
-		Usage: "refused (--store <bolt file> | --redis <url> [--prefix <prefix>]) [--limit N]",
-		Short: "Inspects a gate's spent state",
+		Usage: "<init|register|statement|pending|refused> …",
+		Short: "The vendor's key, registration, statement, and its gate's unpaid coupons",
 		Long: `
   ecoupons vendor refused --store /var/lib/ecoupons/spent.db
   ecoupons vendor refused --redis redis://localhost:6379/0 [--prefix ecoupons:]
@@ -26,7 +26,8 @@ refused lists the lanes the broker refused to pay for good (an unknown or
 closed book, a coupon that is not the lane's, …), which the gate no longer
 sends: one line per lane with the refused coupon, the broker's reason code,
 when the gate recorded it and the broker's message. A bolt file is locked by
-the gate that uses it: stop the gate first (the command waits 5s for the lock).`,
+the gate that uses it: stop the gate first (the command waits 5s for the lock).
+` + vendorOpsHelp,
 		CobraFunc: func(cmd *cobra.Command) {
 			refused := &cobra.Command{Use: "refused (--store FILE | --redis URL [--prefix P]) [--limit N]", Short: "List the lanes the broker refused for good", Args: cobra.NoArgs,
 				RunE: caddycmd.WrapCommandFuncForCobra(func(fl caddycmd.Flags) (int, error) {
@@ -37,6 +38,7 @@ the gate that uses it: stop the gate first (the command waits 5s for the lock).`
 			refused.Flags().String("prefix", "", `the gates' Redis key prefix (default "ecoupons:")`)
 			refused.Flags().Int("limit", 10000, "the most lanes listed")
 			cmd.AddCommand(refused)
+			addVendorCommands(cmd)
 		},
 	})
 }

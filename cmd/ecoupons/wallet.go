@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -335,7 +336,7 @@ func walletRegisterCmd() *cobra.Command {
 				return walletErr{exitUsage, fmt.Errorf("this wallet is registered in %s: --currency %s would switch its new books, limits and balance to %s "+
 					"(books already made stay in %s). Add --switch-currency to do so, or keep %s in another wallet (--dir)", old, currency, currency, old, currency)}
 			}
-			bk, err := fetchBrokerKey(url)
+			bk, err := fetchBrokerKey(context.Background(), url)
 			if err != nil {
 				return err
 			}

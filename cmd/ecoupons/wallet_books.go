@@ -5,9 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"math/bits"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -19,14 +17,9 @@ import (
 	"time"
 
 	"github.com/ecoupons/ecoupons/coupons"
-	"github.com/ecoupons/ecoupons/spki"
 	"github.com/ecoupons/ecoupons/wallet"
 	"github.com/spf13/cobra"
 )
-
-// errNotBroker means a URL given as the broker's answers, but not as an
-// ecoupons broker (a gate's URL, a web site…).
-var errNotBroker = errors.New("does not answer as an ecoupons broker")
 
 // checkURL checks a base URL given to flag: absolute, http or https. A
 // bare host:port gets the hint of the URL meant.
@@ -43,29 +36,6 @@ func checkURL(flag, s string) (string, error) {
 		return "", walletErr{exitUsage, fmt.Errorf("%s %q: the scheme must be http or https, not %s", flag, s, u.Scheme)}
 	}
 	return strings.TrimRight(s, "/"), nil
-}
-
-// fetchBrokerKey asks base for its broker key (GET /v1/broker), saying so
-// when what answers is not an ecoupons broker.
-func fetchBrokerKey(base string) (*spki.PublicKey, error) {
-	c := &http.Client{Timeout: 30 * time.Second}
-	resp, err := c.Get(base + "/v1/broker")
-	if err != nil {
-		return nil, fmt.Errorf("the broker %s: %w", base, err)
-	}
-	kb, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("%s %w (GET /v1/broker answered %s; a gate's or site's URL? the broker's is the one 'ecoupons broker run' listens on)", base, errNotBroker, resp.Status)
-	}
-	x, err := spki.Parse(kb)
-	if err == nil {
-		var bk *spki.PublicKey
-		if bk, err = spki.ParsePublicKey(x); err == nil {
-			return bk, nil
-		}
-	}
-	return nil, fmt.Errorf("%s %w (GET /v1/broker answered no broker key: %v)", base, errNotBroker, err)
 }
 
 // nextPow2 returns the smallest power of two ≥ n (n ≥ 1), and false when

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -33,7 +34,7 @@ func stackWallet(t *testing.T) (*stack.Stack, *wallet.Wallet) {
 		t.Fatal(err)
 	}
 	base := "http://" + s.Broker
-	bk, err := fetchBrokerKey(base)
+	bk, err := fetchBrokerKey(context.Background(), base)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -81,7 +81,9 @@ func Start(dir, siteAddr, brokerAddr string, files map[string]string, routes []R
 	os.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
 	s := &Stack{Dir: dir, Site: siteAddr, Broker: brokerAddr, BrokerKey: NewKey(), AdminKey: NewKey(), VendorKey: NewKey(),
 		SiteRoot: filepath.Join(dir, "site")}
-	for name, k := range map[string]crypto.Signer{"broker": s.BrokerKey, "vendor": s.VendorKey} {
+	// admin.pem too: the operator's commands (ecoupons broker account …)
+	// sign with it.
+	for name, k := range map[string]crypto.Signer{"broker": s.BrokerKey, "vendor": s.VendorKey, "admin": s.AdminKey} {
 		if err := writePEM(filepath.Join(dir, name+".pem"), k); err != nil {
 			return nil, err
 		}
