@@ -22,6 +22,7 @@ func init() {
 //
 //	ecoupon [<matcher>] {
 //	    vendor           <host name>
+//	    name             <route name in metrics>
 //	    broker           <url>
 //	    broker_key       <file>            # repeatable
 //	    price            <coupons per request>
@@ -118,6 +119,8 @@ func (g *Gate) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		switch key := d.Val(); key {
 		case "vendor":
 			g.Vendor, err = one()
+		case "name":
+			g.Name, err = one()
 		case "broker":
 			g.Broker, err = one()
 		case "broker_key":

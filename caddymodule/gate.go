@@ -84,6 +84,10 @@ type Gate struct {
 	Unit string `json:"unit,omitempty"`
 	// Currency is the ISO 4217 code of the unit. Default "EUR".
 	Currency string `json:"currency,omitempty"`
+	// Name names the route in the gate's metrics (the route label of
+	// ecoupons_gate_coupons_total and ecoupons_gate_revenue_total): letters,
+	// digits, '-', '_' and '.', at most 64. Default: none (an empty label).
+	Name string `json:"name,omitempty"`
 	// StoreRaw is the spent-state store module. Default: bolt, in
 	// ecoupons/<vendor>.db under Caddy's data directory.
 	StoreRaw json.RawMessage `json:"store,omitempty" caddy:"namespace=http.handlers.ecoupon.stores inline_key=backend"`
@@ -204,6 +208,9 @@ type Gate struct {
 	mHit      prometheus.Counter
 	mMiss     prometheus.Counter
 	mDelay    prometheus.Observer
+	mCoupons  prometheus.Counter // coupons kept for served requests, this route
+	mRevenue  prometheus.Counter // their value in currency units
+	revenue   float64            // the value of one request's coupons
 }
 
 // CaddyModule returns the Caddy module information.
@@ -303,6 +310,9 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 	g.mHit = gateMetrics.cache.WithLabelValues(g.Vendor, "hit")
 	g.mMiss = gateMetrics.cache.WithLabelValues(g.Vendor, "miss")
 	g.mDelay = gateMetrics.verifyDelay.WithLabelValues(g.Vendor)
+	g.mCoupons = gateMetrics.coupons.WithLabelValues(g.Vendor, g.Name)
+	g.mRevenue = gateMetrics.revenue.WithLabelValues(g.Vendor, g.Name, g.Currency)
+	g.revenue = float64(g.Price) * float64(g.unit) / 1e9
 	if len(g.Revocations) > 0 {
 		// The newest lists are kept beside the secret, for the next start.
 		g.revoked = newRevocations(g.Revocations, g.brokers, filepath.Join(filepath.Dir(g.SecretFile), g.Vendor+".revocations"), g.logger)
@@ -424,6 +434,19 @@ func (g *Gate) defaults() {
 // needs nothing but the options (after defaults): no file is read, created
 // or opened, so Provision runs it before anything else, and Validate runs
 // it again.
+// validRouteName reports whether name may label the route's metrics.
+func validRouteName(name string) bool {
+	if len(name) > 64 {
+		return false
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
 func (g *Gate) check() error {
 	switch {
 	case g.Vendor == "" || strings.ToLower(g.Vendor) != g.Vendor || strings.ContainsAny(g.Vendor, " /:\\"):
@@ -452,6 +475,8 @@ func (g *Gate) check() error {
 		return fmt.Errorf("ecoupon: max_open_bytes %d is too small for any lane open (at least 1024)", g.MaxOpenBytes)
 	case g.MaxBody < 0:
 		return fmt.Errorf("ecoupon: max_body must be positive")
+	case !validRouteName(g.Name):
+		return fmt.Errorf("ecoupon: name %q: a route name is at most 64 letters, digits, '-', '_' or '.'", g.Name)
 	}
 	unit, err := coupons.ParseAmount(g.Unit)
 	if err != nil {
@@ -597,8 +622,14 @@ func (g *Gate) serveWellKnown(w http.ResponseWriter, r *http.Request) bool {
 		}
 		g.receipts.serve(w, r)
 		return true
+	case r.URL.Path == VendorPath:
+		w.Header().Set("Allow", "GET")
+		writeJSON(w, http.StatusMethodNotAllowed, problem{Error: coupons.CodeMethodNotAllowed, Reason: VendorPath + " takes GET"})
+		return true
 	}
-	return false
+	writeJSON(w, http.StatusNotFound, problem{Error: coupons.CodeNotFound,
+		Reason: "the gate serves " + OpenPath + " and " + VendorPath + " under " + wellKnownPrefix + "; nothing else"})
+	return true
 }
 
 // parsePayment reads the request's ECoupon payment into p; without one it
@@ -770,7 +801,10 @@ func (g *Gate) serveUpstream(w http.ResponseWriter, r *http.Request, next caddyh
 			status = he.StatusCode
 		}
 	}
-	if status >= 500 {
+	if status < 500 {
+		g.mCoupons.Add(float64(g.Price))
+		g.mRevenue.Add(g.revenue)
+	} else {
 		if rerr := g.core.Refund(r.Context(), id); rerr == nil {
 			gateMetrics.refunds.WithLabelValues(g.Vendor).Inc()
 		} else {

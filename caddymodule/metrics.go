@@ -20,6 +20,8 @@ var gateMetrics struct {
 	revokedLanes *prometheus.CounterVec   // vendor
 	redemptions  *prometheus.CounterVec   // vendor, result: paid, refused, retry or failed
 	verifyDelay  *prometheus.HistogramVec // vendor
+	coupons      *prometheus.CounterVec   // vendor, route
+	revenue      *prometheus.CounterVec   // vendor, route, currency
 	bolt         boltCollector
 }
 
@@ -74,6 +76,10 @@ func initMetrics(reg *prometheus.Registry) {
 			Help: "Open lanes this gate found under a revoked certificate or key (a newly installed revocation list) and marked revoked in the store."}, []string{"vendor"})
 		m.redemptions = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "redemptions_total",
 			Help: "Lanes submitted to the broker for redemption, by result: paid, refused (for good: the lane left the pending set), retry (refused for now: the lane backs off) or failed (the batch failed: broker unreachable, 5xx; the lane backs off)."}, []string{"vendor", "result"})
+		m.coupons = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "coupons_total",
+			Help: "Coupons the gate kept for requests it served (the price of each; requests whose upstream failed are credited back and not counted), by vendor and route (the gate's name option)."}, []string{"vendor", "route"})
+		m.revenue = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "revenue_total",
+			Help: "The value of coupons_total in currency units (coupons × unit), by vendor, route and currency."}, []string{"vendor", "route", "currency"})
 		m.verifyDelay = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "payment_verification_seconds",
 			Help:    "Time from parsing a payment to its durable acceptance or refusal (store included).",
 			Buckets: []float64{0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1}}, []string{"vendor"})
@@ -81,7 +87,7 @@ func initMetrics(reg *prometheus.Registry) {
 	if reg == nil {
 		return
 	}
-	for _, c := range []prometheus.Collector{m.payments, m.opens, m.cache, m.thefts, m.refunds, m.revokedLanes, m.redemptions, m.verifyDelay, m.bolt} {
+	for _, c := range []prometheus.Collector{m.payments, m.opens, m.cache, m.thefts, m.refunds, m.revokedLanes, m.redemptions, m.verifyDelay, m.coupons, m.revenue, m.bolt} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) {

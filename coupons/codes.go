@@ -132,7 +132,8 @@ const (
 	// The gate's other endpoints (docs/PROTOCOL.md §14, §15).
 
 	// CodeMethodNotAllowed is sent by the gate (405) to anything but POST at
-	// its lane-open endpoint.
+	// its lane-open endpoint, and anything but GET at its receipt
+	// commitment.
 	CodeMethodNotAllowed = "method_not_allowed"
 	// CodeNoReceipts is sent by the gate (404) for its receipt commitment
 	// when it has no vendor_key.
@@ -189,7 +190,9 @@ const (
 	// CodeUnknownAccount is sent by the broker (404) for an account it does
 	// not know.
 	CodeUnknownAccount = "unknown_account"
-	// CodeNotFound is sent by the broker (404) to a path that is no endpoint.
+	// CodeNotFound is sent by the broker (404) to a path that is no
+	// endpoint, and by the gate to a path under /.well-known/ecoupons/ it
+	// does not serve.
 	CodeNotFound = "not_found"
 	// CodeVendorTaken is sent by the broker (409) when a vendor name is
 	// registered by another key.

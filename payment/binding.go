@@ -12,6 +12,19 @@ import (
 // MinSecretLen is the shortest binding secret a Binder takes.
 const MinSecretLen = 32
 
+// LabelBindingSecret separates the binding secret a gate derives from its
+// own secret (BindingSecret) from the other uses of that secret.
+const LabelBindingSecret = "ecoupons payment binding v1"
+
+// BindingSecret derives a Binder's secret from a gate's master secret:
+// HMAC-SHA256(master, LabelBindingSecret). A gate that already keeps a
+// secret for its nonces needs no second one.
+func BindingSecret(master []byte) []byte {
+	m := hmac.New(sha256.New, master)
+	m.Write([]byte(LabelBindingSecret))
+	return m.Sum(nil)
+}
+
 // Binder computes and checks the challenge id as the draft's stateless
 // HMAC-SHA256 binding: id = base64url(HMAC-SHA256(secret, input)) with
 //
@@ -23,7 +36,8 @@ const MinSecretLen = 32
 //
 // absent optional parameters giving empty slots. Description is not bound.
 // Past secrets stay valid for verification, so the secret can rotate
-// without refusing challenges already issued.
+// without refusing challenges already issued. Make one with NewBinder; it
+// is safe for concurrent use.
 type Binder struct {
 	secrets [][]byte // [0] signs
 }
@@ -78,6 +92,9 @@ func checkBindable(c *Challenge) error {
 // The challenge must have an expires parameter: a stateless id without one
 // would never expire.
 func (b *Binder) Bind(c *Challenge) error {
+	if len(b.secrets) == 0 {
+		return fieldErr(ErrWeakSecret, "", "a Binder from NewBinder is needed")
+	}
 	if err := checkBindable(c); err != nil {
 		return err
 	}

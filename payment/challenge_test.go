@@ -3,6 +3,7 @@ package payment
 import (
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -99,6 +100,9 @@ func TestBinder(t *testing.T) {
 	if _, err := NewBinder(make([]byte, 31)); !errors.Is(err, ErrWeakSecret) {
 		t.Errorf("short secret: %v", err)
 	}
+	if err := new(Binder).Bind(&Challenge{}); !errors.Is(err, ErrWeakSecret) {
+		t.Errorf("zero Binder: %v", err)
+	}
 	old, _ := NewBinder(testSecret("old"))
 	b, err := NewBinder(testSecret("new"), testSecret("old"))
 	if err != nil {
@@ -160,6 +164,16 @@ func TestBinder(t *testing.T) {
 }
 
 // TestBindingLayout checks the two slot layouts the draft fixes.
+func TestBindingSecret(t *testing.T) {
+	s := BindingSecret([]byte("master"))
+	if len(s) != MinSecretLen || hexHMAC([]byte("master"), []byte("ecoupons payment binding v1")) != fmt.Sprintf("%x", s) {
+		t.Errorf("%x", s)
+	}
+	if _, err := NewBinder(s); err != nil {
+		t.Error(err)
+	}
+}
+
 func TestBindingLayout(t *testing.T) {
 	c := &Challenge{Realm: "r", Method: "m", Intent: "i", Request: "q", Expires: "e", Opaque: "o"}
 	if got := string(BindingInput(c)); got != "r|m|i|q|e||o" {

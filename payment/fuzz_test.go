@@ -32,44 +32,52 @@ func FuzzParseChallenge(f *testing.F) {
 
 // FuzzParseCredential: credential values never panic the parser or the
 // payload decoder; what they accept encodes to a credential that parses
-// to the same challenge and payment.
+// to the same challenge and payment. The second input is the credential's
+// JSON, base64-encoded by the target, so mutations reach the JSON.
 func FuzzParseCredential(f *testing.F) {
-	h, _ := goldenCredential(f).Header()
-	f.Add(h)
-	f.Add("Payment " + b64.EncodeToString([]byte(`{"challenge":{"id":"x","realm":"r","method":"ecoupon","intent":"charge","request":"eyJ9"},"payload":{"lane":"-8z1wab31vQQfzf0Ay5E-Z4K3v244c6bUIK2ACFrlms.1","index":1,"value":"H_-H04zq06o_d1hWTYzIUVTy7H7EXH-DktZHafbEkaQ"}}`)))
-	f.Add("Payment e30")
-	f.Fuzz(func(t *testing.T, h string) {
-		cr, err := ParseCredential(h)
-		if err != nil {
-			return
-		}
-		p, open, err := cr.ECoupon()
-		if again, err := cr.Header(); err == nil {
-			back, err := ParseCredential(again)
-			if err != nil || back.Challenge != cr.Challenge {
-				t.Fatalf("re-encoded credential: %+v, %v", back, err)
-			}
-		}
-		if err != nil {
-			return
-		}
-		cr2, err := NewCredential(&cr.Challenge, p, open)
-		if err != nil {
-			t.Fatal(err)
-		}
-		h2, err := cr2.Header()
-		if err != nil {
-			return // a large open document may not fit twice
-		}
-		back, err := ParseCredential(h2)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p2, open2, err := back.ECoupon()
-		if err != nil || *p2 != *p || !bytes.Equal(open, open2) {
-			t.Fatalf("payment %+v became %+v, %v", p, p2, err)
-		}
+	cr := goldenCredential(f)
+	h, _ := cr.Header()
+	j, _ := cr.JSON()
+	f.Add(h, j)
+	f.Add("Payment e30", []byte(`{"challenge":{"id":"x","realm":"r","method":"ecoupon","intent":"charge","request":"eyJ9"},"payload":{"lane":"-8z1wab31vQQfzf0Ay5E-Z4K3v244c6bUIK2ACFrlms.1","index":1,"value":"H_-H04zq06o_d1hWTYzIUVTy7H7EXH-DktZHafbEkaQ"}}`))
+	f.Fuzz(func(t *testing.T, h string, j []byte) {
+		checkCredential(t, h)
+		checkCredential(t, "Payment "+b64.EncodeToString(j))
 	})
+}
+
+func checkCredential(t *testing.T, h string) {
+	t.Helper()
+	cr, err := ParseCredential(h)
+	if err != nil {
+		return
+	}
+	p, open, err := cr.ECoupon()
+	if again, err := cr.Header(); err == nil {
+		back, err := ParseCredential(again)
+		if err != nil || back.Challenge != cr.Challenge {
+			t.Fatalf("re-encoded credential: %+v, %v", back, err)
+		}
+	}
+	if err != nil {
+		return
+	}
+	cr2, err := NewCredential(&cr.Challenge, p, open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2, err := cr2.Header()
+	if err != nil {
+		return // a large open document may not fit twice
+	}
+	back, err := ParseCredential(h2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, open2, err := back.ECoupon()
+	if err != nil || *p2 != *p || !bytes.Equal(open, open2) {
+		t.Fatalf("payment %+v became %+v, %v", p, p2, err)
+	}
 }
 
 // FuzzAcceptPayment: Accept-Payment values never panic the parser, weights
@@ -115,6 +123,45 @@ func FuzzCanonicalize(f *testing.F) {
 		again, err := Canonicalize(out)
 		if err != nil || !bytes.Equal(again, out) {
 			t.Fatalf("not idempotent: %q then %q, %v", out, again, err)
+		}
+	})
+}
+
+// FuzzDecodeRequest: request JSON never panics the decoder, and what it
+// accepts encodes to a request that decodes to the same terms.
+func FuzzDecodeRequest(f *testing.F) {
+	s, _ := EncodeRequest(testRequest())
+	j, _ := b64.DecodeString(s)
+	f.Add(j)
+	f.Fuzz(func(t *testing.T, j []byte) {
+		r, err := DecodeRequest(b64.EncodeToString(j))
+		if err != nil {
+			return
+		}
+		s, err := EncodeRequest(r)
+		if err != nil {
+			return // too large once re-encoded
+		}
+		back, err := DecodeRequest(s)
+		if err != nil || *back != *r {
+			t.Fatalf("%+v became %+v, %v", r, back, err)
+		}
+	})
+}
+
+// FuzzParseReceipt: receipt JSON never panics the parser, and what it
+// accepts formats to a receipt that parses back to it.
+func FuzzParseReceipt(f *testing.F) {
+	f.Add(NewReceipt(goldenPayment().Lane, 1, goldenTESLA(), goldenNow).JSON())
+	f.Fuzz(func(t *testing.T, j []byte) {
+		r, err := ParseReceipt(b64.EncodeToString(j))
+		if err != nil {
+			return
+		}
+		_, _ = r.TESLA()
+		back, err := ParseReceipt(r.Header())
+		if err != nil || *back != *r {
+			t.Fatalf("%+v became %+v, %v", r, back, err)
 		}
 	})
 }
