@@ -235,7 +235,7 @@ func fundBook(w *wallet.Wallet, sb *coupons.SignedBook) (held, currency string, 
 	if err := brokerCall(w, "POST", "/v1/books", spki.Transport(sb.Sexp()), &out); err != nil {
 		var ref *brokerRefusal
 		if errors.As(err, &ref) && ref.decided() {
-			why := ref.code + ": " + inUnits(ref.reason, sb.Book.Currency)
+			why := ref.code + ": " + ref.reason
 			if ref.code == "" {
 				why = ref.body
 			}
