@@ -320,8 +320,8 @@ func walletRegisterCmd() *cobra.Command {
 			if url == "" {
 				return walletErr{exitUsage, errors.New("--broker URL is required")}
 			}
-			if url, err = checkURL("--broker", url); err != nil {
-				return err
+			if url, err = checkBrokerURL("--broker", url); err != nil {
+				return walletErr{exitUsage, err} // the operator's check: one message for both
 			}
 			old := w.Config.Currency
 			if currency == "" {
