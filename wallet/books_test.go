@@ -492,3 +492,12 @@ func TestExpiredBookIsNeverChosen(t *testing.T) {
 		t.Fatalf("after its expiry: %v", err)
 	}
 }
+
+// TestLockHolderMessageHidesPIN: the command line of the process holding
+// a lane lock is shown without a smart card's PIN.
+func TestLockHolderMessageHidesPIN(t *testing.T) {
+	got := cmdline([]byte("ecoupons\x00wallet\x00init\x00--smart-card\x00pkcs11:token=w;pin-value=123456;id=1\x00"))
+	if strings.Contains(got, "123456") || !strings.Contains(got, "pin-value=…;id=1") {
+		t.Fatalf("got %q", got)
+	}
+}
