@@ -31,6 +31,7 @@ type LockedError struct {
 	Waited  time.Duration
 }
 
+// Error names the holder and what to do.
 func (e *LockedError) Error() string {
 	who := "another process"
 	if e.PID > 0 {
