@@ -457,3 +457,47 @@ func TestRemovePendingBookNeedsForce(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestExpiredBookIsNeverChosen: a funded book past its expiry is listed
+// as expired and never chosen (no gate takes it: a coupon revealed for it
+// would be lost).
+func TestExpiredBookIsNeverChosen(t *testing.T) {
+	w, broker := bookWallet(t)
+	bp, _ := spki.NewPublicKey(broker.Public())
+	notAfter := time.Now().Add(1200 * time.Millisecond)
+	bk, sec, anchors, err := coupons.Create(coupons.Params{Vendor: "news.example", Broker: bp.Hash(), Owner: w.PublicKey().Hash(),
+		Lanes: 1, Length: 16, Currency: "EUR", Unit: 1_000_000, NotAfter: notAfter}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, _ := bk.Sign(w.Key)
+	if err := w.SaveBook(sb, sec, anchors); err != nil {
+		t.Fatal(err)
+	}
+	f, err := coupons.SignFunding(sb.Book, broker, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.SaveFunding(sb.Book.ID(), f); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.BookFor("news.example"); err != nil {
+		t.Fatalf("before its expiry: %v", err)
+	}
+	time.Sleep(time.Until(sb.Book.NotAfter) + 50*time.Millisecond)
+	if st := entryOf(t, w, sb).State(time.Now()); st != BookExpired {
+		t.Fatalf("state %s, want expired", st)
+	}
+	if _, err := w.BooksFor("news.example"); !errors.Is(err, ErrNoBook) || !strings.Contains(err.Error(), "1 expired") {
+		t.Fatalf("after its expiry: %v", err)
+	}
+}
+
+// TestLockHolderMessageHidesPIN: the command line of the process holding
+// a lane lock is shown without a smart card's PIN.
+func TestLockHolderMessageHidesPIN(t *testing.T) {
+	got := cmdline([]byte("ecoupons\x00wallet\x00init\x00--smart-card\x00pkcs11:token=w;pin-value=123456;id=1\x00"))
+	if strings.Contains(got, "123456") || !strings.Contains(got, "pin-value=…;id=1") {
+		t.Fatalf("got %q", got)
+	}
+}

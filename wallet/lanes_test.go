@@ -17,7 +17,7 @@ func TestProxyAnswers503OnlyAfterLaneWait(t *testing.T) {
 	w, broker := bookWallet(t)
 	addBook(t, w, broker, 2, 16, true)
 	g := &bookGate{hold: make(chan struct{})}
-	wait := 300 * time.Millisecond
+	wait := time.Second
 	router := &Router{Base: g, Books: func(vendor string) (*Chooser, error) {
 		es, err := w.BooksFor(vendor)
 		if err != nil {
@@ -61,7 +61,7 @@ func TestProxyAnswers503OnlyAfterLaneWait(t *testing.T) {
 	}
 	// Two requests hold the lanes, two wait: released within their wait,
 	// all four are served.
-	time.Sleep(wait / 3)
+	time.Sleep(wait / 5)
 	close(g.hold)
 	wg.Wait()
 	for i, c := range codes {

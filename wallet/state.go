@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -30,6 +31,7 @@ type LockedError struct {
 	Waited  time.Duration
 }
 
+// Error names the holder and what to do.
 func (e *LockedError) Error() string {
 	who := "another process"
 	if e.PID > 0 {
@@ -46,6 +48,9 @@ func (e *LockedError) Error() string {
 // Unwrap makes errors.Is(err, ErrLocked) hold.
 func (e *LockedError) Unwrap() error { return ErrLocked }
 
+// pinValueRe finds a PIN given in a pkcs11: URI.
+var pinValueRe = regexp.MustCompile(`pin-value=[^;&?\s]*`)
+
 // lockHolder reads the PID a lock file's holder wrote into it, and its
 // command line where the system shows it (best effort).
 func lockHolder(path string) (int, string) {
@@ -61,11 +66,19 @@ func lockHolder(path string) (int, string) {
 	if err != nil {
 		return pid, ""
 	}
-	line := strings.TrimSpace(strings.ReplaceAll(string(cmd), "\x00", " "))
+	return pid, cmdline(cmd)
+}
+
+// cmdline writes a /proc/PID/cmdline for a message: arguments joined by
+// spaces, a PIN in a pkcs11: URI hidden (never show it), at most 120
+// bytes.
+func cmdline(raw []byte) string {
+	line := strings.TrimSpace(strings.ReplaceAll(string(raw), "\x00", " "))
+	line = pinValueRe.ReplaceAllString(line, "pin-value=…")
 	if len(line) > 120 {
-		line = line[:120] + "…"
+		line = strings.ToValidUTF8(line[:120], "") + "…"
 	}
-	return pid, line
+	return line
 }
 
 // stateFile is the on-disk state of a transport's lanes: each lane's

@@ -237,7 +237,7 @@ func fundBook(w *wallet.Wallet, sb *coupons.SignedBook) (held, currency string, 
 	if err := brokerCall(w, "POST", "/v1/books", spki.Transport(sb.Sexp()), &out); err != nil {
 		var ref *brokerRefusal
 		if errors.As(err, &ref) && ref.decided() {
-			why := ref.code + ": " + inUnits(ref.reason, sb.Book.Currency)
+			why := ref.code + ": " + ref.reason
 			if ref.code == "" {
 				why = ref.body
 			}
@@ -322,8 +322,8 @@ func walletRegisterCmd() *cobra.Command {
 			if url == "" {
 				return walletErr{exitUsage, errors.New("--broker URL is required")}
 			}
-			if url, err = checkURL("--broker", url); err != nil {
-				return err
+			if url, err = checkBrokerURL("--broker", url); err != nil {
+				return walletErr{exitUsage, err} // the operator's check: one message for both
 			}
 			old := w.Config.Currency
 			if currency == "" {

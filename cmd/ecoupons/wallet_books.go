@@ -9,10 +9,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -310,22 +308,4 @@ func limitToRemove(b *wallet.Budget, l wallet.Limit, perGiven bool) (wallet.Limi
 		what = fmt.Sprintf("per %s %s", l.Period, what)
 	}
 	return l, fmt.Errorf("no limit %s; the limits are: %s (name one with --host, --per and --currency)", what, strings.Join(all, "; "))
-}
-
-// billionthsRe finds the amounts a broker's refusal may write in
-// billionths of the currency ("holds -2048000000, floor 0, needs 512000000").
-var billionthsRe = regexp.MustCompile(`\b(holds|floor|needs) (-?\d+)([^.\d]|$)`)
-
-// inUnits rewrites the amounts in billionths of a broker's message into
-// currency units with the currency ("needs 0.512 EUR"); amounts already
-// in units are left alone.
-func inUnits(msg, currency string) string {
-	return billionthsRe.ReplaceAllStringFunc(msg, func(m string) string {
-		p := billionthsRe.FindStringSubmatch(m)
-		n, err := strconv.ParseInt(p[2], 10, 64)
-		if err != nil {
-			return m
-		}
-		return p[1] + " " + coupons.FormatAmount(n) + " " + currency + p[3]
-	})
 }
