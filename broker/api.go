@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -461,16 +462,23 @@ func (a *API) postCredit(ctx context.Context, caller *spki.PublicKey, body []byt
 }
 
 // getStatement answers GET /v1/statements?account=A&from=YYYY-MM-DD&to=YYYY-MM-DD[&format=csv]
-// for an account of the caller.
+// for an account of the caller (any account for an admin).
 func (a *API) getStatement(ctx context.Context, w http.ResponseWriter, r *http.Request, caller *spki.PublicKey) (int, any, error) {
-	q := r.URL.Query()
+	return a.statement(ctx, w, r.URL.Query(), caller.Hash(), a.isAdmin(caller), false)
+}
+
+// statement answers a statement query q (account, from, to, format json
+// or csv) for the key key (admin: any account). With attach, the answer
+// is a file to save (Content-Disposition), for the back office's
+// downloads.
+func (a *API) statement(ctx context.Context, w http.ResponseWriter, q url.Values, key spki.KeyHash, admin, attach bool) (int, any, error) {
 	account := q.Get("account")
 	var n int
 	if err := a.Broker.DB.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT account FROM users WHERE key_hash = $1 AND account = $2
-		UNION SELECT account FROM vendors WHERE key_hash = $1 AND account = $2) AS t`, hexKey(caller.Hash()), account).Scan(&n); err != nil {
+		UNION SELECT account FROM vendors WHERE key_hash = $1 AND account = $2) AS t`, hexKey(key), account).Scan(&n); err != nil {
 		return 0, nil, err
 	}
-	if n == 0 && !a.isAdmin(caller) {
+	if n == 0 && !admin {
 		return 0, nil, fmt.Errorf("%w: %s is not an account of this key", errForbidden, account)
 	}
 	from, err1 := time.Parse("2006-01-02", q.Get("from"))
@@ -478,11 +486,23 @@ func (a *API) getStatement(ctx context.Context, w http.ResponseWriter, r *http.R
 	if err1 != nil || err2 != nil {
 		return 0, nil, badRequest("from and to are dates, YYYY-MM-DD (to exclusive)")
 	}
+	if !to.After(from) || to.Sub(from) > 3660*24*time.Hour {
+		return 0, nil, badRequest("to must be after from, at most ten years later")
+	}
 	st, err := a.Broker.Statement(ctx, account, from, to)
 	if err != nil {
 		return 0, nil, err
 	}
-	switch q.Get("format") {
+	format := q.Get("format")
+	if attach {
+		ext := format
+		if ext == "" {
+			ext = "json"
+		}
+		name := strings.NewReplacer(":", "-", "/", "-").Replace(fmt.Sprintf("statement-%s-%s-%s.%s", account, st.From.Format("2006-01-02"), st.To.Format("2006-01-02"), ext))
+		w.Header().Set("Content-Disposition", `attachment; filename="`+name+`"`)
+	}
+	switch format {
 	case "csv":
 		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")

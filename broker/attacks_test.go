@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -496,7 +497,7 @@ func TestRevocationMigrationDatesOldEntries(t *testing.T) {
 			t.Fatalf("%s: %v", stmt, err)
 		}
 	}
-	for _, e := range [][2]string{{"cert", hexString(gh[:])}, {"cert", strings.Repeat("aa", 32)}, {"key", strings.Repeat("bb", 32)}} {
+	for _, e := range [][2]string{{"cert", hex.EncodeToString(gh[:])}, {"cert", strings.Repeat("aa", 32)}, {"key", strings.Repeat("bb", 32)}} {
 		if _, err := db.Exec(`INSERT INTO revoked (kind, hash, by_key, created) VALUES ($1, $2, $3, $4)`, e[0], e[1], "x", created); err != nil {
 			t.Fatal(err)
 		}
@@ -504,7 +505,7 @@ func TestRevocationMigrationDatesOldEntries(t *testing.T) {
 	if err := f.b.DB.migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]int64{hexString(gh[:]): grantNA.Unix(), strings.Repeat("aa", 32): created + 365*24*3600, strings.Repeat("bb", 32): created + 365*24*3600}
+	want := map[string]int64{hex.EncodeToString(gh[:]): grantNA.Unix(), strings.Repeat("aa", 32): created + 365*24*3600, strings.Repeat("bb", 32): created + 365*24*3600}
 	for h, exp := range want {
 		var got int64
 		if err := db.QueryRow(`SELECT expires FROM revoked WHERE hash = $1`, h).Scan(&got); err != nil || got != exp {

@@ -65,9 +65,11 @@ var officeFiles embed.FS
 
 var officeTmpl = template.Must(template.New("").Funcs(template.FuncMap{
 	"amount":   coupons.FormatAmount,
+	"id":       hexToID,
+	"shortid":  func(h string) string { id := hexToID(h); return id[:min(len(id), 11)] },
+	"b64":      func(b [32]byte) string { return base64.RawURLEncoding.EncodeToString(b[:]) },
 	"date":     func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04") },
 	"day":      func(t time.Time) string { return t.UTC().Format("2006-01-02") },
-	"short":    func(s string) string { return s[:min(len(s), 12)] },
 	"subtract": func(a, b int64) int64 { return a - b },
 	"neg":      func(a int64) int64 { return -a },
 	"unix":     func(s int64) string { return time.Unix(s, 0).UTC().Format("2006-01-02 15:04") },
@@ -168,6 +170,22 @@ func (a *API) serveOffice(w http.ResponseWriter, r *http.Request) {
 		a.officePage(w, http.StatusOK, "home", page)
 	case "POST " + OfficePath + "revoke":
 		a.officeRevoke(w, r)
+	case "GET " + OfficePath + "statement":
+		key, _, ok := a.session(ctx, r)
+		if !ok {
+			a.officePage(w, http.StatusUnauthorized, "login", nil)
+			return
+		}
+		// The session's key, its own accounts only (as GET /v1/statements
+		// signed by it): a file to save, CSV or JSON.
+		status, body, err := a.statement(ctx, w, r.URL.Query(), key, false, true)
+		switch {
+		case err != nil:
+			w.Header().Del("Content-Disposition")
+			a.officeError(w, err)
+		case body != nil:
+			writeJSON(w, status, body)
+		}
 	case "POST " + OfficePath + "logout":
 		if _, sess, ok := a.session(ctx, r); ok && r.PostFormValue("csrf") == csrfToken(sess) {
 			a.Broker.DB.db.ExecContext(ctx, `DELETE FROM sessions WHERE token_hash = $1`, tokenHash(sess))
@@ -313,7 +331,10 @@ type officeDevice struct {
 type officeVendor struct {
 	Name, Currency string
 	Account        Account
+	AccountID      string
 	Revenue        []StatementRow // redeem rows of the last 30 days
+	Chart          template.HTML  // their revenue per day, an SVG bar chart
+	From, To       string         // the 30 days, for the statement downloads
 	Total30        int64
 	Recent         []officeRedemption
 	Books, Lanes   int64
@@ -434,6 +455,9 @@ func (a *API) officeData(ctx context.Context, key spki.KeyHash, sess string) (*o
 				v.Total30 += r.Amount
 			}
 		}
+		v.AccountID = vaccts[i]
+		v.From, v.To = day.Add(-29*24*time.Hour).Format("2006-01-02"), day.Add(24*time.Hour).Format("2006-01-02")
+		v.Chart = revenueChart(day.Add(-29*24*time.Hour), 30, v.Revenue, v.Currency)
 		rr, err := db.QueryContext(ctx, `SELECT t.created, e.amount FROM entries e JOIN transactions t ON t.id = e.tx
 			WHERE e.account = $1 AND t.kind = 'redeem' ORDER BY t.id DESC LIMIT 20`, vaccts[i])
 		if err != nil {
@@ -459,6 +483,67 @@ func (a *API) officeData(ctx context.Context, key spki.KeyHash, sess string) (*o
 	return p, nil
 }
 
+// hexToID spells an ID the ledger keeps in hex (a book, a key hash, a
+// grant) as everything else spells it: base64url without padding, the
+// form of the protocol's lane IDs, of the API and of the CLI.
+func hexToID(h string) string {
+	raw, err := hex.DecodeString(h)
+	if err != nil {
+		return h
+	}
+	return base64.RawURLEncoding.EncodeToString(raw)
+}
+
+// revenueChart draws rows (redeem rows, one per day) over the days days
+// from first as an SVG bar chart: one bar per day, its height the day's
+// revenue, a title on each bar for its exact amount, the largest day
+// labelled. It is markup of the page (the back office runs no script).
+func revenueChart(first time.Time, days int, rows []StatementRow, currency string) template.HTML {
+	const w, h, top, bottom, left = 600, 160, 14, 18, 4
+	per := make([]int64, days)
+	var peak int64
+	for _, r := range rows {
+		d := int(r.Day.Sub(first) / (24 * time.Hour))
+		if d >= 0 && d < days {
+			per[d] += r.Amount
+			peak = max(peak, per[d])
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg class="chart" role="img" viewBox="0 0 %d %d" width="100%%" height="%d" xmlns="http://www.w3.org/2000/svg"><title>Revenue per day, %s to %s, in %s</title>`,
+		w, h, h, first.Format("2006-01-02"), first.Add(time.Duration(days-1)*24*time.Hour).Format("2006-01-02"), template.HTMLEscapeString(currency))
+	fmt.Fprintf(&b, `<line x1="0" y1="%d" x2="%d" y2="%d" stroke="#999"/>`, h-bottom, w, h-bottom)
+	slot := float64(w-left) / float64(days)
+	for d, v := range per {
+		day := first.Add(time.Duration(d) * 24 * time.Hour).Format("2006-01-02")
+		bh := 0.0
+		if peak > 0 {
+			bh = float64(v) / float64(peak) * float64(h-top-bottom)
+		}
+		if v > 0 && bh < 1 {
+			bh = 1
+		}
+		fmt.Fprintf(&b, `<rect class="bar" data-day="%s" data-amount="%s" x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="#3a6ea5"><title>%s: %s %s</title></rect>`,
+			day, coupons.FormatAmount(v), float64(left)+float64(d)*slot+1, float64(h-bottom)-bh, slot-2, bh, day, coupons.FormatAmount(v), template.HTMLEscapeString(currency))
+		if d == 0 || d == days-1 {
+			anchor := "start"
+			if d == days-1 {
+				anchor = "end"
+			}
+			x := float64(left) + float64(d)*slot
+			if d == days-1 {
+				x += slot
+			}
+			fmt.Fprintf(&b, `<text x="%.1f" y="%d" font-size="11" text-anchor="%s" fill="#555">%s</text>`, x, h-4, anchor, day)
+		}
+	}
+	if peak > 0 {
+		fmt.Fprintf(&b, `<text x="%d" y="11" font-size="11" fill="#555">peak %s %s</text>`, left, coupons.FormatAmount(peak), template.HTMLEscapeString(currency))
+	}
+	b.WriteString(`</svg>`)
+	return template.HTML(b.String())
+}
+
 // officeRevoke revokes a device's grant (and with key=on, its key) from
 // the back office: the session's key must have issued it.
 func (a *API) officeRevoke(w http.ResponseWriter, r *http.Request) {
@@ -473,13 +558,14 @@ func (a *API) officeRevoke(w http.ResponseWriter, r *http.Request) {
 		a.officeError(w, fmt.Errorf("%w: the form is stale or from another site; reload the page", errForbidden))
 		return
 	}
-	grant := r.PostFormValue("grant")
-	if raw, err := hex.DecodeString(grant); err != nil || len(raw) != 32 {
+	raw, err := base64.RawURLEncoding.DecodeString(r.PostFormValue("grant"))
+	if err != nil || len(raw) != 32 {
 		a.officeError(w, fmt.Errorf("%w: the form names no grant", errBadRequest))
 		return
 	}
+	grant := hex.EncodeToString(raw)
 	var doc string
-	err := a.Broker.DB.db.QueryRowContext(ctx, `SELECT doc FROM grants WHERE hash = $1 AND issuer = $2`, grant, hexKey(key)).Scan(&doc)
+	err = a.Broker.DB.db.QueryRowContext(ctx, `SELECT doc FROM grants WHERE hash = $1 AND issuer = $2`, grant, hexKey(key)).Scan(&doc)
 	if errors.Is(err, sql.ErrNoRows) {
 		a.officeError(w, fmt.Errorf("%w: no grant %q issued by you", errForbidden, grant))
 		return

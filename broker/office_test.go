@@ -2,8 +2,10 @@ package broker
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -194,11 +196,96 @@ func testOfficeInBrowser(t *testing.T) {
 	if got := text(".revenue-total"); got != "0.012 EUR" {
 		t.Errorf("revenue: %q", got)
 	}
-	if got := text("tr.revenue"); !strings.HasPrefix(got, "2026-12-01 1 0.012") {
+	if got := text("tr.revenue"); !strings.HasPrefix(got, "2026-12-01 1 0.012 EUR") {
 		t.Errorf("revenue row: %q", got)
+	}
+	if got := text("tr.redemption"); !strings.HasSuffix(got, "0.012 EUR") {
+		t.Errorf("redemption row: %q", got)
+	}
+	// The chart: 30 bars, the redemption day's the only one drawn, at full
+	// height, with its amount.
+	bars, err := chromedp.Run(bctx, chromedp.AttributesAll(chromedp.CSSAll("svg.chart rect.bar")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bars) != 30 {
+		t.Fatalf("%d bars, want 30 (one per day)", len(bars))
+	}
+	for _, b := range bars {
+		if b["data-day"] == "2026-12-01" {
+			if b["data-amount"] != "0.012" || b["height"] != "128.0" {
+				t.Errorf("the redemption day's bar: %v", b)
+			}
+		} else if b["height"] != "0.0" {
+			t.Errorf("a day without revenue has a bar: %v", b)
+		}
+	}
+	if href, err := chromedp.Run(bctx, chromedp.AttributeValue(chromedp.CSS("a.csv"), "href")); err != nil || !strings.Contains(href.Value, "format=csv") {
+		t.Errorf("CSV download link: %q %v", href.Value, err)
+	}
+	// ECOUPONS_SCREENSHOT=file.png keeps a picture of the vendor's page.
+	if path := os.Getenv("ECOUPONS_SCREENSHOT"); path != "" {
+		if png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100)); err == nil {
+			os.WriteFile(path, png, 0o644)
+		}
 	}
 	if got := text("body"); !strings.Contains(got, "redeemed 12 coupons on 2 lanes of 1 books") || strings.Contains(got, "Devices") {
 		t.Errorf("vendor page: %q", got)
+	}
+}
+
+// TestOfficeStatementDownloads: a signed-in vendor downloads its statement
+// as CSV and JSON, files named after the account and the days, amounts
+// with their currency; another key's account is refused, and nothing is
+// served without a session.
+func TestOfficeStatementDownloads(t *testing.T) {
+	f, srv, _ := officeWorld(t)
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar}
+	get := func(u string) (*http.Response, string) {
+		t.Helper()
+		resp, err := c.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, string(b)
+	}
+	q := func(account, format string) string {
+		return srv.URL + OfficePath + "statement?" + url.Values{"account": {account}, "from": {"2026-11-02"}, "to": {"2026-12-02"}, "format": {format}}.Encode()
+	}
+	if resp, _ := get(q("vendor:news.example", "csv")); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("without a session: %d", resp.StatusCode)
+	}
+	link, _ := OfficeLoginURL(srv.URL, fixtureBroker(t), f.vendor, f.now)
+	if resp, _ := get(link); resp.StatusCode != 200 {
+		t.Fatalf("login: %d", resp.StatusCode)
+	}
+	var account string
+	if err := f.b.DB.db.QueryRow(`SELECT account FROM vendors WHERE name = 'news.example'`).Scan(&account); err != nil {
+		t.Fatal(err)
+	}
+	resp, body := get(q(account, "csv"))
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/csv") ||
+		!strings.Contains(resp.Header.Get("Content-Disposition"), `attachment; filename="statement-`) {
+		t.Fatalf("CSV: %d %v", resp.StatusCode, resp.Header)
+	}
+	if !strings.Contains(body, "day,kind,transactions,amount,currency\n") || !strings.Contains(body, "2026-12-01,redeem,1,0.012,EUR\n") {
+		t.Errorf("CSV statement:\n%s", body)
+	}
+	resp, body = get(q(account, "json"))
+	if resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("Content-Disposition"), `.json"`) ||
+		!strings.Contains(body, `"currency":"EUR"`) || !strings.Contains(body, `"amount":"0.012"`) {
+		t.Errorf("JSON statement: %d %v\n%s", resp.StatusCode, resp.Header, body)
+	}
+	var alice string
+	f.b.DB.db.QueryRow(`SELECT account FROM users LIMIT 1`).Scan(&alice)
+	if resp, _ := get(q(alice, "csv")); resp.StatusCode != http.StatusForbidden || resp.Header.Get("Content-Disposition") != "" {
+		t.Errorf("another key's account: %d %v", resp.StatusCode, resp.Header)
+	}
+	if resp, _ := get(q(account, "xml")); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("format xml: %d", resp.StatusCode)
 	}
 }
 
@@ -225,11 +312,14 @@ func TestOfficeRefusesForgedForms(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	if code := post(url.Values{"grant": {hexString(gh[:])}, "csrf": {"forged"}}); code != 403 {
+	if code := post(url.Values{"grant": {base64.RawURLEncoding.EncodeToString(gh[:])}, "csrf": {"forged"}}); code != 403 {
 		t.Errorf("forged form token: %d", code)
 	}
-	if code := post(url.Values{"grant": {strings.Repeat("00", 32)}, "csrf": {csrfFor(t, jar, srv.URL)}}); code != 403 {
+	if code := post(url.Values{"grant": {base64.RawURLEncoding.EncodeToString(make([]byte, 32))}, "csrf": {csrfFor(t, jar, srv.URL)}}); code != 403 {
 		t.Errorf("someone else's grant: %d", code)
+	}
+	if code := post(url.Values{"grant": {hex.EncodeToString(gh[:])}, "csrf": {csrfFor(t, jar, srv.URL)}}); code != 400 {
+		t.Errorf("a grant spelled in hex (not the office's spelling): %d, want 400", code)
 	}
 	var n int
 	f.b.DB.db.QueryRow(`SELECT COUNT(*) FROM revoked`).Scan(&n)
@@ -243,8 +333,6 @@ func TestOfficeRefusesForgedForms(t *testing.T) {
 		t.Errorf("expired session: %d", resp.StatusCode)
 	}
 }
-
-func hexString(b []byte) string { return hex.EncodeToString(b) }
 
 func csrfFor(t *testing.T, jar http.CookieJar, base string) string {
 	u, _ := url.Parse(base + OfficePath)

@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 )
@@ -38,6 +39,11 @@ func (h KeyHash) Sexp() List { return L("hash", HashSHA256, h[:]) }
 
 // String returns the advanced form of the hash object.
 func (h KeyHash) String() string { return string(Advanced(h.Sexp())) }
+
+// ID is the key hash as ecoupons spells it for people (the CLI, the
+// broker's API and back office): base64url without padding, 43
+// characters, the spelling of book and lane IDs too.
+func (h KeyHash) ID() string { return base64.RawURLEncoding.EncodeToString(h[:]) }
 
 // ParseHash parses (hash sha256 |32 bytes|).
 func ParseHash(s Sexp) ([32]byte, error) {

@@ -2,7 +2,7 @@ package wallet
 
 import (
 	"cmp"
-	"encoding/hex"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
@@ -53,10 +53,20 @@ func (e *BookEntry) State(now time.Time) BookState {
 // holding lanes of it through a grant).
 func (e *BookEntry) Owned() bool { return e.owned }
 
-// ShortID is the book's id as book list shows it (12 hex digits).
-func (e *BookEntry) ShortID() string {
-	id := e.Holder.Book.Book.ID()
-	return hex.EncodeToString(id[:6])
+// BookID spells a book's id as everything user-facing does (the CLI, the
+// broker's API and back office): base64url without padding, the form the
+// protocol's lane IDs begin with.
+func BookID(id [32]byte) string { return base64.RawURLEncoding.EncodeToString(id[:]) }
+
+// ShortID is the book's id as book list shows it: the first 12
+// characters of BookID, which book rm, book fund and get --book take (any
+// prefix that names one book).
+func (e *BookEntry) ShortID() string { return BookID(e.Holder.Book.Book.ID())[:12] }
+
+// NamedBy reports whether prefix (case matters) begins the book's id; an
+// empty prefix names every book.
+func (e *BookEntry) NamedBy(prefix string) bool {
+	return strings.HasPrefix(BookID(e.Holder.Book.Book.ID()), prefix)
 }
 
 // BookUsage is what is left of the lanes a wallet spends of a book.

@@ -376,7 +376,7 @@ func (w *Wallet) updateBook(id [32]byte, fn func(*bookFile, *coupons.SignedBook)
 	f := filepath.Join(w.Dir, "books", bookName(id)+".json")
 	b, err := os.ReadFile(f)
 	if err != nil {
-		return fmt.Errorf("wallet: book %x…: %w", id[:6], err)
+		return fmt.Errorf("wallet: book %s…: %w", BookID(id)[:12], err)
 	}
 	var bf bookFile
 	if err := json.Unmarshal(b, &bf); err != nil {

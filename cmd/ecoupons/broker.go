@@ -188,7 +188,7 @@ func brokerInit(dir, database string, full bool) (int, error) {
 		if err := os.WriteFile(pubFile, append(spki.Advanced(pub.Sexp()), '\n'), 0o644); err != nil {
 			return 1, err
 		}
-		fmt.Printf("%-6s key %s, public key %s (hash %s)\n", name, keyFile, pubFile, pub.Hash())
+		fmt.Printf("%-6s key %s, public key %s (hash %s)\n", name, keyFile, pubFile, pub.Hash().ID())
 	}
 	if !full {
 		return 0, nil

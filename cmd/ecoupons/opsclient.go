@@ -254,7 +254,7 @@ func newOpsClient(ctx context.Context, brokerURL, keyFlag, keyPath, passphraseFi
 			return nil, opsErr{opsExitFailure, fmt.Errorf("--broker-key: %w", err)}
 		}
 		if want.Hash() != bk.Hash() {
-			return nil, opsErr{opsExitFailure, fmt.Errorf("the broker at %s has key %s, not the key of %s (%s): another broker answers there", base, bk.Hash(), brokerKeyFile, want.Hash())}
+			return nil, opsErr{opsExitFailure, fmt.Errorf("the broker at %s has key %s, not the key of %s (%s): another broker answers there", base, bk.Hash().ID(), brokerKeyFile, want.Hash().ID())}
 		}
 	}
 	return &opsClient{base: base, key: key, brokerKey: bk}, nil

@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -202,7 +200,7 @@ func walletInitCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return report(cmd, map[string]any{"dir": w.Dir, "key": w.PublicKey().Hash().String(), "smart_card": w.Config.KeyURI != ""},
+			return report(cmd, map[string]any{"dir": w.Dir, "key": w.PublicKey().Hash().ID(), "smart_card": w.Config.KeyURI != ""},
 				fmt.Sprintf("wallet created in %s\nkey %s", w.Dir, w.PublicKey().Hash()))
 		})}
 	c.Flags().String("smart-card", "", "use this existing key on a smart card (pkcs11: URI; PIN from pin-source or $ECOUPONS_PIN) instead of a key file")
@@ -246,11 +244,11 @@ func fundBook(w *wallet.Wallet, sb *coupons.SignedBook) (held, currency string, 
 			}
 			face, _ := coupons.MulAmount(uint64(sb.Book.Lanes)*uint64(sb.Book.Length), sb.Book.Unit)
 			id := sb.Book.ID()
-			return "", "", walletErr{exitFailure, fmt.Errorf("the broker refused the book (%s): its face value is %s %s; it is kept but will never be spent (remove it: ecoupons wallet book rm %x)",
-				why, coupons.FormatAmount(face), sb.Book.Currency, id[:6])}
+			return "", "", walletErr{exitFailure, fmt.Errorf("the broker refused the book (%s): its face value is %s %s; it is kept but will never be spent (remove it: ecoupons wallet book rm %s)",
+				why, coupons.FormatAmount(face), sb.Book.Currency, wallet.BookID(id)[:12])}
 		}
 		id := sb.Book.ID()
-		return "", "", fmt.Errorf("the book is kept but not funded yet, so it will not be spent; retry with 'ecoupons wallet book fund %x': %w", id[:6], err)
+		return "", "", fmt.Errorf("the book is kept but not funded yet, so it will not be spent; retry with 'ecoupons wallet book fund %s': %w", wallet.BookID(id)[:12], err)
 	}
 	x, err := spki.Parse([]byte(out.Certificate))
 	if err != nil {
@@ -364,7 +362,7 @@ func walletRegisterCmd() *cobra.Command {
 			if err := w.SaveConfig(); err != nil {
 				return err
 			}
-			msg := fmt.Sprintf("registered at %s: account %s in %s (broker key %s)", url, out.Account, currency, bk.Hash())
+			msg := fmt.Sprintf("registered at %s: account %s in %s (broker key %s)", url, out.Account, currency, bk.Hash().ID())
 			if switching {
 				msg += fmt.Sprintf("\nthe wallet now makes books in %s; its limits in %s do not count %s payments (set them: ecoupons wallet limit set --currency %s)",
 					currency, old, currency, currency)
@@ -443,12 +441,12 @@ func walletBookCmd() *cobra.Command {
 			}
 			id := sb.Book.ID()
 			if jsonOutput(cmd) {
-				return printJSON(map[string]any{"book": base64.RawURLEncoding.EncodeToString(id[:]), "id": hex.EncodeToString(id[:]), "vendor": vendor,
+				return printJSON(map[string]any{"book": wallet.BookID(id), "id": wallet.BookID(id)[:12], "vendor": vendor,
 					"lanes": lanes, "length": length, "unit": coupons.FormatAmount(unit), "currency": w.Config.Currency, "held": held, "state": string(wallet.BookFunded)})
 			}
 			// The id as book list, get --book and book rm take it.
-			fmt.Printf("book %x for %s: %d lanes × %d coupons of %s %s; the broker holds %s %s\n",
-				id[:6], vendor, lanes, length, coupons.FormatAmount(unit), w.Config.Currency, held, currency)
+			fmt.Printf("book %s for %s: %d lanes × %d coupons of %s %s; the broker holds %s %s\n",
+				wallet.BookID(id)[:12], vendor, lanes, length, coupons.FormatAmount(unit), w.Config.Currency, held, currency)
 			return nil
 		})}
 	newCmd.Flags().String("vendor", "", "the vendor (host name) the book is for")
@@ -490,8 +488,7 @@ hex prefix 'book list' shows.`, Args: cobra.ExactArgs(1),
 			}
 			var found *wallet.BookEntry
 			for i := range books {
-				id := books[i].Holder.Book.Book.ID()
-				if len(books[i].Holder.Chain) == 0 && strings.HasPrefix(hex.EncodeToString(id[:]), strings.ToLower(args[0])) {
+				if len(books[i].Holder.Chain) == 0 && books[i].NamedBy(args[0]) {
 					if found != nil {
 						return walletErr{exitUsage, fmt.Errorf("%q names more than one book", args[0])}
 					}
@@ -651,7 +648,7 @@ func walletDeviceCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(os.Stderr, "device %q, fingerprint %s: compare it with the owner's before they delegate\n", name, d.Fingerprint())
+			fmt.Fprintf(os.Stderr, "device %q, fingerprint %s: compare it with the owner's before they delegate\n", name, d.Fingerprint().ID())
 			return writeOut(out, append(spki.AdvancedIndent(d.Sexp()), '\n'))
 		})}
 	c.Flags().String("name", "device", "a name for this device")
@@ -726,8 +723,7 @@ be reclaimed: revoke the grant instead.`,
 			}
 			var matches []*wallet.BookEntry
 			for i := range books {
-				id := books[i].Holder.Book.Book.ID()
-				if strings.HasPrefix(hex.EncodeToString(id[:]), strings.ToLower(bookID)) {
+				if books[i].NamedBy(bookID) {
 					matches = append(matches, &books[i])
 				}
 			}
@@ -743,7 +739,7 @@ be reclaimed: revoke the grant instead.`,
 			if err := w.MarkGranted(entry, g); err != nil {
 				return err
 			}
-			fmt.Fprintf(os.Stderr, "lanes %s granted to %q (%s)\n", describeLanes(g, entry.Holder.Book.Book.Length), dev.Name, dev.Fingerprint())
+			fmt.Fprintf(os.Stderr, "lanes %s granted to %q (%s)\n", describeLanes(g, entry.Holder.Book.Book.Length), dev.Name, dev.Fingerprint().ID())
 			// The broker keeps the certificate (not the sealed seeds), so that
 			// the device shows in the back office and can be revoked there.
 			if w.Config.Broker != "" {
@@ -842,8 +838,7 @@ device should not open other lanes of it.`,
 			}
 			var matches []*wallet.BookEntry
 			for i := range books {
-				id := books[i].Holder.Book.Book.ID()
-				if strings.HasPrefix(hex.EncodeToString(id[:]), strings.ToLower(args[0])) {
+				if books[i].NamedBy(args[0]) {
 					matches = append(matches, &books[i])
 				}
 			}

@@ -76,17 +76,15 @@ func checkWalletDir(dir string) error {
 	return nil
 }
 
-// findBook returns the one book (or grant) whose hex id starts with
-// prefix.
+// findBook returns the one book (or grant) whose id starts with prefix.
 func findBook(books []wallet.BookEntry, prefix string) (*wallet.BookEntry, error) {
-	prefix = strings.ToLower(strings.TrimSpace(prefix))
+	prefix = strings.TrimSpace(prefix)
 	if prefix == "" {
 		return nil, walletErr{exitUsage, errors.New("name a book by (a prefix of) its id, as 'ecoupons wallet book list' shows it")}
 	}
 	var found *wallet.BookEntry
 	for i := range books {
-		id := books[i].Holder.Book.Book.ID()
-		if strings.HasPrefix(hex.EncodeToString(id[:]), prefix) {
+		if books[i].NamedBy(prefix) {
 			if found != nil {
 				return nil, walletErr{exitUsage, fmt.Errorf("%q names more than one book: give more of its id", prefix)}
 			}
