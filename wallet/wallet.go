@@ -26,6 +26,7 @@ import (
 
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/delegation"
+	"github.com/ecoupons/ecoupons/keyfile"
 	"github.com/ecoupons/ecoupons/spki"
 	"go.step.sm/crypto/pemutil"
 )
@@ -109,7 +110,7 @@ type KeyOptions struct {
 
 // ErrPassphrase means key.pem is encrypted and no or a wrong passphrase
 // was given.
-var ErrPassphrase = errors.New("wallet: key.pem is encrypted: a (correct) passphrase is needed")
+var ErrPassphrase = errors.New("wallet: key.pem is encrypted: a passphrase is needed")
 
 // ErrNoPIN means a smart card key could not be opened and no PIN was
 // given (KeyOptions.PIN, or pin-source in its URI).
@@ -244,20 +245,17 @@ func LoadWith(dir string, o KeyOptions) (*Wallet, error) {
 		if err != nil {
 			return nil, err
 		}
-		var k any
-		if blk, _ := pem.Decode(raw); blk != nil && blk.Type == "ENCRYPTED PRIVATE KEY" {
-			if len(o.Passphrase) == 0 {
-				return nil, ErrPassphrase
-			}
-			if k, err = pemutil.ParseKey(raw, pemutil.WithPassword(o.Passphrase)); err != nil {
-				return nil, fmt.Errorf("%w (%v)", ErrPassphrase, err)
-			}
-		} else if k, err = pemutil.ParseKey(raw); err != nil {
+		// keyfile takes what people have: PKCS#8, SEC1 (openssl ecparam
+		// -genkey), encrypted PKCS#8 with PBKDF2 or scrypt, legacy
+		// encrypted PEM.
+		signer, err = keyfile.ParsePrivate(raw, o.Passphrase)
+		switch {
+		case errors.Is(err, keyfile.ErrPassphraseNeeded):
+			return nil, ErrPassphrase
+		case errors.Is(err, keyfile.ErrBadPassphrase):
+			return nil, fmt.Errorf("%w: the passphrase given does not decrypt %s/key.pem", ErrPassphrase, dir)
+		case err != nil:
 			return nil, fmt.Errorf("wallet: %s/key.pem: %w", dir, err)
-		}
-		var ok bool
-		if signer, ok = k.(crypto.Signer); !ok {
-			return nil, fmt.Errorf("wallet: %s/key.pem holds no private key", dir)
 		}
 	}
 	raw, err := os.ReadFile(filepath.Join(dir, "enc.key"))
