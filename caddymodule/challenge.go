@@ -74,7 +74,11 @@ type challenge struct {
 	Unit     string `json:"unit"`     // value of one coupon, decimal
 	Currency string `json:"currency"` // ISO 4217
 	Broker   string `json:"broker,omitempty"`
-	Nonce    string `json:"nonce"`
+	// Store names the gate's spent state (publicStoreID): gates that share
+	// a store share its lanes; a wallet keeps each lane at the store it
+	// opened it at.
+	Store string `json:"store,omitempty"`
+	Nonce string `json:"nonce"`
 	// Lease is the route's spending lease (coupons) when above 1: after
 	// a gate restart a lane may resume up to this many coupons past the
 	// client's position, and wallets accept such a jump.
@@ -83,6 +87,14 @@ type challenge struct {
 	// takes now.
 	Resume uint32 `json:"resume,omitempty"`
 	Hint   string `json:"hint"`
+}
+
+// publicStoreID is the name of a store in challenges: base64url of the
+// first 16 bytes of SHA-256("ecoupons store" ‖ its ID), so that clients
+// can tell stores apart without learning the ID the broker pins lanes to.
+func publicStoreID(id string) string {
+	h := sha256.Sum256([]byte("ecoupons store\x00" + id))
+	return base64.RawURLEncoding.EncodeToString(h[:16])
 }
 
 func quoteParam(s string) string {
@@ -101,6 +113,9 @@ func (c *challenge) header() string {
 	b.WriteString(", currency=" + c.Currency)
 	if c.Broker != "" {
 		b.WriteString(", broker=" + quoteParam(c.Broker))
+	}
+	if c.Store != "" {
+		b.WriteString(", store=" + c.Store)
 	}
 	if c.Lease > 1 {
 		b.WriteString(", lease=" + strconv.FormatUint(uint64(c.Lease), 10))

@@ -284,12 +284,16 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 	if g.store, err = provider.OpenStore(ctx); err != nil {
 		return fmt.Errorf("ecoupon: opening store: %w", err)
 	}
+	// The store's identity: in online mode the broker pins each reserved
+	// lane to it (gates sharing the store share the lanes, others are
+	// refused them); every challenge names it (hashed), so that a wallet
+	// keeps each lane at the store it was opened at.
+	storeID, err := g.store.ID(ctx)
+	if err != nil {
+		return fmt.Errorf("ecoupon: the store's identity: %w", err)
+	}
 	if g.Mode == ModeOnline {
-		// The broker pins each reserved lane to this spent state: gates
-		// sharing the store share the lanes, others are refused them.
-		if g.holder, err = g.store.ID(ctx); err != nil {
-			return fmt.Errorf("ecoupon: the store's identity: %w", err)
-		}
+		g.holder = storeID
 	}
 	if g.sigs, err = newSigCache(); err != nil {
 		return err
@@ -325,7 +329,8 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 		g.stopPoll = stop
 		go g.revoked.poll(pollCtx, time.Duration(g.RevocationsEvery), failed)
 	}
-	g.challenge = challenge{Realm: g.Vendor, Vendor: g.Vendor, Price: g.Price, Unit: coupons.FormatAmount(g.unit), Currency: g.Currency, Broker: g.Broker}
+	g.challenge = challenge{Realm: g.Vendor, Vendor: g.Vendor, Price: g.Price, Unit: coupons.FormatAmount(g.unit), Currency: g.Currency, Broker: g.Broker,
+		Store: publicStoreID(storeID)}
 	if g.core, err = g.newCore(); err != nil {
 		return err
 	}
@@ -677,6 +682,9 @@ func (g *Gate) accept(w http.ResponseWriter, r *http.Request, p *coupons.Payment
 			// per client (IPv4 address or IPv6 prefix, see ipWindow).
 			pay.MaxJump = min(max(g.MaxJump, walk+g.MaxJump), maxTakeoverWalk)
 		}
+		// The coupons the owner takes back from its delegate's portion on
+		// this store's lane are owed to it as credit; any other jump is not.
+		pay.Reclaimed = walk
 	}
 	for opened := false; ; opened = true {
 		res, err := g.core.Accept(ctx, &pay)

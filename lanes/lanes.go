@@ -247,6 +247,11 @@ type Payment struct {
 	// the lane (a takeover's first payment walking through what a
 	// delegate left of its portion).
 	MaxJump uint32
+	// Reclaimed is how many coupons beyond the price this payment may
+	// leave as credit: the part of a delegate's portion, on a lane of this
+	// store, that its owner takes back (the takeover's walk). Any other
+	// coupons beyond what is due are spent, not credited (see credit).
+	Reclaimed uint32
 }
 
 // Result is an accepted payment.
@@ -366,15 +371,10 @@ func (c *Core) accept(ctx context.Context, p *Payment, ent *entry) (Result, erro
 			}
 			return Result{}, err
 		}
-		total := paid + cur.Credit
 		next := *cur
 		next.State, next.Spent = st, st.Last
-		served := total >= c.cfg.Price
-		if served {
-			next.Credit = total - c.cfg.Price
-		} else {
-			next.Credit = total
-		}
+		var served bool
+		next.Credit, served = credit(cur.Credit, paid, c.cfg.Price, p.Reclaimed)
 		next.Lease = 0
 		if c.cfg.Lease > 1 {
 			next.Lease = st.Last + c.cfg.Lease - 1
@@ -408,6 +408,26 @@ func (c *Core) accept(ctx context.Context, p *Payment, ent *entry) (Result, erro
 		ent.rec = next
 		return Result{Record: next, Paid: paid, Served: served, Theft: theft, Digest: digest}, nil
 	}
+}
+
+// credit charges a payment of paid coupons on a lane owed owed coupons at
+// the price price: served when paid + owed covers the price, and what the
+// lane is owed after. Coupons beyond what the request needed (price −
+// owed, or the one coupon every payment reveals) and beyond reclaimed (a
+// takeover's) are not credited: the gate cannot tell them from coupons
+// the client spent at another store of the vendor, or that this gate
+// accepted within a spending lease before a crash, and crediting them
+// would serve them twice. Too few coupons are all kept as credit.
+func credit(owed, paid, price, reclaimed uint32) (uint32, bool) {
+	due := uint32(1)
+	if owed < price {
+		due = max(price-owed, 1)
+	}
+	counted := min(paid, due+reclaimed)
+	if total := owed + counted; total >= price {
+		return total - price, true
+	}
+	return owed + paid, false
 }
 
 // refresh reads the lane from the store and reports whether it differs

@@ -151,7 +151,8 @@ func mustAccept(t testing.TB, c *Core, p *Payment) Result {
 
 // TestPartialPaymentKeptAsCredit: at price 2, one coupon is kept as credit
 // (not served), the next completes the price; a jump of three pays one
-// request and keeps one coupon as credit.
+// request and is not credited the third coupon (see
+// TestCouponsSpentElsewhereAreNotCredit).
 func TestPartialPaymentKeptAsCredit(t *testing.T) {
 	st := store.NewMemory()
 	c := newChain(t, 100)
@@ -163,12 +164,46 @@ func TestPartialPaymentKeptAsCredit(t *testing.T) {
 	if res := mustAccept(t, core, c.pay(2, "/a")); !res.Served || res.Record.Credit != 0 {
 		t.Fatalf("second coupon: served %v, credit %d", res.Served, res.Record.Credit)
 	}
-	if res := mustAccept(t, core, c.pay(5, "/b")); !res.Served || res.Record.Credit != 1 || res.Paid != 3 {
+	if res := mustAccept(t, core, c.pay(5, "/b")); !res.Served || res.Record.Credit != 0 || res.Paid != 3 {
 		t.Fatalf("three coupons at price 2: served %v, credit %d, paid %d", res.Served, res.Record.Credit, res.Paid)
 	}
 	rec, _ := st.Get(context.Background(), c.id)
-	if rec.State.Last != 5 || rec.Credit != 1 {
+	if rec.State.Last != 5 || rec.Credit != 0 {
 		t.Fatalf("stored: last %d credit %d", rec.State.Last, rec.Credit)
+	}
+}
+
+// TestCouponsSpentElsewhereAreNotCredit: a reader spends coupons 1…10 of a
+// lane at store B, then pays coupon 11 at store A (whose record is behind)
+// and, back at B, coupon 20 after spending 12…19 at A: each gate sees a
+// jump, and crediting it would serve the other store's coupons again.
+// Each payment pays its request and leaves no credit.
+func TestCouponsSpentElsewhereAreNotCredit(t *testing.T) {
+	a, b := store.NewMemory(), store.NewMemory()
+	c := newChain(t, 100)
+	c.open(t, a)
+	c.open(t, b)
+	coreA, coreB := newCore(t, a, Config{Price: 1}), newCore(t, b, Config{Price: 1})
+	for k := uint32(1); k <= 10; k++ {
+		mustAccept(t, coreB, c.pay(k, "/b"))
+	}
+	if res := mustAccept(t, coreA, c.pay(11, "/a")); !res.Served || res.Record.Credit != 0 {
+		t.Fatalf("coupon 11 at A after 1…10 at B: served %v, credit %d (B's coupons counted at A)", res.Served, res.Record.Credit)
+	}
+	for k := uint32(12); k <= 19; k++ {
+		mustAccept(t, coreA, c.pay(k, "/a"))
+	}
+	if res := mustAccept(t, coreB, c.pay(20, "/b")); !res.Served || res.Record.Credit != 0 {
+		t.Fatalf("coupon 20 at B after 11…19 at A: served %v, credit %d (A's coupons counted at B)", res.Served, res.Record.Credit)
+	}
+	// Credit a lane is owed (an upstream failure) is still spent first,
+	// one revealed coupon at a time.
+	if err := coreB.Refund(context.Background(), c.id); err != nil {
+		t.Fatal(err)
+	}
+	coreB2 := newCore(t, b, Config{Price: 1})
+	if res := mustAccept(t, coreB2, c.pay(21, "/b")); !res.Served || res.Record.Credit != 1 {
+		t.Fatalf("coupon 21 with 1 coupon of credit at price 1: served %v, credit %d", res.Served, res.Record.Credit)
 	}
 }
 
@@ -314,6 +349,12 @@ func TestCrashWithinLeaseNeverAcceptsTwice(t *testing.T) {
 	res := mustAccept(t, after, c.pay(11, "/a"))
 	if res.Paid != 8 || !res.Served {
 		t.Fatalf("resume at 11: paid %d served %v", res.Paid, res.Served)
+	}
+	// Coupons 4…10 may have been accepted, and served, before the crash:
+	// they are charged, not credited (crediting them would serve them
+	// twice).
+	if res.Record.Credit != 0 {
+		t.Fatalf("resume at 11: credit %d for the coupons within the lease", res.Record.Credit)
 	}
 	if _, err := after.Accept(context.Background(), c.pay(11, "/a")); !errors.Is(err, coupons.ErrReplay) {
 		t.Fatalf("coupon 11 twice: %v", err)

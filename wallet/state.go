@@ -97,6 +97,8 @@ type laneState struct {
 	// Retired: a gate refused the lane for good (cap_exceeded, revoked):
 	// no coupon of it is revealed any more.
 	Retired bool `json:"retired,omitempty"`
+	// Store: the store the lane pays (a challenge's store parameter).
+	Store string `json:"store,omitempty"`
 }
 
 // store persists a transport's lanes. save writes the whole state to a
@@ -183,7 +185,7 @@ func loadState(path string) (map[coupons.LaneID]*lane, error) {
 		if err := c.UnmarshalBinary(raw); err != nil {
 			return nil, fmt.Errorf("wallet: state %s: cursor of %s: %w", s.path, ls.Lane, err)
 		}
-		out[id] = &lane{id: id, cursor: c, nonce: ls.Nonce, credit: ls.Credit, retired: ls.Retired}
+		out[id] = &lane{id: id, cursor: c, nonce: ls.Nonce, credit: ls.Credit, retired: ls.Retired, store: ls.Store}
 	}
 	return out, nil
 }
@@ -196,7 +198,7 @@ func (s *store) save(lanes []*lane) error {
 		if err != nil {
 			return err
 		}
-		st.Lanes = append(st.Lanes, laneState{Lane: l.id.String(), Cursor: base64.StdEncoding.EncodeToString(raw), Nonce: l.nonce, Credit: l.credit, Retired: l.retired})
+		st.Lanes = append(st.Lanes, laneState{Lane: l.id.String(), Cursor: base64.StdEncoding.EncodeToString(raw), Nonce: l.nonce, Credit: l.credit, Retired: l.retired, Store: l.store})
 	}
 	b, err := json.Marshal(st)
 	if err != nil {

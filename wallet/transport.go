@@ -59,6 +59,10 @@ const DefaultMaxBody = 1 << 20
 type Challenge struct {
 	Vendor, Unit, Currency, Broker, Nonce string
 	Price                                 uint32
+	// Store names the gate's spent state: the wallet pays it only with
+	// lanes opened at that store, or new ones ("" for a gate that does not
+	// name it: lanes of such gates are bound to "").
+	Store string
 	// Lease is the gate's spending lease (coupons; 0 when it has none):
 	// after the gate restarts, a lane may resume up to this many coupons
 	// past the wallet's position.
@@ -92,6 +96,8 @@ func ParseChallenge(h string) (*Challenge, error) {
 			c.Broker = v
 		case "nonce":
 			c.Nonce = v
+		case "store":
+			c.Store = v
 		case "price":
 			n, err := strconv.ParseUint(v, 10, 32)
 			if err != nil || n == 0 {
@@ -130,10 +136,20 @@ type lane struct {
 	// retired: a gate refused the lane for good (cap_exceeded, revoked);
 	// the transport reveals no more of its coupons.
 	retired bool
+	// store is the store (a challenge's store parameter) the lane's first
+	// payment went to: its coupons are paid to gates of that store only.
+	// "" for a lane not used yet, or used before stores were named (it
+	// is bound at its next payment).
+	store string
 }
 
 // usable reports whether l can pay: not retired and coupons left.
 func (l *lane) usable() bool { return !l.retired && l.cursor.Remaining() > 0 }
+
+// fits reports whether l may pay a gate of store: a lane belongs to the
+// store it was opened at (a gate of another store would count nothing it
+// was paid elsewhere, and the coupons in between would be lost).
+func (l *lane) fits(store string) bool { return l.store == "" || l.store == store }
 
 // DefaultLaneWait is how long a request waits for a lane when all are in
 // use and Transport.LaneWait is 0.
@@ -267,33 +283,49 @@ func (t *Transport) Spent() uint64 {
 	return t.spent
 }
 
-// take returns a free lane with coupons left. When every such lane is in
+// take returns a free lane with coupons left that fits store (a lane of
+// that store first, else one not used yet). When every such lane is in
 // use by other requests it waits for one to come back, up to wait (none
 // when wait is negative) and while ctx lasts, then fails with
 // ErrLanesBusy; when none has coupons left it fails with ErrNoLane.
-func (t *Transport) take(ctx context.Context, wait time.Duration) (*lane, error) {
+func (t *Transport) take(ctx context.Context, wait time.Duration, store string) (*lane, error) {
 	var deadline <-chan time.Time
 	for {
 		t.mu.Lock()
-		for len(t.free) > 0 {
-			l := t.free[len(t.free)-1]
-			t.free = t.free[:len(t.free)-1]
-			if l.usable() {
-				t.mu.Unlock()
-				return l, nil
+		pick := -1
+		for k := len(t.free) - 1; k >= 0; k-- {
+			l := t.free[k]
+			if !l.usable() {
+				t.free = append(t.free[:k], t.free[k+1:]...) // exhausted or retired: dropped
+				continue
+			}
+			if l.fits(store) && (pick < 0 || l.store == store && t.free[pick].store != store) {
+				pick = k
 			}
 		}
-		// Every lane left out of free is in flight, exhausted or retired.
-		busy, portion := 0, false
+		if pick >= 0 {
+			l := t.free[pick]
+			t.free = append(t.free[:pick], t.free[pick+1:]...)
+			t.mu.Unlock()
+			return l, nil
+		}
+		// Every fitting lane is in flight, exhausted or retired.
+		busy, portion, elsewhere := 0, false, 0
 		for _, l := range t.all {
-			if l.usable() {
+			switch {
+			case l.usable() && l.fits(store):
 				busy++
-			} else if !l.retired && l.cursor.End() < l.cursor.Length() {
+			case l.usable():
+				elsewhere++
+			case !l.retired && l.cursor.End() < l.cursor.Length():
 				portion = true
 			}
 		}
 		if busy == 0 {
 			t.mu.Unlock()
+			if elsewhere > 0 {
+				return nil, fmt.Errorf("%w: the %d lane(s) with coupons left belong to other stores of the vendor (each lane pays the store it was opened at)", ErrNoLane, elsewhere)
+			}
 			if portion {
 				// A granted portion ran out: the holder knows no coupon
 				// past its end, and reveals nothing.
@@ -414,7 +446,7 @@ func (t *Transport) answer(req *http.Request, ch *Challenge, wait time.Duration)
 	if err != nil {
 		return nil, err
 	}
-	l, err := t.take(req.Context(), wait)
+	l, err := t.take(req.Context(), wait, ch.Store)
 	if err != nil {
 		return nil, err
 	}
@@ -480,7 +512,7 @@ func (t *Transport) answer(req *http.Request, ch *Challenge, wait time.Duration)
 			t.free = append([]*lane{l}, t.free...)
 			t.wake()
 			t.mu.Unlock()
-			if l, err = t.take(req.Context(), wait); err != nil {
+			if l, err = t.take(req.Context(), wait, ch.Store); err != nil {
 				return nil, err
 			}
 			orig = l.nonce
@@ -681,6 +713,9 @@ func (t *Transport) pay(base http.RoundTripper, req *http.Request, body *request
 	}
 	if err == nil && open != "" {
 		l.nonce = ch.Nonce
+	}
+	if err == nil && l.store == "" {
+		l.store = ch.Store // bound before its first coupon leaves (saved below)
 	}
 	var i uint32
 	var w, next coupons.Value
