@@ -67,6 +67,7 @@ func TestCaddyfileErrors(t *testing.T) {
 		"store bolt a b":                 "store bolt takes a path and 'commit_delay <duration>'",
 		"store bolt a commit_delay soon": "commit_delay must be a duration",
 		"lane_rate fast":                 "lane_rate must be a number",
+		"lane_cache 0":                   "lane_cache must be a positive number of lanes",
 		"nonce_ttl -1s":                  "nonce_ttl must be a positive duration",
 		"max_jump 0":                     "max_jump must be a positive integer",
 		"opens_per_minute":               "wrong argument count",

@@ -38,6 +38,7 @@ func init() {
 //	    max_open_bytes   <n>
 //	    max_body         <bytes>
 //	    lane_rate        <requests per second>
+//	    lane_cache       <lanes>
 //	    nonce_ttl        <duration>
 //	    revocations      <url|file> ...
 //	    revocations_every <duration>
@@ -182,6 +183,15 @@ func (g *Gate) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			var n int
 			if n, err = positive("max_body"); err == nil {
 				g.MaxBody = int64(n)
+			}
+		case "lane_cache":
+			var v string
+			if v, err = one(); err == nil {
+				n, perr := strconv.Atoi(v)
+				if perr != nil || n < 1 {
+					return d.Errf("lane_cache must be a positive number of lanes, got %q", v)
+				}
+				g.LaneCache = n
 			}
 		case "lane_rate":
 			var v string

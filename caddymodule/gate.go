@@ -129,6 +129,10 @@ type Gate struct {
 	// same size); excess requests get 429 with Retry-After and spend no
 	// coupon. Default 20; negative disables.
 	LaneRate float64 `json:"lane_rate,omitempty"`
+	// LaneCache is how many lanes the gate keeps in memory (a cached lane
+	// is verified without reading the store; each takes about 800 bytes).
+	// Default 131072 (about 100 MiB).
+	LaneCache int `json:"lane_cache,omitempty"`
 	// NonceTTL is how long a challenge nonce stays valid (at least this, at
 	// most twice). Default 5m.
 	NonceTTL caddy.Duration `json:"nonce_ttl,omitempty"`
@@ -350,7 +354,7 @@ func (g *Gate) newCore() (*lanes.Core, error) {
 		g.logger.Info("spending leases need a store one process owns (bolt): every coupon is stored before it is accepted",
 			zap.Uint32("lease", g.Lease))
 	}
-	cfg := lanes.Config{Price: g.Price, MaxJump: g.MaxJump, Lease: lease, LaneRate: g.LaneRate, Check: g.checkLane,
+	cfg := lanes.Config{Price: g.Price, MaxJump: g.MaxJump, Lease: lease, LaneRate: g.LaneRate, CacheLanes: g.LaneCache, Check: g.checkLane,
 		Hit: g.mHit, Miss: g.mMiss, Now: func() time.Time { return g.now() },
 		OnRevoked: func(id coupons.LaneID) {
 			gateMetrics.revokedLanes.WithLabelValues(g.Vendor).Inc()
@@ -480,6 +484,8 @@ func (g *Gate) check() error {
 		return fmt.Errorf("ecoupon: max_open_bytes %d is too small for any lane open (at least 1024)", g.MaxOpenBytes)
 	case g.MaxBody < 0:
 		return fmt.Errorf("ecoupon: max_body must be positive")
+	case g.LaneCache < 0:
+		return fmt.Errorf("ecoupon: lane_cache must be a positive number of lanes")
 	case !validRouteName(g.Name):
 		return fmt.Errorf("ecoupon: name %q: a route name is at most 64 letters, digits, '-', '_' or '.'", g.Name)
 	}

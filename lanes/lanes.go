@@ -113,9 +113,18 @@ type Config struct {
 	OnRevoked func(coupons.LaneID)
 	// Hit and Miss count the lane cache's hits and misses (optional).
 	Hit, Miss Counter
+	// CacheLanes is how many lanes the cache holds (default
+	// DefaultCacheLanes); a lane found there costs no store read.
+	CacheLanes int
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
+
+// DefaultCacheLanes is the lane cache's size when Config.CacheLanes is 0:
+// about 100 MiB of records (a cached lane takes about 800 bytes with its
+// principals and the cache's bookkeeping; TestLaneCacheHoldsWhatItIsSizedFor
+// measures it).
+const DefaultCacheLanes = 1 << 17
 
 // Stripes is the number of locks the lanes hash to. A payment holds its
 // lane's lock through the store's durable write (a group commit: up to
@@ -178,7 +187,17 @@ func New(st store.Store, cfg Config) (*Core, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	cache, err := ristretto.NewCache(&ristretto.Config[uint64, *entry]{NumCounters: 1 << 20, MaxCost: 1 << 17, BufferItems: 64})
+	if cfg.CacheLanes == 0 {
+		cfg.CacheLanes = DefaultCacheLanes
+	}
+	if cfg.CacheLanes < 1 {
+		return nil, fmt.Errorf("lanes: the lane cache must hold at least one lane, got %d", cfg.CacheLanes)
+	}
+	// Each lane costs 1, and ristretto's own bookkeeping is not counted
+	// (IgnoreInternalCost): the cache holds CacheLanes lanes. Counted, it
+	// added 56 bytes to each cost of 1 and held about 1/57 of them.
+	cache, err := ristretto.NewCache(&ristretto.Config[uint64, *entry]{NumCounters: 10 * int64(cfg.CacheLanes), MaxCost: int64(cfg.CacheLanes),
+		BufferItems: 64, IgnoreInternalCost: true})
 	if err != nil {
 		return nil, err
 	}
