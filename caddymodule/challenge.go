@@ -83,6 +83,8 @@ type challenge struct {
 	// takes now.
 	Resume uint32 `json:"resume,omitempty"`
 	Hint   string `json:"hint"`
+
+	pay *paymentScheme // adds the Payment challenge to the 402 (paymentscheme.go)
 }
 
 func quoteParam(s string) string {
@@ -114,6 +116,9 @@ func (c *challenge) header() string {
 
 // writeJSON writes a JSON answer with status.
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	if writePaymentScheme(w, status, v) {
+		return // the Payment scheme's answer (paymentscheme.go)
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)

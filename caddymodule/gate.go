@@ -202,6 +202,7 @@ type Gate struct {
 	now          func() time.Time
 	redeemClock  func() time.Time // the redemption worker's clock (nil: time.Now)
 	challenge    challenge
+	pay          *paymentScheme // the Payment scheme (paymentscheme.go)
 
 	// Metric children of this vendor, resolved once (hot path).
 	mAccepted prometheus.Counter
@@ -326,6 +327,11 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 		go g.revoked.poll(pollCtx, time.Duration(g.RevocationsEvery), failed)
 	}
 	g.challenge = challenge{Realm: g.Vendor, Vendor: g.Vendor, Price: g.Price, Unit: coupons.FormatAmount(g.unit), Currency: g.Currency, Broker: g.Broker}
+	// The Payment scheme beside ECoupon (paymentscheme.go).
+	if g.pay, err = newPaymentScheme(secret, &g.challenge, time.Duration(g.NonceTTL), g.logger); err != nil {
+		return fmt.Errorf("ecoupon: payment scheme: %w", err)
+	}
+	g.challenge.pay = g.pay
 	if g.core, err = g.newCore(); err != nil {
 		return err
 	}
@@ -581,6 +587,9 @@ const hintPay = "open a lane of a book for this vendor (ECoupon-Open header or P
 func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	if g.serveWellKnown(w, r) {
 		return nil
+	}
+	if speaksPayment(r.Header) {
+		return g.servePayment(w, r, next) // the Payment scheme (paymentscheme.go)
 	}
 	var p coupons.Payment
 	if !g.parsePayment(w, r, &p) {
