@@ -490,3 +490,47 @@ func TestPaymentSchemeRefusalsAreProblems(t *testing.T) {
 	}
 	wantProblem(t, rec, 400, payment.ProblemAboutBlank, coupons.CodeContentDigestRequired)
 }
+
+// benchSteadyPayment is benchSteady over the Payment scheme: one coupon
+// per request on lane 0 of a device, each payment a credential answering
+// the gate's challenge.
+func benchSteadyPayment(b *testing.B, w *world, g *Gate) {
+	c := newClient(b, nil, benchDevice(b, w), 0)
+	ch := paymentChallenge(b, serve(g, "GET", "/premium/x", acceptECoupon))
+	terms, err := ch.ECouponRequest()
+	if err != nil {
+		b.Fatal(err)
+	}
+	c.nonce = terms.Nonce
+	if rec := serve(g, "GET", "/premium/x", asPayment(b, c.payment("GET", "/premium/x", 1), ch)); rec.Code != 200 {
+		b.Fatalf("open: %d %s", rec.Code, rec.Body)
+	}
+	const batch = 256 // as benchSteady's
+	reqs := make([]*http.Request, batch)
+	tmpl := httptest.NewRequest("GET", "http://localhost:9080/premium/x", nil)
+	fill := func() {
+		for k := range reqs {
+			if c.cursor.Remaining() == 0 {
+				reqs[k] = reqs[0]
+				continue
+			}
+			reqs[k] = tmpl.Clone(tmpl.Context())
+			reqs[k].Header.Set("Authorization", asPayment(b, c.payment("GET", "/premium/x", 1), ch).Get("Authorization"))
+		}
+	}
+	fill()
+	rw := new(wireWriter)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if i > 0 && i%batch == 0 {
+			b.StopTimer()
+			fill()
+			b.StartTimer()
+		}
+		rw.reset()
+		if err := g.ServeHTTP(rw, reqs[i%batch], okHandler); err != nil || rw.status != http.StatusOK {
+			b.Fatalf("payment %d: %v %d %s", i, err, rw.status, rw.buf.Bytes())
+		}
+	}
+}
