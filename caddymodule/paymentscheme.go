@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"io"
 	"net/http"
 	"time"
 
@@ -256,7 +257,9 @@ func (g *Gate) servePayment(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	}
 	if cr != nil {
-		g.setPaymentReceipt(w.Header(), &p)
+		rw := &receiptWriter{ResponseWriter: w, receipt: g.paymentReceipt(w.Header(), &p)}
+		payment.SetReceipt(w.Header(), rw.receipt)
+		w = rw
 	}
 	return g.serveUpstream(w, r, next, p.Lane)
 }
@@ -293,15 +296,74 @@ func (g *Gate) refuseCredential(pw *paymentWriter, err error) {
 	pw.writeProblem(p, nil)
 }
 
-// setPaymentReceipt sets Payment-Receipt on a paid response: the TESLA
-// receipt respondPaid set in ECoupon-Receipt as its reference when the
-// gate signs receipts, the lane and index otherwise.
-func (g *Gate) setPaymentReceipt(h http.Header, p *coupons.Payment) {
+// paymentReceipt returns the receipt of a paid response: its reference
+// is the TESLA receipt respondPaid set in ECoupon-Receipt when the gate
+// signs receipts, the lane and index otherwise.
+func (g *Gate) paymentReceipt(h http.Header, p *coupons.Payment) *payment.Receipt {
 	var tesla *coupons.Receipt
 	if v := headerValue(h, keyReceipt); v != "" {
 		if t, err := coupons.ParseReceipt(v); err == nil {
 			tesla = t
 		}
 	}
-	payment.SetReceipt(h, payment.NewReceipt(p.Lane, p.Index, tesla, g.now()))
+	return payment.NewReceipt(p.Lane, p.Index, tesla, g.now())
 }
+
+// receiptWriter is the writer the next handler gets for a response paid
+// with a Payment credential: when the response's header is written, it
+// sets Payment-Receipt and Cache-Control: private again (payment.SetReceipt),
+// so that an upstream's Cache-Control: public cannot let a shared cache
+// serve a paid response to others. Flushes, ReadFrom (sendfile), hijacking
+// and Push reach the client's writer.
+type receiptWriter struct {
+	http.ResponseWriter
+	receipt *payment.Receipt
+	done    bool
+}
+
+func (rw *receiptWriter) seal() {
+	if !rw.done {
+		rw.done = true
+		payment.SetReceipt(rw.Header(), rw.receipt)
+	}
+}
+
+// WriteHeader seals the header before a final status.
+func (rw *receiptWriter) WriteHeader(code int) {
+	if code >= 200 || code < 100 {
+		rw.seal()
+	}
+	rw.ResponseWriter.WriteHeader(code)
+}
+
+// Write writes body bytes (after an implicit 200).
+func (rw *receiptWriter) Write(b []byte) (int, error) {
+	rw.seal()
+	return rw.ResponseWriter.Write(b)
+}
+
+// ReadFrom lets the client's writer copy a body itself.
+func (rw *receiptWriter) ReadFrom(r io.Reader) (int64, error) {
+	rw.seal()
+	if rf, ok := rw.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(rw.ResponseWriter, r)
+}
+
+// FlushError flushes the client's writer (http.ResponseController).
+func (rw *receiptWriter) FlushError() error {
+	rw.seal()
+	return http.NewResponseController(rw.ResponseWriter).Flush()
+}
+
+// Push implements http.Pusher when the client's writer does.
+func (rw *receiptWriter) Push(target string, opts *http.PushOptions) error {
+	if p, ok := rw.ResponseWriter.(http.Pusher); ok {
+		return p.Push(target, opts)
+	}
+	return caddyhttp.ErrNotImplemented
+}
+
+// Unwrap returns the client's writer (http.ResponseController).
+func (rw *receiptWriter) Unwrap() http.ResponseWriter { return rw.ResponseWriter }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/payment"
 )
@@ -532,5 +533,42 @@ func benchSteadyPayment(b *testing.B, w *world, g *Gate) {
 		if err := g.ServeHTTP(rw, reqs[i%batch], okHandler); err != nil || rw.status != http.StatusOK {
 			b.Fatalf("payment %d: %v %d %s", i, err, rw.status, rw.buf.Bytes())
 		}
+	}
+}
+
+// TestPaymentSchemeReceiptStaysPrivate: an upstream that marks its
+// response public cannot make a response paid in the Payment scheme
+// cacheable by shared caches (a cache would serve it to others unpaid):
+// it keeps Payment-Receipt and Cache-Control: private, its own directives
+// but public kept. A client that sends Accept-Payment and pays with
+// Authorization: ECoupon is served along the ECoupon path.
+func TestPaymentSchemeReceiptStaysPrivate(t *testing.T) {
+	w := newWorld(t, "news.example", t0Later())
+	g := newGate(t, w, `{"backend":"memory"}`, 1)
+	c, ch := payClient(t, g, w, 0)
+	public := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Cache-Control", "public, max-age=3600")
+		w.Header().Del(payment.HeaderReceipt)
+		_, err := w.Write([]byte("paid content"))
+		return err
+	})
+	r := httptest.NewRequest("GET", "http://localhost:9080/premium/x", nil)
+	for k, v := range asPayment(t, c.payment("GET", "/premium/x", 1), ch) {
+		r.Header[k] = v
+	}
+	rec := httptest.NewRecorder()
+	if err := g.ServeHTTP(rec, r, public); err != nil || rec.Code != 200 {
+		t.Fatalf("%v %d %s", err, rec.Code, rec.Body)
+	}
+	if cc := rec.Header().Get("Cache-Control"); cc != "max-age=3600, private" {
+		t.Errorf("Cache-Control %q, want max-age=3600, private", cc)
+	}
+	if rec.Header().Get(payment.HeaderReceipt) == "" {
+		t.Error("the upstream removed Payment-Receipt")
+	}
+	h := c.payment("GET", "/premium/x", 1)
+	h.Set("Accept-Payment", "ecoupon/charge")
+	if rec := serve(g, "GET", "/premium/x", h); rec.Code != 200 || rec.Header().Get(payment.HeaderReceipt) != "" {
+		t.Fatalf("ECoupon payment with Accept-Payment: %d %v %s", rec.Code, rec.Header(), rec.Body)
 	}
 }
