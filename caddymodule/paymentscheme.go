@@ -46,8 +46,16 @@ func newPaymentScheme(secret []byte, c *challenge, ttl time.Duration, logger *za
 	if err != nil {
 		return nil, err
 	}
-	return &paymentScheme{binder: b, ttl: ttl, logger: logger,
-		route: payment.ECouponRequest{Vendor: c.Vendor, Price: c.Price, Unit: c.Unit, Currency: c.Currency}}, nil
+	ps := &paymentScheme{binder: b, ttl: ttl, logger: logger,
+		route: payment.ECouponRequest{Vendor: c.Vendor, Price: c.Price, Unit: c.Unit, Currency: c.Currency}}
+	// The route's terms must make a challenge (a realm without '|', a
+	// decimal unit): refused here rather than at every 402.
+	probe := ps.route
+	probe.Nonce, probe.Broker = "probe", c.Broker
+	if _, err := b.Issue(c.Realm, payment.IntentCharge, &probe, time.Now().Add(ttl), false); err != nil {
+		return nil, err
+	}
+	return ps, nil
 }
 
 // nonceEnd returns when a nonce of nonceMaker stops being accepted: the

@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/payment"
+	"go.uber.org/zap"
 )
 
 // acceptECoupon is the Accept-Payment of a client of the Payment scheme.
@@ -570,5 +571,19 @@ func TestPaymentSchemeReceiptStaysPrivate(t *testing.T) {
 	h.Set("Accept-Payment", "ecoupon/charge")
 	if rec := serve(g, "GET", "/premium/x", h); rec.Code != 200 || rec.Header().Get(payment.HeaderReceipt) != "" {
 		t.Fatalf("ECoupon payment with Accept-Payment: %d %v %s", rec.Code, rec.Header(), rec.Body)
+	}
+}
+
+// TestPaymentSchemeProvisionRefusesUnbindableRealm: a vendor name that
+// would make the challenge binding ambiguous ('|' separates its slots) is
+// refused at Provision, not at every 402.
+func TestPaymentSchemeProvisionRefusesUnbindableRealm(t *testing.T) {
+	c := &challenge{Realm: "news|example", Vendor: "news|example", Price: 1, Unit: "0.001", Currency: "EUR"}
+	if _, err := newPaymentScheme(make([]byte, 32), c, time.Minute, zap.NewNop()); err == nil {
+		t.Fatal("a realm with '|' was accepted")
+	}
+	c.Realm, c.Vendor = "news.example", "news.example"
+	if _, err := newPaymentScheme(make([]byte, 32), c, time.Minute, zap.NewNop()); err != nil {
+		t.Fatal(err)
 	}
 }
