@@ -6,12 +6,15 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/payment"
+	"github.com/ecoupons/ecoupons/spki"
 	"go.uber.org/zap"
 )
 
@@ -585,5 +588,76 @@ func TestPaymentSchemeProvisionRefusesUnbindableRealm(t *testing.T) {
 	c.Realm, c.Vendor = "news.example", "news.example"
 	if _, err := newPaymentScheme(make([]byte, 32), c, time.Minute, zap.NewNop()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPaymentSchemeThroughCaddy: a Payment client pays through a real
+// Caddy in front of reverse_proxy, its lane open in canonical form (binary
+// bytes no header could carry) inside the credential: the upstream gets
+// the request as sent (the credential, no ECoupon-Open), the client gets
+// the upstream's answer with a Payment-Receipt; an upstream 5xx credits
+// the price back to the lane, as over ECoupon.
+func TestPaymentSchemeThroughCaddy(t *testing.T) {
+	w := newWorld(t, "news.example", time.Now().Add(24*time.Hour))
+	var seenOpen, seenAuth atomic.Value
+	upstream := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		seenOpen.Store(r.Header.Get(HeaderOpen))
+		seenAuth.Store(r.Header.Get("Authorization"))
+		if r.URL.Path == "/premium/fail" {
+			http.Error(rw, "down", 503)
+			return
+		}
+		_, _ = rw.Write([]byte("upstream content"))
+	}))
+	defer upstream.Close()
+	tc := caddytest.NewTester(t)
+	tc.InitServer(strings.Replace(testCaddyfile(w, ""), `respond /premium/fail "upstream down" 503
+	respond /premium/* "premium content" 200`, "reverse_proxy /premium/* "+strings.TrimPrefix(upstream.URL, "http://"), 1), "caddyfile")
+
+	resp, body := do(t, tc, "GET", "/premium/a", acceptECoupon)
+	if resp.StatusCode != 402 || resp.Header.Get("Content-Type") != payment.ContentTypeProblem || resp.Header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("402: %d %v %s", resp.StatusCode, resp.Header, body)
+	}
+	cs, err := payment.ChallengesFromResponse(resp.Header)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := payment.SelectECoupon(cs, payment.IntentCharge)
+	terms, err := ch.ECouponRequest()
+	if err != nil || terms.Price != 2 {
+		t.Fatalf("terms %+v: %v", terms, err)
+	}
+	c := newClient(t, tc, w.owner, 0)
+	c.nonce = terms.Nonce
+	canonical := func(h http.Header) http.Header {
+		if doc := h.Get(HeaderOpen); doc != "" {
+			x, err := spki.DefaultLimits.Parse([]byte(doc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.Set(HeaderOpen, string(spki.Canonical(x)))
+		}
+		return h
+	}
+	for k := 0; k < 3; k++ {
+		h := asPayment(t, canonical(c.payment("GET", "/premium/a", 2)), ch)
+		resp, body := do(t, tc, "GET", "/premium/a", http.Header{"Payment-Authorization": h["Authorization"]})
+		if resp.StatusCode != 200 || body != "upstream content" || resp.Header.Get(payment.HeaderReceipt) == "" {
+			t.Fatalf("payment %d: %d %v %s", k, resp.StatusCode, resp.Header, body)
+		}
+		if seenOpen.Load() != "" {
+			t.Errorf("payment %d: the upstream got an ECoupon-Open the client did not send", k)
+		}
+	}
+	h := asPayment(t, c.payment("GET", "/premium/fail", 2), ch)
+	if resp, _ := do(t, tc, "GET", "/premium/fail", h); resp.StatusCode != 503 {
+		t.Fatalf("failing upstream: %d", resp.StatusCode)
+	}
+	if got := seenAuth.Load(); got != h.Get("Authorization") {
+		t.Errorf("the upstream got Authorization %q, the client sent the credential", got)
+	}
+	h = asPayment(t, c.payment("GET", "/premium/c", 1), ch)
+	if resp, body := do(t, tc, "GET", "/premium/c", h); resp.StatusCode != 200 || resp.Header.Get(HeaderCredit) != "1" {
+		t.Errorf("after the refund, one coupon pays: %d %s credit %q", resp.StatusCode, body, resp.Header.Get(HeaderCredit))
 	}
 }
