@@ -117,11 +117,17 @@ func joinValues(vs []string) string {
 	return s
 }
 
-// speaksPayment reports whether a request's client speaks the Payment
-// scheme (payment.SpeaksPayment, reading the canonical keys directly): it
-// sends Accept-Payment, Payment-Authorization or an Authorization of the
-// Payment scheme.
+// speaksPayment reports whether a request is to be answered in the
+// Payment scheme: its client speaks it (payment.SpeaksPayment: it sends
+// Accept-Payment, Payment-Authorization or an Authorization of the Payment
+// scheme) and does not pay with Authorization: ECoupon, which is answered
+// in the ECoupon scheme. An ECoupon payment is told apart by its one
+// Authorization field, which the ECoupon path reads anyway (ServeHTTP's
+// steady path pays one map lookup for the Payment scheme).
 func speaksPayment(h http.Header) bool {
+	if a := h[keyAuthorization]; len(a) == 1 && hasScheme(a[0], coupons.Scheme) {
+		return false
+	}
 	if len(h[keyAcceptPayment]) > 0 || len(h[keyPaymentAuthorization]) > 0 {
 		return true
 	}
@@ -221,8 +227,8 @@ const hintPayment = "answer the Payment challenge of method ecoupon: a credentia
 // Payment credential's challenge is checked (payment.Binder.VerifyECoupon:
 // binding, expiry, the route's terms), then its payment is verified as an
 // ECoupon payment, its open document taking the place of ECoupon-Open; a
-// request without one (Accept-Payment beside Authorization: ECoupon, or
-// nothing) takes the ECoupon path. A paid response gets Payment-Receipt.
+// request without one (Accept-Payment alone) is answered 402 with a
+// problem. A paid response gets Payment-Receipt.
 func (g *Gate) servePayment(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	pw := &paymentWriter{ResponseWriter: w, g: g, req: r.Header}
 	if a := headerValue(r.Header, keyAuthorization); len(r.Header[keyPaymentAuthorization]) > 0 ||

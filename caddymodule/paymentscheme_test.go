@@ -545,7 +545,7 @@ func benchSteadyPayment(b *testing.B, w *world, g *Gate) {
 // cacheable by shared caches (a cache would serve it to others unpaid):
 // it keeps Payment-Receipt and Cache-Control: private, its own directives
 // but public kept. A client that sends Accept-Payment and pays with
-// Authorization: ECoupon is served along the ECoupon path.
+// Authorization: ECoupon is answered in the ECoupon scheme.
 func TestPaymentSchemeReceiptStaysPrivate(t *testing.T) {
 	w := newWorld(t, "news.example", t0Later())
 	g := newGate(t, w, `{"backend":"memory"}`, 1)
@@ -575,6 +575,10 @@ func TestPaymentSchemeReceiptStaysPrivate(t *testing.T) {
 	if rec := serve(g, "GET", "/premium/x", h); rec.Code != 200 || rec.Header().Get(payment.HeaderReceipt) != "" {
 		t.Fatalf("ECoupon payment with Accept-Payment: %d %v %s", rec.Code, rec.Header(), rec.Body)
 	}
+	// Its refusal is the ECoupon scheme's, with both challenges.
+	rec = serve(g, "GET", "/premium/x", h)
+	wantRefusal(t, rec, 402, coupons.CodeCouponSpent)
+	paymentChallenge(t, rec)
 }
 
 // TestPaymentSchemeProvisionRefusesUnbindableRealm: a vendor name that
