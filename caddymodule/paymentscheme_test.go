@@ -665,3 +665,39 @@ func TestPaymentSchemeThroughCaddy(t *testing.T) {
 		t.Errorf("after the refund, one coupon pays: %d %s credit %q", resp.StatusCode, body, resp.Header.Get(HeaderCredit))
 	}
 }
+
+// FuzzGatePaymentScheme: any credential JSON (sent base64url-encoded in
+// Authorization: Payment or Payment-Authorization) and any Accept-Payment
+// is answered with a 4xx problem (or served, when it really pays), never
+// a 5xx nor a panic.
+func FuzzGatePaymentScheme(f *testing.F) {
+	w := newWorld(f, "news.example", t0Later())
+	g := newGate(f, w, `{"backend":"memory"}`, 1)
+	c, ch := payClient(f, g, w, 0)
+	first := mustCredentialJSON(f, asPayment(f, c.payment("GET", "/premium/x", 1), ch))
+	next := mustCredentialJSON(f, asPayment(f, c.payment("GET", "/premium/x", 1), ch))
+	f.Add(first, "ecoupon/charge", false)
+	f.Add(next, "", true)
+	f.Add([]byte(`{"challenge":{},"payload":{}}`), "*/*;q=0", false)
+	f.Fuzz(func(t *testing.T, credential []byte, accept string, paymentAuthorization bool) {
+		hdr := http.Header{}
+		v := "Payment " + base64.RawURLEncoding.EncodeToString(credential)
+		if paymentAuthorization {
+			hdr.Set("Payment-Authorization", v)
+		} else {
+			hdr.Set("Authorization", v)
+		}
+		if accept != "" {
+			hdr.Set("Accept-Payment", accept)
+		}
+		rec := serve(g, "GET", "/premium/x", hdr)
+		if rec.Code >= 500 {
+			t.Fatalf("%d %s", rec.Code, rec.Body)
+		}
+		if rec.Code != 200 {
+			if _, err := payment.ParseProblem(rec.Body.Bytes()); err != nil || rec.Header().Get("Content-Type") != payment.ContentTypeProblem {
+				t.Fatalf("%d %s: not a problem (%v)", rec.Code, rec.Body, err)
+			}
+		}
+	})
+}
