@@ -455,7 +455,7 @@ func validRouteName(name string) bool {
 
 func (g *Gate) check() error {
 	switch {
-	case g.Vendor == "" || strings.ToLower(g.Vendor) != g.Vendor || strings.ContainsAny(g.Vendor, " /:\\"):
+	case g.Vendor == "" || strings.ToLower(g.Vendor) != g.Vendor || strings.ContainsAny(g.Vendor, " /:\\|"):
 		return fmt.Errorf("ecoupon: vendor %q must be a lower-case host name, e.g. 'vendor news.example'", g.Vendor)
 	case len(g.BrokerKeys) == 0:
 		return fmt.Errorf("ecoupon: no broker key: add 'broker_key /path/to/broker.pub' (the broker's (public-key …))")

@@ -583,7 +583,7 @@ func TestPaymentSchemeReceiptStaysPrivate(t *testing.T) {
 
 // TestPaymentSchemeProvisionRefusesUnbindableRealm: a vendor name that
 // would make the challenge binding ambiguous ('|' separates its slots) is
-// refused at Provision, not at every 402.
+// refused by Validate (and newPaymentScheme), not at every 402.
 func TestPaymentSchemeProvisionRefusesUnbindableRealm(t *testing.T) {
 	c := &challenge{Realm: "news|example", Vendor: "news|example", Price: 1, Unit: "0.001", Currency: "EUR"}
 	if _, err := newPaymentScheme(make([]byte, 32), c, time.Minute, zap.NewNop()); err == nil {
@@ -592,6 +592,12 @@ func TestPaymentSchemeProvisionRefusesUnbindableRealm(t *testing.T) {
 	c.Realm, c.Vendor = "news.example", "news.example"
 	if _, err := newPaymentScheme(make([]byte, 32), c, time.Minute, zap.NewNop()); err != nil {
 		t.Fatal(err)
+	}
+	// Validate refuses such a vendor before anything is opened.
+	g := &Gate{Vendor: "news|example", BrokerKeys: []string{"broker.pub"}}
+	g.defaults()
+	if err := g.Validate(); err == nil || !strings.Contains(err.Error(), "vendor") {
+		t.Fatalf("vendor news|example: %v", err)
 	}
 }
 
