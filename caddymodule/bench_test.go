@@ -119,6 +119,16 @@ func BenchmarkServeHTTPSteady(b *testing.B) {
 	benchSteady(b, w, newGate(b, w, `{"backend":"memory"}`, 1), nil)
 }
 
+// BenchmarkServeHTTPSteadyPaymentScheme is BenchmarkServeHTTPSteady with
+// each payment sent as a credential of the HTTP Payment scheme
+// (Authorization: Payment …): as the steady state, plus decoding the
+// credential, checking its challenge's binding and terms
+// (payment.Binder.VerifyECoupon) and writing a Payment-Receipt.
+func BenchmarkServeHTTPSteadyPaymentScheme(b *testing.B) {
+	w := bigWorld(b)
+	benchSteadyPayment(b, w, newGate(b, w, `{"backend":"memory"}`, 1))
+}
+
 // BenchmarkServeHTTPSteadyLaneRate is the steady state with the per-lane
 // rate limit on (at a rate no payment reaches): the lane's token bucket is
 // taken on every payment.

@@ -87,6 +87,8 @@ type challenge struct {
 	// takes now.
 	Resume uint32 `json:"resume,omitempty"`
 	Hint   string `json:"hint"`
+
+	pay *paymentScheme // adds the Payment challenge to the 402 (paymentscheme.go)
 }
 
 // publicStoreID is the name of a store in challenges: base64url of the
@@ -129,6 +131,9 @@ func (c *challenge) header() string {
 
 // writeJSON writes a JSON answer with status.
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	if writePaymentScheme(w, status, v) {
+		return // the Payment scheme's answer (paymentscheme.go)
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)

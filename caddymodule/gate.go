@@ -206,6 +206,7 @@ type Gate struct {
 	now          func() time.Time
 	redeemClock  func() time.Time // the redemption worker's clock (nil: time.Now)
 	challenge    challenge
+	pay          *paymentScheme // the Payment scheme (paymentscheme.go)
 
 	// Metric children of this vendor, resolved once (hot path).
 	mAccepted prometheus.Counter
@@ -335,6 +336,11 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 	}
 	g.challenge = challenge{Realm: g.Vendor, Vendor: g.Vendor, Price: g.Price, Unit: coupons.FormatAmount(g.unit), Currency: g.Currency, Broker: g.Broker,
 		Store: publicStoreID(storeID)}
+	// The Payment scheme beside ECoupon (paymentscheme.go).
+	if g.pay, err = newPaymentScheme(secret, &g.challenge, time.Duration(g.NonceTTL), g.logger); err != nil {
+		return fmt.Errorf("ecoupon: payment scheme: %w", err)
+	}
+	g.challenge.pay = g.pay
 	if g.core, err = g.newCore(); err != nil {
 		return err
 	}
@@ -458,7 +464,7 @@ func validRouteName(name string) bool {
 
 func (g *Gate) check() error {
 	switch {
-	case g.Vendor == "" || strings.ToLower(g.Vendor) != g.Vendor || strings.ContainsAny(g.Vendor, " /:\\"):
+	case g.Vendor == "" || strings.ToLower(g.Vendor) != g.Vendor || strings.ContainsAny(g.Vendor, " /:\\|"):
 		return fmt.Errorf("ecoupon: vendor %q must be a lower-case host name, e.g. 'vendor news.example'", g.Vendor)
 	case len(g.BrokerKeys) == 0:
 		return fmt.Errorf("ecoupon: no broker key: add 'broker_key /path/to/broker.pub' (the broker's (public-key …))")
@@ -592,6 +598,9 @@ const hintPay = "open a lane of a book for this vendor (ECoupon-Open header or P
 func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	if g.serveWellKnown(w, r) {
 		return nil
+	}
+	if speaksPayment(r.Header) {
+		return g.servePayment(w, r, next) // the Payment scheme (paymentscheme.go)
 	}
 	var p coupons.Payment
 	if !g.parsePayment(w, r, &p) {
