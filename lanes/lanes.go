@@ -247,6 +247,9 @@ type Payment struct {
 	// the lane (a takeover's first payment walking through what a
 	// delegate left of its portion).
 	MaxJump uint32
+	// Now is when the payment arrived, if the caller has read the clock
+	// (Config.Now's) already; zero: Accept reads it.
+	Now time.Time
 }
 
 // Result is an accepted payment.
@@ -299,7 +302,10 @@ func (c *Core) Accept(ctx context.Context, p *Payment) (Result, error) {
 		c.cache.Set(h, ent, 1)
 		l.last = ent
 	}
-	now := c.cfg.Now()
+	now := p.Now
+	if now.IsZero() {
+		now = c.cfg.Now()
+	}
 	if wait := c.rateLimit(h, now); wait > 0 {
 		return Result{}, &RateLimitedError{Wait: wait}
 	}
