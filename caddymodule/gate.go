@@ -585,8 +585,8 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		return nil
 	}
 	started := time.Now()
-	res, ok := g.accept(w, r, &p, body, g.clockAt(started))
-	if !ok {
+	var res lanes.Result
+	if !g.accept(w, r, &p, body, g.clockAt(started), &res) {
 		return nil
 	}
 	g.mDelay.Observe(time.Since(started).Seconds())
@@ -634,12 +634,13 @@ func (g *Gate) parsePayment(w http.ResponseWriter, r *http.Request, p *coupons.P
 	return true
 }
 
-// accept takes the payment p for r on its lane (lanes.Core.Accept). A
-// payment that carries a lane open is its spender's first on this lane:
+// accept takes the payment p for r, arrived at now, on its lane
+// (lanes.Core.Accept), into res; it reports whether it did. A payment
+// that carries a lane open is its spender's first on this lane:
 // the lane is opened first, or taken over (openOnPayment); a lane the
 // store does not hold, or must have opened again, is opened from the
 // open the request carries. On refusal it has answered.
-func (g *Gate) accept(w http.ResponseWriter, r *http.Request, p *coupons.Payment, body content, now time.Time) (lanes.Result, bool) {
+func (g *Gate) accept(w http.ResponseWriter, r *http.Request, p *coupons.Payment, body content, now time.Time, res *lanes.Result) bool {
 	ctx := r.Context()
 	doc := headerValue(r.Header, keyOpen)
 	pay := lanes.Payment{Coupon: *p, Request: coupons.Request{Method: r.Method, Host: strings.ToLower(r.Host),
@@ -651,7 +652,7 @@ func (g *Gate) accept(w http.ResponseWriter, r *http.Request, p *coupons.Payment
 		var walk uint32 // what a takeover's payment may walk past max_jump
 		rec, took, err := g.openOnPayment(ctx, w, r, p.Lane, doc, &walk)
 		if err != nil {
-			return lanes.Result{}, false
+			return false
 		}
 		if took {
 			g.core.Install(p.Lane, rec)
@@ -665,25 +666,25 @@ func (g *Gate) accept(w http.ResponseWriter, r *http.Request, p *coupons.Payment
 		}
 	}
 	for opened := false; ; opened = true {
-		res, err := g.core.Accept(ctx, &pay)
-		if err == nil {
-			return res, true
+		var err error
+		if *res, err = g.core.Accept(ctx, &pay); err == nil {
+			return true
 		}
 		var reopen *mustReopenError
 		if (errors.Is(err, lanes.ErrNotOpen) || errors.As(err, &reopen)) && doc != "" && !opened {
 			rec, err := g.openLane(ctx, w, r, []byte(doc), p.Lane, nil)
 			if err != nil {
-				return lanes.Result{}, false // answered
+				return false // answered
 			}
 			if err := g.checkLane(&rec.Meta); err != nil {
 				g.refuseAccept(w, p.Lane, err)
-				return lanes.Result{}, false
+				return false
 			}
 			g.core.Install(p.Lane, rec)
 			continue
 		}
 		g.refuseAccept(w, p.Lane, err)
-		return lanes.Result{}, false
+		return false
 	}
 }
 
