@@ -666,8 +666,8 @@ func (g *Gate) accept(w http.ResponseWriter, r *http.Request, p *coupons.Payment
 		}
 	}
 	for opened := false; ; opened = true {
-		var err error
-		if *res, err = g.core.Accept(ctx, &pay); err == nil {
+		err := g.core.AcceptTo(ctx, &pay, res)
+		if err == nil {
 			return true
 		}
 		var reopen *mustReopenError
