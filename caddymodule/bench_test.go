@@ -71,8 +71,10 @@ func (w *wireWriter) reset() {
 	w.buf.Reset()
 }
 
+// Header returns the response's header map.
 func (w *wireWriter) Header() http.Header { return w.h }
 
+// WriteHeader writes the status line and the header fields, once.
 func (w *wireWriter) WriteHeader(code int) {
 	if w.status != 0 {
 		return
@@ -87,6 +89,7 @@ func (w *wireWriter) WriteHeader(code int) {
 	w.buf.WriteString("\r\n")
 }
 
+// Write writes body bytes (after an implicit 200).
 func (w *wireWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)

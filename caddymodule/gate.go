@@ -203,7 +203,7 @@ type Gate struct {
 	stopRedeem   func() // stops the redemption worker and waits for it to end
 	stopPoll     context.CancelFunc
 	logger       *zap.Logger
-	now          func() time.Time
+	now          func() time.Time // a test's clock; nil: time.Now (clock)
 	redeemClock  func() time.Time // the redemption worker's clock (nil: time.Now)
 	challenge    challenge
 	pay          *paymentScheme // the Payment scheme (paymentscheme.go)
@@ -235,7 +235,7 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 		return err
 	}
 	initMetrics(ctx.GetMetricsRegistry())
-	g.now = time.Now
+	g.now = nil // time.Now (clock)
 	g.vendorHash = sha256.Sum256([]byte(g.Vendor))
 	g.thefts = new(theftQueue)
 	var err error
@@ -276,12 +276,12 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("ecoupon: secret_file: %w", err)
 	}
-	g.nonces = &nonceMaker{secret: secret, vendor: g.Vendor, ttl: time.Duration(g.NonceTTL), now: func() time.Time { return g.now() }}
+	g.nonces = &nonceMaker{secret: secret, vendor: g.Vendor, ttl: time.Duration(g.NonceTTL), now: g.clock}
 	g.opens = newIPWindow(g.OpensPerMinute, time.Minute, g.IPv6Prefix)
 	g.longWalks = newIPWindow(longWalksPerMinute, time.Minute, g.IPv6Prefix)
 	if signer != nil {
 		g.vendorSigner = signer
-		if g.receipts, err = newReceipts(signer, g.Vendor, secret, time.Duration(g.ReceiptInterval), g.ReceiptDelay, func() time.Time { return g.now() }); err != nil {
+		if g.receipts, err = newReceipts(signer, g.Vendor, secret, time.Duration(g.ReceiptInterval), g.ReceiptDelay, g.clock); err != nil {
 			return fmt.Errorf("ecoupon: receipts: %w", err)
 		}
 	}
@@ -361,7 +361,7 @@ func (g *Gate) newCore() (*lanes.Core, error) {
 			zap.Uint32("lease", g.Lease))
 	}
 	cfg := lanes.Config{Price: g.Price, MaxJump: g.MaxJump, Lease: lease, LaneRate: g.LaneRate, CacheLanes: g.LaneCache, Check: g.checkLane,
-		Hit: g.mHit, Miss: g.mMiss, Now: func() time.Time { return g.now() },
+		Hit: g.mHit, Miss: g.mMiss, Now: g.clock,
 		OnRevoked: func(id coupons.LaneID) {
 			gateMetrics.revokedLanes.WithLabelValues(g.Vendor).Inc()
 			g.logger.Info("a lane's delegation was revoked: the lane takes no more payments under it", zap.String("lane", id.String()))
@@ -374,6 +374,23 @@ func (g *Gate) newCore() (*lanes.Core, error) {
 		return nil, fmt.Errorf("ecoupon: %w", err)
 	}
 	return core, nil
+}
+
+// clock is the gate's time: a test's clock (now), or time.Now.
+func (g *Gate) clock() time.Time {
+	if g.now != nil {
+		return g.now()
+	}
+	return time.Now()
+}
+
+// clockAt is the gate's time at the real time t (from time.Now): t
+// itself, unless a test set the clock.
+func (g *Gate) clockAt(t time.Time) time.Time {
+	if g.now != nil {
+		return g.now()
+	}
+	return t
 }
 
 // holdsLeases reports whether st keeps spending leases (store.Leased): a
@@ -613,8 +630,8 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		return nil
 	}
 	started := time.Now()
-	res, ok := g.accept(w, r, &p, body)
-	if !ok {
+	var res lanes.Result
+	if !g.accept(w, r, &p, body, g.clockAt(started), &res) {
 		return nil
 	}
 	g.mDelay.Observe(time.Since(started).Seconds())
@@ -668,16 +685,17 @@ func (g *Gate) parsePayment(w http.ResponseWriter, r *http.Request, p *coupons.P
 	return true
 }
 
-// accept takes the payment p for r on its lane (lanes.Core.Accept). A
-// payment that carries a lane open is its spender's first on this lane:
+// accept takes the payment p for r, arrived at now, on its lane
+// (lanes.Core.Accept), into res; it reports whether it did. A payment
+// that carries a lane open is its spender's first on this lane:
 // the lane is opened first, or taken over (openOnPayment); a lane the
 // store does not hold, or must have opened again, is opened from the
 // open the request carries. On refusal it has answered.
-func (g *Gate) accept(w http.ResponseWriter, r *http.Request, p *coupons.Payment, body content) (lanes.Result, bool) {
+func (g *Gate) accept(w http.ResponseWriter, r *http.Request, p *coupons.Payment, body content, now time.Time, res *lanes.Result) bool {
 	ctx := r.Context()
 	doc := headerValue(r.Header, keyOpen)
 	pay := lanes.Payment{Coupon: *p, Request: coupons.Request{Method: r.Method, Host: strings.ToLower(r.Host),
-		Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Range: rangeHeader(r.Header)}}
+		Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Range: rangeHeader(r.Header)}, Now: now}
 	if body.has {
 		pay.Request.ContentDigest = body.sum[:]
 	}
@@ -685,12 +703,12 @@ func (g *Gate) accept(w http.ResponseWriter, r *http.Request, p *coupons.Payment
 		var walk uint32 // what a takeover's payment may walk past max_jump
 		rec, took, err := g.openOnPayment(ctx, w, r, p.Lane, doc, &walk)
 		if err != nil {
-			return lanes.Result{}, false
+			return false
 		}
 		if took {
 			g.core.Install(p.Lane, rec)
 		}
-		if walk > 0 && g.longWalks.allow(clientIP(r), g.now()) {
+		if walk > 0 && g.longWalks.allow(clientIP(r), now) {
 			// The first payment of an issuer that took a delegate's
 			// portion back may use up what the delegate left of it: a
 			// longer walk, after a verified open, at most twice a minute
@@ -702,25 +720,25 @@ func (g *Gate) accept(w http.ResponseWriter, r *http.Request, p *coupons.Payment
 		pay.Reclaimed = walk
 	}
 	for opened := false; ; opened = true {
-		res, err := g.core.Accept(ctx, &pay)
+		err := g.core.AcceptTo(ctx, &pay, res)
 		if err == nil {
-			return res, true
+			return true
 		}
 		var reopen *mustReopenError
 		if (errors.Is(err, lanes.ErrNotOpen) || errors.As(err, &reopen)) && doc != "" && !opened {
 			rec, err := g.openLane(ctx, w, r, []byte(doc), p.Lane, nil)
 			if err != nil {
-				return lanes.Result{}, false // answered
+				return false // answered
 			}
 			if err := g.checkLane(&rec.Meta); err != nil {
 				g.refuseAccept(w, p.Lane, err)
-				return lanes.Result{}, false
+				return false
 			}
 			g.core.Install(p.Lane, rec)
 			continue
 		}
 		g.refuseAccept(w, p.Lane, err)
-		return lanes.Result{}, false
+		return false
 	}
 }
 
@@ -958,7 +976,7 @@ func (g *Gate) storeUnavailable(w http.ResponseWriter, err error) {
 // its portion, which the next payment may walk through.
 func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Request, doc []byte, want coupons.LaneID, walk *uint32) (store.Record, error) {
 	fail := errAnswered
-	if !g.opens.allow(clientIP(r), g.now()) {
+	if !g.opens.allow(clientIP(r), g.clock()) {
 		w.Header().Set("Retry-After", "60")
 		writeJSON(w, http.StatusTooManyRequests, problem{Error: coupons.CodeOpenRateLimited, Reason: fmt.Sprintf("more than %d lane opens per minute from this address (IPv6: from its /%d)", g.OpensPerMinute, g.IPv6Prefix)})
 		return store.Record{}, fail
@@ -979,12 +997,12 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		badRequest(w, coupons.CodeBadOpen, err)
 		return store.Record{}, fail
 	}
-	pol := &coupons.OpenPolicy{Vendor: g.Vendor, Brokers: g.brokers, Now: g.now(), CheckNonce: g.nonces.check, Cache: g.sigs}
+	pol := &coupons.OpenPolicy{Vendor: g.Vendor, Brokers: g.brokers, Now: g.clock(), CheckNonce: g.nonces.check, Cache: g.sigs}
 	if g.revoked != nil {
-		err := g.revoked.fresh(o.Book.Book.Broker, g.now())
+		err := g.revoked.fresh(o.Book.Book.Broker, g.clock())
 		if err != nil {
 			g.revoked.refreshOnDemand(ctx)
-			err = g.revoked.fresh(o.Book.Book.Broker, g.now())
+			err = g.revoked.fresh(o.Book.Book.Broker, g.clock())
 		}
 		if err != nil {
 			gateMetrics.opens.WithLabelValues(g.Vendor, "revocations_stale").Inc()

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"unsafe"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
@@ -38,9 +39,20 @@ func headerValue(h http.Header, key string) string {
 	return ""
 }
 
-// setUint sets a canonical key to the decimal n, as Header.Set would.
+// setUint sets a canonical key to the decimal n, as Header.Set would, in
+// one allocation: the value's slice and its digits (the string points into
+// them, and is never written to once made).
 func setUint(h http.Header, key string, n uint64) {
-	h[key] = []string{strconv.FormatUint(n, 10)}
+	u := new(uintValue)
+	d := strconv.AppendUint(u.digits[:0], n, 10)
+	u.v[0] = unsafe.String(&d[0], len(d))
+	h[key] = u.v[:]
+}
+
+// uintValue is a header value holding a decimal (setUint).
+type uintValue struct {
+	v      [1]string
+	digits [20]byte // the most a uint64 has
 }
 
 // statusWriter passes a paid request's response through to the client,

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -48,4 +50,21 @@ func TestStatusWriter(t *testing.T) {
 		t.Errorf("implicit 200: %v %d %d", err, sw.status, rec.Code)
 	}
 	sw.put()
+}
+
+// TestSetUint: setUint sets what Header.Set would, in one allocation.
+func TestSetUint(t *testing.T) {
+	for _, n := range []uint64{0, 7, 1 << 22, 1<<64 - 1} {
+		h := http.Header{}
+		setUint(h, keyBalance, n)
+		want := http.Header{}
+		want.Set(HeaderBalance, strconv.FormatUint(n, 10))
+		if !reflect.DeepEqual(h, want) {
+			t.Errorf("%d: %v, Header.Set: %v", n, h, want)
+		}
+	}
+	h := http.Header{keyCredit: nil}
+	if a := testing.AllocsPerRun(100, func() { setUint(h, keyBalance, 1<<22) }); a != 1 {
+		t.Errorf("setUint: %v allocations", a)
+	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/lanes"
 	"github.com/ecoupons/ecoupons/payment"
 	"go.uber.org/zap"
 )
@@ -247,7 +248,7 @@ func (g *Gate) servePayment(w http.ResponseWriter, r *http.Request, next caddyht
 		g.refuseCredential(pw, err)
 		return nil
 	default:
-		_, paid, doc, err := g.pay.binder.VerifyECoupon(cr, &g.pay.route, g.now())
+		_, paid, doc, err := g.pay.binder.VerifyECoupon(cr, &g.pay.route, g.clock())
 		if err != nil {
 			g.refuseCredential(pw, err)
 			return nil
@@ -260,7 +261,8 @@ func (g *Gate) servePayment(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	started := time.Now()
 	restore := setOpen(r.Header, open)
-	res, ok := g.accept(pw, r, &p, body)
+	var res lanes.Result
+	ok = g.accept(pw, r, &p, body, g.clockAt(started), &res)
 	restore()
 	if !ok {
 		return nil
@@ -320,7 +322,7 @@ func (g *Gate) paymentReceipt(h http.Header, p *coupons.Payment) *payment.Receip
 			tesla = t
 		}
 	}
-	return payment.NewReceipt(p.Lane, p.Index, tesla, g.now())
+	return payment.NewReceipt(p.Lane, p.Index, tesla, g.clock())
 }
 
 // receiptWriter is the writer the next handler gets for a response paid

@@ -271,6 +271,9 @@ type Payment struct {
 	// store, that its owner takes back (the takeover's walk). Any other
 	// coupons beyond what is due are spent, not credited (see credit).
 	Reclaimed uint32
+	// Now is when the payment arrived, if the caller has read the clock
+	// (Config.Now's) already; zero: Accept reads it.
+	Now time.Time
 }
 
 // Result is an accepted payment.
@@ -296,6 +299,22 @@ type Result struct {
 // coupons.ErrCapExceeded, *StoreError. No coupon is accepted when it
 // returns an error.
 func (c *Core) Accept(ctx context.Context, p *Payment) (Result, error) {
+	var res Result
+	err := c.AcceptTo(ctx, p, &res)
+	return res, err
+}
+
+// AcceptTo is Accept writing its result to res (zero on error), without
+// copying it.
+func (c *Core) AcceptTo(ctx context.Context, p *Payment, res *Result) error {
+	if err := c.acceptTo(ctx, p, res); err != nil {
+		*res = Result{}
+		return err
+	}
+	return nil
+}
+
+func (c *Core) acceptTo(ctx context.Context, p *Payment, res *Result) error {
 	id := p.Coupon.Lane
 	key := store.Key(id)
 	h := c.hash(key)
@@ -309,35 +328,38 @@ func (c *Core) Accept(ctx context.Context, p *Payment) (Result, error) {
 		inc(c.cfg.Miss)
 		rec, err := c.store.Get(ctx, id)
 		if errors.Is(err, store.ErrNotFound) {
-			return Result{}, ErrNotOpen
+			return ErrNotOpen
 		}
 		if err != nil {
-			return Result{}, &StoreError{err}
+			return &StoreError{err}
 		}
 		if c.cfg.Check != nil {
 			if err := c.cfg.Check(&rec.Meta); err != nil {
-				return Result{}, err
+				return err
 			}
 		}
 		ent = &entry{key: key, rec: rec}
 		c.cache.Set(h, ent, 1)
 		l.last = ent
 	}
-	now := c.cfg.Now()
+	now := p.Now
+	if now.IsZero() {
+		now = c.cfg.Now()
+	}
 	if wait := c.rateLimit(h, now); wait > 0 {
-		return Result{}, &RateLimitedError{Wait: wait}
+		return &RateLimitedError{Wait: wait}
 	}
 	// Revocation: a lane marked revoked in the store, or one whose
 	// principals a list installed since its last check revokes, takes no
 	// payment. In the steady state (no new list) this costs one atomic
 	// load and two comparisons.
 	if err := c.admit(ctx, id, ent); err != nil {
-		return Result{}, err
+		return err
 	}
 	if now.After(ent.rec.Meta.NotAfter) {
-		return Result{}, ErrExpired
+		return ErrExpired
 	}
-	return c.accept(ctx, p, ent)
+	return c.accept(ctx, p, ent, res)
 }
 
 // admit checks the lane's principals when they were not checked against
@@ -350,15 +372,15 @@ func (c *Core) admit(ctx context.Context, id coupons.LaneID, ent *entry) error {
 }
 
 // accept verifies and records the payment on ent, with the lane's lock
-// held.
-func (c *Core) accept(ctx context.Context, p *Payment, ent *entry) (Result, error) {
+// held, into res.
+func (c *Core) accept(ctx context.Context, p *Payment, ent *entry, res *Result) error {
 	id := p.Coupon.Lane
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
 			// Reloaded from the store: marked by another gate, or opened
 			// again under another chain, which is checked before use.
 			if err := c.admit(ctx, id, ent); err != nil {
-				return Result{}, err
+				return err
 			}
 		}
 		cur := &ent.rec // read only: next is the copy written
@@ -371,7 +393,7 @@ func (c *Core) accept(ctx context.Context, p *Payment, ent *entry) (Result, erro
 				if attempt == 0 && c.refresh(ctx, id, ent) {
 					continue
 				}
-				return Result{}, &SpentError{Resume: cur.Lease + 1, Lease: true}
+				return &SpentError{Resume: cur.Lease + 1, Lease: true}
 			}
 			maxJump += cur.Lease - st.Last
 		}
@@ -386,11 +408,12 @@ func (c *Core) accept(ctx context.Context, p *Payment, ent *entry) (Result, erro
 				continue
 			}
 			if errors.Is(err, coupons.ErrReplay) {
-				return Result{}, &SpentError{Resume: cur.State.Last + 1}
+				return &SpentError{Resume: cur.State.Last + 1}
 			}
-			return Result{}, err
+			return err
 		}
-		next := *cur
+		next := &res.Record // the record written, built in place
+		*next = *cur
 		next.State, next.Spent = st, st.Last
 		var served bool
 		next.Credit, served = credit(cur.Credit, paid, c.cfg.Price, p.Reclaimed)
@@ -400,13 +423,19 @@ func (c *Core) accept(ctx context.Context, p *Payment, ent *entry) (Result, erro
 		}
 		charge, err := coupons.MulAmount(uint64(paid), cur.Meta.Unit)
 		if err != nil {
-			return Result{}, err
+			return err
 		}
-		err = c.store.Advance(ctx, id, cur.State.Last, cur.Credit, next, charge)
+		err = c.store.Advance(ctx, id, cur.State.Last, cur.Credit, *next, charge)
+		if err == nil {
+			next.Lease = 0 // held by the store (or none): nothing to refuse here
+			ent.rec = *next
+			res.Paid, res.Served, res.Theft, res.Digest = paid, served, theft, digest
+			return nil
+		}
 		if errors.Is(err, store.ErrConflict) && attempt < 3 {
 			fresh, gerr := c.store.Get(ctx, id)
 			if gerr != nil {
-				return Result{}, &StoreError{gerr}
+				return &StoreError{gerr}
 			}
 			ent.reload(fresh)
 			continue
@@ -415,17 +444,12 @@ func (c *Core) accept(ctx context.Context, p *Payment, ent *entry) (Result, erro
 			// Another gate marked the lane after this one last read it:
 			// the store refused the write, no coupon was accepted.
 			ent.rec.Meta.Revoked = true
-			return Result{}, err
+			return err
 		}
 		if errors.Is(err, coupons.ErrCapExceeded) {
-			return Result{}, err
+			return err
 		}
-		if err != nil {
-			return Result{}, &StoreError{err}
-		}
-		next.Lease = 0 // held by the store (or none): nothing to refuse here
-		ent.rec = next
-		return Result{Record: next, Paid: paid, Served: served, Theft: theft, Digest: digest}, nil
+		return &StoreError{err}
 	}
 }
 

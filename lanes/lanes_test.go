@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -544,5 +545,28 @@ func BenchmarkAccept(b *testing.B) {
 			b.Fatal(err)
 		}
 		k++
+	}
+}
+
+// TestAcceptTo: AcceptTo fills the caller's result as Accept returns it,
+// and zeroes it when it refuses the payment.
+func TestAcceptTo(t *testing.T) {
+	st := store.NewMemory()
+	c := newChain(t, 8)
+	core := newCore(t, st, Config{LaneRate: -1})
+	res := Result{Paid: 9, Served: true}
+	if err := core.AcceptTo(context.Background(), c.pay(1, "/a"), &res); !errors.Is(err, ErrNotOpen) || !reflect.DeepEqual(res, Result{}) {
+		t.Fatalf("unopened lane: %v, result %+v", err, res)
+	}
+	c.open(t, st)
+	if err := core.AcceptTo(context.Background(), c.pay(1, "/a"), &res); err != nil || !res.Served || res.Paid != 1 || res.Record.State.Last != 1 {
+		t.Fatalf("first coupon: %v %+v", err, res)
+	}
+	want, err := core.Accept(context.Background(), c.pay(2, "/a"))
+	if err != nil || want.Record.State.Last != 2 {
+		t.Fatalf("Accept: %v %+v", err, want)
+	}
+	if err := core.AcceptTo(context.Background(), c.pay(2, "/a"), &res); err == nil || !reflect.DeepEqual(res, Result{}) {
+		t.Fatalf("replay: %v, result %+v", err, res)
 	}
 }

@@ -17,7 +17,7 @@ import (
 // loses everything when the process ends.
 type Memory struct {
 	mu       sync.Mutex
-	lanes    map[[36]byte]*Record // by pointer: an Advance writes in place, without allocating
+	lanes    map[[36]byte]*memLane // by pointer: an Advance writes in place, without allocating
 	grants   map[[32]byte]int64
 	proofs   map[[36]byte][][32]byte
 	redeemed map[[36]byte]uint32
@@ -28,9 +28,15 @@ type Memory struct {
 	id       string
 }
 
+// memLane is a lane of a memory store.
+type memLane struct {
+	rec   Record
+	dirty bool // in Memory.dirty, so that an Advance looks up one map, not two
+}
+
 // NewMemory returns an empty memory store.
 func NewMemory() *Memory {
-	return &Memory{lanes: map[[36]byte]*Record{}, grants: map[[32]byte]int64{}, proofs: map[[36]byte][][32]byte{},
+	return &Memory{lanes: map[[36]byte]*memLane{}, grants: map[[32]byte]int64{}, proofs: map[[36]byte][][32]byte{},
 		redeemed: map[[36]byte]uint32{}, dirty: map[[36]byte]coupons.LaneID{}, queue: map[[36]byte]queued{},
 		refused: map[[36]byte]Refusal{}, id: newID()}
 }
@@ -80,7 +86,7 @@ func (m *Memory) Pending(_ context.Context, now time.Time, limit int) ([]Pending
 	})
 	var out []Pending
 	for _, d := range list[:min(len(list), max(limit, 0))] {
-		r := m.lanes[d.k]
+		r := &m.lanes[d.k].rec
 		out = append(out, Pending{ID: m.dirty[d.k], Index: r.State.Last, Value: r.State.LastValue, Redeemed: m.redeemed[d.k],
 			Anchor: r.Meta.Anchor, Proof: m.proofs[d.k], Tries: d.q.tries})
 	}
@@ -89,13 +95,16 @@ func (m *Memory) Pending(_ context.Context, now time.Time, limit int) ([]Pending
 
 // last is the position of lane k (0 when it is not stored).
 func (m *Memory) last(k [36]byte) uint32 {
-	if r := m.lanes[k]; r != nil {
-		return r.State.Last
+	if l := m.lanes[k]; l != nil {
+		return l.rec.State.Last
 	}
 	return 0
 }
 
 func (m *Memory) undirty(k [36]byte) {
+	if l := m.lanes[k]; l != nil {
+		l.dirty = false
+	}
 	delete(m.dirty, k)
 	delete(m.queue, k)
 }
@@ -178,12 +187,11 @@ func (m *Memory) Open(_ context.Context, id coupons.LaneID, first Record) (Recor
 		return Record{}, ErrClosed
 	}
 	k := Key(id)
-	if r, ok := m.lanes[k]; ok {
-		return *r, nil
+	if l, ok := m.lanes[k]; ok {
+		return l.rec, nil
 	}
-	r := first
-	m.lanes[k] = &r
-	return r, nil
+	m.lanes[k] = &memLane{rec: first}
+	return first, nil
 }
 
 // Get implements Store.
@@ -193,11 +201,11 @@ func (m *Memory) Get(_ context.Context, id coupons.LaneID) (Record, error) {
 	if m.closed {
 		return Record{}, ErrClosed
 	}
-	r, ok := m.lanes[Key(id)]
+	l, ok := m.lanes[Key(id)]
 	if !ok {
 		return Record{}, ErrNotFound
 	}
-	return *r, nil
+	return l.rec, nil
 }
 
 // Advance implements Store.
@@ -217,10 +225,11 @@ func (m *Memory) advance(id coupons.LaneID, prevLast, prevCredit uint32, next Re
 		return ErrClosed
 	}
 	k := Key(id)
-	cur, ok := m.lanes[k]
+	l, ok := m.lanes[k]
 	if !ok {
 		return ErrNotFound
 	}
+	cur := &l.rec
 	if err := checkWriteRecord(&cur.Meta, &next.Meta, reopen); err != nil {
 		return err
 	}
@@ -238,8 +247,8 @@ func (m *Memory) advance(id coupons.LaneID, prevLast, prevCredit uint32, next Re
 		m.grants[next.Meta.Grant] = total
 	}
 	*cur = next
-	if _, ok := m.dirty[k]; !ok && next.State.Last > m.redeemed[k] {
-		m.dirty[k] = id
+	if !l.dirty && next.State.Last > m.redeemed[k] {
+		m.dirty[k], l.dirty = id, true
 		m.queue[k] = queued{due: time.Now().UnixNano()}
 	}
 	return nil
@@ -253,10 +262,11 @@ func (m *Memory) MarkRevoked(_ context.Context, id coupons.LaneID, certs [][32]b
 		return ErrClosed
 	}
 	k := Key(id)
-	cur, ok := m.lanes[k]
+	l, ok := m.lanes[k]
 	if !ok {
 		return ErrNotFound
 	}
+	cur := &l.rec
 	if len(certs) == 0 || !cur.Meta.SamePrincipals(certs, keys) {
 		return fmt.Errorf("%w: the lane holds other principals", ErrConflict)
 	}
