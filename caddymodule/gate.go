@@ -1083,15 +1083,12 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		first.State = coupons.LaneState{Last: status.Redeemed, LastValue: status.Value}
 		first.Spent = status.Redeemed
 	}
-	rec, err := g.store.Open(ctx, lane.ID, first)
+	rec, err := g.store.Open(ctx, lane.ID, first, o.Proof...) // the lane and its proof: one durable write
 	if err == nil && !sameOpen(&rec.Meta, &meta) {
 		// Opened before, by another open: a record naming no vendor or
 		// no principals (older versions), another nonce of the same
 		// spender, or another authorized spender.
 		return g.takeOver(ctx, w, lane.ID, rec, meta, bookLevel(o), walk)
-	}
-	if err == nil {
-		err = g.store.SetProof(ctx, lane.ID, o.Proof)
 	}
 	if err == nil && status.Redeemed > rec.State.Last {
 		rec, err = g.startAt(ctx, lane.ID, rec, status)

@@ -495,10 +495,20 @@ func mapClosed(err error) error {
 func (s *Bolt) ID(context.Context) (string, error) { return s.id, nil }
 
 // Open implements Store.
-func (s *Bolt) Open(_ context.Context, id coupons.LaneID, first Record) (Record, error) {
+func (s *Bolt) Open(_ context.Context, id coupons.LaneID, first Record, proof ...[32]byte) (Record, error) {
 	k := Key(id)
+	var encProof []byte
+	if len(proof) > 0 {
+		var err error
+		if encProof, err = encodeProof(proof); err != nil {
+			return Record{}, err
+		}
+	}
 	var out Record
 	err := s.write(func(t *kvTx) error {
+		if encProof != nil && t.get(bProofs, k[:]) == nil {
+			t.put(bProofs, k[:], encProof) // in the same log record as the lane
+		}
 		if v := t.get(bLanes, k[:]); v != nil {
 			return out.UnmarshalBinary(v)
 		}

@@ -295,7 +295,7 @@ func (l *Leased) Get(ctx context.Context, id coupons.LaneID) (Record, error) {
 
 // Open implements Store. It takes no reservation (first.Lease is
 // ignored): the lane's first Advance does.
-func (l *Leased) Open(ctx context.Context, id coupons.LaneID, first Record) (Record, error) {
+func (l *Leased) Open(ctx context.Context, id coupons.LaneID, first Record, proof ...[32]byte) (Record, error) {
 	k := Key(id)
 	st := l.stripe(&k)
 	st.mu.Lock()
@@ -310,7 +310,7 @@ func (l *Leased) Open(ctx context.Context, id coupons.LaneID, first Record) (Rec
 		return r, nil
 	}
 	first.Lease = 0
-	return l.inner.Open(ctx, id, first)
+	return l.inner.Open(ctx, id, first, proof...)
 }
 
 // Reopen implements Store: a held lane is first written exactly and

@@ -180,13 +180,19 @@ func (m *Memory) Refusals(_ context.Context, limit int) ([]Refusal, error) {
 }
 
 // Open implements Store.
-func (m *Memory) Open(_ context.Context, id coupons.LaneID, first Record) (Record, error) {
+func (m *Memory) Open(_ context.Context, id coupons.LaneID, first Record, proof ...[32]byte) (Record, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
 		return Record{}, ErrClosed
 	}
+	if len(proof) > MaxProof {
+		return Record{}, fmt.Errorf("store: proof of %d hashes", len(proof))
+	}
 	k := Key(id)
+	if _, ok := m.proofs[k]; !ok && len(proof) > 0 {
+		m.proofs[k] = append([][32]byte(nil), proof...)
+	}
 	if l, ok := m.lanes[k]; ok {
 		return l.rec, nil
 	}

@@ -222,15 +222,27 @@ func (s *Redis) run(ctx context.Context, script *redis.Script, keys []string, ar
 }
 
 // Open implements Store: SET NX, then read back.
-func (s *Redis) Open(ctx context.Context, id coupons.LaneID, first Record) (Record, error) {
+func (s *Redis) Open(ctx context.Context, id coupons.LaneID, first Record, proof ...[32]byte) (Record, error) {
 	r := first
 	enc, err := r.MarshalBinary()
 	if err != nil {
 		return Record{}, err
 	}
-	k := s.laneKey(id)
+	var encProof []byte
+	if len(proof) > 0 {
+		if encProof, err = encodeProof(proof); err != nil {
+			return Record{}, err
+		}
+	}
+	k, pk := s.laneKey(id), s.proofKey(id) // one slot: one pipeline
 	var get *redis.StringCmd
-	if err := s.write(ctx, k, func(p redis.Pipeliner) { p.SetNX(ctx, k, enc, 0); get = p.Get(ctx, k) }); err != nil {
+	if err := s.write(ctx, k, func(p redis.Pipeliner) {
+		if encProof != nil {
+			p.SetNX(ctx, pk, encProof, 0)
+		}
+		p.SetNX(ctx, k, enc, 0)
+		get = p.Get(ctx, k)
+	}); err != nil {
 		return Record{}, fmt.Errorf("store: redis: %w", err)
 	}
 	var got Record

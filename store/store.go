@@ -153,8 +153,11 @@ type Store interface {
 	// Open records a verified lane with its first record (NewRecord, or
 	// one already at the position a broker says was redeemed) if it is not
 	// known yet, and returns its record (the existing one when it was
-	// opened before). It is durable when it returns.
-	Open(ctx context.Context, id coupons.LaneID, first Record) (Record, error)
+	// opened before). It is durable when it returns. proof, the Merkle
+	// proof of the lane's anchor that the broker needs on its first
+	// redemption, is kept in the same durable write (when the lane is
+	// created, or when none is kept yet): a lane open is one write.
+	Open(ctx context.Context, id coupons.LaneID, first Record, proof ...[32]byte) (Record, error)
 	// Get returns a lane's record, or ErrNotFound.
 	Get(ctx context.Context, id coupons.LaneID) (Record, error)
 	// Advance replaces the lane's record by next if its last accepted index
