@@ -23,6 +23,8 @@ func init() {
 //	ecoupon [<matcher>] {
 //	    vendor           <host name>
 //	    name             <route name in metrics>
+//	    payment_page     <html template file>
+//	    cors_origins     <origin> ... | *
 //	    broker           <url>
 //	    broker_key       <file>            # repeatable
 //	    price            <coupons per request>
@@ -122,6 +124,13 @@ func (g *Gate) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			g.Vendor, err = one()
 		case "name":
 			g.Name, err = one()
+		case "payment_page":
+			g.PaymentPage, err = one()
+		case "cors_origins":
+			g.CORSOrigins = d.RemainingArgs()
+			if len(g.CORSOrigins) == 0 {
+				return d.Errf("cors_origins takes the origins whose web apps may pay (scheme://host[:port]), or *")
+			}
 		case "broker":
 			g.Broker, err = one()
 		case "broker_key":

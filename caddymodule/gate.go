@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html/template"
 	"io"
 	"net"
 	"net/http"
@@ -84,6 +85,16 @@ type Gate struct {
 	Unit string `json:"unit,omitempty"`
 	// Currency is the ISO 4217 code of the unit. Default "EUR".
 	Currency string `json:"currency,omitempty"`
+	// PaymentPage is an HTML template file for the 402 page a browser's
+	// navigation gets (Go html/template; its data: Vendor, Broker, Price,
+	// Unit, Currency, Amount, URL, Origin, Path, Nonce). Default: a
+	// built-in page saying what the resource costs and how to pay.
+	PaymentPage string `json:"payment_page,omitempty"`
+	// CORSOrigins are the origins (scheme://host[:port]) whose web apps
+	// may pay: their requests get Access-Control-Allow-Origin and the
+	// gate's headers exposed, their preflights are answered without
+	// payment. "*" allows every origin. Default: none.
+	CORSOrigins []string `json:"cors_origins,omitempty"`
 	// Name names the route in the gate's metrics (the route label of
 	// ecoupons_gate_coupons_total and ecoupons_gate_revenue_total): letters,
 	// digits, '-', '_' and '.', at most 64. Default: none (an empty label).
@@ -213,6 +224,8 @@ type Gate struct {
 	mHit      prometheus.Counter
 	mMiss     prometheus.Counter
 	mDelay    prometheus.Observer
+	page402   *template.Template // the HTML 402 page
+	corsAny   bool               // cors_origins "*"
 	mCoupons  prometheus.Counter // coupons kept for served requests, this route
 	mRevenue  prometheus.Counter // their value in currency units
 	revenue   float64            // the value of one request's coupons
@@ -289,6 +302,10 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 	if g.store, err = provider.OpenStore(ctx); err != nil {
 		return fmt.Errorf("ecoupon: opening store: %w", err)
 	}
+	if g.page402, err = loadPage402(g.PaymentPage); err != nil {
+		return err
+	}
+	g.corsAny = len(g.CORSOrigins) == 1 && g.CORSOrigins[0] == "*"
 	// The store's identity: in online mode the broker pins each reserved
 	// lane to it (gates sharing the store share the lanes, others are
 	// refused them); every challenge names it (hashed), so that a wallet
@@ -509,6 +526,8 @@ func (g *Gate) check() error {
 		return fmt.Errorf("ecoupon: max_body must be positive")
 	case g.LaneCache < 0:
 		return fmt.Errorf("ecoupon: lane_cache must be a positive number of lanes")
+	case checkCORSOrigins(g.CORSOrigins) != nil:
+		return checkCORSOrigins(g.CORSOrigins)
 	case !validRouteName(g.Name):
 		return fmt.Errorf("ecoupon: name %q: a route name is at most 64 letters, digits, '-', '_' or '.'", g.Name)
 	}
@@ -613,6 +632,9 @@ const hintPay = "open a lane of a book for this vendor (ECoupon-Open header or P
 // credit, receipt; 402 when the payment leaves the price unpaid), then
 // serving it upstream and settling (a 5xx credits the price back).
 func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if len(g.CORSOrigins) > 0 && g.cors(w, r) {
+		return nil // a preflight, answered
+	}
 	if g.serveWellKnown(w, r) {
 		return nil
 	}
@@ -673,6 +695,10 @@ func (g *Gate) serveWellKnown(w http.ResponseWriter, r *http.Request) bool {
 // answers 402 with a challenge, with a malformed one 400.
 func (g *Gate) parsePayment(w http.ResponseWriter, r *http.Request, p *coupons.Payment) bool {
 	auth := headerValue(r.Header, keyAuthorization)
+	if auth == "" && wantsHTML(r) {
+		g.payRequiredHTML(w, r) // a browser's navigation: a page to read
+		return false
+	}
 	if auth == "" || !hasScheme(auth, coupons.Scheme) {
 		g.payRequired(w, coupons.CodePaymentRequired, fmt.Sprintf("this resource costs %d coupon(s) of %s %s", g.Price, g.challenge.Unit, g.Currency), hintPay)
 		return false
