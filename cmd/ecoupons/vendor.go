@@ -29,12 +29,13 @@ when the gate recorded it and the broker's message. A bolt file is locked by
 the gate that uses it: stop the gate first (the command waits 5s for the lock).
 ` + vendorOpsHelp,
 		CobraFunc: func(cmd *cobra.Command) {
-			refused := &cobra.Command{Use: "refused (--store FILE | --redis URL [--prefix P]) [--limit N]", Short: "List the lanes the broker refused for good", Args: cobra.NoArgs,
+			refused := &cobra.Command{Use: "refused (--store FILE | --redis URL [--cluster] [--prefix P]) [--limit N]", Short: "List the lanes the broker refused for good", Args: cobra.NoArgs,
 				RunE: plain("ecoupons vendor refused", func(fl caddycmd.Flags) (int, error) {
-					return vendorRefused(os.Stdout, fl.String("store"), fl.String("redis"), fl.String("prefix"), fl.Int("limit"))
+					return vendorRefused(os.Stdout, fl.String("store"), fl.String("redis"), fl.String("prefix"), fl.Int("limit"), fl.Bool("cluster"))
 				})}
 			refused.Flags().String("store", "", "the gate's bolt file")
 			refused.Flags().String("redis", "", "the gates' Redis URL")
+			refused.Flags().Bool("cluster", false, "--redis names a Redis Cluster (the gates' store redis_cluster URL)")
 			refused.Flags().String("prefix", "", `the gates' Redis key prefix (default "ecoupons:")`)
 			refused.Flags().Int("limit", 10000, "the most lanes listed")
 			cmd.AddCommand(refused)
@@ -43,9 +44,18 @@ the gate that uses it: stop the gate first (the command waits 5s for the lock).
 	})
 }
 
+// openGatesRedis opens the gates' Redis store read-write as they do: a
+// single server, or (cluster) a Redis Cluster.
+func openGatesRedis(ctx context.Context, url, prefix string, cluster bool) (*store.Redis, error) {
+	if cluster {
+		return store.NewRedisCluster(ctx, url, store.ClusterOptions{Prefix: prefix, MinReplicas: 1})
+	}
+	return store.NewRedis(ctx, url, prefix)
+}
+
 // vendorRefused prints the refused lanes of the bolt store at path or of
 // the Redis store at redisURL.
-func vendorRefused(w io.Writer, path, redisURL, prefix string, limit int) (int, error) {
+func vendorRefused(w io.Writer, path, redisURL, prefix string, limit int, cluster bool) (int, error) {
 	ctx := context.Background()
 	var s store.Store
 	var err error
@@ -59,7 +69,7 @@ func vendorRefused(w io.Writer, path, redisURL, prefix string, limit int) (int, 
 		}
 		s, err = store.OpenBolt(path, store.BoltOptions{})
 	default:
-		s, err = store.NewRedis(ctx, redisURL, prefix)
+		s, err = openGatesRedis(ctx, redisURL, prefix, cluster)
 	}
 	if err != nil {
 		return 1, err

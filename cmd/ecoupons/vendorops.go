@@ -209,16 +209,18 @@ func vendorStatementCmd() *cobra.Command {
 }
 
 func vendorPendingCmd() *cobra.Command {
-	c := &cobra.Command{Use: "pending (--store FILE | --redis URL [--prefix P]) [--limit N]", Short: "List what the broker has not paid yet: lanes waiting for redemption and lanes refused", Args: cobra.NoArgs,
+	c := &cobra.Command{Use: "pending (--store FILE | --redis URL [--cluster] [--prefix P]) [--limit N]", Short: "List what the broker has not paid yet: lanes waiting for redemption and lanes refused", Args: cobra.NoArgs,
 		Run: opsRun("ecoupons vendor pending", func(cmd *cobra.Command, _ []string) error {
 			path, _ := cmd.Flags().GetString("store")
 			redisURL, _ := cmd.Flags().GetString("redis")
 			prefix, _ := cmd.Flags().GetString("prefix")
 			limit, _ := cmd.Flags().GetInt("limit")
-			return vendorPending(cmd, path, redisURL, prefix, limit)
+			cluster, _ := cmd.Flags().GetBool("cluster")
+			return vendorPending(cmd, path, redisURL, prefix, limit, cluster)
 		})}
 	c.Flags().String("store", "", "the gate's bolt file")
 	c.Flags().String("redis", "", "the gates' Redis URL")
+	c.Flags().Bool("cluster", false, "--redis names a Redis Cluster (the gates' store redis_cluster URL)")
 	c.Flags().String("prefix", "", `the gates' Redis key prefix (default "ecoupons:")`)
 	c.Flags().Int("limit", 10000, "the most lanes listed of each kind")
 	c.Flags().Bool("json", false, "print results and errors as JSON")
@@ -240,7 +242,7 @@ type pendingLane struct {
 }
 
 // vendorPending lists the pending and refused lanes of a store.
-func vendorPending(cmd *cobra.Command, path, redisURL, prefix string, limit int) error {
+func vendorPending(cmd *cobra.Command, path, redisURL, prefix string, limit int, cluster bool) error {
 	ctx := context.Background()
 	var s store.Store
 	var err error
@@ -253,7 +255,7 @@ func vendorPending(cmd *cobra.Command, path, redisURL, prefix string, limit int)
 		}
 		s, err = store.OpenBolt(path, store.BoltOptions{})
 	default:
-		s, err = store.NewRedis(ctx, redisURL, prefix)
+		s, err = openGatesRedis(ctx, redisURL, prefix, cluster)
 	}
 	if err != nil {
 		if path != "" {
