@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/ecdh"
 	"crypto/rand"
+	"embed"
 	"fmt"
 	"io"
 	"net/http"
@@ -70,15 +71,25 @@ func (d *demo) say(format string, args ...any) {
 	fmt.Fprintf(d.out, "%2d. %s\n", d.step, fmt.Sprintf(format, args...))
 }
 
+// demoMedia is the demo's stream: an HLS playlist of four MPEG-TS
+// segments (H.264 and AAC, 2 s each; media/README.md says how they were
+// made).
+//
+//go:embed media/playlist.m3u8 media/seg0.ts media/seg1.ts media/seg2.ts media/seg3.ts
+var demoMedia embed.FS
+
 // demoSite is the news site: a free page, a paid article, an HLS stream.
 func demoSite() map[string]string {
 	files := map[string]string{
 		"index.html":           "<h1>news.example</h1><p>Free front page. <a href=/premium/article.html>Premium article</a>, <a href=/stream/playlist.m3u8>stream</a>.</p>\n",
 		"premium/article.html": "<h1>The premium article</h1><p>Paid with two e-coupons.</p>\n",
-		"stream/playlist.m3u8": "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nseg0.ts\n#EXTINF:2.0,\nseg1.ts\n#EXTINF:2.0,\nseg2.ts\n#EXTINF:2.0,\nseg3.ts\n#EXT-X-ENDLIST\n",
 	}
-	for i := 0; i < 4; i++ {
-		files[fmt.Sprintf("stream/seg%d.ts", i)] = strings.Repeat(fmt.Sprintf("segment %d ", i), 200)
+	for _, name := range []string{"playlist.m3u8", "seg0.ts", "seg1.ts", "seg2.ts", "seg3.ts"} {
+		b, err := demoMedia.ReadFile("media/" + name)
+		if err != nil {
+			panic(err) // embedded at build time: cannot fail
+		}
+		files["stream/"+name] = string(b)
 	}
 	return files
 }
