@@ -104,6 +104,7 @@ func NewProxy(upstream *url.URL, rt http.RoundTripper) http.Handler {
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(upstream)
 			pr.Out.Header.Del("Authorization") // never forward a client's own credentials
+			pr.Out.Header.Del("Payment-Authorization")
 		},
 		Transport: rt,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {

@@ -850,7 +850,7 @@ func (t *Transport) pay(base http.RoundTripper, req *http.Request, body *request
 		open = string(spki.Transport(o.Sexp()))
 		if ch.Payment != nil && len(open) > payment.MaxCredentialLen/2 {
 			// Refused before a coupon leaves (payment.NewCredential).
-			return nil, fmt.Errorf("%w: the lane-open document has %d bytes, a credential carries %d", ErrBodyTooLarge, len(open), payment.MaxCredentialLen/2)
+			return nil, fmt.Errorf("wallet: %w: the lane-open document has %d bytes, a Payment credential carries %d", payment.ErrTooLarge, len(open), payment.MaxCredentialLen/2)
 		}
 	}
 	// Advance the cursor and save the state before anything is revealed.
