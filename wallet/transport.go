@@ -553,7 +553,8 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // Answer pays the challenge ch for req on a lane of its own and sends req
-// again with the payment. When every lane is in use it waits for one
+// again with the payment: a Payment credential when ch was read from a
+// Payment challenge (ch.Payment), Authorization: ECoupon otherwise. When every lane is in use it waits for one
 // (LaneWait, req's context); a lane the gate refuses as cap_exceeded or
 // revoked is retired at once, and the refusal returned.
 func (t *Transport) Answer(req *http.Request, ch *Challenge) (*http.Response, error) {
