@@ -2,8 +2,11 @@ package caddymodule
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -276,5 +279,75 @@ func TestWalletRefusesPaymentChallengeForAnotherVendor(t *testing.T) {
 	}
 	if pay, ec, _ := rec.paid(); pay+ec != 0 || tr.Spent() != 0 {
 		t.Fatalf("paid %d times, spent %d", pay+ec, tr.Spent())
+	}
+}
+
+// TestWalletResumesCouponSpentOverPayment: a real gate (bolt store, its
+// default lease) refuses a coupon it has already taken as coupon_spent in
+// problem details whose resume says where the lane goes on; the wallet,
+// whose state went back two payments (restored from a copy), skips to
+// there within the lease the Payment challenge advertises and pays again,
+// over the Payment scheme throughout.
+func TestWalletResumesCouponSpentOverPayment(t *testing.T) {
+	w := newWorld(t, "news.example", t0Later())
+	g := newGate(t, w, fmt.Sprintf(`{"backend":"bolt","path":%q}`, filepath.Join(t.TempDir(), "spent.db")), 1)
+	srv := gateServer(t, g)
+	state := filepath.Join(t.TempDir(), "lanes.json")
+	get := func(tr *wallet.Transport) (*http.Response, error) {
+		resp, err := (&http.Client{Transport: tr}).Get(srv.URL + "/premium/a")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return resp, err
+	}
+	tr, err := wallet.OpenTransport(w.owner, state, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var saved []byte
+	for k := 0; k < 3; k++ {
+		if resp, err := get(tr); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("payment %d: %v %v", k, resp, err)
+		}
+		if k == 0 {
+			if saved, err = os.ReadFile(state); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	tr.Close()
+	if err := os.WriteFile(state, saved, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tr, err = wallet.OpenTransport(w.owner, state, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	rec := &schemeRecorder{base: http.DefaultTransport}
+	tr.Base = rec
+	resp, err := get(tr)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("after the rollback: %v %v", resp, err)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.got) != 3 || rec.got[1].Header.Get("Content-Type") != payment.ContentTypeProblem {
+		t.Fatalf("want 402, 402 coupon_spent as a problem, 200: %d responses", len(rec.got))
+	}
+	var indexes []uint32
+	for _, h := range rec.sent[1:] {
+		cr, _, err := payment.CredentialFromRequest(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, _, err := cr.ECoupon()
+		if err != nil {
+			t.Fatal(err)
+		}
+		indexes = append(indexes, p.Index)
+	}
+	if len(indexes) != 2 || indexes[0] != 2 || indexes[1] != 4 {
+		t.Fatalf("coupons paid %v, want [2 4] (2 spent already, the lane resumes at 4)", indexes)
 	}
 }
