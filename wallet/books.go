@@ -274,6 +274,8 @@ type Chooser struct {
 	// Entries could pay: a long-running proxy then pays from books made
 	// after it started.
 	Refresh func() ([]*BookEntry, error)
+	// Scheme is the scheme RoundTrip answers 402s in, as Transport.Scheme.
+	Scheme string
 
 	mu      sync.Mutex
 	open    map[string]*Transport // by StatePath: one transport per book or grant
@@ -301,8 +303,9 @@ func (c *Chooser) transport(e *BookEntry) (*Transport, error) {
 	return t, nil
 }
 
-// RoundTrip implements http.RoundTripper: it sends req; on a 402 ECoupon
-// challenge it pays from the books in turn.
+// RoundTrip implements http.RoundTripper: it sends req (with
+// Accept-Payment unless Scheme is SchemeECoupon); on a 402 whose challenge
+// it can answer in its Scheme it pays from the books in turn.
 func (c *Chooser) RoundTrip(req *http.Request) (*http.Response, error) {
 	base := c.Base
 	if base == nil {
@@ -311,11 +314,15 @@ func (c *Chooser) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Body != nil && req.GetBody == nil {
 		return nil, errors.New("wallet: a request with a body needs GetBody to be retried after a 402")
 	}
+	if err := checkScheme(c.Scheme); err != nil {
+		return nil, err
+	}
+	req = offerPayment(req, c.Scheme)
 	resp, err := base.RoundTrip(req)
 	if err != nil || resp.StatusCode != http.StatusPaymentRequired {
 		return resp, err
 	}
-	ch, err := ParseChallenge(resp.Header.Get("WWW-Authenticate"))
+	ch, err := ChallengeFromResponse(resp.Header, c.Scheme)
 	if err != nil {
 		return resp, nil // not ours to answer
 	}
@@ -423,7 +430,7 @@ func (c *Chooser) try(req *http.Request, ch *Challenge, entries []*BookEntry) (*
 		c.refused[e.StatePath] = code
 		c.mu.Unlock()
 		firstErr = cmp.Or(firstErr, fmt.Errorf("%w: %s: the gate refused book %s (%s)", ErrNoBook, ch.Vendor, e.ShortID(), code))
-		if nch, perr := ParseChallenge(resp.Header.Get("WWW-Authenticate")); perr == nil {
+		if nch, perr := nextChallenge(resp.Header, ch); perr == nil {
 			ch = nch
 		}
 		resp.Body.Close()

@@ -21,6 +21,8 @@ type Router struct {
 	// Books, when set, is used instead of For: it returns a Chooser over
 	// the vendor's books, which falls back from one to the next.
 	Books func(vendor string) (*Chooser, error)
+	// Scheme is the scheme 402s are answered in, as Transport.Scheme.
+	Scheme string
 
 	mu sync.Mutex
 	m  map[string]answerer
@@ -37,11 +39,15 @@ func (r *Router) RoundTrip(req *http.Request) (*http.Response, error) {
 	if base == nil {
 		base = http.DefaultTransport
 	}
+	if err := checkScheme(r.Scheme); err != nil {
+		return nil, err
+	}
+	req = offerPayment(req, r.Scheme)
 	resp, err := base.RoundTrip(req)
 	if err != nil || resp.StatusCode != http.StatusPaymentRequired {
 		return resp, err
 	}
-	ch, err := ParseChallenge(resp.Header.Get("WWW-Authenticate"))
+	ch, err := ChallengeFromResponse(resp.Header, r.Scheme)
 	if err != nil {
 		return resp, nil
 	}
@@ -98,6 +104,7 @@ func NewProxy(upstream *url.URL, rt http.RoundTripper) http.Handler {
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(upstream)
 			pr.Out.Header.Del("Authorization") // never forward a client's own credentials
+			pr.Out.Header.Del("Payment-Authorization")
 		},
 		Transport: rt,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {

@@ -50,7 +50,7 @@ type ReceiptRecord struct {
 	Vendor string    `json:"vendor"` // the book's vendor
 	URL    string    `json:"url"`    // the paid request (scheme, host, path; no query)
 	Origin string    `json:"origin"` // scheme://host of the gate, for its commitment
-	Header string    `json:"header"` // the ECoupon-Receipt value
+	Header string    `json:"header"` // the TESLA receipt: ECoupon-Receipt, or Payment-Receipt's reference
 	Lane   string    `json:"lane"`
 	Index  uint32    `json:"i"`
 	// Paid is the coupons this payment revealed; Span the coupons since the

@@ -1,7 +1,9 @@
 // Package wallet is the ecoupons client: an http.RoundTripper that answers
-// 402 ECoupon challenges by paying from the lanes of a book (or of a
-// grant), one lane per in-flight request, so parallel requests do not wait
-// on each other.
+// 402 challenges by paying from the lanes of a book (or of a grant), one
+// lane per in-flight request, so parallel requests do not wait on each
+// other. It speaks both schemes a gate offers: ECoupon, and the HTTP
+// Payment scheme with method ecoupon (docs/payment-method-ecoupon.md),
+// which it prefers when offered.
 package wallet
 
 import (
@@ -13,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net"
 	"net/http"
 	"regexp"
@@ -24,6 +27,7 @@ import (
 
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/delegation"
+	"github.com/ecoupons/ecoupons/payment"
 	"github.com/ecoupons/ecoupons/spki"
 )
 
@@ -49,13 +53,34 @@ var (
 	// ErrBodyTooLarge means a request's body is larger than the transport
 	// reads to bind it to a payment (Transport.MaxBody): nothing is paid.
 	ErrBodyTooLarge = errors.New("wallet: request body too large to pay for")
+	// ErrUnknownScheme is a Transport.Scheme (or --scheme) that is none of
+	// SchemeAuto, SchemeECoupon and SchemePayment.
+	ErrUnknownScheme = errors.New("wallet: unknown payment scheme")
 )
+
+// The schemes a Transport answers 402s in (Transport.Scheme).
+const (
+	// SchemeAuto answers the Payment challenge of method ecoupon when the
+	// gate offers a usable one, the ECoupon challenge otherwise.
+	SchemeAuto = ""
+	// SchemeECoupon answers only ECoupon challenges, and sends no
+	// Accept-Payment.
+	SchemeECoupon = "ecoupon"
+	// SchemePayment answers only Payment challenges of method ecoupon,
+	// intent charge.
+	SchemePayment = "payment"
+)
+
+// acceptPayment is the Accept-Payment the wallet sends: what it can pay.
+const acceptPayment = payment.Method + "/" + payment.IntentCharge
 
 // DefaultMaxBody is the largest request body a Transport pays for when its
 // MaxBody is 0: the gate's default max_body.
 const DefaultMaxBody = 1 << 20
 
-// Challenge is a parsed WWW-Authenticate: ECoupon … header.
+// Challenge is a gate's terms: a parsed WWW-Authenticate: ECoupon …
+// header, or the request of a Payment challenge of method ecoupon
+// (Payment is then set).
 type Challenge struct {
 	Vendor, Unit, Currency, Broker, Nonce string
 	Price                                 uint32
@@ -70,6 +95,107 @@ type Challenge struct {
 	// Resume is, in a coupon_spent refusal, the first coupon the lane
 	// takes now.
 	Resume uint32
+	// Payment is the Payment challenge these terms were read from, which
+	// the wallet answers with a Payment credential; nil for an ECoupon
+	// challenge.
+	Payment *payment.Challenge
+}
+
+// SchemeName returns the scheme the challenge is answered in: "Payment"
+// or "ECoupon".
+func (c *Challenge) SchemeName() string {
+	if c.Payment != nil {
+		return payment.Scheme
+	}
+	return coupons.Scheme
+}
+
+// checkScheme refuses an unknown Transport.Scheme.
+func checkScheme(scheme string) error {
+	switch scheme {
+	case SchemeAuto, SchemeECoupon, SchemePayment:
+		return nil
+	}
+	return fmt.Errorf("%w: %q (want %q, %q or empty for either)", ErrUnknownScheme, clip(scheme), SchemeECoupon, SchemePayment)
+}
+
+// ChallengeFromResponse returns the challenge of a 402 response's header
+// to answer in scheme (SchemeAuto, SchemeECoupon, SchemePayment): with
+// SchemeAuto, the first Payment challenge of method ecoupon and intent
+// charge that has not expired and whose request decodes, else the ECoupon
+// challenge. Errors match ErrBadChallenge (none usable) or
+// ErrUnknownScheme.
+func ChallengeFromResponse(h http.Header, scheme string) (*Challenge, error) {
+	if err := checkScheme(scheme); err != nil {
+		return nil, err
+	}
+	if scheme != SchemeECoupon {
+		ch, err := paymentChallenge(h)
+		if err == nil || scheme == SchemePayment {
+			return ch, err
+		}
+	}
+	return ecouponChallenge(h)
+}
+
+// ecouponChallenge returns the ECoupon challenge among the response's
+// WWW-Authenticate fields.
+func ecouponChallenge(h http.Header) (*Challenge, error) {
+	var err error = fmt.Errorf("%w: no ECoupon challenge", ErrBadChallenge)
+	for _, v := range h.Values("WWW-Authenticate") {
+		var ch *Challenge
+		if ch, err = ParseChallenge(v); err == nil {
+			return ch, nil
+		}
+	}
+	return nil, err
+}
+
+// paymentChallenge returns the terms of the first usable Payment challenge
+// of method ecoupon, intent charge, of a response's header.
+func paymentChallenge(h http.Header) (*Challenge, error) {
+	cs, _ := payment.ChallengesFromResponse(h) // malformed ones are left out
+	now := time.Now()
+	var why error = fmt.Errorf("%w: no Payment challenge of method %s, intent %s", ErrBadChallenge, payment.Method, payment.IntentCharge)
+	for i := range cs {
+		pc := &cs[i]
+		if pc.Method != payment.Method || pc.Intent != payment.IntentCharge {
+			continue
+		}
+		if pc.Expired(now) {
+			why = fmt.Errorf("%w: the Payment challenge expired at %s", ErrBadChallenge, pc.Expires)
+			continue
+		}
+		r, err := pc.ECouponRequest()
+		if err != nil {
+			why = fmt.Errorf("%w: %w", ErrBadChallenge, err)
+			continue
+		}
+		return &Challenge{Vendor: r.Vendor, Unit: r.Unit, Currency: r.Currency, Broker: r.Broker, Nonce: r.Nonce,
+			Price: r.Price, Store: r.Store, Lease: r.Lease, Payment: pc}, nil
+	}
+	return nil, why
+}
+
+// nextChallenge returns the challenge of a refusal to answer next in the
+// scheme of prev, the one answered: a gate answers a client in the scheme
+// it paid in.
+func nextChallenge(h http.Header, prev *Challenge) (*Challenge, error) {
+	if prev.Payment != nil {
+		return paymentChallenge(h)
+	}
+	return ecouponChallenge(h)
+}
+
+// offerPayment returns req with Accept-Payment: ecoupon/charge, unless
+// scheme is SchemeECoupon or the request states its own.
+func offerPayment(req *http.Request, scheme string) *http.Request {
+	if scheme == SchemeECoupon || req.Header.Get(payment.HeaderAcceptPayment) != "" {
+		return req
+	}
+	r := req.Clone(req.Context())
+	r.Header.Set(payment.HeaderAcceptPayment, acceptPayment)
+	return r
 }
 
 var paramRe = regexp.MustCompile(`([a-z]+)=("(?:[^"\\]|\\.)*"|[^,\s]+)`)
@@ -185,6 +311,10 @@ type Transport struct {
 	// bounds it too); then it fails with ErrLanesBusy. 0: DefaultLaneWait;
 	// negative: no wait.
 	LaneWait time.Duration
+	// Scheme is the scheme RoundTrip answers 402s in: SchemeAuto (the
+	// Payment scheme when the gate offers it, else ECoupon),
+	// SchemeECoupon or SchemePayment.
+	Scheme string
 
 	holder *delegation.Holder
 	freed  chan struct{} // closed (and replaced) when a lane is given back or retired
@@ -394,21 +524,27 @@ func (t *Transport) retire(l *lane) error {
 	return nil
 }
 
-// RoundTrip implements http.RoundTripper: it sends req; on a 402 ECoupon
-// challenge it pays on a lane of its own and sends req once more.
+// RoundTrip implements http.RoundTripper: it sends req (with
+// Accept-Payment: ecoupon/charge unless Scheme is SchemeECoupon); on a 402
+// whose challenge it can answer in its Scheme it pays on a lane of its own
+// and sends req once more.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	base := t.Base
 	if base == nil {
 		base = http.DefaultTransport
 	}
+	if err := checkScheme(t.Scheme); err != nil {
+		return nil, err
+	}
 	if req.Body != nil && req.GetBody == nil {
 		return nil, errors.New("wallet: a request with a body needs GetBody to be retried after a 402")
 	}
+	req = offerPayment(req, t.Scheme)
 	resp, err := base.RoundTrip(req)
 	if err != nil || resp.StatusCode != http.StatusPaymentRequired {
 		return resp, err
 	}
-	ch, err := ParseChallenge(resp.Header.Get("WWW-Authenticate"))
+	ch, err := ChallengeFromResponse(resp.Header, t.Scheme)
 	if err != nil {
 		return resp, nil // not ours to answer
 	}
@@ -417,7 +553,8 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // Answer pays the challenge ch for req on a lane of its own and sends req
-// again with the payment. When every lane is in use it waits for one
+// again with the payment: a Payment credential when ch was read from a
+// Payment challenge (ch.Payment), Authorization: ECoupon otherwise. When every lane is in use it waits for one
 // (LaneWait, req's context); a lane the gate refuses as cap_exceeded or
 // revoked is retired at once, and the refusal returned.
 func (t *Transport) Answer(req *http.Request, ch *Challenge) (*http.Response, error) {
@@ -453,9 +590,9 @@ func (t *Transport) answer(req *http.Request, ch *Challenge, wait time.Duration)
 	orig := l.nonce // the lane's open before this payment, kept if a re-open is refused
 	for attempt := 0; ; attempt++ {
 		resp, err := t.pay(base, req, body, ch, l)
-		code := ""
+		code, resume := "", uint32(0)
 		if err == nil && resp.StatusCode == http.StatusPaymentRequired {
-			code = refusalCode(resp)
+			code, resume = refusal(resp)
 		}
 		if code == coupons.CodeLaneReserved {
 			// An online gate: the broker pinned this lane to another gate
@@ -483,7 +620,10 @@ func (t *Transport) answer(req *http.Request, ch *Challenge, wait time.Duration)
 		}
 		var nch *Challenge
 		if code == coupons.CodeLaneNotOpen || code == coupons.CodeLaneReserved || code == coupons.CodeCouponSpent {
-			nch, _ = ParseChallenge(resp.Header.Get("WWW-Authenticate"))
+			nch, _ = nextChallenge(resp.Header, ch)
+			if nch != nil && nch.Payment != nil {
+				nch.Resume = resume // the problem says where the lane resumes
+			}
 		}
 		if nch == nil || attempt >= 2 {
 			t.give(l)
@@ -603,22 +743,39 @@ func (t *Transport) acceptable(ch *Challenge) error {
 	return nil
 }
 
-// refusalCode returns the error code of a 402's JSON body ("" when none);
-// it leaves resp's body readable.
+// refusalCode returns the error code of a 402's body ("" when none); it
+// leaves resp's body readable.
 func refusalCode(resp *http.Response) string {
+	code, _ := refusal(resp)
+	return code
+}
+
+// refusal returns the reason code of a 402's body: the ECoupon scheme's
+// JSON ("error"), or the problem details the gate answers the Payment
+// scheme with ("code"), and then the problem's resume (0 otherwise: the
+// ECoupon scheme says it in its challenge). It leaves resp's body
+// readable.
+func refusal(resp *http.Response) (code string, resume uint32) {
 	orig := resp.Body
 	raw, _ := io.ReadAll(io.LimitReader(orig, 1<<16))
 	resp.Body = struct {
 		io.Reader
 		io.Closer
 	}{io.MultiReader(bytes.NewReader(raw), orig), orig}
+	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt == payment.ContentTypeProblem {
+		p, err := payment.ParseProblem(raw)
+		if err != nil {
+			return "", 0
+		}
+		return p.Code, p.Resume
+	}
 	var p struct {
 		Error string `json:"error"`
 	}
 	if json.Unmarshal(raw, &p) != nil {
-		return ""
+		return "", 0
 	}
-	return p.Error
+	return p.Error, 0
 }
 
 // requestBody is a paid request's body, read once to be hashed and sent
@@ -692,6 +849,10 @@ func (t *Transport) pay(base http.RoundTripper, req *http.Request, body *request
 			return nil, err
 		}
 		open = string(spki.Transport(o.Sexp()))
+		if ch.Payment != nil && len(open) > payment.MaxCredentialLen/2 {
+			// Refused before a coupon leaves (payment.NewCredential).
+			return nil, fmt.Errorf("wallet: %w: the lane-open document has %d bytes, a Payment credential carries %d", payment.ErrTooLarge, len(open), payment.MaxCredentialLen/2)
+		}
 	}
 	// Advance the cursor and save the state before anything is revealed.
 	t.mu.Lock()
@@ -733,7 +894,7 @@ func (t *Transport) pay(base http.RoundTripper, req *http.Request, body *request
 	if err != nil {
 		return nil, err
 	}
-	if open != "" {
+	if open != "" && ch.Payment == nil {
 		retry.Header.Set("ECoupon-Open", open)
 	}
 	creq := coupons.Request{Method: req.Method, Host: host, Path: req.URL.EscapedPath(), Query: req.URL.RawQuery,
@@ -747,7 +908,26 @@ func (t *Transport) pay(base http.RoundTripper, req *http.Request, body *request
 		np = &next
 	}
 	p := coupons.Pay(l.id, i, w, np, &d)
-	retry.Header.Set("Authorization", p.Header())
+	if ch.Payment != nil {
+		// The Payment scheme: the same payment, and the lane's open
+		// document on its first use, in a credential answering the
+		// challenge.
+		var doc []byte
+		if open != "" {
+			doc = []byte(open)
+		}
+		cr, cerr := payment.NewCredential(ch.Payment, &p, doc)
+		if cerr == nil {
+			cerr = cr.SetHeader(retry.Header)
+		}
+		if cerr != nil {
+			// Nothing was sent: the coupons advanced are skipped, never
+			// revealed.
+			return nil, cerr
+		}
+	} else {
+		retry.Header.Set("Authorization", p.Header())
+	}
 	resp, err := base.RoundTrip(retry)
 	if err != nil {
 		t.mu.Lock()
@@ -759,7 +939,7 @@ func (t *Transport) pay(base http.RoundTripper, req *http.Request, body *request
 	span := n + l.unanswered
 	l.unanswered = 0
 	t.mu.Unlock()
-	if h := resp.Header.Get(coupons.HeaderReceipt); h != "" && t.Receipts != nil {
+	if h := receiptOf(resp.Header, ch); h != "" && t.Receipts != nil {
 		u := *retry.URL
 		u.RawQuery, u.Fragment, u.User = "", "", nil
 		// A receipt that cannot be kept does not undo the payment.
@@ -773,6 +953,29 @@ func (t *Transport) pay(base http.RoundTripper, req *http.Request, body *request
 	}
 	t.mu.Unlock()
 	return resp, nil
+}
+
+// receiptOf returns the gate's TESLA receipt of a paid response, as the
+// ECoupon-Receipt value: that field for the ECoupon scheme, the reference
+// of Payment-Receipt for the Payment scheme ("" when there is none, or it
+// does not decode).
+func receiptOf(h http.Header, ch *Challenge) string {
+	if ch.Payment == nil {
+		return h.Get(coupons.HeaderReceipt)
+	}
+	v := h.Get(payment.HeaderReceipt)
+	if v == "" {
+		return ""
+	}
+	r, err := payment.ParseReceipt(v)
+	if err != nil {
+		return ""
+	}
+	tr, err := r.TESLA()
+	if err != nil || tr == nil {
+		return ""
+	}
+	return tr.Header()
 }
 
 // paysHost reports whether the transport pays challenges for requests to

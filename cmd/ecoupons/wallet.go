@@ -552,18 +552,32 @@ func walletGetCmd() *cobra.Command {
 			if _, err := checkURL("URL", args[0]); err != nil {
 				return err
 			}
-			resp, err := http.Get(args[0])
+			scheme, _ := cmd.Flags().GetString("scheme")
+			if scheme == "auto" {
+				scheme = wallet.SchemeAuto
+			}
+			if scheme != wallet.SchemeAuto && scheme != wallet.SchemeECoupon && scheme != wallet.SchemePayment {
+				return walletErr{exitUsage, fmt.Errorf("--scheme %q: want auto, ecoupon or payment", scheme)}
+			}
+			probe, err := http.NewRequest("GET", args[0], nil)
+			if err != nil {
+				return err
+			}
+			if scheme != wallet.SchemeECoupon {
+				probe.Header.Set("Accept-Payment", "ecoupon/charge")
+			}
+			resp, err := http.DefaultClient.Do(probe)
 			if err != nil {
 				return err
 			}
 			if resp.StatusCode == http.StatusPaymentRequired {
 				resp.Body.Close()
-				ch, err := wallet.ParseChallenge(resp.Header.Get("WWW-Authenticate"))
+				ch, err := wallet.ChallengeFromResponse(resp.Header, scheme)
 				if err != nil {
 					return err
 				}
 				if verbose {
-					fmt.Fprintf(os.Stderr, "< 402 Payment Required: vendor %s, %d coupon(s) of %s %s\n", ch.Vendor, ch.Price, ch.Unit, ch.Currency)
+					fmt.Fprintf(os.Stderr, "< 402 Payment Required: vendor %s, %d coupon(s) of %s %s (%s scheme)\n", ch.Vendor, ch.Price, ch.Unit, ch.Currency, ch.SchemeName())
 				}
 				only, _ := cmd.Flags().GetString("book")
 				hosts := vendorHosts(cmd)
@@ -571,6 +585,7 @@ func walletGetCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
+				tr.Scheme = scheme
 				defer tr.Close()
 				if resp, err = (&http.Client{Transport: tr, Timeout: 60 * time.Second}).Get(args[0]); err != nil {
 					return err
@@ -603,6 +618,7 @@ func walletGetCmd() *cobra.Command {
 	c.Flags().StringP("output", "o", "", "write the body to this file")
 	c.Flags().BoolP("verbose", "v", false, "show the 402 exchange on stderr")
 	c.Flags().String("book", "", "pay from this book only (a prefix of its id, from book list); default: the funded book with the most value left, then the next if a gate refuses it")
+	c.Flags().String("scheme", "auto", "the 402 scheme to pay in: payment (the HTTP Payment scheme, method ecoupon), ecoupon, or auto (payment when the site offers it)")
 	return c
 }
 
