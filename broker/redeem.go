@@ -338,7 +338,7 @@ func (rs *redeemState) writeLanes(ctx context.Context, tx *sql.Tx) error {
 			inserts = append(inserts, l)
 		}
 	}
-	write := func(ls []*laneRow, head, tail string) error {
+	write := func(ls []*laneRow, head, tail string, wrap []string) error {
 		args := make([]any, 0, 5*min(len(ls), chunk))
 		for len(ls) > 0 {
 			n := min(len(ls), chunk)
@@ -348,7 +348,7 @@ func (rs *redeemState) writeLanes(ctx context.Context, tx *sql.Tx) error {
 			}
 			var q strings.Builder
 			q.WriteString(head)
-			rs.db.placeholders(&q, n, 5, nil)
+			rs.db.placeholders(&q, n, 5, wrap)
 			q.WriteString(tail)
 			res, err := tx.ExecContext(ctx, q.String(), args...)
 			if err != nil {
@@ -361,15 +361,25 @@ func (rs *redeemState) writeLanes(ctx context.Context, tx *sql.Tx) error {
 		}
 		return nil
 	}
-	if err := write(inserts, `INSERT INTO lanes (book, lane, redeemed, value, reserved) VALUES `, ``); err != nil {
+	if err := write(inserts, `INSERT INTO lanes (book, lane, redeemed, value, reserved) VALUES `, ``, nil); err != nil {
 		return err
 	}
-	// Every row exists (read in this transaction): the upsert is an
-	// update of many rows in one statement, in both dialects, that
-	// never takes a lane backwards.
+	if rs.db.dialect == "pgx" {
+		// One UPDATE … FROM (VALUES …) per chunk (its columns are
+		// column1… by default), that never takes a lane backwards.
+		const bigint = "CAST(%s AS BIGINT)"
+		return write(updates, `UPDATE lanes SET redeemed = v.column3, value = v.column4, reserved = v.column5 FROM (VALUES `,
+			`) AS v WHERE lanes.book = v.column1 AND lanes.lane = v.column2 AND lanes.redeemed <= v.column3`,
+			[]string{"", bigint, bigint, "", bigint})
+	}
+	// SQLite plans UPDATE … FROM (VALUES …) as a scan of lanes (measured:
+	// 357 ms for 1000 lanes of a million); its upsert probes the key of
+	// each row. Every row exists (read in this transaction): the upsert
+	// is an update of many rows in one statement that never takes a lane
+	// backwards.
 	return write(updates, `INSERT INTO lanes (book, lane, redeemed, value, reserved) VALUES `,
 		` ON CONFLICT (book, lane) DO UPDATE SET redeemed = excluded.redeemed, value = excluded.value, reserved = excluded.reserved
-		WHERE lanes.redeemed <= excluded.redeemed`)
+		WHERE lanes.redeemed <= excluded.redeemed`, nil)
 }
 
 // itemError marks a refusal of one item (as opposed to a database error),
