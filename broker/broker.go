@@ -208,7 +208,7 @@ func (b *Broker) TopUp(ctx context.Context, account string, amount int64, idem s
 		return err
 	}
 	return b.tx(ctx, func(tx *sql.Tx) error {
-		_, err := post(ctx, tx, b.Now(), "topup", "topup:"+idem, "", entry{worldAccount(a.Currency), -amount}, entry{account, amount})
+		_, err := post(ctx, b.DB, tx, b.Now(), "topup", "topup:"+idem, "", entry{worldAccount(a.Currency), -amount}, entry{account, amount})
 		return err
 	})
 }
@@ -350,7 +350,7 @@ func (b *Broker) registerBook(ctx context.Context, owner spki.KeyHash, sb *coupo
 		if err := createAccount(ctx, tx, escrowAccount(id), KindEscrow, bk.Currency, 0); err != nil {
 			return err
 		}
-		if _, err := post(ctx, tx, b.Now(), "book", "book:"+hex.EncodeToString(id[:]), "hold face value", entry{acct, -face}, entry{escrowAccount(id), face}); err != nil {
+		if _, err := post(ctx, b.DB, tx, b.Now(), "book", "book:"+hex.EncodeToString(id[:]), "hold face value", entry{acct, -face}, entry{escrowAccount(id), face}); err != nil {
 			return err
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO books (id, owner, vendor, unit, lanes, length, salt, root, not_after) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -237,9 +238,16 @@ type entry struct {
 // post records a balanced transaction inside tx: it checks currencies and
 // floors, updates balances and writes the entries. idem, when not empty,
 // makes the transaction idempotent: a second post with the same key is a
-// no-op reported by done = false.
-func post(ctx context.Context, tx *sql.Tx, now time.Time, kind, idem, memo string, entries ...entry) (done bool, err error) {
+// no-op reported by done = false. Entries of the same account are merged
+// (one entry per account); zero entries are left out.
+//
+// Its statements do not grow with the entries: the accounts are read,
+// updated and the entries written a chunk of accounts per statement, so
+// a batch's transfer from a thousand escrows costs a few statements.
+func post(ctx context.Context, d *DB, tx *sql.Tx, now time.Time, kind, idem, memo string, entries ...entry) (done bool, err error) {
 	var sum int64
+	merged := make([]entry, 0, len(entries))
+	at := make(map[string]int, len(entries))
 	for _, e := range entries {
 		if e.amount == 0 {
 			continue
@@ -248,9 +256,25 @@ func post(ctx context.Context, tx *sql.Tx, now time.Time, kind, idem, memo strin
 			return false, ErrAmount
 		}
 		sum += e.amount
+		if i, ok := at[e.account]; ok {
+			m := &merged[i]
+			if (e.amount > 0 && m.amount > math.MaxInt64-e.amount) || (e.amount < 0 && m.amount < math.MinInt64-e.amount) {
+				return false, ErrAmount
+			}
+			m.amount += e.amount
+			continue
+		}
+		at[e.account] = len(merged)
+		merged = append(merged, e)
 	}
 	if sum != 0 {
 		return false, fmt.Errorf("%w: entries sum to %d", ErrUnbalanced, sum)
+	}
+	entries = merged[:0]
+	for _, e := range merged {
+		if e.amount != 0 {
+			entries = append(entries, e)
+		}
 	}
 	var idemArg any
 	if idem != "" {
@@ -265,20 +289,50 @@ func post(ctx context.Context, tx *sql.Tx, now time.Time, kind, idem, memo strin
 	}
 	// Check every leg before changing anything, so that a refused
 	// transfer leaves the transaction untouched.
-	currency := ""
-	for _, e := range entries {
-		if e.amount == 0 {
-			continue
+	type accountRow struct {
+		currency   string
+		floor, bal int64
+	}
+	accounts := make(map[string]accountRow, len(entries))
+	for rest := entries; len(rest) > 0; {
+		n := min(len(rest), ledgerChunk)
+		args := make([]any, n)
+		var q strings.Builder
+		q.WriteString(`SELECT id, currency, floor, balance FROM accounts WHERE id IN (`)
+		for i, e := range rest[:n] {
+			if i > 0 {
+				q.WriteString(", ")
+			}
+			q.WriteString(d.param(i + 1))
+			args[i] = e.account
 		}
-		var cur string
-		var floor, bal int64
-		err := tx.QueryRowContext(ctx, `SELECT currency, floor, balance FROM accounts WHERE id = $1`, e.account).Scan(&cur, &floor, &bal)
-		if errors.Is(err, sql.ErrNoRows) {
-			return false, fmt.Errorf("%w: %s", ErrNoAccount, e.account)
-		}
+		q.WriteByte(')')
+		rows, err := tx.QueryContext(ctx, q.String(), args...)
 		if err != nil {
 			return false, err
 		}
+		for rows.Next() {
+			var id string
+			var a accountRow
+			if err := rows.Scan(&id, &a.currency, &a.floor, &a.bal); err != nil {
+				rows.Close()
+				return false, err
+			}
+			accounts[id] = a
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return false, err
+		}
+		rest = rest[n:]
+	}
+	currency := ""
+	for _, e := range entries {
+		a, ok := accounts[e.account]
+		if !ok {
+			return false, fmt.Errorf("%w: %s", ErrNoAccount, e.account)
+		}
+		cur, floor, bal := a.currency, a.floor, a.bal
 		if currency == "" {
 			currency = cur
 		} else if cur != currency {
@@ -300,19 +354,62 @@ func post(ctx context.Context, tx *sql.Tx, now time.Time, kind, idem, memo strin
 		kind, idemArg, now.Unix(), memo).Scan(&txID); err != nil {
 		return false, err
 	}
-	for _, e := range entries {
-		if e.amount == 0 {
-			continue
+	for rest := entries; len(rest) > 0; {
+		n := min(len(rest), ledgerChunk)
+		// The balances: one UPDATE … FROM (VALUES …) (column1 the
+		// account, column2 the amount: the default names of a VALUES
+		// list in both dialects).
+		args := make([]any, 0, 3*n)
+		var q strings.Builder
+		q.WriteString(`UPDATE accounts SET balance = balance + v.column2 FROM (VALUES `)
+		for i, e := range rest[:n] {
+			if i > 0 {
+				q.WriteString(", ")
+			}
+			fmt.Fprintf(&q, "(%s, CAST(%s AS BIGINT))", d.param(2*i+1), d.param(2*i+2))
+			args = append(args, e.account, e.amount)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE accounts SET balance = balance + $1 WHERE id = $2`, e.amount, e.account); err != nil {
+		q.WriteString(`) AS v WHERE accounts.id = v.column1`)
+		res, err := tx.ExecContext(ctx, q.String(), args...)
+		if err != nil {
 			return false, err
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO entries (tx, account, amount) VALUES ($1, $2, $3)`, txID, e.account, e.amount); err != nil {
+		if got, err := res.RowsAffected(); err == nil && got != int64(n) {
+			return false, fmt.Errorf("broker: %d of %d balances updated", got, n)
+		}
+		// The entries: one multi-row INSERT.
+		args = args[:0]
+		q.Reset()
+		q.WriteString(`INSERT INTO entries (tx, account, amount) VALUES `)
+		for i, e := range rest[:n] {
+			if i > 0 {
+				q.WriteString(", ")
+			}
+			fmt.Fprintf(&q, "(%s, %s, %s)", d.param(3*i+1), d.param(3*i+2), d.param(3*i+3))
+			args = append(args, txID, e.account, e.amount)
+		}
+		if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
 			return false, err
 		}
+		rest = rest[n:]
 	}
 	return true, nil
 }
+
+// param is the i-th parameter (from 1) of a statement: $i for
+// PostgreSQL; for SQLite an anonymous ?, numbered in order of appearance
+// (SQLite takes $i for a name, and looks names up in a list: quadratic
+// in a statement of thousands of parameters).
+func (d *DB) param(i int) string {
+	if d.dialect == "pgx" {
+		return "$" + strconv.Itoa(i)
+	}
+	return "?"
+}
+
+// ledgerChunk bounds the accounts one statement of post reads or writes
+// (3 parameters each: far below either database's limit).
+const ledgerChunk = 1000
 
 // CheckInvariants verifies the ledger: every transaction sums to zero,
 // every balance equals the sum of its entries and respects its floor.

@@ -166,7 +166,7 @@ func (b *Broker) CheckLane(ctx context.Context, vendorKey spki.KeyHash, q LaneQu
 		if err != nil {
 			return err
 		}
-		if _, err := post(ctx, tx, b.Now(), "reserve", "", fmt.Sprintf("lane %d reserved for %s", q.Lane.Lane, bk.vendor),
+		if _, err := post(ctx, b.DB, tx, b.Now(), "reserve", "", fmt.Sprintf("lane %d reserved for %s", q.Lane.Lane, bk.vendor),
 			entry{escrowAccount(q.Lane.Book), -amount}, entry{reserveAccount(q.Lane.Book), amount}); err != nil {
 			return err
 		}
