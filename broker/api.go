@@ -60,6 +60,7 @@ func fail(w http.ResponseWriter, err error) {
 		{ErrUnsigned, 401, coupons.CodeUnsigned}, {ErrBadAuth, 401, coupons.CodeBadSignature}, {ErrReplayed, 401, coupons.CodeReplayed},
 		{ErrWrongBroker, 401, coupons.CodeWrongBroker}, {ErrUnknownKey, 401, coupons.CodeUnknownKey}, {ErrRevocationRate, 429, coupons.CodeRevocationRate},
 		{ErrInsufficientFunds, 402, coupons.CodeInsufficientFunds}, {ErrNotApproved, 403, coupons.CodeNotApproved}, {ErrVendorTaken, 409, coupons.CodeVendorTaken},
+		{ErrNoDenomination, 404, coupons.CodeUnknownDenomination}, {ErrIssueReplay, 409, coupons.CodeIssueIdReused},
 		{ErrUnknownUser, 404, coupons.CodeUnknownUser}, {ErrUnknownVendor, 404, coupons.CodeUnknownVendor}, {ErrUnknownBook, 404, coupons.CodeUnknownBook},
 		{ErrNoAccount, 404, coupons.CodeUnknownAccount}, {ErrCurrency, 400, coupons.CodeCurrencyMismatch}, {ErrAmount, 400, coupons.CodeBadAmount},
 		{coupons.ErrBadAmount, 400, coupons.CodeBadAmount}, {ErrBookRefused, 400, coupons.CodeBookRefused}, {ErrRedemption, 400, coupons.CodeRedemptionRefused},
@@ -117,6 +118,29 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/x-spki-sexp")
 		w.Write(spki.Transport(cert.Sexp()))
 		return
+	case "GET /v1/denominations":
+		// Public: the denominations of anonymous books, each with the
+		// broker's certificate on its ID.
+		ds, err := a.Broker.Denominations(ctx, a.Broker.Now())
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		type published struct {
+			ID           string `json:"id"`
+			Face         string `json:"face"`
+			Currency     string `json:"currency"`
+			Denomination string `json:"denomination"`
+			Certificate  string `json:"certificate"`
+		}
+		out := []published{}
+		for _, d := range ds {
+			id := d.ID()
+			out = append(out, published{base64.RawURLEncoding.EncodeToString(id[:]), coupons.FormatAmount(d.Face), d.Currency,
+				string(spki.Transport(d.Sexp())), string(spki.Transport(d.Cert.Sexp()))})
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"denominations": out})
+		return
 	case "GET /v1/revocations":
 		doc, err := a.Broker.RevocationList(ctx)
 		if err != nil {
@@ -128,19 +152,21 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	handlers := map[string]func(context.Context, *spki.PublicKey, []byte) (int, any, error){
-		"POST /v1/users":         a.postUser,
-		"POST /v1/vendors":       a.postVendor,
-		"POST /v1/books":         a.postBook,
-		"POST /v1/redeem":        a.postRedeem,
-		"POST /v1/lanes":         a.postLanes,
-		"POST /v1/grants":        a.postGrant,
-		"GET /v1/thefts":         a.getThefts,
-		"GET /v1/balance":        a.getBalance,
-		"GET /v1/statements":     nil, // handled below: it needs the query
-		"POST /v1/revoke":        a.postRevoke,
-		"POST /v1/admin/topup":   a.postTopUp,
-		"POST /v1/admin/credit":  a.postCredit,
-		"POST /v1/admin/approve": a.postApprove,
+		"POST /v1/users":               a.postUser,
+		"POST /v1/vendors":             a.postVendor,
+		"POST /v1/books":               a.postBook,
+		"POST /v1/anonymous":           a.postAnonymous,
+		"POST /v1/admin/denominations": a.postDenomination,
+		"POST /v1/redeem":              a.postRedeem,
+		"POST /v1/lanes":               a.postLanes,
+		"POST /v1/grants":              a.postGrant,
+		"GET /v1/thefts":               a.getThefts,
+		"GET /v1/balance":              a.getBalance,
+		"GET /v1/statements":           nil, // handled below: it needs the query
+		"POST /v1/revoke":              a.postRevoke,
+		"POST /v1/admin/topup":         a.postTopUp,
+		"POST /v1/admin/credit":        a.postCredit,
+		"POST /v1/admin/approve":       a.postApprove,
 		"GET /v1/admin/accounts": func(ctx context.Context, caller *spki.PublicKey, _ []byte) (int, any, error) {
 			return a.getAdminAccounts(ctx, caller, r.URL.Query())
 		},

@@ -197,6 +197,12 @@ const (
 	// CodeVendorTaken is sent by the broker (409) when a vendor name is
 	// registered by another key.
 	CodeVendorTaken = "vendor_taken"
+	// CodeUnknownDenomination is sent by the broker (404) for an anonymous
+	// book's denomination it does not have or is not issuing now.
+	CodeUnknownDenomination = "unknown_denomination"
+	// CodeIssueIdReused is sent by the broker (409) when an anonymous
+	// issuance's id was used for another request (a retry must repeat it).
+	CodeIssueIdReused = "issue_id_reused"
 	// CodeLaneReserved is sent by the broker (409), and passed on by the gate
 	// (402), for a lane reserved for another gate's spent state (online
 	// mode); the wallet then pays on another lane.
