@@ -16,6 +16,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ecoupons/ecoupons/blindfund"
 	"github.com/ecoupons/ecoupons/broker"
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/keyfile"
@@ -52,7 +53,9 @@ func addOperatorCommands(cmd *cobra.Command) {
 	account.AddCommand(opAccountList(), opAccountShow(), opAccountTopUp(), opAccountCredit(), opAccountApprove())
 	vendor := &cobra.Command{Use: "vendor", Short: "Register and list vendors"}
 	vendor.AddCommand(opVendorAdd(), opVendorList())
-	for _, c := range []*cobra.Command{account, vendor, opStatement(), opThefts()} {
+	denom := &cobra.Command{Use: "denomination", Short: "Make and list the blind-signing keys of anonymous books"}
+	denom.AddCommand(opDenominationAdd(), opDenominationList())
+	for _, c := range []*cobra.Command{account, vendor, denom, opStatement(), opThefts()} {
 		c.PersistentFlags().String("dir", "", "the broker's directory (broker init): admin.pem and broker.pub (default $ECOUPONS_BROKER_DIR)")
 		c.PersistentFlags().String("key", "", "the admin's private key (default DIR/admin.pem)")
 		c.PersistentFlags().String("passphrase-file", "", "file holding the passphrase of an encrypted --key")
@@ -467,5 +470,91 @@ func opThefts() *cobra.Command {
 			}
 			tw.Flush()
 			return opsPrint(cmd, out, b.String())
+		})}
+}
+
+func opDenominationAdd() *cobra.Command {
+	c := &cobra.Command{Use: "add --face AMOUNT [--currency EUR] [--from TIME] [--days N]", Short: "Make a blind-signing key for anonymous books of one face value",
+		Args: cobra.NoArgs,
+		Run: opsRun("ecoupons broker denomination add", func(cmd *cobra.Command, _ []string) error {
+			face, _ := cmd.Flags().GetString("face")
+			cur, _ := cmd.Flags().GetString("currency")
+			from, _ := cmd.Flags().GetString("from")
+			days, _ := cmd.Flags().GetInt("days")
+			if face == "" {
+				return usage("--face AMOUNT is required: the face value of the books it funds (lanes × length × unit), e.g. 1.024")
+			}
+			if v, err := coupons.ParseAmount(face); err != nil || v <= 0 {
+				return usage("--face %q: a positive amount, e.g. 1.024", face)
+			}
+			if err := coupons.CheckCurrency(cur); err != nil {
+				return usage("--currency %q: %v", cur, err)
+			}
+			if days < 1 {
+				return usage("--days %d: the key issues for at least 1 day", days)
+			}
+			start := time.Now().UTC().Truncate(time.Second)
+			if from != "" {
+				t, err := time.Parse(time.RFC3339, from)
+				if err != nil {
+					return usage("--from %q: an RFC 3339 time, e.g. 2027-01-01T00:00:00Z", from)
+				}
+				start = t
+			}
+			cl, err := adminClient(cmd)
+			if err != nil {
+				return err
+			}
+			var out struct {
+				ID           string `json:"id"`
+				Denomination string `json:"denomination"`
+			}
+			err = cl.call(context.Background(), "POST", "/v1/admin/denominations", map[string]string{"face": face, "currency": cur,
+				"not_before": start.Format(time.RFC3339), "not_after": start.AddDate(0, 0, days).Format(time.RFC3339)}, &out)
+			if err != nil {
+				return err
+			}
+			return opsPrint(cmd, out, fmt.Sprintf("denomination %s: books of %s %s, issued from %s for %d days", out.ID, face, cur, start.Format(time.RFC3339), days))
+		})}
+	c.Flags().String("face", "", "the face value of the books it funds")
+	c.Flags().String("currency", "EUR", "their currency")
+	c.Flags().String("from", "", "when it starts issuing (RFC 3339; default now)")
+	c.Flags().Int("days", 30, "how long it issues; books it funds expire by its end")
+	return c
+}
+
+func opDenominationList() *cobra.Command {
+	return &cobra.Command{Use: "list", Short: "List the denominations issuing now or later", Args: cobra.NoArgs,
+		Run: opsRun("ecoupons broker denomination list", func(cmd *cobra.Command, _ []string) error {
+			cl, err := adminClient(cmd)
+			if err != nil {
+				return err
+			}
+			var out struct {
+				Denominations []struct {
+					ID           string `json:"id"`
+					Face         string `json:"face"`
+					Currency     string `json:"currency"`
+					Denomination string `json:"denomination"`
+				} `json:"denominations"`
+			}
+			if err := cl.call(context.Background(), "GET", "/v1/denominations", nil, &out); err != nil {
+				return err
+			}
+			if len(out.Denominations) == 0 {
+				return opsPrint(cmd, out, "no denominations")
+			}
+			var b strings.Builder
+			tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tFACE\tCURRENCY\tPERIOD")
+			for _, d := range out.Denominations {
+				period := ""
+				if p, err := blindfund.ParseDenomination([]byte(d.Denomination)); err == nil {
+					period = p.NotBefore.Format(time.RFC3339) + " – " + p.NotAfter.Format(time.RFC3339)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", d.ID, d.Face, d.Currency, period)
+			}
+			tw.Flush()
+			return opsPrint(cmd, out, strings.TrimRight(b.String(), "\n"))
 		})}
 }
