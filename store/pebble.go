@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 )
 
 // Pebble is the embedded durable store on a pebble database (an LSM tree
@@ -48,11 +49,15 @@ func OpenPebble(dir string, opt PebbleOptions) (*Pebble, error) {
 	}
 	cache := pebble.NewCache(cacheSize)
 	defer cache.Unref() // the database holds its own reference
-	db, err := pebble.Open(dir, &pebble.Options{
+	po := &pebble.Options{
 		Cache:              cache,
 		FormatMajorVersion: pebble.FormatNewest,
 		Logger:             quietLogger{},
-	})
+	}
+	// Bloom filters on every level: a lane's record is in one level, and
+	// a read skips the others without reading their blocks.
+	po.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
+	db, err := pebble.Open(dir, po)
 	if err != nil {
 		return nil, fmt.Errorf("%w: opening %s: %v", ErrPebble, dir, err)
 	}
@@ -184,3 +189,4 @@ func (quietLogger) Errorf(format string, args ...any) {
 func (quietLogger) Fatalf(format string, args ...any) {
 	pebble.DefaultLogger.Fatalf(format, args...)
 }
+
