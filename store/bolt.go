@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/spki"
 	bolt "go.etcd.io/bbolt"
@@ -41,14 +42,25 @@ var bucketNames = [nBuckets][]byte{[]byte("lanes"), []byte("grants"), []byte("pr
 // overlay, read before the bbolt file) until a checkpoint writes them to
 // the bbolt file in one transaction, when the log is full and on Close;
 // on open, the log is replayed into the bbolt file.
-type Bolt struct {
-	db     *bolt.DB
-	log    *wal
-	qmu    sync.Mutex
-	queue  []*boltOp     // writes waiting for the next group
-	closed bool          // Close began: writes are refused
-	kick   chan struct{} // wakes the committer when the queue fills (capacity 1)
-	done   chan struct{} // closed when the committer has stopped
+type Bolt struct{ *kvStore }
+
+// kvStore is the engine-independent part of the durable stores (Bolt,
+// Pebble): the committer, which runs queued writes in groups over a kvTx
+// overlay, and the Store methods written as such writes. The durable
+// layer under it is either a bbolt file behind our write-ahead log (db,
+// log, overlay) or a pebble database (peb), whose own log makes each
+// group's batch durable.
+type kvStore struct {
+	db      *bolt.DB
+	log     *wal
+	peb     *pebble.DB           // the pebble engine (db, log and overlay unused)
+	pebOff  bool                 // peb was closed (guarded by mu): reads return ErrClosed
+	pebSync *pebble.WriteOptions // how groups are committed to peb
+	qmu     sync.Mutex
+	queue   []*boltOp     // writes waiting for the next group
+	closed  bool          // Close began: writes are refused
+	kick    chan struct{} // wakes the committer when the queue fills (capacity 1)
+	done    chan struct{} // closed when the committer has stopped
 
 	closeOnce sync.Once
 	closeErr  error
@@ -83,7 +95,7 @@ type BoltStats struct {
 }
 
 // Stats returns the store's group-commit counters.
-func (s *Bolt) Stats() BoltStats {
+func (s *kvStore) Stats() BoltStats {
 	return BoltStats{Groups: s.groups.Load(), Writes: s.writes.Load(), SyncTime: time.Duration(s.syncNanos.Load())}
 }
 
@@ -128,7 +140,7 @@ func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 		db.Close()
 		return nil, fmt.Errorf("store: opening the write-ahead log of %s: %w", path, err)
 	}
-	s := &Bolt{db: db, log: log, kick: make(chan struct{}, 1), done: make(chan struct{}), max: 1000,
+	s := &kvStore{db: db, log: log, kick: make(chan struct{}, 1), done: make(chan struct{}), max: 1000,
 		overlay: map[string]change{}}
 	if opt.BatchSize > 0 {
 		s.max = opt.BatchSize
@@ -173,13 +185,13 @@ func OpenBolt(path string, opt BoltOptions) (*Bolt, error) {
 		return nil, fmt.Errorf("store: initialising %s: %w", path, err)
 	}
 	go s.commitLoop()
-	return s, nil
+	return &Bolt{s}, nil
 }
 
 // checkpoint writes the overlay into the bbolt file (one durable
 // transaction), then empties the log and the overlay. Only the committer
 // (or Open and Close, when it is not running) calls it.
-func (s *Bolt) checkpoint() error {
+func (s *kvStore) checkpoint() error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		var bs [nBuckets]*bolt.Bucket
 		for i, name := range bucketNames {
@@ -221,7 +233,7 @@ const maxKeyLen = 36
 // kvTx is what a write sees: its group's earlier changes, then the
 // overlay, then the bbolt file.
 type kvTx struct {
-	s       *Bolt
+	s       *kvStore
 	group   map[string]change
 	order   []string // keys of group in first-change order
 	boltTx  *bolt.Tx // opened on the first read the overlay cannot answer
@@ -242,6 +254,14 @@ func (t *kvTx) get(b byte, key []byte) []byte {
 	}
 	if c, ok := t.s.overlay[string(k)]; ok { // the committer is the overlay's only writer
 		return c.val
+	}
+	if t.s.peb != nil {
+		if t.err != nil {
+			return nil
+		}
+		var v []byte
+		v, t.err = pebbleGet(t.s.peb, k)
+		return v
 	}
 	if t.boltTx == nil && t.err == nil {
 		t.boltTx, t.err = t.s.db.Begin(false)
@@ -275,7 +295,7 @@ const maxYields = 8
 
 // commitLoop runs queued writes in groups, each one log record, until
 // the store is closed and its queue empty.
-func (s *Bolt) commitLoop() {
+func (s *kvStore) commitLoop() {
 	defer close(s.done)
 	batch := make([]*boltOp, 0, s.max)
 	for {
@@ -323,7 +343,7 @@ func (s *Bolt) commitLoop() {
 }
 
 // runGroup runs a group of writes and makes their changes durable.
-func (s *Bolt) runGroup(batch []*boltOp) []error {
+func (s *kvStore) runGroup(batch []*boltOp) []error {
 	errs := s.errs[:0]
 	for range batch {
 		errs = append(errs, nil)
@@ -362,17 +382,22 @@ func (s *Bolt) runGroup(batch []*boltOp) []error {
 	if len(t.group) == 0 {
 		return errs
 	}
-	p := s.payload[:0]
-	for _, k := range t.order {
-		p = appendChange(p, t.group[k])
-	}
-	s.payload = p
 	started := time.Now()
-	err := s.log.append(p)
-	if errors.Is(err, errWALFull) {
-		if err = s.checkpoint(); err == nil {
-			started = time.Now()
-			err = s.log.append(p)
+	var err error
+	if s.peb != nil {
+		err = s.pebbleCommit(t.order, t.group)
+	} else {
+		p := s.payload[:0]
+		for _, k := range t.order {
+			p = appendChange(p, t.group[k])
+		}
+		s.payload = p
+		err = s.log.append(p)
+		if errors.Is(err, errWALFull) {
+			if err = s.checkpoint(); err == nil {
+				started = time.Now()
+				err = s.log.append(p)
+			}
 		}
 	}
 	if err == nil {
@@ -393,6 +418,9 @@ func (s *Bolt) runGroup(batch []*boltOp) []error {
 		s.broken = fmt.Errorf("store: the write-ahead log failed; writes are refused until the process restarts and replays it: %w", err)
 		return fail(s.broken)
 	}
+	if s.peb != nil {
+		return errs // in the database: no overlay
+	}
 	s.mu.Lock()
 	for k, c := range t.group {
 		s.overlay[k] = c
@@ -402,7 +430,7 @@ func (s *Bolt) runGroup(batch []*boltOp) []error {
 }
 
 // write queues fn and waits until its group is durable.
-func (s *Bolt) write(fn func(*kvTx) error) error {
+func (s *kvStore) write(fn func(*kvTx) error) error {
 	op := opPool.Get().(*boltOp)
 	op.fn = fn
 	s.qmu.Lock()
@@ -426,7 +454,7 @@ func (s *Bolt) write(fn func(*kvTx) error) error {
 
 // writeAll queues fns together (in order, so that consecutive groups take
 // them) and waits until every one is durable, returning their results.
-func (s *Bolt) writeAll(fns []func(*kvTx) error) []error {
+func (s *kvStore) writeAll(fns []func(*kvTx) error) []error {
 	errs := make([]error, len(fns))
 	if len(fns) == 0 {
 		return errs
@@ -462,17 +490,22 @@ func (s *Bolt) writeAll(fns []func(*kvTx) error) []error {
 
 // kickCommitter wakes the committer after the queue went from empty to
 // not empty.
-func (s *Bolt) kickCommitter() {
+func (s *kvStore) kickCommitter() {
 	select {
 	case s.kick <- struct{}{}:
 	default: // a kick is already pending
 	}
 }
 
-// read runs fn with a getter that sees the overlay, then the bbolt file.
-func (s *Bolt) read(fn func(get func(b byte, key []byte) []byte, tx *bolt.Tx) error) error {
+// read runs fn with a getter and a scanner of buckets that see the
+// overlay, then the durable layer. scan calls fn for every entry of a
+// bucket, in no particular order; k and v are valid during the call only.
+func (s *kvStore) read(fn func(get func(b byte, key []byte) []byte, scan func(b byte, fn func(k, v []byte) error) error) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	if s.peb != nil {
+		return s.pebbleRead(fn)
+	}
 	return mapClosed(s.db.View(func(tx *bolt.Tx) error {
 		return fn(func(b byte, key []byte) []byte {
 			var buf [1 + maxKeyLen]byte
@@ -480,7 +513,28 @@ func (s *Bolt) read(fn func(get func(b byte, key []byte) []byte, tx *bolt.Tx) er
 				return c.val
 			}
 			return tx.Bucket(bucketNames[b]).Get(key)
-		}, tx)
+		}, func(b byte, fn func(k, v []byte) error) error {
+			// Those the overlay holds, then those of the file that the
+			// overlay does not mention (it may have deleted them).
+			for k, c := range s.overlay {
+				if k[0] == b && !c.del {
+					if err := fn([]byte(c.key()), c.val); err != nil {
+						return err
+					}
+				}
+			}
+			cur := tx.Bucket(bucketNames[b]).Cursor()
+			for k, v := cur.First(); k != nil; k, v = cur.Next() {
+				var buf [1 + maxKeyLen]byte
+				if _, ok := s.overlay[string(fullKey(buf[:], b, k))]; ok {
+					continue
+				}
+				if err := fn(k, v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 	}))
 }
 
@@ -492,10 +546,10 @@ func mapClosed(err error) error {
 }
 
 // ID implements Store: made when the file was created, kept in it.
-func (s *Bolt) ID(context.Context) (string, error) { return s.id, nil }
+func (s *kvStore) ID(context.Context) (string, error) { return s.id, nil }
 
 // Open implements Store.
-func (s *Bolt) Open(_ context.Context, id coupons.LaneID, first Record, proof ...[32]byte) (Record, error) {
+func (s *kvStore) Open(_ context.Context, id coupons.LaneID, first Record, proof ...[32]byte) (Record, error) {
 	k := Key(id)
 	var encProof []byte
 	if len(proof) > 0 {
@@ -524,10 +578,10 @@ func (s *Bolt) Open(_ context.Context, id coupons.LaneID, first Record, proof ..
 }
 
 // Get implements Store.
-func (s *Bolt) Get(_ context.Context, id coupons.LaneID) (Record, error) {
+func (s *kvStore) Get(_ context.Context, id coupons.LaneID) (Record, error) {
 	k := Key(id)
 	var out Record
-	err := s.read(func(get func(byte, []byte) []byte, _ *bolt.Tx) error {
+	err := s.read(func(get func(byte, []byte) []byte, _ func(byte, func(k, v []byte) error) error) error {
 		v := get(bLanes, k[:])
 		if v == nil {
 			return ErrNotFound
@@ -538,16 +592,16 @@ func (s *Bolt) Get(_ context.Context, id coupons.LaneID) (Record, error) {
 }
 
 // Advance implements Store.
-func (s *Bolt) Advance(_ context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64) error {
+func (s *kvStore) Advance(_ context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64) error {
 	return s.advance(id, prevLast, prevCredit, next, charge, false)
 }
 
 // Reopen implements Store.
-func (s *Bolt) Reopen(_ context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record) error {
+func (s *kvStore) Reopen(_ context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record) error {
 	return s.advance(id, prevLast, prevCredit, next, 0, true)
 }
 
-func (s *Bolt) advance(id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64, reopen bool) error {
+func (s *kvStore) advance(id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64, reopen bool) error {
 	fn, err := s.advanceOp(id, prevLast, prevCredit, next, charge, reopen)
 	if err != nil {
 		return err
@@ -556,7 +610,7 @@ func (s *Bolt) advance(id coupons.LaneID, prevLast, prevCredit uint32, next Reco
 }
 
 // advanceOp is the write of an Advance (or a Reopen).
-func (s *Bolt) advanceOp(id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64, reopen bool) (func(*kvTx) error, error) {
+func (s *kvStore) advanceOp(id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64, reopen bool) (func(*kvTx) error, error) {
 	k := Key(id)
 	enc, err := next.MarshalBinary()
 	if err != nil {
@@ -612,7 +666,7 @@ func redeemedOf(t *kvTx, k []byte) uint32 {
 // advanceBatch implements batchAdvancer: the Advances (no charge) of ws,
 // queued together so that they share groups (one fdatasync for up to
 // BatchSize of them), each with its own result.
-func (s *Bolt) advanceBatch(ws []batchWrite) []error {
+func (s *kvStore) advanceBatch(ws []batchWrite) []error {
 	errs := make([]error, len(ws))
 	fns := make([]func(*kvTx) error, 0, len(ws))
 	at := make([]int, 0, len(ws))
@@ -632,7 +686,7 @@ func (s *Bolt) advanceBatch(ws []batchWrite) []error {
 }
 
 // MarkRevoked implements Store.
-func (s *Bolt) MarkRevoked(_ context.Context, id coupons.LaneID, certs [][32]byte, keys []spki.KeyHash) error {
+func (s *kvStore) MarkRevoked(_ context.Context, id coupons.LaneID, certs [][32]byte, keys []spki.KeyHash) error {
 	k := Key(id)
 	return mapClosed(s.write(func(t *kvTx) error {
 		v := t.get(bLanes, k[:])
@@ -663,14 +717,14 @@ func (s *Bolt) MarkRevoked(_ context.Context, id coupons.LaneID, certs [][32]byt
 // finish those already queued, checkpoints the log into the bbolt file
 // and closes both.
 // Later and concurrent calls wait for the first and return its result.
-func (s *Bolt) Close() error {
+func (s *kvStore) Close() error {
 	s.closeOnce.Do(func() { s.closeErr = s.close() })
 	return s.closeErr
 }
 
 // stopCommitter refuses new writes and waits until the committer has
 // answered every queued one and stopped.
-func (s *Bolt) stopCommitter() {
+func (s *kvStore) stopCommitter() {
 	s.qmu.Lock()
 	s.closed = true
 	s.qmu.Unlock()
@@ -681,8 +735,11 @@ func (s *Bolt) stopCommitter() {
 	<-s.done
 }
 
-func (s *Bolt) close() error {
+func (s *kvStore) close() error {
 	s.stopCommitter()
+	if s.peb != nil {
+		return s.pebbleClose()
+	}
 	var err error
 	if s.broken == nil {
 		err = s.checkpoint()
@@ -697,7 +754,7 @@ func (s *Bolt) close() error {
 }
 
 // SetProof implements Store.
-func (s *Bolt) SetProof(_ context.Context, id coupons.LaneID, proof [][32]byte) error {
+func (s *kvStore) SetProof(_ context.Context, id coupons.LaneID, proof [][32]byte) error {
 	enc, err := encodeProof(proof)
 	if err != nil {
 		return err
@@ -712,10 +769,10 @@ func (s *Bolt) SetProof(_ context.Context, id coupons.LaneID, proof [][32]byte) 
 // Pending implements Store. It reads every pending lane's place in the
 // order (12 bytes each) to pick the longest waiting: about 25ms for
 // 100,000 pending lanes, once per batch of a redemption run.
-func (s *Bolt) Pending(_ context.Context, now time.Time, limit int) ([]Pending, error) {
+func (s *kvStore) Pending(_ context.Context, now time.Time, limit int) ([]Pending, error) {
 	var out []Pending
 	cutoff := now.UnixNano()
-	err := s.read(func(get func(byte, []byte) []byte, tx *bolt.Tx) error {
+	err := s.read(func(get func(byte, []byte) []byte, scan func(byte, func(k, v []byte) error) error) error {
 		type due struct {
 			k string
 			q queued
@@ -726,20 +783,11 @@ func (s *Bolt) Pending(_ context.Context, now time.Time, limit int) ([]Pending, 
 				list = append(list, due{k, q})
 			}
 		}
-		// Dirty lanes: those the overlay marks, then those of the file
-		// that the overlay does not mention (it may have cleaned them).
-		for k, c := range s.overlay {
-			if k[0] == bDirty && !c.del {
-				add(c.key(), c.val)
-			}
-		}
-		cur := tx.Bucket(bucketNames[bDirty]).Cursor()
-		for k, v := cur.First(); k != nil; k, v = cur.Next() {
-			var buf [1 + maxKeyLen]byte
-			if _, ok := s.overlay[string(fullKey(buf[:], bDirty, k))]; ok {
-				continue
-			}
+		if err := scan(bDirty, func(k, v []byte) error {
 			add(string(k), v)
+			return nil
+		}); err != nil {
+			return err
 		}
 		slices.SortFunc(list, func(a, b due) int {
 			if c := cmp.Compare(a.q.due, b.q.due); c != 0 {
@@ -782,7 +830,7 @@ func (s *Bolt) Pending(_ context.Context, now time.Time, limit int) ([]Pending, 
 }
 
 // Redeemed implements Store.
-func (s *Bolt) Redeemed(_ context.Context, id coupons.LaneID, index uint32) error {
+func (s *kvStore) Redeemed(_ context.Context, id coupons.LaneID, index uint32) error {
 	k := Key(id)
 	return mapClosed(s.write(func(t *kvTx) error {
 		var done uint32
@@ -811,7 +859,7 @@ func (s *Bolt) Redeemed(_ context.Context, id coupons.LaneID, index uint32) erro
 }
 
 // Postpone implements Store.
-func (s *Bolt) Postpone(_ context.Context, id coupons.LaneID, until time.Time) error {
+func (s *kvStore) Postpone(_ context.Context, id coupons.LaneID, until time.Time) error {
 	k := Key(id)
 	return mapClosed(s.write(func(t *kvTx) error {
 		v := t.get(bLanes, k[:])
@@ -838,7 +886,7 @@ func (s *Bolt) Postpone(_ context.Context, id coupons.LaneID, until time.Time) e
 }
 
 // Refuse implements Store.
-func (s *Bolt) Refuse(_ context.Context, r Refusal) error {
+func (s *kvStore) Refuse(_ context.Context, r Refusal) error {
 	k := Key(r.ID)
 	enc := encodeRefusal(r)
 	return mapClosed(s.write(func(t *kvTx) error {
@@ -849,21 +897,15 @@ func (s *Bolt) Refuse(_ context.Context, r Refusal) error {
 }
 
 // Refusals implements Store.
-func (s *Bolt) Refusals(_ context.Context, limit int) ([]Refusal, error) {
+func (s *kvStore) Refusals(_ context.Context, limit int) ([]Refusal, error) {
 	var out []Refusal
-	err := s.read(func(_ func(byte, []byte) []byte, tx *bolt.Tx) error {
+	err := s.read(func(_ func(byte, []byte) []byte, scan func(byte, func(k, v []byte) error) error) error {
 		m := map[string][]byte{}
-		for k, c := range s.overlay {
-			if k[0] == bRefused && !c.del {
-				m[c.key()] = c.val
-			}
-		}
-		cur := tx.Bucket(bucketNames[bRefused]).Cursor()
-		for k, v := cur.First(); k != nil; k, v = cur.Next() {
-			var buf [1 + maxKeyLen]byte
-			if _, ok := s.overlay[string(fullKey(buf[:], bRefused, k))]; !ok {
-				m[string(k)] = v
-			}
+		if err := scan(bRefused, func(k, v []byte) error {
+			m[string(k)] = append([]byte(nil), v...)
+			return nil
+		}); err != nil {
+			return err
 		}
 		keys := make([]string, 0, len(m))
 		for k := range m {

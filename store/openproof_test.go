@@ -40,12 +40,22 @@ func TestLaneOpenIsOneDurableWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	before := b.Stats()
-	if _, err := b.Open(ctx, lane(8), NewRecord(testMeta(0)), proof...); err != nil {
+	p, err := OpenPebble(filepath.Join(t.TempDir(), "pebble"), PebbleOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
-	after := b.Stats()
-	if w, g := after.Writes-before.Writes, after.Groups-before.Groups; w != 1 || g != 1 {
-		t.Fatalf("a lane open with its proof took %d writes in %d groups, want 1 in 1", w, g)
+	defer p.Close()
+	for name, s := range map[string]interface {
+		Store
+		Stats() BoltStats
+	}{"bolt": b, "pebble": p} {
+		before := s.Stats()
+		if _, err := s.Open(ctx, lane(8), NewRecord(testMeta(0)), proof...); err != nil {
+			t.Fatal(err)
+		}
+		after := s.Stats()
+		if w, g := after.Writes-before.Writes, after.Groups-before.Groups; w != 1 || g != 1 {
+			t.Fatalf("%s: a lane open with its proof took %d writes in %d groups, want 1 in 1", name, w, g)
+		}
 	}
 }

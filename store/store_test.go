@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -48,6 +49,11 @@ func stores(t *testing.T) map[string]Store {
 		t.Fatal(err)
 	}
 	out["bolt"] = b
+	pb, err := OpenPebble(filepath.Join(t.TempDir(), "pebble"), PebbleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out["pebble"] = pb
 	r, err := NewRedis(context.Background(), testredis.Start(t), "test:")
 	if err != nil {
 		t.Fatal(err)
@@ -542,16 +548,26 @@ func TestBoltCloseRacingWrites(t *testing.T) {
 // can, printing each index once Advance returned, and kills it with
 // SIGKILL. Every index the child reported must be in the reopened store.
 func TestBoltKill9(t *testing.T) {
+	testKill9(t, "bolt", "spent.db", func(path string) (Store, error) { return OpenBolt(path, BoltOptions{}) })
+}
+
+// TestPebbleKill9 is TestBoltKill9 on the pebble store.
+func TestPebbleKill9(t *testing.T) {
+	testKill9(t, "pebble", "pebble", func(path string) (Store, error) { return OpenPebble(path, PebbleOptions{}) })
+}
+
+func testKill9(t *testing.T, name, file string, open func(string) (Store, error)) {
+	test := "^Test" + strings.ToUpper(name[:1]) + name[1:] + "Kill9$"
 	if os.Getenv("ECOUPONS_KILL9_CHILD") != "" {
-		kill9Child(os.Getenv("ECOUPONS_KILL9_CHILD"))
+		kill9Child(os.Getenv("ECOUPONS_KILL9_CHILD"), open)
 		return
 	}
 	if testing.Short() {
 		t.Skip("kill -9 test skipped in -short mode")
 	}
-	path := filepath.Join(t.TempDir(), "spent.db")
+	path := filepath.Join(t.TempDir(), file)
 	for round := 0; round < 3; round++ {
-		cmd := exec.Command(os.Args[0], "-test.run", "^TestBoltKill9$")
+		cmd := exec.Command(os.Args[0], "-test.run", test)
 		cmd.Env = append(os.Environ(), "ECOUPONS_KILL9_CHILD="+path)
 		out, err := cmd.StdoutPipe()
 		if err != nil {
@@ -569,7 +585,10 @@ func TestBoltKill9(t *testing.T) {
 		}
 		cmd.Process.Kill()
 		cmd.Wait()
-		s := openBolt(t, path)
+		s, err := open(path)
+		if err != nil {
+			t.Fatalf("round %d: reopening: %v", round, err)
+		}
 		got, err := s.Get(context.Background(), lane(1))
 		s.Close()
 		if err != nil || uint64(got.State.Last) < acked {
@@ -578,9 +597,9 @@ func TestBoltKill9(t *testing.T) {
 	}
 }
 
-func kill9Child(path string) {
+func kill9Child(path string, open func(string) (Store, error)) {
 	ctx := context.Background()
-	s, err := OpenBolt(path, BoltOptions{})
+	s, err := open(path)
 	if err != nil {
 		fmt.Println("error", err)
 		os.Exit(1)
@@ -603,6 +622,7 @@ func kill9Child(path string) {
 var (
 	_ Store = (*Memory)(nil)
 	_ Store = (*Bolt)(nil)
+	_ Store = (*Pebble)(nil)
 	_ Store = (*Redis)(nil)
 )
 
@@ -815,6 +835,10 @@ func TestVersion3RecordsStillWritable(t *testing.T) {
 				if err := s.write(func(t *kvTx) error { t.put(bLanes, k[:], v3); return nil }); err != nil {
 					t.Fatal(err)
 				}
+			case *Pebble:
+				if err := s.write(func(t *kvTx) error { t.put(bLanes, k[:], v3); return nil }); err != nil {
+					t.Fatal(err)
+				}
 			case *Redis:
 				if err := s.c.Set(ctx, s.laneKey(lane(30)), v3, 0).Err(); err != nil {
 					t.Fatal(err)
@@ -846,6 +870,8 @@ func TestVersion3RecordsStillWritable(t *testing.T) {
 			k3 := Key(lane(31))
 			switch s := s.(type) {
 			case *Bolt:
+				s.write(func(t *kvTx) error { t.put(bLanes, k3[:], v3); return nil })
+			case *Pebble:
 				s.write(func(t *kvTx) error { t.put(bLanes, k3[:], v3); return nil })
 			case *Redis:
 				s.c.Set(ctx, s.laneKey(lane(31)), v3, 0)

@@ -3,14 +3,15 @@
 // each lane count it opens that many lanes in a fresh store, then clients
 // pay coupons on lanes drawn uniformly at random (each client owns a
 // disjoint set of lanes, as a wallet owns its lanes), through the same
-// lanes.Core and store a gate uses (bolt behind spending leases by
-// default), for a timed round. It reports payments per second, CPU per
+// lanes.Core and store a gate uses (bolt, or with -store pebble the
+// pebble store, behind spending leases), for a timed round. It reports payments per second, CPU per
 // payment, the lane cache's hit rate, the process's memory per open lane,
 // the store's disk bytes per lane, and the time a store killed with
 // SIGKILL under load takes to open again.
 //
 //	go run ./internal/scaleharness                       # 1k, 100k and 1M lanes
 //	go run ./internal/scaleharness -lanes 1000,100000 -duration 5s
+//	go run ./internal/scaleharness -lanes 1000,100000 -duration 5s -store pebble
 //
 // HTTP is left out on purpose (the load harness measures it): what grows
 // with the lanes is the cache, the store's index and its checkpoints.
@@ -89,15 +90,15 @@ func main() {
 	lanesFlag := flag.String("lanes", "1000,100000,1000000", "lane counts to measure, comma separated")
 	clients := flag.Int("clients", 32, "concurrent payers")
 	duration := flag.Duration("duration", 10*time.Second, "length of the timed round at each lane count")
-	storeKind := flag.String("store", "bolt", "bolt (behind spending leases, as a gate uses it) or memory")
+	storeKind := flag.String("store", "bolt", "bolt or pebble (behind spending leases, as a gate uses them) or memory")
 	lease := flag.Int("lease", 32, "spending lease in coupons (1: every coupon durable before it is accepted)")
 	cache := flag.Int("cache", 0, "lane cache size (0: the gate's default)")
-	restart := flag.Bool("restart", true, "also measure opening a bolt store killed (SIGKILL) under load")
+	restart := flag.Bool("restart", true, "also measure opening a durable store killed (SIGKILL) under load")
 	child := flag.String("child", "", "internal: fill and pay in this directory until killed")
 	flag.Parse()
 	if *child != "" {
 		n, _ := strconv.Atoi(flag.Arg(0))
-		if err := runChild(*child, n, *lease); err != nil {
+		if err := runChild(*child, *storeKind, n, *lease); err != nil {
 			fmt.Fprintln(os.Stderr, "scaleharness child:", err)
 			os.Exit(1)
 		}
@@ -129,8 +130,15 @@ func openStore(dir, kind string) (store.Store, func() error, error) {
 		}
 		l := store.NewLeased(b, store.LeaseOptions{})
 		return l, func() error { l.Close(); return b.Close() }, nil
+	case "pebble":
+		p, err := store.OpenPebble(filepath.Join(dir, "pebble"), store.PebbleOptions{})
+		if err != nil {
+			return nil, nil, err
+		}
+		l := store.NewLeased(p, store.LeaseOptions{})
+		return l, func() error { l.Close(); return p.Close() }, nil
 	}
-	return nil, nil, fmt.Errorf("unknown store %q: bolt or memory", kind)
+	return nil, nil, fmt.Errorf("unknown store %q: bolt, pebble or memory", kind)
 }
 
 // fill opens n lanes, in batches written concurrently (a store groups
@@ -202,8 +210,8 @@ func measure(n, clients int, duration time.Duration, kind string, lease, cacheLa
 	rate := float64(paid) / duration.Seconds()
 	hits := float64(hit.n.Load()) / float64(max(hit.n.Load()+miss.n.Load(), 1))
 	reopen := "-"
-	if restart && kind == "bolt" {
-		d, err := killedReopen(n, lease)
+	if restart && kind != "memory" {
+		d, err := killedReopen(kind, n, lease)
 		if err != nil {
 			return err
 		}
@@ -272,7 +280,7 @@ func pay(core *lanes.Core, wd *world, pos []uint32, clients int, duration time.D
 // killedReopen fills n lanes in a child process that then pays on them
 // until it is killed with SIGKILL, and times opening its store again (the
 // log replayed) and reading a lane.
-func killedReopen(n, lease int) (time.Duration, error) {
+func killedReopen(kind string, n, lease int) (time.Duration, error) {
 	dir, err := os.MkdirTemp("", "ecoupons-scale-kill-")
 	if err != nil {
 		return 0, err
@@ -282,7 +290,7 @@ func killedReopen(n, lease int) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	cmd := exec.Command(exe, "-child", dir, "-lease", strconv.Itoa(lease), strconv.Itoa(n))
+	cmd := exec.Command(exe, "-child", dir, "-store", kind, "-lease", strconv.Itoa(lease), strconv.Itoa(n))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return 0, err
@@ -301,7 +309,12 @@ func killedReopen(n, lease int) (time.Duration, error) {
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 	start := time.Now()
-	b, err := store.OpenBolt(filepath.Join(dir, "spent.db"), store.BoltOptions{})
+	var b store.Store
+	if kind == "pebble" {
+		b, err = store.OpenPebble(filepath.Join(dir, "pebble"), store.PebbleOptions{})
+	} else {
+		b, err = store.OpenBolt(filepath.Join(dir, "spent.db"), store.BoltOptions{})
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -315,8 +328,8 @@ func killedReopen(n, lease int) (time.Duration, error) {
 
 // runChild is the process killedReopen kills: it fills n lanes in dir and
 // pays on them until killed.
-func runChild(dir string, n, lease int) error {
-	st, _, err := openStore(dir, "bolt")
+func runChild(dir, kind string, n, lease int) error {
+	st, _, err := openStore(dir, kind)
 	if err != nil {
 		return err
 	}
