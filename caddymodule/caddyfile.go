@@ -29,7 +29,7 @@ func init() {
 //	    broker_key       <file>            # repeatable
 //	    price            <coupons per request>
 //	    unit             <decimal> <currency>
-//	    store            memory | bolt [<path>] [commit_delay <duration>] | redis <url> [<prefix>]
+//	    store            memory | bolt [<path>] [commit_delay <duration>] | pebble [<dir>] | redis <url> [<prefix>]
 //	                     | redis_cluster <url> [<prefix>] [min_replicas <n>]
 //	    mode             offline | semi | online
 //	    broker_timeout   <duration>
@@ -277,7 +277,7 @@ func (g *Gate) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 func (g *Gate) parseStore(d *caddyfile.Dispenser) error {
 	args := d.RemainingArgs()
 	if len(args) == 0 {
-		return d.Errf("store needs a backend: memory, bolt [<path>], redis <url> [<prefix>] or redis_cluster <url> [<prefix>] [min_replicas <n>]")
+		return d.Errf("store needs a backend: memory, bolt [<path>], pebble [<dir>], redis <url> [<prefix>] or redis_cluster <url> [<prefix>] [min_replicas <n>]")
 	}
 	var mod caddy.Module
 	var name string
@@ -313,6 +313,15 @@ func (g *Gate) parseStore(d *caddyfile.Dispenser) error {
 			r.Prefix = args[2]
 		}
 		mod, name = r, "redis"
+	case "pebble":
+		if len(args) > 2 {
+			return d.Errf("store pebble takes an optional directory, e.g. 'store pebble /var/lib/ecoupons/news.pebble'")
+		}
+		p := &PebbleStore{}
+		if len(args) == 2 {
+			p.Path = args[1]
+		}
+		mod, name = p, "pebble"
 	case "redis_cluster":
 		rest := args[1:]
 		if len(rest) == 0 {
@@ -335,7 +344,7 @@ func (g *Gate) parseStore(d *caddyfile.Dispenser) error {
 		}
 		mod, name = r, "redis"
 	default:
-		return d.Errf("unknown store %q: use memory, bolt, redis or redis_cluster", args[0])
+		return d.Errf("unknown store %q: use memory, bolt, pebble, redis or redis_cluster", args[0])
 	}
 	g.StoreRaw = caddyconfig.JSONModuleObject(mod, "backend", name, nil)
 	return nil

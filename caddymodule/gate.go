@@ -283,6 +283,9 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 		if b, ok := provider.(*BoltStore); ok && b.Path == "" {
 			b.Path = filepath.Join(dataDir, g.Vendor+".db") // `store bolt` alone, or with options only
 		}
+		if p, ok := provider.(*PebbleStore); ok && p.Path == "" {
+			p.Path = filepath.Join(dataDir, g.Vendor+".pebble")
+		}
 	}
 	// Every file read so far is the user's; from here on, files are made.
 	secret, err := loadOrCreateSecret(g.SecretFile)

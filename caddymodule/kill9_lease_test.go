@@ -30,7 +30,12 @@ import (
 //   - after a clean stop, the store's redemption outbox claims, for every
 //     lane, exactly the highest coupon accepted on it (what the broker
 //     will pay).
-func TestGateKill9WithinLease(t *testing.T) {
+func TestGateKill9WithinLease(t *testing.T) { testGateKill9WithinLease(t, "bolt") }
+
+// TestPebbleGateKill9WithinLease is the same kill on the pebble store.
+func TestPebbleGateKill9WithinLease(t *testing.T) { testGateKill9WithinLease(t, "pebble") }
+
+func testGateKill9WithinLease(t *testing.T, backend string) {
 	if testing.Short() {
 		t.Skip("kill -9 test skipped in -short mode")
 	}
@@ -47,7 +52,7 @@ func TestGateKill9WithinLease(t *testing.T) {
 			"routes": []any{map[string]any{"handle": []any{
 				map[string]any{"handler": "ecoupon", "vendor": "news.example", "broker_keys": []string{w.brokerKeyFile}, "price": 1,
 					"lane_rate": -1, "secret_file": filepath.Join(dir, "secret"),
-					"store": map[string]any{"backend": "bolt", "path": dbPath}},
+					"store": map[string]any{"backend": backend, "path": dbPath}},
 				map[string]any{"handler": "static_response", "body": "paid"}}}}}}}},
 	}
 	raw, _ := json.Marshal(cfg)
@@ -220,7 +225,12 @@ func TestGateKill9WithinLease(t *testing.T) {
 	if err := child.Wait(); err != nil {
 		t.Fatalf("clean stop: %v", err)
 	}
-	db, err := store.OpenBolt(dbPath, store.BoltOptions{})
+	var db store.Store
+	if backend == "pebble" {
+		db, err = store.OpenPebble(dbPath, store.PebbleOptions{})
+	} else {
+		db, err = store.OpenBolt(dbPath, store.BoltOptions{})
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
