@@ -26,7 +26,7 @@ import (
 // issuance; gates' acceptance and redemption from the pool come later.
 
 func init() {
-	addMigration(13, `CREATE TABLE denominations (
+	addMigration(13, `CREATE TABLE IF NOT EXISTS denominations (
 		id         TEXT PRIMARY KEY,
 		face       BIGINT NOT NULL,
 		currency   TEXT NOT NULL,
@@ -35,7 +35,7 @@ func init() {
 		doc        TEXT NOT NULL,
 		private    TEXT NOT NULL
 	);
-	CREATE TABLE anon_issued (
+	CREATE TABLE IF NOT EXISTS anon_issued (
 		id           TEXT PRIMARY KEY,
 		account      TEXT NOT NULL,
 		denomination TEXT NOT NULL,
