@@ -116,6 +116,7 @@ var codeProblems = map[string]problemClass{
 	coupons.CodeNoReceipts:            {ProblemAboutBlank, 404},
 	coupons.CodeNotFound:              {ProblemAboutBlank, 404},
 	coupons.CodeUnknownCommitment:     {ProblemAboutBlank, 404},
+	coupons.CodeNoSession:             {ProblemAboutBlank, 409},
 }
 
 // ProblemType returns the problem type and HTTP status the gate answers a
