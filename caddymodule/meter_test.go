@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -24,16 +25,28 @@ import (
 
 // sseUpstream serves /stream/<n>: n server-sent events "data: event k",
 // flushed one by one, each after a keep-alive comment; /stream/die/<n>
-// sends n events and breaks the connection.
+// sends n events and breaks the connection; /stream/gated/<n> sends n
+// events, then n more once gate is closed.
 func sseUpstream(t *testing.T) *httptest.Server {
+	return sseUpstreamGated(t, nil)
+}
+
+func sseUpstreamGated(t *testing.T, gate chan struct{}) *httptest.Server {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		path := strings.TrimPrefix(r.URL.Path, "/stream/")
 		die := strings.HasPrefix(path, "die/")
-		n, _ := strconv.Atoi(strings.TrimPrefix(path, "die/"))
+		gated := strings.HasPrefix(path, "gated/")
+		n, _ := strconv.Atoi(strings.TrimPrefix(strings.TrimPrefix(path, "die/"), "gated/"))
+		if gated {
+			n *= 2
+		}
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.WriteHeader(200)
 		rc := http.NewResponseController(w)
 		for k := 1; k <= n; k++ {
+			if gated && k == n/2+1 {
+				<-gate
+			}
 			if _, err := fmt.Fprintf(w, ": keep-alive\n\ndata: event %d\n\n", k); err != nil {
 				return
 			}
@@ -406,6 +419,48 @@ func TestMeteredDownload50MiBCosts50Units(t *testing.T) {
 			last := progress()[len(progress())-1]
 			if last.Charged != 50 || last.Units != 56 || last.Credit != 6 || last.End != coupons.EndComplete || tr.Spent() != 56 {
 				t.Fatalf("50 MiB per MiB: spent %d, progress %+v", tr.Spent(), last)
+			}
+		})
+	}
+}
+
+// TestMeteredSSEThroughWalletProxy: a plain HTTP client (curl -N) reads a
+// metered event stream through the wallet's proxy in each scheme: each
+// event reaches it as the upstream sends it (the first 5 while the
+// upstream waits), and the stream runs to its end, the proxy topping up
+// as it goes.
+func TestMeteredSSEThroughWalletProxy(t *testing.T) {
+	w := newWorld(t, "news.example", t0Later())
+	gate := make(chan struct{})
+	up := sseUpstreamGated(t, gate)
+	tc := caddytest.NewTester(t)
+	tc.InitServer(meterCaddyfile(w, up.URL, "meter events 1\n\t\tmeter_window 2"), "caddyfile")
+	for k, scheme := range schemes {
+		t.Run(scheme, func(t *testing.T) {
+			tr, _, progress := meterWallet(t, w, scheme, uint32(k))
+			u, _ := url.Parse("http://localhost:9080")
+			proxy := httptest.NewServer(wallet.NewProxy(u, &wallet.Router{Scheme: scheme, For: func(string) (*wallet.Transport, error) { return tr, nil }}))
+			defer proxy.Close()
+			resp, err := streamClient.Get(proxy.URL + "/stream/gated/5")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			br := bufio.NewReader(resp.Body)
+			for e := 1; e <= 10; e++ {
+				if e == 6 {
+					gate <- struct{}{} // the first 5 came while the upstream waited
+				}
+				ev, err := readEvent(br)
+				if err != nil || ev.typ != "" || ev.data != fmt.Sprintf("event %d", e) {
+					t.Fatalf("event %d through the proxy: %+v %v", e, ev, err)
+				}
+			}
+			if rest, err := io.ReadAll(br); err != nil || len(strings.TrimSpace(string(rest))) > 0 && !strings.HasPrefix(string(rest), ":") {
+				t.Fatalf("after the events: %q %v", rest, err)
+			}
+			if last := progress()[len(progress())-1]; !last.Done || last.Charged != 10 || last.TopUps != 4 || tr.Spent() != 10 {
+				t.Fatalf("spent %d, progress %+v", tr.Spent(), last)
 			}
 		})
 	}

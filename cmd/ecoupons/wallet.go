@@ -564,7 +564,7 @@ func walletGetCmd() *cobra.Command {
 				return err
 			}
 			if scheme != wallet.SchemeECoupon {
-				probe.Header.Set("Accept-Payment", "ecoupon/charge")
+				probe.Header.Set("Accept-Payment", "ecoupon/charge, ecoupon/session")
 			}
 			resp, err := http.DefaultClient.Do(probe)
 			if err != nil {
@@ -581,13 +581,26 @@ func walletGetCmd() *cobra.Command {
 				}
 				only, _ := cmd.Flags().GetString("book")
 				hosts := vendorHosts(cmd)
-				tr, err := bookChooser(w, ch.Vendor, only, func(e *wallet.BookEntry) (*wallet.Transport, error) { return openTransport(w, e, hosts) })
+				tr, err := bookChooser(w, ch.Vendor, only, func(e *wallet.BookEntry) (*wallet.Transport, error) {
+					t, err := openTransport(w, e, hosts)
+					if err == nil {
+						t.OnMeter = printMeterProgress
+					}
+					return t, err
+				})
 				if err != nil {
 					return err
 				}
 				tr.Scheme = scheme
 				defer tr.Close()
-				if resp, err = (&http.Client{Transport: tr, Timeout: 60 * time.Second}).Get(args[0]); err != nil {
+				timeout := 60 * time.Second
+				if ch.Meter != "" {
+					// A metered response streams as long as it is paid for:
+					// its body has no deadline.
+					timeout = 0
+					fmt.Fprintf(os.Stderr, "> metered: %d coupon(s) per %s, a window of %d unit(s) paid at a time\n", ch.Price, ch.Meter, ch.Window)
+				}
+				if resp, err = (&http.Client{Transport: tr, Timeout: timeout}).Get(args[0]); err != nil {
 					return err
 				}
 				if verbose {
@@ -620,6 +633,22 @@ func walletGetCmd() *cobra.Command {
 	c.Flags().String("book", "", "pay from this book only (a prefix of its id, from book list); default: the funded book with the most value left, then the next if a gate refuses it")
 	c.Flags().String("scheme", "auto", "the 402 scheme to pay in: payment (the HTTP Payment scheme, method ecoupon), ecoupon, or auto (payment when the site offers it)")
 	return c
+}
+
+// printMeterProgress shows on stderr what a metered response has been
+// paid and, at its end, what it was charged.
+func printMeterProgress(p wallet.MeterProgress) {
+	switch {
+	case p.Done:
+		fmt.Fprintf(os.Stderr, "> metered response ended (%s): charged %d unit(s) of %s; paid %d coupon(s) for %d unit(s) in %d top-up(s); the lane's credit is now %d coupon(s)\n",
+			p.End, p.Charged, p.Meter, p.Coupons, p.Units, p.TopUps, p.Credit)
+	case p.Err != "":
+		fmt.Fprintf(os.Stderr, "> top-up failed, the stream stops at what was paid: %s\n", p.Err)
+	case p.TopUps > 0:
+		fmt.Fprintf(os.Stderr, "> topped up: %d unit(s) of %s paid so far, %d coupon(s)\n", p.Units, p.Meter, p.Coupons)
+	default:
+		fmt.Fprintf(os.Stderr, "> paid a window of %d unit(s) of %s: %d coupon(s)\n", p.Units, p.Meter, p.Coupons)
+	}
 }
 
 // laneRanges writes lanes as "0-3,7".
@@ -1146,6 +1175,7 @@ func walletRouter(w *wallet.Wallet, hosts []string, laneWait time.Duration) (*wa
 			t, err := openTransport(w, e, hosts)
 			if err == nil {
 				t.LaneWait = laneWait
+				t.OnMeter = printMeterProgress
 			}
 			return t, err
 		})
