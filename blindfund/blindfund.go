@@ -21,6 +21,7 @@ package blindfund
 import (
 	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/sha3"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -202,6 +203,24 @@ func Blind(d *Denomination, book [32]byte, rnd io.Reader) (*Request, []byte, err
 	}
 	r.state = st
 	return r, blinded, nil
+}
+
+// labelSeed starts the stream of a seeded blinding.
+const labelSeed = "ecoupons blind seed v1"
+
+// BlindSeeded is Blind with its randomness (the message prefix, the PSS
+// salt, the blinding factor) drawn from SHAKE256(labelSeed ‖ seed): the
+// same seed gives the same request. A wallet stores a fresh random seed
+// with the book before it asks the broker, so that after a crash it can
+// blind again, retry the issuance (the broker answers a retry with the
+// same blind signature) and unblind the answer: a book paid for is never
+// lost. The seed is as secret as the blinding: whoever has it links the
+// book to the issuance.
+func BlindSeeded(d *Denomination, book [32]byte, seed [32]byte) (*Request, []byte, error) {
+	x := sha3.NewSHAKE256()
+	x.Write([]byte(labelSeed))
+	x.Write(seed[:])
+	return Blind(d, book, x)
 }
 
 // Sign is the broker's side: it signs a blinded message with a
