@@ -49,6 +49,7 @@ func init() {
 //	    nonce_ttl        <duration>
 //	    revocations      <url|file> ...
 //	    revocations_every <duration>
+//	    denominations    <url|file> ...
 //	    vendor_key       <pem file>
 //	    vendor_key_passphrase_file <file>
 //	    receipt_interval <duration>
@@ -261,6 +262,12 @@ func (g *Gate) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("revocations takes one or more URLs or files of signed revocation lists")
 			}
 			g.Revocations = append(g.Revocations, args...)
+		case "denominations":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.Errf("denominations takes one or more URLs or files of a broker's published denominations")
+			}
+			g.Denominations = append(g.Denominations, args...)
 		case "revocations_every":
 			var v string
 			if v, err = one(); err == nil {

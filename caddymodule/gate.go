@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ecoupons/ecoupons/blindfund"
 	"html/template"
 	"io"
 	"net"
@@ -22,6 +23,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -156,6 +158,14 @@ type Gate struct {
 	// revokes, at their next payment (402 revoked), marking them so in the
 	// store for every gate sharing it. Default: none.
 	Revocations []string `json:"revocations,omitempty"`
+	// Denominations are where the gate reads its brokers' denominations
+	// of anonymous books (their blind-signing keys, each certified by a
+	// broker key): http(s) URLs or files holding a GET /v1/denominations
+	// answer. They are read when a lane open names a denomination the gate
+	// does not know yet (at most every 5s). Default: the broker's
+	// /v1/denominations when broker is set; without either, anonymous
+	// books are refused (book_not_funded).
+	Denominations []string `json:"denominations,omitempty"`
 	// RevocationsEvery is how often the lists are fetched. Default 1m.
 	RevocationsEvery caddy.Duration `json:"revocations_every,omitempty"`
 	// VendorKey is a PEM file with the vendor's private key (Ed25519 or
@@ -199,10 +209,15 @@ type Gate struct {
 	SecretFile string `json:"secret_file,omitempty"`
 
 	brokers []*spki.PublicKey
-	unit    int64
-	store   store.Store
-	sigs    *sigCache
-	nonces  *nonceMaker
+	// denoms verifies anonymous books' blind funding proofs.
+	denoms *denominations
+	// anonHeld are the anonymous books registered at the broker by this
+	// process (book ID → struct{}).
+	anonHeld *sync.Map
+	unit     int64
+	store    store.Store
+	sigs     *sigCache
+	nonces   *nonceMaker
 	// core accepts the payments (lanes.Core): lane cache, rate limits,
 	// verification, compare-and-set, refunds, leases.
 	core  *lanes.Core
@@ -330,6 +345,8 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 	if g.sigs, err = newSigCache(); err != nil {
 		return err
 	}
+	g.denoms = g.newDenominations()
+	g.anonHeld = new(sync.Map)
 	if g.Broker != "" && g.vendorSigner != nil {
 		g.httpClient = &http.Client{Timeout: 30 * time.Second}
 		runCtx, stop := context.WithCancel(context.Background())
@@ -603,6 +620,10 @@ func reasonFor(err error) string {
 		{coupons.ErrBeyondLane, coupons.CodeBeyondLane},
 		{coupons.ErrBadCoupon, coupons.CodeBadCoupon},
 		{coupons.ErrCapExceeded, coupons.CodeCapExceeded},
+		{blindfund.ErrUnknownDenomination, coupons.CodeUnknownDenomination},
+		{blindfund.ErrWrongDenomination, coupons.CodeWrongDenomination},
+		{blindfund.ErrKeyExpired, coupons.CodeDenominationExpired},
+		{blindfund.ErrBadSignature, coupons.CodeBadBlindSignature},
 		{coupons.ErrBookNotFunded, coupons.CodeBookNotFunded},
 		{coupons.ErrWrongVendor, coupons.CodeWrongVendor},
 		{coupons.ErrBookExpired, coupons.CodeBookExpired},
@@ -616,6 +637,7 @@ func reasonFor(err error) string {
 		{coupons.ErrBadNonce, coupons.CodeBadNonce},
 		{coupons.ErrBadProof, coupons.CodeBadMerkleProof},
 		{coupons.ErrBadBook, coupons.CodeBadBook},
+		{coupons.ErrBadOpen, coupons.CodeBadOpen}, // parsed, but inconsistent
 	} {
 		if errors.Is(err, m.err) {
 			return m.code
@@ -1052,7 +1074,7 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		badRequest(w, coupons.CodeBadOpen, err)
 		return store.Record{}, fail
 	}
-	pol := &coupons.OpenPolicy{Vendor: g.Vendor, Brokers: g.brokers, Now: g.clock(), CheckNonce: g.nonces.check, Cache: g.sigs}
+	pol := &coupons.OpenPolicy{Vendor: g.Vendor, Brokers: g.brokers, Now: g.clock(), CheckNonce: g.nonces.check, Cache: g.sigs, Blind: g.denoms.set}
 	if g.revoked != nil {
 		err := g.revoked.fresh(o.Book.Book.Broker, g.clock())
 		if err != nil {
@@ -1112,21 +1134,27 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 			return store.Record{}, fail
 		}
 	}
-	if g.Mode != ModeOffline && stored == nil {
-		if status, err = g.askBroker(ctx, lane, o.Proof); err != nil {
-			var ref *brokerRefusal
-			if errors.As(err, &ref) {
-				gateMetrics.opens.WithLabelValues(g.Vendor, "broker_refused").Inc()
-				g.payRequired(w, ref.Code, "the broker refused this lane: "+ref.Reason, hintPay)
-				return store.Record{}, fail
-			}
-			gateMetrics.opens.WithLabelValues(g.Vendor, "broker_unavailable").Inc()
-			g.logger.Warn("could not ask the broker about a lane open", zap.String("mode", g.Mode), zap.Error(err))
-			w.Header().Set("Retry-After", "5")
-			writeJSON(w, http.StatusServiceUnavailable, problem{Error: coupons.CodeBrokerUnavailable,
-				Reason: "this gate validates lane opens with its broker (mode " + g.Mode + "), which could not be asked; lanes already open still work"})
+	if lane.Anonymous && g.httpClient != nil && stored == nil {
+		// The broker must hold an anonymous book to pay for it: the gate
+		// registers it before the lane takes a payment, in every mode.
+		err = g.registerAnonymous(ctx, o)
+	}
+	if g.Mode != ModeOffline && stored == nil && err == nil {
+		status, err = g.askBroker(ctx, lane, o.Proof)
+	}
+	if err != nil {
+		var ref *brokerRefusal
+		if errors.As(err, &ref) {
+			gateMetrics.opens.WithLabelValues(g.Vendor, "broker_refused").Inc()
+			g.payRequired(w, ref.Code, "the broker refused this lane: "+ref.Reason, hintPay)
 			return store.Record{}, fail
 		}
+		gateMetrics.opens.WithLabelValues(g.Vendor, "broker_unavailable").Inc()
+		g.logger.Warn("could not ask the broker about a lane open", zap.String("mode", g.Mode), zap.Error(err))
+		w.Header().Set("Retry-After", "5")
+		writeJSON(w, http.StatusServiceUnavailable, problem{Error: coupons.CodeBrokerUnavailable,
+			Reason: "this gate validates lane opens with its broker (mode " + g.Mode + ", or the first open of an anonymous book), which could not be asked; lanes already open still work"})
+		return store.Record{}, fail
 	}
 	if stored != nil {
 		return g.takeOver(ctx, w, lane.ID, *stored, meta, bookLevel(o), walk)
