@@ -102,6 +102,9 @@ var codeProblems = map[string]problemClass{
 	coupons.CodeBadBook:              {ProblemVerificationFailed, 402},
 	coupons.CodeLaneTooLong:          {ProblemVerificationFailed, 402},
 	coupons.CodeLaneReserved:         {ProblemVerificationFailed, 402},
+	coupons.CodeWrongDenomination:    {ProblemVerificationFailed, 402},
+	coupons.CodeDenominationExpired:  {ProblemVerificationFailed, 402},
+	coupons.CodeBadBlindSignature:    {ProblemVerificationFailed, 402},
 
 	coupons.CodeBadContentDigest:      {ProblemAboutBlank, 400},
 	coupons.CodeContentDigestRequired: {ProblemAboutBlank, 400},
