@@ -465,3 +465,49 @@ func TestMeteredSSEThroughWalletProxy(t *testing.T) {
 		})
 	}
 }
+
+// TestMeteredRespondPausesAtTheWindow: a body of respond, metered per 4
+// bytes with a window of 2 units, paid by a client that never tops up (a
+// raw client, in each scheme): it gets the 8 bytes it paid for, the body
+// pauses there and ends cleanly at the hold timeout, charged 2 units.
+func TestMeteredRespondPausesAtTheWindow(t *testing.T) {
+	w := newWorld(t, "news.example", t0Later())
+	tc := caddytest.NewTester(t)
+	tc.InitServer(caddyGlobals+"localhost:9080 {\n"+meterGate(w, "/r/*", "meter bytes 4\n\t\tmeter_window 2\n\t\tmeter_hold 300ms")+
+		"\trespond /r/* \"0123456789abcdef\" 200\n}\n", "caddyfile")
+	for k, scheme := range schemes {
+		t.Run(scheme, func(t *testing.T) {
+			c := newClient(t, tc, w.owner, uint32(k))
+			h := http.Header{}
+			if scheme == wallet.SchemePayment {
+				h.Set(payment.HeaderAcceptPayment, "ecoupon/session")
+			}
+			resp, body := do(t, tc, "GET", "/r/x", h)
+			if resp.StatusCode != 402 {
+				t.Fatalf("402: %d %s", resp.StatusCode, body)
+			}
+			c.nonce = nonceRe.FindStringSubmatch(resp.Header.Get("WWW-Authenticate"))[1]
+			pay := c.payment("GET", "/r/x", 2)
+			if scheme == wallet.SchemePayment {
+				cs, err := payment.ChallengesFromResponse(resp.Header)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ch := payment.SelectECoupon(cs, payment.IntentSession)
+				if ch == nil {
+					t.Fatalf("no session challenge on a metered route: %v", resp.Header.Values("WWW-Authenticate"))
+				}
+				pay = asPayment(t, pay, ch)
+			}
+			sresp := streamGet(t, "/r/x", pay)
+			got, err := io.ReadAll(sresp.Body)
+			sresp.Body.Close()
+			if err != nil || string(got) != "01234567" {
+				t.Fatalf("a window of 2 × 4 bytes: %q %v", got, err)
+			}
+			if sresp.Trailer.Get(coupons.HeaderCharged) != "2" || sresp.Trailer.Get(coupons.HeaderEnd) != coupons.EndHoldTimeout {
+				t.Errorf("trailers %v", sresp.Trailer)
+			}
+		})
+	}
+}
