@@ -308,7 +308,8 @@ type meterWriter struct {
 	end         string // how it ended (coupons.End…), "" while it runs
 	left        uint64 // bytes or events the units begun still pay for
 	scan        coupons.EventScanner
-	heldFor     time.Duration // seconds meter: time held, not charged
+	heldFor     time.Duration    // seconds meter: time held, not charged
+	now         func() time.Time // a test's clock (nil: time.Now)
 	// scanning: the event scanner runs (an events meter, or an event
 	// stream, where need-topup events go between blocks only).
 	scanning bool
@@ -434,9 +435,16 @@ func (mw *meterWriter) charged() uint32 {
 	return mw.s.charged
 }
 
+func (mw *meterWriter) clock() time.Time {
+	if mw.now != nil {
+		return mw.now()
+	}
+	return time.Now()
+}
+
 // unitsDue is the number of seconds-units the stream has run into.
 func (mw *meterWriter) unitsDue() uint32 {
-	run := time.Since(mw.started) - mw.heldFor
+	run := mw.clock().Sub(mw.started) - mw.heldFor
 	return uint32(uint64(run/time.Second)/mw.m.Per) + 1
 }
 
@@ -464,8 +472,8 @@ func (mw *meterWriter) begin() error {
 		}
 	}
 	_ = rc.Flush()
-	heldAt := time.Now()
-	defer func() { mw.heldFor += time.Since(heldAt) }()
+	heldAt := mw.clock()
+	defer func() { mw.heldFor += mw.clock().Sub(heldAt) }()
 	timer := time.NewTimer(mw.hold)
 	defer timer.Stop()
 	for {

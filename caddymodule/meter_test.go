@@ -511,3 +511,38 @@ func TestMeteredRespondPausesAtTheWindow(t *testing.T) {
 		})
 	}
 }
+
+// TestMeteredSecondsPaidByWalletTimer: a plain-text body streamed for
+// about 1.5 s, metered per second with a window of 1 unit, behind
+// reverse_proxy: the body gives the reader no event to react to, so the
+// wallet tops up on its timer (every half window); the reader gets the
+// whole body, charged for the seconds it ran (2, or a little more on a
+// loaded machine), and what was paid beyond comes back as credit.
+func TestMeteredSecondsPaidByWalletTimer(t *testing.T) {
+	w := newWorld(t, "news.example", t0Later())
+	up := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		rw.Header().Set("Content-Type", "text/plain")
+		rc := http.NewResponseController(rw)
+		for k := 0; k < 6; k++ {
+			fmt.Fprintf(rw, "line %d\n", k)
+			rc.Flush()
+			time.Sleep(250 * time.Millisecond)
+		}
+	}))
+	defer up.Close()
+	tc := caddytest.NewTester(t)
+	tc.InitServer(meterCaddyfile(w, up.URL, "meter seconds 1\n\t\tmeter_window 1\n\t\tmeter_hold 5s"), "caddyfile")
+	for k, scheme := range schemes {
+		t.Run(scheme, func(t *testing.T) {
+			tr, c, progress := meterWallet(t, w, scheme, uint32(k))
+			_, body, err := getAll(t, c, "http://localhost:9080/stream/slow")
+			if err != nil || strings.Count(string(body), "line ") != 6 {
+				t.Fatalf("body %q, %v", body, err)
+			}
+			last := progress()[len(progress())-1]
+			if last.Charged < 2 || last.Charged > 4 || last.TopUps < 1 || last.Units != last.Charged+last.Credit || uint64(last.Units) != tr.Spent() {
+				t.Fatalf("1.5 s metered per second: spent %d, progress %+v", tr.Spent(), last)
+			}
+		})
+	}
+}
