@@ -67,7 +67,7 @@ const (
 	// Accept-Payment.
 	SchemeECoupon = "ecoupon"
 	// SchemePayment answers only Payment challenges of method ecoupon,
-	// intent charge.
+	// intent charge (session on a metered route).
 	SchemePayment = "payment"
 )
 
@@ -137,7 +137,7 @@ func checkScheme(scheme string) error {
 // ChallengeFromResponse returns the challenge of a 402 response's header
 // to answer in scheme (SchemeAuto, SchemeECoupon, SchemePayment): with
 // SchemeAuto, the first Payment challenge of method ecoupon and intent
-// charge that has not expired and whose request decodes, else the ECoupon
+// charge or session that has not expired and whose request decodes, else the ECoupon
 // challenge. Errors match ErrBadChallenge (none usable) or
 // ErrUnknownScheme.
 func ChallengeFromResponse(h http.Header, scheme string) (*Challenge, error) {
@@ -167,7 +167,8 @@ func ecouponChallenge(h http.Header) (*Challenge, error) {
 }
 
 // paymentChallenge returns the terms of the first usable Payment challenge
-// of method ecoupon, intent charge, of a response's header.
+// of method ecoupon, intent charge or session (a metered route's: its
+// request has a meter), of a response's header.
 func paymentChallenge(h http.Header) (*Challenge, error) {
 	cs, _ := payment.ChallengesFromResponse(h) // malformed ones are left out
 	now := time.Now()
@@ -206,8 +207,9 @@ func nextChallenge(h http.Header, prev *Challenge) (*Challenge, error) {
 	return ecouponChallenge(h)
 }
 
-// offerPayment returns req with Accept-Payment: ecoupon/charge, unless
-// scheme is SchemeECoupon or the request states its own.
+// offerPayment returns req with Accept-Payment: ecoupon/charge,
+// ecoupon/session, unless scheme is SchemeECoupon or the request states
+// its own.
 func offerPayment(req *http.Request, scheme string) *http.Request {
 	if scheme == SchemeECoupon || req.Header.Get(payment.HeaderAcceptPayment) != "" {
 		return req
@@ -580,9 +582,10 @@ func (t *Transport) retire(l *lane) error {
 }
 
 // RoundTrip implements http.RoundTripper: it sends req (with
-// Accept-Payment: ecoupon/charge unless Scheme is SchemeECoupon); on a 402
-// whose challenge it can answer in its Scheme it pays on a lane of its own
-// and sends req once more.
+// Accept-Payment: ecoupon/charge, ecoupon/session unless Scheme is
+// SchemeECoupon); on a 402 whose challenge it can answer in its Scheme it
+// pays on a lane of its own and sends req once more. The body of a
+// metered response tops up as it is read (meteredBody).
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	base := t.Base
 	if base == nil {
