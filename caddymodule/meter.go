@@ -210,6 +210,24 @@ func (t *sessionTable) find(vendor string, lane coupons.LaneID) *session {
 // errHoldTimeout ends a stream held longer than the route's hold.
 var errHoldTimeout = errors.New("ecoupon: the stream's window is spent and no top-up came within meter_hold")
 
+// topupByHead takes a paid HEAD of a metered resource, on a lane with a
+// metered response of this route in flight, as a top-up of that response
+// (as the session drafts allow): the window held goes to the response,
+// and the HEAD is answered 200 with ECoupon-Window (the units added) and
+// no body. It reports whether it did.
+func (g *Gate) topupByHead(w http.ResponseWriter, r *http.Request, id coupons.LaneID, held uint32) bool {
+	if r.Method != http.MethodHead {
+		return false
+	}
+	s := sessions.find(g.Vendor, id)
+	if s == nil || s.g != g || !s.add(held/g.Price) {
+		return false // a HEAD of its own: served (and credited back) as any metered response
+	}
+	setUint(w.Header(), keyWindow, uint64(held/g.Price))
+	w.WriteHeader(http.StatusOK)
+	return true
+}
+
 // serveMetered serves a metered request whose payment held held coupons
 // (res.Held): the next handler writes through a meterWriter; when it
 // returns (or panics, as reverse_proxy does to abort a response whose

@@ -139,9 +139,10 @@ func (c *client) topup(t *testing.T, n int) (*http.Response, string) {
 // reverse_proxy, metered per event at one coupon, a window of 3: the
 // client gets exactly the 3 events it paid for, then a need-topup event
 // naming its lane and what to pay, and the stream waits; a top-up of 3
-// coupons on the same lane resumes it for 3 more events; a client that
-// never tops up again gets nothing more, and the stream ends cleanly at
-// the hold timeout, its trailers saying 6 units were charged.
+// coupons on the same lane resumes it for 3 more events, and so does a
+// paid HEAD of the resource; a client that never tops up again gets
+// nothing more, and the stream ends cleanly at the hold timeout, its
+// trailers saying 9 units were charged.
 func TestMeteredSSEHoldsAndResumesOnTopup(t *testing.T) {
 	w := newWorld(t, "news.example", t0Later())
 	up := sseUpstream(t)
@@ -187,6 +188,11 @@ func TestMeteredSSEHoldsAndResumesOnTopup(t *testing.T) {
 		t.Fatalf("top-up answer: %s", tbody)
 	}
 	expect(4, 6)
+	// A paid HEAD of the resource on the same lane tops up as well.
+	if hresp, _ := do(t, tc, "HEAD", "/stream/20", c.payment("HEAD", "/stream/20", 3)); hresp.StatusCode != 200 || hresp.Header.Get(coupons.HeaderWindow) != "3" {
+		t.Fatalf("top-up by HEAD: %d %v", hresp.StatusCode, hresp.Header)
+	}
+	expect(7, 9)
 	// No more top-ups: nothing more, and a clean end at the hold timeout.
 	start := time.Now()
 	rest, err := io.ReadAll(br)
@@ -199,8 +205,8 @@ func TestMeteredSSEHoldsAndResumesOnTopup(t *testing.T) {
 	if d := time.Since(start); d < 800*time.Millisecond || d > 5*time.Second {
 		t.Errorf("the held stream ended after %v, meter_hold 1s", d)
 	}
-	if got := sresp.Trailer.Get(coupons.HeaderCharged); got != "6" {
-		t.Errorf("trailer %s %q, want 6", coupons.HeaderCharged, got)
+	if got := sresp.Trailer.Get(coupons.HeaderCharged); got != "9" {
+		t.Errorf("trailer %s %q, want 9", coupons.HeaderCharged, got)
 	}
 	if got := sresp.Trailer.Get(coupons.HeaderEnd); got != coupons.EndHoldTimeout {
 		t.Errorf("trailer %s %q", coupons.HeaderEnd, got)
