@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"net/http"
 	"path/filepath"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/delegation"
 	"github.com/ecoupons/ecoupons/spki"
+	"github.com/ecoupons/ecoupons/wallet"
 )
 
 // anonWorld is a brokerWorld with a denomination of 0.192 EUR (the face
@@ -224,5 +226,67 @@ func TestAnonymousPortionPaysAtGate(t *testing.T) {
 	}
 	if n, err := g.redeemOnce(context.Background()); err != nil || n != 1 {
 		t.Fatalf("redeemed %d lanes: %v", n, err)
+	}
+}
+
+// TestWalletAnonymousBookPays: the wallet's Go API makes an anonymous
+// book (a fresh owner key, stored with the book before anything is paid),
+// blinds it for the broker, keeps the unblinded proof, lists it as an
+// anonymous funded book, and pays a semi gate with it over HTTP. The
+// request is the same after a "crash" (the broker answers the retried
+// issuance with the same signature, debiting once).
+func TestWalletAnonymousBookPays(t *testing.T) {
+	aw := newAnonWorld(t)
+	w, err := wallet.Init(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Config.Broker, w.Config.BrokerKey = aw.srv.URL, string(spki.Advanced(aw.b.PublicKey().Sexp()))
+	id, err := w.NewAnonymousBook(wallet.AnonymousParams{Vendor: "news.example", Lanes: 3, Length: 64, Unit: 1_000_000,
+		NotAfter: time.Now().Add(24 * time.Hour), Denomination: aw.denom.Denomination}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.NewAnonymousBook(wallet.AnonymousParams{Vendor: "news.example", Lanes: 4, Length: 64, Unit: 1_000_000,
+		NotAfter: time.Now().Add(24 * time.Hour), Denomination: aw.denom.Denomination}, nil); err == nil {
+		t.Fatal("a book of another face value than its denomination's was made")
+	}
+	books, _ := w.Books()
+	if len(books) != 1 || !books[0].Anonymous() || books[0].Funded() || books[0].Holder.Book.Book.Owner == w.PublicKey().Hash() {
+		t.Fatalf("the stored anonymous book: %+v", books)
+	}
+	denom, blinded, issue, err := w.AnonymousRequest(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := aw.balance(t, aw.acct)
+	sig, err := aw.b.IssueAnonymous(context.Background(), aw.alice.Hash(), aw.acct, denom, blinded, issue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, again, issue2, _ := w.AnonymousRequest(id) // after a crash
+	sig2, err := aw.b.IssueAnonymous(context.Background(), aw.alice.Hash(), aw.acct, denom, again, issue2)
+	if err != nil || string(sig2) != string(sig) || before-aw.balance(t, aw.acct) != anonFace {
+		t.Fatalf("the retried issuance: %v, debited %d", err, before-aw.balance(t, aw.acct))
+	}
+	if err := w.SaveBlindSignature(id, sig2); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := w.BooksFor("news.example")
+	if err != nil || len(entries) != 1 || !entries[0].Funded() || !entries[0].Anonymous() || entries[0].Holder.User != nil {
+		t.Fatalf("the funded anonymous book: %v %+v", err, entries)
+	}
+	g := aw.gate(t, ModeSemi, filepath.Join(aw.dir, "secret"))
+	srv := gateServer(t, g)
+	tr, err := wallet.NewTransport(entries[0].Holder)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := 0; k < 3; k++ {
+		resp, err := (&http.Client{Transport: tr}).Get(srv.URL + "/premium/a")
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("payment %d: %v %v", k, err, resp)
+		}
+		resp.Body.Close()
 	}
 }
