@@ -27,8 +27,12 @@ type anonWorld struct {
 
 const anonFace = 192_000_000
 
-func newAnonWorld(t *testing.T) *anonWorld {
-	bw := newBrokerWorld(t)
+func newAnonWorld(t *testing.T) *anonWorld { return newAnonWorldOn(t, "") }
+
+// newAnonWorldOn is newAnonWorld with the broker's database at pgURL
+// (newBrokerWorldOn).
+func newAnonWorldOn(t *testing.T, pgURL string) *anonWorld {
+	bw := newBrokerWorldOn(t, pgURL)
 	d, err := bw.b.NewDenomination(context.Background(), anonFace, "EUR", time.Now().Add(-time.Hour), time.Now().Add(48*time.Hour))
 	if err != nil {
 		t.Fatal(err)
@@ -47,6 +51,12 @@ func newAnonWorld(t *testing.T) *anonWorld {
 // certificate, and no user certificate.
 func (aw *anonWorld) anonBook(t *testing.T, lanes uint32, notAfter time.Time, issue string) (*delegation.Holder, *blindfund.Proof) {
 	t.Helper()
+	return aw.anonBookFrom(t, aw.alice.Hash(), aw.acct, lanes, notAfter, issue)
+}
+
+// anonBookFrom is anonBook paid by account, whose owner's key is payer.
+func (aw *anonWorld) anonBookFrom(t *testing.T, payer spki.KeyHash, account string, lanes uint32, notAfter time.Time, issue string) (*delegation.Holder, *blindfund.Proof) {
+	t.Helper()
 	_, fresh, _ := ed25519.GenerateKey(rand.Reader)
 	fp, _ := spki.NewPublicKey(fresh.Public())
 	bk, sec, anchors, err := coupons.Create(coupons.Params{Vendor: "news.example", Broker: aw.b.PublicKey().Hash(), Owner: fp.Hash(),
@@ -58,7 +68,7 @@ func (aw *anonWorld) anonBook(t *testing.T, lanes uint32, notAfter time.Time, is
 	if err != nil {
 		t.Fatal(err)
 	}
-	proof := aw.blindSign(t, bk.ID(), issue)
+	proof := aw.blindSign(t, payer, account, bk.ID(), issue)
 	h, err := delegation.NewOwner(sb, nil, sec, anchors, fresh)
 	if err != nil {
 		t.Fatal(err)
@@ -67,12 +77,12 @@ func (aw *anonWorld) anonBook(t *testing.T, lanes uint32, notAfter time.Time, is
 	return h, proof
 }
 
-func (aw *anonWorld) blindSign(t *testing.T, book [32]byte, issue string) *blindfund.Proof {
+func (aw *anonWorld) blindSign(t *testing.T, payer spki.KeyHash, account string, book [32]byte, issue string) *blindfund.Proof {
 	req, blinded, err := blindfund.Blind(aw.denom.Denomination, book, rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sig, err := aw.b.IssueAnonymous(context.Background(), aw.alice.Hash(), aw.acct, aw.denom.ID(), blinded, issue)
+	sig, err := aw.b.IssueAnonymous(context.Background(), payer, account, aw.denom.ID(), blinded, issue)
 	if err != nil {
 		t.Fatal(err)
 	}
