@@ -256,12 +256,14 @@ func BenchmarkBlindSign(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	base := testutil.Ed25519VerifyNs()
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := Sign(sk, blinded); err != nil {
 			b.Fatal(err)
 		}
 	}
+	testutil.ReportEd25519Multiple(b, base)
 }
 
 // BenchmarkVerifyProof is a gate's cold check of an anonymous book's
@@ -271,12 +273,14 @@ func BenchmarkVerifyProof(b *testing.B) {
 	book := [32]byte{1}
 	p := fund(b, d, sk, book)
 	now := t0.Add(time.Hour)
+	base := testutil.Ed25519VerifyNs()
 	b.ReportAllocs()
 	for b.Loop() {
 		if err := p.Verify(d, book, face, "EUR", now, now); err != nil {
 			b.Fatal(err)
 		}
 	}
+	testutil.ReportEd25519Multiple(b, base)
 }
 
 // TestBlindSeededRepeats: a request blinded from a stored seed is the
