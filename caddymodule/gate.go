@@ -196,6 +196,13 @@ type Gate struct {
 	// 1: every coupon is durable before its request is served. Shared
 	// stores (redis) always store every coupon. Default 32.
 	Lease uint32 `json:"lease,omitempty"`
+	// Meter, when set, meters the response instead of charging per
+	// request: price is then the coupons of one unit (so many bytes, SSE
+	// events or seconds), a payment pre-pays a window of units, and
+	// clients top up on the same lane while the response flows
+	// (docs/PROTOCOL.md §14 Sessions). Default: none (charged per
+	// request).
+	Meter *MeterConfig `json:"meter,omitempty"`
 	// SecretFile holds the key of challenge nonces (created with 32 random
 	// bytes if missing). Default: ecoupons/<vendor>.secret in Caddy's data
 	// directory.
@@ -373,6 +380,9 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 	}
 	g.challenge = challenge{Realm: g.Vendor, Vendor: g.Vendor, Price: g.Price, Unit: coupons.FormatAmount(g.unit), Currency: g.Currency, Broker: g.Broker,
 		Store: publicStoreID(storeID)}
+	if m := g.meter(); m != nil {
+		g.challenge.Meter, g.challenge.Window = m.String(), g.Meter.Window
+	}
 	// The Payment scheme beside ECoupon (paymentscheme.go).
 	if g.pay, err = newPaymentScheme(secret, &g.challenge, time.Duration(g.NonceTTL), g.logger); err != nil {
 		return fmt.Errorf("ecoupon: payment scheme: %w", err)
@@ -494,6 +504,9 @@ func (g *Gate) defaults() {
 	if len(g.Revocations) > 0 && g.RevocationsEvery == 0 {
 		g.RevocationsEvery = caddy.Duration(time.Minute)
 	}
+	if g.Meter != nil {
+		g.Meter.defaults()
+	}
 	if g.SecretFile == "" && g.Vendor != "" {
 		g.SecretFile = filepath.Join(g.dataDir(), g.Vendor+".secret")
 	}
@@ -550,6 +563,9 @@ func (g *Gate) check() error {
 		return checkCORSOrigins(g.CORSOrigins)
 	case !validRouteName(g.Name):
 		return fmt.Errorf("ecoupon: name %q: a route name is at most 64 letters, digits, '-', '_' or '.'", g.Name)
+	}
+	if err := g.checkMeter(); err != nil {
+		return err
 	}
 	unit, err := coupons.ParseAmount(g.Unit)
 	if err != nil {
@@ -686,6 +702,9 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	if !g.respondPaid(w, &p, &res) {
 		return nil
 	}
+	if g.Meter != nil {
+		return g.serveMetered(w, r, next, p.Lane, res.Held)
+	}
 	return g.serveUpstream(w, r, next, p.Lane)
 }
 
@@ -698,6 +717,9 @@ func (g *Gate) serveWellKnown(w http.ResponseWriter, r *http.Request) bool {
 	switch {
 	case r.URL.Path == OpenPath:
 		_ = g.serveOpen(w, r)
+		return true
+	case r.URL.Path == coupons.TopupPath:
+		g.serveTopup(w, r)
 		return true
 	case r.URL.Path == VendorPath && r.Method == http.MethodGet:
 		if g.receipts == nil {
@@ -712,7 +734,7 @@ func (g *Gate) serveWellKnown(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	}
 	writeJSON(w, http.StatusNotFound, problem{Error: coupons.CodeNotFound,
-		Reason: "the gate serves " + OpenPath + " and " + VendorPath + " under " + wellKnownPrefix + "; nothing else"})
+		Reason: "the gate serves " + OpenPath + ", " + coupons.TopupPath + " and " + VendorPath + " under " + wellKnownPrefix + "; nothing else"})
 	return true
 }
 
@@ -725,6 +747,10 @@ func (g *Gate) parsePayment(w http.ResponseWriter, r *http.Request, p *coupons.P
 		return false
 	}
 	if auth == "" || !hasScheme(auth, coupons.Scheme) {
+		if g.Meter != nil {
+			g.payRequired(w, coupons.CodePaymentRequired, g.meterHint(), hintPay)
+			return false
+		}
 		g.payRequired(w, coupons.CodePaymentRequired, fmt.Sprintf("this resource costs %d coupon(s) of %s %s", g.Price, g.challenge.Unit, g.Currency), hintPay)
 		return false
 	}
@@ -746,7 +772,7 @@ func (g *Gate) accept(w http.ResponseWriter, r *http.Request, p *coupons.Payment
 	ctx := r.Context()
 	doc := headerValue(r.Header, keyOpen)
 	pay := lanes.Payment{Coupon: *p, Request: coupons.Request{Method: r.Method, Host: strings.ToLower(r.Host),
-		Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Range: rangeHeader(r.Header)}, Now: now}
+		Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Range: rangeHeader(r.Header)}, Now: now, Hold: g.holdCoupons()}
 	if body.has {
 		pay.Request.ContentDigest = body.sum[:]
 	}

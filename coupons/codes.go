@@ -141,6 +141,10 @@ const (
 	// CodeUnknownCommitment is sent by the gate (404) for a receipt chain it
 	// does not keep.
 	CodeUnknownCommitment = "unknown_commitment"
+	// CodeNoSession is sent by the gate (409) to a top-up (TopupPath) on a
+	// lane with no metered response in flight at this gate; no coupon of it
+	// was accepted.
+	CodeNoSession = "no_session"
 
 	// The broker's API (docs/PROTOCOL.md §16); the gate passes the broker's
 	// refusal of a lane on to the client (402).
