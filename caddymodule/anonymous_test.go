@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"net/http"
 	"path/filepath"
+	"regexp"
 	"testing"
 	"time"
 
@@ -298,5 +299,42 @@ func TestWalletAnonymousBookPays(t *testing.T) {
 			t.Fatalf("payment %d: %v %v", k, err, resp)
 		}
 		resp.Body.Close()
+	}
+}
+
+// TestAnonymousBookTheftEvidence: a coupon of an anonymous book spent by a
+// thief (who did not know the next chain value) is found by the gate when
+// the holder's next payment reveals it, sent with the lane's redemption,
+// and recorded by the broker against the book, whose account is the
+// anonymous pool: the broker's administrators see it, and it names no
+// reader's account.
+func TestAnonymousBookTheftEvidence(t *testing.T) {
+	ctx := context.Background()
+	aw := newAnonWorld(t)
+	h, _ := aw.anonBook(t, 3, time.Now().Add(24*time.Hour), "i-1")
+	g := aw.gate(t, ModeOffline, filepath.Join(aw.dir, "secret"))
+	c := newClient(t, nil, h, 1)
+	for k := 0; k < 2; k++ {
+		if rec := payOn(t, g, c); rec.Code != 200 {
+			t.Fatalf("payment %d: %d %s", k, rec.Code, rec.Body)
+		}
+	}
+	stolen := c.payment("GET", "/premium/x", 1)
+	stolen.Set("Authorization", regexp.MustCompile(`m=[A-Za-z0-9_-]+`).ReplaceAllString(stolen.Get("Authorization"), "m=AAAAAAAAAAAAAAAAAAAAAA"))
+	if rec := serve(g, "GET", "/premium/x", stolen); rec.Code != 200 {
+		t.Fatalf("the stolen coupon: %d %s", rec.Code, rec.Body)
+	}
+	if rec := payOn(t, g, c); rec.Code != 200 {
+		t.Fatalf("the holder's next payment: %d %s", rec.Code, rec.Body)
+	}
+	if n, err := g.redeemOnce(ctx); err != nil || n != 1 {
+		t.Fatalf("redemption with evidence: %d %v", n, err)
+	}
+	all, err := aw.b.AllThefts(ctx, 10)
+	if err != nil || len(all) != 1 || all[0].Lane.Book != h.Book.Book.ID() || all[0].Index != 3 || all[0].Account != "anon:EUR" {
+		t.Fatalf("thefts the broker recorded: %+v %v", all, err)
+	}
+	if mine, err := aw.b.Thefts(ctx, aw.alice.Hash()); err != nil || len(mine) != 0 {
+		t.Fatalf("alice's thefts name the anonymous book: %+v %v", mine, err)
 	}
 }
