@@ -533,7 +533,7 @@ func (b *browser) status(args []js.Value) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		out.Limits = append(out.Limits, limitView{Host: l.Host, Per: l.Period.String(), Max: coupons.FormatAmount(l.Max),
+		out.Limits = append(out.Limits, limitView{Host: l.Host, Per: periodName(l.Period), Max: coupons.FormatAmount(l.Max),
 			Spent: coupons.FormatAmount(spent), Currency: l.Currency})
 	}
 	if raw, err := b.fs.ReadFile(paymentsFile); err == nil {
@@ -553,6 +553,19 @@ func (b *browser) status(args []js.Value) (any, error) {
 		out.Receipts = out.Receipts[len(out.Receipts)-100:]
 	}
 	return toJS(out)
+}
+
+// periodName says a limit's period as the wallet page offers it.
+func periodName(d time.Duration) string {
+	switch d {
+	case time.Hour:
+		return "hour"
+	case 24 * time.Hour:
+		return "day"
+	case 7 * 24 * time.Hour:
+		return "week"
+	}
+	return d.String()
 }
 
 // setPaused(bool): a paused wallet pays nothing.

@@ -31,6 +31,7 @@
   };
   const when = (t) => new Date(t).toLocaleString();
   let paused = false;
+  let refreshed = false;
 
   async function refresh() {
     if (!(await ecoupons.enabled())) return;
@@ -46,6 +47,9 @@
     $('bw-enable').hidden = true;
     $('state').textContent = s.paused ? 'Paused: this browser pays nothing.' : 'On: this browser pays this site\'s paywalls from its grants.';
     $('pause').textContent = s.paused ? 'Resume payments' : 'Pause payments';
+    // Once coupons are in, the pairing panel folds away (still there).
+    if ((s.grants || []).length && !refreshed) $('bw-pair').open = false;
+    refreshed = true;
     const bal = Object.entries(s.balance || {}).map(([c, v]) => v + ' ' + c);
     $('balance').textContent = bal.length ? bal.join(', ') : 'nothing yet (import a grant)';
     fill('grants', s.grants || [], (tr, g) => {
