@@ -29,6 +29,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/ecoupons/ecoupons/brokerapi"
+	"github.com/ecoupons/ecoupons/caddymodule/browserwallet"
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/keyfile"
 	"github.com/ecoupons/ecoupons/lanes"
@@ -732,9 +733,11 @@ func (g *Gate) serveWellKnown(w http.ResponseWriter, r *http.Request) bool {
 		w.Header().Set("Allow", "GET")
 		writeJSON(w, http.StatusMethodNotAllowed, problem{Error: coupons.CodeMethodNotAllowed, Reason: VendorPath + " takes GET"})
 		return true
+	case browserwallet.Serve(w, r, strings.TrimPrefix(r.URL.Path, wellKnownPrefix)):
+		return true // the browser wallet's files
 	}
 	writeJSON(w, http.StatusNotFound, problem{Error: coupons.CodeNotFound,
-		Reason: "the gate serves " + OpenPath + ", " + coupons.TopupPath + " and " + VendorPath + " under " + wellKnownPrefix + "; nothing else"})
+		Reason: "the gate serves " + OpenPath + ", " + coupons.TopupPath + ", " + VendorPath + " and the browser wallet (" + wellKnownPrefix + "wallet) under " + wellKnownPrefix + "; nothing else"})
 	return true
 }
 

@@ -711,14 +711,19 @@ func walletDeviceCmd() *cobra.Command {
 			}
 			name, _ := cmd.Flags().GetString("name")
 			out, _ := cmd.Flags().GetString("output")
+			code, _ := cmd.Flags().GetBool("pairing-code")
 			d, err := w.Device(name)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(os.Stderr, "device %q, fingerprint %s: compare it with the owner's before they delegate\n", name, d.Fingerprint().ID())
+			if code {
+				return writeOut(out, append(spki.Transport(d.Sexp()), '\n'))
+			}
 			return writeOut(out, append(spki.AdvancedIndent(d.Sexp()), '\n'))
 		})}
 	c.Flags().String("name", "device", "a name for this device")
+	c.Flags().Bool("pairing-code", false, "print the identity on one line, as the browser wallet shows it (delegate --to takes it as it is)")
 	c.Flags().StringP("output", "o", "", "write to this file instead of stdout")
 	return c
 }
@@ -772,15 +777,7 @@ be reclaimed: revoke the grant instead.`,
 					return walletErr{exitUsage, err}
 				}
 			}
-			db, err := os.ReadFile(to)
-			if err != nil {
-				return err
-			}
-			x, err := spki.Parse(db)
-			if err != nil {
-				return fmt.Errorf("device %s: %w", to, err)
-			}
-			dev, err := delegation.ParseDevice(x)
+			dev, err := deviceArg(to)
 			if err != nil {
 				return err
 			}
@@ -816,7 +813,7 @@ be reclaimed: revoke the grant instead.`,
 			}
 			return writeOut(out, append(spki.Transport(g.Sexp()), '\n'))
 		})}
-	c.Flags().String("to", "", "the device identity file (from: ecoupons wallet device)")
+	c.Flags().String("to", "", "the device: its identity file (from: ecoupons wallet device), or a pairing code ({…}, as the browser wallet shows it)")
 	c.Flags().String("book", "", "the book (a prefix of its id in hex, from book list; optional with one book)")
 	c.Flags().String("lanes", "", "lanes to grant, A-B")
 	c.Flags().Bool("propagate", false, "let the device sub-delegate")
@@ -824,6 +821,30 @@ be reclaimed: revoke the grant instead.`,
 	c.Flags().String("cap", "", "most the device may spend, in the book's currency: it gets portions of lanes (see above)")
 	c.Flags().StringP("output", "o", "", "write the grant to this file instead of stdout")
 	return c
+}
+
+// deviceArg reads delegate's --to: a pairing code (the device identity in
+// transport form, {…}, as the browser wallet and device --pairing-code
+// show it) or the name of a file holding the identity in any form.
+func deviceArg(to string) (*delegation.Device, error) {
+	doc := []byte(strings.TrimSpace(to))
+	what := "pairing code"
+	if !bytes.HasPrefix(doc, []byte("{")) {
+		b, err := os.ReadFile(to)
+		if err != nil {
+			return nil, walletErr{exitUsage, fmt.Errorf("--to %s: neither a pairing code ({…}) nor a device file: %w", to, err)}
+		}
+		doc, what = b, "device "+to
+	}
+	x, err := spki.Parse(doc)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	dev, err := delegation.ParseDevice(x)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return dev, nil
 }
 
 func walletImportCmd() *cobra.Command {
