@@ -21,6 +21,7 @@ package blindfund
 import (
 	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/sha3"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -204,6 +205,24 @@ func Blind(d *Denomination, book [32]byte, rnd io.Reader) (*Request, []byte, err
 	return r, blinded, nil
 }
 
+// labelSeed starts the stream of a seeded blinding.
+const labelSeed = "ecoupons blind seed v1"
+
+// BlindSeeded is Blind with its randomness (the message prefix, the PSS
+// salt, the blinding factor) drawn from SHAKE256(labelSeed ‖ seed): the
+// same seed gives the same request. A wallet stores a fresh random seed
+// with the book before it asks the broker, so that after a crash it can
+// blind again, retry the issuance (the broker answers a retry with the
+// same blind signature) and unblind the answer: a book paid for is never
+// lost. The seed is as secret as the blinding: whoever has it links the
+// book to the issuance.
+func BlindSeeded(d *Denomination, book [32]byte, seed [32]byte) (*Request, []byte, error) {
+	x := sha3.NewSHAKE256()
+	x.Write([]byte(labelSeed))
+	x.Write(seed[:])
+	return Blind(d, book, x)
+}
+
 // Sign is the broker's side: it signs a blinded message with a
 // denomination's private key (and must debit the reader's account by
 // the denomination's face value in the same transaction).
@@ -236,7 +255,7 @@ type Proof struct {
 // Sexp is the proof as a book carries it: (ecoupon-blind-funding
 // (denomination |id|) (prefix |32 bytes|) (signature |…|)).
 func (p *Proof) Sexp() spki.List {
-	return spki.L("ecoupon-blind-funding", spki.L("denomination", p.Denomination[:]), spki.L("prefix", p.Prefix[:]),
+	return spki.L(coupons.BlindFundingHead, spki.L("denomination", p.Denomination[:]), spki.L("prefix", p.Prefix[:]),
 		spki.L("signature", p.Signature))
 }
 
@@ -249,8 +268,13 @@ func ParseProof(b []byte) (*Proof, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrFormat, err)
 	}
+	return ProofFromSexp(x)
+}
+
+// ProofFromSexp reads a parsed proof (as a lane open carries it).
+func ProofFromSexp(x spki.Sexp) (*Proof, error) {
 	l, ok := x.(spki.List)
-	if !ok || !l.Is("ecoupon-blind-funding") || len(l) != 4 {
+	if !ok || !l.Is(coupons.BlindFundingHead) || len(l) != 4 {
 		return nil, fmt.Errorf("%w: not an (ecoupon-blind-funding (denomination) (prefix) (signature))", ErrFormat)
 	}
 	var p Proof
@@ -286,6 +310,23 @@ func ParseProof(b []byte) (*Proof, error) {
 // Verify checks that p funds the book book, of face value face (billionths
 // of currency) expiring at bookNotAfter, under d, at now.
 func (p *Proof) Verify(d *Denomination, book [32]byte, face int64, currency string, bookNotAfter, now time.Time) error {
+	if err := p.checkTerms(d, face, currency, bookNotAfter, now); err != nil {
+		return err
+	}
+	v, err := blindrsa.NewVerifier(Variant, d.Key)
+	if err != nil {
+		return err
+	}
+	prepared := append(p.Prefix[:len(p.Prefix):len(p.Prefix)], message(p.Denomination, book)...)
+	if err := v.Verify(prepared, p.Signature); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadSignature, err)
+	}
+	return nil
+}
+
+// checkTerms checks what a proof's signature does not: the denomination
+// named, the book's face value and currency, and the periods.
+func (p *Proof) checkTerms(d *Denomination, face int64, currency string, bookNotAfter, now time.Time) error {
 	switch {
 	case p.Denomination != d.ID():
 		return fmt.Errorf("%w: the proof names another denomination", ErrWrongDenomination)
@@ -297,14 +338,6 @@ func (p *Proof) Verify(d *Denomination, book [32]byte, face int64, currency stri
 	case bookNotAfter.After(d.NotAfter):
 		return fmt.Errorf("%w: the book expires %s, after its denomination's key (%s)", ErrKeyExpired,
 			bookNotAfter.Format(time.RFC3339), d.NotAfter.Format(time.RFC3339))
-	}
-	v, err := blindrsa.NewVerifier(Variant, d.Key)
-	if err != nil {
-		return err
-	}
-	prepared := append(p.Prefix[:len(p.Prefix):len(p.Prefix)], message(p.Denomination, book)...)
-	if err := v.Verify(prepared, p.Signature); err != nil {
-		return fmt.Errorf("%w: %v", ErrBadSignature, err)
 	}
 	return nil
 }

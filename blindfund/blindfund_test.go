@@ -278,3 +278,37 @@ func BenchmarkVerifyProof(b *testing.B) {
 		}
 	}
 }
+
+// TestBlindSeededRepeats: a request blinded from a stored seed is the
+// same after a crash (same blinded message, so the broker's retry answer
+// unblinds), and another seed gives an unlinkable one.
+func TestBlindSeededRepeats(t *testing.T) {
+	d, sk := denom(t, "seeded")
+	book := [32]byte{7}
+	seed := [32]byte{1, 2, 3}
+	r1, b1, err := BlindSeeded(d, book, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs, err := Sign(sk, b1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, b2, err := BlindSeeded(d, book, seed)
+	if err != nil || !bytes.Equal(b1, b2) {
+		t.Fatalf("the same seed blinds differently: %v", err)
+	}
+	p, err := r2.Finish(bs) // the request rebuilt after the "crash"
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Verify(d, book, face, "EUR", t0.AddDate(0, 1, 0), t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r1.Finish(bs); err != nil {
+		t.Fatal(err)
+	}
+	if _, b3, _ := BlindSeeded(d, book, [32]byte{9}); bytes.Equal(b1, b3) {
+		t.Fatal("another seed gives the same blinded message")
+	}
+}

@@ -22,8 +22,11 @@ import (
 // Anonymous books (issue 18): the broker blind-signs a reader's book
 // under a denomination key and debits the reader's account by the
 // denomination's face value into the currency's anonymous pool; it never
-// sees the book it funded. This file holds the denominations and the
-// issuance; gates' acceptance and redemption from the pool come later.
+// sees the book it funded. This file holds the denominations, the
+// issuance, the registration of an anonymous book (by its vendor's gate,
+// moving its face value from the pool to the book's escrow, from which
+// redemption pays as for any book) and the refund of an expired book's
+// unspent value to any account, proven by the book's owner key.
 
 func init() {
 	addMigration(13, `CREATE TABLE IF NOT EXISTS denominations (
@@ -60,13 +63,19 @@ var (
 	ErrNoDenomination = errors.New("broker: no such denomination, or not issuing now")
 	// ErrIssueReplay means an issuance id reused for another request.
 	ErrIssueReplay = errors.New("broker: issuance id reused for another request")
+	// ErrBlindFunding means an anonymous book whose blind funding proof
+	// does not hold (altered book, another denomination, expired key).
+	ErrBlindFunding = errors.New("broker: the anonymous book's funding proof does not hold")
+	// ErrRefunded means a second refund of an anonymous book.
+	ErrRefunded = errors.New("broker: the anonymous book was refunded already")
+	// ErrNotExpired means a refund asked before the book's expiry and its
+	// redemption grace (ReleaseGrace) have passed.
+	ErrNotExpired = errors.New("broker: the book may still be redeemed")
 )
 
 // DenominationTag is the tag of the broker's certificate on a
 // denomination (its subject is the denomination's ID as a hash).
-func DenominationTag(d *blindfund.Denomination) (*spki.Tag, error) {
-	return spki.ParseTag(spki.L("ecoupon-denomination", spki.L("face", coupons.FormatAmount(d.Face)), spki.L("currency", d.Currency)))
-}
+func DenominationTag(d *blindfund.Denomination) (*spki.Tag, error) { return blindfund.Tag(d) }
 
 // Denomination is a published denomination and the broker's certificate
 // on it: gates trust the denomination's key through the broker's.
@@ -285,4 +294,235 @@ func (a *API) postDenomination(ctx context.Context, caller *spki.PublicKey, body
 	}
 	id := d.ID()
 	return http.StatusCreated, map[string]string{"id": base64.RawURLEncoding.EncodeToString(id[:]), "denomination": string(spki.Transport(d.Sexp()))}, nil
+}
+
+// denomination reads a denomination this broker made, by ID.
+func (b *Broker) denomination(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, id [32]byte) (*blindfund.Denomination, error) {
+	var doc string
+	err := q.QueryRowContext(ctx, `SELECT doc FROM denominations WHERE id = $1`, hex.EncodeToString(id[:])).Scan(&doc)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: %w: %x…", ErrBlindFunding, blindfund.ErrUnknownDenomination, id[:6])
+	}
+	if err != nil {
+		return nil, err
+	}
+	return blindfund.ParseDenomination([]byte(doc))
+}
+
+// checkAnonymous checks an anonymous book and its proof: signed by its
+// owner, naming this broker, funded by a valid blind signature under one
+// of this broker's denominations. The denomination's period is checked
+// at the earlier of now and the book's expiry: a book funded in time may
+// be registered (and refunded) after it.
+func (b *Broker) checkAnonymous(ctx context.Context, sb *coupons.SignedBook, p *blindfund.Proof) error {
+	bk := sb.Book
+	if err := sb.Verify(); err != nil {
+		return fmt.Errorf("%w: %w", ErrBookRefused, err)
+	}
+	if bk.Broker != b.pub.Hash() {
+		return fmt.Errorf("%w: the book names another broker", ErrBookRefused)
+	}
+	d, err := b.denomination(ctx, b.DB.db, p.Denomination)
+	if err != nil {
+		return err
+	}
+	face, err := bk.FaceValue()
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBookRefused, err)
+	}
+	at := b.Now()
+	if at.After(bk.NotAfter) {
+		at = bk.NotAfter
+	}
+	if err := p.Verify(d, bk.ID(), face, bk.Currency, bk.NotAfter, at); err != nil {
+		return fmt.Errorf("%w: %w", ErrBlindFunding, err)
+	}
+	return nil
+}
+
+// holdAnonymous records a checked anonymous book, moving its face value
+// from the currency's anonymous pool to the book's escrow, unless the
+// broker holds the book already. The book's owner account is the pool:
+// no row names who paid for it.
+func (b *Broker) holdAnonymous(ctx context.Context, tx *sql.Tx, bk *coupons.Book) error {
+	id := bk.ID()
+	idHex := hex.EncodeToString(id[:])
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM books WHERE id = $1`, idHex).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		return nil
+	}
+	if err := checkVendorOf(ctx, tx, bk); err != nil {
+		return err
+	}
+	face, err := bk.FaceValue()
+	if err != nil {
+		return err
+	}
+	if err := createAccount(ctx, tx, escrowAccount(id), KindEscrow, bk.Currency, 0); err != nil {
+		return err
+	}
+	// The pool holds the face value of every book it funded and that is
+	// not held yet: it cannot go below zero but for a forged signature.
+	if _, err := post(ctx, b.DB, tx, b.Now(), "book", "book:"+idHex, "anonymous book: face value from the pool",
+		entry{anonAccount(bk.Currency), -face}, entry{escrowAccount(id), face}); err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO books (id, owner, vendor, unit, lanes, length, salt, root, not_after) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		idHex, anonAccount(bk.Currency), bk.Vendor, bk.Unit, bk.Lanes, bk.Length, hex.EncodeToString(bk.Salt[:]), hex.EncodeToString(bk.Root[:]), bk.NotAfter.Unix())
+	return err
+}
+
+// RegisterAnonymous records an anonymous book for the vendor whose key
+// calls (its gate does, at the book's first lane open): the book is then
+// redeemed like any other, from its escrow. Registering again is a
+// no-op.
+func (b *Broker) RegisterAnonymous(ctx context.Context, vendorKey spki.KeyHash, sb *coupons.SignedBook, p *blindfund.Proof) error {
+	var n int
+	if err := b.DB.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM vendors WHERE name = $1 AND key_hash = $2`, sb.Book.Vendor, hexKey(vendorKey)).Scan(&n); err != nil {
+		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("%w: book of %s", ErrNotYourBook, sb.Book.Vendor)
+	}
+	if !sb.Book.NotAfter.After(b.Now()) {
+		return fmt.Errorf("%w: on %s", ErrBookExpired, spki.FormatDate(sb.Book.NotAfter))
+	}
+	if err := b.checkAnonymous(ctx, sb, p); err != nil {
+		return err
+	}
+	return b.tx(ctx, func(tx *sql.Tx) error { return b.holdAnonymous(ctx, tx, sb.Book) })
+}
+
+// RefundAnonymous pays the unspent value of an expired anonymous book
+// (its escrow and reserve) to account, any user account in the book's
+// currency, once: the caller proves the book's owner key by signing the
+// request. It is refused before the book's expiry plus ReleaseGrace (the
+// vendors' last redemptions), and a second time (ErrRefunded). A book no
+// gate registered is held first. The refund links the book to account:
+// the reader chooses which account, and when.
+func (b *Broker) RefundAnonymous(ctx context.Context, caller spki.KeyHash, sb *coupons.SignedBook, p *blindfund.Proof, account string) (int64, error) {
+	bk := sb.Book
+	switch {
+	case caller != bk.Owner:
+		return 0, fmt.Errorf("%w: only the book's owner key can refund it", errForbidden)
+	case b.Now().Before(bk.NotAfter.Add(b.ReleaseGrace)):
+		return 0, fmt.Errorf("%w: refunds open on %s (the book's expiry and %s of redemptions)", ErrNotExpired,
+			bk.NotAfter.Add(b.ReleaseGrace).UTC().Format(time.RFC3339), b.ReleaseGrace)
+	}
+	acct, err := b.userAccount(ctx, account)
+	if err != nil {
+		return 0, err
+	}
+	if acct.Currency != bk.Currency {
+		return 0, fmt.Errorf("%w: a book in %s to an account in %s", ErrCurrency, bk.Currency, acct.Currency)
+	}
+	if err := b.checkAnonymous(ctx, sb, p); err != nil {
+		return 0, err
+	}
+	id := bk.ID()
+	idHex := hex.EncodeToString(id[:])
+	var paid int64
+	err = b.tx(ctx, func(tx *sql.Tx) error {
+		if err := b.holdAnonymous(ctx, tx, bk); err != nil {
+			return err
+		}
+		var owner string
+		var released int64
+		if err := tx.QueryRowContext(ctx, `SELECT owner, released FROM books WHERE id = $1`, idHex).Scan(&owner, &released); err != nil {
+			return err
+		}
+		switch {
+		case owner != anonAccount(bk.Currency):
+			return fmt.Errorf("%w: the book is not an anonymous book", ErrBookRefused)
+		case released != 0:
+			return fmt.Errorf("%w: on %s", ErrRefunded, time.Unix(released, 0).UTC().Format(time.RFC3339))
+		}
+		var bal, res int64
+		if err := tx.QueryRowContext(ctx, `SELECT balance FROM accounts WHERE id = $1`, escrowAccount(id)).Scan(&bal); err != nil {
+			return err
+		}
+		err := tx.QueryRowContext(ctx, `SELECT balance FROM accounts WHERE id = $1`, reserveAccount(id)).Scan(&res)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		if _, err := post(ctx, b.DB, tx, b.Now(), "refund", "refund:"+idHex, "unspent value of an anonymous book",
+			entry{escrowAccount(id), -bal}, entry{reserveAccount(id), -res}, entry{account, bal + res}); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE lanes SET reserved = 0 WHERE book = $1`, idHex); err != nil {
+			return err
+		}
+		paid = bal + res
+		_, err = tx.ExecContext(ctx, `UPDATE books SET released = $1 WHERE id = $2 AND released = 0`, max(b.Now().Unix(), 1), idHex)
+		return err
+	})
+	return paid, err
+}
+
+// readAnonymous reads the book and proof of an anonymous-book request:
+// both S-expressions in any form.
+func readAnonymous(bookDoc, proofDoc string) (*coupons.SignedBook, *blindfund.Proof, error) {
+	x, err := spki.Parse([]byte(bookDoc))
+	if err != nil {
+		return nil, nil, err
+	}
+	sb, err := coupons.ParseSignedBook(x)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := blindfund.ParseProof([]byte(proofDoc))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrBlindFunding, err)
+	}
+	return sb, p, nil
+}
+
+// postAnonymousBook answers POST /v1/anonymous/books {"book", "funding"}
+// (the signed book and its blind funding proof), signed by the book's
+// vendor: 200 {"book": base64url ID}.
+func (a *API) postAnonymousBook(ctx context.Context, caller *spki.PublicKey, body []byte) (int, any, error) {
+	var in struct {
+		Book    string `json:"book"`
+		Funding string `json:"funding"`
+	}
+	if err := decode(body, &in); err != nil {
+		return 0, nil, err
+	}
+	sb, p, err := readAnonymous(in.Book, in.Funding)
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := a.Broker.RegisterAnonymous(ctx, caller.Hash(), sb, p); err != nil {
+		return 0, nil, err
+	}
+	id := sb.Book.ID()
+	return http.StatusOK, map[string]string{"book": base64.RawURLEncoding.EncodeToString(id[:])}, nil
+}
+
+// postAnonymousRefund answers POST /v1/anonymous/refund {"book",
+// "funding", "account"}, signed by the book's owner key (which the broker
+// does not otherwise know): 200 {"refunded": decimal amount}.
+func (a *API) postAnonymousRefund(ctx context.Context, caller *spki.PublicKey, body []byte) (int, any, error) {
+	var in struct {
+		Book    string `json:"book"`
+		Funding string `json:"funding"`
+		Account string `json:"account"`
+	}
+	if err := decode(body, &in); err != nil {
+		return 0, nil, err
+	}
+	sb, p, err := readAnonymous(in.Book, in.Funding)
+	if err != nil {
+		return 0, nil, err
+	}
+	paid, err := a.Broker.RefundAnonymous(ctx, caller.Hash(), sb, p, in.Account)
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, map[string]string{"refunded": coupons.FormatAmount(paid)}, nil
 }

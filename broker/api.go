@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ecoupons/ecoupons/blindfund"
 	"io"
 	"net/http"
 	"net/url"
@@ -61,6 +62,9 @@ func fail(w http.ResponseWriter, err error) {
 		{ErrWrongBroker, 401, coupons.CodeWrongBroker}, {ErrUnknownKey, 401, coupons.CodeUnknownKey}, {ErrRevocationRate, 429, coupons.CodeRevocationRate},
 		{ErrInsufficientFunds, 402, coupons.CodeInsufficientFunds}, {ErrNotApproved, 403, coupons.CodeNotApproved}, {ErrVendorTaken, 409, coupons.CodeVendorTaken},
 		{ErrNoDenomination, 404, coupons.CodeUnknownDenomination}, {ErrIssueReplay, 409, coupons.CodeIssueIdReused},
+		{blindfund.ErrUnknownDenomination, 404, coupons.CodeUnknownDenomination}, {blindfund.ErrWrongDenomination, 402, coupons.CodeWrongDenomination},
+		{blindfund.ErrKeyExpired, 402, coupons.CodeDenominationExpired}, {ErrBlindFunding, 402, coupons.CodeBadBlindSignature},
+		{ErrRefunded, 409, coupons.CodeAlreadyRefunded}, {ErrNotExpired, 403, coupons.CodeNotExpired},
 		{ErrUnknownUser, 404, coupons.CodeUnknownUser}, {ErrUnknownVendor, 404, coupons.CodeUnknownVendor}, {ErrUnknownBook, 404, coupons.CodeUnknownBook},
 		{ErrNoAccount, 404, coupons.CodeUnknownAccount}, {ErrCurrency, 400, coupons.CodeCurrencyMismatch}, {ErrAmount, 400, coupons.CodeBadAmount},
 		{coupons.ErrBadAmount, 400, coupons.CodeBadAmount}, {ErrBookRefused, 400, coupons.CodeBookRefused}, {ErrRedemption, 400, coupons.CodeRedemptionRefused},
@@ -126,18 +130,11 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			fail(w, err)
 			return
 		}
-		type published struct {
-			ID           string `json:"id"`
-			Face         string `json:"face"`
-			Currency     string `json:"currency"`
-			Denomination string `json:"denomination"`
-			Certificate  string `json:"certificate"`
-		}
-		out := []published{}
+		out := []blindfund.Published{}
 		for _, d := range ds {
 			id := d.ID()
-			out = append(out, published{base64.RawURLEncoding.EncodeToString(id[:]), coupons.FormatAmount(d.Face), d.Currency,
-				string(spki.Transport(d.Sexp())), string(spki.Transport(d.Cert.Sexp()))})
+			out = append(out, blindfund.Published{ID: base64.RawURLEncoding.EncodeToString(id[:]), Face: coupons.FormatAmount(d.Face),
+				Currency: d.Currency, Denomination: string(spki.Transport(d.Sexp())), Certificate: string(spki.Transport(d.Cert.Sexp()))})
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"denominations": out})
 		return
@@ -156,6 +153,8 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		"POST /v1/vendors":             a.postVendor,
 		"POST /v1/books":               a.postBook,
 		"POST /v1/anonymous":           a.postAnonymous,
+		"POST /v1/anonymous/books":     a.postAnonymousBook,
+		"POST /v1/anonymous/refund":    a.postAnonymousRefund,
 		"POST /v1/admin/denominations": a.postDenomination,
 		"POST /v1/redeem":              a.postRedeem,
 		"POST /v1/lanes":               a.postLanes,
@@ -202,7 +201,9 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	registering := route == "POST /v1/users" || route == "POST /v1/vendors"
+	// An anonymous book's owner key is known to no one: it refunds its
+	// book as it would register.
+	registering := route == "POST /v1/users" || route == "POST /v1/vendors" || route == "POST /v1/anonymous/refund"
 	switch {
 	case known:
 		err = a.Broker.useNonce(ctx, call)

@@ -332,14 +332,8 @@ func (b *Broker) registerBook(ctx context.Context, owner spki.KeyHash, sb *coupo
 		if approved == 0 {
 			return fmt.Errorf("%w: the broker's administrator must approve the %s account before it funds books", ErrNotApproved, bk.Currency)
 		}
-		var vcur string
-		if err := tx.QueryRowContext(ctx, `SELECT currency FROM vendors WHERE name = $1`, bk.Vendor).Scan(&vcur); errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("%w: %s", ErrUnknownVendor, bk.Vendor)
-		} else if err != nil {
+		if err := checkVendorOf(ctx, tx, bk); err != nil {
 			return err
-		}
-		if vcur != bk.Currency {
-			return fmt.Errorf("%w: vendor %s is paid in %s, the book is in %s", ErrCurrency, bk.Vendor, vcur, bk.Currency)
 		}
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM books WHERE id = $1`, hex.EncodeToString(id[:])).Scan(&n); err != nil {
 			return err
@@ -361,6 +355,21 @@ func (b *Broker) registerBook(ctx context.Context, owner spki.KeyHash, sb *coupo
 		// refuse it while the book lasts.
 		return extendKeyRevocation(ctx, tx, owner, bk.NotAfter.Unix())
 	})
+}
+
+// checkVendorOf checks that a book's vendor is registered here and paid
+// in the book's currency.
+func checkVendorOf(ctx context.Context, tx *sql.Tx, bk *coupons.Book) error {
+	var vcur string
+	if err := tx.QueryRowContext(ctx, `SELECT currency FROM vendors WHERE name = $1`, bk.Vendor).Scan(&vcur); errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("%w: %s", ErrUnknownVendor, bk.Vendor)
+	} else if err != nil {
+		return err
+	}
+	if vcur != bk.Currency {
+		return fmt.Errorf("%w: vendor %s is paid in %s, the book is in %s", ErrCurrency, bk.Vendor, vcur, bk.Currency)
+	}
+	return nil
 }
 
 // Approve approves a user account under the users policy "approve", so

@@ -486,10 +486,11 @@ func (b *Broker) redeemOne(ctx context.Context, tx *sql.Tx, rs *redeemState, r *
 
 // ReleaseExpired returns the unspent escrow of every book whose expiry is
 // more than ReleaseGrace in the past to its owner, and closes the book to
-// further redemptions. It returns the number of books released.
+// further redemptions. Anonymous books are not released: their owner
+// claims them (RefundAnonymous). It returns the number of books released.
 func (b *Broker) ReleaseExpired(ctx context.Context) (int, error) {
 	cutoff := b.Now().Add(-b.ReleaseGrace).Unix()
-	rows, err := b.DB.db.QueryContext(ctx, `SELECT id, owner FROM books WHERE released = 0 AND not_after < $1`, cutoff)
+	rows, err := b.DB.db.QueryContext(ctx, `SELECT id, owner FROM books WHERE released = 0 AND not_after < $1 AND owner NOT LIKE 'anon:%'`, cutoff)
 	if err != nil {
 		return 0, err
 	}

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -9,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/ecoupons/ecoupons/coupons"
 )
 
 func init() {
@@ -35,6 +37,9 @@ func init() {
 //	    broker_timeout   <duration>
 //	    max_jump         <coupons>
 //	    lease            <coupons>
+//	    meter            bytes <n>[KiB|MiB|GiB] | events <n> | seconds <n>
+//	    meter_window     <units>
+//	    meter_hold       <duration>
 //	    opens_per_minute <n>
 //	    ipv6_prefix      <bits>
 //	    max_open_bytes   <n>
@@ -44,6 +49,7 @@ func init() {
 //	    nonce_ttl        <duration>
 //	    revocations      <url|file> ...
 //	    revocations_every <duration>
+//	    denominations    <url|file> ...
 //	    vendor_key       <pem file>
 //	    vendor_key_passphrase_file <file>
 //	    receipt_interval <duration>
@@ -166,6 +172,36 @@ func (g *Gate) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				}
 				g.BrokerTimeout = caddy.Duration(dur)
 			}
+		case "meter":
+			args := d.RemainingArgs()
+			m, merr := coupons.ParseMeter(strings.Join(args, " "))
+			if len(args) != 2 || merr != nil {
+				return d.Errf("meter takes what a unit counts and how many, e.g. 'meter bytes 1MiB', 'meter events 10' or 'meter seconds 1', got %q", strings.Join(args, " "))
+			}
+			if g.Meter == nil {
+				g.Meter = new(MeterConfig)
+			}
+			g.Meter.By, g.Meter.Per = m.Kind, m.Per
+		case "meter_window":
+			var n int
+			if n, err = positive("meter_window"); err == nil {
+				if g.Meter == nil {
+					g.Meter = new(MeterConfig)
+				}
+				g.Meter.Window = uint32(min(n, 1<<30))
+			}
+		case "meter_hold":
+			var v string
+			if v, err = one(); err == nil {
+				dur, perr := caddy.ParseDuration(v)
+				if perr != nil || dur < 100*time.Millisecond || dur > time.Hour {
+					return d.Errf("meter_hold must be a duration from 100ms to 1h, e.g. 30s, got %q", v)
+				}
+				if g.Meter == nil {
+					g.Meter = new(MeterConfig)
+				}
+				g.Meter.Hold = caddy.Duration(dur)
+			}
 		case "max_jump":
 			var n int
 			if n, err = positive("max_jump"); err == nil {
@@ -226,6 +262,12 @@ func (g *Gate) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("revocations takes one or more URLs or files of signed revocation lists")
 			}
 			g.Revocations = append(g.Revocations, args...)
+		case "denominations":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.Errf("denominations takes one or more URLs or files of a broker's published denominations")
+			}
+			g.Denominations = append(g.Denominations, args...)
 		case "revocations_every":
 			var v string
 			if v, err = one(); err == nil {

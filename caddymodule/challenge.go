@@ -83,6 +83,11 @@ type challenge struct {
 	// a gate restart a lane may resume up to this many coupons past the
 	// client's position, and wallets accept such a jump.
 	Lease uint32 `json:"lease,omitempty"`
+	// Meter is a metered route's meter ("events 10": price is per unit)
+	// and Window the units a payment pre-pays (docs/PROTOCOL.md §14
+	// Sessions); empty and 0 on a route charged per request.
+	Meter  string `json:"meter,omitempty"`
+	Window uint32 `json:"window,omitempty"`
 	// Resume is, in a coupon_spent refusal, the first coupon the lane
 	// takes now.
 	Resume uint32 `json:"resume,omitempty"`
@@ -121,6 +126,9 @@ func (c *challenge) header() string {
 	}
 	if c.Lease > 1 {
 		b.WriteString(", lease=" + strconv.FormatUint(uint64(c.Lease), 10))
+	}
+	if c.Meter != "" {
+		b.WriteString(", meter=" + quoteParam(c.Meter) + ", window=" + strconv.FormatUint(uint64(c.Window), 10))
 	}
 	if c.Resume > 0 {
 		b.WriteString(", resume=" + strconv.FormatUint(uint64(c.Resume), 10))

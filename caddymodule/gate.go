@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ecoupons/ecoupons/blindfund"
 	"html/template"
 	"io"
 	"net"
@@ -22,6 +23,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -156,6 +158,14 @@ type Gate struct {
 	// revokes, at their next payment (402 revoked), marking them so in the
 	// store for every gate sharing it. Default: none.
 	Revocations []string `json:"revocations,omitempty"`
+	// Denominations are where the gate reads its brokers' denominations
+	// of anonymous books (their blind-signing keys, each certified by a
+	// broker key): http(s) URLs or files holding a GET /v1/denominations
+	// answer. They are read when a lane open names a denomination the gate
+	// does not know yet (at most every 5s). Default: the broker's
+	// /v1/denominations when broker is set; without either, anonymous
+	// books are refused (book_not_funded).
+	Denominations []string `json:"denominations,omitempty"`
 	// RevocationsEvery is how often the lists are fetched. Default 1m.
 	RevocationsEvery caddy.Duration `json:"revocations_every,omitempty"`
 	// VendorKey is a PEM file with the vendor's private key (Ed25519 or
@@ -186,16 +196,28 @@ type Gate struct {
 	// 1: every coupon is durable before its request is served. Shared
 	// stores (redis) always store every coupon. Default 32.
 	Lease uint32 `json:"lease,omitempty"`
+	// Meter, when set, meters the response instead of charging per
+	// request: price is then the coupons of one unit (so many bytes, SSE
+	// events or seconds), a payment pre-pays a window of units, and
+	// clients top up on the same lane while the response flows
+	// (docs/PROTOCOL.md §14 Sessions). Default: none (charged per
+	// request).
+	Meter *MeterConfig `json:"meter,omitempty"`
 	// SecretFile holds the key of challenge nonces (created with 32 random
 	// bytes if missing). Default: ecoupons/<vendor>.secret in Caddy's data
 	// directory.
 	SecretFile string `json:"secret_file,omitempty"`
 
 	brokers []*spki.PublicKey
-	unit    int64
-	store   store.Store
-	sigs    *sigCache
-	nonces  *nonceMaker
+	// denoms verifies anonymous books' blind funding proofs.
+	denoms *denominations
+	// anonHeld are the anonymous books registered at the broker by this
+	// process (book ID → struct{}).
+	anonHeld *sync.Map
+	unit     int64
+	store    store.Store
+	sigs     *sigCache
+	nonces   *nonceMaker
 	// core accepts the payments (lanes.Core): lane cache, rate limits,
 	// verification, compare-and-set, refunds, leases.
 	core  *lanes.Core
@@ -323,6 +345,8 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 	if g.sigs, err = newSigCache(); err != nil {
 		return err
 	}
+	g.denoms = g.newDenominations()
+	g.anonHeld = new(sync.Map)
 	if g.Broker != "" && g.vendorSigner != nil {
 		g.httpClient = &http.Client{Timeout: 30 * time.Second}
 		runCtx, stop := context.WithCancel(context.Background())
@@ -356,6 +380,9 @@ func (g *Gate) Provision(ctx caddy.Context) error {
 	}
 	g.challenge = challenge{Realm: g.Vendor, Vendor: g.Vendor, Price: g.Price, Unit: coupons.FormatAmount(g.unit), Currency: g.Currency, Broker: g.Broker,
 		Store: publicStoreID(storeID)}
+	if m := g.meter(); m != nil {
+		g.challenge.Meter, g.challenge.Window = m.String(), g.Meter.Window
+	}
 	// The Payment scheme beside ECoupon (paymentscheme.go).
 	if g.pay, err = newPaymentScheme(secret, &g.challenge, time.Duration(g.NonceTTL), g.logger); err != nil {
 		return fmt.Errorf("ecoupon: payment scheme: %w", err)
@@ -477,6 +504,9 @@ func (g *Gate) defaults() {
 	if len(g.Revocations) > 0 && g.RevocationsEvery == 0 {
 		g.RevocationsEvery = caddy.Duration(time.Minute)
 	}
+	if g.Meter != nil {
+		g.Meter.defaults()
+	}
 	if g.SecretFile == "" && g.Vendor != "" {
 		g.SecretFile = filepath.Join(g.dataDir(), g.Vendor+".secret")
 	}
@@ -534,6 +564,9 @@ func (g *Gate) check() error {
 	case !validRouteName(g.Name):
 		return fmt.Errorf("ecoupon: name %q: a route name is at most 64 letters, digits, '-', '_' or '.'", g.Name)
 	}
+	if err := g.checkMeter(); err != nil {
+		return err
+	}
 	unit, err := coupons.ParseAmount(g.Unit)
 	if err != nil {
 		return fmt.Errorf("ecoupon: unit: %w", err)
@@ -587,6 +620,10 @@ func reasonFor(err error) string {
 		{coupons.ErrBeyondLane, coupons.CodeBeyondLane},
 		{coupons.ErrBadCoupon, coupons.CodeBadCoupon},
 		{coupons.ErrCapExceeded, coupons.CodeCapExceeded},
+		{blindfund.ErrUnknownDenomination, coupons.CodeUnknownDenomination},
+		{blindfund.ErrWrongDenomination, coupons.CodeWrongDenomination},
+		{blindfund.ErrKeyExpired, coupons.CodeDenominationExpired},
+		{blindfund.ErrBadSignature, coupons.CodeBadBlindSignature},
 		{coupons.ErrBookNotFunded, coupons.CodeBookNotFunded},
 		{coupons.ErrWrongVendor, coupons.CodeWrongVendor},
 		{coupons.ErrBookExpired, coupons.CodeBookExpired},
@@ -600,6 +637,7 @@ func reasonFor(err error) string {
 		{coupons.ErrBadNonce, coupons.CodeBadNonce},
 		{coupons.ErrBadProof, coupons.CodeBadMerkleProof},
 		{coupons.ErrBadBook, coupons.CodeBadBook},
+		{coupons.ErrBadOpen, coupons.CodeBadOpen}, // parsed, but inconsistent
 	} {
 		if errors.Is(err, m.err) {
 			return m.code
@@ -669,6 +707,9 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	if !g.respondPaid(w, &p, &res) {
 		return nil
 	}
+	if g.Meter != nil {
+		return g.serveMetered(w, r, next, p.Lane, res.Held)
+	}
 	return g.serveUpstream(w, r, next, p.Lane)
 }
 
@@ -681,6 +722,9 @@ func (g *Gate) serveWellKnown(w http.ResponseWriter, r *http.Request) bool {
 	switch {
 	case r.URL.Path == OpenPath:
 		_ = g.serveOpen(w, r)
+		return true
+	case r.URL.Path == coupons.TopupPath:
+		g.serveTopup(w, r)
 		return true
 	case r.URL.Path == VendorPath && r.Method == http.MethodGet:
 		if g.receipts == nil {
@@ -695,7 +739,7 @@ func (g *Gate) serveWellKnown(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	}
 	writeJSON(w, http.StatusNotFound, problem{Error: coupons.CodeNotFound,
-		Reason: "the gate serves " + OpenPath + " and " + VendorPath + " under " + wellKnownPrefix + "; nothing else"})
+		Reason: "the gate serves " + OpenPath + ", " + coupons.TopupPath + " and " + VendorPath + " under " + wellKnownPrefix + "; nothing else"})
 	return true
 }
 
@@ -708,6 +752,10 @@ func (g *Gate) parsePayment(w http.ResponseWriter, r *http.Request, p *coupons.P
 		return false
 	}
 	if auth == "" || !hasScheme(auth, coupons.Scheme) {
+		if g.Meter != nil {
+			g.payRequired(w, coupons.CodePaymentRequired, g.meterHint(), hintPay)
+			return false
+		}
 		g.payRequired(w, coupons.CodePaymentRequired, fmt.Sprintf("this resource costs %d coupon(s) of %s %s", g.Price, g.challenge.Unit, g.Currency), hintPay)
 		return false
 	}
@@ -735,7 +783,7 @@ func (g *Gate) accept(w http.ResponseWriter, r *http.Request, p *coupons.Payment
 	ctx := r.Context()
 	doc := headerValue(r.Header, keyOpen)
 	pay := lanes.Payment{Coupon: *p, Request: coupons.Request{Method: r.Method, Host: strings.ToLower(r.Host),
-		Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Range: rangeHeader(r.Header)}, Now: now}
+		Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Range: rangeHeader(r.Header)}, Now: now, Hold: g.holdCoupons()}
 	if body.has {
 		pay.Request.ContentDigest = body.sum[:]
 	}
@@ -1037,7 +1085,7 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		badRequest(w, coupons.CodeBadOpen, err)
 		return store.Record{}, fail
 	}
-	pol := &coupons.OpenPolicy{Vendor: g.Vendor, Brokers: g.brokers, Now: g.clock(), CheckNonce: g.nonces.check, Cache: g.sigs}
+	pol := &coupons.OpenPolicy{Vendor: g.Vendor, Brokers: g.brokers, Now: g.clock(), CheckNonce: g.nonces.check, Cache: g.sigs, Blind: g.denoms.set}
 	if g.revoked != nil {
 		err := g.revoked.fresh(o.Book.Book.Broker, g.clock())
 		if err != nil {
@@ -1097,21 +1145,27 @@ func (g *Gate) openLane(ctx context.Context, w http.ResponseWriter, r *http.Requ
 			return store.Record{}, fail
 		}
 	}
-	if g.Mode != ModeOffline && stored == nil {
-		if status, err = g.askBroker(ctx, lane, o.Proof); err != nil {
-			var ref *brokerRefusal
-			if errors.As(err, &ref) {
-				gateMetrics.opens.WithLabelValues(g.Vendor, "broker_refused").Inc()
-				g.payRequired(w, ref.Code, "the broker refused this lane: "+ref.Reason, hintPay)
-				return store.Record{}, fail
-			}
-			gateMetrics.opens.WithLabelValues(g.Vendor, "broker_unavailable").Inc()
-			g.logger.Warn("could not ask the broker about a lane open", zap.String("mode", g.Mode), zap.Error(err))
-			w.Header().Set("Retry-After", "5")
-			writeJSON(w, http.StatusServiceUnavailable, problem{Error: coupons.CodeBrokerUnavailable,
-				Reason: "this gate validates lane opens with its broker (mode " + g.Mode + "), which could not be asked; lanes already open still work"})
+	if lane.Anonymous && g.httpClient != nil && stored == nil {
+		// The broker must hold an anonymous book to pay for it: the gate
+		// registers it before the lane takes a payment, in every mode.
+		err = g.registerAnonymous(ctx, o)
+	}
+	if g.Mode != ModeOffline && stored == nil && err == nil {
+		status, err = g.askBroker(ctx, lane, o.Proof)
+	}
+	if err != nil {
+		var ref *brokerRefusal
+		if errors.As(err, &ref) {
+			gateMetrics.opens.WithLabelValues(g.Vendor, "broker_refused").Inc()
+			g.payRequired(w, ref.Code, "the broker refused this lane: "+ref.Reason, hintPay)
 			return store.Record{}, fail
 		}
+		gateMetrics.opens.WithLabelValues(g.Vendor, "broker_unavailable").Inc()
+		g.logger.Warn("could not ask the broker about a lane open", zap.String("mode", g.Mode), zap.Error(err))
+		w.Header().Set("Retry-After", "5")
+		writeJSON(w, http.StatusServiceUnavailable, problem{Error: coupons.CodeBrokerUnavailable,
+			Reason: "this gate validates lane opens with its broker (mode " + g.Mode + ", or the first open of an anonymous book), which could not be asked; lanes already open still work"})
+		return store.Record{}, fail
 	}
 	if stored != nil {
 		return g.takeOver(ctx, w, lane.ID, *stored, meta, bookLevel(o), walk)

@@ -231,29 +231,11 @@ const hintPayment = "answer the Payment challenge of method ecoupon: a credentia
 // request without one (Accept-Payment alone) is answered 402 with a
 // problem. A paid response gets Payment-Receipt.
 func (g *Gate) servePayment(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	pw := &paymentWriter{ResponseWriter: w, g: g, req: r.Header}
-	if a := headerValue(r.Header, keyAuthorization); len(r.Header[keyPaymentAuthorization]) > 0 ||
-		(a != "" && !hasScheme(a, payment.Scheme) && !hasScheme(a, coupons.Scheme)) {
-		pw.paymentAuthorization = true
-	}
+	pw := g.newPaymentWriter(w, r)
 	var p coupons.Payment
-	var open []byte
-	cr, _, err := payment.CredentialFromRequest(r.Header)
-	switch {
-	case errors.Is(err, payment.ErrNoCredential):
-		if !g.parsePayment(pw, r, &p) {
-			return nil // answered
-		}
-	case err != nil:
-		g.refuseCredential(pw, err)
-		return nil
-	default:
-		_, paid, doc, err := g.pay.binder.VerifyECoupon(cr, &g.pay.route, g.clock())
-		if err != nil {
-			g.refuseCredential(pw, err)
-			return nil
-		}
-		p, open = *paid, doc
+	cr, open, ok := g.readCredential(pw, r, &p)
+	if !ok {
+		return nil // answered
 	}
 	body, ok := g.readContent(pw, r)
 	if !ok {
@@ -277,7 +259,45 @@ func (g *Gate) servePayment(w http.ResponseWriter, r *http.Request, next caddyht
 		payment.SetReceipt(w.Header(), rw.receipt)
 		w = rw
 	}
+	if g.Meter != nil {
+		return g.serveMetered(w, r, next, p.Lane, res.Held)
+	}
 	return g.serveUpstream(w, r, next, p.Lane)
+}
+
+// newPaymentWriter is the writer of the gate's answers to r, a request
+// that speaks the Payment scheme.
+func (g *Gate) newPaymentWriter(w http.ResponseWriter, r *http.Request) *paymentWriter {
+	pw := &paymentWriter{ResponseWriter: w, g: g, req: r.Header}
+	if a := headerValue(r.Header, keyAuthorization); len(r.Header[keyPaymentAuthorization]) > 0 ||
+		(a != "" && !hasScheme(a, payment.Scheme) && !hasScheme(a, coupons.Scheme)) {
+		pw.paymentAuthorization = true
+	}
+	return pw
+}
+
+// readCredential reads the payment of a request that speaks the Payment
+// scheme into p: a Payment credential's, checked against its challenge
+// (payment.Binder.VerifyECoupon: binding, expiry, the route's terms), with
+// its open document (nil when none), or an ECoupon payment's (cr nil). A
+// request without either is answered 402 with a problem; it reports
+// whether it read a payment (otherwise it has answered).
+func (g *Gate) readCredential(pw *paymentWriter, r *http.Request, p *coupons.Payment) (cr *payment.Credential, open []byte, ok bool) {
+	cr, _, err := payment.CredentialFromRequest(r.Header)
+	switch {
+	case errors.Is(err, payment.ErrNoCredential):
+		return nil, nil, g.parsePayment(pw, r, p)
+	case err != nil:
+		g.refuseCredential(pw, err)
+		return nil, nil, false
+	}
+	_, paid, doc, err := g.pay.binder.VerifyECoupon(cr, &g.pay.route, g.clock())
+	if err != nil {
+		g.refuseCredential(pw, err)
+		return nil, nil, false
+	}
+	*p = *paid
+	return cr, doc, true
 }
 
 // setOpen puts a credential's open document where accept reads the

@@ -42,6 +42,33 @@ func (e *brokerRefusal) Error() string { return "the broker refused the lane: " 
 // timeout, 5xx): the lane cannot be opened in this mode now, answered 503.
 var errBrokerUnavailable = errors.New("the broker could not be reached")
 
+// brokerAnswer sorts the broker's answer to a gate's question about a
+// client's book: nil for 200; a brokerRefusal (passed on to the client)
+// for a refusal with a reason code; errBrokerUnavailable when the broker
+// could not answer, or when the fault is this gate's (401; a 404 other
+// than the client's thing, named by clientNotFound).
+func brokerAnswer(status int, raw []byte, err error, clientNotFound string) error {
+	if err != nil {
+		return fmt.Errorf("%w: %w", errBrokerUnavailable, err)
+	}
+	switch {
+	case status >= 500 || status == http.StatusUnauthorized || status == http.StatusNotFound && !bytes.Contains(raw, []byte(`"`+clientNotFound+`"`)):
+		// 401 and a 404 other than the book's are this gate's problem
+		// (its key, its registration, the broker's URL), not the client's.
+		return fmt.Errorf("%w: status %d: %s", errBrokerUnavailable, status, bytes.TrimSpace(raw))
+	case status != http.StatusOK:
+		var p struct {
+			Error  string `json:"error"`
+			Reason string `json:"reason"`
+		}
+		if json.Unmarshal(raw, &p) != nil || p.Error == "" {
+			return fmt.Errorf("%w: status %d without a reason", errBrokerUnavailable, status)
+		}
+		return &brokerRefusal{Code: p.Error, Reason: p.Reason}
+	}
+	return nil
+}
+
 // askBroker sends the broker the lane this gate just verified off-line and
 // returns the broker's status of it (semi), reserving it first (online).
 // The answer's redeemed position is checked against the lane's anchor, so
@@ -70,23 +97,8 @@ func (g *Gate) askBroker(ctx context.Context, lane *coupons.OpenedLane, proof []
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(g.BrokerTimeout))
 	defer cancel()
 	status, raw, err := g.brokerPost(ctx, "/v1/lanes", body, 1<<20)
-	if err != nil {
-		return st, fmt.Errorf("%w: %w", errBrokerUnavailable, err)
-	}
-	switch {
-	case status >= 500 || status == http.StatusUnauthorized || status == http.StatusNotFound && !bytes.Contains(raw, []byte(`"`+coupons.CodeUnknownBook+`"`)):
-		// 401 and a 404 other than the book's are this gate's problem
-		// (its key, its registration, the broker's URL), not the client's.
-		return st, fmt.Errorf("%w: status %d: %s", errBrokerUnavailable, status, bytes.TrimSpace(raw))
-	case status != http.StatusOK:
-		var p struct {
-			Error  string `json:"error"`
-			Reason string `json:"reason"`
-		}
-		if json.Unmarshal(raw, &p) != nil || p.Error == "" {
-			return st, fmt.Errorf("%w: status %d without a reason", errBrokerUnavailable, status)
-		}
-		return st, &brokerRefusal{Code: p.Error, Reason: p.Reason}
+	if err := brokerAnswer(status, raw, err, coupons.CodeUnknownBook); err != nil {
+		return st, err
 	}
 	var out brokerapi.LaneAnswer
 	if err := json.Unmarshal(raw, &out); err != nil {

@@ -141,6 +141,10 @@ const (
 	// CodeUnknownCommitment is sent by the gate (404) for a receipt chain it
 	// does not keep.
 	CodeUnknownCommitment = "unknown_commitment"
+	// CodeNoSession is sent by the gate (409) to a top-up (TopupPath) on a
+	// lane with no metered response in flight at this gate; no coupon of it
+	// was accepted.
+	CodeNoSession = "no_session"
 
 	// The broker's API (docs/PROTOCOL.md §16); the gate passes the broker's
 	// refusal of a lane on to the client (402).
@@ -203,6 +207,25 @@ const (
 	// CodeIssueIdReused is sent by the broker (409) when an anonymous
 	// issuance's id was used for another request (a retry must repeat it).
 	CodeIssueIdReused = "issue_id_reused"
+	// CodeWrongDenomination is sent by the gate (402) to a lane open, and by
+	// the broker (402), for an anonymous book whose face value or currency
+	// is not its denomination's, or whose proof names another denomination
+	// or broker.
+	CodeWrongDenomination = "wrong_denomination"
+	// CodeDenominationExpired is sent by the gate (402) to a lane open, and
+	// by the broker (402), for an anonymous book funded under a
+	// denomination's key outside its period, or outliving it.
+	CodeDenominationExpired = "denomination_expired"
+	// CodeBadBlindSignature is sent by the gate (402) to a lane open, and by
+	// the broker (402), for an anonymous book whose blind signature does
+	// not verify: a book altered after it was signed, or a forgery.
+	CodeBadBlindSignature = "bad_blind_signature"
+	// CodeAlreadyRefunded is sent by the broker (409) to a second refund of
+	// an anonymous book.
+	CodeAlreadyRefunded = "already_refunded"
+	// CodeNotExpired is sent by the broker (403) to a refund of an anonymous
+	// book that may still be redeemed (before its expiry and grace).
+	CodeNotExpired = "not_expired"
 	// CodeLaneReserved is sent by the broker (409), and passed on by the gate
 	// (402), for a lane reserved for another gate's spent state (online
 	// mode); the wallet then pays on another lane.

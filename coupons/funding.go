@@ -103,3 +103,20 @@ func VerifyFunding(sc *spki.SignedCert, b *Book, now time.Time, cache spki.Verif
 	}
 	return nil
 }
+
+// BlindFundingHead heads an anonymous book's funding proof, (ecoupon-blind-funding
+// (denomination |id|) (prefix |…|) (signature |…|)), which package
+// blindfund makes and checks: the broker's RSA blind signature over the
+// book under a denomination's key.
+const BlindFundingHead = "ecoupon-blind-funding"
+
+// BlindFunding checks an anonymous book's funding proof (Open.Blind) for
+// book b at now: the denomination is one its broker published and is
+// valid now, the book's face value and currency are the denomination's,
+// and the signature is over this book. It returns the proof's hash, the
+// principal a revocation list names to stop the book. Errors wrap
+// ErrBookNotFunded. Package caddymodule implements it with package
+// blindfund (which this package cannot import).
+type BlindFunding interface {
+	VerifyBlindFunding(proof spki.List, b *Book, now time.Time) ([32]byte, error)
+}

@@ -35,6 +35,7 @@ var (
 //	  (book (sequence (ecoupons-book …) (signature …)))
 //	  (lane "s") (anchor |w_0|) (proof |h| …)
 //	  (funding (sequence (cert …) (signature …)))     ; the broker's book certificate
+//	  | (funding (ecoupon-blind-funding …))             ; or an anonymous book's blind signature
 //	  [(user (sequence (cert …) (signature …)))]      ; the broker certifies the owner's account
 //	  [(delegation (sequence (cert …) (signature …) …))] ; owner → … → spender
 //	  (spender (public-key …))
@@ -50,6 +51,11 @@ type Open struct {
 	// that the broker holds or guarantees the book's face value. A parsed
 	// open may lack it; VerifyOpen then refuses it (ErrBookNotFunded).
 	Funding *spki.SignedCert
+	// Blind is an anonymous book's funding proof instead of a book
+	// certificate: the (ecoupon-blind-funding …) of package blindfund,
+	// checked by the policy's BlindFunding. Never both; an anonymous
+	// book's open carries no user certificate.
+	Blind spki.List
 	// User is the broker's user certificate of the owner: identity (the
 	// account theft reports and the back office name), not funding. May
 	// be nil.
@@ -104,6 +110,8 @@ func (o *Open) Sexp() spki.List {
 		spki.L("lane", strconv.FormatUint(uint64(o.Lane), 10)), spki.L("anchor", o.Anchor[:]), proof)
 	if o.Funding != nil {
 		l = append(l, spki.L("funding", o.Funding.Sexp()))
+	} else if o.Blind != nil {
+		l = append(l, spki.L("funding", o.Blind))
 	}
 	if o.User != nil {
 		l = append(l, spki.L("user", o.User.Sexp()))
@@ -164,7 +172,9 @@ func ParseOpen(x spki.Sexp) (*Open, error) {
 			if len(u) != 2 {
 				return nil, fmt.Errorf("%w: (funding (sequence (cert …) (signature …)))", ErrBadOpen)
 			}
-			if o.Funding, f.err = spki.ParseSignedCert(u[1]); f.err != nil {
+			if bl, ok := u[1].(spki.List); ok && bl.Is(BlindFundingHead) {
+				o.Blind = bl
+			} else if o.Funding, f.err = spki.ParseSignedCert(u[1]); f.err != nil {
 				return nil, fmt.Errorf("%w: book certificate: %w", ErrBadOpen, f.err)
 			}
 		}
@@ -243,6 +253,9 @@ type OpenPolicy struct {
 	Now         time.Time                // the time of the open
 	CheckNonce  func(nonce string) error // validates the challenge nonce (stateless HMAC in the gate)
 	Revocations Revocations              // nil: nothing revoked
+	// Blind checks anonymous books' blind funding proofs; nil: anonymous
+	// books are refused (ErrBookNotFunded).
+	Blind BlindFunding
 	// Cache remembers verified signatures (books, certificates) across lane
 	// opens, so that opening the next lane of a known book under known
 	// grants costs one signature check, the spender's. nil: no cache.
@@ -272,6 +285,9 @@ type OpenedLane struct {
 	// End is the last coupon the spender holds (its portion's end), the
 	// lane's length when it holds the whole lane.
 	End uint32
+	// Anonymous is set for a book funded by a blind signature (no user
+	// certificate, a fresh owner key; Account is "").
+	Anonymous bool
 	// Grant is the hash of the owner's own grant, the first delegation
 	// certificate of the chain (zero when the owner spends): caps are
 	// charged to it.

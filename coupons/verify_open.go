@@ -144,11 +144,19 @@ func VerifyOpen(o *Open, pol *OpenPolicy) (*OpenedLane, error) {
 		Length: b.Length, Unit: b.Unit, Currency: b.Currency, NotAfter: b.NotAfter, Owner: b.Owner, Spender: o.Spender.Hash()}
 
 	// The broker holds (or guarantees) the book's face value: what this
-	// vendor accepts, the broker pays.
-	if err := VerifyFunding(o.Funding, b, now, pol.Cache); err != nil {
-		return nil, err
+	// vendor accepts, the broker pays. An anonymous book shows the
+	// broker's blind signature instead of a book certificate, and no
+	// identity.
+	if o.Blind != nil {
+		if err := verifyBlind(o, pol, lane); err != nil {
+			return nil, err
+		}
+	} else {
+		if err := VerifyFunding(o.Funding, b, now, pol.Cache); err != nil {
+			return nil, err
+		}
+		lane.Certs = append(lane.Certs, o.Funding.Cert.Hash())
 	}
-	lane.Certs = append(lane.Certs, o.Funding.Cert.Hash())
 
 	// The broker's user certificate, when shown, names the owner's account
 	// (identity for theft reports); funding does not depend on it.
@@ -230,6 +238,27 @@ func VerifyOpen(o *Open, pol *OpenPolicy) (*OpenedLane, error) {
 		}
 	}
 	return lane, nil
+}
+
+// verifyBlind checks an anonymous book's blind funding proof with the
+// policy's BlindFunding; the proof's hash joins the lane's revocable
+// principals.
+func verifyBlind(o *Open, pol *OpenPolicy, lane *OpenedLane) error {
+	switch {
+	case o.Funding != nil:
+		return fmt.Errorf("%w: both a book certificate and a blind funding proof", ErrBadOpen)
+	case o.User != nil:
+		return fmt.Errorf("%w: an anonymous book's open carries no user certificate", ErrBadOpen)
+	case pol.Blind == nil:
+		return fmt.Errorf("%w: this vendor does not take anonymous books (it knows no denominations)", ErrBookNotFunded)
+	}
+	h, err := pol.Blind.VerifyBlindFunding(o.Blind, o.Book.Book, pol.Now)
+	if err != nil {
+		return err
+	}
+	lane.Certs = append(lane.Certs, h)
+	lane.Anonymous = true
+	return nil
 }
 
 // userAccount reads (ecoupons-user (account "A") (currency CUR)) and checks

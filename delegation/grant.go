@@ -63,9 +63,12 @@ type SealedLane struct {
 type Grant struct {
 	Book    *coupons.SignedBook
 	Funding *spki.SignedCert // the broker's book certificate (coupons.FundingCert)
-	User    *spki.SignedCert // may be nil
-	Chain   []*spki.SignedCert
-	Lanes   []SealedLane
+	// Blind is an anonymous book's blind funding proof, in Funding's place
+	// (coupons.Open.Blind); such a grant carries no user certificate.
+	Blind spki.List
+	User  *spki.SignedCert // may be nil
+	Chain []*spki.SignedCert
+	Lanes []SealedLane
 }
 
 // Cert returns the grant's own certificate, the last of the chain.
@@ -88,6 +91,8 @@ func (g *Grant) Sexp() spki.List {
 	l := spki.L("ecoupons-grant", spki.L("version", GrantVersion), spki.L("book", g.Book.Sexp()))
 	if g.Funding != nil {
 		l = append(l, spki.L("funding", g.Funding.Sexp()))
+	} else if g.Blind != nil {
+		l = append(l, spki.L("funding", g.Blind))
 	}
 	if g.User != nil {
 		l = append(l, spki.L("user", g.User.Sexp()))
@@ -115,7 +120,9 @@ func ParseGrant(x spki.Sexp) (*Grant, error) {
 	}
 	rest := l[3:]
 	if f, ok := field(rest[0], "funding"); ok {
-		if g.Funding, err = spki.ParseSignedCert(f); err != nil {
+		if bl, isBlind := f.(spki.List); isBlind && bl.Is(coupons.BlindFundingHead) {
+			g.Blind = bl
+		} else if g.Funding, err = spki.ParseSignedCert(f); err != nil {
 			return nil, fmt.Errorf("%w: book certificate: %w", ErrBadGrant, err)
 		}
 		rest = rest[1:]
@@ -242,10 +249,13 @@ type Holder struct {
 	// carries; without it the holder cannot open lanes (the owner sets it
 	// once the broker has accepted the book).
 	Funding *spki.SignedCert
-	User    *spki.SignedCert   // the broker's user certificate of the owner; may be nil
-	Chain   []*spki.SignedCert // certificates from the owner to this holder; nil for the owner
-	Signer  crypto.Signer
-	lanes   map[uint32]*heldLane
+	// Blind is an anonymous book's blind funding proof, carried instead of
+	// Funding (coupons.Open.Blind).
+	Blind  spki.List
+	User   *spki.SignedCert   // the broker's user certificate of the owner; may be nil
+	Chain  []*spki.SignedCert // certificates from the owner to this holder; nil for the owner
+	Signer crypto.Signer
+	lanes  map[uint32]*heldLane
 }
 
 // heldLane is a lane the holder may spend: coupons 1…end, from value =
@@ -411,10 +421,10 @@ func (h *Holder) Issue(to *Device, lo, hi uint32, opt GrantOptions) (*Grant, err
 	if err != nil {
 		return nil, err
 	}
-	if h.Funding == nil {
+	if h.Funding == nil && h.Blind == nil {
 		return nil, fmt.Errorf("%w: the book has no certificate from its broker yet; a delegate could not open its lanes", coupons.ErrBookNotFunded)
 	}
-	g := &Grant{Book: h.Book, Funding: h.Funding, User: h.User, Chain: append(append([]*spki.SignedCert(nil), h.Chain...), sc)}
+	g := &Grant{Book: h.Book, Funding: h.Funding, Blind: h.Blind, User: h.User, Chain: append(append([]*spki.SignedCert(nil), h.Chain...), sc)}
 	for x, e := range ends {
 		s := lo + uint32(x)
 		l := h.lanes[s]
@@ -458,7 +468,13 @@ func Accept(g *Grant, signer crypto.Signer, enc *ecdh.PrivateKey, now time.Time)
 	if err := g.Book.Verify(); err != nil {
 		return nil, fmt.Errorf("%w: book: %w", ErrBadGrant, err)
 	}
-	if err := coupons.VerifyFunding(g.Funding, b, now, nil); err != nil {
+	if g.Blind != nil {
+		// An anonymous book: the gate checks the blind signature against
+		// the broker's denominations; here it only must be one, alone.
+		if g.Funding != nil || g.User != nil {
+			return nil, fmt.Errorf("%w: an anonymous book's grant carries neither a book nor a user certificate", ErrBadGrant)
+		}
+	} else if err := coupons.VerifyFunding(g.Funding, b, now, nil); err != nil {
 		return nil, err
 	}
 	if g.User != nil {
@@ -484,7 +500,7 @@ func Accept(g *Grant, signer crypto.Signer, enc *ecdh.PrivateKey, now time.Time)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSeal, err)
 	}
-	h := &Holder{Book: g.Book, Funding: g.Funding, User: g.User, Chain: g.Chain, Signer: signer, lanes: map[uint32]*heldLane{}}
+	h := &Holder{Book: g.Book, Funding: g.Funding, Blind: g.Blind, User: g.User, Chain: g.Chain, Signer: signer, lanes: map[uint32]*heldLane{}}
 	// The chain is reduced once (signatures, validity, propagation, tag
 	// intersection); each lane is then checked against what it grants.
 	chain, err := spki.FindChain(g.Chain, spki.ChainRequest{Root: b.Owner, Subject: me.Hash(), Time: now,
@@ -541,10 +557,10 @@ func (h *Holder) Open(lane uint32, nonce string) (*coupons.Open, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: lane %d is not held", coupons.ErrNotAuthorized, lane)
 	}
-	if h.Funding == nil {
+	if h.Funding == nil && h.Blind == nil {
 		return nil, fmt.Errorf("%w: no book certificate from the broker to open lanes with (register the book first)", coupons.ErrBookNotFunded)
 	}
-	o := &coupons.Open{Book: h.Book, Lane: lane, Anchor: l.anchor, Proof: l.proof, Funding: h.Funding, User: h.User, Delegation: h.Chain}
+	o := &coupons.Open{Book: h.Book, Lane: lane, Anchor: l.anchor, Proof: l.proof, Funding: h.Funding, Blind: h.Blind, User: h.User, Delegation: h.Chain}
 	if l.end < h.Book.Book.Length {
 		// The vendor learns where the portion ends, so that its last coupon
 		// may come unbound (there is no next value to bind it with).

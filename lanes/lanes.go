@@ -271,6 +271,12 @@ type Payment struct {
 	// store, that its owner takes back (the takeover's walk). Any other
 	// coupons beyond what is due are spent, not credited (see credit).
 	Reclaimed uint32
+	// Hold, when above zero, makes the payment a metered request's (a
+	// window or a top-up): it may take up to Hold coupons (a window of
+	// units at the price) from the payment and the lane's credit, not just
+	// the price; Result.Held says how many it took. Zero: a request
+	// charged the price.
+	Hold uint32
 	// Now is when the payment arrived, if the caller has read the clock
 	// (Config.Now's) already; zero: Accept reads it.
 	Now time.Time
@@ -291,6 +297,12 @@ type Result struct {
 	Theft *coupons.Theft
 	// Digest is the request digest the payment was bound to.
 	Digest [32]byte
+	// Held is, for a payment with Hold (a metered request), the coupons
+	// it took off the lane for the response: a multiple of the price, at
+	// least the price when Served. They are the caller's to spend on the
+	// response's units, and what it does not spend it gives back with
+	// Credit.
+	Held uint32
 }
 
 // Accept verifies a payment and records it. Errors: ErrNotOpen, an error
@@ -416,7 +428,12 @@ func (c *Core) accept(ctx context.Context, p *Payment, ent *entry, res *Result) 
 		*next = *cur
 		next.State, next.Spent = st, st.Last
 		var served bool
-		next.Credit, served = credit(cur.Credit, paid, c.cfg.Price, p.Reclaimed)
+		var held uint32
+		if p.Hold > 0 {
+			next.Credit, held, served = hold(cur.Credit, paid, c.cfg.Price, p.Reclaimed, p.Hold)
+		} else {
+			next.Credit, served = credit(cur.Credit, paid, c.cfg.Price, p.Reclaimed)
+		}
 		next.Lease = 0
 		if c.cfg.Lease > 1 {
 			next.Lease = st.Last + c.cfg.Lease - 1
@@ -429,7 +446,7 @@ func (c *Core) accept(ctx context.Context, p *Payment, ent *entry, res *Result) 
 		if err == nil {
 			next.Lease = 0 // held by the store (or none): nothing to refuse here
 			ent.rec = *next
-			res.Paid, res.Served, res.Theft, res.Digest = paid, served, theft, digest
+			res.Paid, res.Served, res.Theft, res.Digest, res.Held = paid, served, theft, digest, held
 			return nil
 		}
 		if errors.Is(err, store.ErrConflict) && attempt < 3 {
@@ -473,6 +490,27 @@ func credit(owed, paid, price, reclaimed uint32) (uint32, bool) {
 	return owed + paid, false
 }
 
+// hold charges a metered request's payment of paid coupons on a lane owed
+// owed coupons: it may take a window of up to want coupons (at least the
+// price) from both, in whole units of price. It returns what the lane is
+// owed after, the coupons held for the response, and whether they cover
+// one unit. Coupons beyond the window (and reclaimed) are spent, not
+// credited, as in credit; too few are all kept as credit.
+func hold(owed, paid, price, reclaimed, want uint32) (uint32, uint32, bool) {
+	want = max(want, price)
+	due := uint32(1)
+	if owed < want {
+		due = want - owed
+	}
+	counted := min(paid, due+reclaimed)
+	total := owed + counted
+	if total < price {
+		return owed + paid, 0, false
+	}
+	held := min(total, want) / price * price
+	return total - held, held, true
+}
+
 // refresh reads the lane from the store and reports whether it differs
 // from the cached state (which it replaces).
 func (c *Core) refresh(ctx context.Context, id coupons.LaneID, ent *entry) bool {
@@ -487,6 +525,16 @@ func (c *Core) refresh(ctx context.Context, id coupons.LaneID, ent *entry) bool 
 // Refund credits price coupons back to a lane whose paid request failed
 // upstream: the coupons stay spent, the next payment uses the credit.
 func (c *Core) Refund(ctx context.Context, id coupons.LaneID) error {
+	return c.Credit(ctx, id, c.cfg.Price)
+}
+
+// Credit durably credits n coupons back to a lane: what a metered
+// response held (Result.Held) and did not deliver. The coupons stay spent;
+// the lane's next payments use the credit.
+func (c *Core) Credit(ctx context.Context, id coupons.LaneID, n uint32) error {
+	if n == 0 {
+		return nil
+	}
 	key := store.Key(id)
 	h := c.hash(key)
 	l := c.lock(h)
@@ -499,7 +547,7 @@ func (c *Core) Refund(ctx context.Context, id coupons.LaneID) error {
 			return err
 		}
 		next := cur
-		next.Credit += c.cfg.Price
+		next.Credit += n
 		if err = c.store.Advance(ctx, id, cur.State.Last, cur.Credit, next, 0); err == nil {
 			if ent := c.lookup(l, h, key); ent != nil {
 				ent.reload(next)

@@ -570,3 +570,58 @@ func TestAcceptTo(t *testing.T) {
 		t.Fatalf("replay: %v, result %+v", err, res)
 	}
 }
+
+// TestMeteredPaymentHoldsAWindow: a metered request's payment (Hold) takes
+// a window of coupons off the lane in whole units of the price, with the
+// lane's credit first; coupons beyond the window are spent, not credited;
+// too few for one unit stay as credit; Credit gives back what a response
+// did not deliver, durably, and the next window uses it.
+func TestMeteredPaymentHoldsAWindow(t *testing.T) {
+	st := store.NewMemory()
+	c := newChain(t, 200)
+	c.open(t, st)
+	core := newCore(t, st, Config{Price: 2, MaxJump: 64})
+	p := c.pay(8, "/stream")
+	p.Hold = 8 // a window of 4 units at price 2
+	if res := mustAccept(t, core, p); !res.Served || res.Held != 8 || res.Record.Credit != 0 {
+		t.Fatalf("8 coupons for a window of 8: served %v held %d credit %d", res.Served, res.Held, res.Record.Credit)
+	}
+	// 3 units delivered, one unit (2 coupons) comes back.
+	if err := core.Credit(context.Background(), c.id, 2); err != nil {
+		t.Fatal(err)
+	}
+	if rec, _ := st.Get(context.Background(), c.id); rec.Credit != 2 {
+		t.Fatalf("stored credit after the credit back: %d", rec.Credit)
+	}
+	// The next window: 2 coupons of credit and 6 new ones.
+	p = c.pay(14, "/stream")
+	p.Hold = 8
+	if res := mustAccept(t, core, p); !res.Served || res.Held != 8 || res.Record.Credit != 0 || res.Paid != 6 {
+		t.Fatalf("credit 2 + 6 coupons: served %v held %d credit %d paid %d", res.Served, res.Held, res.Record.Credit, res.Paid)
+	}
+	// A jump beyond the window is not credited (it may be coupons spent
+	// at another store of the vendor).
+	p = c.pay(34, "/stream")
+	p.Hold = 8
+	if res := mustAccept(t, core, p); !res.Served || res.Held != 8 || res.Record.Credit != 0 {
+		t.Fatalf("20 coupons for a window of 8: served %v held %d credit %d", res.Served, res.Held, res.Record.Credit)
+	}
+	// An odd number: whole units only, the rest stays as credit.
+	p = c.pay(39, "/stream")
+	p.Hold = 8
+	if res := mustAccept(t, core, p); !res.Served || res.Held != 4 || res.Record.Credit != 1 {
+		t.Fatalf("5 coupons at price 2: served %v held %d credit %d", res.Served, res.Held, res.Record.Credit)
+	}
+	// Less than a unit with no credit left: kept, not served.
+	core.Credit(context.Background(), c.id, 0)
+	p = c.pay(40, "/stream")
+	p.Hold = 8
+	if res := mustAccept(t, core, p); !res.Served || res.Held != 2 || res.Record.Credit != 0 {
+		t.Fatalf("1 coupon + 1 credit: served %v held %d credit %d", res.Served, res.Held, res.Record.Credit)
+	}
+	p = c.pay(41, "/stream")
+	p.Hold = 8
+	if res := mustAccept(t, core, p); res.Served || res.Held != 0 || res.Record.Credit != 1 {
+		t.Fatalf("1 coupon at price 2: served %v held %d credit %d", res.Served, res.Held, res.Record.Credit)
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -85,7 +84,7 @@ type BookUsage struct {
 // be paying from it) and counts what is left.
 func (e *BookEntry) Usage() (BookUsage, error) {
 	var u BookUsage
-	saved, err := loadState(e.StatePath)
+	saved, err := loadState(e.fs, e.StatePath)
 	if err != nil {
 		return u, err
 	}
@@ -131,7 +130,7 @@ var ErrBookHasValue = errors.New("wallet: the book is funded and has value left"
 // meanwhile, so a process paying from the book makes it fail with
 // ErrLocked.
 func (w *Wallet) RemoveBook(e *BookEntry, force bool) error {
-	st, err := openStore(e.StatePath)
+	st, err := openStore(e.fs, e.StatePath)
 	if err != nil {
 		return err
 	}
@@ -157,7 +156,7 @@ func (w *Wallet) RemoveBook(e *BookEntry, force bool) error {
 	}
 	files = append(files, e.StatePath)
 	for _, f := range files {
-		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := storageOr(e.fs).Remove(f); err != nil && !isNotExist(err) {
 			return err
 		}
 	}
@@ -238,12 +237,18 @@ func (w *Wallet) BookFor(vendor string) (*BookEntry, error) {
 }
 
 // fileTime is a file's modification time (zero when it cannot be read).
-func fileTime(path string) time.Time {
-	fi, err := os.Stat(path)
+func fileTime(fs Storage, path string) time.Time {
+	t, err := storageOr(fs).ModTime(path)
 	if err != nil {
 		return time.Time{}
 	}
-	return fi.ModTime().UTC().Truncate(time.Second)
+	return t.UTC().Truncate(time.Second)
+}
+
+// OpenTransport opens the transport that pays from e's lanes, its state
+// kept where e is (OpenTransportIn).
+func (e *BookEntry) OpenTransport() (*Transport, error) {
+	return OpenTransportIn(storageOr(e.fs), e.Holder, e.StatePath, e.Lanes...)
 }
 
 // bookRefusals are the gate's answers that refuse a book as a whole: the

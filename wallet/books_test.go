@@ -408,12 +408,12 @@ func TestLockedStateNamesItsHolder(t *testing.T) {
 	defer SetLockWait(lockWait)
 	SetLockWait(30 * time.Millisecond)
 	p := filepath.Join(t.TempDir(), "x.lanes")
-	st, err := openStore(p)
+	st, err := openStore(nil, p)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.close()
-	_, err = openStore(p)
+	_, err = openStore(nil, p)
 	var le *LockedError
 	if !errors.As(err, &le) || !errors.Is(err, ErrLocked) || le.PID != os.Getpid() || !strings.Contains(err.Error(), "ECOUPONS_LOCK_WAIT") {
 		t.Fatalf("got %v", err)

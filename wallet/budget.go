@@ -79,6 +79,7 @@ type budgetFile struct {
 // against a limit, never the reverse. The zero of a Budget is not usable;
 // use OpenBudget.
 type Budget struct {
+	fs   Storage
 	path string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -86,8 +87,11 @@ type Budget struct {
 }
 
 // OpenBudget uses the budget file at path (created on the first change).
-func OpenBudget(path string) (*Budget, error) {
-	b := &Budget{path: path}
+func OpenBudget(path string) (*Budget, error) { return OpenBudgetIn(Files{}, path) }
+
+// OpenBudgetIn is OpenBudget with the file kept in fs.
+func OpenBudgetIn(fs Storage, path string) (*Budget, error) {
+	b := &Budget{fs: storageOr(fs), path: path}
 	_, err := b.read()
 	return b, err
 }
@@ -104,19 +108,12 @@ func (b *Budget) now() time.Time {
 func (b *Budget) locked(write bool, f func(*budgetFile) error) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if err := os.MkdirAll(filepath.Dir(b.path), 0o700); err != nil {
-		return err
-	}
-	lf, err := os.OpenFile(b.path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	// Held for one read-modify-write: waiting without a timeout is fine.
+	unlock, err := b.fs.Lock(b.path+".lock", -1)
 	if err != nil {
 		return err
 	}
-	defer lf.Close()
-	// Held for one read-modify-write: waiting without a timeout is fine.
-	if err := lockFile(lf); err != nil {
-		return err
-	}
-	defer unlockFile(lf)
+	defer unlock()
 	bf, err := b.read()
 	if err != nil {
 		return err
@@ -128,12 +125,12 @@ func (b *Budget) locked(write bool, f func(*budgetFile) error) error {
 	if err != nil {
 		return err
 	}
-	return writeDurably(b.path, raw)
+	return b.fs.WriteFile(b.path, raw)
 }
 
 func (b *Budget) read() (*budgetFile, error) {
-	raw, err := os.ReadFile(b.path)
-	if errors.Is(err, os.ErrNotExist) {
+	raw, err := b.fs.ReadFile(b.path)
+	if isNotExist(err) {
 		return &budgetFile{Version: 1}, nil
 	}
 	if err != nil {
@@ -211,7 +208,7 @@ func windowStart(now time.Time, p time.Duration) int64 {
 func (b *Budget) Charge(host, currency string, amount int64) error {
 	// No limits file, no limits: no lock and no read on the payment path.
 	// (A limit set while this payment is under way applies from the next.)
-	if _, err := os.Stat(b.path); errors.Is(err, os.ErrNotExist) {
+	if _, err := b.fs.ModTime(b.path); isNotExist(err) {
 		return nil
 	}
 	host = strings.ToLower(host)

@@ -2,6 +2,7 @@ package wallet
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -9,7 +10,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -73,6 +73,7 @@ type CheckedReceipt struct {
 // checks them. Receipts are evidence, not money: they are appended without
 // an fsync of their own.
 type ReceiptLog struct {
+	fs  Storage
 	dir string
 	// Client fetches commitments; nil means http.DefaultClient.
 	Client *http.Client
@@ -88,7 +89,12 @@ type ReceiptLog struct {
 }
 
 // OpenReceiptLog keeps receipts in dir.
-func OpenReceiptLog(dir string) *ReceiptLog { return &ReceiptLog{dir: dir} }
+func OpenReceiptLog(dir string) *ReceiptLog { return OpenReceiptLogIn(Files{}, dir) }
+
+// OpenReceiptLogIn keeps receipts in dir of fs.
+func OpenReceiptLogIn(fs Storage, dir string) *ReceiptLog {
+	return &ReceiptLog{fs: storageOr(fs), dir: dir}
+}
 
 func (r *ReceiptLog) client() *http.Client {
 	if r.Client != nil {
@@ -112,24 +118,13 @@ func (r *ReceiptLog) Record(rec ReceiptRecord) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if err := os.MkdirAll(filepath.Join(r.dir, "commitments"), 0o700); err != nil {
+	if err := r.fs.AppendFile(filepath.Join(r.dir, "receipts.jsonl"), append(raw, '\n')); err != nil {
 		return err
-	}
-	f, err := os.OpenFile(filepath.Join(r.dir, "receipts.jsonl"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		return err
-	}
-	_, werr := f.Write(append(raw, '\n'))
-	if err := f.Close(); werr == nil {
-		werr = err
-	}
-	if werr != nil {
-		return werr
 	}
 	// The first receipt under a commitment fetches and keeps it (best
 	// effort: Check retries); later ones cost no read and no verification.
 	if rc, err := coupons.ParseReceipt(rec.Header); err == nil {
-		if _, err := os.Stat(filepath.Join(r.dir, "commitments", rc.Commitment+".sexp")); errors.Is(err, os.ErrNotExist) {
+		if _, err := r.fs.ModTime(filepath.Join(r.dir, "commitments", rc.Commitment+".sexp")); isNotExist(err) {
 			r.commitment(rec.Origin, rec.Vendor, rc.Commitment)
 		}
 	}
@@ -142,9 +137,9 @@ func (r *ReceiptLog) Record(rec ReceiptRecord) error {
 // pinned, and a commitment under another key is refused.
 func (r *ReceiptLog) commitment(origin, vendor, id string) (*coupons.ReceiptCommitment, error) {
 	path := filepath.Join(r.dir, "commitments", id+".sexp")
-	raw, err := os.ReadFile(path)
+	raw, err := r.fs.ReadFile(path)
 	fetched := false
-	if errors.Is(err, os.ErrNotExist) {
+	if isNotExist(err) {
 		resp, ferr := r.client().Get(origin + coupons.ReceiptCommitmentPath + "?c=" + id)
 		if ferr != nil {
 			return nil, fmt.Errorf("fetching commitment %s: %w", id, ferr)
@@ -173,7 +168,7 @@ func (r *ReceiptLog) commitment(origin, vendor, id string) (*coupons.ReceiptComm
 	if fetched {
 		// Kept as soon as it is the one asked for and self-signed: whose key
 		// it is, is checked at every use, below.
-		if err := writeDurably(path, spki.Canonical(c.Sexp())); err != nil {
+		if err := r.fs.WriteFile(path, spki.Canonical(c.Sexp())); err != nil {
 			return nil, err
 		}
 	}
@@ -191,11 +186,11 @@ func (r *ReceiptLog) commitment(origin, vendor, id string) (*coupons.ReceiptComm
 	} else {
 		pin := filepath.Join(r.dir, "commitments", "vendor-"+base64.RawURLEncoding.EncodeToString([]byte(vendor))+".pub")
 		want := spki.Canonical(c.Key.Sexp())
-		if old, err := os.ReadFile(pin); err == nil {
+		if old, err := r.fs.ReadFile(pin); err == nil {
 			if string(old) != string(want) {
 				return nil, fmt.Errorf("commitment %s is signed by another key than the one first seen for %s", id, vendor)
 			}
-		} else if err := writeDurably(pin, want); err != nil {
+		} else if err := r.fs.WriteFile(pin, want); err != nil {
 			return nil, err
 		}
 	}
@@ -204,16 +199,15 @@ func (r *ReceiptLog) commitment(origin, vendor, id string) (*coupons.ReceiptComm
 
 // Records returns the receipts kept, in order of arrival.
 func (r *ReceiptLog) Records() ([]ReceiptRecord, error) {
-	f, err := os.Open(filepath.Join(r.dir, "receipts.jsonl"))
-	if errors.Is(err, os.ErrNotExist) {
+	raw, err := r.fs.ReadFile(filepath.Join(r.dir, "receipts.jsonl"))
+	if isNotExist(err) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	var lines [][]byte
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(bytes.NewReader(raw))
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
 	for sc.Scan() {
 		lines = append(lines, slices.Clone(sc.Bytes()))

@@ -101,12 +101,13 @@ type laneState struct {
 	Store string `json:"store,omitempty"`
 }
 
-// store persists a transport's lanes. save writes the whole state to a
-// temporary file, fsyncs it, renames it over the state and fsyncs the
-// directory, so a crash leaves either the old or the new state, whole.
+// store persists a transport's lanes. save writes the whole state
+// durably (Storage.WriteFile), so a crash leaves either the old or the new
+// state, whole.
 type store struct {
-	path string
-	lock *os.File
+	fs     Storage
+	path   string
+	unlock func() error
 }
 
 // lockWait is how long openStore waits for another process to release the
@@ -116,52 +117,26 @@ var lockWait = 10 * time.Second
 // openStore takes an exclusive lock on path+".lock" (held until close),
 // so two processes never spend from the same state; it waits up to
 // lockWait for a process that holds it.
-func openStore(path string) (*store, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, err
-	}
-	f, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+func openStore(fs Storage, path string) (*store, error) {
+	fs = storageOr(fs)
+	unlock, err := fs.Lock(path+".lock", lockWait)
 	if err != nil {
 		return nil, err
 	}
-	deadline := time.Now().Add(lockWait)
-	for {
-		err := tryLock(f)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, errLockBusy) {
-			f.Close()
-			return nil, fmt.Errorf("%w: %s: %v", ErrLocked, path, err)
-		}
-		if time.Now().After(deadline) {
-			f.Close()
-			pid, cmd := lockHolder(path + ".lock")
-			return nil, &LockedError{Path: path, PID: pid, Command: cmd, Waited: lockWait}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	// The holder's PID, for the message of a process that finds it locked.
-	if f.Truncate(0) == nil {
-		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	}
-	return &store{path: path, lock: f}, nil
+	return &store{fs: fs, path: path, unlock: unlock}, nil
 }
 
-func (s *store) close() error {
-	unlockFile(s.lock)
-	return s.lock.Close()
-}
+func (s *store) close() error { return s.unlock() }
 
 // load reads the state; a missing file is an empty state.
-func (s *store) load() (map[coupons.LaneID]*lane, error) { return loadState(s.path) }
+func (s *store) load() (map[coupons.LaneID]*lane, error) { return loadState(s.fs, s.path) }
 
 // loadState reads the lane state at path without locking it (a missing
 // file is an empty state): for showing it, or under the store's lock.
-func loadState(path string) (map[coupons.LaneID]*lane, error) {
+func loadState(fs Storage, path string) (map[coupons.LaneID]*lane, error) {
 	s := struct{ path string }{path}
-	b, err := os.ReadFile(s.path)
-	if errors.Is(err, os.ErrNotExist) {
+	b, err := storageOr(fs).ReadFile(s.path)
+	if isNotExist(err) {
 		return map[coupons.LaneID]*lane{}, nil
 	}
 	if err != nil {
@@ -204,7 +179,7 @@ func (s *store) save(lanes []*lane) error {
 	if err != nil {
 		return err
 	}
-	return writeDurably(s.path, b)
+	return s.fs.WriteFile(s.path, b)
 }
 
 // SetLockWait changes how long opening a locked state waits (tests).

@@ -332,7 +332,12 @@ type Transport struct {
 // until Close, so two processes cannot spend from it at once (a second
 // one waits up to 10 s, then fails with ErrLocked).
 func OpenTransport(h *delegation.Holder, statePath string, lanes ...uint32) (*Transport, error) {
-	st, err := openStore(statePath)
+	return OpenTransportIn(Files{}, h, statePath, lanes...)
+}
+
+// OpenTransportIn is OpenTransport with the state kept in fs.
+func OpenTransportIn(fs Storage, h *delegation.Holder, statePath string, lanes ...uint32) (*Transport, error) {
+	st, err := openStore(fs, statePath)
 	if err != nil {
 		return nil, err
 	}

@@ -1,7 +1,6 @@
 package wallet
 
 import (
-	"context"
 	"crypto"
 	"crypto/ecdh"
 	"crypto/ed25519"
@@ -13,16 +12,11 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
-
-	"go.step.sm/crypto/kms"
-	"go.step.sm/crypto/kms/apiv1"
-	_ "go.step.sm/crypto/kms/pkcs11"
 
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/delegation"
@@ -47,7 +41,10 @@ var ErrNoBook = errors.New("wallet: no book for this vendor")
 //	limits.json      spending limits and what was spent against them
 //	receipts/        the vendors' receipts and receipt commitments
 type Wallet struct {
-	Dir    string
+	Dir string
+	// Storage holds the wallet's files; nil means Files (the directory).
+	Storage Storage
+
 	Key    crypto.Signer
 	Enc    *ecdh.PrivateKey
 	Config Config
@@ -121,9 +118,13 @@ func Init(dir string) (*Wallet, error) { return InitWith(dir, KeyOptions{}) }
 
 // InitWith is Init with the signing key encrypted by a passphrase, or
 // held by a smart card.
-func InitWith(dir string, o KeyOptions) (*Wallet, error) {
+func InitWith(dir string, o KeyOptions) (*Wallet, error) { return InitIn(Files{}, dir, o) }
+
+// InitIn is InitWith with the wallet kept in fs.
+func InitIn(fs Storage, dir string, o KeyOptions) (*Wallet, error) {
+	fs = storageOr(fs)
 	for _, f := range []string{"key.pem", "config.json"} {
-		if _, err := os.Stat(filepath.Join(dir, f)); err == nil {
+		if _, err := fs.ModTime(filepath.Join(dir, f)); err == nil {
 			return nil, fmt.Errorf("wallet: %s already holds a wallet", dir)
 		}
 	}
@@ -136,8 +137,10 @@ func InitWith(dir string, o KeyOptions) (*Wallet, error) {
 			return nil, err
 		}
 	}
-	if err := os.MkdirAll(filepath.Join(dir, "books"), 0o700); err != nil {
-		return nil, err
+	if _, files := fs.(Files); files {
+		if err := os.MkdirAll(filepath.Join(dir, "books"), 0o700); err != nil {
+			return nil, err
+		}
 	}
 	if k == nil {
 		_, ek, err := ed25519.GenerateKey(rand.Reader)
@@ -152,7 +155,7 @@ func InitWith(dir string, o KeyOptions) (*Wallet, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := writeDurably(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(block)); err != nil {
+		if err := fs.WriteFile(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(block)); err != nil {
 			return nil, err
 		}
 		k = ek
@@ -161,10 +164,10 @@ func InitWith(dir string, o KeyOptions) (*Wallet, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := writeDurably(filepath.Join(dir, "enc.key"), []byte(hex.EncodeToString(enc.Bytes())+"\n")); err != nil {
+	if err := fs.WriteFile(filepath.Join(dir, "enc.key"), []byte(hex.EncodeToString(enc.Bytes())+"\n")); err != nil {
 		return nil, err
 	}
-	w := &Wallet{Dir: dir, Key: k, Enc: enc, Config: cfg}
+	w := &Wallet{Dir: dir, Storage: fs, Key: k, Enc: enc, Config: cfg}
 	return w, w.SaveConfig()
 }
 
@@ -186,47 +189,19 @@ func withoutPIN(u string) string {
 	return base + "?" + strings.Join(kept, "&")
 }
 
-// smartCardSigner opens the key at the pkcs11: URI u, adding pin when u
-// has neither pin-value nor pin-source.
-func smartCardSigner(u, pin string) (crypto.Signer, error) {
-	if !strings.HasPrefix(u, "pkcs11:") {
-		return nil, fmt.Errorf("wallet: smart card %q: not a pkcs11: URI", u)
-	}
-	if pin != "" && !strings.Contains(u, "pin-value=") && !strings.Contains(u, "pin-source=") {
-		sep := "?"
-		if strings.Contains(u, "?") {
-			sep = "&"
-		}
-		u += sep + "pin-value=" + url.QueryEscape(pin)
-	}
-	km, err := kms.New(context.Background(), apiv1.Options{Type: apiv1.PKCS11, URI: u})
-	if err != nil {
-		return nil, fmt.Errorf("wallet: smart card %s: %w", withoutPIN(u), err)
-	}
-	k, err := km.CreateSigner(&apiv1.CreateSignerRequest{SigningKey: u})
-	if err != nil {
-		km.Close()
-		if !strings.Contains(u, "pin-value=") && !strings.Contains(u, "pin-source=") {
-			return nil, fmt.Errorf("%w: smart card key %s: %v", ErrNoPIN, withoutPIN(u), err)
-		}
-		return nil, fmt.Errorf("wallet: smart card key %s: %w", withoutPIN(u), err)
-	}
-	if _, err := spki.NewPublicKey(k.Public()); err != nil {
-		km.Close()
-		return nil, fmt.Errorf("wallet: smart card key %s: %w", withoutPIN(u), err)
-	}
-	return k, nil
-}
-
 // Load opens the wallet in dir (its key file unencrypted).
 func Load(dir string) (*Wallet, error) { return LoadWith(dir, KeyOptions{}) }
 
 // LoadWith opens the wallet in dir, unlocking its key with o.Passphrase
 // or, on a smart card, o.PIN.
-func LoadWith(dir string, o KeyOptions) (*Wallet, error) {
+func LoadWith(dir string, o KeyOptions) (*Wallet, error) { return LoadIn(Files{}, dir, o) }
+
+// LoadIn is LoadWith with the wallet kept in fs.
+func LoadIn(fs Storage, dir string, o KeyOptions) (*Wallet, error) {
+	fs = storageOr(fs)
 	var cfg Config
-	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
-	if errors.Is(err, os.ErrNotExist) {
+	b, err := fs.ReadFile(filepath.Join(dir, "config.json"))
+	if isNotExist(err) {
 		return nil, fmt.Errorf("%w: %s", ErrNoWallet, dir)
 	}
 	if err != nil {
@@ -241,7 +216,7 @@ func LoadWith(dir string, o KeyOptions) (*Wallet, error) {
 			return nil, err
 		}
 	} else {
-		raw, err := os.ReadFile(filepath.Join(dir, "key.pem"))
+		raw, err := fs.ReadFile(filepath.Join(dir, "key.pem"))
 		if err != nil {
 			return nil, err
 		}
@@ -258,7 +233,7 @@ func LoadWith(dir string, o KeyOptions) (*Wallet, error) {
 			return nil, fmt.Errorf("wallet: %s/key.pem: %w", dir, err)
 		}
 	}
-	raw, err := os.ReadFile(filepath.Join(dir, "enc.key"))
+	raw, err := fs.ReadFile(filepath.Join(dir, "enc.key"))
 	if err != nil {
 		return nil, err
 	}
@@ -270,7 +245,7 @@ func LoadWith(dir string, o KeyOptions) (*Wallet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("wallet: enc.key: %w", err)
 	}
-	return &Wallet{Dir: dir, Key: signer, Enc: enc, Config: cfg}, nil
+	return &Wallet{Dir: dir, Storage: fs, Key: signer, Enc: enc, Config: cfg}, nil
 }
 
 // SaveConfig writes config.json.
@@ -279,8 +254,11 @@ func (w *Wallet) SaveConfig() error {
 	if err != nil {
 		return err
 	}
-	return writeDurably(filepath.Join(w.Dir, "config.json"), append(b, '\n'))
+	return w.fs().WriteFile(filepath.Join(w.Dir, "config.json"), append(b, '\n'))
 }
+
+// fs is the wallet's Storage.
+func (w *Wallet) fs() Storage { return storageOr(w.Storage) }
 
 // PublicKey is the wallet's signing key.
 func (w *Wallet) PublicKey() *spki.PublicKey {
@@ -319,7 +297,7 @@ func (w *Wallet) SaveBook(sb *coupons.SignedBook, sec *coupons.Secrets, anchors 
 	if err != nil {
 		return err
 	}
-	return writeDurably(filepath.Join(w.Dir, "books", bookName(sb.Book.ID())+".json"), b)
+	return w.fs().WriteFile(filepath.Join(w.Dir, "books", bookName(sb.Book.ID())+".json"), b)
 }
 
 // BookEntry is a stored book or grant, ready to spend once funded.
@@ -335,6 +313,7 @@ type BookEntry struct {
 	Created time.Time
 	file    string
 	owned   bool
+	fs      Storage // where the entry is kept; nil: Files
 }
 
 // Funded reports whether the entry carries the broker's book certificate,
@@ -372,7 +351,7 @@ func (w *Wallet) MarkRefused(id [32]byte, reason string) error {
 // updateBook rewrites an owned book's file durably through fn.
 func (w *Wallet) updateBook(id [32]byte, fn func(*bookFile, *coupons.SignedBook) error) error {
 	f := filepath.Join(w.Dir, "books", bookName(id)+".json")
-	b, err := os.ReadFile(f)
+	b, err := w.fs().ReadFile(f)
 	if err != nil {
 		return fmt.Errorf("wallet: book %s…: %w", BookID(id)[:12], err)
 	}
@@ -395,12 +374,12 @@ func (w *Wallet) updateBook(id [32]byte, fn func(*bookFile, *coupons.SignedBook)
 	if err != nil {
 		return err
 	}
-	return writeDurably(f, nb)
+	return w.fs().WriteFile(f, nb)
 }
 
 // Books returns every stored book.
 func (w *Wallet) Books() ([]BookEntry, error) {
-	files, err := filepath.Glob(filepath.Join(w.Dir, "books", "*.json"))
+	files, err := w.fs().Glob(filepath.Join(w.Dir, "books", "*.json"))
 	if err != nil {
 		return nil, err
 	}
@@ -412,7 +391,7 @@ func (w *Wallet) Books() ([]BookEntry, error) {
 		}
 	}
 	for _, f := range files {
-		b, err := os.ReadFile(f)
+		b, err := w.fs().ReadFile(f)
 		if err != nil {
 			return nil, err
 		}
@@ -469,10 +448,10 @@ func (w *Wallet) Books() ([]BookEntry, error) {
 		}
 		created := bf.Created
 		if created.IsZero() {
-			created = fileTime(f)
+			created = fileTime(w.fs(), f)
 		}
 		out = append(out, BookEntry{Holder: h, StatePath: strings.TrimSuffix(f, ".json") + ".lanes", Lanes: lanes, Refused: bf.Refused,
-			Created: created, file: f, owned: true})
+			Created: created, file: f, owned: true, fs: w.Storage})
 	}
 	grants, err := w.grants()
 	if err != nil {
@@ -511,7 +490,7 @@ func (w *Wallet) MarkGranted(e *BookEntry, g *delegation.Grant) error {
 }
 
 func (w *Wallet) markDelegated(e *BookEntry, ends map[uint32]uint32) error {
-	if st, err := os.ReadFile(e.StatePath); err == nil || !errors.Is(err, os.ErrNotExist) {
+	if st, err := w.fs().ReadFile(e.StatePath); err == nil || !isNotExist(err) {
 		// A state that cannot be read counts as having spent everything.
 		var sf stateFile
 		if err == nil {
@@ -564,7 +543,7 @@ func (w *Wallet) markDelegated(e *BookEntry, ends map[uint32]uint32) error {
 func (w *Wallet) readDelegations(e *BookEntry) (delegations, error) {
 	var d delegations
 	if e.owned {
-		b, err := os.ReadFile(e.file)
+		b, err := w.fs().ReadFile(e.file)
 		if err != nil {
 			return d, err
 		}
@@ -574,8 +553,8 @@ func (w *Wallet) readDelegations(e *BookEntry) (delegations, error) {
 		}
 		return delegations{Delegated: bf.Delegated, Ends: bf.Ends}, nil
 	}
-	b, err := os.ReadFile(strings.TrimSuffix(e.file, ".grant") + ".delegated")
-	if errors.Is(err, os.ErrNotExist) {
+	b, err := w.fs().ReadFile(strings.TrimSuffix(e.file, ".grant") + ".delegated")
+	if isNotExist(err) {
 		return d, nil
 	}
 	if err != nil {
@@ -590,7 +569,7 @@ func (w *Wallet) readDelegations(e *BookEntry) (delegations, error) {
 // writeDelegations durably records what e's wallet granted of it.
 func (w *Wallet) writeDelegations(e *BookEntry, d delegations) error {
 	if e.owned {
-		b, err := os.ReadFile(e.file)
+		b, err := w.fs().ReadFile(e.file)
 		if err != nil {
 			return err
 		}
@@ -603,13 +582,13 @@ func (w *Wallet) writeDelegations(e *BookEntry, d delegations) error {
 		if err != nil {
 			return err
 		}
-		return writeDurably(e.file, nb)
+		return w.fs().WriteFile(e.file, nb)
 	}
 	b, err := json.Marshal(d)
 	if err != nil {
 		return err
 	}
-	return writeDurably(strings.TrimSuffix(e.file, ".grant")+".delegated", b)
+	return w.fs().WriteFile(strings.TrimSuffix(e.file, ".grant")+".delegated", b)
 }
 
 // ErrNotReclaimable means a lane cannot be taken back: it was not granted
@@ -642,7 +621,7 @@ func (w *Wallet) Reclaim(e *BookEntry, lanes []uint32) (map[uint32]uint32, error
 		}
 		out[l] = c
 	}
-	st, err := openStore(e.StatePath)
+	st, err := openStore(w.fs(), e.StatePath)
 	if err != nil {
 		return nil, err
 	}
@@ -706,11 +685,8 @@ func (w *Wallet) ImportGrant(doc []byte, now time.Time) (*delegation.Grant, erro
 	if _, err := delegation.Accept(g, w.Key, w.Enc, now); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Join(w.Dir, "grants"), 0o700); err != nil {
-		return nil, err
-	}
 	h := g.Cert().Cert.Hash()
-	return g, writeDurably(filepath.Join(w.Dir, "grants", hex.EncodeToString(h[:8])+".grant"), spki.Transport(g.Sexp()))
+	return g, w.fs().WriteFile(filepath.Join(w.Dir, "grants", hex.EncodeToString(h[:8])+".grant"), spki.Transport(g.Sexp()))
 }
 
 // grants loads the imported grants that can be spent from.
@@ -722,12 +698,12 @@ func (w *Wallet) grants() ([]BookEntry, error) {
 // loadGrants loads the imported grants: those that verify now, and what
 // is wrong with the others.
 func (w *Wallet) loadGrants() (out []BookEntry, problems []string, err error) {
-	files, err := filepath.Glob(filepath.Join(w.Dir, "grants", "*.grant"))
+	files, err := w.fs().Glob(filepath.Join(w.Dir, "grants", "*.grant"))
 	if err != nil {
 		return nil, nil, err
 	}
 	for _, f := range files {
-		b, err := os.ReadFile(f)
+		b, err := w.fs().ReadFile(f)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -747,7 +723,7 @@ func (w *Wallet) loadGrants() (out []BookEntry, problems []string, err error) {
 			problems = append(problems, fmt.Sprintf("%s: %v", filepath.Base(f), err))
 			continue
 		}
-		e := BookEntry{Holder: h, StatePath: strings.TrimSuffix(f, ".grant") + ".lanes", Created: fileTime(f), file: f}
+		e := BookEntry{Holder: h, StatePath: strings.TrimSuffix(f, ".grant") + ".lanes", Created: fileTime(w.fs(), f), file: f, fs: w.Storage}
 		d, err := w.readDelegations(&e)
 		if err != nil {
 			return nil, nil, err
@@ -774,14 +750,14 @@ func (w *Wallet) GrantProblems() ([]string, error) {
 // Budget returns the wallet's spending limits (limits.json), shared by
 // every transport and process that pays from the wallet.
 func (w *Wallet) Budget() (*Budget, error) {
-	return OpenBudget(filepath.Join(w.Dir, "limits.json"))
+	return OpenBudgetIn(w.fs(), filepath.Join(w.Dir, "limits.json"))
 }
 
 // Receipts returns the wallet's receipt log (receipts/). Once the wallet
 // is registered, vendors' receipt keys are checked against the broker's
 // vendor certificates; before, the first key seen is pinned.
 func (w *Wallet) Receipts() *ReceiptLog {
-	r := OpenReceiptLog(filepath.Join(w.Dir, "receipts"))
+	r := OpenReceiptLogIn(w.fs(), filepath.Join(w.Dir, "receipts"))
 	if bk, err := w.BrokerPublicKey(); err == nil && w.Config.Broker != "" {
 		r.VendorKey = BrokerVendorKey(nil, w.Config.Broker, bk)
 	}

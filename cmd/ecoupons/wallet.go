@@ -951,7 +951,7 @@ func openTransport(w *wallet.Wallet, entry *wallet.BookEntry, hosts []string) (*
 	if err != nil {
 		return nil, err
 	}
-	t, err := wallet.OpenTransport(entry.Holder, entry.StatePath, entry.Lanes...)
+	t, err := entry.OpenTransport()
 	if err != nil {
 		return nil, err
 	}
