@@ -127,8 +127,8 @@ func joinValues(vs []string) string {
 // Accept-Payment, Payment-Authorization or an Authorization of the Payment
 // scheme) and does not pay with Authorization: ECoupon, which is answered
 // in the ECoupon scheme. An ECoupon payment is told apart by its one
-// Authorization field, which the ECoupon path reads anyway (ServeHTTP's
-// steady path pays one map lookup for the Payment scheme).
+// Authorization field, which ServeHTTP reads first: its steady path pays
+// nothing for the Payment scheme.
 func speaksPayment(h http.Header) bool {
 	if a := h[keyAuthorization]; len(a) == 1 && hasScheme(a[0], coupons.Scheme) {
 		return false
@@ -253,7 +253,7 @@ func (g *Gate) servePayment(w http.ResponseWriter, r *http.Request, next caddyht
 	if !ok {
 		return nil
 	}
-	g.mDelay.Observe(time.Since(started).Seconds())
+	g.observeDelay(started)
 	g.reportTheft(p.Lane, res.Theft)
 	if !g.respondPaid(pw, &p, &res) {
 		return nil
