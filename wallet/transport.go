@@ -1028,13 +1028,28 @@ func (t *Transport) pay(base http.RoundTripper, req *http.Request, body *request
 		_ = t.Receipts.Record(ReceiptRecord{Vendor: b.Vendor, URL: u.String(), Origin: u.Scheme + "://" + u.Host, Header: h,
 			Lane: l.id.String(), Index: i, Paid: n, Span: span, Digest: base64.RawURLEncoding.EncodeToString(d[:])})
 	}
-	t.mu.Lock()
-	l.credit, l.creditUnknown = 0, false
+	credit := uint32(0)
 	if c, err := strconv.ParseUint(resp.Header.Get("ECoupon-Credit"), 10, 32); err == nil {
-		l.credit = uint32(c)
+		credit = uint32(c)
 	}
-	t.mu.Unlock()
+	t.setCredit(l, credit, false)
 	return resp, nil
+}
+
+// setCredit records what a gate said lane l is owed (unknown: a metered
+// response cut off before it said), saving the state when it changed, so
+// that the next process pays what is due and no more: coupons beyond it
+// would be spent, not credited.
+func (t *Transport) setCredit(l *lane, credit uint32, unknown bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if l.credit == credit && l.creditUnknown == unknown {
+		return
+	}
+	l.credit, l.creditUnknown = credit, unknown
+	if t.st != nil {
+		_ = t.st.save(t.all) // at worst the next process pays one payment too many coupons
+	}
 }
 
 // receiptOf returns the gate's TESLA receipt of a paid response, as the
