@@ -45,6 +45,10 @@ type MeterProgress struct {
 	Err string
 }
 
+// DefaultStallTopUp is how long a bytes-metered body may stall before the
+// wallet tops up anyway, when Transport.StallTopUp is 0.
+const DefaultStallTopUp = time.Second
+
 // EndCut is MeterProgress.End for a metered response that ended without
 // the gate's trailers (the connection broke): the lane's credit is learnt
 // at its next payment.
@@ -63,6 +67,19 @@ func (t *Transport) meter(req *http.Request, resp *http.Response, ch *Challenge,
 	b.prog.Coupons = b.position() - start
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt == "text/event-stream" {
 		b.sse = bufio.NewReaderSize(resp.Body, 64<<10)
+	}
+	// The timers' top-ups run in their own goroutines, under b.mu.
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if m.Kind == coupons.MeterBytes {
+		// The gate counts the bytes it is given, the wallet those it
+		// reads: behind a compressing encoder they differ, and a held body
+		// gives no sign. A body that stalls gets one top-up per stall.
+		b.stall = t.StallTopUp
+		if b.stall == 0 {
+			b.stall = DefaultStallTopUp
+		}
+		b.watch = time.AfterFunc(b.stall, b.stalled)
 	}
 	if m.Kind == coupons.MeterSeconds {
 		every := max(time.Duration(m.Per)*time.Second*time.Duration(ch.Window)/2, 200*time.Millisecond)
@@ -105,10 +122,14 @@ type meteredBody struct {
 	pending error         // the error after out
 	got     uint64        // bytes delivered (a bytes meter)
 
-	mu    sync.Mutex // top-ups, one at a time; prog, done, timer
+	mu    sync.Mutex // top-ups, one at a time; prog, done, timer, watch
 	prog  MeterProgress
 	done  bool
 	timer *time.Timer
+	// watch tops up when a bytes-metered body stalls for stall (at most
+	// once until data comes again).
+	watch *time.Timer
+	stall time.Duration
 	// failed: a top-up failed; no more are tried (the gate ends the
 	// stream at the window paid).
 	failed bool
@@ -136,6 +157,11 @@ func (b *meteredBody) count(n int) {
 	if b.m.Kind != coupons.MeterBytes || n == 0 {
 		return
 	}
+	b.mu.Lock()
+	if b.watch != nil && !b.done {
+		b.watch.Reset(b.stall)
+	}
+	b.mu.Unlock()
 	b.got += uint64(n)
 	b.mu.Lock()
 	paid := uint64(b.prog.Units) * b.m.Per
@@ -212,6 +238,9 @@ func (b *meteredBody) topup() bool {
 	return err == nil
 }
 
+// stalled tops up a bytes-metered body that has stalled (the watch).
+func (b *meteredBody) stalled() { b.topup() }
+
 // after ends the response on err (io.EOF: read whole).
 func (b *meteredBody) after(err error) error {
 	if err != nil {
@@ -239,6 +268,9 @@ func (b *meteredBody) finish(whole bool) {
 	b.done = true
 	if b.timer != nil {
 		b.timer.Stop()
+	}
+	if b.watch != nil {
+		b.watch.Stop()
 	}
 	tr := b.resp.Trailer
 	credit, cerr := strconv.ParseUint(tr.Get(HeaderCredit), 10, 32)
