@@ -548,7 +548,10 @@ func TestMeteredSecondsPaidByWalletTimer(t *testing.T) {
 				t.Fatalf("body %q, %v", body, err)
 			}
 			last := progress()[len(progress())-1]
-			if last.Charged < 2 || last.Charged > 4 || last.TopUps < 1 || last.Units != last.Charged+last.Credit || uint64(last.Units) != tr.Spent() {
+			// A timer's top-up may race the end (refused: no_session); the
+			// wallet then learns the lane's credit at its next payment.
+			raced := strings.Contains(last.Err, coupons.CodeNoSession)
+			if last.Charged < 2 || last.Charged > 4 || last.TopUps < 1 || !raced && (last.Units != last.Charged+last.Credit || uint64(last.Units) != tr.Spent()) {
 				t.Fatalf("1.5 s metered per second: spent %d, progress %+v", tr.Spent(), last)
 			}
 		})

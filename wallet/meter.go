@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -133,6 +134,8 @@ type meteredBody struct {
 	// failed: a top-up failed; no more are tried (the gate ends the
 	// stream at the window paid).
 	failed bool
+	// raced: a top-up came after the response ended (no_session).
+	raced bool
 }
 
 func (b *meteredBody) position() uint32 {
@@ -229,6 +232,10 @@ func (b *meteredBody) topup() bool {
 	if err != nil {
 		b.failed = true
 		b.prog.Err = err.Error()
+		// A top-up racing the response's end: its coupons were refused
+		// unaccepted, or credited to the lane after the trailers said
+		// the credit; the next payment learns it.
+		b.raced = b.raced || errors.Is(err, errNoSession)
 	} else {
 		b.prog.Units += units
 		b.prog.TopUps++
@@ -275,10 +282,14 @@ func (b *meteredBody) finish(whole bool) {
 	tr := b.resp.Trailer
 	credit, cerr := strconv.ParseUint(tr.Get(HeaderCredit), 10, 32)
 	charged, _ := strconv.ParseUint(tr.Get(coupons.HeaderCharged), 10, 32)
-	if whole && cerr == nil {
+	switch {
+	case whole && cerr == nil && !b.raced:
 		b.t.setCredit(b.l, uint32(credit), false)
 		b.prog.End = tr.Get(coupons.HeaderEnd)
-	} else {
+	case whole && cerr == nil:
+		b.t.setCredit(b.l, 0, true)
+		b.prog.End = tr.Get(coupons.HeaderEnd)
+	default:
 		b.t.setCredit(b.l, 0, true)
 		b.prog.End = EndCut
 	}
@@ -286,6 +297,9 @@ func (b *meteredBody) finish(whole bool) {
 	b.t.give(b.l)
 	b.t.report(&b.prog)
 }
+
+// errNoSession is a top-up the gate refused: the response had ended.
+var errNoSession = errors.New("wallet: top-up refused: the metered response had ended (no_session)")
 
 // HeaderCredit is the gate's header (and, on a metered response, trailer)
 // of the coupons a lane is owed.
@@ -323,6 +337,9 @@ func (t *Transport) topup(req *http.Request, ch *Challenge, l *lane) (uint32, er
 				return 0, fmt.Errorf("wallet: the top-up's answer names no units: %q", clip(string(raw)))
 			}
 			return a.Units, nil
+		}
+		if code == coupons.CodeNoSession {
+			return 0, errNoSession
 		}
 		if resp.StatusCode == http.StatusPaymentRequired && attempt < 2 && code != coupons.CodeCapExceeded && code != coupons.CodeRevoked {
 			if nch, err := nextChallenge(resp.Header, ch); err == nil {
