@@ -709,6 +709,9 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		return nil
 	}
 	if g.Meter != nil {
+		if g.topupByHead(w, r, p.Lane, res.Held) {
+			return nil
+		}
 		return g.serveMetered(w, r, next, p.Lane, res.Held)
 	}
 	return g.serveUpstream(w, r, next, p.Lane)
