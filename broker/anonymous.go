@@ -526,3 +526,54 @@ func (a *API) postAnonymousRefund(ctx context.Context, caller *spki.PublicKey, b
 	}
 	return http.StatusOK, map[string]string{"refunded": coupons.FormatAmount(paid)}, nil
 }
+
+// RevokeAnonymous revokes a certificate on an anonymous book for the
+// book's owner key, which the broker does not otherwise know: the caller
+// shows the book it signed and its funding proof (so only a funded book's
+// key may revoke, and only certificates naming that book). The book is
+// held first if no gate registered it yet. Revocations count against the
+// book ("anon:<book>"), RevocationsPerHour an hour, as an account's do.
+func (b *Broker) RevokeAnonymous(ctx context.Context, caller spki.KeyHash, sb *coupons.SignedBook, p *blindfund.Proof, sc *spki.SignedCert, alsoKey bool) error {
+	if caller != sb.Book.Owner {
+		return fmt.Errorf("%w: only the book's owner key revokes for an anonymous book", ErrRevocation)
+	}
+	id := sb.Book.ID()
+	if book, ok := bookOfTag(sc.Cert.Tag); !ok || book != id {
+		return fmt.Errorf("%w: the certificate does not name this book", ErrRevocation)
+	}
+	if err := b.checkAnonymous(ctx, sb, p); err != nil {
+		return err
+	}
+	if err := b.tx(ctx, func(tx *sql.Tx) error { return b.holdAnonymous(ctx, tx, sb.Book) }); err != nil {
+		return err
+	}
+	return b.revokeAs(ctx, caller, "anon:"+hex.EncodeToString(id[:]), true, sc, alsoKey)
+}
+
+// postAnonymousRevoke answers POST /v1/anonymous/revoke {"book",
+// "funding", "certificate", "key"?}, signed by the anonymous book's owner
+// key: {"revoked"} (the certificate's hash), as POST /v1/revoke.
+func (a *API) postAnonymousRevoke(ctx context.Context, caller *spki.PublicKey, body []byte) (int, any, error) {
+	var in struct {
+		Book        string `json:"book"`
+		Funding     string `json:"funding"`
+		Certificate string `json:"certificate"`
+		Key         bool   `json:"key"`
+	}
+	if err := decode(body, &in); err != nil {
+		return 0, nil, err
+	}
+	sb, p, err := readAnonymous(in.Book, in.Funding)
+	if err != nil {
+		return 0, nil, err
+	}
+	sc, err := parseSignedCert(in.Certificate)
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := a.Broker.RevokeAnonymous(ctx, caller.Hash(), sb, p, sc, in.Key); err != nil {
+		return 0, nil, err
+	}
+	h := sc.Cert.Hash()
+	return http.StatusOK, map[string]any{"revoked": base64.RawURLEncoding.EncodeToString(h[:]), "key": in.Key}, nil
+}

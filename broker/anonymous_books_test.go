@@ -3,6 +3,7 @@ package broker
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http/httptest"
@@ -246,4 +247,54 @@ func BenchmarkAnonymousIssuance(b *testing.B) {
 		}
 	}
 	testutil.ReportEd25519Multiple(b, base)
+}
+
+func TestAnonymousOwnerRevokes(t *testing.T) { onBoth(t, testAnonymousOwnerRevokes) }
+
+// testAnonymousOwnerRevokes: an anonymous book's own key, unknown to the
+// broker, revokes a grant it made on its book (over HTTP, showing the
+// book and its proof), which then is on the revocation list; the key of
+// another anonymous book cannot, nor can a book's key revoke a grant on
+// another book; its revocations are limited per book.
+func testAnonymousOwnerRevokes(t *testing.T) {
+	f := newFixture(t)
+	d := newAnonDenomination(t, f)
+	a := buyAnonymous(t, f, f.alice, f.acct, d, 3, "i-1")
+	other := buyAnonymous(t, f, f.alice, f.acct, d, 3, "i-2")
+	grant := func(n int) *spki.SignedCert {
+		tag, err := coupons.SpendTag(a.sb.Book.ID(), "news.example", 0, uint32(n), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc, err := spki.SignCert(&spki.Cert{Issuer: spki.KeyPrincipal(pub(t, a.key)), Subject: spki.KeyPrincipal(pub(t, testKey("phone"))), Tag: tag,
+			Validity: spki.Validity{NotAfter: f.now.AddDate(0, 0, 5)}}, a.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sc
+	}
+	g1, g2 := grant(1), grant(2)
+	if err := f.b.RevokeAnonymous(ctx, pub(t, other.key).Hash(), other.sb, other.proof, g1, false); !errors.Is(err, ErrRevocation) {
+		t.Fatalf("another book's key revokes a grant on this book: %v", err)
+	}
+	if err := f.b.RevokeAnonymous(ctx, pub(t, other.key).Hash(), a.sb, a.proof, g1, false); !errors.Is(err, ErrRevocation) {
+		t.Fatalf("another key shows this book: %v", err)
+	}
+	srv := httptest.NewServer(&API{Broker: f.b})
+	defer srv.Close()
+	owner := &apiClient{t: t, url: srv.URL, key: a.key, now: func() time.Time { return f.now }}
+	body := map[string]any{"book": string(spki.Transport(a.sb.Sexp())), "funding": string(spki.Transport(a.proof.Sexp())),
+		"certificate": string(spki.Transport(g1.Sexp()))}
+	if code, out := owner.json("POST", "/v1/anonymous/revoke", body); code != 200 {
+		t.Fatalf("the owner key revokes its grant: %d %v", code, out)
+	}
+	h := g1.Cert.Hash()
+	var n int
+	if err := f.b.DB.db.QueryRow(`SELECT COUNT(*) FROM revoked WHERE kind = 'cert' AND hash = $1`, hex.EncodeToString(h[:])).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("the grant on the revocation list: %d %v", n, err)
+	}
+	f.b.RevocationsPerHour = 1
+	if err := f.b.RevokeAnonymous(ctx, pub(t, a.key).Hash(), a.sb, a.proof, g2, false); !errors.Is(err, ErrRevocationRate) {
+		t.Fatalf("a second revocation within the hour at a limit of 1: %v", err)
+	}
 }

@@ -155,6 +155,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		"POST /v1/anonymous":           a.postAnonymous,
 		"POST /v1/anonymous/books":     a.postAnonymousBook,
 		"POST /v1/anonymous/refund":    a.postAnonymousRefund,
+		"POST /v1/anonymous/revoke":    a.postAnonymousRevoke,
 		"POST /v1/admin/denominations": a.postDenomination,
 		"POST /v1/redeem":              a.postRedeem,
 		"POST /v1/lanes":               a.postLanes,
@@ -202,8 +203,9 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	// An anonymous book's owner key is known to no one: it refunds its
-	// book as it would register.
-	registering := route == "POST /v1/users" || route == "POST /v1/vendors" || route == "POST /v1/anonymous/refund"
+	// book, and revokes its grants, as it would register (each call
+	// proves the key owns a funded book).
+	registering := route == "POST /v1/users" || route == "POST /v1/vendors" || route == "POST /v1/anonymous/refund" || route == "POST /v1/anonymous/revoke"
 	switch {
 	case known:
 		err = a.Broker.useNonce(ctx, call)

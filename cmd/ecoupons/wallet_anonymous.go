@@ -9,6 +9,7 @@ import (
 
 	"github.com/ecoupons/ecoupons/blindfund"
 	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/delegation"
 	"github.com/ecoupons/ecoupons/spki"
 	"github.com/ecoupons/ecoupons/wallet"
 	"github.com/spf13/cobra"
@@ -207,4 +208,15 @@ func refundAnonymous(w *wallet.Wallet, id [32]byte, account string) (string, err
 	err = brokerCallAs(w, key, "POST", "/v1/anonymous/refund", map[string]string{"book": string(spki.Transport(sb.Sexp())),
 		"funding": string(spki.Transport(proof.Sexp())), "account": account}, &out)
 	return out.Refunded, err
+}
+
+// revokeAnonymousGrant revokes a grant of an anonymous book this wallet
+// owns (POST /v1/anonymous/revoke, signed by the book's own key).
+func revokeAnonymousGrant(w *wallet.Wallet, g *delegation.Grant, alsoKey bool) error {
+	sb, proof, key, err := w.AnonymousProof(g.Book.Book.ID())
+	if err != nil {
+		return fmt.Errorf("the grant is of an anonymous book this wallet does not own: only the book's own key revokes it: %w", err)
+	}
+	return brokerCallAs(w, key, "POST", "/v1/anonymous/revoke", map[string]any{"book": string(spki.Transport(sb.Sexp())),
+		"funding": string(spki.Transport(proof.Sexp())), "certificate": string(spki.Transport(g.Cert().Sexp())), "key": alsoKey}, nil)
 }

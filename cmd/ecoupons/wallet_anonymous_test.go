@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/ecdh"
+	"crypto/rand"
 	"errors"
 	"net/http/httptest"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/ecoupons/ecoupons/broker"
 	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/delegation"
 	"github.com/ecoupons/ecoupons/internal/testutil"
 	"github.com/ecoupons/ecoupons/spki"
 	"github.com/ecoupons/ecoupons/wallet"
@@ -21,7 +24,9 @@ import (
 // still there, unfunded, and 'book fund' finishes it without a second
 // debit. The book expired 8 days ago (the broker never sees a book when
 // it signs): before the redemption grace has passed 'book refund' is
-// refused, after it the book's value returns to the account, once.
+// refused, after it the book's value returns to the account, once. A
+// grant of another, live, anonymous book is revoked by that book's own key
+// ('wallet revoke') and is on the broker's next revocation list.
 func TestAnonymousBookCrashAndRefund(t *testing.T) {
 	ctx := context.Background()
 	db, err := broker.OpenSQLite(ctx, filepath.Join(t.TempDir(), "broker.db"))
@@ -105,6 +110,47 @@ func TestAnonymousBookCrashAndRefund(t *testing.T) {
 	if len(books) != 1 || !books[0].Funded() || !books[0].Anonymous() {
 		t.Fatalf("after book fund: %+v", books)
 	}
+	// A grant of a live anonymous book, revoked by the book's own key.
+	live, err := w.NewAnonymousBook(wallet.AnonymousParams{Vendor: "news.example", Lanes: 2, Length: 64, Unit: 1_000_000,
+		NotAfter: now.Add(24 * time.Hour), Denomination: d}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fundAnonymous(w, live); err != nil {
+		t.Fatal(err)
+	}
+	books, _ = w.Books()
+	var holder *delegation.Holder
+	for _, e := range books {
+		if e.Holder.Book.Book.ID() == live {
+			holder = e.Holder
+		}
+	}
+	enc, _ := ecdh.X25519().GenerateKey(rand.Reader)
+	phone, err := delegation.NewDevice("phone", testutil.Key("phone"), enc.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := holder.Issue(phone, 0, 0, delegation.GrantOptions{NotAfter: now.Add(time.Hour)})
+	if err != nil || g.Blind == nil {
+		t.Fatalf("a grant of the anonymous book: %v", err)
+	}
+	if err := revokeAnonymousGrant(w, g, false); err != nil {
+		t.Fatal(err)
+	}
+	doc, err := b.RevocationList(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := spki.Parse(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chk := delegation.NewChecker(b.PublicKey())
+	if _, err := chk.Update(x); err != nil || !chk.CertRevoked(g.Cert().Cert.Hash()) {
+		t.Fatalf("the grant is not on the broker's list: %v", err)
+	}
+
 	// Refund: not before the expiry and grace; then once.
 	b.ReleaseGrace = 30 * 24 * time.Hour
 	var ref *brokerRefusal
@@ -113,7 +159,7 @@ func TestAnonymousBookCrashAndRefund(t *testing.T) {
 	}
 	b.ReleaseGrace = 7 * 24 * time.Hour
 	got, err := refundAnonymous(w, id, user.Account)
-	if err != nil || got != "0.128" || balance() != coupons.NanosPerUnit {
+	if err != nil || got != "0.128" || balance() != coupons.NanosPerUnit-128_000_000 { // the live book's face value stays spent
 		t.Fatalf("refund: %q %v, the account holds %d", got, err, balance())
 	}
 	if _, err := refundAnonymous(w, id, user.Account); !errors.As(err, &ref) || ref.code != coupons.CodeAlreadyRefunded {
