@@ -577,3 +577,38 @@ func (a *API) postAnonymousRevoke(ctx context.Context, caller *spki.PublicKey, b
 	h := sc.Cert.Hash()
 	return http.StatusOK, map[string]any{"revoked": base64.RawURLEncoding.EncodeToString(h[:]), "key": in.Key}, nil
 }
+
+// AnonymousThefts returns the thefts recorded on an anonymous book, for
+// its owner key (which shows the book and its proof), oldest first.
+func (b *Broker) AnonymousThefts(ctx context.Context, caller spki.KeyHash, sb *coupons.SignedBook, p *blindfund.Proof) ([]Theft, error) {
+	if caller != sb.Book.Owner {
+		return nil, fmt.Errorf("%w: only the book's owner key reads an anonymous book's thefts", errForbidden)
+	}
+	if err := b.checkAnonymous(ctx, sb, p); err != nil {
+		return nil, err
+	}
+	id := sb.Book.ID()
+	return b.thefts(ctx, `WHERE t.book = $1`, hex.EncodeToString(id[:]))
+}
+
+// postAnonymousThefts answers POST /v1/anonymous/thefts {"book",
+// "funding"}, signed by the anonymous book's owner key, as GET /v1/thefts
+// answers for an account's books.
+func (a *API) postAnonymousThefts(ctx context.Context, caller *spki.PublicKey, body []byte) (int, any, error) {
+	var in struct {
+		Book    string `json:"book"`
+		Funding string `json:"funding"`
+	}
+	if err := decode(body, &in); err != nil {
+		return 0, nil, err
+	}
+	sb, p, err := readAnonymous(in.Book, in.Funding)
+	if err != nil {
+		return 0, nil, err
+	}
+	ts, err := a.Broker.AnonymousThefts(ctx, caller.Hash(), sb, p)
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, theftsJSON(ts), nil
+}

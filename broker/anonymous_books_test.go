@@ -203,7 +203,8 @@ func testAnonymousRefundOnce(t *testing.T) {
 }
 
 // TestAnonymousRefundOverHTTP: the owner key, unknown to the broker,
-// refunds over the API; a second refund is 409 already_refunded.
+// reads its book's thefts (none) and refunds over the API; a second
+// refund is 409 already_refunded.
 func TestAnonymousRefundOverHTTP(t *testing.T) {
 	f := newFixture(t)
 	d := newAnonDenomination(t, f)
@@ -213,6 +214,9 @@ func TestAnonymousRefundOverHTTP(t *testing.T) {
 	srv := httptest.NewServer(&API{Broker: f.b})
 	defer srv.Close()
 	owner := &apiClient{t: t, url: srv.URL, key: a.key, now: func() time.Time { return f.now }}
+	if code, out := owner.json("POST", "/v1/anonymous/thefts", map[string]string{"book": body["book"], "funding": body["funding"]}); code != 200 || out["thefts"] == nil {
+		t.Fatalf("the owner key's thefts: %d %v", code, out)
+	}
 	if code, out := owner.json("POST", "/v1/anonymous/refund", body); code != 200 || out["refunded"] != "0.192" {
 		t.Fatalf("refund: %d %v", code, out)
 	}

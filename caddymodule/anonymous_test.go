@@ -307,11 +307,12 @@ func TestWalletAnonymousBookPays(t *testing.T) {
 // the holder's next payment reveals it, sent with the lane's redemption,
 // and recorded by the broker against the book, whose account is the
 // anonymous pool: the broker's administrators see it, and it names no
-// reader's account.
+// reader's account; the book's own key reads it (POST
+// /v1/anonymous/thefts), no other key.
 func TestAnonymousBookTheftEvidence(t *testing.T) {
 	ctx := context.Background()
 	aw := newAnonWorld(t)
-	h, _ := aw.anonBook(t, 3, time.Now().Add(24*time.Hour), "i-1")
+	h, proof := aw.anonBook(t, 3, time.Now().Add(24*time.Hour), "i-1")
 	g := aw.gate(t, ModeOffline, filepath.Join(aw.dir, "secret"))
 	c := newClient(t, nil, h, 1)
 	for k := 0; k < 2; k++ {
@@ -336,5 +337,12 @@ func TestAnonymousBookTheftEvidence(t *testing.T) {
 	}
 	if mine, err := aw.b.Thefts(ctx, aw.alice.Hash()); err != nil || len(mine) != 0 {
 		t.Fatalf("alice's thefts name the anonymous book: %+v %v", mine, err)
+	}
+	// The book's own key reads them, showing the book; no other key.
+	if got, err := aw.b.AnonymousThefts(ctx, h.Book.Book.Owner, h.Book, proof); err != nil || len(got) != 1 || got[0].Index != 3 {
+		t.Fatalf("the owner key's thefts: %+v %v", got, err)
+	}
+	if _, err := aw.b.AnonymousThefts(ctx, aw.alice.Hash(), h.Book, proof); err == nil {
+		t.Fatal("another key read the anonymous book's thefts")
 	}
 }
