@@ -464,10 +464,17 @@ func (b *Broker) RefundAnonymous(ctx context.Context, caller spki.KeyHash, sb *c
 	return paid, err
 }
 
-// readAnonymous reads the book and proof of an anonymous-book request:
-// both S-expressions in any form.
-func readAnonymous(bookDoc, proofDoc string) (*coupons.SignedBook, *blindfund.Proof, error) {
-	x, err := spki.Parse([]byte(bookDoc))
+// anonymousBody is what every call about an anonymous book but its
+// issuance carries: the signed book and its blind funding proof, both
+// S-expressions in any form.
+type anonymousBody struct {
+	Book    string `json:"book"`
+	Funding string `json:"funding"`
+}
+
+// read parses the book and the proof.
+func (in *anonymousBody) read() (*coupons.SignedBook, *blindfund.Proof, error) {
+	x, err := spki.Parse([]byte(in.Book))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -475,7 +482,7 @@ func readAnonymous(bookDoc, proofDoc string) (*coupons.SignedBook, *blindfund.Pr
 	if err != nil {
 		return nil, nil, err
 	}
-	p, err := blindfund.ParseProof([]byte(proofDoc))
+	p, err := blindfund.ParseProof([]byte(in.Funding))
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", ErrBlindFunding, err)
 	}
@@ -486,14 +493,11 @@ func readAnonymous(bookDoc, proofDoc string) (*coupons.SignedBook, *blindfund.Pr
 // (the signed book and its blind funding proof), signed by the book's
 // vendor: 200 {"book": base64url ID}.
 func (a *API) postAnonymousBook(ctx context.Context, caller *spki.PublicKey, body []byte) (int, any, error) {
-	var in struct {
-		Book    string `json:"book"`
-		Funding string `json:"funding"`
-	}
+	var in anonymousBody
 	if err := decode(body, &in); err != nil {
 		return 0, nil, err
 	}
-	sb, p, err := readAnonymous(in.Book, in.Funding)
+	sb, p, err := in.read()
 	if err != nil {
 		return 0, nil, err
 	}
@@ -509,14 +513,13 @@ func (a *API) postAnonymousBook(ctx context.Context, caller *spki.PublicKey, bod
 // does not otherwise know): 200 {"refunded": decimal amount}.
 func (a *API) postAnonymousRefund(ctx context.Context, caller *spki.PublicKey, body []byte) (int, any, error) {
 	var in struct {
-		Book    string `json:"book"`
-		Funding string `json:"funding"`
+		anonymousBody
 		Account string `json:"account"`
 	}
 	if err := decode(body, &in); err != nil {
 		return 0, nil, err
 	}
-	sb, p, err := readAnonymous(in.Book, in.Funding)
+	sb, p, err := in.read()
 	if err != nil {
 		return 0, nil, err
 	}
@@ -555,15 +558,14 @@ func (b *Broker) RevokeAnonymous(ctx context.Context, caller spki.KeyHash, sb *c
 // key: {"revoked"} (the certificate's hash), as POST /v1/revoke.
 func (a *API) postAnonymousRevoke(ctx context.Context, caller *spki.PublicKey, body []byte) (int, any, error) {
 	var in struct {
-		Book        string `json:"book"`
-		Funding     string `json:"funding"`
+		anonymousBody
 		Certificate string `json:"certificate"`
 		Key         bool   `json:"key"`
 	}
 	if err := decode(body, &in); err != nil {
 		return 0, nil, err
 	}
-	sb, p, err := readAnonymous(in.Book, in.Funding)
+	sb, p, err := in.read()
 	if err != nil {
 		return 0, nil, err
 	}
@@ -595,14 +597,11 @@ func (b *Broker) AnonymousThefts(ctx context.Context, caller spki.KeyHash, sb *c
 // "funding"}, signed by the anonymous book's owner key, as GET /v1/thefts
 // answers for an account's books.
 func (a *API) postAnonymousThefts(ctx context.Context, caller *spki.PublicKey, body []byte) (int, any, error) {
-	var in struct {
-		Book    string `json:"book"`
-		Funding string `json:"funding"`
-	}
+	var in anonymousBody
 	if err := decode(body, &in); err != nil {
 		return 0, nil, err
 	}
-	sb, p, err := readAnonymous(in.Book, in.Funding)
+	sb, p, err := in.read()
 	if err != nil {
 		return 0, nil, err
 	}
