@@ -8,7 +8,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"maps"
@@ -20,9 +19,7 @@ import (
 
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/delegation"
-	"github.com/ecoupons/ecoupons/keyfile"
 	"github.com/ecoupons/ecoupons/spki"
-	"go.step.sm/crypto/pemutil"
 )
 
 // ErrNoWallet means the directory holds no wallet (run init).
@@ -151,15 +148,11 @@ func InitIn(fs Storage, dir string, o KeyOptions) (*Wallet, error) {
 		if err != nil {
 			return nil, err
 		}
-		opts := []pemutil.Options{pemutil.WithPKCS8(true)}
-		if len(o.Passphrase) > 0 {
-			opts = append(opts, pemutil.WithPassword(o.Passphrase))
-		}
-		block, err := pemutil.Serialize(ek, opts...)
+		block, err := marshalKey(ek, o.Passphrase)
 		if err != nil {
 			return nil, err
 		}
-		if err := fs.WriteFile(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(block)); err != nil {
+		if err := fs.WriteFile(filepath.Join(dir, "key.pem"), block); err != nil {
 			return nil, err
 		}
 		k = ek
@@ -224,15 +217,12 @@ func LoadIn(fs Storage, dir string, o KeyOptions) (*Wallet, error) {
 		if err != nil {
 			return nil, err
 		}
-		// keyfile takes what people have: PKCS#8, SEC1 (openssl ecparam
-		// -genkey), encrypted PKCS#8 with PBKDF2 or scrypt, legacy
-		// encrypted PEM.
-		signer, err = keyfile.ParsePrivate(raw, o.Passphrase)
+		signer, err = parseKey(raw, o.Passphrase)
 		switch {
-		case errors.Is(err, keyfile.ErrPassphraseNeeded):
-			return nil, ErrPassphrase
-		case errors.Is(err, keyfile.ErrBadPassphrase):
+		case errors.Is(err, errBadPassphrase):
 			return nil, fmt.Errorf("%w: the passphrase given does not decrypt %s/key.pem", ErrPassphrase, dir)
+		case errors.Is(err, ErrPassphrase):
+			return nil, ErrPassphrase
 		case err != nil:
 			return nil, fmt.Errorf("wallet: %s/key.pem: %w", dir, err)
 		}

@@ -115,6 +115,13 @@ func TestWalletScripts(t *testing.T) {
 					ts.Fatalf("denomination: %v", err)
 				}
 			},
+			// envfile NAME FILE: set $NAME to FILE's contents (trimmed).
+			"envfile": func(ts *testscript.TestScript, neg bool, args []string) {
+				if len(args) != 2 {
+					ts.Fatalf("usage: envfile NAME FILE")
+				}
+				ts.Setenv(args[0], strings.TrimSpace(ts.ReadFile(args[1])))
+			},
 			// topup DIR AMOUNT: the broker's admin funds the wallet's account.
 			"topup": func(ts *testscript.TestScript, neg bool, args []string) {
 				if len(args) != 2 {
