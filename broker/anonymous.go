@@ -166,12 +166,15 @@ func (b *Broker) IssueAnonymous(ctx context.Context, caller spki.KeyHash, accoun
 	if err != nil {
 		return nil, err
 	}
-	var owner int
-	if err := b.DB.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM users WHERE key_hash = $1 AND account = $2`, hexKey(caller), account).Scan(&owner); err != nil {
+	var approved int64
+	err = b.DB.db.QueryRowContext(ctx, `SELECT approved FROM users WHERE key_hash = $1 AND account = $2`, hexKey(caller), account).Scan(&approved)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: %s is not an account of this key", errForbidden, account)
+	} else if err != nil {
 		return nil, err
 	}
-	if owner == 0 {
-		return nil, fmt.Errorf("%w: %s is not an account of this key", errForbidden, account)
+	if approved == 0 {
+		return nil, fmt.Errorf("%w: the broker's administrator must approve the account before it funds books", ErrNotApproved)
 	}
 	var face, notBefore, notAfter int64
 	var currency, privPEM string

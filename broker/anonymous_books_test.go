@@ -302,3 +302,33 @@ func testAnonymousOwnerRevokes(t *testing.T) {
 		t.Fatalf("a second revocation within the hour at a limit of 1: %v", err)
 	}
 }
+
+// TestAnonymousIssuanceNeedsApproval: under the users approve policy, an
+// account pending approval buys no anonymous book (not_approved), as it
+// funds no other book; once approved, it does.
+func TestAnonymousIssuanceNeedsApproval(t *testing.T) {
+	f := newFixture(t)
+	d := newAnonDenomination(t, f)
+	f.b.ApproveUsers = true
+	carol := testKey("carol")
+	acct, _, err := f.b.RegisterUser(ctx, pub(t, carol), "EUR", 0, f.now.AddDate(1, 0, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.b.TopUp(ctx, acct, coupons.NanosPerUnit, "c"); err != nil {
+		t.Fatal(err)
+	}
+	_, blinded, err := blindfund.Blind(d.Denomination, [32]byte{3}, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.b.IssueAnonymous(ctx, pub(t, carol).Hash(), acct, d.ID(), blinded, "c-1"); !errors.Is(err, ErrNotApproved) {
+		t.Fatalf("an account pending approval: %v", err)
+	}
+	if err := f.b.Approve(ctx, acct); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.b.IssueAnonymous(ctx, pub(t, carol).Hash(), acct, d.ID(), blinded, "c-1"); err != nil {
+		t.Fatalf("once approved: %v", err)
+	}
+}
