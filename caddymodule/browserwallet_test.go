@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/chromedp/chromedp"
 
@@ -101,6 +102,12 @@ func spentAt(t *testing.T, g *Gate, h *delegation.Holder, lanes ...uint32) uint3
 // names.
 func grantFor(t *testing.T, owner *delegation.Holder, code string, lo, hi uint32, capNanos int64) string {
 	t.Helper()
+	return string(spki.Transport(issueFor(t, owner, code, lo, hi, capNanos).Sexp()))
+}
+
+// issueFor is grantFor returning the grant.
+func issueFor(t *testing.T, owner *delegation.Holder, code string, lo, hi uint32, capNanos int64) *delegation.Grant {
+	t.Helper()
 	x, err := spki.Parse([]byte(code))
 	if err != nil {
 		t.Fatalf("pairing code %q: %v", code, err)
@@ -113,7 +120,7 @@ func grantFor(t *testing.T, owner *delegation.Holder, code string, lo, hi uint32
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(spki.Transport(g.Sexp()))
+	return g
 }
 
 // TestBrowserWalletPaysInChromium drives the browser wallet (the Go wallet
@@ -272,5 +279,59 @@ func discard[T any](a chromedp.Action[T]) chromedp.Action[chromedp.Void] {
 	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
 		_, err := a(ctx, t)
 		return chromedp.Void{}, err
+	}
+}
+
+// TestRevokedBrowserStopsPaying: the owner revokes the browser's grant
+// (the broker's next revocation list names it); within the gate's
+// revocations_every the browser's payments are refused, the lane is
+// retired, and the reader sees why on the 402 page.
+func TestRevokedBrowserStopsPaying(t *testing.T) {
+	const every = time.Second
+	w := newWorld(t, "news.example", t0Later())
+	ls := newListSource(t, w)
+	g := newGateWith(t, w, `{"backend":"memory"}`, 1, func(g *Gate) {
+		g.Revocations, g.RevocationsEvery = []string{ls.url}, caddy.Duration(every)
+	})
+	s := newSite(t, g)
+	ctx, _ := testbrowser.Start(t, t.TempDir(), 120*time.Second)
+	do := func(what string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, actions...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	do("402 page", chromedp.Navigate(s.srv.URL+"/premium/a.html"), chromedp.Click(chromedp.CSS("#bw-enable")), chromedp.WaitVisible(chromedp.CSS("#bw-code")))
+	code, err := chromedp.Run(ctx, chromedp.Poll[string](`document.getElementById('bw-code').value || null`, chromedp.WithPollingTimeout(30*time.Second)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	grant := issueFor(t, w.owner, code, 0, 0, 50_000_000)
+	do("import", chromedp.SetValue(chromedp.CSS("#bw-grant"), string(spki.Transport(grant.Sexp()))), chromedp.Click(chromedp.CSS("#bw-import")),
+		chromedp.WaitVisible(chromedp.CSS("#article")))
+
+	ls.publish(t, w, 2, [][32]byte{grant.Cert().Cert.Hash()}, nil)
+	revoked := time.Now()
+	served := s.articles.Load()
+	for k := 0; ; k++ {
+		do("after the revocation", chromedp.Navigate(fmt.Sprintf("%s/premium/r%d.html", s.srv.URL, k)),
+			chromedp.WaitVisible(chromedp.CSS("#article, #ecoupons-wallet-message")))
+		if s.articles.Load() == served {
+			break // refused
+		}
+		served = s.articles.Load()
+		if time.Since(revoked) > every+2*time.Second {
+			t.Fatalf("the revoked browser still pays %v after the revocation", time.Since(revoked))
+		}
+	}
+	v, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#ecoupons-wallet-message")))
+	if err != nil || !strings.Contains(v, "revoked") {
+		t.Fatalf("the message after the revocation: %q %v", v, err)
+	}
+	// And it stays refused: the lane is retired, nothing more is revealed.
+	before := spentAt(t, g, w.owner, 0)
+	do("again", chromedp.Navigate(s.srv.URL+"/premium/again.html"), chromedp.WaitVisible(chromedp.CSS("#ecoupons-wallet-message")))
+	if spentAt(t, g, w.owner, 0) != before || s.articles.Load() != served {
+		t.Fatal("a coupon was accepted after the revocation")
 	}
 }
