@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/chromedp/chromedp"
 
@@ -247,6 +248,10 @@ func TestBrowserWalletPaysInChromium(t *testing.T) {
 	if got := text("#ecoupons-wallet-message"); !strings.Contains(got, "spending limit stops this payment") {
 		t.Fatalf("the limit's message: %q", got)
 	}
+	// In its place on the page, which stays in standards mode.
+	if in, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.compatMode === 'CSS1Compat' && !!document.querySelector('section.wallet > #ecoupons-wallet-message')`)); err != nil || !in {
+		t.Errorf("the message is not in the wallet's section of the 402 page (%v)", err)
+	}
 	if n := spentAt(t, g, w.owner, 0, 1); n != 7 || s.articles.Load() != 3 {
 		t.Fatalf("with the limit: %d coupons, %d articles (want 7, 3)", n, s.articles.Load())
 	}
@@ -333,5 +338,31 @@ func TestRevokedBrowserStopsPaying(t *testing.T) {
 	do("again", chromedp.Navigate(s.srv.URL+"/premium/again.html"), chromedp.WaitVisible(chromedp.CSS("#ecoupons-wallet-message")))
 	if spentAt(t, g, w.owner, 0) != before || s.articles.Load() != served {
 		t.Fatal("a coupon was accepted after the revocation")
+	}
+}
+
+// TestBrowserWalletServedThroughCaddy: in a real Caddy, the ecoupon
+// directive on /premium/* serves the browser wallet's files under
+// /.well-known/ecoupons/ (the service worker allowed to control the whole
+// site), and the HTML 402 page carries the control that enables it.
+func TestBrowserWalletServedThroughCaddy(t *testing.T) {
+	w := newWorld(t, "news.example", t0Later())
+	tc := caddytest.NewTester(t)
+	tc.InitServer(testCaddyfile(w, ""), "caddyfile")
+	resp, body := do(t, tc, "GET", "/.well-known/ecoupons/sw.js", nil)
+	if resp.StatusCode != 200 || resp.Header.Get("Service-Worker-Allowed") != "/" || !strings.Contains(body, "wallet.wasm") {
+		t.Fatalf("sw.js: %d %v", resp.StatusCode, resp.Header)
+	}
+	if resp, body := do(t, tc, "GET", "/.well-known/ecoupons/wallet", nil); resp.StatusCode != 200 || !strings.Contains(body, `<label for="limit-max">`) {
+		t.Fatalf("the wallet page: %d", resp.StatusCode)
+	}
+	if resp, _ := do(t, tc, "HEAD", "/.well-known/ecoupons/wallet.wasm", http.Header{"Accept-Encoding": {"gzip"}}); resp.StatusCode != 200 ||
+		resp.Header.Get("Content-Type") != "application/wasm" || resp.Header.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("wallet.wasm: %d %v", resp.StatusCode, resp.Header)
+	}
+	resp, body = do(t, tc, "GET", "/premium/a", http.Header{"Accept": {"text/html"}})
+	if resp.StatusCode != 402 || !strings.Contains(body, `id="bw-enable"`) || !strings.Contains(body, `src="/.well-known/ecoupons/client.js"`) ||
+		!strings.Contains(body, `<div id="ecoupons-wallet-note"></div>`) {
+		t.Fatalf("the 402 page: %d %s", resp.StatusCode, body)
 	}
 }
