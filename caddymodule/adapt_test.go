@@ -79,6 +79,18 @@ func TestCaddyfileErrors(t *testing.T) {
 		"max_body 0":                     "max_body must be a positive integer",
 		"mode paranoid":                  "mode must be offline, semi or online",
 		"broker_timeout 1ms":             "broker_timeout must be a duration of at least 100ms",
+		"meter":                          "meter takes what a unit counts and how many",
+		"meter bytes":                    "meter takes what a unit counts and how many",
+		"meter frames 10":                "meter takes what a unit counts and how many",
+		"meter bytes 0":                  "meter takes what a unit counts and how many",
+		"meter events 1.5":               "meter takes what a unit counts and how many",
+		"meter seconds 2d":               "meter takes what a unit counts and how many",
+		"meter bytes 1 MiB":              "meter takes what a unit counts and how many",
+		"meter_window 0":                 "meter_window must be a positive integer",
+		"meter_window many":              "meter_window must be a positive integer",
+		"meter_hold 10ms":                "meter_hold must be a duration from 100ms to 1h",
+		"meter_hold 2h":                  "meter_hold must be a duration from 100ms to 1h",
+		"meter_hold soon":                "meter_hold must be a duration from 100ms to 1h",
 	}
 	for line, want := range cases {
 		cfg := ":8080 {\n\tecoupon {\n\t\tvendor news.example\n\t\tbroker_key k.pub\n\t\t" + line + "\n\t}\n\trespond ok\n}\n"

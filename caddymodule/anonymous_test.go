@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"net/http"
 	"path/filepath"
+	"regexp"
 	"testing"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/delegation"
 	"github.com/ecoupons/ecoupons/spki"
+	"github.com/ecoupons/ecoupons/wallet"
 )
 
 // anonWorld is a brokerWorld with a denomination of 0.192 EUR (the face
@@ -25,8 +28,12 @@ type anonWorld struct {
 
 const anonFace = 192_000_000
 
-func newAnonWorld(t *testing.T) *anonWorld {
-	bw := newBrokerWorld(t)
+func newAnonWorld(t *testing.T) *anonWorld { return newAnonWorldOn(t, "") }
+
+// newAnonWorldOn is newAnonWorld with the broker's database at pgURL
+// (newBrokerWorldOn).
+func newAnonWorldOn(t *testing.T, pgURL string) *anonWorld {
+	bw := newBrokerWorldOn(t, pgURL)
 	d, err := bw.b.NewDenomination(context.Background(), anonFace, "EUR", time.Now().Add(-time.Hour), time.Now().Add(48*time.Hour))
 	if err != nil {
 		t.Fatal(err)
@@ -45,6 +52,12 @@ func newAnonWorld(t *testing.T) *anonWorld {
 // certificate, and no user certificate.
 func (aw *anonWorld) anonBook(t *testing.T, lanes uint32, notAfter time.Time, issue string) (*delegation.Holder, *blindfund.Proof) {
 	t.Helper()
+	return aw.anonBookFrom(t, aw.alice.Hash(), aw.acct, lanes, notAfter, issue)
+}
+
+// anonBookFrom is anonBook paid by account, whose owner's key is payer.
+func (aw *anonWorld) anonBookFrom(t *testing.T, payer spki.KeyHash, account string, lanes uint32, notAfter time.Time, issue string) (*delegation.Holder, *blindfund.Proof) {
+	t.Helper()
 	_, fresh, _ := ed25519.GenerateKey(rand.Reader)
 	fp, _ := spki.NewPublicKey(fresh.Public())
 	bk, sec, anchors, err := coupons.Create(coupons.Params{Vendor: "news.example", Broker: aw.b.PublicKey().Hash(), Owner: fp.Hash(),
@@ -56,7 +69,7 @@ func (aw *anonWorld) anonBook(t *testing.T, lanes uint32, notAfter time.Time, is
 	if err != nil {
 		t.Fatal(err)
 	}
-	proof := aw.blindSign(t, bk.ID(), issue)
+	proof := aw.blindSign(t, payer, account, bk.ID(), issue)
 	h, err := delegation.NewOwner(sb, nil, sec, anchors, fresh)
 	if err != nil {
 		t.Fatal(err)
@@ -65,12 +78,12 @@ func (aw *anonWorld) anonBook(t *testing.T, lanes uint32, notAfter time.Time, is
 	return h, proof
 }
 
-func (aw *anonWorld) blindSign(t *testing.T, book [32]byte, issue string) *blindfund.Proof {
+func (aw *anonWorld) blindSign(t *testing.T, payer spki.KeyHash, account string, book [32]byte, issue string) *blindfund.Proof {
 	req, blinded, err := blindfund.Blind(aw.denom.Denomination, book, rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sig, err := aw.b.IssueAnonymous(context.Background(), aw.alice.Hash(), aw.acct, aw.denom.ID(), blinded, issue)
+	sig, err := aw.b.IssueAnonymous(context.Background(), payer, account, aw.denom.ID(), blinded, issue)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,5 +237,104 @@ func TestAnonymousPortionPaysAtGate(t *testing.T) {
 	}
 	if n, err := g.redeemOnce(context.Background()); err != nil || n != 1 {
 		t.Fatalf("redeemed %d lanes: %v", n, err)
+	}
+}
+
+// TestWalletAnonymousBookPays: the wallet's Go API makes an anonymous
+// book (a fresh owner key, stored with the book before anything is paid),
+// blinds it for the broker, keeps the unblinded proof, lists it as an
+// anonymous funded book, and pays a semi gate with it over HTTP. The
+// request is the same after a "crash" (the broker answers the retried
+// issuance with the same signature, debiting once).
+func TestWalletAnonymousBookPays(t *testing.T) {
+	aw := newAnonWorld(t)
+	w, err := wallet.Init(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Config.Broker, w.Config.BrokerKey = aw.srv.URL, string(spki.Advanced(aw.b.PublicKey().Sexp()))
+	id, err := w.NewAnonymousBook(wallet.AnonymousParams{Vendor: "news.example", Lanes: 3, Length: 64, Unit: 1_000_000,
+		NotAfter: time.Now().Add(24 * time.Hour), Denomination: aw.denom.Denomination}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.NewAnonymousBook(wallet.AnonymousParams{Vendor: "news.example", Lanes: 4, Length: 64, Unit: 1_000_000,
+		NotAfter: time.Now().Add(24 * time.Hour), Denomination: aw.denom.Denomination}, nil); err == nil {
+		t.Fatal("a book of another face value than its denomination's was made")
+	}
+	books, _ := w.Books()
+	if len(books) != 1 || !books[0].Anonymous() || books[0].Funded() || books[0].Holder.Book.Book.Owner == w.PublicKey().Hash() {
+		t.Fatalf("the stored anonymous book: %+v", books)
+	}
+	denom, blinded, issue, err := w.AnonymousRequest(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := aw.balance(t, aw.acct)
+	sig, err := aw.b.IssueAnonymous(context.Background(), aw.alice.Hash(), aw.acct, denom, blinded, issue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, again, issue2, _ := w.AnonymousRequest(id) // after a crash
+	sig2, err := aw.b.IssueAnonymous(context.Background(), aw.alice.Hash(), aw.acct, denom, again, issue2)
+	if err != nil || string(sig2) != string(sig) || before-aw.balance(t, aw.acct) != anonFace {
+		t.Fatalf("the retried issuance: %v, debited %d", err, before-aw.balance(t, aw.acct))
+	}
+	if err := w.SaveBlindSignature(id, sig2); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := w.BooksFor("news.example")
+	if err != nil || len(entries) != 1 || !entries[0].Funded() || !entries[0].Anonymous() || entries[0].Holder.User != nil {
+		t.Fatalf("the funded anonymous book: %v %+v", err, entries)
+	}
+	g := aw.gate(t, ModeSemi, filepath.Join(aw.dir, "secret"))
+	srv := gateServer(t, g)
+	tr, err := wallet.NewTransport(entries[0].Holder)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := 0; k < 3; k++ {
+		resp, err := (&http.Client{Transport: tr}).Get(srv.URL + "/premium/a")
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("payment %d: %v %v", k, err, resp)
+		}
+		resp.Body.Close()
+	}
+}
+
+// TestAnonymousBookTheftEvidence: a coupon of an anonymous book spent by a
+// thief (who did not know the next chain value) is found by the gate when
+// the holder's next payment reveals it, sent with the lane's redemption,
+// and recorded by the broker against the book, whose account is the
+// anonymous pool: the broker's administrators see it, and it names no
+// reader's account.
+func TestAnonymousBookTheftEvidence(t *testing.T) {
+	ctx := context.Background()
+	aw := newAnonWorld(t)
+	h, _ := aw.anonBook(t, 3, time.Now().Add(24*time.Hour), "i-1")
+	g := aw.gate(t, ModeOffline, filepath.Join(aw.dir, "secret"))
+	c := newClient(t, nil, h, 1)
+	for k := 0; k < 2; k++ {
+		if rec := payOn(t, g, c); rec.Code != 200 {
+			t.Fatalf("payment %d: %d %s", k, rec.Code, rec.Body)
+		}
+	}
+	stolen := c.payment("GET", "/premium/x", 1)
+	stolen.Set("Authorization", regexp.MustCompile(`m=[A-Za-z0-9_-]+`).ReplaceAllString(stolen.Get("Authorization"), "m=AAAAAAAAAAAAAAAAAAAAAA"))
+	if rec := serve(g, "GET", "/premium/x", stolen); rec.Code != 200 {
+		t.Fatalf("the stolen coupon: %d %s", rec.Code, rec.Body)
+	}
+	if rec := payOn(t, g, c); rec.Code != 200 {
+		t.Fatalf("the holder's next payment: %d %s", rec.Code, rec.Body)
+	}
+	if n, err := g.redeemOnce(ctx); err != nil || n != 1 {
+		t.Fatalf("redemption with evidence: %d %v", n, err)
+	}
+	all, err := aw.b.AllThefts(ctx, 10)
+	if err != nil || len(all) != 1 || all[0].Lane.Book != h.Book.Book.ID() || all[0].Index != 3 || all[0].Account != "anon:EUR" {
+		t.Fatalf("thefts the broker recorded: %+v %v", all, err)
+	}
+	if mine, err := aw.b.Thefts(ctx, aw.alice.Hash()); err != nil || len(mine) != 0 {
+		t.Fatalf("alice's thefts name the anonymous book: %+v %v", mine, err)
 	}
 }

@@ -680,11 +680,16 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	if g.serveWellKnown(w, r) {
 		return nil
 	}
-	if speaksPayment(r.Header) {
-		return g.servePayment(w, r, next) // the Payment scheme (paymentscheme.go)
-	}
 	var p coupons.Payment
-	if !g.parsePayment(w, r, &p) {
+	if a := r.Header[keyAuthorization]; len(a) == 1 && hasScheme(a[0], coupons.Scheme) {
+		// The steady path: one Authorization field of the ECoupon scheme,
+		// which speaksPayment would refuse to the Payment scheme.
+		if !g.parseECoupon(w, a[0], &p) {
+			return nil // answered
+		}
+	} else if speaksPayment(r.Header) {
+		return g.servePayment(w, r, next) // the Payment scheme (paymentscheme.go)
+	} else if !g.parsePayment(w, r, &p) {
 		return nil // answered
 	}
 	// The body is bound by its SHA-256 (PROTOCOL §10): read and check it
@@ -698,7 +703,7 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	if !g.accept(w, r, &p, body, g.clockAt(started), &res) {
 		return nil
 	}
-	g.mDelay.Observe(time.Since(started).Seconds())
+	g.observeDelay(started)
 	g.reportTheft(p.Lane, res.Theft)
 	if !g.respondPaid(w, &p, &res) {
 		return nil
@@ -757,6 +762,12 @@ func (g *Gate) parsePayment(w http.ResponseWriter, r *http.Request, p *coupons.P
 		g.payRequired(w, coupons.CodePaymentRequired, fmt.Sprintf("this resource costs %d coupon(s) of %s %s", g.Price, g.challenge.Unit, g.Currency), hintPay)
 		return false
 	}
+	return g.parseECoupon(w, auth, p)
+}
+
+// parseECoupon parses auth, an Authorization value of the ECoupon scheme,
+// into p; a malformed one is answered 400.
+func (g *Gate) parseECoupon(w http.ResponseWriter, auth string, p *coupons.Payment) bool {
 	if err := coupons.ParsePayment(auth, p); err != nil {
 		gateMetrics.payments.WithLabelValues(g.Vendor, "bad_payment_header").Inc()
 		badRequest(w, coupons.CodeBadPaymentHeader, err)

@@ -505,6 +505,20 @@ func (g *Gate) serveTopup(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusMethodNotAllowed, problem{Error: coupons.CodeMethodNotAllowed, Reason: "POST a payment on the stream's lane here"})
 		return
 	}
+	// The session is found by the payment's lane (read, not yet
+	// verified); its route's gate verifies the payment, against its own
+	// terms.
+	lane, peeked := peekLane(r)
+	s := sessions.find(g.Vendor, lane)
+	if peeked && s == nil {
+		writeJSON(g.answerer(w, r), http.StatusConflict, problem{Error: coupons.CodeNoSession,
+			Reason: "no metered response is in flight on lane " + lane.String() + " here; no coupon was accepted"})
+		return
+	}
+	sg := g
+	if s != nil {
+		sg = s.g
+	}
 	var (
 		p    coupons.Payment
 		open []byte
@@ -512,22 +526,21 @@ func (g *Gate) serveTopup(w http.ResponseWriter, r *http.Request) {
 		ww   http.ResponseWriter = w
 	)
 	if speaksPayment(r.Header) {
-		pw := g.newPaymentWriter(w, r)
+		pw := sg.newPaymentWriter(w, r)
 		ww = pw
 		var ok bool
-		if cr, open, ok = g.readCredential(pw, r, &p); !ok {
+		if cr, open, ok = sg.readCredential(pw, r, &p); !ok {
 			return
 		}
-	} else if !g.parsePayment(w, r, &p) {
+	} else if !sg.parsePayment(w, r, &p) {
 		return
 	}
-	s := sessions.find(g.Vendor, p.Lane)
-	if s == nil {
-		writeJSON(ww, http.StatusConflict, problem{Error: coupons.CodeNoSession,
-			Reason: "no metered response is in flight on lane " + p.Lane.String() + " here; no coupon was accepted"})
+	if s == nil || p.Lane != lane {
+		// A payment that did not parse when peeked, yet did now: refused
+		// as it would have been.
+		writeJSON(ww, http.StatusConflict, problem{Error: coupons.CodeNoSession, Reason: "no metered response is in flight on this lane here; no coupon was accepted"})
 		return
 	}
-	sg := s.g
 	body, ok := sg.readContent(ww, r)
 	if !ok {
 		return
@@ -561,7 +574,38 @@ func (g *Gate) serveTopup(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"lane": p.Lane.String(), "units": units, "coupons": res.Held, "credit": res.Record.Credit})
 }
 
-// topupHint is the hint of a 402 on a metered route.
+// peekLane returns the lane a request's payment (either scheme) names,
+// without verifying it; false when it has none that parses.
+func peekLane(r *http.Request) (coupons.LaneID, bool) {
+	if speaksPayment(r.Header) {
+		cr, _, err := payment.CredentialFromRequest(r.Header)
+		if err != nil {
+			return coupons.LaneID{}, false
+		}
+		p, _, err := cr.ECoupon()
+		if err != nil {
+			return coupons.LaneID{}, false
+		}
+		return p.Lane, true
+	}
+	var p coupons.Payment
+	auth := headerValue(r.Header, keyAuthorization)
+	if !hasScheme(auth, coupons.Scheme) || coupons.ParsePayment(auth, &p) != nil {
+		return coupons.LaneID{}, false
+	}
+	return p.Lane, true
+}
+
+// answerer is the writer of the gate's refusals to r: a paymentWriter
+// when r speaks the Payment scheme.
+func (g *Gate) answerer(w http.ResponseWriter, r *http.Request) http.ResponseWriter {
+	if speaksPayment(r.Header) {
+		return g.newPaymentWriter(w, r)
+	}
+	return w
+}
+
+// meterHint is the reason of a 402 on a metered route.
 func (g *Gate) meterHint() string {
 	if g.Meter == nil {
 		return ""

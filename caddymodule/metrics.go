@@ -2,7 +2,9 @@ package caddymodule
 
 import (
 	"errors"
+	"math/rand/v2"
 	"sync"
+	"time"
 
 	"github.com/ecoupons/ecoupons/store"
 	"github.com/prometheus/client_golang/prometheus"
@@ -81,7 +83,7 @@ func initMetrics(reg *prometheus.Registry) {
 		m.revenue = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "revenue_total",
 			Help: "The value of coupons_total in currency units (coupons × unit), by vendor, route and currency."}, []string{"vendor", "route", "currency"})
 		m.verifyDelay = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "payment_verification_seconds",
-			Help:    "Time from parsing a payment to its durable acceptance or refusal (store included).",
+			Help:    "Time from parsing a payment to its durable acceptance (store included), for a uniform sample of one accepted payment in 16.",
 			Buckets: []float64{0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1}}, []string{"vendor"})
 	})
 	if reg == nil {
@@ -94,5 +96,21 @@ func initMetrics(reg *prometheus.Registry) {
 				panic(err)
 			}
 		}
+	}
+}
+
+// delaySampling is how often the acceptance delay is observed: one payment
+// in delaySampling, chosen at random. Reading the clock again and updating
+// the histogram cost about as much as two SHA-256 of the payment's own
+// work (a clock read is 50–70 ns on a virtual machine); a uniform sample
+// shows the same distribution (payments_total counts every payment).
+const delaySampling = 16
+
+// observeDelay records, for one payment in delaySampling, the time since
+// started (when the payment's acceptance began) in the verification
+// histogram.
+func (g *Gate) observeDelay(started time.Time) {
+	if rand.Uint32()%delaySampling == 0 {
+		g.mDelay.Observe(time.Since(started).Seconds())
 	}
 }

@@ -102,6 +102,19 @@ func TestWalletScripts(t *testing.T) {
 					ts.Fatalf("GET %s: %s", args[0], resp.Status)
 				}
 			},
+			// denomination FACE: the broker's admin makes a denomination of
+			// anonymous books of FACE EUR, issuing from an hour ago for 30 days.
+			"denomination": func(ts *testscript.TestScript, neg bool, args []string) {
+				if len(args) != 1 {
+					ts.Fatalf("usage: denomination FACE")
+				}
+				now := time.Now()
+				err := s.CallJSON(s.AdminKey, "POST", "/v1/admin/denominations", map[string]string{"face": args[0], "currency": "EUR",
+					"not_before": now.Add(-time.Hour).Format(time.RFC3339), "not_after": now.AddDate(0, 0, 30).Format(time.RFC3339)}, nil)
+				if neg != (err != nil) {
+					ts.Fatalf("denomination: %v", err)
+				}
+			},
 			// envfile NAME FILE: set $NAME to FILE's contents (trimmed).
 			"envfile": func(ts *testscript.TestScript, neg bool, args []string) {
 				if len(args) != 2 {

@@ -55,6 +55,12 @@ var packages = []struct{ path, title, notes string }{
 			"lanes uniformly from 10k, 100k or 1M lanes in books of 1024 (so a batch spans up to 977 books), all redeemed once " +
 			"before the timer; lanes/s. Goals: ≥ 30,000 lanes/s at 1M lanes on SQLite and on PostgreSQL. The 1M sizes set up a " +
 			"million lanes first (about a minute each)."},
+	{"./blindfund", "blindfund: anonymous books' funding proofs",
+		"BlindSign is the broker's RSA-2048 blind signature (circl's blindrsa, math/big), VerifyProof one proof's check, " +
+			"GateColdBlindCertificate the gate's first check of an anonymous book (blindfund.Set: parse, denomination, RSA-PSS " +
+			"verification) and GateWarmBlindCertificate a later one (the signature cache). x-ed25519-verify is each as a multiple of " +
+			"one Ed25519 verification timed inside the same benchmark (issue 18 asks for these multiples). The broker's whole " +
+			"issuance per book (checks, signature, debit in one SQLite transaction) is AnonymousIssuance under broker."},
 	{"./lanes", "lanes: the acceptance core without HTTP",
 		"Accept is one paid coupon on a cached lane, memory store: lookup, rate-limit and revocation checks, the request " +
 			"digest, one chain step and the binding check, the compare-and-set."},
