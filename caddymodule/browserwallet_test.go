@@ -279,6 +279,37 @@ func TestBrowserWalletPaysInChromium(t *testing.T) {
 	}
 }
 
+// doer returns a function running browser actions that fails the test
+// with what was being done.
+func doer(t *testing.T, ctx context.Context) func(what string, actions ...chromedp.Action[chromedp.Void]) {
+	return func(what string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, actions...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+}
+
+// pair opens the paid page at url (the 402 page), enables the browser
+// wallet and returns the pairing code it shows.
+func pair(t *testing.T, ctx context.Context, url string) string {
+	t.Helper()
+	doer(t, ctx)("enable", chromedp.Navigate(url), chromedp.Click(chromedp.CSS("#bw-enable")), chromedp.WaitVisible(chromedp.CSS("#bw-code")))
+	code, err := chromedp.Run(ctx, chromedp.Poll[string](`document.getElementById('bw-code').value || null`, chromedp.WithPollingTimeout(30*time.Second)))
+	if err != nil || !strings.HasPrefix(code, "{") {
+		t.Fatalf("pairing code %q: %v", code, err)
+	}
+	return code
+}
+
+// importGrant pastes g into the 402 page and imports it: the page
+// reloads, paid.
+func importGrant(t *testing.T, ctx context.Context, g *delegation.Grant) {
+	t.Helper()
+	doer(t, ctx)("import", chromedp.SetValue(chromedp.CSS("#bw-grant"), string(spki.Transport(g.Sexp()))), chromedp.Click(chromedp.CSS("#bw-import")),
+		chromedp.WaitVisible(chromedp.CSS("#article")))
+}
+
 // discard makes an action of one whose value is not needed.
 func discard[T any](a chromedp.Action[T]) chromedp.Action[chromedp.Void] {
 	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
@@ -300,20 +331,10 @@ func TestRevokedBrowserStopsPaying(t *testing.T) {
 	})
 	s := newSite(t, g)
 	ctx, _ := testbrowser.Start(t, t.TempDir(), 120*time.Second)
-	do := func(what string, actions ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, actions...); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
-	do("402 page", chromedp.Navigate(s.srv.URL+"/premium/a.html"), chromedp.Click(chromedp.CSS("#bw-enable")), chromedp.WaitVisible(chromedp.CSS("#bw-code")))
-	code, err := chromedp.Run(ctx, chromedp.Poll[string](`document.getElementById('bw-code').value || null`, chromedp.WithPollingTimeout(30*time.Second)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	do := doer(t, ctx)
+	code := pair(t, ctx, s.srv.URL+"/premium/a.html")
 	grant := issueFor(t, w.owner, code, 0, 0, 50_000_000)
-	do("import", chromedp.SetValue(chromedp.CSS("#bw-grant"), string(spki.Transport(grant.Sexp()))), chromedp.Click(chromedp.CSS("#bw-import")),
-		chromedp.WaitVisible(chromedp.CSS("#article")))
+	importGrant(t, ctx, grant)
 
 	ls.publish(t, w, 2, [][32]byte{grant.Cert().Cert.Hash()}, nil)
 	revoked := time.Now()
@@ -364,5 +385,48 @@ func TestBrowserWalletServedThroughCaddy(t *testing.T) {
 	if resp.StatusCode != 402 || !strings.Contains(body, `id="bw-enable"`) || !strings.Contains(body, `src="/.well-known/ecoupons/client.js"`) ||
 		!strings.Contains(body, `<div id="ecoupons-wallet-note"></div>`) {
 		t.Fatalf("the 402 page: %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestBrowserWalletPauseAndForget: the reader pauses the wallet on the
+// wallet page: a navigation gets the 402 page saying so and no coupon
+// leaves; resumed, it pays again. Forgotten, the wallet's keys, grants and
+// lanes are gone: it pays nothing and names a new key.
+func TestBrowserWalletPauseAndForget(t *testing.T) {
+	w := newWorld(t, "news.example", t0Later())
+	g := newGate(t, w, `{"backend":"memory"}`, 1)
+	s := newSite(t, g)
+	ctx, _ := testbrowser.Start(t, t.TempDir(), 120*time.Second)
+	do := doer(t, ctx)
+	code := pair(t, ctx, s.srv.URL+"/premium/a.html")
+	importGrant(t, ctx, issueFor(t, w.owner, code, 0, 0, 20_000_000))
+
+	wallet := s.srv.URL + "/.well-known/ecoupons/wallet"
+	do("pause", chromedp.Navigate(wallet), chromedp.WaitVisible(chromedp.CSS("#pause")),
+		discard(chromedp.Poll[bool](`document.getElementById('pause').textContent === 'Pause payments'`, chromedp.WithPollingTimeout(20*time.Second))),
+		chromedp.Click(chromedp.CSS("#pause")),
+		discard(chromedp.Poll[bool](`document.getElementById('state').textContent.startsWith('Paused')`, chromedp.WithPollingTimeout(20*time.Second))))
+	do("paused", chromedp.Navigate(s.srv.URL+"/premium/b.html"), chromedp.WaitVisible(chromedp.CSS("#ecoupons-wallet-message")))
+	if v, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#ecoupons-wallet-message"))); !strings.Contains(v, "paused") || spentAt(t, g, w.owner, 0) != 1 {
+		t.Fatalf("paused: %q, %d coupons", v, spentAt(t, g, w.owner, 0))
+	}
+	do("resume", chromedp.Navigate(wallet), chromedp.WaitVisible(chromedp.CSS("#pause")),
+		discard(chromedp.Poll[bool](`document.getElementById('pause').textContent === 'Resume payments'`, chromedp.WithPollingTimeout(20*time.Second))),
+		chromedp.Click(chromedp.CSS("#pause")),
+		discard(chromedp.Poll[bool](`document.getElementById('state').textContent.startsWith('On')`, chromedp.WithPollingTimeout(20*time.Second))))
+	do("resumed", chromedp.Navigate(s.srv.URL+"/premium/c.html"), chromedp.WaitVisible(chromedp.CSS("#article")))
+	if spentAt(t, g, w.owner, 0) != 2 {
+		t.Fatalf("resumed: %d coupons, want 2", spentAt(t, g, w.owner, 0))
+	}
+
+	// Forget (the page's button asks to confirm; the API does not).
+	do("wallet page", chromedp.Navigate(wallet), chromedp.WaitVisible(chromedp.CSS("#pause")))
+	after, err := chromedp.Run(ctx, chromedp.Evaluate[string](`ecoupons.forget().then(() => ecoupons.pairingCode()).then(p => p.code)`, chromedp.EvalAwaitPromise))
+	if err != nil || after == code || !strings.HasPrefix(after, "{") {
+		t.Fatalf("after forget, the pairing code %q (was %q): %v", after, code, err)
+	}
+	do("forgotten", chromedp.Navigate(s.srv.URL+"/premium/d.html"), chromedp.WaitVisible(chromedp.CSS("#ecoupons-wallet-message")))
+	if v, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#ecoupons-wallet-message"))); !strings.Contains(v, "no coupons") || spentAt(t, g, w.owner, 0) != 2 {
+		t.Fatalf("forgotten: %q, %d coupons", v, spentAt(t, g, w.owner, 0))
 	}
 }
