@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -175,6 +176,14 @@ func TestBrowserWalletPaysInChromium(t *testing.T) {
 	}
 	article := s.srv.URL + "/premium/article.html"
 	// fitsPhone checks that nothing sticks out of a 360 px wide screen.
+	// labelled checks that every control of the page has a label.
+	labelled := func(page string) {
+		t.Helper()
+		bare, err := chromedp.Run(ctx, chromedp.Evaluate[string](`[...document.querySelectorAll('input, select, textarea')].filter(e => !e.labels.length && !e.getAttribute('aria-label')).map(e => e.id).join(' ')`))
+		if err != nil || bare != "" {
+			t.Errorf("%s: controls without a label: %q %v", page, bare, err)
+		}
+	}
 	fitsPhone := func(page string) {
 		t.Helper()
 		wide, err := chromedp.Run(ctx, chromedp.Evaluate[string](`[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > 361 && !e.closest('.scroll')).map(e => e.tagName + '#' + e.id + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right)).join(', ')`))
@@ -199,6 +208,7 @@ func TestBrowserWalletPaysInChromium(t *testing.T) {
 		t.Fatalf("pairing code %q: %v", code, err)
 	}
 	fitsPhone("the 402 page with the pairing code")
+	labelled("the 402 page")
 	shoot("page402-pairing.png")
 	// 3. The owner grants the browser 100 coupons (0.100 EUR); the page
 	// imports the grant and reloads: the article, paid.
@@ -242,6 +252,7 @@ func TestBrowserWalletPaysInChromium(t *testing.T) {
 		discard(chromedp.Poll[bool](`document.getElementById('bw-status').textContent.startsWith('Limit set')`, chromedp.WithPollingTimeout(20*time.Second))),
 		discard(chromedp.Poll[bool](`document.querySelector('#limits tbody').textContent.includes('0.001 EUR')`, chromedp.WithPollingTimeout(20*time.Second))))
 	fitsPhone("the wallet page")
+	labelled("the wallet page")
 	shoot("wallet.png")
 	do("within the limit", chromedp.Navigate(s.srv.URL+"/premium/third.html"), chromedp.WaitVisible(chromedp.CSS("#article")))
 	do("past the limit", chromedp.Navigate(s.srv.URL+"/premium/fourth.html"), chromedp.WaitVisible(chromedp.CSS("#ecoupons-wallet-message")))
@@ -428,5 +439,14 @@ func TestBrowserWalletPauseAndForget(t *testing.T) {
 	do("forgotten", chromedp.Navigate(s.srv.URL+"/premium/d.html"), chromedp.WaitVisible(chromedp.CSS("#ecoupons-wallet-message")))
 	if v, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#ecoupons-wallet-message"))); !strings.Contains(v, "no coupons") || spentAt(t, g, w.owner, 0) != 2 {
 		t.Fatalf("forgotten: %q, %d coupons", v, spentAt(t, g, w.owner, 0))
+	}
+
+	// A link carrying a grant for the new key imports it.
+	link := wallet + "#grant=" + url.QueryEscape(grantFor(t, w.owner, after, 1, 1, 5_000_000))
+	do("link", chromedp.Navigate(link),
+		discard(chromedp.Poll[bool](`document.getElementById('balance').textContent.includes('0.005 EUR')`, chromedp.WithPollingTimeout(20*time.Second))))
+	do("paid again", chromedp.Navigate(s.srv.URL+"/premium/e.html"), chromedp.WaitVisible(chromedp.CSS("#article")))
+	if spentAt(t, g, w.owner, 1) != 1 {
+		t.Fatalf("after the link's grant: %d coupons on lane 1", spentAt(t, g, w.owner, 1))
 	}
 }
