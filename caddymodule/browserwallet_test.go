@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"context"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/chromedp/chromedp"
+	"go.step.sm/crypto/pemutil"
 
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/delegation"
@@ -143,7 +145,16 @@ func TestBrowserWalletPaysInChromium(t *testing.T) {
 			r.URL.Query().Get("gate"))
 	}))
 	t.Cleanup(app.Close)
-	g := newGateWith(t, w, `{"backend":"memory"}`, 1, func(g *Gate) { g.CORSOrigins = []string{app.URL} })
+	// The gate issues receipts (vendor_key): the wallet keeps them.
+	block, err := pemutil.Serialize(testKey("vendor"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vendorKey := filepath.Join(t.TempDir(), "vendor.pem")
+	if err := os.WriteFile(vendorKey, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := newGateWith(t, w, `{"backend":"memory"}`, 1, func(g *Gate) { g.CORSOrigins, g.VendorKey = []string{app.URL}, vendorKey })
 	s := newSite(t, g)
 	profile := t.TempDir()
 	shots := os.Getenv("ECOUPONS_SCREENSHOTS") // a directory: keep the pages' pictures there
@@ -246,6 +257,9 @@ func TestBrowserWalletPaysInChromium(t *testing.T) {
 	do("balance", discard(chromedp.Poll[bool](`document.getElementById('balance').textContent.includes('0.094')`, chromedp.WithPollingTimeout(20*time.Second))))
 	if got := text("body"); !strings.Contains(got, "0.094 EUR") || !strings.Contains(got, "/premium/seg3.ts") || !strings.Contains(got, "news.example") {
 		t.Fatalf("wallet page: %q", got)
+	}
+	if got := text("#receipts tbody"); strings.Count(got, "/premium/") != 6 || !strings.Contains(got, "/premium/seg3.ts") {
+		t.Fatalf("the wallet page's receipts (want the 6 paid requests'): %q", got)
 	}
 	do("limit", chromedp.SetValue(chromedp.CSS("#limit-max"), "0.001"), chromedp.SetValue(chromedp.CSS("#limit-host"), "127.0.0.1"),
 		chromedp.Click(chromedp.CSS("#limit-form button[type=submit]")),
