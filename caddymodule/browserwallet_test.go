@@ -2,10 +2,12 @@ package caddymodule
 
 import (
 	"context"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,8 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/chromedp/chromedp"
+	"go.step.sm/crypto/pemutil"
 
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/delegation"
@@ -101,6 +106,12 @@ func spentAt(t *testing.T, g *Gate, h *delegation.Holder, lanes ...uint32) uint3
 // names.
 func grantFor(t *testing.T, owner *delegation.Holder, code string, lo, hi uint32, capNanos int64) string {
 	t.Helper()
+	return string(spki.Transport(issueFor(t, owner, code, lo, hi, capNanos).Sexp()))
+}
+
+// issueFor is grantFor returning the grant.
+func issueFor(t *testing.T, owner *delegation.Holder, code string, lo, hi uint32, capNanos int64) *delegation.Grant {
+	t.Helper()
 	x, err := spki.Parse([]byte(code))
 	if err != nil {
 		t.Fatalf("pairing code %q: %v", code, err)
@@ -113,7 +124,7 @@ func grantFor(t *testing.T, owner *delegation.Holder, code string, lo, hi uint32
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(spki.Transport(g.Sexp()))
+	return g
 }
 
 // TestBrowserWalletPaysInChromium drives the browser wallet (the Go wallet
@@ -134,7 +145,16 @@ func TestBrowserWalletPaysInChromium(t *testing.T) {
 			r.URL.Query().Get("gate"))
 	}))
 	t.Cleanup(app.Close)
-	g := newGateWith(t, w, `{"backend":"memory"}`, 1, func(g *Gate) { g.CORSOrigins = []string{app.URL} })
+	// The gate issues receipts (vendor_key): the wallet keeps them.
+	block, err := pemutil.Serialize(testKey("vendor"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vendorKey := filepath.Join(t.TempDir(), "vendor.pem")
+	if err := os.WriteFile(vendorKey, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := newGateWith(t, w, `{"backend":"memory"}`, 1, func(g *Gate) { g.CORSOrigins, g.VendorKey = []string{app.URL}, vendorKey })
 	s := newSite(t, g)
 	profile := t.TempDir()
 	shots := os.Getenv("ECOUPONS_SCREENSHOTS") // a directory: keep the pages' pictures there
@@ -167,6 +187,14 @@ func TestBrowserWalletPaysInChromium(t *testing.T) {
 	}
 	article := s.srv.URL + "/premium/article.html"
 	// fitsPhone checks that nothing sticks out of a 360 px wide screen.
+	// labelled checks that every control of the page has a label.
+	labelled := func(page string) {
+		t.Helper()
+		bare, err := chromedp.Run(ctx, chromedp.Evaluate[string](`[...document.querySelectorAll('input, select, textarea')].filter(e => !e.labels.length && !e.getAttribute('aria-label')).map(e => e.id).join(' ')`))
+		if err != nil || bare != "" {
+			t.Errorf("%s: controls without a label: %q %v", page, bare, err)
+		}
+	}
 	fitsPhone := func(page string) {
 		t.Helper()
 		wide, err := chromedp.Run(ctx, chromedp.Evaluate[string](`[...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > 361 && !e.closest('.scroll')).map(e => e.tagName + '#' + e.id + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right)).join(', ')`))
@@ -191,6 +219,7 @@ func TestBrowserWalletPaysInChromium(t *testing.T) {
 		t.Fatalf("pairing code %q: %v", code, err)
 	}
 	fitsPhone("the 402 page with the pairing code")
+	labelled("the 402 page")
 	shoot("page402-pairing.png")
 	// 3. The owner grants the browser 100 coupons (0.100 EUR); the page
 	// imports the grant and reloads: the article, paid.
@@ -229,16 +258,24 @@ func TestBrowserWalletPaysInChromium(t *testing.T) {
 	if got := text("body"); !strings.Contains(got, "0.094 EUR") || !strings.Contains(got, "/premium/seg3.ts") || !strings.Contains(got, "news.example") {
 		t.Fatalf("wallet page: %q", got)
 	}
+	if got := text("#receipts tbody"); strings.Count(got, "/premium/") != 6 || !strings.Contains(got, "/premium/seg3.ts") {
+		t.Fatalf("the wallet page's receipts (want the 6 paid requests'): %q", got)
+	}
 	do("limit", chromedp.SetValue(chromedp.CSS("#limit-max"), "0.001"), chromedp.SetValue(chromedp.CSS("#limit-host"), "127.0.0.1"),
 		chromedp.Click(chromedp.CSS("#limit-form button[type=submit]")),
 		discard(chromedp.Poll[bool](`document.getElementById('bw-status').textContent.startsWith('Limit set')`, chromedp.WithPollingTimeout(20*time.Second))),
 		discard(chromedp.Poll[bool](`document.querySelector('#limits tbody').textContent.includes('0.001 EUR')`, chromedp.WithPollingTimeout(20*time.Second))))
 	fitsPhone("the wallet page")
+	labelled("the wallet page")
 	shoot("wallet.png")
 	do("within the limit", chromedp.Navigate(s.srv.URL+"/premium/third.html"), chromedp.WaitVisible(chromedp.CSS("#article")))
 	do("past the limit", chromedp.Navigate(s.srv.URL+"/premium/fourth.html"), chromedp.WaitVisible(chromedp.CSS("#ecoupons-wallet-message")))
 	if got := text("#ecoupons-wallet-message"); !strings.Contains(got, "spending limit stops this payment") {
 		t.Fatalf("the limit's message: %q", got)
+	}
+	// In its place on the page, which stays in standards mode.
+	if in, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.compatMode === 'CSS1Compat' && !!document.querySelector('section.wallet > #ecoupons-wallet-message')`)); err != nil || !in {
+		t.Errorf("the message is not in the wallet's section of the 402 page (%v)", err)
 	}
 	if n := spentAt(t, g, w.owner, 0, 1); n != 7 || s.articles.Load() != 3 {
 		t.Fatalf("with the limit: %d coupons, %d articles (want 7, 3)", n, s.articles.Load())
@@ -267,10 +304,163 @@ func TestBrowserWalletPaysInChromium(t *testing.T) {
 	}
 }
 
+// doer returns a function running browser actions that fails the test
+// with what was being done.
+func doer(t *testing.T, ctx context.Context) func(what string, actions ...chromedp.Action[chromedp.Void]) {
+	return func(what string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, actions...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+}
+
+// pair opens the paid page at url (the 402 page), enables the browser
+// wallet and returns the pairing code it shows.
+func pair(t *testing.T, ctx context.Context, url string) string {
+	t.Helper()
+	doer(t, ctx)("enable", chromedp.Navigate(url), chromedp.Click(chromedp.CSS("#bw-enable")), chromedp.WaitVisible(chromedp.CSS("#bw-code")))
+	code, err := chromedp.Run(ctx, chromedp.Poll[string](`document.getElementById('bw-code').value || null`, chromedp.WithPollingTimeout(30*time.Second)))
+	if err != nil || !strings.HasPrefix(code, "{") {
+		t.Fatalf("pairing code %q: %v", code, err)
+	}
+	return code
+}
+
+// importGrant pastes g into the 402 page and imports it: the page
+// reloads, paid.
+func importGrant(t *testing.T, ctx context.Context, g *delegation.Grant) {
+	t.Helper()
+	doer(t, ctx)("import", chromedp.SetValue(chromedp.CSS("#bw-grant"), string(spki.Transport(g.Sexp()))), chromedp.Click(chromedp.CSS("#bw-import")),
+		chromedp.WaitVisible(chromedp.CSS("#article")))
+}
+
 // discard makes an action of one whose value is not needed.
 func discard[T any](a chromedp.Action[T]) chromedp.Action[chromedp.Void] {
 	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
 		_, err := a(ctx, t)
 		return chromedp.Void{}, err
+	}
+}
+
+// TestRevokedBrowserStopsPaying: the owner revokes the browser's grant
+// (the broker's next revocation list names it); within the gate's
+// revocations_every the browser's payments are refused, the lane is
+// retired, and the reader sees why on the 402 page.
+func TestRevokedBrowserStopsPaying(t *testing.T) {
+	const every = time.Second
+	w := newWorld(t, "news.example", t0Later())
+	ls := newListSource(t, w)
+	g := newGateWith(t, w, `{"backend":"memory"}`, 1, func(g *Gate) {
+		g.Revocations, g.RevocationsEvery = []string{ls.url}, caddy.Duration(every)
+	})
+	s := newSite(t, g)
+	ctx, _ := testbrowser.Start(t, t.TempDir(), 120*time.Second)
+	do := doer(t, ctx)
+	code := pair(t, ctx, s.srv.URL+"/premium/a.html")
+	grant := issueFor(t, w.owner, code, 0, 0, 50_000_000)
+	importGrant(t, ctx, grant)
+
+	ls.publish(t, w, 2, [][32]byte{grant.Cert().Cert.Hash()}, nil)
+	revoked := time.Now()
+	served := s.articles.Load()
+	for k := 0; ; k++ {
+		do("after the revocation", chromedp.Navigate(fmt.Sprintf("%s/premium/r%d.html", s.srv.URL, k)),
+			chromedp.WaitVisible(chromedp.CSS("#article, #ecoupons-wallet-message")))
+		if s.articles.Load() == served {
+			break // refused
+		}
+		served = s.articles.Load()
+		if time.Since(revoked) > every+2*time.Second {
+			t.Fatalf("the revoked browser still pays %v after the revocation", time.Since(revoked))
+		}
+	}
+	v, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#ecoupons-wallet-message")))
+	if err != nil || !strings.Contains(v, "revoked") {
+		t.Fatalf("the message after the revocation: %q %v", v, err)
+	}
+	// And it stays refused: the lane is retired, nothing more is revealed.
+	before := spentAt(t, g, w.owner, 0)
+	do("again", chromedp.Navigate(s.srv.URL+"/premium/again.html"), chromedp.WaitVisible(chromedp.CSS("#ecoupons-wallet-message")))
+	if spentAt(t, g, w.owner, 0) != before || s.articles.Load() != served {
+		t.Fatal("a coupon was accepted after the revocation")
+	}
+}
+
+// TestBrowserWalletServedThroughCaddy: in a real Caddy, the ecoupon
+// directive on /premium/* serves the browser wallet's files under
+// /.well-known/ecoupons/ (the service worker allowed to control the whole
+// site), and the HTML 402 page carries the control that enables it.
+func TestBrowserWalletServedThroughCaddy(t *testing.T) {
+	w := newWorld(t, "news.example", t0Later())
+	tc := caddytest.NewTester(t)
+	tc.InitServer(testCaddyfile(w, ""), "caddyfile")
+	resp, body := do(t, tc, "GET", "/.well-known/ecoupons/sw.js", nil)
+	if resp.StatusCode != 200 || resp.Header.Get("Service-Worker-Allowed") != "/" || !strings.Contains(body, "wallet.wasm") {
+		t.Fatalf("sw.js: %d %v", resp.StatusCode, resp.Header)
+	}
+	if resp, body := do(t, tc, "GET", "/.well-known/ecoupons/wallet", nil); resp.StatusCode != 200 || !strings.Contains(body, `<label for="limit-max">`) {
+		t.Fatalf("the wallet page: %d", resp.StatusCode)
+	}
+	if resp, _ := do(t, tc, "HEAD", "/.well-known/ecoupons/wallet.wasm", http.Header{"Accept-Encoding": {"gzip"}}); resp.StatusCode != 200 ||
+		resp.Header.Get("Content-Type") != "application/wasm" || resp.Header.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("wallet.wasm: %d %v", resp.StatusCode, resp.Header)
+	}
+	resp, body = do(t, tc, "GET", "/premium/a", http.Header{"Accept": {"text/html"}})
+	if resp.StatusCode != 402 || !strings.Contains(body, `id="bw-enable"`) || !strings.Contains(body, `src="/.well-known/ecoupons/client.js"`) ||
+		!strings.Contains(body, `<div id="ecoupons-wallet-note"></div>`) {
+		t.Fatalf("the 402 page: %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestBrowserWalletPauseAndForget: the reader pauses the wallet on the
+// wallet page: a navigation gets the 402 page saying so and no coupon
+// leaves; resumed, it pays again. Forgotten, the wallet's keys, grants and
+// lanes are gone: it pays nothing and names a new key.
+func TestBrowserWalletPauseAndForget(t *testing.T) {
+	w := newWorld(t, "news.example", t0Later())
+	g := newGate(t, w, `{"backend":"memory"}`, 1)
+	s := newSite(t, g)
+	ctx, _ := testbrowser.Start(t, t.TempDir(), 120*time.Second)
+	do := doer(t, ctx)
+	code := pair(t, ctx, s.srv.URL+"/premium/a.html")
+	importGrant(t, ctx, issueFor(t, w.owner, code, 0, 0, 20_000_000))
+
+	wallet := s.srv.URL + "/.well-known/ecoupons/wallet"
+	do("pause", chromedp.Navigate(wallet), chromedp.WaitVisible(chromedp.CSS("#pause")),
+		discard(chromedp.Poll[bool](`document.getElementById('pause').textContent === 'Pause payments'`, chromedp.WithPollingTimeout(20*time.Second))),
+		chromedp.Click(chromedp.CSS("#pause")),
+		discard(chromedp.Poll[bool](`document.getElementById('state').textContent.startsWith('Paused')`, chromedp.WithPollingTimeout(20*time.Second))))
+	do("paused", chromedp.Navigate(s.srv.URL+"/premium/b.html"), chromedp.WaitVisible(chromedp.CSS("#ecoupons-wallet-message")))
+	if v, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#ecoupons-wallet-message"))); !strings.Contains(v, "paused") || spentAt(t, g, w.owner, 0) != 1 {
+		t.Fatalf("paused: %q, %d coupons", v, spentAt(t, g, w.owner, 0))
+	}
+	do("resume", chromedp.Navigate(wallet), chromedp.WaitVisible(chromedp.CSS("#pause")),
+		discard(chromedp.Poll[bool](`document.getElementById('pause').textContent === 'Resume payments'`, chromedp.WithPollingTimeout(20*time.Second))),
+		chromedp.Click(chromedp.CSS("#pause")),
+		discard(chromedp.Poll[bool](`document.getElementById('state').textContent.startsWith('On')`, chromedp.WithPollingTimeout(20*time.Second))))
+	do("resumed", chromedp.Navigate(s.srv.URL+"/premium/c.html"), chromedp.WaitVisible(chromedp.CSS("#article")))
+	if spentAt(t, g, w.owner, 0) != 2 {
+		t.Fatalf("resumed: %d coupons, want 2", spentAt(t, g, w.owner, 0))
+	}
+
+	// Forget (the page's button asks to confirm; the API does not).
+	do("wallet page", chromedp.Navigate(wallet), chromedp.WaitVisible(chromedp.CSS("#pause")))
+	after, err := chromedp.Run(ctx, chromedp.Evaluate[string](`ecoupons.forget().then(() => ecoupons.pairingCode()).then(p => p.code)`, chromedp.EvalAwaitPromise))
+	if err != nil || after == code || !strings.HasPrefix(after, "{") {
+		t.Fatalf("after forget, the pairing code %q (was %q): %v", after, code, err)
+	}
+	do("forgotten", chromedp.Navigate(s.srv.URL+"/premium/d.html"), chromedp.WaitVisible(chromedp.CSS("#ecoupons-wallet-message")))
+	if v, _ := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#ecoupons-wallet-message"))); !strings.Contains(v, "no coupons") || spentAt(t, g, w.owner, 0) != 2 {
+		t.Fatalf("forgotten: %q, %d coupons", v, spentAt(t, g, w.owner, 0))
+	}
+
+	// A link carrying a grant for the new key imports it.
+	link := wallet + "#grant=" + url.QueryEscape(grantFor(t, w.owner, after, 1, 1, 5_000_000))
+	do("link", chromedp.Navigate(link),
+		discard(chromedp.Poll[bool](`document.getElementById('balance').textContent.includes('0.005 EUR')`, chromedp.WithPollingTimeout(20*time.Second))))
+	do("paid again", chromedp.Navigate(s.srv.URL+"/premium/e.html"), chromedp.WaitVisible(chromedp.CSS("#article")))
+	if spentAt(t, g, w.owner, 1) != 1 {
+		t.Fatalf("after the link's grant: %d coupons on lane 1", spentAt(t, g, w.owner, 1))
 	}
 }

@@ -5,10 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -48,37 +45,36 @@ func (e *LockedError) Error() string {
 // Unwrap makes errors.Is(err, ErrLocked) hold.
 func (e *LockedError) Unwrap() error { return ErrLocked }
 
-// pinValueRe finds a PIN given in a pkcs11: URI.
-var pinValueRe = regexp.MustCompile(`pin-value=[^;&?\s]*`)
-
-// lockHolder reads the PID a lock file's holder wrote into it, and its
-// command line where the system shows it (best effort).
-func lockHolder(path string) (int, string) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, ""
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return 0, ""
-	}
-	cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		return pid, ""
-	}
-	return pid, cmdline(cmd)
-}
-
 // cmdline writes a /proc/PID/cmdline for a message: arguments joined by
 // spaces, a PIN in a pkcs11: URI hidden (never show it), at most 120
 // bytes.
 func cmdline(raw []byte) string {
 	line := strings.TrimSpace(strings.ReplaceAll(string(raw), "\x00", " "))
-	line = pinValueRe.ReplaceAllString(line, "pin-value=…")
+	line = hidePIN(line)
 	if len(line) > 120 {
 		line = strings.ToValidUTF8(line[:120], "") + "…"
 	}
 	return line
+}
+
+// hidePIN replaces the value of every pin-value= in s (up to ;, &, ? or
+// a space) with an ellipsis.
+func hidePIN(s string) string {
+	const key = "pin-value="
+	var b strings.Builder
+	for {
+		i := strings.Index(s, key)
+		if i < 0 {
+			return b.String() + s
+		}
+		b.WriteString(s[:i+len(key)] + "…")
+		s = s[i+len(key):]
+		if j := strings.IndexAny(s, ";&? \t\n"); j >= 0 {
+			s = s[j:]
+		} else {
+			s = ""
+		}
+	}
 }
 
 // stateFile is the on-disk state of a transport's lanes: each lane's

@@ -51,8 +51,9 @@ async function handle(req) {
 }
 
 // explain answers with the site's 402 and why the wallet did not pay: in
-// the HTML 402 page (at its <!--ecoupons-wallet-message--> mark) for a
-// navigation, in an ECoupons-Wallet-Error header otherwise.
+// the HTML 402 page (in place of its <div id="ecoupons-wallet-note"></div>,
+// else at the start of its body) for a navigation, in an
+// ECoupons-Wallet-Error header always.
 async function explain(req, resp, err) {
   const code = err && err.code ? err.code : 'failed';
   const msg = messages[code] ? messages[code] + ' (' + err.message + ')' : String(err && err.message || err);
@@ -65,8 +66,8 @@ async function explain(req, resp, err) {
   const page = await resp.text();
   const note = '<p id="ecoupons-wallet-message" role="alert" class="alert">' + escapeHTML(msg) +
     ' <a href="' + base + 'wallet">Open the wallet</a></p>';
-  const mark = '<!--ecoupons-wallet-message-->';
-  const body = page.includes(mark) ? page.replace(mark, note) : note + page;
+  const mark = '<div id="ecoupons-wallet-note"></div>';
+  const body = page.includes(mark) ? page.replace(mark, note) : page.replace(/<body[^>]*>/i, (b) => b + note);
   headers.delete('Content-Length');
   return new Response(body, { status: resp.status, statusText: resp.statusText, headers });
 }
