@@ -106,6 +106,7 @@
       cell(tr, when(r.at));
       cell(tr, r.url, 'url');
       cell(tr, r.lane.slice(0, 8) + '… #' + r.index);
+      cell(tr, r.status + (r.reason ? ' (' + r.reason + ')' : ''));
     });
   }
   globalThis.ecouponsRefresh = refresh;
