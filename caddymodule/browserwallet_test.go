@@ -255,7 +255,8 @@ func TestBrowserWalletPaysInChromium(t *testing.T) {
 	// next with a message on the 402 page.
 	do("wallet page", chromedp.Navigate(s.srv.URL+"/.well-known/ecoupons/wallet"), chromedp.WaitVisible(chromedp.CSS("#limits-section")))
 	do("balance", discard(chromedp.Poll[bool](`document.getElementById('balance').textContent.includes('0.094')`, chromedp.WithPollingTimeout(20*time.Second))))
-	if got := text("body"); !strings.Contains(got, "0.094 EUR") || !strings.Contains(got, "/premium/seg3.ts") || !strings.Contains(got, "news.example") {
+	if got := text("body"); !strings.Contains(got, "0.094 EUR") || !strings.Contains(got, "/premium/seg3.ts") || !strings.Contains(got, "news.example") ||
+		strings.Contains(got, "undefined") || strings.Contains(got, "NaN") {
 		t.Fatalf("wallet page: %q", got)
 	}
 	if got := text("#receipts tbody"); strings.Count(got, "/premium/") != 6 || !strings.Contains(got, "/premium/seg3.ts") ||

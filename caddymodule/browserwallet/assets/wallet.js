@@ -105,7 +105,7 @@
     fill('receipts', (s.receipts || []).slice().reverse(), (tr, r) => {
       cell(tr, when(r.at));
       cell(tr, r.url, 'url');
-      cell(tr, r.lane.slice(0, 8) + '… #' + r.index);
+      cell(tr, '#' + r.i + (r.paid > 1 ? ' (' + r.paid + ' coupons)' : ''));
       cell(tr, r.status + (r.reason ? ' (' + r.reason + ')' : ''));
     });
   }
