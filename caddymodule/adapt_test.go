@@ -73,6 +73,7 @@ func TestCaddyfileErrors(t *testing.T) {
 		"opens_per_minute":               "wrong argument count",
 		"ipv6_prefix 0":                  "ipv6_prefix must be a positive integer",
 		"ipv6_prefix 129":                "ipv6_prefix must be 1 to 128 bits",
+		"denominations":                  "denominations takes one or more URLs or files",
 		"vendor a b":                     "wrong argument count",
 		"colour blue":                    "unknown ecoupon option",
 		"max_open_bytes -5":              "max_open_bytes must be a positive integer",

@@ -4,11 +4,18 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"regexp"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 
 	"github.com/ecoupons/ecoupons/blindfund"
 	"github.com/ecoupons/ecoupons/broker"
@@ -307,11 +314,12 @@ func TestWalletAnonymousBookPays(t *testing.T) {
 // the holder's next payment reveals it, sent with the lane's redemption,
 // and recorded by the broker against the book, whose account is the
 // anonymous pool: the broker's administrators see it, and it names no
-// reader's account.
+// reader's account; the book's own key reads it (POST
+// /v1/anonymous/thefts), no other key.
 func TestAnonymousBookTheftEvidence(t *testing.T) {
 	ctx := context.Background()
 	aw := newAnonWorld(t)
-	h, _ := aw.anonBook(t, 3, time.Now().Add(24*time.Hour), "i-1")
+	h, proof := aw.anonBook(t, 3, time.Now().Add(24*time.Hour), "i-1")
 	g := aw.gate(t, ModeOffline, filepath.Join(aw.dir, "secret"))
 	c := newClient(t, nil, h, 1)
 	for k := 0; k < 2; k++ {
@@ -336,5 +344,86 @@ func TestAnonymousBookTheftEvidence(t *testing.T) {
 	}
 	if mine, err := aw.b.Thefts(ctx, aw.alice.Hash()); err != nil || len(mine) != 0 {
 		t.Fatalf("alice's thefts name the anonymous book: %+v %v", mine, err)
+	}
+	// The book's own key reads them, showing the book; no other key.
+	if got, err := aw.b.AnonymousThefts(ctx, h.Book.Book.Owner, h.Book, proof); err != nil || len(got) != 1 || got[0].Index != 3 {
+		t.Fatalf("the owner key's thefts: %+v %v", got, err)
+	}
+	if _, err := aw.b.AnonymousThefts(ctx, aw.alice.Hash(), h.Book, proof); err == nil {
+		t.Fatal("another key read the anonymous book's thefts")
+	}
+}
+
+// TestOfflineGateTakesAnonymousBookWhileBrokerDown: an offline gate that
+// reads the denominations from a file opens an anonymous book and takes
+// its payments while the broker is down: the book's registration is kept
+// in a file (durable before the open is answered), and sent before the
+// next redemption once the broker is back, which then pays the vendor.
+// A semi gate, which must ask the broker at every open, answers 503.
+func TestOfflineGateTakesAnonymousBookWhileBrokerDown(t *testing.T) {
+	ctx := context.Background()
+	aw := newAnonWorld(t)
+	h, _ := aw.anonBook(t, 3, time.Now().Add(24*time.Hour), "i-1")
+	var down atomic.Bool
+	down.Store(true)
+	api := &broker.API{Broker: aw.b}
+	flaky := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		api.ServeHTTP(w, r)
+	}))
+	defer flaky.Close()
+	// The broker's published denominations, as a file.
+	resp, err := http.Get(aw.srv.URL + "/v1/denominations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	denoms := filepath.Join(aw.dir, "denominations.json")
+	if err := os.WriteFile(denoms, list, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	gate := func(mode string) *Gate {
+		g := &Gate{Vendor: "news.example", BrokerKeys: []string{aw.brokerPub}, Broker: flaky.URL, VendorKey: aw.vendorPEM, Price: 1, LaneRate: -1,
+			Mode: mode, RedeemEvery: caddy.Duration(time.Hour), SecretFile: filepath.Join(aw.dir, mode+".secret"), StoreRaw: []byte(`{"backend":"memory"}`),
+			Denominations: []string{denoms}}
+		cctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		t.Cleanup(cancel)
+		if err := g.Provision(cctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { g.Cleanup() })
+		return g
+	}
+	semi := gate(ModeSemi)
+	wantRefusal(t, payOn(t, semi, newClient(t, nil, h, 1)), 503, coupons.CodeBrokerUnavailable)
+
+	g := gate(ModeOffline)
+	c := newClient(t, nil, h, 0)
+	for k := 0; k < 3; k++ {
+		if rec := payOn(t, g, c); rec.Code != 200 {
+			t.Fatalf("payment %d with the broker down: %d %s", k, rec.Code, rec.Body)
+		}
+	}
+	pending, _ := filepath.Glob(filepath.Join(g.anonPendingDir(), "*.json"))
+	if len(pending) != 1 {
+		t.Fatalf("kept registrations: %v", pending)
+	}
+	if _, err := g.redeemOnce(ctx); err == nil {
+		t.Fatal("a redemption while the broker is down succeeded")
+	}
+	g.anonHeld = new(sync.Map) // a restart: only the file remembers the book
+	down.Store(false)
+	if n, err := g.redeemOnce(ctx); err != nil || n != 1 {
+		t.Fatalf("redeemed %d lanes once the broker is back: %v", n, err)
+	}
+	if got := aw.balance(t, "vendor:news.example:EUR"); got != 3*1_000_000 {
+		t.Fatalf("vendor paid %d", got)
+	}
+	if pending, _ := filepath.Glob(filepath.Join(g.anonPendingDir(), "*.json")); len(pending) != 0 {
+		t.Fatalf("registrations still kept after the broker took them: %v", pending)
 	}
 }

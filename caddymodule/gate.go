@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/ecoupons/ecoupons/blindfund"
 	"html/template"
 	"io"
 	"net"
@@ -28,6 +27,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/ecoupons/ecoupons/blindfund"
 	"github.com/ecoupons/ecoupons/brokerapi"
 	"github.com/ecoupons/ecoupons/caddymodule/browserwallet"
 	"github.com/ecoupons/ecoupons/coupons"
@@ -709,6 +709,9 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		return nil
 	}
 	if g.Meter != nil {
+		if g.topupByHead(w, r, p.Lane, res.Held) {
+			return nil
+		}
 		return g.serveMetered(w, r, next, p.Lane, res.Held)
 	}
 	return g.serveUpstream(w, r, next, p.Lane)

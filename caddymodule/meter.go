@@ -210,6 +210,24 @@ func (t *sessionTable) find(vendor string, lane coupons.LaneID) *session {
 // errHoldTimeout ends a stream held longer than the route's hold.
 var errHoldTimeout = errors.New("ecoupon: the stream's window is spent and no top-up came within meter_hold")
 
+// topupByHead takes a paid HEAD of a metered resource, on a lane with a
+// metered response of this route in flight, as a top-up of that response
+// (as the session drafts allow): the window held goes to the response,
+// and the HEAD is answered 200 with ECoupon-Window (the units added) and
+// no body. It reports whether it did.
+func (g *Gate) topupByHead(w http.ResponseWriter, r *http.Request, id coupons.LaneID, held uint32) bool {
+	if r.Method != http.MethodHead {
+		return false
+	}
+	s := sessions.find(g.Vendor, id)
+	if s == nil || s.g != g || !s.add(held/g.Price) {
+		return false // a HEAD of its own: served (and credited back) as any metered response
+	}
+	setUint(w.Header(), keyWindow, uint64(held/g.Price))
+	w.WriteHeader(http.StatusOK)
+	return true
+}
+
 // serveMetered serves a metered request whose payment held held coupons
 // (res.Held): the next handler writes through a meterWriter; when it
 // returns (or panics, as reverse_proxy does to abort a response whose
@@ -308,7 +326,8 @@ type meterWriter struct {
 	end         string // how it ended (coupons.End…), "" while it runs
 	left        uint64 // bytes or events the units begun still pay for
 	scan        coupons.EventScanner
-	heldFor     time.Duration // seconds meter: time held, not charged
+	heldFor     time.Duration    // seconds meter: time held, not charged
+	now         func() time.Time // a test's clock (nil: time.Now)
 	// scanning: the event scanner runs (an events meter, or an event
 	// stream, where need-topup events go between blocks only).
 	scanning bool
@@ -434,9 +453,16 @@ func (mw *meterWriter) charged() uint32 {
 	return mw.s.charged
 }
 
+func (mw *meterWriter) clock() time.Time {
+	if mw.now != nil {
+		return mw.now()
+	}
+	return time.Now()
+}
+
 // unitsDue is the number of seconds-units the stream has run into.
 func (mw *meterWriter) unitsDue() uint32 {
-	run := time.Since(mw.started) - mw.heldFor
+	run := mw.clock().Sub(mw.started) - mw.heldFor
 	return uint32(uint64(run/time.Second)/mw.m.Per) + 1
 }
 
@@ -464,8 +490,8 @@ func (mw *meterWriter) begin() error {
 		}
 	}
 	_ = rc.Flush()
-	heldAt := time.Now()
-	defer func() { mw.heldFor += time.Since(heldAt) }()
+	heldAt := mw.clock()
+	defer func() { mw.heldFor += mw.clock().Sub(heldAt) }()
 	timer := time.NewTimer(mw.hold)
 	defer timer.Stop()
 	for {

@@ -139,9 +139,10 @@ func (c *client) topup(t *testing.T, n int) (*http.Response, string) {
 // reverse_proxy, metered per event at one coupon, a window of 3: the
 // client gets exactly the 3 events it paid for, then a need-topup event
 // naming its lane and what to pay, and the stream waits; a top-up of 3
-// coupons on the same lane resumes it for 3 more events; a client that
-// never tops up again gets nothing more, and the stream ends cleanly at
-// the hold timeout, its trailers saying 6 units were charged.
+// coupons on the same lane resumes it for 3 more events, and so does a
+// paid HEAD of the resource; a client that never tops up again gets
+// nothing more, and the stream ends cleanly at the hold timeout, its
+// trailers saying 9 units were charged.
 func TestMeteredSSEHoldsAndResumesOnTopup(t *testing.T) {
 	w := newWorld(t, "news.example", t0Later())
 	up := sseUpstream(t)
@@ -187,6 +188,11 @@ func TestMeteredSSEHoldsAndResumesOnTopup(t *testing.T) {
 		t.Fatalf("top-up answer: %s", tbody)
 	}
 	expect(4, 6)
+	// A paid HEAD of the resource on the same lane tops up as well.
+	if hresp, _ := do(t, tc, "HEAD", "/stream/20", c.payment("HEAD", "/stream/20", 3)); hresp.StatusCode != 200 || hresp.Header.Get(coupons.HeaderWindow) != "3" {
+		t.Fatalf("top-up by HEAD: %d %v", hresp.StatusCode, hresp.Header)
+	}
+	expect(7, 9)
 	// No more top-ups: nothing more, and a clean end at the hold timeout.
 	start := time.Now()
 	rest, err := io.ReadAll(br)
@@ -199,8 +205,8 @@ func TestMeteredSSEHoldsAndResumesOnTopup(t *testing.T) {
 	if d := time.Since(start); d < 800*time.Millisecond || d > 5*time.Second {
 		t.Errorf("the held stream ended after %v, meter_hold 1s", d)
 	}
-	if got := sresp.Trailer.Get(coupons.HeaderCharged); got != "6" {
-		t.Errorf("trailer %s %q, want 6", coupons.HeaderCharged, got)
+	if got := sresp.Trailer.Get(coupons.HeaderCharged); got != "9" {
+		t.Errorf("trailer %s %q, want 9", coupons.HeaderCharged, got)
 	}
 	if got := sresp.Trailer.Get(coupons.HeaderEnd); got != coupons.EndHoldTimeout {
 		t.Errorf("trailer %s %q", coupons.HeaderEnd, got)
@@ -461,6 +467,87 @@ func TestMeteredSSEThroughWalletProxy(t *testing.T) {
 			}
 			if last := progress()[len(progress())-1]; !last.Done || last.Charged != 10 || last.TopUps != 4 || tr.Spent() != 10 {
 				t.Fatalf("spent %d, progress %+v", tr.Spent(), last)
+			}
+		})
+	}
+}
+
+// TestMeteredRespondPausesAtTheWindow: a body of respond, metered per 4
+// bytes with a window of 2 units, paid by a client that never tops up (a
+// raw client, in each scheme): it gets the 8 bytes it paid for, the body
+// pauses there and ends cleanly at the hold timeout, charged 2 units.
+func TestMeteredRespondPausesAtTheWindow(t *testing.T) {
+	w := newWorld(t, "news.example", t0Later())
+	tc := caddytest.NewTester(t)
+	tc.InitServer(caddyGlobals+"localhost:9080 {\n"+meterGate(w, "/r/*", "meter bytes 4\n\t\tmeter_window 2\n\t\tmeter_hold 300ms")+
+		"\trespond /r/* \"0123456789abcdef\" 200\n}\n", "caddyfile")
+	for k, scheme := range schemes {
+		t.Run(scheme, func(t *testing.T) {
+			c := newClient(t, tc, w.owner, uint32(k))
+			h := http.Header{}
+			if scheme == wallet.SchemePayment {
+				h.Set(payment.HeaderAcceptPayment, "ecoupon/session")
+			}
+			resp, body := do(t, tc, "GET", "/r/x", h)
+			if resp.StatusCode != 402 {
+				t.Fatalf("402: %d %s", resp.StatusCode, body)
+			}
+			c.nonce = nonceRe.FindStringSubmatch(resp.Header.Get("WWW-Authenticate"))[1]
+			pay := c.payment("GET", "/r/x", 2)
+			if scheme == wallet.SchemePayment {
+				cs, err := payment.ChallengesFromResponse(resp.Header)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ch := payment.SelectECoupon(cs, payment.IntentSession)
+				if ch == nil {
+					t.Fatalf("no session challenge on a metered route: %v", resp.Header.Values("WWW-Authenticate"))
+				}
+				pay = asPayment(t, pay, ch)
+			}
+			sresp := streamGet(t, "/r/x", pay)
+			got, err := io.ReadAll(sresp.Body)
+			sresp.Body.Close()
+			if err != nil || string(got) != "01234567" {
+				t.Fatalf("a window of 2 × 4 bytes: %q %v", got, err)
+			}
+			if sresp.Trailer.Get(coupons.HeaderCharged) != "2" || sresp.Trailer.Get(coupons.HeaderEnd) != coupons.EndHoldTimeout {
+				t.Errorf("trailers %v", sresp.Trailer)
+			}
+		})
+	}
+}
+
+// TestMeteredSecondsPaidByWalletTimer: a plain-text body streamed for
+// about 1.5 s, metered per second with a window of 1 unit, behind
+// reverse_proxy: the body gives the reader no event to react to, so the
+// wallet tops up on its timer (every half window); the reader gets the
+// whole body, charged for the seconds it ran (2, or a little more on a
+// loaded machine), and what was paid beyond comes back as credit.
+func TestMeteredSecondsPaidByWalletTimer(t *testing.T) {
+	w := newWorld(t, "news.example", t0Later())
+	up := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		rw.Header().Set("Content-Type", "text/plain")
+		rc := http.NewResponseController(rw)
+		for k := 0; k < 6; k++ {
+			fmt.Fprintf(rw, "line %d\n", k)
+			rc.Flush()
+			time.Sleep(250 * time.Millisecond)
+		}
+	}))
+	defer up.Close()
+	tc := caddytest.NewTester(t)
+	tc.InitServer(meterCaddyfile(w, up.URL, "meter seconds 1\n\t\tmeter_window 1\n\t\tmeter_hold 5s"), "caddyfile")
+	for k, scheme := range schemes {
+		t.Run(scheme, func(t *testing.T) {
+			tr, c, progress := meterWallet(t, w, scheme, uint32(k))
+			_, body, err := getAll(t, c, "http://localhost:9080/stream/slow")
+			if err != nil || strings.Count(string(body), "line ") != 6 {
+				t.Fatalf("body %q, %v", body, err)
+			}
+			last := progress()[len(progress())-1]
+			if last.Charged < 2 || last.Charged > 4 || last.TopUps < 1 || last.Units != last.Charged+last.Credit || uint64(last.Units) != tr.Spent() {
+				t.Fatalf("1.5 s metered per second: spent %d, progress %+v", tr.Spent(), last)
 			}
 		})
 	}

@@ -264,6 +264,9 @@ func (g *Gate) servePayment(w http.ResponseWriter, r *http.Request, next caddyht
 		w = rw
 	}
 	if g.Meter != nil {
+		if g.topupByHead(w, r, p.Lane, res.Held) {
+			return nil
+		}
 		return g.serveMetered(w, r, next, p.Lane, res.Held)
 	}
 	return g.serveUpstream(w, r, next, p.Lane)

@@ -395,7 +395,7 @@ func (c *Core) accept(ctx context.Context, p *Payment, ent *entry, res *Result) 
 				return err
 			}
 		}
-		cur := &ent.rec // read only: next is the copy written
+		cur := &ent.rec // read only until the store took next, the copy written
 		st := cur.State
 		maxJump := max(c.cfg.MaxJump, p.MaxJump)
 		if cur.Lease > st.Last {
@@ -445,7 +445,9 @@ func (c *Core) accept(ctx context.Context, p *Payment, ent *entry, res *Result) 
 		err = c.store.Advance(ctx, id, cur.State.Last, cur.Credit, *next, charge)
 		if err == nil {
 			next.Lease = 0 // held by the store (or none): nothing to refuse here
-			ent.rec = *next
+			// next is cur with these four fields moved (its Meta is cur's):
+			// the cache takes them, not a copy of the whole record.
+			cur.State, cur.Spent, cur.Credit, cur.Lease = next.State, next.Spent, next.Credit, 0
 			res.Paid, res.Served, res.Theft, res.Digest, res.Held = paid, served, theft, digest, held
 			return nil
 		}

@@ -243,15 +243,13 @@ func (b *meteredBody) finish(whole bool) {
 	tr := b.resp.Trailer
 	credit, cerr := strconv.ParseUint(tr.Get(HeaderCredit), 10, 32)
 	charged, _ := strconv.ParseUint(tr.Get(coupons.HeaderCharged), 10, 32)
-	b.t.mu.Lock()
 	if whole && cerr == nil {
-		b.l.credit, b.l.creditUnknown = uint32(credit), false
+		b.t.setCredit(b.l, uint32(credit), false)
 		b.prog.End = tr.Get(coupons.HeaderEnd)
 	} else {
-		b.l.creditUnknown = true
+		b.t.setCredit(b.l, 0, true)
 		b.prog.End = EndCut
 	}
-	b.t.mu.Unlock()
 	b.prog.Done, b.prog.Charged, b.prog.Credit = true, uint32(charged), uint32(credit)
 	b.t.give(b.l)
 	b.t.report(&b.prog)

@@ -90,6 +90,9 @@ type laneState struct {
 	Cursor string `json:"cursor"` // base64 of coupons.Cursor.MarshalBinary
 	Nonce  string `json:"nonce,omitempty"`
 	Credit uint32 `json:"credit,omitempty"`
+	// CreditUnknown: a metered response on the lane was cut off before
+	// the gate said the lane's credit; the next payment learns it.
+	CreditUnknown bool `json:"credit_unknown,omitempty"`
 	// Retired: a gate refused the lane for good (cap_exceeded, revoked):
 	// no coupon of it is revealed any more.
 	Retired bool `json:"retired,omitempty"`
@@ -156,7 +159,7 @@ func loadState(fs Storage, path string) (map[coupons.LaneID]*lane, error) {
 		if err := c.UnmarshalBinary(raw); err != nil {
 			return nil, fmt.Errorf("wallet: state %s: cursor of %s: %w", s.path, ls.Lane, err)
 		}
-		out[id] = &lane{id: id, cursor: c, nonce: ls.Nonce, credit: ls.Credit, retired: ls.Retired, store: ls.Store}
+		out[id] = &lane{id: id, cursor: c, nonce: ls.Nonce, credit: ls.Credit, creditUnknown: ls.CreditUnknown, retired: ls.Retired, store: ls.Store}
 	}
 	return out, nil
 }
@@ -169,7 +172,7 @@ func (s *store) save(lanes []*lane) error {
 		if err != nil {
 			return err
 		}
-		st.Lanes = append(st.Lanes, laneState{Lane: l.id.String(), Cursor: base64.StdEncoding.EncodeToString(raw), Nonce: l.nonce, Credit: l.credit, Retired: l.retired, Store: l.store})
+		st.Lanes = append(st.Lanes, laneState{Lane: l.id.String(), Cursor: base64.StdEncoding.EncodeToString(raw), Nonce: l.nonce, Credit: l.credit, CreditUnknown: l.creditUnknown, Retired: l.retired, Store: l.store})
 	}
 	b, err := json.Marshal(st)
 	if err != nil {

@@ -67,7 +67,7 @@ const (
 	// Accept-Payment.
 	SchemeECoupon = "ecoupon"
 	// SchemePayment answers only Payment challenges of method ecoupon,
-	// intent charge.
+	// intent charge (session on a metered route).
 	SchemePayment = "payment"
 )
 
@@ -137,7 +137,7 @@ func checkScheme(scheme string) error {
 // ChallengeFromResponse returns the challenge of a 402 response's header
 // to answer in scheme (SchemeAuto, SchemeECoupon, SchemePayment): with
 // SchemeAuto, the first Payment challenge of method ecoupon and intent
-// charge that has not expired and whose request decodes, else the ECoupon
+// charge or session that has not expired and whose request decodes, else the ECoupon
 // challenge. Errors match ErrBadChallenge (none usable) or
 // ErrUnknownScheme.
 func ChallengeFromResponse(h http.Header, scheme string) (*Challenge, error) {
@@ -167,7 +167,8 @@ func ecouponChallenge(h http.Header) (*Challenge, error) {
 }
 
 // paymentChallenge returns the terms of the first usable Payment challenge
-// of method ecoupon, intent charge, of a response's header.
+// of method ecoupon, intent charge or session (a metered route's: its
+// request has a meter), of a response's header.
 func paymentChallenge(h http.Header) (*Challenge, error) {
 	cs, _ := payment.ChallengesFromResponse(h) // malformed ones are left out
 	now := time.Now()
@@ -206,8 +207,9 @@ func nextChallenge(h http.Header, prev *Challenge) (*Challenge, error) {
 	return ecouponChallenge(h)
 }
 
-// offerPayment returns req with Accept-Payment: ecoupon/charge, unless
-// scheme is SchemeECoupon or the request states its own.
+// offerPayment returns req with Accept-Payment: ecoupon/charge,
+// ecoupon/session, unless scheme is SchemeECoupon or the request states
+// its own.
 func offerPayment(req *http.Request, scheme string) *http.Request {
 	if scheme == SchemeECoupon || req.Header.Get(payment.HeaderAcceptPayment) != "" {
 		return req
@@ -580,9 +582,10 @@ func (t *Transport) retire(l *lane) error {
 }
 
 // RoundTrip implements http.RoundTripper: it sends req (with
-// Accept-Payment: ecoupon/charge unless Scheme is SchemeECoupon); on a 402
-// whose challenge it can answer in its Scheme it pays on a lane of its own
-// and sends req once more.
+// Accept-Payment: ecoupon/charge, ecoupon/session unless Scheme is
+// SchemeECoupon); on a 402 whose challenge it can answer in its Scheme it
+// pays on a lane of its own and sends req once more. The body of a
+// metered response tops up as it is read (meteredBody).
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	base := t.Base
 	if base == nil {
@@ -1025,13 +1028,28 @@ func (t *Transport) pay(base http.RoundTripper, req *http.Request, body *request
 		_ = t.Receipts.Record(ReceiptRecord{Vendor: b.Vendor, URL: u.String(), Origin: u.Scheme + "://" + u.Host, Header: h,
 			Lane: l.id.String(), Index: i, Paid: n, Span: span, Digest: base64.RawURLEncoding.EncodeToString(d[:])})
 	}
-	t.mu.Lock()
-	l.credit, l.creditUnknown = 0, false
+	credit := uint32(0)
 	if c, err := strconv.ParseUint(resp.Header.Get("ECoupon-Credit"), 10, 32); err == nil {
-		l.credit = uint32(c)
+		credit = uint32(c)
 	}
-	t.mu.Unlock()
+	t.setCredit(l, credit, false)
 	return resp, nil
+}
+
+// setCredit records what a gate said lane l is owed (unknown: a metered
+// response cut off before it said), saving the state when it changed, so
+// that the next process pays what is due and no more: coupons beyond it
+// would be spent, not credited.
+func (t *Transport) setCredit(l *lane, credit uint32, unknown bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if l.credit == credit && l.creditUnknown == unknown {
+		return
+	}
+	l.credit, l.creditUnknown = credit, unknown
+	if t.st != nil {
+		_ = t.st.save(t.all) // at worst the next process pays one payment too many coupons
+	}
 }
 
 // receiptOf returns the gate's TESLA receipt of a paid response, as the

@@ -972,7 +972,13 @@ func walletRevokeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := brokerCall(w, "POST", "/v1/revoke", map[string]any{"certificate": string(spki.Transport(g.Cert().Sexp())), "key": key}, nil); err != nil {
+			if g.Blind != nil {
+				// An anonymous book's grant: its own key revokes it, showing
+				// the book (the broker knows no account behind it).
+				if err := revokeAnonymousGrant(w, g, key); err != nil {
+					return err
+				}
+			} else if err := brokerCall(w, "POST", "/v1/revoke", map[string]any{"certificate": string(spki.Transport(g.Cert().Sexp())), "key": key}, nil); err != nil {
 				return err
 			}
 			return report(cmd, map[string]any{"revoked": true, "key": key},

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ecoupons/ecoupons/blindfund"
 	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/delegation"
 	"github.com/ecoupons/ecoupons/spki"
 	"github.com/ecoupons/ecoupons/wallet"
 	"github.com/spf13/cobra"
@@ -178,23 +179,44 @@ funded, to keep the two unlinked (docs/PROTOCOL.md §20).`,
 			if account == "" {
 				account = w.Config.Account
 			}
-			sb, proof, key, err := w.AnonymousProof(e.Holder.Book.Book.ID())
+			refunded, err := refundAnonymous(w, e.Holder.Book.Book.ID(), account)
 			if err != nil {
 				return err
 			}
-			var out struct {
-				Refunded string `json:"refunded"`
-			}
-			if err := brokerCallAs(w, key, "POST", "/v1/anonymous/refund", map[string]string{"book": string(spki.Transport(sb.Sexp())),
-				"funding": string(spki.Transport(proof.Sexp())), "account": account}, &out); err != nil {
-				return err
-			}
+			cur := e.Holder.Book.Book.Currency
 			if jsonOutput(cmd) {
-				return printJSON(map[string]any{"book": e.ShortID(), "refunded": out.Refunded, "currency": sb.Book.Currency, "account": account})
+				return printJSON(map[string]any{"book": e.ShortID(), "refunded": refunded, "currency": cur, "account": account})
 			}
-			fmt.Printf("anonymous book %s: %s %s refunded to %s\n", e.ShortID(), out.Refunded, sb.Book.Currency, account)
+			fmt.Printf("anonymous book %s: %s %s refunded to %s\n", e.ShortID(), refunded, cur, account)
 			return nil
 		})}
 	c.Flags().String("account", "", "the account paid (default: this wallet's)")
 	return c
+}
+
+// refundAnonymous asks the broker for the unspent value of the expired
+// anonymous book id, paid to account (POST /v1/anonymous/refund, signed
+// by the book's own key); it returns the amount refunded.
+func refundAnonymous(w *wallet.Wallet, id [32]byte, account string) (string, error) {
+	sb, proof, key, err := w.AnonymousProof(id)
+	if err != nil {
+		return "", err
+	}
+	var out struct {
+		Refunded string `json:"refunded"`
+	}
+	err = brokerCallAs(w, key, "POST", "/v1/anonymous/refund", map[string]string{"book": string(spki.Transport(sb.Sexp())),
+		"funding": string(spki.Transport(proof.Sexp())), "account": account}, &out)
+	return out.Refunded, err
+}
+
+// revokeAnonymousGrant revokes a grant of an anonymous book this wallet
+// owns (POST /v1/anonymous/revoke, signed by the book's own key).
+func revokeAnonymousGrant(w *wallet.Wallet, g *delegation.Grant, alsoKey bool) error {
+	sb, proof, key, err := w.AnonymousProof(g.Book.Book.ID())
+	if err != nil {
+		return fmt.Errorf("the grant is of an anonymous book this wallet does not own: only the book's own key revokes it: %w", err)
+	}
+	return brokerCallAs(w, key, "POST", "/v1/anonymous/revoke", map[string]any{"book": string(spki.Transport(sb.Sexp())),
+		"funding": string(spki.Transport(proof.Sexp())), "certificate": string(spki.Transport(g.Cert().Sexp())), "key": alsoKey}, nil)
 }

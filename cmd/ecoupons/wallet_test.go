@@ -29,7 +29,13 @@ func TestMain(m *testing.M) {
 // TestWalletScripts runs testdata/script/*.txtar against a broker and a
 // gated site running in this process.
 func TestWalletScripts(t *testing.T) {
-	s, err := stack.Start(t.TempDir(), freeAddr(t), freeAddr(t), demoSite(), []stack.Route{{Path: "/premium/*", Price: 2}})
+	ticker, err := startTicker() // for metered.txtar
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ticker.Close() })
+	s, err := stack.Start(t.TempDir(), freeAddr(t), freeAddr(t), demoSite(), []stack.Route{{Path: "/premium/*", Price: 2},
+		{Path: "/live/*", Price: 1, Upstream: ticker.Addr().String(), Meter: map[string]any{"by": "events", "per": tickerPer, "window": tickerWindow}}})
 	if err != nil {
 		t.Fatal(err)
 	}
