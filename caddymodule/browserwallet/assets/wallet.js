@@ -105,7 +105,8 @@
     fill('receipts', (s.receipts || []).slice().reverse(), (tr, r) => {
       cell(tr, when(r.at));
       cell(tr, r.url, 'url');
-      cell(tr, r.lane.slice(0, 8) + '… #' + r.index);
+      cell(tr, '#' + r.i + (r.paid > 1 ? ' (' + r.paid + ' coupons)' : ''));
+      cell(tr, r.status + (r.reason ? ' (' + r.reason + ')' : ''));
     });
   }
   globalThis.ecouponsRefresh = refresh;
