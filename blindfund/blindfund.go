@@ -15,7 +15,12 @@
 //	proof, _ := req.Finish(blindSig)                              // reader: the book's proof
 //	err := proof.Verify(denom, bookID, face, currency, notAfter, now) // gate
 //
-// The package imports no Caddy and no SQL driver.
+// A wallet blinds with BlindSeeded (randomness from a stored seed, so an
+// issuance survives a crash); a gate keeps its brokers' certified
+// denominations in a Set, which checks a lane open's proof
+// (coupons.BlindFunding) once per book. docs/PROTOCOL.md §20 is the
+// protocol and its privacy analysis. The package imports no Caddy and no
+// SQL driver.
 package blindfund
 
 import (

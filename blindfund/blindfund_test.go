@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -246,6 +247,7 @@ func FuzzParseDenomination(f *testing.F) {
 	})
 }
 
+func BenchmarkBaselineSHA256_32(b *testing.B)     { testutil.BenchSHA256_32(b) }
 func BenchmarkBaselineEd25519Verify(b *testing.B) { testutil.BenchEd25519Verify(b) }
 
 // BenchmarkBlindSign is the broker's cost per anonymous book (a 2048-bit
@@ -256,12 +258,14 @@ func BenchmarkBlindSign(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	base := testutil.Ed25519VerifyNs()
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := Sign(sk, blinded); err != nil {
 			b.Fatal(err)
 		}
 	}
+	testutil.ReportEd25519Multiple(b, base)
 }
 
 // BenchmarkVerifyProof is a gate's cold check of an anonymous book's
@@ -271,12 +275,14 @@ func BenchmarkVerifyProof(b *testing.B) {
 	book := [32]byte{1}
 	p := fund(b, d, sk, book)
 	now := t0.Add(time.Hour)
+	base := testutil.Ed25519VerifyNs()
 	b.ReportAllocs()
 	for b.Loop() {
 		if err := p.Verify(d, book, face, "EUR", now, now); err != nil {
 			b.Fatal(err)
 		}
 	}
+	testutil.ReportEd25519Multiple(b, base)
 }
 
 // TestBlindSeededRepeats: a request blinded from a stored seed is the
@@ -310,5 +316,50 @@ func TestBlindSeededRepeats(t *testing.T) {
 	}
 	if _, b3, _ := BlindSeeded(d, book, [32]byte{9}); bytes.Equal(b1, b3) {
 		t.Fatal("another seed gives the same blinded message")
+	}
+}
+
+// TestGoldenFlow is the blind-signing flow as a vector (docs/PROTOCOL.md
+// §20): under the golden denomination and key, the book b00c…, blinded
+// from the seed 5eed…, the blinded message, the broker's blind signature
+// (deterministic: RSA), and the book's proof are those of
+// testdata/flow.txt.
+func TestGoldenFlow(t *testing.T) {
+	path := filepath.Join("testdata", "flow.txt")
+	db, _ := os.ReadFile(filepath.Join("testdata", "denomination.txt"))
+	d, err := ParseDenomination(db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := os.ReadFile(filepath.Join("testdata", "denomination-key.pem"))
+	blk, _ := pem.Decode(kb)
+	sk, err := x509.ParsePKCS1PrivateKey(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	book := [32]byte{0xb0, 0x0c}
+	seed := [32]byte{0x5e, 0xed}
+	req, blinded, err := BlindSeeded(d, book, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs, err := Sign(sk, blinded)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := req.Finish(bs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := d.ID()
+	var out bytes.Buffer
+	fmt.Fprintf(&out, "# RSABSSA-SHA384-PSS-Randomized (RFC 9474) under the denomination of denomination.txt\n")
+	fmt.Fprintf(&out, "denomination  %x\nbook          %x\nseed          %x\n", id, book, seed)
+	fmt.Fprintf(&out, "message       %x\n", message(id, book))
+	fmt.Fprintf(&out, "prefix        %x\nblinded       %x\nblind_sig     %x\nsignature     %x\n", p.Prefix, blinded, bs, p.Signature)
+	fmt.Fprintf(&out, "proof         %s\n", spki.Advanced(p.Sexp()))
+	testutil.Golden(t, path, out.Bytes(), *update)
+	if err := p.Verify(d, book, face, "EUR", t0.AddDate(0, 1, 0), t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
 	}
 }

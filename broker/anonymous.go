@@ -166,12 +166,15 @@ func (b *Broker) IssueAnonymous(ctx context.Context, caller spki.KeyHash, accoun
 	if err != nil {
 		return nil, err
 	}
-	var owner int
-	if err := b.DB.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM users WHERE key_hash = $1 AND account = $2`, hexKey(caller), account).Scan(&owner); err != nil {
+	var approved int64
+	err = b.DB.db.QueryRowContext(ctx, `SELECT approved FROM users WHERE key_hash = $1 AND account = $2`, hexKey(caller), account).Scan(&approved)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: %s is not an account of this key", errForbidden, account)
+	} else if err != nil {
 		return nil, err
 	}
-	if owner == 0 {
-		return nil, fmt.Errorf("%w: %s is not an account of this key", errForbidden, account)
+	if approved == 0 {
+		return nil, fmt.Errorf("%w: the broker's administrator must approve the account before it funds books", ErrNotApproved)
 	}
 	var face, notBefore, notAfter int64
 	var currency, privPEM string
@@ -464,10 +467,17 @@ func (b *Broker) RefundAnonymous(ctx context.Context, caller spki.KeyHash, sb *c
 	return paid, err
 }
 
-// readAnonymous reads the book and proof of an anonymous-book request:
-// both S-expressions in any form.
-func readAnonymous(bookDoc, proofDoc string) (*coupons.SignedBook, *blindfund.Proof, error) {
-	x, err := spki.Parse([]byte(bookDoc))
+// anonymousBody is what every call about an anonymous book but its
+// issuance carries: the signed book and its blind funding proof, both
+// S-expressions in any form.
+type anonymousBody struct {
+	Book    string `json:"book"`
+	Funding string `json:"funding"`
+}
+
+// read parses the book and the proof.
+func (in *anonymousBody) read() (*coupons.SignedBook, *blindfund.Proof, error) {
+	x, err := spki.Parse([]byte(in.Book))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -475,7 +485,7 @@ func readAnonymous(bookDoc, proofDoc string) (*coupons.SignedBook, *blindfund.Pr
 	if err != nil {
 		return nil, nil, err
 	}
-	p, err := blindfund.ParseProof([]byte(proofDoc))
+	p, err := blindfund.ParseProof([]byte(in.Funding))
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", ErrBlindFunding, err)
 	}
@@ -486,14 +496,11 @@ func readAnonymous(bookDoc, proofDoc string) (*coupons.SignedBook, *blindfund.Pr
 // (the signed book and its blind funding proof), signed by the book's
 // vendor: 200 {"book": base64url ID}.
 func (a *API) postAnonymousBook(ctx context.Context, caller *spki.PublicKey, body []byte) (int, any, error) {
-	var in struct {
-		Book    string `json:"book"`
-		Funding string `json:"funding"`
-	}
+	var in anonymousBody
 	if err := decode(body, &in); err != nil {
 		return 0, nil, err
 	}
-	sb, p, err := readAnonymous(in.Book, in.Funding)
+	sb, p, err := in.read()
 	if err != nil {
 		return 0, nil, err
 	}
@@ -509,14 +516,13 @@ func (a *API) postAnonymousBook(ctx context.Context, caller *spki.PublicKey, bod
 // does not otherwise know): 200 {"refunded": decimal amount}.
 func (a *API) postAnonymousRefund(ctx context.Context, caller *spki.PublicKey, body []byte) (int, any, error) {
 	var in struct {
-		Book    string `json:"book"`
-		Funding string `json:"funding"`
+		anonymousBody
 		Account string `json:"account"`
 	}
 	if err := decode(body, &in); err != nil {
 		return 0, nil, err
 	}
-	sb, p, err := readAnonymous(in.Book, in.Funding)
+	sb, p, err := in.read()
 	if err != nil {
 		return 0, nil, err
 	}
@@ -525,4 +531,86 @@ func (a *API) postAnonymousRefund(ctx context.Context, caller *spki.PublicKey, b
 		return 0, nil, err
 	}
 	return http.StatusOK, map[string]string{"refunded": coupons.FormatAmount(paid)}, nil
+}
+
+// RevokeAnonymous revokes a certificate on an anonymous book for the
+// book's owner key, which the broker does not otherwise know: the caller
+// shows the book it signed and its funding proof (so only a funded book's
+// key may revoke, and only certificates naming that book). The book is
+// held first if no gate registered it yet. Revocations count against the
+// book ("anon:<book>"), RevocationsPerHour an hour, as an account's do.
+func (b *Broker) RevokeAnonymous(ctx context.Context, caller spki.KeyHash, sb *coupons.SignedBook, p *blindfund.Proof, sc *spki.SignedCert, alsoKey bool) error {
+	if caller != sb.Book.Owner {
+		return fmt.Errorf("%w: only the book's owner key revokes for an anonymous book", ErrRevocation)
+	}
+	id := sb.Book.ID()
+	if book, ok := bookOfTag(sc.Cert.Tag); !ok || book != id {
+		return fmt.Errorf("%w: the certificate does not name this book", ErrRevocation)
+	}
+	if err := b.checkAnonymous(ctx, sb, p); err != nil {
+		return err
+	}
+	if err := b.tx(ctx, func(tx *sql.Tx) error { return b.holdAnonymous(ctx, tx, sb.Book) }); err != nil {
+		return err
+	}
+	return b.revokeAs(ctx, caller, "anon:"+hex.EncodeToString(id[:]), true, sc, alsoKey)
+}
+
+// postAnonymousRevoke answers POST /v1/anonymous/revoke {"book",
+// "funding", "certificate", "key"?}, signed by the anonymous book's owner
+// key: {"revoked"} (the certificate's hash), as POST /v1/revoke.
+func (a *API) postAnonymousRevoke(ctx context.Context, caller *spki.PublicKey, body []byte) (int, any, error) {
+	var in struct {
+		anonymousBody
+		Certificate string `json:"certificate"`
+		Key         bool   `json:"key"`
+	}
+	if err := decode(body, &in); err != nil {
+		return 0, nil, err
+	}
+	sb, p, err := in.read()
+	if err != nil {
+		return 0, nil, err
+	}
+	sc, err := parseSignedCert(in.Certificate)
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := a.Broker.RevokeAnonymous(ctx, caller.Hash(), sb, p, sc, in.Key); err != nil {
+		return 0, nil, err
+	}
+	h := sc.Cert.Hash()
+	return http.StatusOK, map[string]any{"revoked": base64.RawURLEncoding.EncodeToString(h[:]), "key": in.Key}, nil
+}
+
+// AnonymousThefts returns the thefts recorded on an anonymous book, for
+// its owner key (which shows the book and its proof), oldest first.
+func (b *Broker) AnonymousThefts(ctx context.Context, caller spki.KeyHash, sb *coupons.SignedBook, p *blindfund.Proof) ([]Theft, error) {
+	if caller != sb.Book.Owner {
+		return nil, fmt.Errorf("%w: only the book's owner key reads an anonymous book's thefts", errForbidden)
+	}
+	if err := b.checkAnonymous(ctx, sb, p); err != nil {
+		return nil, err
+	}
+	id := sb.Book.ID()
+	return b.thefts(ctx, `WHERE t.book = $1`, hex.EncodeToString(id[:]))
+}
+
+// postAnonymousThefts answers POST /v1/anonymous/thefts {"book",
+// "funding"}, signed by the anonymous book's owner key, as GET /v1/thefts
+// answers for an account's books.
+func (a *API) postAnonymousThefts(ctx context.Context, caller *spki.PublicKey, body []byte) (int, any, error) {
+	var in anonymousBody
+	if err := decode(body, &in); err != nil {
+		return 0, nil, err
+	}
+	sb, p, err := in.read()
+	if err != nil {
+		return 0, nil, err
+	}
+	ts, err := a.Broker.AnonymousThefts(ctx, caller.Hash(), sb, p)
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, theftsJSON(ts), nil
 }

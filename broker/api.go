@@ -155,6 +155,8 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		"POST /v1/anonymous":           a.postAnonymous,
 		"POST /v1/anonymous/books":     a.postAnonymousBook,
 		"POST /v1/anonymous/refund":    a.postAnonymousRefund,
+		"POST /v1/anonymous/revoke":    a.postAnonymousRevoke,
+		"POST /v1/anonymous/thefts":    a.postAnonymousThefts,
 		"POST /v1/admin/denominations": a.postDenomination,
 		"POST /v1/redeem":              a.postRedeem,
 		"POST /v1/lanes":               a.postLanes,
@@ -202,8 +204,10 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	// An anonymous book's owner key is known to no one: it refunds its
-	// book as it would register.
-	registering := route == "POST /v1/users" || route == "POST /v1/vendors" || route == "POST /v1/anonymous/refund"
+	// book, and revokes its grants, as it would register (each call
+	// proves the key owns a funded book).
+	registering := route == "POST /v1/users" || route == "POST /v1/vendors" || route == "POST /v1/anonymous/refund" || route == "POST /v1/anonymous/revoke" ||
+		route == "POST /v1/anonymous/thefts"
 	switch {
 	case known:
 		err = a.Broker.useNonce(ctx, call)
@@ -566,6 +570,12 @@ func (a *API) getThefts(ctx context.Context, caller *spki.PublicKey, _ []byte) (
 	if err != nil {
 		return 0, nil, err
 	}
+	return http.StatusOK, theftsJSON(ts), nil
+}
+
+// theftsJSON is the answer of GET /v1/thefts: {"thefts": [{"lane", "i",
+// "digest", "vendor", "reported"}]}.
+func theftsJSON(ts []Theft) map[string]any {
 	type theft struct {
 		Lane     string `json:"lane"`
 		Index    uint32 `json:"i"`
@@ -577,7 +587,7 @@ func (a *API) getThefts(ctx context.Context, caller *spki.PublicKey, _ []byte) (
 	for _, t := range ts {
 		out = append(out, theft{t.Lane.String(), t.Index, base64.RawURLEncoding.EncodeToString(t.Digest[:]), t.Vendor, t.Reported})
 	}
-	return http.StatusOK, map[string]any{"thefts": out}, nil
+	return map[string]any{"thefts": out}
 }
 
 func (a *API) postApprove(ctx context.Context, caller *spki.PublicKey, body []byte) (int, any, error) {

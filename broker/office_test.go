@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/internal/testbrowser"
 	"github.com/ecoupons/ecoupons/spki"
 )
 
@@ -69,34 +69,8 @@ func officeWorld(t *testing.T) (*fixture, *httptest.Server, []*spki.SignedCert) 
 // CI=true) when none is installed.
 func browser(t *testing.T) context.Context {
 	t.Helper()
-	var path string
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			path = p
-			break
-		}
-	}
-	if path == "" {
-		msg := "skipping the browser test: no Chromium (apt-get install -y chromium)"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg + " — CI=true, so this is a failure")
-		}
-		t.Skip(msg)
-	}
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()))
-	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancel)
-	bctx, cancel2 := chromedp.NewContext(actx)
-	t.Cleanup(cancel2)
-	// The first run starts the browser, on a context without a deadline.
-	if err := chromedp.Do(bctx); err != nil {
-		t.Fatalf("starting Chromium: %v", err)
-	}
-	tctx, cancel3 := context.WithTimeout(bctx, 60*time.Second)
-	t.Cleanup(cancel3)
-	return tctx
+	ctx, _ := testbrowser.Start(t, t.TempDir(), 60*time.Second)
+	return ctx
 }
 
 func TestOfficeInBrowser(t *testing.T) { onBoth(t, testOfficeInBrowser) }

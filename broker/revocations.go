@@ -188,6 +188,13 @@ func (b *Broker) Revoke(ctx context.Context, caller spki.KeyHash, sc *spki.Signe
 	if account == "" {
 		return fmt.Errorf("%w: only keys registered at this broker (a user's or a vendor's, or a device's whose grant was recorded with POST /v1/grants) may revoke", ErrRevocation)
 	}
+	return b.revokeAs(ctx, caller, account, false, sc, alsoKey)
+}
+
+// revokeAs is Revoke for a caller whose revocations count against
+// account; ownsBook says the caller proved it owns the book the
+// certificate names (an anonymous book's key, RevokeAnonymous).
+func (b *Broker) revokeAs(ctx context.Context, caller spki.KeyHash, account string, ownsBook bool, sc *spki.SignedCert, alsoKey bool) error {
 	limit := b.RevocationsPerHour
 	if limit <= 0 {
 		limit = DefaultRevocationsPerHour
@@ -201,7 +208,7 @@ func (b *Broker) Revoke(ctx context.Context, caller spki.KeyHash, sc *spki.Signe
 		return fmt.Errorf("%w: %w", ErrRevocation, err)
 	}
 	subject := sc.Cert.Subject.Hash
-	allowed := sc.Cert.Issuer.Hash == caller || subject == caller
+	allowed := sc.Cert.Issuer.Hash == caller || subject == caller || ownsBook
 	if !allowed {
 		if book, ok := bookOfTag(sc.Cert.Tag); ok {
 			var owner string

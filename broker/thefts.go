@@ -78,12 +78,17 @@ func (b *Broker) theft(ctx context.Context, tx *sql.Tx, vendor, bookHex string, 
 // Thefts returns the thefts recorded on the books of the user whose key
 // hash is owner, oldest first.
 func (b *Broker) Thefts(ctx context.Context, owner spki.KeyHash) ([]Theft, error) {
+	return b.thefts(ctx, `JOIN books k ON k.id = t.book JOIN users u ON u.account = k.owner WHERE u.key_hash = $1`, hexKey(owner))
+}
+
+// thefts returns the thefts that where (a join and condition on the
+// thefts t, with one parameter, arg) selects, oldest first.
+func (b *Broker) thefts(ctx context.Context, where string, arg string) ([]Theft, error) {
 	var out []Theft
 	err := b.tx(ctx, func(tx *sql.Tx) error {
 		out = out[:0]
 		rows, err := tx.QueryContext(ctx, `SELECT t.book, t.lane, t.idx, t.digest, t.vendor, t.reported FROM thefts t
-			JOIN books k ON k.id = t.book JOIN users u ON u.account = k.owner
-			WHERE u.key_hash = $1 ORDER BY t.reported, t.book, t.lane, t.idx`, hexKey(owner))
+			`+where+` ORDER BY t.reported, t.book, t.lane, t.idx`, arg)
 		if err != nil {
 			return err
 		}

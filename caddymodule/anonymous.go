@@ -2,11 +2,14 @@ package caddymodule
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -107,6 +110,11 @@ func (d *denominations) fetch(ctx context.Context, src string) error {
 // the broker moves its face value from the anonymous pool to the book's
 // escrow and redeems its coupons. Done once per book and gate process;
 // the broker takes a repeat as a no-op.
+//
+// In the offline mode a broker that cannot be reached does not stop the
+// open: the registration is written durably to the gate's pending
+// directory first, and sent before the next redemption (registerPending),
+// which pays nothing for the book's lanes until it succeeded.
 func (g *Gate) registerAnonymous(ctx context.Context, o *coupons.Open) error {
 	id := o.Book.Book.ID()
 	if _, ok := g.anonHeld.Load(id); ok {
@@ -116,6 +124,22 @@ func (g *Gate) registerAnonymous(ctx context.Context, o *coupons.Open) error {
 	if err != nil {
 		return err
 	}
+	err = g.postRegistration(ctx, id, body)
+	if errors.Is(err, errBrokerUnavailable) && g.Mode == ModeOffline {
+		if perr := writeFileDurably(g.anonPendingDir(), hex.EncodeToString(id[:])+".json", body); perr != nil {
+			return errors.Join(err, perr)
+		}
+		g.logger.Warn("the broker could not be told of an anonymous book; its registration is kept and sent before the next redemption",
+			zap.String("book", hex.EncodeToString(id[:8])), zap.Error(err))
+		g.anonHeld.Store(id, struct{}{})
+		return nil
+	}
+	return err
+}
+
+// postRegistration sends one registration; on success the book is known
+// to be held.
+func (g *Gate) postRegistration(ctx context.Context, id [32]byte, body []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(g.BrokerTimeout))
 	defer cancel()
 	status, raw, err := g.brokerPost(ctx, "/v1/anonymous/books", body, 1<<16)
@@ -124,4 +148,79 @@ func (g *Gate) registerAnonymous(ctx context.Context, o *coupons.Open) error {
 	}
 	g.anonHeld.Store(id, struct{}{})
 	return nil
+}
+
+// anonPendingDir holds the registrations of anonymous books an offline
+// gate could not send yet, one file per book, beside the secret file.
+func (g *Gate) anonPendingDir() string {
+	return filepath.Join(filepath.Dir(g.SecretFile), g.Vendor+".anonymous")
+}
+
+// registerPending sends the kept registrations (registerAnonymous), each
+// removed once the broker took it or refused it for good (its lanes are
+// then refused at redemption, unknown_book). It stops at the first
+// failure to reach the broker, which it returns: the redemption that
+// follows would fail too.
+func (g *Gate) registerPending(ctx context.Context) error {
+	dir := g.anonPendingDir()
+	files, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	if err != nil || len(files) == 0 {
+		return err
+	}
+	for _, f := range files {
+		var id [32]byte
+		if n, err := hex.Decode(id[:], []byte(strings.TrimSuffix(filepath.Base(f), ".json"))); err != nil || n != 32 {
+			continue
+		}
+		body, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		err = g.postRegistration(ctx, id, body)
+		var ref *brokerRefusal
+		switch {
+		case errors.As(err, &ref):
+			g.logger.Error("the broker refused an anonymous book this gate accepted; its lanes will not be paid",
+				zap.String("book", hex.EncodeToString(id[:8])), zap.String("code", ref.Code), zap.String("reason", ref.Reason))
+		case err != nil:
+			return err
+		}
+		if err := os.Remove(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeFileDurably writes name in dir (made if missing) through a
+// temporary file synced before it is renamed into place, and syncs the
+// directory: after a crash the file is whole or absent.
+func writeFileDurably(dir, name string, data []byte) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".pending-*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), filepath.Join(dir, name))
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }

@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/ecoupons/ecoupons/blindfund"
 	"html/template"
 	"io"
 	"net"
@@ -28,7 +27,9 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/ecoupons/ecoupons/blindfund"
 	"github.com/ecoupons/ecoupons/brokerapi"
+	"github.com/ecoupons/ecoupons/caddymodule/browserwallet"
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/keyfile"
 	"github.com/ecoupons/ecoupons/lanes"
@@ -708,6 +709,9 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		return nil
 	}
 	if g.Meter != nil {
+		if g.topupByHead(w, r, p.Lane, res.Held) {
+			return nil
+		}
 		return g.serveMetered(w, r, next, p.Lane, res.Held)
 	}
 	return g.serveUpstream(w, r, next, p.Lane)
@@ -737,9 +741,11 @@ func (g *Gate) serveWellKnown(w http.ResponseWriter, r *http.Request) bool {
 		w.Header().Set("Allow", "GET")
 		writeJSON(w, http.StatusMethodNotAllowed, problem{Error: coupons.CodeMethodNotAllowed, Reason: VendorPath + " takes GET"})
 		return true
+	case browserwallet.Serve(w, r, strings.TrimPrefix(r.URL.Path, wellKnownPrefix)):
+		return true // the browser wallet's files
 	}
 	writeJSON(w, http.StatusNotFound, problem{Error: coupons.CodeNotFound,
-		Reason: "the gate serves " + OpenPath + ", " + coupons.TopupPath + " and " + VendorPath + " under " + wellKnownPrefix + "; nothing else"})
+		Reason: "the gate serves " + OpenPath + ", " + coupons.TopupPath + ", " + VendorPath + " and the browser wallet (" + wellKnownPrefix + "wallet) under " + wellKnownPrefix + "; nothing else"})
 	return true
 }
 

@@ -220,15 +220,18 @@ func errorCode(t *testing.T, body string) string {
 	return v.Error
 }
 
-func testCaddyfile(w *world, extra string) string {
-	return fmt.Sprintf(`{
+// caddyGlobals are the global options of the test Caddyfiles.
+const caddyGlobals = `{
 	admin localhost:2999
 	http_port 9080
 	https_port 9443
 	grace_period 1ns
 	skip_install_trust
 }
-localhost:9080 {
+`
+
+func testCaddyfile(w *world, extra string) string {
+	return caddyGlobals + fmt.Sprintf(`localhost:9080 {
 	ecoupon /premium/* {
 		vendor news.example
 		broker_key %s

@@ -210,6 +210,24 @@ func (t *sessionTable) find(vendor string, lane coupons.LaneID) *session {
 // errHoldTimeout ends a stream held longer than the route's hold.
 var errHoldTimeout = errors.New("ecoupon: the stream's window is spent and no top-up came within meter_hold")
 
+// topupByHead takes a paid HEAD of a metered resource, on a lane with a
+// metered response of this route in flight, as a top-up of that response
+// (as the session drafts allow): the window held goes to the response,
+// and the HEAD is answered 200 with ECoupon-Window (the units added) and
+// no body. It reports whether it did.
+func (g *Gate) topupByHead(w http.ResponseWriter, r *http.Request, id coupons.LaneID, held uint32) bool {
+	if r.Method != http.MethodHead {
+		return false
+	}
+	s := sessions.find(g.Vendor, id)
+	if s == nil || s.g != g || !s.add(held/g.Price) {
+		return false // a HEAD of its own: served (and credited back) as any metered response
+	}
+	setUint(w.Header(), keyWindow, uint64(held/g.Price))
+	w.WriteHeader(http.StatusOK)
+	return true
+}
+
 // serveMetered serves a metered request whose payment held held coupons
 // (res.Held): the next handler writes through a meterWriter; when it
 // returns (or panics, as reverse_proxy does to abort a response whose
@@ -308,7 +326,8 @@ type meterWriter struct {
 	end         string // how it ended (coupons.End…), "" while it runs
 	left        uint64 // bytes or events the units begun still pay for
 	scan        coupons.EventScanner
-	heldFor     time.Duration // seconds meter: time held, not charged
+	heldFor     time.Duration    // seconds meter: time held, not charged
+	now         func() time.Time // a test's clock (nil: time.Now)
 	// scanning: the event scanner runs (an events meter, or an event
 	// stream, where need-topup events go between blocks only).
 	scanning bool
@@ -434,9 +453,16 @@ func (mw *meterWriter) charged() uint32 {
 	return mw.s.charged
 }
 
+func (mw *meterWriter) clock() time.Time {
+	if mw.now != nil {
+		return mw.now()
+	}
+	return time.Now()
+}
+
 // unitsDue is the number of seconds-units the stream has run into.
 func (mw *meterWriter) unitsDue() uint32 {
-	run := time.Since(mw.started) - mw.heldFor
+	run := mw.clock().Sub(mw.started) - mw.heldFor
 	return uint32(uint64(run/time.Second)/mw.m.Per) + 1
 }
 
@@ -464,8 +490,8 @@ func (mw *meterWriter) begin() error {
 		}
 	}
 	_ = rc.Flush()
-	heldAt := time.Now()
-	defer func() { mw.heldFor += time.Since(heldAt) }()
+	heldAt := mw.clock()
+	defer func() { mw.heldFor += mw.clock().Sub(heldAt) }()
 	timer := time.NewTimer(mw.hold)
 	defer timer.Stop()
 	for {
@@ -505,6 +531,20 @@ func (g *Gate) serveTopup(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusMethodNotAllowed, problem{Error: coupons.CodeMethodNotAllowed, Reason: "POST a payment on the stream's lane here"})
 		return
 	}
+	// The session is found by the payment's lane (read, not yet
+	// verified); its route's gate verifies the payment, against its own
+	// terms.
+	lane, peeked := peekLane(r)
+	s := sessions.find(g.Vendor, lane)
+	if peeked && s == nil {
+		writeJSON(g.answerer(w, r), http.StatusConflict, problem{Error: coupons.CodeNoSession,
+			Reason: "no metered response is in flight on lane " + lane.String() + " here; no coupon was accepted"})
+		return
+	}
+	sg := g
+	if s != nil {
+		sg = s.g
+	}
 	var (
 		p    coupons.Payment
 		open []byte
@@ -512,22 +552,21 @@ func (g *Gate) serveTopup(w http.ResponseWriter, r *http.Request) {
 		ww   http.ResponseWriter = w
 	)
 	if speaksPayment(r.Header) {
-		pw := g.newPaymentWriter(w, r)
+		pw := sg.newPaymentWriter(w, r)
 		ww = pw
 		var ok bool
-		if cr, open, ok = g.readCredential(pw, r, &p); !ok {
+		if cr, open, ok = sg.readCredential(pw, r, &p); !ok {
 			return
 		}
-	} else if !g.parsePayment(w, r, &p) {
+	} else if !sg.parsePayment(w, r, &p) {
 		return
 	}
-	s := sessions.find(g.Vendor, p.Lane)
-	if s == nil {
-		writeJSON(ww, http.StatusConflict, problem{Error: coupons.CodeNoSession,
-			Reason: "no metered response is in flight on lane " + p.Lane.String() + " here; no coupon was accepted"})
+	if s == nil || p.Lane != lane {
+		// A payment that did not parse when peeked, yet did now: refused
+		// as it would have been.
+		writeJSON(ww, http.StatusConflict, problem{Error: coupons.CodeNoSession, Reason: "no metered response is in flight on this lane here; no coupon was accepted"})
 		return
 	}
-	sg := s.g
 	body, ok := sg.readContent(ww, r)
 	if !ok {
 		return
@@ -561,7 +600,38 @@ func (g *Gate) serveTopup(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"lane": p.Lane.String(), "units": units, "coupons": res.Held, "credit": res.Record.Credit})
 }
 
-// topupHint is the hint of a 402 on a metered route.
+// peekLane returns the lane a request's payment (either scheme) names,
+// without verifying it; false when it has none that parses.
+func peekLane(r *http.Request) (coupons.LaneID, bool) {
+	if speaksPayment(r.Header) {
+		cr, _, err := payment.CredentialFromRequest(r.Header)
+		if err != nil {
+			return coupons.LaneID{}, false
+		}
+		p, _, err := cr.ECoupon()
+		if err != nil {
+			return coupons.LaneID{}, false
+		}
+		return p.Lane, true
+	}
+	var p coupons.Payment
+	auth := headerValue(r.Header, keyAuthorization)
+	if !hasScheme(auth, coupons.Scheme) || coupons.ParsePayment(auth, &p) != nil {
+		return coupons.LaneID{}, false
+	}
+	return p.Lane, true
+}
+
+// answerer is the writer of the gate's refusals to r: a paymentWriter
+// when r speaks the Payment scheme.
+func (g *Gate) answerer(w http.ResponseWriter, r *http.Request) http.ResponseWriter {
+	if speaksPayment(r.Header) {
+		return g.newPaymentWriter(w, r)
+	}
+	return w
+}
+
+// meterHint is the reason of a 402 on a metered route.
 func (g *Gate) meterHint() string {
 	if g.Meter == nil {
 		return ""

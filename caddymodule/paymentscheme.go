@@ -34,7 +34,8 @@ const (
 // of its challenges and the terms a credential's echoed request must have.
 type paymentScheme struct {
 	binder *payment.Binder
-	route  payment.ECouponRequest // vendor, price, unit and currency of the route
+	route  payment.ECouponRequest // vendor, price, unit, currency (and meter, window) of the route
+	intent string                 // charge, or session on a metered route
 	ttl    time.Duration          // the nonces' bucket length
 	logger *zap.Logger
 }
@@ -47,13 +48,16 @@ func newPaymentScheme(secret []byte, c *challenge, ttl time.Duration, logger *za
 	if err != nil {
 		return nil, err
 	}
-	ps := &paymentScheme{binder: b, ttl: ttl, logger: logger,
-		route: payment.ECouponRequest{Vendor: c.Vendor, Price: c.Price, Unit: c.Unit, Currency: c.Currency}}
+	ps := &paymentScheme{binder: b, ttl: ttl, logger: logger, intent: payment.IntentCharge,
+		route: payment.ECouponRequest{Vendor: c.Vendor, Price: c.Price, Unit: c.Unit, Currency: c.Currency, Meter: c.Meter, Window: c.Window}}
+	if c.Meter != "" {
+		ps.intent = payment.IntentSession
+	}
 	// The route's terms must make a challenge (a realm without '|', a
 	// decimal unit): refused here rather than at every 402.
 	probe := ps.route
 	probe.Nonce, probe.Broker = "probe", c.Broker
-	if _, err := b.Issue(c.Realm, payment.IntentCharge, &probe, time.Now().Add(ttl), false); err != nil {
+	if _, err := b.Issue(c.Realm, ps.intent, &probe, time.Now().Add(ttl), false); err != nil {
 		return nil, err
 	}
 	return ps, nil
@@ -71,9 +75,9 @@ func (ps *paymentScheme) nonceEnd(nonce string) (time.Time, bool) {
 }
 
 // challenges returns the Payment challenges to offer beside the ECoupon
-// challenge c: the charge challenge with c's terms and nonce, expiring with
-// the nonce, unless the request's Accept-Payment (req, nil for none)
-// refuses ecoupon/charge (q=0). With paymentAuthorization, the challenge
+// challenge c: the charge challenge (session on a metered route) with c's
+// terms and nonce, expiring with the nonce, unless the request's
+// Accept-Payment (req, nil for none) refuses that intent (q=0). With paymentAuthorization, the challenge
 // asks for the credential in Payment-Authorization.
 func (ps *paymentScheme) challenges(c *challenge, req http.Header, paymentAuthorization bool) []*payment.Challenge {
 	exp, ok := ps.nonceEnd(c.Nonce)
@@ -81,8 +85,8 @@ func (ps *paymentScheme) challenges(c *challenge, req http.Header, paymentAuthor
 		return nil
 	}
 	terms := &payment.ECouponRequest{Vendor: c.Vendor, Price: c.Price, Unit: c.Unit, Currency: c.Currency,
-		Broker: c.Broker, Nonce: c.Nonce, Store: c.Store, Lease: c.Lease}
-	pc, err := ps.binder.Issue(c.Realm, payment.IntentCharge, terms, exp, paymentAuthorization)
+		Broker: c.Broker, Nonce: c.Nonce, Store: c.Store, Lease: c.Lease, Meter: c.Meter, Window: c.Window}
+	pc, err := ps.binder.Issue(c.Realm, ps.intent, terms, exp, paymentAuthorization)
 	if err != nil {
 		// The route's terms were checked at Provision: this is a bug.
 		ps.logger.Error("could not issue a Payment challenge", zap.Error(err))
@@ -94,7 +98,7 @@ func (ps *paymentScheme) challenges(c *challenge, req http.Header, paymentAuthor
 		// accepts none of ours (the draft lets a server do so); a client
 		// that refuses ecoupon outright (q=0) is not offered it.
 		if a, err := payment.ParseAcceptPayment(joinValues(req[keyAcceptPayment])); err == nil {
-			if q, ok := a.Q(payment.Method, payment.IntentCharge); ok && q == 0 {
+			if q, ok := a.Q(payment.Method, ps.intent); ok && q == 0 {
 				return nil
 			}
 		}
@@ -260,6 +264,9 @@ func (g *Gate) servePayment(w http.ResponseWriter, r *http.Request, next caddyht
 		w = rw
 	}
 	if g.Meter != nil {
+		if g.topupByHead(w, r, p.Lane, res.Held) {
+			return nil
+		}
 		return g.serveMetered(w, r, next, p.Lane, res.Held)
 	}
 	return g.serveUpstream(w, r, next, p.Lane)

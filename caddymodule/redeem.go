@@ -75,6 +75,11 @@ func (g *Gate) redeemNow() time.Time {
 // postponed, so that the next run starts with other lanes. It returns the
 // number of lanes the broker acknowledged.
 func (g *Gate) redeemOnce(ctx context.Context) (int, error) {
+	// The broker must hold the anonymous books an offline gate accepted
+	// while it could not be told, before it is asked to pay for them.
+	if err := g.registerPending(ctx); err != nil {
+		return 0, fmt.Errorf("registering anonymous books: %w", err)
+	}
 	acked := 0
 	start := g.redeemNow()
 	every := time.Duration(g.RedeemEvery)

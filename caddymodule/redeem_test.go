@@ -38,14 +38,27 @@ type brokerWorld struct {
 	user                 *spki.SignedCert
 	owner                *delegation.Holder
 	brokerPub, vendorPEM string
+	sqlDriver, sqlDSN    string // the broker's database, for a test's own queries
 }
 
-func newBrokerWorld(t *testing.T) *brokerWorld {
+func newBrokerWorld(t *testing.T) *brokerWorld { return newBrokerWorldOn(t, "") }
+
+// newBrokerWorldOn is newBrokerWorld with the broker's database on the
+// PostgreSQL server at pgURL ("": SQLite in the world's directory).
+// sqlDriver and sqlDSN open the same database apart from the broker.
+func newBrokerWorldOn(t *testing.T, pgURL string) *brokerWorld {
 	ctx := context.Background()
 	bw := &brokerWorld{dir: t.TempDir(), aliceKey: testKey("alice")}
 	brokerKey, vendorKey := testKey("broker"), testKey("vendor")
 	var err error
-	if bw.db, err = broker.OpenSQLite(ctx, filepath.Join(bw.dir, "broker.db")); err != nil {
+	if pgURL == "" {
+		bw.sqlDriver, bw.sqlDSN = "sqlite", "file:"+filepath.Join(bw.dir, "broker.db")
+		bw.db, err = broker.OpenSQLite(ctx, filepath.Join(bw.dir, "broker.db"))
+	} else {
+		bw.sqlDriver, bw.sqlDSN = "pgx", pgURL
+		bw.db, err = broker.OpenPostgres(ctx, pgURL)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

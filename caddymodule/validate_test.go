@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 )
@@ -38,6 +39,11 @@ func TestGateConfigErrors(t *testing.T) {
 		{"negative body limit", func(g *Gate) { g.MaxBody = -1 }, "max_body"},
 		{"broker not a URL", func(g *Gate) { g.Broker = "broker.example" }, "http(s) URL"},
 		{"redis without url", func(g *Gate) { g.StoreRaw = []byte(`{"backend":"redis"}`) }, "url is required"},
+		{"meter_window without meter", func(g *Gate) { g.Meter = &MeterConfig{Window: 4} }, "meter_window and meter_hold need a meter"},
+		{"meter of frames", func(g *Gate) { g.Meter = &MeterConfig{By: "frames", Per: 1} }, "meter: coupons: malformed meter"},
+		{"meter of 0 bytes", func(g *Gate) { g.Meter = &MeterConfig{By: "bytes"} }, "meter: coupons: malformed meter"},
+		{"meter window beyond max_jump", func(g *Gate) { g.Price, g.Meter = 4, &MeterConfig{By: "events", Per: 1, Window: 1000} }, "above max_jump"},
+		{"meter hold too short", func(g *Gate) { g.Meter = &MeterConfig{By: "seconds", Per: 1, Hold: caddy.Duration(time.Millisecond)} }, "meter_hold must be from 100ms to 1h"},
 	}
 	// The secret file must exist for the "not a key" case.
 	if _, err := loadOrCreateSecret(filepath.Join(dir, "secret")); err != nil {

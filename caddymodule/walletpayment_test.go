@@ -129,7 +129,7 @@ func TestWalletPaysWithPaymentScheme(t *testing.T) {
 	rec.mu.Lock()
 	opened := 0
 	for i, h := range rec.sent {
-		if h.Get(payment.HeaderAcceptPayment) != "ecoupon/charge" {
+		if h.Get(payment.HeaderAcceptPayment) != "ecoupon/charge, ecoupon/session" {
 			t.Errorf("request %d: Accept-Payment %q", i, h.Get(payment.HeaderAcceptPayment))
 		}
 		cr, _, err := payment.CredentialFromRequest(h)

@@ -55,7 +55,7 @@ func FuzzParseOpen(f *testing.F) {
 	}
 	noUser := w.open(f, w.alice, 2)
 	noUser.User = nil
-	for _, o := range []*Open{w.open(f, w.alice, 0), w.open(f, w.phone, 1, toPhone), portion, noUser} {
+	for _, o := range []*Open{w.open(f, w.alice, 0), w.open(f, w.phone, 1, toPhone), portion, noUser, anonymousOpen(f, w)} {
 		f.Add(spki.Canonical(o.Sexp()))
 		f.Add(spki.Transport(o.Sexp()))
 	}

@@ -14,14 +14,17 @@ func FuzzParseGrant(f *testing.F) {
 	fx := newFixture(f)
 	phoneKey := testKey("phone")
 	phone, phoneEnc := device(f, "phone", phoneKey)
-	// Portions (lane 3 whole, lane 4 a portion of 3) and seeds.
-	for _, opt := range []GrantOptions{{Propagate: true, Cap: 11_000_000}, {}} {
-		g, err := fx.owner.Issue(phone, 3, 4, opt)
-		if err != nil {
-			f.Fatal(err)
+	// Portions (lane 3 whole, lane 4 a portion of 3) and seeds, of a book
+	// and of an anonymous book.
+	for _, owner := range []*Holder{fx.owner, anonymousOwner(fx)} {
+		for _, opt := range []GrantOptions{{Propagate: true, Cap: 11_000_000}, {}} {
+			g, err := owner.Issue(phone, 3, 4, opt)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(spki.Canonical(g.Sexp()))
+			f.Add(spki.Transport(g.Sexp()))
 		}
-		f.Add(spki.Canonical(g.Sexp()))
-		f.Add(spki.Transport(g.Sexp()))
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		x, err := spki.Parse(in)

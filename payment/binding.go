@@ -193,6 +193,8 @@ func (r *ECouponRequest) sameTerms(route *ECouponRequest) error {
 		return fieldErr(ErrInvalidChallenge, "request.amount", "a price of %d coupons, the route's is %d", r.Price, route.Price)
 	case r.Unit != route.Unit || !strings.EqualFold(r.Currency, route.Currency):
 		return fieldErr(ErrInvalidChallenge, "request.methodDetails.unit", "coupons of %s %s, the route takes %s %s", clip(r.Unit), clip(r.Currency), route.Unit, route.Currency)
+	case r.Meter != route.Meter || r.Window != route.Window:
+		return fieldErr(ErrInvalidChallenge, "request.methodDetails.meter", "a meter of %q and a window of %d, the route's are %q and %d", clip(r.Meter), r.Window, route.Meter, route.Window)
 	}
 	return nil
 }

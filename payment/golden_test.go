@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -186,4 +187,41 @@ func hexHMAC(key, msg []byte) string {
 	inner := sha256.Sum256(append(ipad, msg...))
 	outer := sha256.Sum256(append(opad, inner[:]...))
 	return hex.EncodeToString(outer[:])
+}
+
+// TestGoldenSessionChallenge is the challenge of a metered route (intent
+// session): a window of 16 units, one coupon per 10 events; its request
+// round-trips, and a charge credential's terms are not a session's.
+func TestGoldenSessionChallenge(t *testing.T) {
+	b, err := NewBinder(goldenSecret[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := testRequest()
+	r.Price, r.Meter, r.Window = 1, "events 10", 16
+	c, err := b.Issue("news.example", IntentSession, r, goldenNow.Add(5*time.Minute), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkGolden(t, "session-challenge.txt", []byte(c.String()+"\n"))
+	j, _ := b64.DecodeString(c.Request)
+	checkGolden(t, "session-request.json", append(j, '\n'))
+	back, err := DecodeRequest(c.Request)
+	if err != nil || back.Meter != "events 10" || back.Window != 16 {
+		t.Fatalf("DecodeRequest: %+v %v", back, err)
+	}
+	charge := testRequest()
+	charge.Price = 1
+	if err := back.sameTerms(charge); !errors.Is(err, ErrInvalidChallenge) {
+		t.Errorf("a session's terms taken for a charge route's: %v", err)
+	}
+	for _, bad := range []struct {
+		meter  string
+		window uint32
+	}{{"events 10", 0}, {"", 16}, {"frames 10", 16}, {"bytes 1MiB", 4}} {
+		r.Meter, r.Window = bad.meter, bad.window
+		if _, err := EncodeRequest(r); !errors.Is(err, ErrBadRequest) {
+			t.Errorf("meter %q window %d: %v", bad.meter, bad.window, err)
+		}
+	}
 }

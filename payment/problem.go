@@ -102,6 +102,9 @@ var codeProblems = map[string]problemClass{
 	coupons.CodeBadBook:              {ProblemVerificationFailed, 402},
 	coupons.CodeLaneTooLong:          {ProblemVerificationFailed, 402},
 	coupons.CodeLaneReserved:         {ProblemVerificationFailed, 402},
+	coupons.CodeWrongDenomination:    {ProblemVerificationFailed, 402},
+	coupons.CodeDenominationExpired:  {ProblemVerificationFailed, 402},
+	coupons.CodeBadBlindSignature:    {ProblemVerificationFailed, 402},
 
 	coupons.CodeBadContentDigest:      {ProblemAboutBlank, 400},
 	coupons.CodeContentDigestRequired: {ProblemAboutBlank, 400},
@@ -116,6 +119,7 @@ var codeProblems = map[string]problemClass{
 	coupons.CodeNoReceipts:            {ProblemAboutBlank, 404},
 	coupons.CodeNotFound:              {ProblemAboutBlank, 404},
 	coupons.CodeUnknownCommitment:     {ProblemAboutBlank, 404},
+	coupons.CodeNoSession:             {ProblemAboutBlank, 409},
 }
 
 // ProblemType returns the problem type and HTTP status the gate answers a

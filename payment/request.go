@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"strconv"
 	"strings"
+
+	"github.com/ecoupons/ecoupons/coupons"
 )
 
 // ECouponRequest is what the request parameter of an ecoupon challenge
@@ -35,6 +37,12 @@ type ECouponRequest struct {
 	Store string
 	// Lease is the route's spending lease when above 1.
 	Lease uint32
+	// Meter is, for intent session, the route's meter ("events 10",
+	// coupons.Meter's wire form): Price is then per unit of the response.
+	Meter string
+	// Window is, for intent session, the units a payment pre-pays (and a
+	// top-up adds).
+	Window uint32
 	// Description is a human-readable purpose, for display only.
 	Description string
 }
@@ -53,6 +61,8 @@ type detailsWire struct {
 	Broker string `json:"broker,omitempty"`
 	Store  string `json:"store,omitempty"`
 	Lease  uint32 `json:"lease,omitempty"`
+	Meter  string `json:"meter,omitempty"`
+	Window uint32 `json:"window,omitempty"`
 }
 
 // Validate checks r: a vendor, a price of at least one coupon, a decimal
@@ -69,6 +79,13 @@ func (r *ECouponRequest) Validate() error {
 		return fieldErr(ErrBadRequest, "currency", "%q is not an ISO 4217 code", clip(r.Currency))
 	case r.Nonce == "":
 		return fieldErr(ErrBadRequest, "methodDetails.nonce", "missing")
+	case (r.Meter == "") != (r.Window == 0):
+		return fieldErr(ErrBadRequest, "methodDetails.window", "a meter and a window go together")
+	}
+	if r.Meter != "" {
+		if m, err := coupons.ParseMeter(r.Meter); err != nil || m.String() != r.Meter {
+			return fieldErr(ErrBadRequest, "methodDetails.meter", "%q is not '<bytes|events|seconds> <count>'", clip(r.Meter))
+		}
 	}
 	return nil
 }
@@ -110,7 +127,7 @@ func DecodeRequest(s string) (*ECouponRequest, error) {
 	r := &ECouponRequest{
 		Vendor: w.Recipient, Price: price, Unit: w.MethodDetails.Unit, Currency: strings.ToUpper(w.Currency),
 		Broker: w.MethodDetails.Broker, Nonce: w.MethodDetails.Nonce, Store: w.MethodDetails.Store,
-		Lease: w.MethodDetails.Lease, Description: w.Description,
+		Lease: w.MethodDetails.Lease, Meter: w.MethodDetails.Meter, Window: w.MethodDetails.Window, Description: w.Description,
 	}
 	if err := r.Validate(); err != nil {
 		return nil, err

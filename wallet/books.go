@@ -261,6 +261,8 @@ var bookRefusals = []string{
 	coupons.CodeBookRefused,       // the broker will not hold it
 	coupons.CodeRevoked,           // the book's key or grant is revoked
 	coupons.CodeOwnerNotCertified, // the owner's user certificate is not valid
+	// An anonymous book's blind funding the gate does not take.
+	coupons.CodeUnknownDenomination, coupons.CodeWrongDenomination, coupons.CodeDenominationExpired, coupons.CodeBadBlindSignature,
 }
 
 // Chooser pays one vendor's challenges from several books in order

@@ -56,7 +56,7 @@ func (g *paymentGate) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	cr, _, err := payment.CredentialFromRequest(r.Header)
 	if errors.Is(err, payment.ErrNoCredential) {
-		if r.Header.Get(payment.HeaderAcceptPayment) != "ecoupon/charge" {
+		if r.Header.Get(payment.HeaderAcceptPayment) != "ecoupon/charge, ecoupon/session" {
 			g.t.Errorf("Accept-Payment %q", r.Header.Get(payment.HeaderAcceptPayment))
 		}
 		return refuse(coupons.CodePaymentRequired, "pay", 0)

@@ -5,10 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -48,37 +45,36 @@ func (e *LockedError) Error() string {
 // Unwrap makes errors.Is(err, ErrLocked) hold.
 func (e *LockedError) Unwrap() error { return ErrLocked }
 
-// pinValueRe finds a PIN given in a pkcs11: URI.
-var pinValueRe = regexp.MustCompile(`pin-value=[^;&?\s]*`)
-
-// lockHolder reads the PID a lock file's holder wrote into it, and its
-// command line where the system shows it (best effort).
-func lockHolder(path string) (int, string) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, ""
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return 0, ""
-	}
-	cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		return pid, ""
-	}
-	return pid, cmdline(cmd)
-}
-
 // cmdline writes a /proc/PID/cmdline for a message: arguments joined by
 // spaces, a PIN in a pkcs11: URI hidden (never show it), at most 120
 // bytes.
 func cmdline(raw []byte) string {
 	line := strings.TrimSpace(strings.ReplaceAll(string(raw), "\x00", " "))
-	line = pinValueRe.ReplaceAllString(line, "pin-value=…")
+	line = hidePIN(line)
 	if len(line) > 120 {
 		line = strings.ToValidUTF8(line[:120], "") + "…"
 	}
 	return line
+}
+
+// hidePIN replaces the value of every pin-value= in s (up to ;, &, ? or
+// a space) with an ellipsis.
+func hidePIN(s string) string {
+	const key = "pin-value="
+	var b strings.Builder
+	for {
+		i := strings.Index(s, key)
+		if i < 0 {
+			return b.String() + s
+		}
+		b.WriteString(s[:i+len(key)] + "…")
+		s = s[i+len(key):]
+		if j := strings.IndexAny(s, ";&? \t\n"); j >= 0 {
+			s = s[j:]
+		} else {
+			s = ""
+		}
+	}
 }
 
 // stateFile is the on-disk state of a transport's lanes: each lane's
@@ -94,6 +90,9 @@ type laneState struct {
 	Cursor string `json:"cursor"` // base64 of coupons.Cursor.MarshalBinary
 	Nonce  string `json:"nonce,omitempty"`
 	Credit uint32 `json:"credit,omitempty"`
+	// CreditUnknown: a metered response on the lane was cut off before
+	// the gate said the lane's credit; the next payment learns it.
+	CreditUnknown bool `json:"credit_unknown,omitempty"`
 	// Retired: a gate refused the lane for good (cap_exceeded, revoked):
 	// no coupon of it is revealed any more.
 	Retired bool `json:"retired,omitempty"`
@@ -160,7 +159,7 @@ func loadState(fs Storage, path string) (map[coupons.LaneID]*lane, error) {
 		if err := c.UnmarshalBinary(raw); err != nil {
 			return nil, fmt.Errorf("wallet: state %s: cursor of %s: %w", s.path, ls.Lane, err)
 		}
-		out[id] = &lane{id: id, cursor: c, nonce: ls.Nonce, credit: ls.Credit, retired: ls.Retired, store: ls.Store}
+		out[id] = &lane{id: id, cursor: c, nonce: ls.Nonce, credit: ls.Credit, creditUnknown: ls.CreditUnknown, retired: ls.Retired, store: ls.Store}
 	}
 	return out, nil
 }
@@ -173,7 +172,7 @@ func (s *store) save(lanes []*lane) error {
 		if err != nil {
 			return err
 		}
-		st.Lanes = append(st.Lanes, laneState{Lane: l.id.String(), Cursor: base64.StdEncoding.EncodeToString(raw), Nonce: l.nonce, Credit: l.credit, Retired: l.retired, Store: l.store})
+		st.Lanes = append(st.Lanes, laneState{Lane: l.id.String(), Cursor: base64.StdEncoding.EncodeToString(raw), Nonce: l.nonce, Credit: l.credit, CreditUnknown: l.creditUnknown, Retired: l.retired, Store: l.store})
 	}
 	b, err := json.Marshal(st)
 	if err != nil {

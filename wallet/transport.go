@@ -67,12 +67,12 @@ const (
 	// Accept-Payment.
 	SchemeECoupon = "ecoupon"
 	// SchemePayment answers only Payment challenges of method ecoupon,
-	// intent charge.
+	// intent charge (session on a metered route).
 	SchemePayment = "payment"
 )
 
 // acceptPayment is the Accept-Payment the wallet sends: what it can pay.
-const acceptPayment = payment.Method + "/" + payment.IntentCharge
+const acceptPayment = payment.Method + "/" + payment.IntentCharge + ", " + payment.Method + "/" + payment.IntentSession
 
 // DefaultMaxBody is the largest request body a Transport pays for when its
 // MaxBody is 0: the gate's default max_body.
@@ -95,10 +95,25 @@ type Challenge struct {
 	// Resume is, in a coupon_spent refusal, the first coupon the lane
 	// takes now.
 	Resume uint32
+	// Meter is a metered route's meter ("events 10", coupons.Meter's wire
+	// form; Price is then per unit) and Window the units a payment
+	// pre-pays: the wallet pays Window × Price coupons and tops up while
+	// the response is read (meteredBody). Empty and 0 for a route charged
+	// per request.
+	Meter  string
+	Window uint32
 	// Payment is the Payment challenge these terms were read from, which
 	// the wallet answers with a Payment credential; nil for an ECoupon
 	// challenge.
 	Payment *payment.Challenge
+}
+
+// want is the coupons a payment on ch is due: the price, or a window.
+func (c *Challenge) want() uint32 {
+	if c.Meter != "" {
+		return c.Window * c.Price
+	}
+	return c.Price
 }
 
 // SchemeName returns the scheme the challenge is answered in: "Payment"
@@ -122,7 +137,7 @@ func checkScheme(scheme string) error {
 // ChallengeFromResponse returns the challenge of a 402 response's header
 // to answer in scheme (SchemeAuto, SchemeECoupon, SchemePayment): with
 // SchemeAuto, the first Payment challenge of method ecoupon and intent
-// charge that has not expired and whose request decodes, else the ECoupon
+// charge or session that has not expired and whose request decodes, else the ECoupon
 // challenge. Errors match ErrBadChallenge (none usable) or
 // ErrUnknownScheme.
 func ChallengeFromResponse(h http.Header, scheme string) (*Challenge, error) {
@@ -152,14 +167,15 @@ func ecouponChallenge(h http.Header) (*Challenge, error) {
 }
 
 // paymentChallenge returns the terms of the first usable Payment challenge
-// of method ecoupon, intent charge, of a response's header.
+// of method ecoupon, intent charge or session (a metered route's: its
+// request has a meter), of a response's header.
 func paymentChallenge(h http.Header) (*Challenge, error) {
 	cs, _ := payment.ChallengesFromResponse(h) // malformed ones are left out
 	now := time.Now()
-	var why error = fmt.Errorf("%w: no Payment challenge of method %s, intent %s", ErrBadChallenge, payment.Method, payment.IntentCharge)
+	var why error = fmt.Errorf("%w: no Payment challenge of method %s, intent %s or %s", ErrBadChallenge, payment.Method, payment.IntentCharge, payment.IntentSession)
 	for i := range cs {
 		pc := &cs[i]
-		if pc.Method != payment.Method || pc.Intent != payment.IntentCharge {
+		if pc.Method != payment.Method || (pc.Intent != payment.IntentCharge && pc.Intent != payment.IntentSession) {
 			continue
 		}
 		if pc.Expired(now) {
@@ -171,8 +187,12 @@ func paymentChallenge(h http.Header) (*Challenge, error) {
 			why = fmt.Errorf("%w: %w", ErrBadChallenge, err)
 			continue
 		}
+		if (pc.Intent == payment.IntentSession) != (r.Meter != "") {
+			why = fmt.Errorf("%w: a Payment challenge of intent %s with meter %q", ErrBadChallenge, pc.Intent, r.Meter)
+			continue
+		}
 		return &Challenge{Vendor: r.Vendor, Unit: r.Unit, Currency: r.Currency, Broker: r.Broker, Nonce: r.Nonce,
-			Price: r.Price, Store: r.Store, Lease: r.Lease, Payment: pc}, nil
+			Price: r.Price, Store: r.Store, Lease: r.Lease, Meter: r.Meter, Window: r.Window, Payment: pc}, nil
 	}
 	return nil, why
 }
@@ -187,8 +207,9 @@ func nextChallenge(h http.Header, prev *Challenge) (*Challenge, error) {
 	return ecouponChallenge(h)
 }
 
-// offerPayment returns req with Accept-Payment: ecoupon/charge, unless
-// scheme is SchemeECoupon or the request states its own.
+// offerPayment returns req with Accept-Payment: ecoupon/charge,
+// ecoupon/session, unless scheme is SchemeECoupon or the request states
+// its own.
 func offerPayment(req *http.Request, scheme string) *http.Request {
 	if scheme == SchemeECoupon || req.Header.Get(payment.HeaderAcceptPayment) != "" {
 		return req
@@ -224,6 +245,18 @@ func ParseChallenge(h string) (*Challenge, error) {
 			c.Nonce = v
 		case "store":
 			c.Store = v
+		case "meter":
+			m, err := coupons.ParseMeter(v)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %w", ErrBadChallenge, err)
+			}
+			c.Meter = m.String()
+		case "window":
+			n, err := strconv.ParseUint(v, 10, 32)
+			if err != nil || n == 0 {
+				return nil, fmt.Errorf("%w: window %q", ErrBadChallenge, v)
+			}
+			c.Window = uint32(n)
 		case "price":
 			n, err := strconv.ParseUint(v, 10, 32)
 			if err != nil || n == 0 {
@@ -245,6 +278,9 @@ func ParseChallenge(h string) (*Challenge, error) {
 	if c.Vendor == "" || c.Nonce == "" || c.Price == 0 {
 		return nil, fmt.Errorf("%w: vendor, price and nonce are required", ErrBadChallenge)
 	}
+	if (c.Meter == "") != (c.Window == 0) {
+		return nil, fmt.Errorf("%w: a meter and a window go together", ErrBadChallenge)
+	}
 	return c, nil
 }
 
@@ -257,6 +293,9 @@ type lane struct {
 	// unanswered counts the coupons of payments since the last answered
 	// one that got no response (the gate may have counted them).
 	unanswered uint32
+	// creditUnknown: a metered response ended without saying the lane's
+	// credit (cut off); the next payment pays one coupon and learns it.
+	creditUnknown bool
 	// resumed is when a gate last made this lane skip coupons (resumeAt).
 	resumed time.Time
 	// retired: a gate refused the lane for good (cap_exceeded, revoked);
@@ -311,6 +350,12 @@ type Transport struct {
 	// bounds it too); then it fails with ErrLanesBusy. 0: DefaultLaneWait;
 	// negative: no wait.
 	LaneWait time.Duration
+	// MaxWindow refuses metered routes whose window (the coupons paid at
+	// once, and at each top-up) is larger. 0: 256.
+	MaxWindow uint32
+	// OnMeter, when set, is told the progress of metered responses: at
+	// each top-up and at the end.
+	OnMeter func(MeterProgress)
 	// Scheme is the scheme RoundTrip answers 402s in: SchemeAuto (the
 	// Payment scheme when the gate offers it, else ECoupon),
 	// SchemeECoupon or SchemePayment.
@@ -409,6 +454,13 @@ func newTransport(h *delegation.Holder, saved map[coupons.LaneID]*lane, lanes ..
 		return nil, ErrNoLane
 	}
 	return t, nil
+}
+
+// remaining is the coupons lane l has left.
+func (t *Transport) remaining(l *lane) uint32 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return l.cursor.Remaining()
 }
 
 // Spent returns the coupons this transport has revealed.
@@ -530,9 +582,10 @@ func (t *Transport) retire(l *lane) error {
 }
 
 // RoundTrip implements http.RoundTripper: it sends req (with
-// Accept-Payment: ecoupon/charge unless Scheme is SchemeECoupon); on a 402
-// whose challenge it can answer in its Scheme it pays on a lane of its own
-// and sends req once more.
+// Accept-Payment: ecoupon/charge, ecoupon/session unless Scheme is
+// SchemeECoupon); on a 402 whose challenge it can answer in its Scheme it
+// pays on a lane of its own and sends req once more. The body of a
+// metered response tops up as it is read (meteredBody).
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	base := t.Base
 	if base == nil {
@@ -593,6 +646,9 @@ func (t *Transport) answer(req *http.Request, ch *Challenge, wait time.Duration)
 		return nil, err
 	}
 	orig := l.nonce // the lane's open before this payment, kept if a re-open is refused
+	t.mu.Lock()
+	start := l.cursor.Position()
+	t.mu.Unlock()
 	for attempt := 0; ; attempt++ {
 		resp, err := t.pay(base, req, body, ch, l)
 		code, resume := "", uint32(0)
@@ -624,13 +680,20 @@ func (t *Transport) answer(req *http.Request, ch *Challenge, wait time.Duration)
 			return resp, nil
 		}
 		var nch *Challenge
-		if code == coupons.CodeLaneNotOpen || code == coupons.CodeLaneReserved || code == coupons.CodeCouponSpent {
+		if code == coupons.CodeLaneNotOpen || code == coupons.CodeLaneReserved || code == coupons.CodeCouponSpent ||
+			code == coupons.CodeInsufficientPayment && t.remaining(l) > 0 {
 			nch, _ = nextChallenge(resp.Header, ch)
 			if nch != nil && nch.Payment != nil {
 				nch.Resume = resume // the problem says where the lane resumes
 			}
 		}
 		if nch == nil || attempt >= 2 {
+			if err == nil && resp.StatusCode < 300 && resp.Header.Get(coupons.HeaderMeter) != "" && ch.Meter != "" {
+				// A metered response: the lane stays this response's
+				// until its body is read (top-ups pay on it).
+				t.meter(req, resp, ch, l, start)
+				return resp, nil
+			}
 			t.give(l)
 			return resp, err
 		}
@@ -640,6 +703,11 @@ func (t *Transport) answer(req *http.Request, ch *Challenge, wait time.Duration)
 			return nil, err // a retry's challenge passes the same checks
 		}
 		ch = nch
+		if code == coupons.CodeInsufficientPayment {
+			// Coupons kept as credit (the wallet did not know the lane's
+			// credit): the gate said the credit, pay the rest.
+			continue
+		}
 		if code == coupons.CodeCouponSpent {
 			// The gate says the lane resumes further on: it restarted
 			// while holding a spending lease on it (or another of the
@@ -744,6 +812,15 @@ func (t *Transport) acceptable(ch *Challenge) error {
 		return fmt.Errorf("%w: %d coupons asked, limit %d", ErrPriceLimit, ch.Price, maxPrice)
 	case ch.Currency != b.Currency || ch.Unit != coupons.FormatAmount(b.Unit):
 		return fmt.Errorf("wallet: the vendor takes coupons of %s %s, the book's are %s %s", ch.Unit, ch.Currency, coupons.FormatAmount(b.Unit), b.Currency)
+	}
+	if ch.Meter != "" {
+		maxWindow := t.MaxWindow
+		if maxWindow == 0 {
+			maxWindow = 256
+		}
+		if uint64(ch.Window)*uint64(ch.Price) > uint64(maxWindow) {
+			return fmt.Errorf("%w: a window of %d units at %d coupons each, limit %d coupons", ErrPriceLimit, ch.Window, ch.Price, maxWindow)
+		}
 	}
 	return nil
 }
@@ -862,8 +939,8 @@ func (t *Transport) pay(base http.RoundTripper, req *http.Request, body *request
 	// Advance the cursor and save the state before anything is revealed.
 	t.mu.Lock()
 	n := uint32(1)
-	if ch.Price > l.credit {
-		n = ch.Price - l.credit
+	if want := ch.want(); want > l.credit && !l.creditUnknown {
+		n = want - l.credit
 	}
 	n = min(n, l.cursor.Remaining())
 	host := req.Host
@@ -951,13 +1028,28 @@ func (t *Transport) pay(base http.RoundTripper, req *http.Request, body *request
 		_ = t.Receipts.Record(ReceiptRecord{Vendor: b.Vendor, URL: u.String(), Origin: u.Scheme + "://" + u.Host, Header: h,
 			Lane: l.id.String(), Index: i, Paid: n, Span: span, Digest: base64.RawURLEncoding.EncodeToString(d[:])})
 	}
-	t.mu.Lock()
-	l.credit = 0
+	credit := uint32(0)
 	if c, err := strconv.ParseUint(resp.Header.Get("ECoupon-Credit"), 10, 32); err == nil {
-		l.credit = uint32(c)
+		credit = uint32(c)
 	}
-	t.mu.Unlock()
+	t.setCredit(l, credit, false)
 	return resp, nil
+}
+
+// setCredit records what a gate said lane l is owed (unknown: a metered
+// response cut off before it said), saving the state when it changed, so
+// that the next process pays what is due and no more: coupons beyond it
+// would be spent, not credited.
+func (t *Transport) setCredit(l *lane, credit uint32, unknown bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if l.credit == credit && l.creditUnknown == unknown {
+		return
+	}
+	l.credit, l.creditUnknown = credit, unknown
+	if t.st != nil {
+		_ = t.st.save(t.all) // at worst the next process pays one payment too many coupons
+	}
 }
 
 // receiptOf returns the gate's TESLA receipt of a paid response, as the

@@ -33,7 +33,7 @@ func (f *fakeGate) RoundTrip(r *http.Request) (*http.Response, error) {
 
 // newTestTransport is a transport over a fresh book of alice's for
 // news.example (2 lanes of 64 coupons of 0.001 EUR).
-func newTestTransport(t *testing.T) *Transport {
+func newTestTransport(t testing.TB) *Transport {
 	owner := testutil.Key("alice")
 	op, _ := spki.NewPublicKey(owner.Public())
 	bk, sec, anchors, err := coupons.Create(coupons.Params{Vendor: "news.example", Broker: op.Hash(), Owner: op.Hash(),

@@ -8,7 +8,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"maps"
@@ -20,9 +19,7 @@ import (
 
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/delegation"
-	"github.com/ecoupons/ecoupons/keyfile"
 	"github.com/ecoupons/ecoupons/spki"
-	"go.step.sm/crypto/pemutil"
 )
 
 // ErrNoWallet means the directory holds no wallet (run init).
@@ -81,6 +78,10 @@ type bookFile struct {
 	// Created is when the book was made (absent in books made before it
 	// was kept: the file's time stands in).
 	Created time.Time `json:"created,omitzero"`
+	// Anonymous is set for an anonymous book (anonymous.go): its own
+	// owner key, its denomination, its blinding and, once funded, the
+	// broker's blind funding proof.
+	Anonymous *anonymousFile `json:"anonymous,omitempty"`
 }
 
 // delegations is what a wallet granted of one of its books or grants:
@@ -147,15 +148,11 @@ func InitIn(fs Storage, dir string, o KeyOptions) (*Wallet, error) {
 		if err != nil {
 			return nil, err
 		}
-		opts := []pemutil.Options{pemutil.WithPKCS8(true)}
-		if len(o.Passphrase) > 0 {
-			opts = append(opts, pemutil.WithPassword(o.Passphrase))
-		}
-		block, err := pemutil.Serialize(ek, opts...)
+		block, err := marshalKey(ek, o.Passphrase)
 		if err != nil {
 			return nil, err
 		}
-		if err := fs.WriteFile(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(block)); err != nil {
+		if err := fs.WriteFile(filepath.Join(dir, "key.pem"), block); err != nil {
 			return nil, err
 		}
 		k = ek
@@ -220,15 +217,12 @@ func LoadIn(fs Storage, dir string, o KeyOptions) (*Wallet, error) {
 		if err != nil {
 			return nil, err
 		}
-		// keyfile takes what people have: PKCS#8, SEC1 (openssl ecparam
-		// -genkey), encrypted PKCS#8 with PBKDF2 or scrypt, legacy
-		// encrypted PEM.
-		signer, err = keyfile.ParsePrivate(raw, o.Passphrase)
+		signer, err = parseKey(raw, o.Passphrase)
 		switch {
-		case errors.Is(err, keyfile.ErrPassphraseNeeded):
-			return nil, ErrPassphrase
-		case errors.Is(err, keyfile.ErrBadPassphrase):
+		case errors.Is(err, errBadPassphrase):
 			return nil, fmt.Errorf("%w: the passphrase given does not decrypt %s/key.pem", ErrPassphrase, dir)
+		case errors.Is(err, ErrPassphrase):
+			return nil, ErrPassphrase
 		case err != nil:
 			return nil, fmt.Errorf("wallet: %s/key.pem: %w", dir, err)
 		}
@@ -288,16 +282,25 @@ func bookName(id [32]byte) string { return base64.RawURLEncoding.EncodeToString(
 
 // SaveBook stores a book the wallet's key owns.
 func (w *Wallet) SaveBook(sb *coupons.SignedBook, sec *coupons.Secrets, anchors []coupons.Value) error {
-	f := bookFile{Book: string(spki.Transport(sb.Sexp())), Master: hex.EncodeToString(sec.Master[:]), Salt: hex.EncodeToString(sec.Salt[:]),
+	return w.writeBookFile(sb.Book.ID(), newBookFile(sb, sec, anchors))
+}
+
+func newBookFile(sb *coupons.SignedBook, sec *coupons.Secrets, anchors []coupons.Value) *bookFile {
+	f := &bookFile{Book: string(spki.Transport(sb.Sexp())), Master: hex.EncodeToString(sec.Master[:]), Salt: hex.EncodeToString(sec.Salt[:]),
 		Created: time.Now().UTC().Truncate(time.Second)}
 	for _, a := range anchors {
 		f.Anchors = append(f.Anchors, hex.EncodeToString(a[:]))
 	}
+	return f
+}
+
+// writeBookFile writes books/<id>.json durably.
+func (w *Wallet) writeBookFile(id [32]byte, f *bookFile) error {
 	b, err := json.Marshal(f)
 	if err != nil {
 		return err
 	}
-	return w.fs().WriteFile(filepath.Join(w.Dir, "books", bookName(sb.Book.ID())+".json"), b)
+	return w.fs().WriteFile(filepath.Join(w.Dir, "books", bookName(id)+".json"), b)
 }
 
 // BookEntry is a stored book or grant, ready to spend once funded.
@@ -310,15 +313,21 @@ type BookEntry struct {
 	// Refused is the broker's refusal of an owned book ("" when none).
 	Refused string
 	// Created is when the book was made, or the grant imported.
-	Created time.Time
-	file    string
-	owned   bool
-	fs      Storage // where the entry is kept; nil: Files
+	Created   time.Time
+	file      string
+	owned     bool
+	anonymous bool
+	fs        Storage // where the entry is kept; nil: Files
 }
 
-// Funded reports whether the entry carries the broker's book certificate,
-// without which no gate opens its lanes.
-func (e *BookEntry) Funded() bool { return e.Holder.Funding != nil }
+// Funded reports whether the entry carries the broker's book certificate
+// (or, for an anonymous book, its blind funding proof), without which no
+// gate opens its lanes.
+func (e *BookEntry) Funded() bool { return e.Holder.Funding != nil || e.Holder.Blind != nil }
+
+// Anonymous reports whether the book is anonymous: owned by a key of its
+// own, funded by a blind signature, naming no account.
+func (e *BookEntry) Anonymous() bool { return e.anonymous }
 
 // SaveFunding stores the broker's book certificate of an owned book after
 // checking it against the book and the wallet's broker key, and clears a
@@ -350,31 +359,36 @@ func (w *Wallet) MarkRefused(id [32]byte, reason string) error {
 
 // updateBook rewrites an owned book's file durably through fn.
 func (w *Wallet) updateBook(id [32]byte, fn func(*bookFile, *coupons.SignedBook) error) error {
+	bf, sb, err := w.readBookFile(id)
+	if err != nil {
+		return err
+	}
+	if err := fn(bf, sb); err != nil {
+		return err
+	}
+	return w.writeBookFile(id, bf)
+}
+
+// readBookFile reads an owned book's file and its signed book.
+func (w *Wallet) readBookFile(id [32]byte) (*bookFile, *coupons.SignedBook, error) {
 	f := filepath.Join(w.Dir, "books", bookName(id)+".json")
 	b, err := w.fs().ReadFile(f)
 	if err != nil {
-		return fmt.Errorf("wallet: book %s…: %w", BookID(id)[:12], err)
+		return nil, nil, fmt.Errorf("wallet: book %s…: %w", BookID(id)[:12], err)
 	}
 	var bf bookFile
 	if err := json.Unmarshal(b, &bf); err != nil {
-		return fmt.Errorf("wallet: %s: %w", f, err)
+		return nil, nil, fmt.Errorf("wallet: %s: %w", f, err)
 	}
 	x, err := spki.Parse([]byte(bf.Book))
 	if err != nil {
-		return fmt.Errorf("wallet: %s: %w", f, err)
+		return nil, nil, fmt.Errorf("wallet: %s: %w", f, err)
 	}
 	sb, err := coupons.ParseSignedBook(x)
 	if err != nil {
-		return fmt.Errorf("wallet: %s: %w", f, err)
+		return nil, nil, fmt.Errorf("wallet: %s: %w", f, err)
 	}
-	if err := fn(&bf, sb); err != nil {
-		return err
-	}
-	nb, err := json.Marshal(bf)
-	if err != nil {
-		return err
-	}
-	return w.fs().WriteFile(f, nb)
+	return &bf, sb, nil
 }
 
 // Books returns every stored book.
@@ -423,9 +437,26 @@ func (w *Wallet) Books() ([]BookEntry, error) {
 		if coupons.MerkleRoot(anchors) != sb.Book.Root {
 			return nil, fmt.Errorf("wallet: %s: the anchors do not match the book's root", f)
 		}
-		h, err := delegation.NewOwner(sb, user, sec, anchors, w.Key)
+		signer, bookUser := w.Key, user
+		if bf.Anonymous != nil {
+			// Its own key, and no identity.
+			if signer, err = bf.Anonymous.key(); err != nil {
+				return nil, fmt.Errorf("wallet: %s: %w", f, err)
+			}
+			bookUser = nil
+		}
+		h, err := delegation.NewOwner(sb, bookUser, sec, anchors, signer)
 		if err != nil {
 			return nil, err
+		}
+		if bf.Anonymous != nil && bf.Anonymous.Proof != "" {
+			x, err := spki.Parse([]byte(bf.Anonymous.Proof))
+			if err != nil {
+				return nil, fmt.Errorf("wallet: %s: blind funding proof: %w", f, err)
+			}
+			if h.Blind, _ = x.(spki.List); h.Blind == nil || !h.Blind.Is(coupons.BlindFundingHead) {
+				return nil, fmt.Errorf("wallet: %s: the blind funding proof is not (%s …)", f, coupons.BlindFundingHead)
+			}
 		}
 		if bf.Funding != "" {
 			fx, err := spki.Parse([]byte(bf.Funding))
@@ -451,7 +482,7 @@ func (w *Wallet) Books() ([]BookEntry, error) {
 			created = fileTime(w.fs(), f)
 		}
 		out = append(out, BookEntry{Holder: h, StatePath: strings.TrimSuffix(f, ".json") + ".lanes", Lanes: lanes, Refused: bf.Refused,
-			Created: created, file: f, owned: true, fs: w.Storage})
+			Created: created, file: f, owned: true, anonymous: bf.Anonymous != nil, fs: w.Storage})
 	}
 	grants, err := w.grants()
 	if err != nil {
@@ -723,7 +754,7 @@ func (w *Wallet) loadGrants() (out []BookEntry, problems []string, err error) {
 			problems = append(problems, fmt.Sprintf("%s: %v", filepath.Base(f), err))
 			continue
 		}
-		e := BookEntry{Holder: h, StatePath: strings.TrimSuffix(f, ".grant") + ".lanes", Created: fileTime(w.fs(), f), file: f, fs: w.Storage}
+		e := BookEntry{Holder: h, StatePath: strings.TrimSuffix(f, ".grant") + ".lanes", Created: fileTime(w.fs(), f), file: f, anonymous: h.Blind != nil, fs: w.Storage}
 		d, err := w.readDelegations(&e)
 		if err != nil {
 			return nil, nil, err

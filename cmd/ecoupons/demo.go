@@ -6,10 +6,12 @@ import (
 	"embed"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,12 +32,14 @@ func init() {
 		Short: "Runs the whole ecoupons stack on embedded defaults and pays a few requests",
 		Long: `
 Starts, in this process, an ecoupons broker (SQLite) and a news site behind
-the ecoupon gate (bolt store) with a free page, a paid article (2 coupons)
-and an HLS stream whose segments cost 1 coupon each. Then it registers a
-user and the vendor at the broker, funds the user, makes a coupon book,
-delegates two lanes to a "phone" key, pays for the article and the stream,
-waits until the gate has redeemed the coupons at the broker, revokes the
-phone and shows its next lane open refused.
+the ecoupon gate (bolt store) with a free page, a paid article (2 coupons),
+an HLS stream whose segments cost 1 coupon each and a live ticker (server-
+sent events behind reverse_proxy) metered at 1 coupon per 5 events. Then it
+registers a user and the vendor at the broker, funds the user, makes a
+coupon book, delegates two lanes to a "phone" key, pays for the article,
+the stream and the ticker (topping up as it flows), waits until the gate
+has redeemed the coupons at the broker, revokes the phone and shows its
+next lane open refused.
 
 The keys (broker.pem, admin.pem, vendor.pem and their .pub) and databases
 stay in --dir (created if missing): with admin.pem the operator's commands
@@ -105,13 +109,19 @@ func (d *demo) run(script bool) error {
 	} else if err := os.MkdirAll(d.dir, 0o700); err != nil {
 		return err
 	}
-	s, err := stack.Start(d.dir, d.site, d.broker, demoSite(), []stack.Route{{Path: "/premium/*", Price: 2}, {Path: "/stream/*.ts", Price: 1}})
+	ticker, err := startTicker()
+	if err != nil {
+		return err
+	}
+	defer ticker.Close()
+	s, err := stack.Start(d.dir, d.site, d.broker, demoSite(), []stack.Route{{Path: "/premium/*", Price: 2}, {Path: "/stream/*.ts", Price: 1},
+		{Path: "/live/*", Price: 1, Upstream: ticker.Addr().String(), Meter: map[string]any{"by": coupons.MeterEvents, "per": tickerPer, "window": tickerWindow}}})
 	if err != nil {
 		return err
 	}
 	defer s.Stop()
 	d.say("keys for the broker, its admin and the vendor news.example in %s", d.dir)
-	d.say("broker at http://%s, site at http://%s (gate: article 2 coupons, stream segments 1 coupon each)", d.broker, d.site)
+	d.say("broker at http://%s, site at http://%s (gate: article 2 coupons, stream segments 1 coupon each, live ticker 1 coupon per %d events)", d.broker, d.site, tickerPer)
 
 	aliceKey, phoneKey := stack.NewKey(), stack.NewKey()
 	account, userCert, err := s.NewUser(aliceKey, "5")
@@ -178,6 +188,9 @@ func (d *demo) run(script bool) error {
 		}
 	}
 	d.say("the phone played the stream: a free playlist and 4 segments at 1 coupon each, on its own lane 2")
+	if err := d.liveTicker(s, aliceT); err != nil {
+		return err
+	}
 	spent := aliceT.Spent() + phoneT.Spent()
 	want := coupons.FormatAmount(int64(spent) * (coupons.NanosPerUnit / 1000))
 	if err := s.WaitPaid(want, 20*time.Second); err != nil {
@@ -259,8 +272,10 @@ The servers keep running (Ctrl-C to stop). In another terminal, try:
   %[4]s wallet get -o seg0.ts http://%[1]s/stream/seg0.ts
   %[4]s wallet balance
   %[4]s wallet office                                # a sign-in link to the broker's back office
+  %[4]s wallet get http://%[1]s/live/ticks         # a metered event stream, topped up as it flows
   %[4]s wallet proxy --listen 127.0.0.1:8088 --upstream http://%[1]s &
   curl http://127.0.0.1:8088/premium/article.html      # a plain client, paid by the proxy
+  curl -N http://127.0.0.1:8088/live/ticks?n=100      # the live ticker, streamed and paid by the proxy
   curl -i http://%[1]s/premium/article.html          # 402 with the ECoupon challenge
   curl -s http://%[2]s/v1/revocations                # the broker's signed revocation list
   %[5]s
@@ -269,5 +284,66 @@ The servers keep running (Ctrl-C to stop). In another terminal, try:
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt)
 	<-sig
+	return nil
+}
+
+// The live ticker: server-sent events behind reverse_proxy, metered per
+// tickerPer events with a window of tickerWindow units.
+const (
+	tickerPer    = 5
+	tickerWindow = 2
+	tickerEvents = 25 // in the scenario
+)
+
+// startTicker serves the live ticker on a loopback port: GET /live/ticks
+// streams n events (?n=, default 25, at most 10000), one every 20 ms.
+func startTicker() (net.Listener, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.Atoi(r.URL.Query().Get("n"))
+		if err != nil || n < 1 || n > 10000 {
+			n = tickerEvents
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-cache")
+		rc := http.NewResponseController(w)
+		for k := 1; k <= n; k++ {
+			if _, err := fmt.Fprintf(w, "id: %d\ndata: {\"tick\":%d,\"headline\":\"news.example live, update %d\"}\n\n", k, k, k); err != nil {
+				return
+			}
+			rc.Flush()
+			select {
+			case <-time.After(20 * time.Millisecond):
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}))
+	return ln, nil
+}
+
+// liveTicker reads the metered ticker through alice's wallet: every event
+// arrives, the wallet tops up as the windows run out, and the unused part
+// of the last window comes back as credit.
+func (d *demo) liveTicker(s *stack.Stack, aliceT *wallet.Transport) error {
+	var last wallet.MeterProgress
+	aliceT.OnMeter = func(p wallet.MeterProgress) { last = p }
+	defer func() { aliceT.OnMeter = nil }()
+	body, err := s.Get(&http.Client{Transport: aliceT, Timeout: 30 * time.Second}, "/live/ticks", 200)
+	if err != nil {
+		return err
+	}
+	if got := strings.Count(body, "\ndata: "); got != tickerEvents || strings.Contains(body, coupons.NeedTopupEvent) {
+		return fmt.Errorf("the live ticker gave %d events of %d (or a need-topup event reached the reader): %q", got, tickerEvents, body)
+	}
+	want := uint32((tickerEvents + tickerPer - 1) / tickerPer)
+	if !last.Done || last.Charged != want || last.End != coupons.EndComplete {
+		return fmt.Errorf("the live ticker's metering: %+v, want %d units charged", last, want)
+	}
+	d.say("alice's wallet read the live ticker (server-sent events behind reverse_proxy, 1 coupon per %d events, a window of %d): %d events, %d units charged; it topped up %d times as the windows ran out, and the %d coupon(s) paid beyond the stream came back to its lane as credit",
+		tickerPer, tickerWindow, tickerEvents, last.Charged, last.TopUps, last.Credit)
 	return nil
 }

@@ -33,7 +33,7 @@ func TestDemoScript(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "admin.pem")); err != nil {
 		t.Errorf("the demo's directory lacks the admin key: %v", err)
 	}
-	for _, want := range []string{"redeemed the 6 coupons", "refused the phone's next lane open", "Everything worked.",
+	for _, want := range []string{"redeemed the 12 coupons", "read the live ticker", "25 events, 5 units charged", "refused the phone's next lane open", "Everything worked.",
 		"broker account topup --dir " + dir + " --broker http://" + d.broker + " user:"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out.String())

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -265,6 +266,11 @@ func fundBook(w *wallet.Wallet, sb *coupons.SignedBook) (held, currency string, 
 }
 
 func brokerCall(w *wallet.Wallet, method, path string, in any, out any) error {
+	return brokerCallAs(w, w.Key, method, path, in, out)
+}
+
+// brokerCallAs is brokerCall signed by key (an anonymous book's own key).
+func brokerCallAs(w *wallet.Wallet, key crypto.Signer, method, path string, in any, out any) error {
 	if w.Config.Broker == "" {
 		return errors.New("this wallet is not registered at a broker (run: ecoupons wallet register --broker URL)")
 	}
@@ -284,7 +290,7 @@ func brokerCall(w *wallet.Wallet, method, path string, in any, out any) error {
 	if err != nil {
 		return err
 	}
-	if err := brokerapi.SignRequest(req, body, w.Key, bk.Hash(), time.Now()); err != nil {
+	if err := brokerapi.SignRequest(req, body, key, bk.Hash(), time.Now()); err != nil {
 		return err
 	}
 	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
@@ -407,6 +413,10 @@ func walletBookCmd() *cobra.Command {
 			if err != nil {
 				return walletErr{exitUsage, err}
 			}
+			if anon, _ := cmd.Flags().GetBool("anonymous"); anon {
+				spec, _ := cmd.Flags().GetString("denomination")
+				return newAnonymousBook(cmd, w, vendor, spec, lanes, length, unit, days)
+			}
 			bk, err := w.BrokerPublicKey()
 			if err != nil {
 				return err
@@ -454,6 +464,8 @@ func walletBookCmd() *cobra.Command {
 	newCmd.Flags().Uint32("length", 1024, "coupons per lane (a power of two; others are rounded up to one)")
 	newCmd.Flags().String("unit", "0.001", "value of one coupon")
 	newCmd.Flags().Int("days", 30, "days until the book expires")
+	newCmd.Flags().Bool("anonymous", false, "an anonymous book: owned by a key of its own, funded by the broker's blind signature (it debits the account without seeing the book)")
+	newCmd.Flags().String("denomination", "", "with --anonymous: the denomination, by face value (e.g. 0.512) or a prefix of its id; the book's face value is the denomination's (--lanes follows from --length and --unit)")
 	list := &cobra.Command{Use: "list", Short: "List the wallet's books: state, lanes used/free, value left (oldest first)", Args: cobra.NoArgs,
 		Long: `Lists the wallet's books and imported grants, oldest first, with their state:
 
@@ -498,6 +510,16 @@ hex prefix 'book list' shows.`, Args: cobra.ExactArgs(1),
 			if found == nil {
 				return walletErr{exitUsage, fmt.Errorf("no book of this wallet starts with %q", args[0])}
 			}
+			if found.Anonymous() {
+				if err := fundAnonymous(w, found.Holder.Book.Book.ID()); err != nil {
+					return err
+				}
+				if jsonOutput(cmd) {
+					return printJSON(map[string]any{"book": args[0], "anonymous": true, "status": "funded"})
+				}
+				fmt.Printf("anonymous book %s funded\n", args[0])
+				return nil
+			}
 			held, currency, err := fundBook(w, found.Holder.Book)
 			if err != nil {
 				return err
@@ -508,7 +530,7 @@ hex prefix 'book list' shows.`, Args: cobra.ExactArgs(1),
 			fmt.Printf("book %s funded: the broker holds %s %s\n", args[0], held, currency)
 			return nil
 		})}
-	book.AddCommand(newCmd, list, fund, walletBookRmCmd())
+	book.AddCommand(newCmd, list, fund, walletBookRmCmd(), walletBookRefundCmd())
 	return book
 }
 
@@ -564,7 +586,7 @@ func walletGetCmd() *cobra.Command {
 				return err
 			}
 			if scheme != wallet.SchemeECoupon {
-				probe.Header.Set("Accept-Payment", "ecoupon/charge")
+				probe.Header.Set("Accept-Payment", "ecoupon/charge, ecoupon/session")
 			}
 			resp, err := http.DefaultClient.Do(probe)
 			if err != nil {
@@ -581,13 +603,26 @@ func walletGetCmd() *cobra.Command {
 				}
 				only, _ := cmd.Flags().GetString("book")
 				hosts := vendorHosts(cmd)
-				tr, err := bookChooser(w, ch.Vendor, only, func(e *wallet.BookEntry) (*wallet.Transport, error) { return openTransport(w, e, hosts) })
+				tr, err := bookChooser(w, ch.Vendor, only, func(e *wallet.BookEntry) (*wallet.Transport, error) {
+					t, err := openTransport(w, e, hosts)
+					if err == nil {
+						t.OnMeter = printMeterProgress
+					}
+					return t, err
+				})
 				if err != nil {
 					return err
 				}
 				tr.Scheme = scheme
 				defer tr.Close()
-				if resp, err = (&http.Client{Transport: tr, Timeout: 60 * time.Second}).Get(args[0]); err != nil {
+				timeout := 60 * time.Second
+				if ch.Meter != "" {
+					// A metered response streams as long as it is paid for:
+					// its body has no deadline.
+					timeout = 0
+					fmt.Fprintf(os.Stderr, "> metered: %d coupon(s) per %s, a window of %d unit(s) paid at a time\n", ch.Price, ch.Meter, ch.Window)
+				}
+				if resp, err = (&http.Client{Transport: tr, Timeout: timeout}).Get(args[0]); err != nil {
 					return err
 				}
 				if verbose {
@@ -620,6 +655,22 @@ func walletGetCmd() *cobra.Command {
 	c.Flags().String("book", "", "pay from this book only (a prefix of its id, from book list); default: the funded book with the most value left, then the next if a gate refuses it")
 	c.Flags().String("scheme", "auto", "the 402 scheme to pay in: payment (the HTTP Payment scheme, method ecoupon), ecoupon, or auto (payment when the site offers it)")
 	return c
+}
+
+// printMeterProgress shows on stderr what a metered response has been
+// paid and, at its end, what it was charged.
+func printMeterProgress(p wallet.MeterProgress) {
+	switch {
+	case p.Done:
+		fmt.Fprintf(os.Stderr, "> metered response ended (%s): charged %d unit(s) of %s; paid %d coupon(s) for %d unit(s) in %d top-up(s); the lane's credit is now %d coupon(s)\n",
+			p.End, p.Charged, p.Meter, p.Coupons, p.Units, p.TopUps, p.Credit)
+	case p.Err != "":
+		fmt.Fprintf(os.Stderr, "> top-up failed, the stream stops at what was paid: %s\n", p.Err)
+	case p.TopUps > 0:
+		fmt.Fprintf(os.Stderr, "> topped up: %d unit(s) of %s paid so far, %d coupon(s)\n", p.Units, p.Meter, p.Coupons)
+	default:
+		fmt.Fprintf(os.Stderr, "> paid a window of %d unit(s) of %s: %d coupon(s)\n", p.Units, p.Meter, p.Coupons)
+	}
 }
 
 // laneRanges writes lanes as "0-3,7".
@@ -660,14 +711,19 @@ func walletDeviceCmd() *cobra.Command {
 			}
 			name, _ := cmd.Flags().GetString("name")
 			out, _ := cmd.Flags().GetString("output")
+			code, _ := cmd.Flags().GetBool("pairing-code")
 			d, err := w.Device(name)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(os.Stderr, "device %q, fingerprint %s: compare it with the owner's before they delegate\n", name, d.Fingerprint().ID())
+			if code {
+				return writeOut(out, append(spki.Transport(d.Sexp()), '\n'))
+			}
 			return writeOut(out, append(spki.AdvancedIndent(d.Sexp()), '\n'))
 		})}
 	c.Flags().String("name", "device", "a name for this device")
+	c.Flags().Bool("pairing-code", false, "print the identity on one line, as the browser wallet shows it (delegate --to takes it as it is)")
 	c.Flags().StringP("output", "o", "", "write to this file instead of stdout")
 	return c
 }
@@ -721,15 +777,7 @@ be reclaimed: revoke the grant instead.`,
 					return walletErr{exitUsage, err}
 				}
 			}
-			db, err := os.ReadFile(to)
-			if err != nil {
-				return err
-			}
-			x, err := spki.Parse(db)
-			if err != nil {
-				return fmt.Errorf("device %s: %w", to, err)
-			}
-			dev, err := delegation.ParseDevice(x)
+			dev, err := deviceArg(to)
 			if err != nil {
 				return err
 			}
@@ -765,7 +813,7 @@ be reclaimed: revoke the grant instead.`,
 			}
 			return writeOut(out, append(spki.Transport(g.Sexp()), '\n'))
 		})}
-	c.Flags().String("to", "", "the device identity file (from: ecoupons wallet device)")
+	c.Flags().String("to", "", "the device: its identity file (from: ecoupons wallet device), or a pairing code ({…}, as the browser wallet shows it)")
 	c.Flags().String("book", "", "the book (a prefix of its id in hex, from book list; optional with one book)")
 	c.Flags().String("lanes", "", "lanes to grant, A-B")
 	c.Flags().Bool("propagate", false, "let the device sub-delegate")
@@ -773,6 +821,30 @@ be reclaimed: revoke the grant instead.`,
 	c.Flags().String("cap", "", "most the device may spend, in the book's currency: it gets portions of lanes (see above)")
 	c.Flags().StringP("output", "o", "", "write the grant to this file instead of stdout")
 	return c
+}
+
+// deviceArg reads delegate's --to: a pairing code (the device identity in
+// transport form, {…}, as the browser wallet and device --pairing-code
+// show it) or the name of a file holding the identity in any form.
+func deviceArg(to string) (*delegation.Device, error) {
+	doc := []byte(strings.TrimSpace(to))
+	what := "pairing code"
+	if !bytes.HasPrefix(doc, []byte("{")) {
+		b, err := os.ReadFile(to)
+		if err != nil {
+			return nil, walletErr{exitUsage, fmt.Errorf("--to %s: neither a pairing code ({…}) nor a device file: %w", to, err)}
+		}
+		doc, what = b, "device "+to
+	}
+	x, err := spki.Parse(doc)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	dev, err := delegation.ParseDevice(x)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return dev, nil
 }
 
 func walletImportCmd() *cobra.Command {
@@ -900,7 +972,13 @@ func walletRevokeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := brokerCall(w, "POST", "/v1/revoke", map[string]any{"certificate": string(spki.Transport(g.Cert().Sexp())), "key": key}, nil); err != nil {
+			if g.Blind != nil {
+				// An anonymous book's grant: its own key revokes it, showing
+				// the book (the broker knows no account behind it).
+				if err := revokeAnonymousGrant(w, g, key); err != nil {
+					return err
+				}
+			} else if err := brokerCall(w, "POST", "/v1/revoke", map[string]any{"certificate": string(spki.Transport(g.Cert().Sexp())), "key": key}, nil); err != nil {
 				return err
 			}
 			return report(cmd, map[string]any{"revoked": true, "key": key},
@@ -1146,6 +1224,7 @@ func walletRouter(w *wallet.Wallet, hosts []string, laneWait time.Duration) (*wa
 			t, err := openTransport(w, e, hosts)
 			if err == nil {
 				t.LaneWait = laneWait
+				t.OnMeter = printMeterProgress
 			}
 			return t, err
 		})

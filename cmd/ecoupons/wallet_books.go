@@ -143,6 +143,12 @@ func listBooks(cmd *cobra.Command, w *wallet.Wallet) error {
 		if !e.Owned() {
 			kind = "granted"
 		}
+		if e.Anonymous() {
+			kind = "anon" // its own key, funded blindly: no account named
+			if !e.Owned() {
+				kind = "anon-gr"
+			}
+		}
 		st := e.State(now)
 		u, err := e.Usage()
 		left := coupons.FormatAmount(u.Value) + " " + b.Currency

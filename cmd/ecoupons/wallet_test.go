@@ -29,7 +29,13 @@ func TestMain(m *testing.M) {
 // TestWalletScripts runs testdata/script/*.txtar against a broker and a
 // gated site running in this process.
 func TestWalletScripts(t *testing.T) {
-	s, err := stack.Start(t.TempDir(), freeAddr(t), freeAddr(t), demoSite(), []stack.Route{{Path: "/premium/*", Price: 2}})
+	ticker, err := startTicker() // for metered.txtar
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ticker.Close() })
+	s, err := stack.Start(t.TempDir(), freeAddr(t), freeAddr(t), demoSite(), []stack.Route{{Path: "/premium/*", Price: 2},
+		{Path: "/live/*", Price: 1, Upstream: ticker.Addr().String(), Meter: map[string]any{"by": "events", "per": tickerPer, "window": tickerWindow}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,6 +107,26 @@ func TestWalletScripts(t *testing.T) {
 				if neg != (resp.StatusCode != 200) {
 					ts.Fatalf("GET %s: %s", args[0], resp.Status)
 				}
+			},
+			// denomination FACE: the broker's admin makes a denomination of
+			// anonymous books of FACE EUR, issuing from an hour ago for 30 days.
+			"denomination": func(ts *testscript.TestScript, neg bool, args []string) {
+				if len(args) != 1 {
+					ts.Fatalf("usage: denomination FACE")
+				}
+				now := time.Now()
+				err := s.CallJSON(s.AdminKey, "POST", "/v1/admin/denominations", map[string]string{"face": args[0], "currency": "EUR",
+					"not_before": now.Add(-time.Hour).Format(time.RFC3339), "not_after": now.AddDate(0, 0, 30).Format(time.RFC3339)}, nil)
+				if neg != (err != nil) {
+					ts.Fatalf("denomination: %v", err)
+				}
+			},
+			// envfile NAME FILE: set $NAME to FILE's contents (trimmed).
+			"envfile": func(ts *testscript.TestScript, neg bool, args []string) {
+				if len(args) != 2 {
+					ts.Fatalf("usage: envfile NAME FILE")
+				}
+				ts.Setenv(args[0], strings.TrimSpace(ts.ReadFile(args[1])))
 			},
 			// topup DIR AMOUNT: the broker's admin funds the wallet's account.
 			"topup": func(ts *testscript.TestScript, neg bool, args []string) {

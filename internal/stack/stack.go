@@ -36,6 +36,13 @@ const Vendor = "news.example"
 type Route struct {
 	Path  string
 	Price int
+	// Upstream, when set, is the host:port the route's requests are
+	// proxied to (reverse_proxy, flushing at once) instead of the site's
+	// files.
+	Upstream string
+	// Meter, when set, is the gate's meter option (JSON: by, per, window,
+	// hold): the route is metered, Price per unit.
+	Meter map[string]any
 }
 
 // Stack is a running broker and gated site.
@@ -104,13 +111,18 @@ func Start(dir, siteAddr, brokerAddr string, files map[string]string, routes []R
 			return nil, err
 		}
 	}
-	gate := func(price int) map[string]any {
-		return map[string]any{"handler": "ecoupon", "vendor": Vendor, "broker": "http://" + brokerAddr,
-			"broker_keys": []string{filepath.Join(dir, "broker.pub")}, "price": price,
-			"vendor_key": filepath.Join(dir, "vendor.pem"), "redeem_every": "2s",
+	gate := func(r Route) map[string]any {
+		g := map[string]any{"handler": "ecoupon", "vendor": Vendor, "broker": "http://" + brokerAddr,
+			"broker_keys": []string{filepath.Join(dir, "broker.pub")},
+			"vendor_key":  filepath.Join(dir, "vendor.pem"), "redeem_every": "2s",
 			"revocations": []string{"http://" + brokerAddr + "/v1/revocations"}, "revocations_every": "1s",
 			"secret_file": filepath.Join(dir, "gate.secret"),
 			"store":       map[string]any{"backend": "bolt", "path": filepath.Join(dir, "spent.db")}}
+		g["price"] = r.Price
+		if r.Meter != nil {
+			g["meter"] = r.Meter
+		}
+		return g
 	}
 	fileServer := map[string]any{"handler": "file_server", "root": s.SiteRoot}
 	var siteRoutes []any
@@ -119,8 +131,12 @@ func Start(dir, siteAddr, brokerAddr string, files map[string]string, routes []R
 		if k == 0 { // the gate's own endpoints (receipt commitments, lane opens)
 			match = append(match, map[string]any{"path": []string{"/.well-known/ecoupons/*"}})
 		}
+		next := fileServer
+		if r.Upstream != "" {
+			next = map[string]any{"handler": "reverse_proxy", "flush_interval": -1, "upstreams": []any{map[string]any{"dial": r.Upstream}}}
+		}
 		siteRoutes = append(siteRoutes, map[string]any{"match": match,
-			"handle": []any{gate(r.Price), fileServer}, "terminal": true})
+			"handle": []any{gate(r), next}, "terminal": true})
 	}
 	siteRoutes = append(siteRoutes, map[string]any{"handle": []any{fileServer}})
 	cfg := map[string]any{
