@@ -99,6 +99,12 @@ func main() {
 	flag.DurationVar(&leaseOpt.Idle, "idle", 0, "the Leased store's Idle: how long an unused lane keeps its reservation (0: its default)")
 	child := flag.String("child", "", "internal: fill and pay in this directory until killed")
 	flag.Parse()
+	if *storeKind == "memory" {
+		// As a gate does: spending leases need a store that holds them
+		// (store.Leased); on the memory store a lease above 1 would be
+		// read back as a crash leftover whenever a lane misses the cache.
+		*lease = 1
+	}
 	if *child != "" {
 		n, _ := strconv.Atoi(flag.Arg(0))
 		if err := runChild(*child, *storeKind, n, *lease); err != nil {
