@@ -23,6 +23,12 @@
       render(tr, r);
       body.appendChild(tr);
     }
+    // Narrow screens show each row as a card: every cell carries its
+    // column's name (wallet.css shows it before the value).
+    const heads = [...$(id).querySelectorAll('thead th')].map((th) => (th.querySelector('.sr') ? '' : th.textContent));
+    for (const tr of body.rows) {
+      [...tr.cells].forEach((td, i) => { if (heads[i]) td.dataset.label = heads[i]; });
+    }
     if (!rows.length) {
       const tr = document.createElement('tr');
       cell(tr, 'none').colSpan = $(id).querySelectorAll('thead th').length;
