@@ -1,10 +1,12 @@
 package caddymodule
 
 import (
+	"bytes"
 	"context"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"image/png"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -19,6 +21,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/chromedp/chromedp"
+	qr "github.com/piglig/go-qr"
 	"go.step.sm/crypto/pemutil"
 
 	"github.com/ecoupons/ecoupons/coupons"
@@ -220,6 +223,7 @@ func TestBrowserWalletPaysInChromium(t *testing.T) {
 	}
 	fitsPhone("the 402 page with the pairing code")
 	labelled("the 402 page")
+	checkPairingQR(t, ctx, code)
 	shoot("page402-pairing.png")
 	// 3. The owner grants the browser 100 coupons (0.100 EUR); the page
 	// imports the grant and reloads: the article, paid.
@@ -345,6 +349,31 @@ func importGrant(t *testing.T, ctx context.Context, g *delegation.Grant) {
 	t.Helper()
 	doer(t, ctx)("import", chromedp.SetValue(chromedp.CSS("#bw-grant"), string(spki.Transport(g.Sexp()))), chromedp.Click(chromedp.CSS("#bw-import")),
 		chromedp.WaitVisible(chromedp.CSS("#article")))
+}
+
+// checkPairingQR checks that the page shows the pairing code as a QR
+// code, an image with an accessible name, and that a picture of it taken
+// from the screen decodes to the code.
+func checkPairingQR(t *testing.T, ctx context.Context, code string) {
+	t.Helper()
+	doer(t, ctx)("the QR code", chromedp.WaitVisible(chromedp.CSS("#bw-qr")),
+		discard(chromedp.Poll[bool](`(i => i.complete && i.naturalWidth > 0)(document.getElementById('bw-qr'))`, chromedp.WithPollingTimeout(10*time.Second))))
+	alt, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById('bw-qr').alt`))
+	if err != nil || !strings.Contains(alt, "QR code") {
+		t.Fatalf("the QR code's text alternative: %q %v", alt, err)
+	}
+	shot, err := chromedp.Run(ctx, chromedp.Screenshot(chromedp.CSS("#bw-qr")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(bytes.NewReader(shot))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := qr.Decode(img)
+	if err != nil || got != code {
+		t.Fatalf("the QR code on the screen (%v) decodes to %q (%v), want the pairing code %q", img.Bounds(), got, err, code)
+	}
 }
 
 // discard makes an action of one whose value is not needed.

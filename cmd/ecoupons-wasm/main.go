@@ -413,7 +413,8 @@ func responseToJS(resp *http.Response) (any, error) {
 }
 
 // pairingCode(): the wallet's device identity in transport form, for
-// ecoupons wallet delegate --to, with its fingerprint to compare.
+// ecoupons wallet delegate --to, with its fingerprint to compare and the
+// code as a QR code (an SVG image, qrModules wide).
 func (b *browser) pairingCode(args []js.Value) (any, error) {
 	w, err := b.open()
 	if err != nil {
@@ -427,7 +428,12 @@ func (b *browser) pairingCode(args []js.Value) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return toJS(map[string]string{"code": string(spki.Transport(d.Sexp())), "fingerprint": d.Fingerprint().ID(), "name": name})
+	code := string(spki.Transport(d.Sexp()))
+	qr, modules, err := pairingQR(code)
+	if err != nil {
+		return nil, err
+	}
+	return toJS(map[string]any{"code": code, "fingerprint": d.Fingerprint().ID(), "name": name, "qr": qr, "qrModules": modules})
 }
 
 // importGrant(text): verifies and keeps a grant made for this browser.

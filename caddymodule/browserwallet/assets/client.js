@@ -62,6 +62,14 @@
     const p = await api.pairingCode();
     $('bw-code').value = p.code;
     $('bw-fp').textContent = p.fingerprint;
+    const qr = $('bw-qr');
+    if (qr) {
+      // Whole pixels per module (crisp for a camera), within a phone's width.
+      const px = Math.max(2, Math.min(4, Math.floor(300 / p.qrModules)));
+      qr.width = qr.height = px * p.qrModules;
+      qr.src = 'data:image/svg+xml;base64,' + btoa(p.qr);
+      qr.hidden = false;
+    }
     const cmd = $('bw-cmd');
     if (cmd) cmd.textContent = "ecoupons wallet delegate --to '" + p.code + "' --cap 1.00 --lanes 0-3 -o browser.grant";
   }
