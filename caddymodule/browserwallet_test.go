@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -29,6 +30,7 @@ import (
 	"github.com/ecoupons/ecoupons/internal/testbrowser"
 	"github.com/ecoupons/ecoupons/spki"
 	"github.com/ecoupons/ecoupons/store"
+	"github.com/ecoupons/ecoupons/wallet"
 )
 
 // site is a publisher behind a gate: a paid article, paid HLS segments, a
@@ -373,6 +375,86 @@ func checkPairingQR(t *testing.T, ctx context.Context, code string) {
 	got, err := qr.Decode(img)
 	if err != nil || got != code {
 		t.Fatalf("the QR code on the screen (%v) decodes to %q (%v), want the pairing code %q", img.Bounds(), got, err, code)
+	}
+}
+
+// cliWallet is the owner's CLI wallet (ecoupons wallet --dir), holding
+// w's book (funded) with alice's key, as wallet init, register and book
+// new would have left it.
+func cliWallet(t *testing.T, w *world) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "laptop")
+	if _, err := wallet.Init(dir); err != nil {
+		t.Fatal(err)
+	}
+	block, err := pemutil.Serialize(w.alice, pemutil.WithPKCS8(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cw, err := wallet.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bp, _ := spki.NewPublicKey(w.broker.Public())
+	cw.Config.BrokerKey, cw.Config.Currency, cw.Config.UserCert = string(spki.Advanced(bp.Sexp())), "EUR", string(spki.Transport(w.user.Sexp()))
+	if err := cw.SaveConfig(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cw.SaveBook(w.owner.Book, w.secrets, w.anchors); err != nil {
+		t.Fatal(err)
+	}
+	if err := cw.SaveFunding(w.owner.Book.Book.ID(), w.owner.Funding); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// buildCLI builds cmd/ecoupons into a temporary directory.
+func buildCLI(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "ecoupons")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/ecoupons").CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/ecoupons: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestBrowserWalletPaysWithGrantFromCLI is the reader's path end to end
+// with the real command: the 402 page shows the browser's pairing code;
+// ecoupons wallet delegate --to <that code> --cap … writes a grant file
+// from the owner's CLI wallet; the reader chooses the file on the page,
+// which imports it and reloads: the article, paid from the granted lane.
+func TestBrowserWalletPaysWithGrantFromCLI(t *testing.T) {
+	// The browser first: without one the test skips before building.
+	ctx, _ := testbrowser.Start(t, t.TempDir(), 300*time.Second)
+	w := newWorld(t, "news.example", t0Later())
+	laptop := cliWallet(t, w)
+	bin := buildCLI(t)
+	g := newGate(t, w, `{"backend":"memory"}`, 1)
+	s := newSite(t, g)
+	code := pair(t, ctx, s.srv.URL+"/premium/a.html")
+
+	grantFile := filepath.Join(t.TempDir(), "browser.grant")
+	cmd := exec.Command(bin, "wallet", "delegate", "--dir", laptop, "--to", code, "--cap", "0.010", "--lanes", "2-3", "-o", grantFile)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("ecoupons wallet delegate: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "lanes 2 (coupons 1-10) granted to") {
+		t.Fatalf("ecoupons wallet delegate said: %s", out)
+	}
+	doer(t, ctx)("import the grant file", chromedp.SetUploadFiles(chromedp.CSS("#bw-file"), []string{grantFile}),
+		chromedp.WaitVisible(chromedp.CSS("#article")))
+	if n := spentAt(t, g, w.owner, 2, 3); n != 1 || s.articles.Load() != 1 {
+		t.Fatalf("after importing the CLI's grant: %d coupons on lanes 2-3, %d articles (want 1, 1)", n, s.articles.Load())
+	}
+	// The CLI wallet no longer spends the lane it granted.
+	list, err := exec.Command(bin, "wallet", "book", "list", "--dir", laptop).CombinedOutput()
+	if err != nil || !strings.Contains(string(list), "spending lanes 0-1,3") {
+		t.Fatalf("ecoupons wallet book list: %v\n%s", err, list)
 	}
 }
 

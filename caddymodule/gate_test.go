@@ -49,6 +49,11 @@ type world struct {
 	broker, alice ed25519.PrivateKey
 	owner         *delegation.Holder
 	brokerKeyFile string
+	// The book's secrets and anchors, the user certificate: what a CLI
+	// wallet keeps of the book (cliWallet).
+	secrets *coupons.Secrets
+	anchors []coupons.Value
+	user    *spki.SignedCert
 }
 
 func newWorld(t testing.TB, vendor string, notAfter time.Time) *world {
@@ -79,6 +84,7 @@ func newWorldL(t testing.TB, vendor string, notAfter time.Time, length uint32) *
 	if err != nil {
 		t.Fatal(err)
 	}
+	w.secrets, w.anchors, w.user = sec, anchors, user
 	if w.owner, err = delegation.NewOwner(sb, user, sec, anchors, w.alice); err != nil {
 		t.Fatal(err)
 	}
