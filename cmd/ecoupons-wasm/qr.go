@@ -15,7 +15,7 @@ const qrBorder = 4
 // higher when that fits the same size: a screen is not a worn label, and
 // fewer modules scan more easily) in an SVG image, one unit per module,
 // and returns it with its width in modules, quiet zone included. A pairing
-// code is about 550 bytes: a version 15 symbol (77 modules); the largest
+// code is about 550 bytes: a version 16 symbol (81 modules); the largest
 // QR code holds 2953 bytes at L.
 func pairingQR(code string) (svg string, modules int, err error) {
 	q, err := qr.EncodeBinary([]byte(code), qr.Low)
