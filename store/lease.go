@@ -22,7 +22,7 @@ import (
 // once, without I/O. A flusher writes the lanes changed in memory every
 // FlushEvery, keeping their reservations on disk, and releases the lanes
 // unused for Idle (it writes them with Lease 0). Close releases every
-// lane.
+// lane it holds.
 //
 // After a crash, the inner store holds for such a lane a record that may
 // be behind what was accepted, with Lease above its position: every coupon
@@ -525,8 +525,11 @@ func (l *Leased) writeBatch(ws []batchWrite) []error {
 
 // Close implements Store: it stops the flusher, writes every held lane's
 // exact record without its reservation, then closes the inner store.
-// After a clean Close, no lane has a Lease above its position. Later
-// calls return the first one's result.
+// After a clean Close, no lane this store held has a Lease above its
+// position, except a crash floor it was not paid past; a lane it never
+// held is as it found it (a crash floor left on disk stays until a
+// payment passes it: coupons up to it may have been accepted before the
+// crash). Later calls return the first one's result.
 func (l *Leased) Close() error {
 	l.closeOnce.Do(func() {
 		l.closed.Store(true)
