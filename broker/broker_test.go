@@ -459,3 +459,23 @@ func TestUnapprovedUserGetsNoBookCertificate(t *testing.T) {
 		t.Errorf("existing account approved %v: %v", ok, err)
 	}
 }
+
+// TestSQLitePragmas: every connection of a SQLite broker database runs
+// with the PRAGMAs OpenSQLite documents (the durability ones and the two
+// that bound what a redemption batch writes).
+func TestSQLitePragmas(t *testing.T) {
+	db, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "broker.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for p, want := range map[string]string{"journal_mode": "wal", "synchronous": "2", "foreign_keys": "1", "temp_store": "2", "wal_autocheckpoint": "8192"} {
+		var got string
+		if err := db.db.QueryRowContext(ctx, "PRAGMA "+p).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("PRAGMA %s = %s, want %s", p, got, want)
+		}
+	}
+}

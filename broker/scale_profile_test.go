@@ -18,7 +18,7 @@ func profileScale() bool { return os.Getenv("BROKER_SCALE_PROFILE") != "" }
 // pages of each table and index (dbstat), and the query plan of the
 // lanes' read.
 func profileSQLite(b *testing.B, d *DB) {
-	for _, p := range []string{"page_size", "cache_size", "synchronous", "journal_mode", "mmap_size", "wal_autocheckpoint", "page_count", "freelist_count"} {
+	for _, p := range []string{"page_size", "cache_size", "synchronous", "journal_mode", "temp_store", "mmap_size", "wal_autocheckpoint", "page_count", "freelist_count"} {
 		var v string
 		if err := d.db.QueryRowContext(ctx, "PRAGMA "+p).Scan(&v); err != nil {
 			b.Logf("PRAGMA %s: %v", p, err)
