@@ -255,11 +255,23 @@ func TestBrowserWalletPaysInChromium(t *testing.T) {
 	// next with a message on the 402 page.
 	do("wallet page", chromedp.Navigate(s.srv.URL+"/.well-known/ecoupons/wallet"), chromedp.WaitVisible(chromedp.CSS("#limits-section")))
 	do("balance", discard(chromedp.Poll[bool](`document.getElementById('balance').textContent.includes('0.094')`, chromedp.WithPollingTimeout(20*time.Second))))
-	if got := text("body"); !strings.Contains(got, "0.094 EUR") || !strings.Contains(got, "/premium/seg3.ts") || !strings.Contains(got, "news.example") {
+	if got := text("body"); !strings.Contains(got, "0.094 EUR") || !strings.Contains(got, "/premium/seg3.ts") || !strings.Contains(got, "news.example") ||
+		strings.Contains(got, "undefined") || strings.Contains(got, "NaN") {
 		t.Fatalf("wallet page: %q", got)
 	}
-	if got := text("#receipts tbody"); strings.Count(got, "/premium/") != 6 || !strings.Contains(got, "/premium/seg3.ts") {
-		t.Fatalf("the wallet page's receipts (want the 6 paid requests'): %q", got)
+	if got := text("#receipts tbody"); strings.Count(got, "/premium/") != 6 || !strings.Contains(got, "/premium/seg3.ts") ||
+		strings.Contains(got, "rejected") || strings.Contains(got, "unverifiable") {
+		t.Fatalf("the wallet page's receipts (want the 6 paid requests', none rejected): %q", got)
+	}
+	// Once the vendor disclosed the keys (receipt_delay intervals later),
+	// the page shows the receipts authenticated.
+	for k := 0; !strings.Contains(text("#receipts tbody"), "authenticated"); k++ {
+		if k == 10 {
+			t.Fatalf("no receipt authenticated: %q", text("#receipts tbody"))
+		}
+		time.Sleep(time.Second)
+		do("wallet page again", chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("#limits-section")),
+			discard(chromedp.Poll[bool](`document.querySelector('#receipts tbody').textContent.includes('/premium/')`, chromedp.WithPollingTimeout(20*time.Second))))
 	}
 	do("limit", chromedp.SetValue(chromedp.CSS("#limit-max"), "0.001"), chromedp.SetValue(chromedp.CSS("#limit-host"), "127.0.0.1"),
 		chromedp.Click(chromedp.CSS("#limit-form button[type=submit]")),

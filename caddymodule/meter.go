@@ -264,8 +264,10 @@ func (g *Gate) settleMetered(ctx context.Context, mw *meterWriter, upstreamFaile
 	if mw.free {
 		unused, charged = unused+charged, 0 // a 5xx is not charged
 	}
-	if upstreamFailed && charged > 0 && mw.inProgress() {
-		unused, charged = unused+1, charged-1
+	if upstreamFailed {
+		if charged > 0 && mw.inProgress() {
+			unused, charged = unused+1, charged-1
+		}
 		if mw.end == "" {
 			mw.end = coupons.EndUpstream
 		}

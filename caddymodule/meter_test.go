@@ -2,6 +2,8 @@ package caddymodule
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
@@ -420,10 +422,13 @@ func TestMeteredDownload50MiBCosts50Units(t *testing.T) {
 			n, err := io.Copy(h, resp.Body)
 			resp.Body.Close()
 			if err != nil || n != 50<<20 || [32]byte(h.Sum(nil)) != want {
-				t.Fatalf("download: %d bytes, %v, same content %v", n, err, [32]byte(h.Sum(nil)) == want)
+				t.Fatalf("download: %d bytes, %v, same content %v; progress %+v", n, err, [32]byte(h.Sum(nil)) == want, progress())
 			}
 			last := progress()[len(progress())-1]
-			if last.Charged != 50 || last.Units != 56 || last.Credit != 6 || last.End != coupons.EndComplete || tr.Spent() != 56 {
+			// 56 paid: the first window and 6 top-ups, each halfway through
+			// a window (one more if the body stalled for a second on a
+			// loaded machine: the wallet's stall top-up).
+			if last.Charged != 50 || last.Units < 56 || last.Units > 64 || last.Credit != last.Units-50 || last.End != coupons.EndComplete || tr.Spent() != uint64(last.Units) {
 				t.Fatalf("50 MiB per MiB: spent %d, progress %+v", tr.Spent(), last)
 			}
 		})
@@ -546,8 +551,65 @@ func TestMeteredSecondsPaidByWalletTimer(t *testing.T) {
 				t.Fatalf("body %q, %v", body, err)
 			}
 			last := progress()[len(progress())-1]
-			if last.Charged < 2 || last.Charged > 4 || last.TopUps < 1 || last.Units != last.Charged+last.Credit || uint64(last.Units) != tr.Spent() {
+			// A timer's top-up may race the end (refused: no_session); the
+			// wallet then learns the lane's credit at its next payment.
+			raced := strings.Contains(last.Err, coupons.CodeNoSession)
+			if last.Charged < 2 || last.Charged > 4 || last.TopUps < 1 || !raced && (last.Units != last.Charged+last.Credit || uint64(last.Units) != tr.Spent()) {
 				t.Fatalf("1.5 s metered per second: spent %d, progress %+v", tr.Spent(), last)
+			}
+		})
+	}
+}
+
+// TestMeteredBytesBehindACompressorDoesNotStall: `encode` in front of the
+// gate (a route block keeps the order written): the gate counts the bytes
+// it is given, the client reads them compressed, so the wallet's count of
+// a window runs behind the gate's and the held body gives no sign; the
+// wallet tops up when the body stalls, and the whole body arrives, charged
+// per MiB of what the gate sent.
+func TestMeteredBytesBehindACompressorDoesNotStall(t *testing.T) {
+	w := newWorld(t, "news.example", t0Later())
+	dir := t.TempDir()
+	data := []byte(strings.Repeat("all the news that fits, and then some more of it\n", 1<<16)) // 3.2 MB, compressible
+	if err := os.WriteFile(filepath.Join(dir, "news.txt"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tc := caddytest.NewTester(t)
+	// The route takes the gate's endpoints too (top-ups): inside a route
+	// block the directive cannot add them to the gate's matcher.
+	tc.InitServer(caddyGlobals+"localhost:9080 {\n\t@paid path /files/* "+WellKnownPrefix+"*\n\troute @paid {\n\t\tencode gzip\n"+
+		strings.ReplaceAll(meterGate(w, "", "meter bytes 1MiB\n\t\tmeter_window 1\n\t\tmeter_hold 10s"), "\n", "\n\t")+
+		"\turi strip_prefix /files\n\t\tfile_server {\n\t\t\troot "+dir+"\n\t\t}\n\t}\n}\n", "caddyfile")
+	for k, scheme := range schemes {
+		t.Run(scheme, func(t *testing.T) {
+			tr, c, progress := meterWallet(t, w, scheme, uint32(k))
+			tr.StallTopUp = 100 * time.Millisecond
+			req, _ := http.NewRequest("GET", "http://localhost:9080/files/news.txt", nil)
+			req.Header.Set("Accept-Encoding", "gzip") // read as sent: compressed
+			start := time.Now()
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.Header.Get("Content-Encoding") != "gzip" {
+				t.Fatalf("not compressed: %v", resp.Header)
+			}
+			zr, err := gzip.NewReader(resp.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(zr)
+			if err != nil || !bytes.Equal(got, data) {
+				t.Fatalf("body: %d bytes of %d, %v", len(got), len(data), err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("the download took %v: it waited for the hold", d)
+			}
+			last := progress()[len(progress())-1]
+			if !last.Done || last.Charged != 4 || last.End != coupons.EndComplete || last.TopUps < 3 {
+				t.Fatalf("3.2 MB per MiB behind a compressor: spent %d, progress %+v", tr.Spent(), last)
 			}
 		})
 	}

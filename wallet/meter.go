@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -45,6 +46,10 @@ type MeterProgress struct {
 	Err string
 }
 
+// DefaultStallTopUp is how long a bytes-metered body may stall before the
+// wallet tops up anyway, when Transport.StallTopUp is 0.
+const DefaultStallTopUp = time.Second
+
 // EndCut is MeterProgress.End for a metered response that ended without
 // the gate's trailers (the connection broke): the lane's credit is learnt
 // at its next payment.
@@ -63,6 +68,19 @@ func (t *Transport) meter(req *http.Request, resp *http.Response, ch *Challenge,
 	b.prog.Coupons = b.position() - start
 	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt == "text/event-stream" {
 		b.sse = bufio.NewReaderSize(resp.Body, 64<<10)
+	}
+	// The timers' top-ups run in their own goroutines, under b.mu.
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if m.Kind == coupons.MeterBytes {
+		// The gate counts the bytes it is given, the wallet those it
+		// reads: behind a compressing encoder they differ, and a held body
+		// gives no sign. A body that stalls gets one top-up per stall.
+		b.stall = t.StallTopUp
+		if b.stall == 0 {
+			b.stall = DefaultStallTopUp
+		}
+		b.watch = time.AfterFunc(b.stall, b.stalled)
 	}
 	if m.Kind == coupons.MeterSeconds {
 		every := max(time.Duration(m.Per)*time.Second*time.Duration(ch.Window)/2, 200*time.Millisecond)
@@ -105,13 +123,19 @@ type meteredBody struct {
 	pending error         // the error after out
 	got     uint64        // bytes delivered (a bytes meter)
 
-	mu    sync.Mutex // top-ups, one at a time; prog, done, timer
+	mu    sync.Mutex // top-ups, one at a time; prog, done, timer, watch
 	prog  MeterProgress
 	done  bool
 	timer *time.Timer
+	// watch tops up when a bytes-metered body stalls for stall (at most
+	// once until data comes again).
+	watch *time.Timer
+	stall time.Duration
 	// failed: a top-up failed; no more are tried (the gate ends the
 	// stream at the window paid).
 	failed bool
+	// raced: a top-up came after the response ended (no_session).
+	raced bool
 }
 
 func (b *meteredBody) position() uint32 {
@@ -136,6 +160,11 @@ func (b *meteredBody) count(n int) {
 	if b.m.Kind != coupons.MeterBytes || n == 0 {
 		return
 	}
+	b.mu.Lock()
+	if b.watch != nil && !b.done {
+		b.watch.Reset(b.stall)
+	}
+	b.mu.Unlock()
 	b.got += uint64(n)
 	b.mu.Lock()
 	paid := uint64(b.prog.Units) * b.m.Per
@@ -203,6 +232,10 @@ func (b *meteredBody) topup() bool {
 	if err != nil {
 		b.failed = true
 		b.prog.Err = err.Error()
+		// A top-up racing the response's end: its coupons were refused
+		// unaccepted, or credited to the lane after the trailers said
+		// the credit; the next payment learns it.
+		b.raced = b.raced || errors.Is(err, errNoSession)
 	} else {
 		b.prog.Units += units
 		b.prog.TopUps++
@@ -211,6 +244,9 @@ func (b *meteredBody) topup() bool {
 	b.t.report(&b.prog)
 	return err == nil
 }
+
+// stalled tops up a bytes-metered body that has stalled (the watch).
+func (b *meteredBody) stalled() { b.topup() }
 
 // after ends the response on err (io.EOF: read whole).
 func (b *meteredBody) after(err error) error {
@@ -240,13 +276,20 @@ func (b *meteredBody) finish(whole bool) {
 	if b.timer != nil {
 		b.timer.Stop()
 	}
+	if b.watch != nil {
+		b.watch.Stop()
+	}
 	tr := b.resp.Trailer
 	credit, cerr := strconv.ParseUint(tr.Get(HeaderCredit), 10, 32)
 	charged, _ := strconv.ParseUint(tr.Get(coupons.HeaderCharged), 10, 32)
-	if whole && cerr == nil {
+	switch {
+	case whole && cerr == nil && !b.raced:
 		b.t.setCredit(b.l, uint32(credit), false)
 		b.prog.End = tr.Get(coupons.HeaderEnd)
-	} else {
+	case whole && cerr == nil:
+		b.t.setCredit(b.l, 0, true)
+		b.prog.End = tr.Get(coupons.HeaderEnd)
+	default:
 		b.t.setCredit(b.l, 0, true)
 		b.prog.End = EndCut
 	}
@@ -254,6 +297,9 @@ func (b *meteredBody) finish(whole bool) {
 	b.t.give(b.l)
 	b.t.report(&b.prog)
 }
+
+// errNoSession is a top-up the gate refused: the response had ended.
+var errNoSession = errors.New("wallet: top-up refused: the metered response had ended (no_session)")
 
 // HeaderCredit is the gate's header (and, on a metered response, trailer)
 // of the coupons a lane is owed.
@@ -291,6 +337,9 @@ func (t *Transport) topup(req *http.Request, ch *Challenge, l *lane) (uint32, er
 				return 0, fmt.Errorf("wallet: the top-up's answer names no units: %q", clip(string(raw)))
 			}
 			return a.Units, nil
+		}
+		if code == coupons.CodeNoSession {
+			return 0, errNoSession
 		}
 		if resp.StatusCode == http.StatusPaymentRequired && attempt < 2 && code != coupons.CodeCapExceeded && code != coupons.CodeRevoked {
 			if nch, err := nextChallenge(resp.Header, ch); err == nil {

@@ -356,6 +356,11 @@ type Transport struct {
 	// OnMeter, when set, is told the progress of metered responses: at
 	// each top-up and at the end.
 	OnMeter func(MeterProgress)
+	// StallTopUp is how long a body metered in bytes may stall before the
+	// transport tops up anyway, once per stall (a gate counts the bytes
+	// it sends, which a compressing encoder in front of it makes differ
+	// from those the transport reads). 0: DefaultStallTopUp.
+	StallTopUp time.Duration
 	// Scheme is the scheme RoundTrip answers 402s in: SchemeAuto (the
 	// Payment scheme when the gate offers it, else ECoupon),
 	// SchemeECoupon or SchemePayment.

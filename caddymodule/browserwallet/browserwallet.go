@@ -47,15 +47,6 @@ var files = map[string][2]string{
 	"wallet.wasm":  {"wallet.wasm.gz", "application/wasm"},
 }
 
-// Names lists the paths served, after Prefix.
-func Names() []string {
-	out := make([]string, 0, len(files))
-	for n := range files {
-		out = append(out, n)
-	}
-	return out
-}
-
 type asset struct {
 	data []byte
 	etag string

@@ -41,6 +41,10 @@ var (
 	paymentsFile = path.Join(dir, "payments.jsonl")
 )
 
+// receiptSkew is how far a vendor's clock may be ahead of the browser's
+// when receipts are checked (the CLI's wallet receipts --skew).
+const receiptSkew = 500 * time.Millisecond
+
 // maxBody bounds a paid response read into the browser's memory.
 const maxBody = 64 << 20
 
@@ -484,14 +488,14 @@ func (b *browser) status(args []js.Value) (any, error) {
 		Currency string `json:"currency"`
 	}
 	out := struct {
-		Fingerprint string                 `json:"fingerprint"`
-		Paused      bool                   `json:"paused"`
-		Grants      []grantView            `json:"grants"`
-		Problems    []string               `json:"problems"`
-		Balance     map[string]string      `json:"balance"`
-		Limits      []limitView            `json:"limits"`
-		Payments    []json.RawMessage      `json:"payments"`
-		Receipts    []wallet.ReceiptRecord `json:"receipts"`
+		Fingerprint string                  `json:"fingerprint"`
+		Paused      bool                    `json:"paused"`
+		Grants      []grantView             `json:"grants"`
+		Problems    []string                `json:"problems"`
+		Balance     map[string]string       `json:"balance"`
+		Limits      []limitView             `json:"limits"`
+		Payments    []json.RawMessage       `json:"payments"`
+		Receipts    []wallet.CheckedReceipt `json:"receipts"`
 	}{Fingerprint: d.Fingerprint().ID(), Paused: b.paused(), Balance: map[string]string{}}
 	books, err := w.Books()
 	if err != nil {
@@ -546,7 +550,9 @@ func (b *browser) status(args []js.Value) (any, error) {
 	if len(out.Payments) > 100 {
 		out.Payments = out.Payments[len(out.Payments)-100:]
 	}
-	if out.Receipts, err = w.Receipts().Records(); err != nil {
+	// Each receipt checked against the vendor's signed commitment and the
+	// keys it disclosed since (fetched from the gate once per commitment).
+	if out.Receipts, err = w.Receipts().Check(receiptSkew); err != nil {
 		return nil, err
 	}
 	if len(out.Receipts) > 100 {

@@ -23,6 +23,12 @@
       render(tr, r);
       body.appendChild(tr);
     }
+    // Narrow screens show each row as a card: every cell carries its
+    // column's name (wallet.css shows it before the value).
+    const heads = [...$(id).querySelectorAll('thead th')].map((th) => (th.querySelector('.sr') ? '' : th.textContent));
+    for (const tr of body.rows) {
+      [...tr.cells].forEach((td, i) => { if (heads[i]) td.dataset.label = heads[i]; });
+    }
     if (!rows.length) {
       const tr = document.createElement('tr');
       cell(tr, 'none').colSpan = $(id).querySelectorAll('thead th').length;
@@ -105,7 +111,8 @@
     fill('receipts', (s.receipts || []).slice().reverse(), (tr, r) => {
       cell(tr, when(r.at));
       cell(tr, r.url, 'url');
-      cell(tr, r.lane.slice(0, 8) + '… #' + r.index);
+      cell(tr, '#' + r.i + (r.paid > 1 ? ' (' + r.paid + ' coupons)' : ''));
+      cell(tr, r.status + (r.reason ? ' (' + r.reason + ')' : ''));
     });
   }
   globalThis.ecouponsRefresh = refresh;
