@@ -59,26 +59,8 @@ type DB struct {
 
 // OpenSQLite opens (creating if needed) the broker database at path, in
 // WAL mode with synchronous=FULL, and applies the migrations.
-//
-// Two PRAGMAs bound what a redemption batch writes (BenchmarkRedeemAtScale,
-// issue 21; measured at 100k lanes, pages of 4 KiB): a batch of 1000
-// lanes spread over all books dirties about one lanes page per lane (the
-// primary key's index is read, not written: an update changes no key),
-// and every such page was written three times. temp_store(MEMORY) keeps
-// the statement journal of the multi-row upsert in memory: SQLite spills
-// it to a temporary file past 64 KiB, a copy of every page the statement
-// changes (11.1 → 7.1 KB written per lane). wal_autocheckpoint(8192) lets
-// the WAL grow to 32 MiB before a checkpoint copies its pages into the
-// database, instead of 4 MiB, i.e. after every batch at this scale: a page
-// dirtied by several batches is copied once (7.1 → 5.4 KB per lane).
-// Neither changes durability: a commit is synced into the WAL as before,
-// and a crash replays the WAL. The cost: temporary tables and sorts are
-// held in memory (the broker's are bounded by its chunked statements and
-// the rows of its listings), and a restart after a crash may replay up to
-// 32 MiB of WAL.
 func OpenSQLite(ctx context.Context, path string) (*DB, error) {
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)" +
-		"&_pragma=temp_store(MEMORY)&_pragma=wal_autocheckpoint(8192)&_txlock=immediate"
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, err
