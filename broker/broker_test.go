@@ -459,3 +459,23 @@ func TestUnapprovedUserGetsNoBookCertificate(t *testing.T) {
 		t.Errorf("existing account approved %v: %v", ok, err)
 	}
 }
+
+// TestSQLitePragmas: a SQLite broker database runs with the durability
+// PRAGMAs OpenSQLite documents (WAL, synchronous FULL, foreign keys), and
+// the defaults the redemption measurements of redeem.go assume.
+func TestSQLitePragmas(t *testing.T) {
+	db, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "broker.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for p, want := range map[string]string{"journal_mode": "wal", "synchronous": "2", "foreign_keys": "1", "temp_store": "0", "wal_autocheckpoint": "1000"} {
+		var got string
+		if err := db.db.QueryRowContext(ctx, "PRAGMA "+p).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("PRAGMA %s = %s, want %s", p, got, want)
+		}
+	}
+}

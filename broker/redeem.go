@@ -372,6 +372,27 @@ func (rs *redeemState) writeLanes(ctx context.Context, tx *sql.Tx) error {
 			`) AS v WHERE lanes.book = v.column1 AND lanes.lane = v.column2 AND lanes.redeemed <= v.column3`,
 			[]string{"", bigint, bigint, "", bigint})
 	}
+	// What this upsert writes on SQLite (BenchmarkRedeemAtScale with
+	// BROKER_SCALE_PROFILE, issue 21): lanes is a rowid table plus its
+	// primary key's index (at 1M lanes 35,822 + 21,074 pages of 4 KiB;
+	// rows of ~140 bytes, the book id and value in hex). The upsert reads
+	// the index and writes only the table (no key changes), so a batch of
+	// 1000 lanes drawn uniformly dirties about one table page per lane:
+	// ~910 pages written to the WAL at 100k lanes, ~1,120 at 1M (with the
+	// ledger's). A WITHOUT ROWID table keyed by (book, lane) would drop the
+	// index's reads and 37% of the file, not these writes: any B-tree keyed
+	// by lane dirties ~1000 of its leaves per batch once it has many more.
+	// Each dirty page is also copied to the statement journal (a temporary
+	// file past 64 KiB) and by the checkpoint that follows every batch of
+	// this size (wal_autocheckpoint 1000 pages): 11 KB written per lane at
+	// 100k, 15–16 KB at 1M. temp_store(MEMORY) with wal_autocheckpoint(8192)
+	// cut that to 6.3 and 9.5 KB and ran 100k faster (16–22k lanes/s
+	// against 11–16k, alternated) but 1M slower in all four pairs (4.3–10.2k
+	// against 5.2–14.3k), so neither is set. A lane's first update after its
+	// first redemption also grows its row (SQLite stores the integer 1 in no
+	// bytes, 2 in one) in a page the inserts packed full: a page split, 3,400
+	// pages per batch at 1M while most updates are such first ones.
+	//
 	// SQLite plans UPDATE … FROM (VALUES …) as a scan of lanes (measured:
 	// 357 ms for 1000 lanes of a million); its upsert probes the key of
 	// each row. Every row exists (read in this transaction): the upsert
