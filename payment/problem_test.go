@@ -107,6 +107,10 @@ func TestReceiptRefuses(t *testing.T) {
 		"reference": enc(`{"status":"success","method":"ecoupon","timestamp":"2026-12-03T06:00:00Z"}`),
 		"base64":    "e30=",
 		"oversized": strings.Repeat("A", MaxReceiptLen+1),
+		// Found by FuzzParseReceipt: bad bytes in a reference were read
+		// as U+FFFD, so the receipt written back was not the one read,
+		// and past MaxReceiptLen.
+		"not UTF-8": enc("{\"status\":\"success\",\"method\":\"ecoupon\",\"timestamp\":\"2026-12-03T06:00:00Z\",\"reference\":\"r\xff\"}"),
 	} {
 		if _, err := ParseReceipt(h); !errors.Is(err, ErrBadReceipt) {
 			t.Errorf("%s: %v", name, err)

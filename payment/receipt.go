@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ecoupons/ecoupons/coupons"
 )
@@ -63,6 +64,11 @@ func ParseReceipt(h string) (*Receipt, error) {
 	j, err := b64.DecodeString(h)
 	if err != nil {
 		return nil, fieldErr(ErrBadReceipt, "", "not unpadded base64url")
+	}
+	if !utf8.Valid(j) {
+		// encoding/json would turn each bad byte into U+FFFD (three
+		// bytes), so what was read would not be what is written back.
+		return nil, fieldErr(ErrBadReceipt, "", "not UTF-8")
 	}
 	var r Receipt
 	if err := json.Unmarshal(j, &r); err != nil {
