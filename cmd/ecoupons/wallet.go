@@ -487,8 +487,8 @@ yet; LEFT is the value of the coupons left on them.`,
 		Long: `Registers a book this wallet owns at the broker (again): the broker holds its face value
 (pre-paid) or grants it within the account's credit limit (post-paid) and answers with the book
 certificate every gate requires. 'book new' does this; use 'fund' when that step failed (the broker
-was unreachable) or to retry a book the broker refused once the account can pay for it. BOOK is the
-hex prefix 'book list' shows.`, Args: cobra.ExactArgs(1),
+was unreachable) or to retry a book the broker refused once the account can pay for it. BOOK is
+(a prefix of) the ID 'book list' shows.`, Args: cobra.ExactArgs(1),
 		Run: run(func(cmd *cobra.Command, args []string) error {
 			w, err := loadWallet(cmd)
 			if err != nil {
@@ -498,17 +498,12 @@ hex prefix 'book list' shows.`, Args: cobra.ExactArgs(1),
 			if err != nil {
 				return err
 			}
-			var found *wallet.BookEntry
-			for i := range books {
-				if len(books[i].Holder.Chain) == 0 && books[i].NamedBy(args[0]) {
-					if found != nil {
-						return walletErr{exitUsage, fmt.Errorf("%q names more than one book", args[0])}
-					}
-					found = &books[i]
-				}
+			found, err := findBook(books, args[0])
+			if err != nil {
+				return err
 			}
-			if found == nil {
-				return walletErr{exitUsage, fmt.Errorf("no book of this wallet starts with %q", args[0])}
+			if !found.Owned() {
+				return walletErr{exitUsage, fmt.Errorf("book %s was granted to this wallet, not made by it: its owner funds it", args[0])}
 			}
 			if found.Anonymous() {
 				if err := fundAnonymous(w, found.Holder.Book.Book.ID()); err != nil {

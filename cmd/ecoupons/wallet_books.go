@@ -227,7 +227,7 @@ pending one, which the broker may have funded without the wallet hearing of it
 }
 
 // bookChooser returns a chooser over the books to pay vendor from: the
-// one named by --book (a hex prefix), or all the funded ones BooksFor
+// one named by --book (a prefix of its ID), or all the funded ones BooksFor
 // orders.
 func bookChooser(w *wallet.Wallet, vendor, only string, open func(*wallet.BookEntry) (*wallet.Transport, error)) (*wallet.Chooser, error) {
 	var entries []*wallet.BookEntry
