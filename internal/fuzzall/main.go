@@ -7,6 +7,7 @@
 //
 //	go run ./internal/fuzzall -time 10m          # every target, 10 minutes each
 //	go run ./internal/fuzzall -time 30s -run Open # targets whose name matches
+//	go run ./internal/fuzzall -pkg 'spki|store'   # targets of packages whose path matches
 package main
 
 import (
@@ -26,15 +27,9 @@ var execsRe = regexp.MustCompile(`execs: (\d+)`)
 func main() {
 	d := flag.Duration("time", 10*time.Minute, "fuzzing time per target")
 	run := flag.String("run", "", "only targets whose name matches this regular expression")
+	pkgRun := flag.String("pkg", "", "only packages whose import path (without the module's) matches this regular expression")
 	flag.Parse()
-	var filter *regexp.Regexp
-	if *run != "" {
-		var err error
-		if filter, err = regexp.Compile(*run); err != nil {
-			fmt.Fprintln(os.Stderr, "fuzzall: -run:", err)
-			os.Exit(2)
-		}
-	}
+	filter, pkgFilter := mustCompile("-run", *run), mustCompile("-pkg", *pkgRun)
 	pkgs, err := output("go", "list", "./...")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fuzzall: go list:", err)
@@ -43,6 +38,9 @@ func main() {
 	failed := 0
 	fmt.Printf("| package | target | time | executions | result |\n|---|---|---|---:|---|\n")
 	for _, pkg := range strings.Fields(pkgs) {
+		if pkgFilter != nil && !pkgFilter.MatchString(strings.TrimPrefix(pkg, "github.com/ecoupons/ecoupons/")) {
+			continue
+		}
 		list, err := output("go", "test", "-list", "^Fuzz", pkg)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "fuzzall: listing %s: %v\n", pkg, err)
@@ -72,6 +70,20 @@ func main() {
 	if failed > 0 {
 		os.Exit(1)
 	}
+}
+
+// mustCompile compiles a flag's regular expression, nil for an empty one,
+// and exits with a message naming the flag when it does not compile.
+func mustCompile(name, expr string) *regexp.Regexp {
+	if expr == "" {
+		return nil
+	}
+	re, err := regexp.Compile(expr)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "fuzzall: %s: %v\n", name, err)
+		os.Exit(2)
+	}
+	return re
 }
 
 func fuzz(pkg, target string, d time.Duration) ([]byte, error) {
