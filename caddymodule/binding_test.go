@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -267,5 +268,31 @@ func TestWalletSendsContentDigest(t *testing.T) {
 	}
 	if tr.Spent() != spent {
 		t.Fatalf("a refused body spent %d coupons", tr.Spent()-spent)
+	}
+}
+
+// TestBalanceHeaderOnOpenAndNearTheEnd: a paid response carries the lane's
+// balance when the client cannot count it itself (with the lane's open)
+// and over the lane's last 16 requests, so that a client that ignores its
+// own count is warned before the lane runs out; between the two it is left
+// out (it is the lane's length less the coupon's index).
+func TestBalanceHeaderOnOpenAndNearTheEnd(t *testing.T) {
+	w := newWorld(t, "news.example", t0Later()) // lanes of 64 coupons
+	g := newGate(t, w, `{"backend":"memory"}`, 2)
+	c := newClient(t, nil, w.owner, 1)
+	c.nonce = gateNonce(g)
+	for k := 1; k <= 32; k++ {
+		rec := serve(g, "GET", "/premium/x", c.payment("GET", "/premium/x", 2))
+		if rec.Code != 200 {
+			t.Fatalf("request %d: %d %s", k, rec.Code, rec.Body)
+		}
+		left := 64 - 2*k
+		want := ""
+		if k == 1 || left <= 2*16 {
+			want = fmt.Sprint(left)
+		}
+		if got := rec.Header().Get(HeaderBalance); got != want {
+			t.Errorf("request %d (%d coupons left): %s %q, want %q", k, left, HeaderBalance, got, want)
+		}
 	}
 }

@@ -705,7 +705,7 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	}
 	g.observeDelay(started)
 	g.reportTheft(p.Lane, res.Theft)
-	if !g.respondPaid(w, &p, &res) {
+	if !g.respondPaid(w, &p, &res, len(r.Header[keyOpen]) > 0) {
 		return nil
 	}
 	if g.Meter != nil {
@@ -894,14 +894,31 @@ func (g *Gate) reportTheft(id coupons.LaneID, theft *coupons.Theft) {
 	}
 }
 
+// balanceLowRequests is how many requests at the price a lane has left
+// when paid responses start to carry its balance (ECoupon-Balance) on
+// every request.
+const balanceLowRequests = 16
+
 // respondPaid sets the headers of an accepted payment (the lane's balance
 // and credit, a receipt); a payment short of the price (kept as credit)
 // is answered with 402 insufficient_payment. It reports whether the
-// request is to be served.
-func (g *Gate) respondPaid(w http.ResponseWriter, p *coupons.Payment, res *lanes.Result) bool {
+// request is to be served. opened is whether the payment carried a lane
+// open.
+//
+// The balance (ECoupon-Balance) is sent when it tells the client what it
+// cannot count itself: with a payment that carried a lane open (the
+// lane's first at this gate, or a takeover: where the gate's state
+// starts), and once the lane has balanceLowRequests requests or fewer
+// left. Otherwise it is the lane's length less the index of the coupon
+// just paid, which the client holds; an extra header field costs a
+// response more than two SHA-256 compressions in net/http's header
+// writer (PROTOCOL §10, "Charging").
+func (g *Gate) respondPaid(w http.ResponseWriter, p *coupons.Payment, res *lanes.Result, opened bool) bool {
 	rec := &res.Record
 	h := w.Header()
-	setUint(h, keyBalance, uint64(rec.Meta.Length-rec.State.Last))
+	if left := rec.Meta.Length - rec.State.Last; opened || uint64(left) <= balanceLowRequests*uint64(g.Price) {
+		setUint(h, keyBalance, uint64(left))
+	}
 	if rec.Credit > 0 {
 		setUint(h, keyCredit, uint64(rec.Credit))
 	}

@@ -574,6 +574,7 @@ func (g *Gate) serveTopup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	restore := setOpen(r.Header, open)
+	opened := len(r.Header[keyOpen]) > 0
 	var res lanes.Result
 	ok = sg.accept(ww, r, &p, body, sg.clock(), &res)
 	restore()
@@ -581,7 +582,7 @@ func (g *Gate) serveTopup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sg.reportTheft(p.Lane, res.Theft)
-	if !sg.respondPaid(ww, &p, &res) {
+	if !sg.respondPaid(ww, &p, &res, opened) {
 		return
 	}
 	units := res.Held / sg.Price

@@ -247,6 +247,7 @@ func (g *Gate) servePayment(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	started := time.Now()
 	restore := setOpen(r.Header, open)
+	opened := len(r.Header[keyOpen]) > 0
 	var res lanes.Result
 	ok = g.accept(pw, r, &p, body, g.clockAt(started), &res)
 	restore()
@@ -255,7 +256,7 @@ func (g *Gate) servePayment(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	g.observeDelay(started)
 	g.reportTheft(p.Lane, res.Theft)
-	if !g.respondPaid(pw, &p, &res) {
+	if !g.respondPaid(pw, &p, &res, opened) {
 		return nil
 	}
 	if cr != nil {
