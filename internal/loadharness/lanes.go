@@ -316,6 +316,7 @@ type laneResult struct {
 	hits              float64 // lane cache hit rate in the timed rounds
 	rssLane           float64 // bytes per lane
 	rss               int64   // process RSS after fill and warm-up
+	writes            float64 // durable store writes (bolt's group commits) per paid request, -1: not counted
 	disk              int64   // the store's directory, after the gate stopped
 	fill, warm        time.Duration
 }
@@ -380,16 +381,22 @@ func runLanes(o laneOptions) error {
 	}
 	fmt.Printf("lanes mode: clients %d, %s rounds × %d, store %s, lane_cache %d, 1 KiB file; lanes prefilled through the store's API, %d per book, one shared chain of %d; warm-up: %s\n",
 		o.clients, o.duration, o.rounds, storeDesc, cache, bookLanes, length, warm)
-	fmt.Printf("%-9s %11s %11s %7s %10s %10s %10s %12s %12s %9s %9s\n", "lanes", "plain/s", "paid/s", "ratio", "CPU/paid", "CPU/plain", "cache hit", "RSS/lane", "disk/lane", "fill", "warm-up")
+	fmt.Printf("%-9s %11s %11s %7s %10s %10s %11s %12s %12s %12s %9s %9s\n", "lanes", "plain/s", "paid/s", "ratio", "CPU/paid", "CPU/plain", "cache hit", "writes/paid", "RSS/lane", "disk/lane", "fill", "warm-up")
 	for _, r := range results {
-		disk := "-"
+		disk, writes, over := "-", "-", " "
 		if r.disk > 0 {
 			disk = fmt.Sprintf("%.0f B", float64(r.disk)/float64(r.n))
 		}
-		fmt.Printf("%-9d %11.0f %11.0f %7.3f %8.1fµs %8.1fµs %9.1f%% %10.0f B %12s %9s %9s\n", r.n, r.plain, r.paid, r.ratio, r.cpuPaid, r.cpuPlain,
-			100*r.hits, r.rssLane, disk, r.fill.Round(10*time.Millisecond), r.warm.Round(10*time.Millisecond))
+		if r.writes >= 0 {
+			writes = fmt.Sprintf("%.3f", r.writes)
+		}
+		if r.n > cache {
+			over = "*"
+		}
+		fmt.Printf("%-9d %11.0f %11.0f %7.3f %8.1fµs %8.1fµs %9.1f%%%s %12s %10.0f B %12s %9s %9s\n", r.n, r.plain, r.paid, r.ratio, r.cpuPaid, r.cpuPlain,
+			100*r.hits, over, writes, r.rssLane, disk, r.fill.Round(10*time.Millisecond), r.warm.Round(10*time.Millisecond))
 	}
-	fmt.Println("(medians of the rounds; CPU is the process's, clients included; RSS/lane is the process's resident memory after the fill and warm-up, minus before the fill, over the lanes: Caddy's own start is in it; disk/lane is the store's directory after the gate stopped, the bolt store's 32 MiB write-ahead log included)")
+	fmt.Println("(medians of the rounds; CPU is the process's, clients included; * more lanes than lane_cache holds; writes/paid counts the bolt store's durable writes in the rounds (new leases, the leases' write-behind) per paid request; RSS/lane is the process's resident memory after the fill and warm-up, minus before the fill, over the lanes: Caddy's own start is in it; disk/lane is the store's directory after the gate stopped, the bolt store's 32 MiB write-ahead log included)")
 	if len(results) > 1 {
 		a, b := results[0], results[len(results)-1]
 		fmt.Printf("RSS per added lane, %d → %d lanes: %.0f B\n", a.n, b.n, float64(b.rss-a.rss)/float64(b.n-a.n))
@@ -457,7 +464,7 @@ func measureLanes(hc *http.Client, fx *fixture, n int, o laneOptions, perClient 
 		next[k] = 1
 	}
 	if o.warm {
-		if res.warm, err = warmUp(hc, fx, next, o.clients); err != nil {
+		if res.warm, err = warmUp(fx, next); err != nil {
 			return res, err
 		}
 	}
@@ -498,7 +505,7 @@ func measureLanes(hc *http.Client, fx *fixture, n int, o laneOptions, perClient 
 
 	url := func(addr string) string { return "http://" + addr + pagePath }
 	var plainRates, paidRates, plainCPU, paidCPU, ratios []float64
-	var hits, misses float64
+	var hits, misses, writes, paid float64
 	for r := 0; r < o.rounds; r++ {
 		pr, pc, _, err := hammer(hc, url(plainAddr), o.clients, o.duration, nil)
 		if err != nil {
@@ -513,6 +520,7 @@ func measureLanes(hc *http.Client, fx *fixture, n int, o laneOptions, perClient 
 		st := commitStats().minus(st0)
 		h1, m1 := cacheCounts()
 		hits, misses = hits+h1-h0, misses+m1-m0
+		writes, paid = writes+st.writes, paid+gr*o.duration.Seconds()
 		info := ""
 		if st.groups > 0 {
 			info = fmt.Sprintf(", %.1f writes per group commit", st.writes/st.groups)
@@ -525,6 +533,10 @@ func measureLanes(hc *http.Client, fx *fixture, n int, o laneOptions, perClient 
 	res.plain, res.paid, res.ratio = median(plainRates), median(paidRates), median(ratios)
 	res.cpuPlain, res.cpuPaid = median(plainCPU), median(paidCPU)
 	res.hits = hits / max(hits+misses, 1)
+	res.writes = -1
+	if o.storeKind == "bolt" || o.storeKind == "bolt-nosync" {
+		res.writes = writes / max(paid, 1)
+	}
 	pays = nil
 
 	caddy.Stop() // the store closed: its final checkpoint on disk
@@ -535,10 +547,18 @@ func measureLanes(hc *http.Client, fx *fixture, n int, o laneOptions, perClient 
 	return res, nil
 }
 
-// warmUp pays every lane's next coupon once (each client its own lanes, in
-// order), computing each payment just before it is sent.
-func warmUp(hc *http.Client, fx *fixture, next []uint32, clients int) (time.Duration, error) {
+// warmWorkers are the warm-up's concurrent clients: more than the rounds'
+// usually, since a lane's first payment here takes a new lease, a durable
+// write, and concurrent ones share a group commit.
+const warmWorkers = 64
+
+// warmUp pays every lane's next coupon once, computing each payment just
+// before it is sent.
+func warmUp(fx *fixture, next []uint32) (time.Duration, error) {
 	n := len(next)
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: warmWorkers}, Timeout: 30 * time.Second}
+	defer hc.CloseIdleConnections()
+	var lane atomic.Int64
 	fmt.Fprintf(os.Stderr, "%d lanes: warm-up, every lane paid once…\n", n)
 	var done atomic.Int64
 	var failed atomic.Value
@@ -557,11 +577,15 @@ func warmUp(hc *http.Client, fx *fixture, next []uint32, clients int) (time.Dura
 	}()
 	start := time.Now()
 	var wg sync.WaitGroup
-	for c := range clients {
+	for range warmWorkers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for k := c; k < n && failed.Load() == nil; k += clients {
+			for failed.Load() == nil {
+				k := int(lane.Add(1) - 1)
+				if k >= n {
+					return
+				}
 				id := fx.id(k)
 				h, err := fx.payment(id, next[k])
 				if err != nil {
