@@ -42,7 +42,6 @@ package main
 import (
 	"crypto/ed25519"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -146,13 +145,8 @@ func run(clients int, duration time.Duration, rounds int, storeKind string, comm
 	defer os.RemoveAll(dir)
 	os.Setenv("XDG_DATA_HOME", filepath.Join(dir, "data"))
 	os.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
-	site := filepath.Join(dir, "site")
-	os.MkdirAll(filepath.Join(site, "premium"), 0o755)
-	page := make([]byte, 1024)
-	for i := range page {
-		page[i] = 'a' + byte(i%26)
-	}
-	if err := os.WriteFile(filepath.Join(site, "premium", "page.html"), page, 0o644); err != nil {
+	site, err := writeSite(dir)
+	if err != nil {
 		return err
 	}
 
@@ -169,7 +163,7 @@ func run(clients int, duration time.Duration, rounds int, storeKind string, comm
 	for int(length) < perLane+2 {
 		length <<= 1
 	}
-	b, sec, anchors, err := coupons.Create(coupons.Params{Vendor: "load.example", Broker: bp.Hash(), Owner: ap.Hash(),
+	b, sec, anchors, err := coupons.Create(coupons.Params{Vendor: vendor, Broker: bp.Hash(), Owner: ap.Hash(),
 		Lanes: uint32(clients), Length: length, Currency: "EUR", Unit: 1_000_000, NotAfter: time.Now().Add(24 * time.Hour)}, nil)
 	if err != nil {
 		return err
@@ -216,28 +210,14 @@ func run(clients int, duration time.Duration, rounds int, storeKind string, comm
 	default:
 		return fmt.Errorf("unknown store %q: bolt, memory, redis or bolt-nosync", storeKind)
 	}
-	fileServer := map[string]any{"handler": "file_server", "root": site}
-	cfg := map[string]any{
-		"admin":   map[string]any{"disabled": true},
-		"logging": map[string]any{"logs": map[string]any{"default": map[string]any{"level": "ERROR"}}},
-		"apps": map[string]any{"http": map[string]any{"servers": map[string]any{
-			"plain": map[string]any{"listen": []string{plainAddr}, "automatic_https": map[string]any{"disable": true},
-				"routes": []any{map[string]any{"handle": []any{fileServer}}}},
-			"gated": map[string]any{"listen": []string{gatedAddr}, "automatic_https": map[string]any{"disable": true},
-				"routes": []any{map[string]any{"handle": []any{
-					map[string]any{"handler": "ecoupon", "vendor": "load.example", "broker_keys": []string{brokerFile},
-						"price": 1, "lane_rate": -1, "opens_per_minute": 100000, "lease": lease, "store": storeJSON},
-					fileServer}}}},
-		}}},
-	}
-	raw, _ := json.Marshal(cfg)
-	if err := caddy.Load(raw, true); err != nil {
+	if err := loadCaddy(site, map[string]any{"handler": "ecoupon", "vendor": vendor, "broker_keys": []string{brokerFile},
+		"price": 1, "lane_rate": -1, "opens_per_minute": 100000, "lease": lease, "store": storeJSON}); err != nil {
 		return err
 	}
 	defer caddy.Stop()
 
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients * 2}, Timeout: 10 * time.Second}
-	url := func(addr string) string { return "http://" + addr + "/premium/page.html" }
+	url := func(addr string) string { return "http://" + addr + pagePath }
 
 	// Challenge, then open every lane with its first payment and compute
 	// the rest, untimed.
@@ -449,7 +429,7 @@ func lanePayments(owner *delegation.Holder, lane uint32, nonce string, n int, ho
 		if err != nil {
 			return nil, err
 		}
-		d := (&coupons.Request{Method: "GET", Host: host, Path: "/premium/page.html", Lane: id, Index: i, Nonce: nonce}).Digest()
+		d := (&coupons.Request{Method: "GET", Host: host, Path: pagePath, Lane: id, Index: i, Nonce: nonce}).Digest()
 		var np *coupons.Value
 		if hasNext {
 			np = &next
