@@ -58,6 +58,10 @@ type laneOptions struct {
 	lease       int
 	cache       int  // the gate's lane_cache (0: its default)
 	warm        bool // pay every lane once, untimed, before the rounds
+	// settle is how long to wait after the warm-up, before the rounds:
+	// past the spending leases' idle time (30 s), the lanes the warm-up
+	// leased are all released first, whatever the warm-up's length.
+	settle time.Duration
 }
 
 // parseLaneCounts reads -lanes: a comma-separated list of lane counts,
@@ -379,6 +383,9 @@ func runLanes(o laneOptions) error {
 	if !o.warm {
 		warm = "none (-warm=false: a lane's first payment in the rounds misses the cache)"
 	}
+	if o.settle > 0 {
+		warm += fmt.Sprintf(", then %s idle", o.settle)
+	}
 	fmt.Printf("lanes mode: clients %d, %s rounds × %d, store %s, lane_cache %d, 1 KiB file; lanes prefilled through the store's API, %d per book, one shared chain of %d; warm-up: %s\n",
 		o.clients, o.duration, o.rounds, storeDesc, cache, bookLanes, length, warm)
 	fmt.Printf("%-9s %11s %11s %7s %10s %10s %11s %12s %12s %12s %9s %9s\n", "lanes", "plain/s", "paid/s", "ratio", "CPU/paid", "CPU/plain", "cache hit", "writes/paid", "RSS/lane", "disk/lane", "fill", "warm-up")
@@ -467,6 +474,10 @@ func measureLanes(hc *http.Client, fx *fixture, n int, o laneOptions, perClient 
 		if res.warm, err = warmUp(fx, next); err != nil {
 			return res, err
 		}
+	}
+	if o.settle > 0 {
+		fmt.Fprintf(os.Stderr, "%d lanes: waiting %s before the rounds…\n", n, o.settle)
+		time.Sleep(o.settle)
 	}
 	debug.FreeOSMemory()
 	res.rss = rss()
