@@ -318,8 +318,8 @@ type laneResult struct {
 	ratio             float64 // median of the rounds' paid/plain
 	cpuPaid, cpuPlain float64 // µs of process CPU per request
 	hits              float64 // lane cache hit rate in the timed rounds
-	rssLane           float64 // bytes per lane
-	rss               int64   // process RSS after fill and warm-up
+	rssLane, anonLane float64 // bytes per lane: resident, and of that anonymous (heap, not the store's mapped file)
+	rss, anon         int64   // process RSS after fill and warm-up, and its anonymous part
 	writes            float64 // durable store writes (bolt's group commits) per paid request, -1: not counted
 	disk              int64   // the store's directory, after the gate stopped
 	fill, warm        time.Duration
@@ -388,7 +388,7 @@ func runLanes(o laneOptions) error {
 	}
 	fmt.Printf("lanes mode: clients %d, %s rounds × %d, store %s, lane_cache %d, 1 KiB file; lanes prefilled through the store's API, %d per book, one shared chain of %d; warm-up: %s\n",
 		o.clients, o.duration, o.rounds, storeDesc, cache, bookLanes, length, warm)
-	fmt.Printf("%-9s %11s %11s %7s %10s %10s %11s %12s %12s %12s %9s %9s\n", "lanes", "plain/s", "paid/s", "ratio", "CPU/paid", "CPU/plain", "cache hit", "writes/paid", "RSS/lane", "disk/lane", "fill", "warm-up")
+	fmt.Printf("%-9s %11s %11s %7s %10s %10s %11s %12s %12s %12s %12s %9s %9s\n", "lanes", "plain/s", "paid/s", "ratio", "CPU/paid", "CPU/plain", "cache hit", "writes/paid", "RSS/lane", "anon/lane", "disk/lane", "fill", "warm-up")
 	for _, r := range results {
 		disk, writes, over := "-", "-", " "
 		if r.disk > 0 {
@@ -400,13 +400,14 @@ func runLanes(o laneOptions) error {
 		if r.n > cache {
 			over = "*"
 		}
-		fmt.Printf("%-9d %11.0f %11.0f %7.3f %8.1fµs %8.1fµs %9.1f%%%s %12s %10.0f B %12s %9s %9s\n", r.n, r.plain, r.paid, r.ratio, r.cpuPaid, r.cpuPlain,
-			100*r.hits, over, writes, r.rssLane, disk, r.fill.Round(10*time.Millisecond), r.warm.Round(10*time.Millisecond))
+		fmt.Printf("%-9d %11.0f %11.0f %7.3f %8.1fµs %8.1fµs %9.1f%%%s %12s %10.0f B %10.0f B %12s %9s %9s\n", r.n, r.plain, r.paid, r.ratio, r.cpuPaid, r.cpuPlain,
+			100*r.hits, over, writes, r.rssLane, r.anonLane, disk, r.fill.Round(10*time.Millisecond), r.warm.Round(10*time.Millisecond))
 	}
-	fmt.Println("(medians of the rounds; CPU is the process's, clients included; * more lanes than lane_cache holds; writes/paid counts the bolt store's durable writes in the rounds (new leases, the leases' write-behind) per paid request; RSS/lane is the process's resident memory after the fill and warm-up, minus before the fill, over the lanes: Caddy's own start is in it; disk/lane is the store's directory after the gate stopped, the bolt store's 32 MiB write-ahead log included)")
+	fmt.Println("(medians of the rounds; CPU is the process's, clients included; * more lanes than lane_cache holds; writes/paid counts the bolt store's durable writes in the rounds (new leases, the leases' write-behind) per paid request; RSS/lane is the process's resident memory after the fill and warm-up, minus before the fill, over the lanes: Caddy's own start is in it; anon/lane is its anonymous part, without the store's mapped file; disk/lane is the store's directory after the gate stopped, the bolt store's 32 MiB write-ahead log included)")
 	if len(results) > 1 {
 		a, b := results[0], results[len(results)-1]
-		fmt.Printf("RSS per added lane, %d → %d lanes: %.0f B\n", a.n, b.n, float64(b.rss-a.rss)/float64(b.n-a.n))
+		fmt.Printf("RSS per added lane, %d → %d lanes: %.0f B (anonymous: %.0f B)\n", a.n, b.n,
+			float64(b.rss-a.rss)/float64(b.n-a.n), float64(b.anon-a.anon)/float64(b.n-a.n))
 		goal := "met"
 		if b.paid < 0.8*a.paid {
 			goal = "not met"
@@ -437,7 +438,7 @@ func measureLanes(hc *http.Client, fx *fixture, n int, o laneOptions, perClient 
 	}
 
 	debug.FreeOSMemory()
-	rss0 := rss()
+	rss0, anon0 := rss()
 	fmt.Fprintf(os.Stderr, "%d lanes: filling the %s store…\n", n, o.storeKind)
 	start := time.Now()
 	storeJSON, stopStore, err := fillStore(storeDir, o.storeKind, o.commitDelay, fx, n)
@@ -480,8 +481,8 @@ func measureLanes(hc *http.Client, fx *fixture, n int, o laneOptions, perClient 
 		time.Sleep(o.settle)
 	}
 	debug.FreeOSMemory()
-	res.rss = rss()
-	res.rssLane = float64(res.rss-rss0) / float64(n)
+	res.rss, res.anon = rss()
+	res.rssLane, res.anonLane = float64(res.rss-rss0)/float64(n), float64(res.anon-anon0)/float64(n)
 
 	fmt.Fprintf(os.Stderr, "%d lanes: computing %d payments for each of %d clients…\n", n, perClient, o.clients)
 	pays := make([][]string, o.clients)
@@ -701,19 +702,26 @@ func cacheCounts() (hits, misses float64) {
 	return hits, misses
 }
 
-// rss is the process's resident memory in bytes (Linux).
-func rss() int64 {
+// rss is the process's resident memory in bytes, all of it and its
+// anonymous part (the rest is mapped files: the bolt store's pages, the
+// executable) (Linux).
+func rss() (all, anon int64) {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+		if f := strings.Fields(line); len(f) >= 2 {
 			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
+			switch f[0] {
+			case "VmRSS:":
+				all = kb << 10
+			case "RssAnon:":
+				anon = kb << 10
+			}
 		}
 	}
-	return 0
+	return all, anon
 }
 
 // dirSize is the bytes of the files under dir.
