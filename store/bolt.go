@@ -201,7 +201,16 @@ func (s *kvStore) checkpoint() error {
 			}
 			bs[i] = b
 		}
-		for _, c := range s.overlay {
+		// In key order: a B+tree takes sorted writes page after page
+		// (each leaf loaded and split once, in order), where the map's
+		// random order jumps between them.
+		keys := make([]string, 0, len(s.overlay))
+		for k := range s.overlay {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			c := s.overlay[k]
 			var err error
 			if c.del {
 				err = bs[c.bucket()].Delete([]byte(c.key()))
@@ -592,16 +601,16 @@ func (s *kvStore) Get(_ context.Context, id coupons.LaneID) (Record, error) {
 }
 
 // Advance implements Store.
-func (s *kvStore) Advance(_ context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64) error {
+func (s *kvStore) Advance(_ context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next *Record, charge int64) error {
 	return s.advance(id, prevLast, prevCredit, next, charge, false)
 }
 
 // Reopen implements Store.
 func (s *kvStore) Reopen(_ context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record) error {
-	return s.advance(id, prevLast, prevCredit, next, 0, true)
+	return s.advance(id, prevLast, prevCredit, &next, 0, true)
 }
 
-func (s *kvStore) advance(id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64, reopen bool) error {
+func (s *kvStore) advance(id coupons.LaneID, prevLast, prevCredit uint32, next *Record, charge int64, reopen bool) error {
 	fn, err := s.advanceOp(id, prevLast, prevCredit, next, charge, reopen)
 	if err != nil {
 		return err
@@ -610,7 +619,7 @@ func (s *kvStore) advance(id coupons.LaneID, prevLast, prevCredit uint32, next R
 }
 
 // advanceOp is the write of an Advance (or a Reopen).
-func (s *kvStore) advanceOp(id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64, reopen bool) (func(*kvTx) error, error) {
+func (s *kvStore) advanceOp(id coupons.LaneID, prevLast, prevCredit uint32, next *Record, charge int64, reopen bool) (func(*kvTx) error, error) {
 	k := Key(id)
 	enc, err := next.MarshalBinary()
 	if err != nil {
@@ -671,7 +680,7 @@ func (s *kvStore) advanceBatch(ws []batchWrite) []error {
 	fns := make([]func(*kvTx) error, 0, len(ws))
 	at := make([]int, 0, len(ws))
 	for i, w := range ws {
-		fn, err := s.advanceOp(w.id, w.prevLast, w.prevCredit, w.next, 0, false)
+		fn, err := s.advanceOp(w.id, w.prevLast, w.prevCredit, &ws[i].next, 0, false)
 		if err != nil {
 			errs[i] = err
 			continue
