@@ -53,7 +53,7 @@ func junkLanes(t *testing.T, s store.Store, n int) {
 				if err == nil {
 					next := r
 					next.State.Last, next.State.LastValue = 1, coupons.Value{2}
-					err = s.Advance(ctx, id, 0, 0, &next, 0)
+					err = s.Advance(ctx, id, 0, 0, next, 0)
 				}
 				if err != nil {
 					errs <- err

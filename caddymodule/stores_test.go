@@ -41,7 +41,7 @@ func (failingStore) Get(context.Context, coupons.LaneID) (store.Record, error) {
 	return store.Record{}, errStoreDown
 }
 
-func (failingStore) Advance(context.Context, coupons.LaneID, uint32, uint32, *store.Record, int64) error {
+func (failingStore) Advance(context.Context, coupons.LaneID, uint32, uint32, store.Record, int64) error {
 	return errStoreDown
 }
 

@@ -136,7 +136,7 @@ func (g *Gate) startAt(ctx context.Context, id coupons.LaneID, rec store.Record,
 		next := rec
 		next.State = coupons.LaneState{Last: st.Redeemed, LastValue: st.Value}
 		next.Spent = st.Redeemed
-		err := g.store.Advance(ctx, id, rec.State.Last, rec.Credit, &next, 0)
+		err := g.store.Advance(ctx, id, rec.State.Last, rec.Credit, next, 0)
 		if err == nil {
 			return next, nil
 		}

@@ -250,7 +250,7 @@ func TestUnnamedLaneMustBeReopened(t *testing.T) {
 		}
 		old := rec
 		old.Meta.Vendor = [32]byte{}
-		if err := offline.store.Advance(ctx, c.lane, rec.State.Last, rec.Credit, &old, 0); err != nil {
+		if err := offline.store.Advance(ctx, c.lane, rec.State.Last, rec.Credit, old, 0); err != nil {
 			t.Fatal(err)
 		}
 		for _, g := range []*Gate{offline, semi, other} {

@@ -442,7 +442,7 @@ func (c *Core) accept(ctx context.Context, p *Payment, ent *entry, res *Result) 
 		if err != nil {
 			return err
 		}
-		err = c.store.Advance(ctx, id, cur.State.Last, cur.Credit, next, charge)
+		err = c.store.Advance(ctx, id, cur.State.Last, cur.Credit, *next, charge)
 		if err == nil {
 			next.Lease = 0 // held by the store (or none): nothing to refuse here
 			// next is cur with these four fields moved (its Meta is cur's):
@@ -550,7 +550,7 @@ func (c *Core) Credit(ctx context.Context, id coupons.LaneID, n uint32) error {
 		}
 		next := cur
 		next.Credit += n
-		if err = c.store.Advance(ctx, id, cur.State.Last, cur.Credit, &next, 0); err == nil {
+		if err = c.store.Advance(ctx, id, cur.State.Last, cur.Credit, next, 0); err == nil {
 			if ent := c.lookup(l, h, key); ent != nil {
 				ent.reload(next)
 			}

@@ -79,7 +79,7 @@ func (s *countingStore) Get(ctx context.Context, id coupons.LaneID) (store.Recor
 	return s.Store.Get(ctx, id)
 }
 
-func (s *countingStore) Advance(ctx context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next *store.Record, charge int64) error {
+func (s *countingStore) Advance(ctx context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next store.Record, charge int64) error {
 	if s.fail.Load() {
 		return errDown
 	}
@@ -106,7 +106,7 @@ func (s *leasingStore) Get(ctx context.Context, id coupons.LaneID) (store.Record
 	return rec, err
 }
 
-func (s *leasingStore) Advance(ctx context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next *store.Record, charge int64) error {
+func (s *leasingStore) Advance(ctx context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next store.Record, charge int64) error {
 	err := s.Store.Advance(ctx, id, prevLast, prevCredit, next, charge)
 	if err == nil && next.Lease > next.State.Last {
 		s.mu.Lock()

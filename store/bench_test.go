@@ -38,7 +38,7 @@ func benchAdvanceMeta(b *testing.B, s Store, m Meta) {
 		for pb.Next() {
 			next := r
 			next.State.Last++
-			if err := s.Advance(ctx, id, r.State.Last, r.Credit, &next, 0); err != nil {
+			if err := s.Advance(ctx, id, r.State.Last, r.Credit, next, 0); err != nil {
 				b.Error(err)
 				return
 			}

@@ -601,16 +601,16 @@ func (s *kvStore) Get(_ context.Context, id coupons.LaneID) (Record, error) {
 }
 
 // Advance implements Store.
-func (s *kvStore) Advance(_ context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next *Record, charge int64) error {
+func (s *kvStore) Advance(_ context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64) error {
 	return s.advance(id, prevLast, prevCredit, next, charge, false)
 }
 
 // Reopen implements Store.
 func (s *kvStore) Reopen(_ context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record) error {
-	return s.advance(id, prevLast, prevCredit, &next, 0, true)
+	return s.advance(id, prevLast, prevCredit, next, 0, true)
 }
 
-func (s *kvStore) advance(id coupons.LaneID, prevLast, prevCredit uint32, next *Record, charge int64, reopen bool) error {
+func (s *kvStore) advance(id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64, reopen bool) error {
 	fn, err := s.advanceOp(id, prevLast, prevCredit, next, charge, reopen)
 	if err != nil {
 		return err
@@ -619,7 +619,7 @@ func (s *kvStore) advance(id coupons.LaneID, prevLast, prevCredit uint32, next *
 }
 
 // advanceOp is the write of an Advance (or a Reopen).
-func (s *kvStore) advanceOp(id coupons.LaneID, prevLast, prevCredit uint32, next *Record, charge int64, reopen bool) (func(*kvTx) error, error) {
+func (s *kvStore) advanceOp(id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64, reopen bool) (func(*kvTx) error, error) {
 	k := Key(id)
 	enc, err := next.MarshalBinary()
 	if err != nil {
@@ -680,7 +680,7 @@ func (s *kvStore) advanceBatch(ws []batchWrite) []error {
 	fns := make([]func(*kvTx) error, 0, len(ws))
 	at := make([]int, 0, len(ws))
 	for i, w := range ws {
-		fn, err := s.advanceOp(w.id, w.prevLast, w.prevCredit, &ws[i].next, 0, false)
+		fn, err := s.advanceOp(w.id, w.prevLast, w.prevCredit, w.next, 0, false)
 		if err != nil {
 			errs[i] = err
 			continue

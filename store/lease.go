@@ -207,7 +207,7 @@ func (l *Leased) diskFloor(ctx context.Context, id coupons.LaneID) (uint32, erro
 // Advance implements Store: within a reservation the store holds, from
 // memory; else durably, through the inner store, taking the reservation
 // next.Lease asks for (see Leased and Record.Lease).
-func (l *Leased) Advance(ctx context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next *Record, charge int64) error {
+func (l *Leased) Advance(ctx context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64) error {
 	k := Key(id)
 	st := l.stripe(&k)
 	st.mu.Lock()
@@ -221,16 +221,15 @@ func (l *Leased) Advance(ctx context.Context, id coupons.LaneID, prevLast, prevC
 		if err != nil {
 			return err
 		}
-		w := *next
-		w.Lease = leaseFor(next, floor)
-		if err := l.inner.Advance(ctx, id, prevLast, prevCredit, &w, charge); err != nil {
+		w := next
+		w.Lease = leaseFor(&next, floor)
+		if err := l.inner.Advance(ctx, id, prevLast, prevCredit, w, charge); err != nil {
 			return err
 		}
 		l.durable.Add(1)
-		h := &heldLane{rec: w, diskLast: next.State.Last, diskCredit: next.Credit, res: w.Lease,
+		next.Lease = 0
+		st.lanes[k] = &heldLane{rec: next, diskLast: next.State.Last, diskCredit: next.Credit, res: w.Lease,
 			floor: floor, used: l.now.Load()}
-		h.rec.Lease = 0
-		st.lanes[k] = h
 		return nil
 	}
 	h.used = l.now.Load()
@@ -245,14 +244,14 @@ func (l *Leased) Advance(ctx context.Context, id coupons.LaneID, prevLast, prevC
 	// ignores it.
 	if next.State.Last <= h.res && next.Credit == h.rec.Credit && next.Meta.Cap == 0 &&
 		next.Meta.Equal(&h.rec.Meta) {
-		h.rec, h.dirty = *next, true
-		h.rec.Lease = 0
+		next.Lease = 0
+		h.rec, h.dirty = next, true
 		l.fast.Add(1)
 		return nil
 	}
-	w := *next
-	w.Lease = leaseFor(next, h.activeFloor())
-	if err := l.inner.Advance(ctx, id, h.diskLast, h.diskCredit, &w, charge); err != nil {
+	w := next
+	w.Lease = leaseFor(&next, h.activeFloor())
+	if err := l.inner.Advance(ctx, id, h.diskLast, h.diskCredit, w, charge); err != nil {
 		if errorsIsConflictOrGone(err) {
 			// The inner store changed behind this one's back (it is
 			// shared, against the rules): forget the lane, so that the
@@ -262,8 +261,8 @@ func (l *Leased) Advance(ctx context.Context, id coupons.LaneID, prevLast, prevC
 		return err
 	}
 	l.durable.Add(1)
-	h.rec, h.diskLast, h.diskCredit, h.res, h.dirty = w, next.State.Last, next.Credit, w.Lease, false
-	h.rec.Lease = 0
+	next.Lease = 0
+	h.rec, h.diskLast, h.diskCredit, h.res, h.dirty = next, next.State.Last, next.Credit, w.Lease, false
 	return nil
 }
 
@@ -375,7 +374,7 @@ func releaseWrite(h *heldLane) (Record, bool) {
 // drops it. The caller holds st.
 func (l *Leased) release(ctx context.Context, st *leaseStripe, k [36]byte, h *heldLane) error {
 	if w, write := releaseWrite(h); write {
-		if err := l.inner.Advance(ctx, laneOfKey(k[:]), h.diskLast, h.diskCredit, &w, 0); err != nil {
+		if err := l.inner.Advance(ctx, laneOfKey(k[:]), h.diskLast, h.diskCredit, w, 0); err != nil {
 			l.flushErrors.Add(1)
 			if errorsIsConflictOrGone(err) {
 				delete(st.lanes, k)
@@ -516,7 +515,7 @@ func (l *Leased) writeBatch(ws []batchWrite) []error {
 					return
 				}
 				w := &ws[i]
-				errs[i] = l.inner.Advance(context.Background(), w.id, w.prevLast, w.prevCredit, &w.next, 0)
+				errs[i] = l.inner.Advance(context.Background(), w.id, w.prevLast, w.prevCredit, w.next, 0)
 			}
 		}()
 	}

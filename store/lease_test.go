@@ -38,7 +38,7 @@ type countingStore struct {
 	advances atomic.Int64
 }
 
-func (c *countingStore) Advance(ctx context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next *Record, charge int64) error {
+func (c *countingStore) Advance(ctx context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64) error {
 	c.advances.Add(1)
 	return c.Store.Advance(ctx, id, prevLast, prevCredit, next, charge)
 }
@@ -62,7 +62,7 @@ func pay(ctx context.Context, s Store, id coupons.LaneID, step uint32) (uint32, 
 	}
 	next.Spent = next.State.Last
 	next.Lease = next.State.Last + leaseK
-	return next.State.Last, s.Advance(ctx, id, cur.State.Last, cur.Credit, &next, 0)
+	return next.State.Last, s.Advance(ctx, id, cur.State.Last, cur.Credit, next, 0)
 }
 
 // leasedBackends runs f on a Leased store over a counting memory store
@@ -147,7 +147,7 @@ func TestLeaseDoubleSpendFromOneRead(t *testing.T) {
 					next.State.Last++
 					next.State.LastValue[0] = byte(w) // two different coupons at one index
 					next.Lease = next.State.Last + leaseK
-					switch err := l.Advance(ctx, lane(2), cur.State.Last, cur.Credit, &next, 0); {
+					switch err := l.Advance(ctx, lane(2), cur.State.Last, cur.Credit, next, 0); {
 					case err == nil:
 						wins.Add(1)
 					case !errors.Is(err, ErrConflict):
@@ -163,26 +163,26 @@ func TestLeaseDoubleSpendFromOneRead(t *testing.T) {
 		cur, _ := l.Get(ctx, lane(2))
 		replay := cur
 		replay.State.Last = cur.State.Last // the same coupon again, from an older read
-		if err := l.Advance(ctx, lane(2), cur.State.Last-1, cur.Credit, &replay, 0); !errors.Is(err, ErrConflict) {
+		if err := l.Advance(ctx, lane(2), cur.State.Last-1, cur.Credit, replay, 0); !errors.Is(err, ErrConflict) {
 			t.Fatalf("replay: %v", err)
 		}
 		refund := cur
 		refund.Credit = 1
-		if err := l.Advance(ctx, lane(2), cur.State.Last, cur.Credit, &refund, 0); err != nil {
+		if err := l.Advance(ctx, lane(2), cur.State.Last, cur.Credit, refund, 0); err != nil {
 			t.Fatal(err)
 		}
 		stale := cur
 		stale.State.Last++
-		if err := l.Advance(ctx, lane(2), cur.State.Last, cur.Credit, &stale, 0); !errors.Is(err, ErrConflict) {
+		if err := l.Advance(ctx, lane(2), cur.State.Last, cur.Credit, stale, 0); !errors.Is(err, ErrConflict) {
 			t.Fatalf("payment over a newer credit: %v", err)
 		}
 		other := cur
 		other.Meta.Certs, other.Meta.Keys = testPrincipals(1)
 		other.State.Last++
-		if err := l.Advance(ctx, lane(2), cur.State.Last, 1, &other, 0); !errors.Is(err, ErrConflict) {
+		if err := l.Advance(ctx, lane(2), cur.State.Last, 1, other, 0); !errors.Is(err, ErrConflict) {
 			t.Fatalf("a write with other principals: %v", err)
 		}
-		if err := l.Advance(ctx, lane(99), 0, 0, new(NewRecord(testMeta(0))), 0); !errors.Is(err, ErrNotFound) {
+		if err := l.Advance(ctx, lane(99), 0, 0, NewRecord(testMeta(0)), 0); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("an unknown lane: %v", err)
 		}
 	})
@@ -206,7 +206,7 @@ func TestLeaseCreditChangeIsDurableAtOnce(t *testing.T) {
 		refund := cur
 		refund.Credit = 2
 		refund.Lease = refund.State.Last + leaseK
-		if err := l.Advance(ctx, lane(3), cur.State.Last, 0, &refund, 0); err != nil {
+		if err := l.Advance(ctx, lane(3), cur.State.Last, 0, refund, 0); err != nil {
 			t.Fatal(err)
 		}
 		if c.advances.Load() != before+1 {
@@ -260,7 +260,7 @@ func TestLeaseCrashBetweenWrites(t *testing.T) {
 	floor := cur.Lease
 	refund := cur
 	refund.Credit, refund.Lease = 1, 0
-	if err := l.Advance(ctx, lane(5), cur.State.Last, 0, &refund, 0); err != nil {
+	if err := l.Advance(ctx, lane(5), cur.State.Last, 0, refund, 0); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := l.Get(ctx, lane(5)); got.Lease != floor {
@@ -333,7 +333,7 @@ func TestLeaseFloorSurvivesReopenAndRelease(t *testing.T) {
 	c2, _ := l.Get(ctx, lane(2))
 	refund := c2
 	refund.Credit = 1
-	if err := l.Advance(ctx, lane(2), c2.State.Last, 0, &refund, 0); err != nil {
+	if err := l.Advance(ctx, lane(2), c2.State.Last, 0, refund, 0); err != nil {
 		t.Fatal(err)
 	}
 	l.Close()
@@ -438,14 +438,14 @@ func TestLeaseReopenAndMarkRevokedSeeExactPosition(t *testing.T) {
 		}
 		stale := before
 		stale.State.Last++
-		if err := l.Advance(ctx, lane(6), before.State.Last, 0, &stale, 0); !errors.Is(err, ErrRevoked) {
+		if err := l.Advance(ctx, lane(6), before.State.Last, 0, stale, 0); !errors.Is(err, ErrRevoked) {
 			t.Fatalf("a payment read before the mark: %v", err)
 		}
 		// A write carrying the mark (a refund) holds the lane again; an
 		// unmarked payment is refused from memory.
 		refund := got
 		refund.Credit = 1
-		if err := l.Advance(ctx, lane(6), got.State.Last, 0, &refund, 0); err != nil {
+		if err := l.Advance(ctx, lane(6), got.State.Last, 0, refund, 0); err != nil {
 			t.Fatal(err)
 		}
 		if l.Stats().Held != 2 {
@@ -454,7 +454,7 @@ func TestLeaseReopenAndMarkRevokedSeeExactPosition(t *testing.T) {
 		unmarked := refund
 		unmarked.Meta.Revoked = false
 		unmarked.State.Last++
-		if err := l.Advance(ctx, lane(6), refund.State.Last, 1, &unmarked, 0); !errors.Is(err, ErrRevoked) {
+		if err := l.Advance(ctx, lane(6), refund.State.Last, 1, unmarked, 0); !errors.Is(err, ErrRevoked) {
 			t.Fatalf("an unmarked payment on a held marked lane: %v", err)
 		}
 		if err := l.MarkRevoked(ctx, lane(5), m.Certs, m.Keys); !errors.Is(err, ErrConflict) {
@@ -475,7 +475,7 @@ func TestLeaseCappedLaneNeverFastPaths(t *testing.T) {
 			next := r
 			next.State.Last++
 			next.Lease = next.State.Last + leaseK
-			err := l.Advance(ctx, lane(7), r.State.Last, 0, &next, m.Unit)
+			err := l.Advance(ctx, lane(7), r.State.Last, 0, next, m.Unit)
 			if i <= 5 && err != nil || i == 6 && !errors.Is(err, coupons.ErrCapExceeded) {
 				t.Fatalf("payment %d: %v", i, err)
 			}
@@ -749,7 +749,7 @@ func BenchmarkLeasedAdvance(b *testing.B) {
 			next := r
 			next.State.Last++
 			next.Lease = next.State.Last + leaseK
-			if err := l.Advance(ctx, id, r.State.Last, r.Credit, &next, 0); err != nil {
+			if err := l.Advance(ctx, id, r.State.Last, r.Credit, next, 0); err != nil {
 				b.Error(err)
 				return
 			}

@@ -215,16 +215,16 @@ func (m *Memory) Get(_ context.Context, id coupons.LaneID) (Record, error) {
 }
 
 // Advance implements Store.
-func (m *Memory) Advance(_ context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next *Record, charge int64) error {
+func (m *Memory) Advance(_ context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64) error {
 	return m.advance(id, prevLast, prevCredit, next, charge, false)
 }
 
 // Reopen implements Store.
 func (m *Memory) Reopen(_ context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record) error {
-	return m.advance(id, prevLast, prevCredit, &next, 0, true)
+	return m.advance(id, prevLast, prevCredit, next, 0, true)
 }
 
-func (m *Memory) advance(id coupons.LaneID, prevLast, prevCredit uint32, next *Record, charge int64, reopen bool) error {
+func (m *Memory) advance(id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64, reopen bool) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -252,7 +252,7 @@ func (m *Memory) advance(id coupons.LaneID, prevLast, prevCredit uint32, next *R
 		}
 		m.grants[next.Meta.Grant] = total
 	}
-	*cur = *next
+	*cur = next
 	if !l.dirty && next.State.Last > m.redeemed[k] {
 		m.dirty[k], l.dirty = id, true
 		m.queue[k] = queued{due: time.Now().UnixNano()}

@@ -26,7 +26,7 @@ func TestLaneOpenIsOneDurableWrite(t *testing.T) {
 			}
 			next := r
 			next.State.Last, next.State.LastValue = 2, [32]byte{2}
-			if err := s.Advance(ctx, lane(7), 0, 0, &next, 0); err != nil {
+			if err := s.Advance(ctx, lane(7), 0, 0, next, 0); err != nil {
 				t.Fatal(err)
 			}
 			p, err := s.Pending(ctx, time.Now(), 10)

@@ -21,7 +21,7 @@ func pendTo(t *testing.T, s Store, id coupons.LaneID, last uint32) {
 	}
 	next := r
 	next.State.Last, next.State.LastValue = last, [32]byte{byte(last)}
-	if err := s.Advance(ctx, id, r.State.Last, r.Credit, &next, 0); err != nil {
+	if err := s.Advance(ctx, id, r.State.Last, r.Credit, next, 0); err != nil {
 		t.Fatal(err)
 	}
 }

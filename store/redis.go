@@ -323,16 +323,16 @@ end
 `, recordTailAtV3+1, recordTailAt+1, recordFlagsAt+1)
 
 // Advance implements Store.
-func (s *Redis) Advance(ctx context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next *Record, charge int64) error {
+func (s *Redis) Advance(ctx context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64) error {
 	return s.advance(ctx, id, prevLast, prevCredit, next, charge, "0")
 }
 
 // Reopen implements Store.
 func (s *Redis) Reopen(ctx context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record) error {
-	return s.advance(ctx, id, prevLast, prevCredit, &next, 0, "1")
+	return s.advance(ctx, id, prevLast, prevCredit, next, 0, "1")
 }
 
-func (s *Redis) advance(ctx context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next *Record, charge int64, reopen string) error {
+func (s *Redis) advance(ctx context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64, reopen string) error {
 	enc, err := next.MarshalBinary()
 	if err != nil {
 		return err

@@ -172,9 +172,7 @@ type Store interface {
 	// to the grant's total spending, refused with coupons.ErrCapExceeded
 	// beyond the cap. It is durable when it returns, or within a
 	// reservation the store holds (next.Lease, Record.Lease, Leased).
-	// next is only read, during the call (a pointer, so that the gate's
-	// steady path does not copy a whole record into each call).
-	Advance(ctx context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next *Record, charge int64) error
+	Advance(ctx context.Context, id coupons.LaneID, prevLast, prevCredit uint32, next Record, charge int64) error
 	// Close releases the store.
 	Close() error
 

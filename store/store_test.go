@@ -193,7 +193,7 @@ func TestMarkRevoked(t *testing.T) {
 			}
 			paid := r
 			paid.State.Last, paid.Spent = 2, 2
-			if err := s.Advance(ctx, lane(20), 0, 0, &paid, 0); err != nil {
+			if err := s.Advance(ctx, lane(20), 0, 0, paid, 0); err != nil {
 				t.Fatal(err)
 			}
 			otherCerts, otherKeys := testPrincipals(2)
@@ -216,10 +216,10 @@ func TestMarkRevoked(t *testing.T) {
 			// with the right position, and nothing changes.
 			stale := paid
 			stale.State.Last, stale.Spent = 3, 3
-			if err := s.Advance(ctx, lane(20), 2, 0, &stale, 0); !errors.Is(err, ErrRevoked) {
+			if err := s.Advance(ctx, lane(20), 2, 0, stale, 0); !errors.Is(err, ErrRevoked) {
 				t.Fatalf("payment on a marked lane: %v", err)
 			}
-			if err := s.Advance(ctx, lane(20), 1, 0, &stale, 0); !errors.Is(err, ErrRevoked) {
+			if err := s.Advance(ctx, lane(20), 1, 0, stale, 0); !errors.Is(err, ErrRevoked) {
 				t.Fatalf("payment from an older position on a marked lane: %v", err)
 			}
 			if got, _ := s.Get(ctx, lane(20)); got.State.Last != 2 || !got.Meta.Revoked {
@@ -228,7 +228,7 @@ func TestMarkRevoked(t *testing.T) {
 			// A refund computed from the marked record keeps the mark.
 			refund := got
 			refund.Credit = 1
-			if err := s.Advance(ctx, lane(20), 2, 0, &refund, 0); err != nil {
+			if err := s.Advance(ctx, lane(20), 2, 0, refund, 0); err != nil {
 				t.Fatalf("refund on a marked lane: %v", err)
 			}
 			if got, _ := s.Get(ctx, lane(20)); got.Credit != 1 || !got.Meta.Revoked {
@@ -241,7 +241,7 @@ func TestMarkRevoked(t *testing.T) {
 			taken.Meta.Certs, taken.Meta.Keys = certs[:1], keys[:1]
 			taken.Meta.Spender = keys[0]
 			taken.Meta.Nonce = "takeover-nonce"
-			if err := s.Advance(ctx, lane(20), 2, 1, &taken, 0); !errors.Is(err, ErrConflict) {
+			if err := s.Advance(ctx, lane(20), 2, 1, taken, 0); !errors.Is(err, ErrConflict) {
 				t.Fatalf("a payment's write bringing other principals: %v", err)
 			}
 			// Nor can a reopen under the revoked chain (a gate with an older
@@ -261,7 +261,7 @@ func TestMarkRevoked(t *testing.T) {
 			}
 			next := got
 			next.State.Last, next.Spent = 3, 3
-			if err := s.Advance(ctx, lane(20), 2, 1, &next, 0); err != nil {
+			if err := s.Advance(ctx, lane(20), 2, 1, next, 0); err != nil {
 				t.Fatalf("payment after the takeover: %v", err)
 			}
 			// The old chain's mark cannot be applied to the new chain, and a
@@ -272,7 +272,7 @@ func TestMarkRevoked(t *testing.T) {
 			}
 			stale = paid
 			stale.State.Last, stale.Spent, stale.Credit = 4, 4, 1
-			if err := s.Advance(ctx, lane(20), 3, 1, &stale, 0); !errors.Is(err, ErrConflict) {
+			if err := s.Advance(ctx, lane(20), 3, 1, stale, 0); !errors.Is(err, ErrConflict) {
 				t.Fatalf("a payment under the replaced chain: %v", err)
 			}
 			if got, _ := s.Get(ctx, lane(20)); got.State.Last != 3 || !got.Meta.SamePrincipals(certs[:1], keys[:1]) {
@@ -295,7 +295,7 @@ func TestStoreContract(t *testing.T) {
 			}
 			next := r
 			next.State.Last, next.Spent = 3, 3
-			if err := s.Advance(ctx, lane(1), 0, 0, &next, 3); err != nil {
+			if err := s.Advance(ctx, lane(1), 0, 0, next, 3); err != nil {
 				t.Fatal(err)
 			}
 			// Opening again does not reset the lane.
@@ -305,7 +305,7 @@ func TestStoreContract(t *testing.T) {
 			// A stale compare-and-set fails and changes nothing.
 			stale := next
 			stale.State.Last = 4
-			if err := s.Advance(ctx, lane(1), 0, 0, &stale, 1); !errors.Is(err, ErrConflict) {
+			if err := s.Advance(ctx, lane(1), 0, 0, stale, 1); !errors.Is(err, ErrConflict) {
 				t.Fatalf("stale Advance: %v", err)
 			}
 			if got, _ := s.Get(ctx, lane(1)); got.State.Last != 3 {
@@ -315,19 +315,19 @@ func TestStoreContract(t *testing.T) {
 			// by a payment computed from the record before it.
 			refunded := next
 			refunded.Credit = 2
-			if err := s.Advance(ctx, lane(1), 3, 0, &refunded, 0); err != nil {
+			if err := s.Advance(ctx, lane(1), 3, 0, refunded, 0); err != nil {
 				t.Fatalf("refund: %v", err)
 			}
 			paid := next
 			paid.State.Last, paid.Spent = 4, 4
-			if err := s.Advance(ctx, lane(1), 3, 0, &paid, 1); !errors.Is(err, ErrConflict) {
+			if err := s.Advance(ctx, lane(1), 3, 0, paid, 1); !errors.Is(err, ErrConflict) {
 				t.Fatalf("payment over a newer credit: %v", err)
 			}
 			if got, _ := s.Get(ctx, lane(1)); got.Credit != 2 || got.State.Last != 3 {
 				t.Fatalf("after the stale payment: %+v", got)
 			}
 			next = refunded
-			if err := s.Advance(ctx, lane(2), 0, 0, &next, 1); !errors.Is(err, ErrNotFound) {
+			if err := s.Advance(ctx, lane(2), 0, 0, next, 1); !errors.Is(err, ErrNotFound) {
 				t.Fatalf("Advance of an unknown lane: %v", err)
 			}
 			// The cap is shared by all lanes of a grant.
@@ -335,18 +335,18 @@ func TestStoreContract(t *testing.T) {
 			a, _ := s.Open(ctx, lane(10), NewRecord(capped))
 			b, _ := s.Open(ctx, lane(11), NewRecord(capped))
 			a.State.Last = 3
-			if err := s.Advance(ctx, lane(10), 0, 0, &a, 3_000_000); err != nil {
+			if err := s.Advance(ctx, lane(10), 0, 0, a, 3_000_000); err != nil {
 				t.Fatal(err)
 			}
 			b.State.Last = 3
-			if err := s.Advance(ctx, lane(11), 0, 0, &b, 3_000_000); !errors.Is(err, coupons.ErrCapExceeded) {
+			if err := s.Advance(ctx, lane(11), 0, 0, b, 3_000_000); !errors.Is(err, coupons.ErrCapExceeded) {
 				t.Fatalf("cap across lanes: %v", err)
 			}
 			if got, _ := s.Get(ctx, lane(11)); got.State.Last != 0 {
 				t.Fatal("a refused charge moved the lane")
 			}
 			b.State.Last = 2
-			if err := s.Advance(ctx, lane(11), 0, 0, &b, 2_000_000); err != nil {
+			if err := s.Advance(ctx, lane(11), 0, 0, b, 2_000_000); err != nil {
 				t.Fatalf("charge up to the cap: %v", err)
 			}
 		})
@@ -380,7 +380,7 @@ func TestStoreRaces(t *testing.T) {
 						}
 						next := cur
 						next.State.Last++
-						switch err := s.Advance(ctx, lane(7), cur.State.Last, 0, &next, 0); {
+						switch err := s.Advance(ctx, lane(7), cur.State.Last, 0, next, 0); {
 						case err == nil:
 							accepted[next.State.Last].Add(1)
 						case errors.Is(err, ErrConflict):
@@ -407,7 +407,7 @@ func TestBoltSurvivesReopen(t *testing.T) {
 	s := openBolt(t, path)
 	r, _ := s.Open(ctx, lane(1), NewRecord(testMeta(0)))
 	r.State.Last = 9
-	if err := s.Advance(ctx, lane(1), 0, 0, &r, 0); err != nil {
+	if err := s.Advance(ctx, lane(1), 0, 0, r, 0); err != nil {
 		t.Fatal(err)
 	}
 	m := testMeta(0)
@@ -432,7 +432,7 @@ func TestBoltSurvivesReopen(t *testing.T) {
 	}
 	stale := NewRecord(m)
 	stale.State.Last = 1
-	if err := s.Advance(ctx, lane(2), 0, 0, &stale, 0); !errors.Is(err, ErrRevoked) {
+	if err := s.Advance(ctx, lane(2), 0, 0, stale, 0); !errors.Is(err, ErrRevoked) {
 		t.Fatalf("payment on a marked lane after reopen: %v", err)
 	}
 }
@@ -462,7 +462,7 @@ func TestBoltStats(t *testing.T) {
 			}
 			for i := range uint32(steps) {
 				r.State.Last = i + 1
-				if err := s.Advance(ctx, lane(l), i, 0, &r, 0); err != nil {
+				if err := s.Advance(ctx, lane(l), i, 0, r, 0); err != nil {
 					t.Error(err)
 					return
 				}
@@ -471,7 +471,7 @@ func TestBoltStats(t *testing.T) {
 	}
 	wg.Wait()
 	// A refused write: the lane is at steps, not 0.
-	if err := s.Advance(ctx, lane(0), 0, 0, new(NewRecord(testMeta(0))), 0); !errors.Is(err, ErrConflict) {
+	if err := s.Advance(ctx, lane(0), 0, 0, NewRecord(testMeta(0)), 0); !errors.Is(err, ErrConflict) {
 		t.Fatalf("stale advance: %v", err)
 	}
 	st := s.Stats()
@@ -503,7 +503,7 @@ func TestBoltCloseRacingWrites(t *testing.T) {
 			for i := uint32(0); ; i++ {
 				next := r
 				next.State.Last = i + 1
-				err := s.Advance(ctx, lane(l), i, 0, &next, 0)
+				err := s.Advance(ctx, lane(l), i, 0, next, 0)
 				if errors.Is(err, ErrClosed) {
 					return
 				}
@@ -611,7 +611,7 @@ func kill9Child(path string, open func(string) (Store, error)) {
 	for {
 		next := r
 		next.State.Last++
-		if err := s.Advance(ctx, lane(1), r.State.Last, 0, &next, 0); err != nil {
+		if err := s.Advance(ctx, lane(1), r.State.Last, 0, next, 0); err != nil {
 			os.Exit(1)
 		}
 		r = next
@@ -645,7 +645,7 @@ func TestOutbox(t *testing.T) {
 			}
 			next := r
 			next.State.Last, next.State.LastValue = 5, [32]byte{5}
-			if err := s.Advance(ctx, lane(1), 0, 0, &next, 0); err != nil {
+			if err := s.Advance(ctx, lane(1), 0, 0, next, 0); err != nil {
 				t.Fatal(err)
 			}
 			p, err := s.Pending(ctx, time.Now(), 10)
@@ -669,7 +669,7 @@ func TestOutbox(t *testing.T) {
 			}
 			prev := next
 			next.State.Last = 7
-			if err := s.Advance(ctx, lane(1), prev.State.Last, 0, &next, 0); err != nil {
+			if err := s.Advance(ctx, lane(1), prev.State.Last, 0, next, 0); err != nil {
 				t.Fatal(err)
 			}
 			if p, _ := s.Pending(ctx, time.Now(), 10); len(p) != 1 || p[0].Index != 7 || p[0].Redeemed != 5 {
@@ -852,12 +852,12 @@ func TestVersion3RecordsStillWritable(t *testing.T) {
 			other := r
 			other.Meta.Certs, other.Meta.Keys = testPrincipals(2)
 			other.State.Last = 6
-			if err := s.Advance(ctx, lane(30), 5, 0, &other, 0); !errors.Is(err, ErrConflict) {
+			if err := s.Advance(ctx, lane(30), 5, 0, other, 0); !errors.Is(err, ErrConflict) {
 				t.Fatalf("other principals over a version 3 record: %v", err)
 			}
 			next := r
 			next.State.Last, next.Lease = 6, 9
-			if err := s.Advance(ctx, lane(30), 5, 0, &next, 0); err != nil {
+			if err := s.Advance(ctx, lane(30), 5, 0, next, 0); err != nil {
 				t.Fatalf("same principals over a version 3 record: %v", err)
 			}
 			if err := s.MarkRevoked(ctx, lane(30), m.Certs, m.Keys); err != nil {

@@ -24,7 +24,7 @@ func advanceTo(t *testing.T, s *Bolt, id uint32, from, to uint32) {
 	for i := from; i < to; i++ {
 		next := r
 		next.State.Last = i + 1
-		if err := s.Advance(ctx, lane(id), i, 0, &next, 0); err != nil {
+		if err := s.Advance(ctx, lane(id), i, 0, next, 0); err != nil {
 			t.Fatal(err)
 		}
 		r = next

@@ -77,7 +77,7 @@ func TestOperatorScripts(t *testing.T) {
 				ts.Check(err)
 				next := r
 				next.State.Last, next.State.LastValue = 7, [32]byte{7}
-				ts.Check(st.Advance(ctx, id, r.State.Last, r.Credit, &next, 0))
+				ts.Check(st.Advance(ctx, id, r.State.Last, r.Credit, next, 0))
 				ts.Check(st.Refuse(ctx, store.Refusal{ID: coupons.LaneID{Book: [32]byte{7}, Lane: 2}, Index: 9, Code: coupons.CodeUnknownBook,
 					Message: "broker: unknown book", At: time.Now()}))
 			},
