@@ -31,8 +31,9 @@ func init() {
 //	    broker_key       <file>            # repeatable
 //	    price            <coupons per request>
 //	    unit             <decimal> <currency>
-//	    store            memory | bolt [<path>] [commit_delay <duration>] | pebble [<dir>] | redis <url> [<prefix>]
-//	                     | redis_cluster <url> [<prefix>] [min_replicas <n>]
+//	    store            memory | bolt [<path>] [commit_delay <duration>] [lease_idle <duration>] [lease_flush <duration>]
+//	                     | pebble [<dir>] [lease_idle <duration>] [lease_flush <duration>]
+//	                     | redis <url> [<prefix>] | redis_cluster <url> [<prefix>] [min_replicas <n>]
 //	    mode             offline | semi | online
 //	    broker_timeout   <duration>
 //	    max_jump         <coupons>
@@ -336,14 +337,19 @@ func (g *Gate) parseStore(d *caddyfile.Dispenser) error {
 			b.Path, rest = rest[0], rest[1:]
 		}
 		for ; len(rest) > 0; rest = rest[2:] {
-			if rest[0] != "commit_delay" {
-				return d.Errf("store bolt takes a path and 'commit_delay <duration>', got %q", rest[0])
+			if rest[0] == "commit_delay" {
+				dur, err := caddy.ParseDuration(rest[1])
+				if err != nil || dur < 0 || dur > time.Second {
+					return d.Errf("commit_delay must be a duration from 0 to 1s, e.g. 1ms, got %q", rest[1])
+				}
+				b.CommitDelay = caddy.Duration(dur)
+				continue
 			}
-			dur, err := caddy.ParseDuration(rest[1])
-			if err != nil || dur < 0 || dur > time.Second {
-				return d.Errf("commit_delay must be a duration from 0 to 1s, e.g. 1ms, got %q", rest[1])
+			if ok, err := parseLeaseTuning(d, "bolt", &b.LeaseTuning, rest[0], rest[1]); err != nil {
+				return err
+			} else if !ok {
+				return d.Errf("store bolt takes a path, 'commit_delay <duration>', 'lease_idle <duration>' and 'lease_flush <duration>', got %q", rest[0])
 			}
-			b.CommitDelay = caddy.Duration(dur)
 		}
 		mod, name = b, "bolt"
 	case "redis":
@@ -356,12 +362,17 @@ func (g *Gate) parseStore(d *caddyfile.Dispenser) error {
 		}
 		mod, name = r, "redis"
 	case "pebble":
-		if len(args) > 2 {
-			return d.Errf("store pebble takes an optional directory, e.g. 'store pebble /var/lib/ecoupons/news.pebble'")
-		}
 		p := &PebbleStore{}
-		if len(args) == 2 {
-			p.Path = args[1]
+		rest := args[1:]
+		if len(rest)%2 == 1 {
+			p.Path, rest = rest[0], rest[1:]
+		}
+		for ; len(rest) > 0; rest = rest[2:] {
+			if ok, err := parseLeaseTuning(d, "pebble", &p.LeaseTuning, rest[0], rest[1]); err != nil {
+				return err
+			} else if !ok {
+				return d.Errf("store pebble takes an optional directory, 'lease_idle <duration>' and 'lease_flush <duration>', e.g. 'store pebble /var/lib/ecoupons/news.pebble lease_idle 5m'; got %q", rest[0])
+			}
 		}
 		mod, name = p, "pebble"
 	case "redis_cluster":
@@ -393,3 +404,27 @@ func (g *Gate) parseStore(d *caddyfile.Dispenser) error {
 }
 
 var _ caddyfile.Unmarshaler = (*Gate)(nil)
+
+// parseLeaseTuning reads one 'lease_idle <duration>' or 'lease_flush
+// <duration>' option of an embedded store (named store) into t; it
+// reports whether key is one of them.
+func parseLeaseTuning(d *caddyfile.Dispenser, store string, t *LeaseTuning, key, val string) (bool, error) {
+	var dst *caddy.Duration
+	switch key {
+	case "lease_idle":
+		dst = &t.LeaseIdle
+	case "lease_flush":
+		dst = &t.LeaseFlush
+	default:
+		return false, nil
+	}
+	dur, err := caddy.ParseDuration(val)
+	if err != nil {
+		return true, d.Errf("%s must be a duration, e.g. 5m, got %q", key, val)
+	}
+	*dst = caddy.Duration(dur)
+	if err := t.validate(store); err != nil {
+		return true, d.Err(err.Error())
+	}
+	return true, nil
+}

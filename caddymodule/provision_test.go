@@ -105,6 +105,7 @@ func TestValidateRejectsBadConfigWithoutCreatingFiles(t *testing.T) {
 		{"redis store without url", func(g *Gate) { g.StoreRaw = []byte(`{"backend":"redis"}`) }, "url is required"},
 		{"redis store with a bad url", func(g *Gate) { g.StoreRaw = []byte(`{"backend":"redis","url":"http://x"}`) }, "redis store: url"},
 		{"bolt store with a negative commit_delay", func(g *Gate) { g.StoreRaw = []byte(`{"backend":"bolt","commit_delay":-1}`) }, "commit_delay"},
+		{"pebble store with a lease_idle of two days", func(g *Gate) { g.StoreRaw = []byte(`{"backend":"pebble","lease_idle":172800000000000}`) }, "lease_idle must be a duration from 0"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

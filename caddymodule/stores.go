@@ -54,6 +54,44 @@ type BoltStore struct {
 	// latency per payment. Default 0 (no wait; e.g. 1ms for a gate under
 	// heavy load).
 	CommitDelay caddy.Duration `json:"commit_delay,omitempty"`
+	LeaseTuning
+}
+
+// LeaseTuning are the spending leases' timings of an embedded durable
+// store (bolt, pebble). A config reload keeps the values of the store as
+// it was opened; a restart applies new ones.
+type LeaseTuning struct {
+	// LeaseIdle is how long a lane may go unpaid before the store gives
+	// its spending lease back (one durable write; the lane's next payment
+	// takes a new one, another). Longer keeps more lanes' leases in memory
+	// (about half a kilobyte each) and saves both writes on lanes paid less
+	// often than the default allows: a site whose readers come back every
+	// few minutes, spread over many lanes. Default 30s; at most 24h.
+	LeaseIdle caddy.Duration `json:"lease_idle,omitempty"`
+	// LeaseFlush is how often the positions accepted from memory (within
+	// a lease) are written behind. Longer saves writes on busy lanes; after
+	// a crash, the coupons accepted since the last write are still refused
+	// (the lease covers them) but their chain values are lost, so the
+	// vendor redeems less by at most that much time of payments. Default
+	// 1s; at most 1m.
+	LeaseFlush caddy.Duration `json:"lease_flush,omitempty"`
+}
+
+// validate checks the timings; name is the store's, for the errors.
+func (t LeaseTuning) validate(name string) error {
+	if t.LeaseIdle < 0 || time.Duration(t.LeaseIdle) > 24*time.Hour {
+		return fmt.Errorf("%s store: lease_idle must be a duration from 0 (the default, 30s) to 24h, got %s", name, time.Duration(t.LeaseIdle))
+	}
+	if t.LeaseFlush < 0 || time.Duration(t.LeaseFlush) > time.Minute {
+		return fmt.Errorf("%s store: lease_flush must be a duration from 0 (the default, 1s) to 1m, got %s", name, time.Duration(t.LeaseFlush))
+	}
+	return nil
+}
+
+// options are the store package's LeaseOptions for these timings (zero:
+// its defaults).
+func (t LeaseTuning) options() store.LeaseOptions {
+	return store.LeaseOptions{Idle: time.Duration(t.LeaseIdle), FlushEvery: time.Duration(t.LeaseFlush)}
 }
 
 // CaddyModule returns the Caddy module information.
@@ -66,7 +104,7 @@ func (b *BoltStore) Validate() error {
 	if b.CommitDelay < 0 {
 		return fmt.Errorf("bolt store: commit_delay must not be negative")
 	}
-	return nil
+	return b.LeaseTuning.validate("bolt")
 }
 
 // boltPool shares an open database across config reloads: bbolt locks its
@@ -120,7 +158,7 @@ func (b *BoltStore) OpenStore(ctx caddy.Context) (store.Store, error) {
 			return nil, err
 		}
 		openBolts.Store(path, db)
-		return boltHandle{leased: store.NewLeased(db, store.LeaseOptions{}), path: path}, nil
+		return boltHandle{leased: store.NewLeased(db, b.options()), path: path}, nil
 	})
 	if err != nil {
 		return nil, err
@@ -137,7 +175,11 @@ type PebbleStore struct {
 	// Path of the database directory. Default: ecoupons/<vendor>.pebble in
 	// Caddy's data directory.
 	Path string `json:"path,omitempty"`
+	LeaseTuning
 }
+
+// Validate checks the options without opening the database.
+func (p *PebbleStore) Validate() error { return p.LeaseTuning.validate("pebble") }
 
 // CaddyModule returns the Caddy module information.
 func (PebbleStore) CaddyModule() caddy.ModuleInfo {
@@ -163,7 +205,7 @@ func (p *PebbleStore) OpenStore(ctx caddy.Context) (store.Store, error) {
 		if err != nil {
 			return nil, err
 		}
-		return boltHandle{leased: store.NewLeased(db, store.LeaseOptions{}), path: key}, nil
+		return boltHandle{leased: store.NewLeased(db, p.options()), path: key}, nil
 	})
 	if err != nil {
 		return nil, err
@@ -238,6 +280,7 @@ func (r *RedisStore) OpenStore(ctx caddy.Context) (store.Store, error) {
 
 var (
 	_ caddy.Validator = (*BoltStore)(nil)
+	_ caddy.Validator = (*PebbleStore)(nil)
 	_ caddy.Validator = (*RedisStore)(nil)
 	_ StoreProvider   = (*MemoryStore)(nil)
 	_ StoreProvider   = (*BoltStore)(nil)

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/ecoupons/ecoupons/coupons"
@@ -27,6 +28,35 @@ func TestBoltDefaultPath(t *testing.T) {
 	for i, h := range payments(t, g, w, 0, 2, 1) {
 		if rec := serve(g, "GET", "/premium/x", h); rec.Code != 200 {
 			t.Fatalf("payment %d: %d %s", i, rec.Code, rec.Body)
+		}
+	}
+}
+
+// TestLeaseTuningReachesTheStore: lease_idle and lease_flush configure the
+// spending leases of the bolt and pebble stores, and a store without them
+// keeps the defaults (30s, 1s).
+func TestLeaseTuningReachesTheStore(t *testing.T) {
+	w := newWorld(t, "news.example", t0Later())
+	for _, c := range []struct {
+		json        string
+		idle, flush time.Duration
+	}{
+		{`{"backend":"bolt","path":"` + filepath.Join(t.TempDir(), "a.db") + `","lease_idle":300000000000,"lease_flush":5000000000}`, 5 * time.Minute, 5 * time.Second},
+		{`{"backend":"pebble","path":"` + filepath.Join(t.TempDir(), "p") + `","lease_idle":3600000000000}`, time.Hour, time.Second},
+		{`{"backend":"bolt","path":"` + filepath.Join(t.TempDir(), "b.db") + `"}`, 30 * time.Second, time.Second},
+	} {
+		g := newGate(t, w, c.json, 1)
+		l, ok := g.store.(sharedBolt)
+		if !ok {
+			t.Fatalf("%s: store %T, want the leased embedded store", c.json, g.store)
+		}
+		if o := l.Options(); o.Idle != c.idle || o.FlushEvery != c.flush {
+			t.Errorf("%s: leases idle %v, flush %v; want %v, %v", c.json, o.Idle, o.FlushEvery, c.idle, c.flush)
+		}
+		for i, h := range payments(t, g, w, 0, 2, 1) {
+			if rec := serve(g, "GET", "/premium/x", h); rec.Code != 200 {
+				t.Fatalf("%s: payment %d: %d %s", c.json, i, rec.Code, rec.Body)
+			}
 		}
 	}
 }

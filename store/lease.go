@@ -143,6 +143,9 @@ type batchAdvancer interface {
 	advanceBatch(ws []batchWrite) []error
 }
 
+// Options returns the store's options, defaults filled in.
+func (l *Leased) Options() LeaseOptions { return l.opt }
+
 // NewLeased wraps inner, a store that this process alone writes, and
 // starts its flusher. Close stops it, releases every lane and closes
 // inner.

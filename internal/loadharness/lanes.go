@@ -62,6 +62,9 @@ type laneOptions struct {
 	// past the spending leases' idle time (30 s), the lanes the warm-up
 	// leased are all released first, whatever the warm-up's length.
 	settle time.Duration
+	// leaseIdle and leaseFlush are the embedded stores' lease_idle and
+	// lease_flush (0: the gate's defaults, 30s and 1s).
+	leaseIdle, leaseFlush time.Duration
 }
 
 // parseLaneCounts reads -lanes: a comma-separated list of lane counts,
@@ -442,6 +445,9 @@ func measureLanes(hc *http.Client, fx *fixture, n int, o laneOptions, perClient 
 	fmt.Fprintf(os.Stderr, "%d lanes: filling the %s store…\n", n, o.storeKind)
 	start := time.Now()
 	storeJSON, stopStore, err := fillStore(storeDir, o.storeKind, o.commitDelay, fx, n)
+	if err == nil && (o.storeKind == "bolt" || o.storeKind == "pebble") {
+		storeJSON["lease_idle"], storeJSON["lease_flush"] = o.leaseIdle, o.leaseFlush
+	}
 	if err != nil {
 		return res, err
 	}

@@ -32,16 +32,18 @@
 // rounds, process RSS per open lane, the store's disk bytes per lane and
 // how long the fill and warm-up took; then the paid rate at the most lanes
 // over the rate at the fewest (issue 21 asks ≥ 0.8). The gate releases a
-// lane's spending lease after 30 s unused, so a lane paid less often than
-// that costs a durable write per payment (the writes/paid column): with a
-// warm-up longer than 30 s the rounds start among its releases, and
-// -settle 35s starts every lane count after them.
+// lane's spending lease after 30 s unused (the store's lease_idle,
+// -lease-idle here), so a lane paid less often than that costs a durable
+// write per payment (the writes/paid column): with a warm-up longer than
+// 30 s the rounds start among its releases, and -settle 35s starts every
+// lane count after them.
 //
 //	go run ./internal/loadharness -lanes 1000,100000,1000000            # issue 21's figures
 //	go run ./internal/loadharness -lanes 1000,10000 -duration 2s -rounds 1
 //	go run ./internal/loadharness -lanes 1000,1000000 -cache 1100000     # a cache that holds every lane
 //	go run ./internal/loadharness -lanes 1000,100000 -store pebble -warm=false
 //	go run ./internal/loadharness -lanes 1000,100000,1000000 -settle 35s   # rounds after the warm-up's leases are released
+//	go run ./internal/loadharness -lanes 1000,1000000 -lease-idle 30m       # leases held through the warm-up and the rounds
 package main
 
 import (
@@ -96,6 +98,8 @@ func main() {
 	lanesFlag := flag.String("lanes", "", "lane counts, comma separated (e.g. 1000,100000,1000000): pay on that many prefilled open lanes each (empty: one lane per client)")
 	cache := flag.Int("cache", 0, "with -lanes: the gate's lane_cache (0: its default)")
 	warm := flag.Bool("warm", true, "with -lanes: pay every lane once, untimed, before the rounds")
+	leaseIdle := flag.Duration("lease-idle", 0, "with -lanes, bolt or pebble: the store's lease_idle (0: the gate's default, 30s)")
+	leaseFlush := flag.Duration("lease-flush", 0, "with -lanes, bolt or pebble: the store's lease_flush (0: the gate's default, 1s)")
 	settle := flag.Duration("settle", 0, "with -lanes: wait this long after the warm-up (35s: every lease the warm-up took is released, the gate's idle time being 30s)")
 	flag.Parse()
 	var counts []int
@@ -127,7 +131,7 @@ func main() {
 	var err error
 	if counts != nil {
 		err = runLanes(laneOptions{counts: counts, clients: *clients, duration: *duration, rounds: *rounds, storeKind: *storeKind,
-			commitDelay: *commitDelay, lease: *lease, cache: *cache, warm: *warm, settle: *settle})
+			commitDelay: *commitDelay, lease: *lease, cache: *cache, warm: *warm, settle: *settle, leaseIdle: *leaseIdle, leaseFlush: *leaseFlush})
 	} else {
 		err = run(*clients, *duration, *rounds, *storeKind, *commitDelay, *lease)
 	}
