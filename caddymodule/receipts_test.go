@@ -33,6 +33,12 @@ func (c *fakeClock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.U
 
 // receiptGate provisions a gate that issues receipts, on a fake clock.
 func receiptGate(t *testing.T, w *world) (*Gate, *fakeClock, crypto.Signer) {
+	return receiptGateOn(t, w, &fakeClock{t: time.Now().Truncate(time.Second)})
+}
+
+// receiptGateOn is receiptGate on a given clock (gates that must agree on
+// the time share one).
+func receiptGateOn(t *testing.T, w *world, clock *fakeClock) (*Gate, *fakeClock, crypto.Signer) {
 	dir := t.TempDir()
 	vendor := testKey("vendor")
 	block, err := pemutil.Serialize(vendor)
@@ -43,7 +49,6 @@ func receiptGate(t *testing.T, w *world) (*Gate, *fakeClock, crypto.Signer) {
 	if err := os.WriteFile(keyFile, pem.EncodeToMemory(block), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	clock := &fakeClock{t: time.Now().Truncate(time.Second)}
 	g := &Gate{Vendor: "news.example", BrokerKeys: []string{w.brokerKeyFile}, Price: 1, LaneRate: -1,
 		SecretFile: filepath.Join(dir, "secret"), StoreRaw: []byte(`{"backend":"memory"}`), VendorKey: keyFile}
 	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
