@@ -700,12 +700,13 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	}
 	started := time.Now()
 	var res lanes.Result
-	if !g.accept(w, r, &p, body, g.clockAt(started), &res) {
+	doc := headerValue(r.Header, keyOpen)
+	if !g.accept(w, r, &p, doc, body, g.clockAt(started), &res) {
 		return nil
 	}
 	g.observeDelay(started)
 	g.reportTheft(p.Lane, res.Theft)
-	if !g.respondPaid(w, &p, &res, len(r.Header[keyOpen]) > 0) {
+	if !g.respondPaid(w, &p, &res, doc != "") {
 		return nil
 	}
 	if g.Meter != nil {
@@ -780,14 +781,14 @@ func (g *Gate) parseECoupon(w http.ResponseWriter, auth string, p *coupons.Payme
 }
 
 // accept takes the payment p for r, arrived at now, on its lane
-// (lanes.Core.Accept), into res; it reports whether it did. A payment
+// (lanes.Core.Accept), into res; it reports whether it did. doc is the
+// lane open the request carries (its ECoupon-Open), if any. A payment
 // that carries a lane open is its spender's first on this lane:
 // the lane is opened first, or taken over (openOnPayment); a lane the
 // store does not hold, or must have opened again, is opened from the
 // open the request carries. On refusal it has answered.
-func (g *Gate) accept(w http.ResponseWriter, r *http.Request, p *coupons.Payment, body content, now time.Time, res *lanes.Result) bool {
+func (g *Gate) accept(w http.ResponseWriter, r *http.Request, p *coupons.Payment, doc string, body content, now time.Time, res *lanes.Result) bool {
 	ctx := r.Context()
-	doc := headerValue(r.Header, keyOpen)
 	pay := lanes.Payment{Coupon: *p, Request: coupons.Request{Method: r.Method, Host: strings.ToLower(r.Host),
 		Path: r.URL.EscapedPath(), Query: r.URL.RawQuery, Range: rangeHeader(r.Header)}, Now: now, Hold: g.holdCoupons()}
 	if body.has {

@@ -574,15 +574,15 @@ func (g *Gate) serveTopup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	restore := setOpen(r.Header, open)
-	opened := len(r.Header[keyOpen]) > 0
+	doc := headerValue(r.Header, keyOpen)
 	var res lanes.Result
-	ok = sg.accept(ww, r, &p, body, sg.clock(), &res)
+	ok = sg.accept(ww, r, &p, doc, body, sg.clock(), &res)
 	restore()
 	if !ok {
 		return
 	}
 	sg.reportTheft(p.Lane, res.Theft)
-	if !sg.respondPaid(ww, &p, &res, opened) {
+	if !sg.respondPaid(ww, &p, &res, doc != "") {
 		return
 	}
 	units := res.Held / sg.Price

@@ -247,16 +247,16 @@ func (g *Gate) servePayment(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	started := time.Now()
 	restore := setOpen(r.Header, open)
-	opened := len(r.Header[keyOpen]) > 0
+	doc := headerValue(r.Header, keyOpen)
 	var res lanes.Result
-	ok = g.accept(pw, r, &p, body, g.clockAt(started), &res)
+	ok = g.accept(pw, r, &p, doc, body, g.clockAt(started), &res)
 	restore()
 	if !ok {
 		return nil
 	}
 	g.observeDelay(started)
 	g.reportTheft(p.Lane, res.Theft)
-	if !g.respondPaid(pw, &p, &res, opened) {
+	if !g.respondPaid(pw, &p, &res, doc != "") {
 		return nil
 	}
 	if cr != nil {
