@@ -64,12 +64,23 @@ func (b *Broker) Redeem(ctx context.Context, vendorKey spki.KeyHash, batch []Red
 		return nil, fmt.Errorf("%w: a batch holds 1 to %d redemptions", ErrRedemption, maxBatch)
 	}
 	out := make([]RedeemResult, len(batch))
-	err := b.tx(ctx, func(tx *sql.Tx) error {
+	// The statements of every batch, compiled once (SQLite).
+	stmts, err := b.DB.redeemStmts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	err = b.tx(ctx, func(tx *sql.Tx) error {
 		// The vendor names of the key: several when the vendor registered
 		// one per currency, say; each book pays the account of its name.
-		rs := &redeemState{db: b.DB, books: map[[32]byte]*bookRow{}, totals: map[[32]byte]*bookTotals{}, vendors: map[string]vendorRow{},
+		rs := &redeemState{db: b.DB, stmts: stmts, books: map[[32]byte]*bookRow{}, totals: map[[32]byte]*bookTotals{}, vendors: map[string]vendorRow{},
 			lanes: make(map[coupons.LaneID]*laneRow, len(batch))}
-		rows, err := tx.QueryContext(ctx, `SELECT name, account, currency FROM vendors WHERE key_hash = $1`, hexKey(vendorKey))
+		var rows *sql.Rows
+		var err error
+		if stmts != nil {
+			rows, err = tx.StmtContext(ctx, stmts.vendors).QueryContext(ctx, hexKey(vendorKey))
+		} else {
+			rows, err = tx.QueryContext(ctx, vendorsQuery, hexKey(vendorKey))
+		}
 		if err != nil {
 			return err
 		}
@@ -159,6 +170,7 @@ func (b *Broker) Redeem(ctx context.Context, vendorKey spki.KeyHash, batch []Red
 // and the amounts owed per book.
 type redeemState struct {
 	db        *DB
+	stmts     *redeemStmts // nil on PostgreSQL
 	books     map[[32]byte]*bookRow // nil: not registered here
 	totals    map[[32]byte]*bookTotals
 	paidBooks [][32]byte           // the books of totals, in batch order
@@ -222,6 +234,25 @@ func (d *DB) placeholders(sb *strings.Builder, n, k int, wrap []string) {
 	}
 }
 
+// query runs the query of len(args)/k rows of k parameters each: with
+// cached (the prepared statements by padSize), the one of the smallest
+// size that holds them, the last row repeated to fill it; without, the
+// text sqlFor builds for that many rows.
+func (rs *redeemState) query(ctx context.Context, tx *sql.Tx, cached map[int]*sql.Stmt, sqlFor func(int) string, args []any, k int) (*sql.Rows, error) {
+	n := len(args) / k
+	if cached == nil {
+		return tx.QueryContext(ctx, sqlFor(n), args...)
+	}
+	p := padSize(n)
+	padded := make([]any, 0, p*k)
+	padded = append(padded, args...)
+	last := args[len(args)-k:]
+	for len(padded) < p*k {
+		padded = append(padded, last...)
+	}
+	return tx.StmtContext(ctx, cached[p]).QueryContext(ctx, padded...)
+}
+
 // loadBooks reads the batch's books, a chunk at a time.
 func (rs *redeemState) loadBooks(ctx context.Context, tx *sql.Tx, batch []Redemption) error {
 	var ids []any
@@ -234,18 +265,11 @@ func (rs *redeemState) loadBooks(ctx context.Context, tx *sql.Tx, batch []Redemp
 	}
 	for len(ids) > 0 {
 		n := min(len(ids), chunk)
-		var q strings.Builder
-		q.WriteString(`SELECT k.id, k.vendor, a.currency, k.unit, k.lanes, k.length, k.salt, k.root, k.released
-			FROM books k JOIN accounts a ON a.id = k.owner WHERE k.id IN `)
-		q.WriteByte('(')
-		for i := 1; i <= n; i++ {
-			if i > 1 {
-				q.WriteString(", ")
-			}
-			q.WriteString(rs.db.param(i))
+		var books map[int]*sql.Stmt
+		if rs.stmts != nil {
+			books = rs.stmts.books
 		}
-		q.WriteByte(')')
-		rows, err := tx.QueryContext(ctx, q.String(), ids[:n]...)
+		rows, err := rs.query(ctx, tx, books, rs.db.booksSQL, ids[:n], 1)
 		if err != nil {
 			return err
 		}
@@ -291,11 +315,11 @@ func (rs *redeemState) loadLanes(ctx context.Context, tx *sql.Tx, batch []Redemp
 	}
 	for len(args) > 0 {
 		n := min(len(args)/2, chunk)
-		var q strings.Builder
-		q.WriteString(`SELECT book, lane, redeemed, value, reserved FROM lanes WHERE (book, lane) IN (VALUES `)
-		rs.db.placeholders(&q, n, 2, []string{"", "CAST(%s AS BIGINT)"})
-		q.WriteByte(')')
-		rows, err := tx.QueryContext(ctx, q.String(), args[:2*n]...)
+		var lanes map[int]*sql.Stmt
+		if rs.stmts != nil {
+			lanes = rs.stmts.lanes
+		}
+		rows, err := rs.query(ctx, tx, lanes, rs.db.lanesSQL, args[:2*n], 2)
 		if err != nil {
 			return err
 		}
@@ -398,9 +422,20 @@ func (rs *redeemState) writeLanes(ctx context.Context, tx *sql.Tx) error {
 	// each row. Every row exists (read in this transaction): the upsert
 	// is an update of many rows in one statement that never takes a lane
 	// backwards.
-	return write(updates, `INSERT INTO lanes (book, lane, redeemed, value, reserved) VALUES `,
-		` ON CONFLICT (book, lane) DO UPDATE SET redeemed = excluded.redeemed, value = excluded.value, reserved = excluded.reserved
-		WHERE lanes.redeemed <= excluded.redeemed`, nil)
+	if len(updates) == 0 {
+		return nil
+	}
+	update := tx.StmtContext(ctx, rs.stmts.update)
+	for _, l := range updates {
+		res, err := update.ExecContext(ctx, l.redeemed, hex.EncodeToString(l.value[:]), l.reserved, rs.books[l.id.Book].hex, int64(l.id.Lane), l.redeemed)
+		if err != nil {
+			return err
+		}
+		if got, err := res.RowsAffected(); err == nil && got != 1 {
+			return fmt.Errorf("broker: lane %s/%d not written (%d rows)", rs.books[l.id.Book].hex, l.id.Lane, got)
+		}
+	}
+	return nil
 }
 
 // itemError marks a refusal of one item (as opposed to a database error),
