@@ -170,7 +170,7 @@ func (b *Broker) Redeem(ctx context.Context, vendorKey spki.KeyHash, batch []Red
 // and the amounts owed per book.
 type redeemState struct {
 	db        *DB
-	stmts     *redeemStmts // nil on PostgreSQL
+	stmts     *redeemStmts          // nil on PostgreSQL
 	books     map[[32]byte]*bookRow // nil: not registered here
 	totals    map[[32]byte]*bookTotals
 	paidBooks [][32]byte           // the books of totals, in batch order
