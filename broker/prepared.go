@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"strings"
 	"sync"
 )
@@ -81,11 +82,14 @@ const (
 	vendorsQuery = `SELECT name, account, currency FROM vendors WHERE key_hash = $1`
 	booksQuery   = `SELECT k.id, k.vendor, a.currency, k.unit, k.lanes, k.length, k.salt, k.root, k.released
 			FROM books k JOIN accounts a ON a.id = k.owner WHERE k.id IN `
-	lanesQuery = `SELECT book, lane, redeemed, value, reserved FROM lanes WHERE (book, lane) IN (VALUES `
-	// The lane's key names one row, so SQLite writes it without a
+	// On SQLite the lanes' read also returns their rowid (lanesSQL).
+	lanesQuery = `SELECT book, lane, redeemed, value, reserved%s FROM lanes WHERE (book, lane) IN (VALUES `
+	// The rowid read in the same transaction names one row, so SQLite
+	// finds it without the primary key's index, and writes it without a
 	// statement journal (a statement that writes several rows and may
-	// fail part way first copies every page it changes to one).
-	laneUpdate = `UPDATE lanes SET redeemed = ?, value = ?, reserved = ? WHERE book = ? AND lane = ? AND redeemed <= ?`
+	// fail part way first copies every page it changes to one). The lane's
+	// key is checked all the same.
+	laneUpdate = `UPDATE lanes SET redeemed = ?, value = ?, reserved = ? WHERE rowid = ? AND book = ? AND lane = ? AND redeemed <= ?`
 )
 
 // booksSQL is the query of loadBooks for n books.
@@ -106,7 +110,11 @@ func (d *DB) booksSQL(n int) string {
 // lanesSQL is the query of loadLanes for n lanes.
 func (d *DB) lanesSQL(n int) string {
 	var q strings.Builder
-	q.WriteString(lanesQuery)
+	rowid := ""
+	if d.dialect == "sqlite" {
+		rowid = ", rowid"
+	}
+	fmt.Fprintf(&q, lanesQuery, rowid)
 	d.placeholders(&q, n, 2, []string{"", "CAST(%s AS BIGINT)"})
 	q.WriteByte(')')
 	return q.String()

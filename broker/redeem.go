@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"database/sql"
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/ecoupons/ecoupons/coupons"
@@ -197,8 +199,9 @@ type bookRow struct {
 // laneRow is a lane's row as this batch leaves it.
 type laneRow struct {
 	id       coupons.LaneID
-	exists   bool // in the table before this batch
-	changed  bool // to be written
+	exists   bool  // in the table before this batch
+	rowid    int64 // SQLite's, when exists
+	changed  bool  // to be written
 	redeemed int64
 	value    coupons.Value
 	reserved int64
@@ -325,8 +328,12 @@ func (rs *redeemState) loadLanes(ctx context.Context, tx *sql.Tx, batch []Redemp
 		}
 		for rows.Next() {
 			var bookHex, valueHex string
-			var lane, redeemed, reserved int64
-			if err := rows.Scan(&bookHex, &lane, &redeemed, &valueHex, &reserved); err != nil {
+			var lane, redeemed, reserved, rowid int64
+			dest := []any{&bookHex, &lane, &redeemed, &valueHex, &reserved, &rowid}
+			if rs.db.dialect != "sqlite" {
+				dest = dest[:5]
+			}
+			if err := rows.Scan(dest...); err != nil {
 				rows.Close()
 				return err
 			}
@@ -338,7 +345,7 @@ func (rs *redeemState) loadLanes(ctx context.Context, tx *sql.Tx, batch []Redemp
 				rows.Close()
 				return fmt.Errorf("broker: lane %s/%d read but not asked for", bookHex, lane)
 			}
-			l.exists, l.redeemed, l.reserved = true, redeemed, reserved
+			l.exists, l.redeemed, l.reserved, l.rowid = true, redeemed, reserved, rowid
 			hex.Decode(l.value[:], []byte(valueHex))
 		}
 		rows.Close()
@@ -425,9 +432,11 @@ func (rs *redeemState) writeLanes(ctx context.Context, tx *sql.Tx) error {
 	if len(updates) == 0 {
 		return nil
 	}
+	// In rowid order: the table's pages in the order of its B-tree.
+	slices.SortFunc(updates, func(a, b *laneRow) int { return cmp.Compare(a.rowid, b.rowid) })
 	update := tx.StmtContext(ctx, rs.stmts.update)
 	for _, l := range updates {
-		res, err := update.ExecContext(ctx, l.redeemed, hex.EncodeToString(l.value[:]), l.reserved, rs.books[l.id.Book].hex, int64(l.id.Lane), l.redeemed)
+		res, err := update.ExecContext(ctx, l.redeemed, hex.EncodeToString(l.value[:]), l.reserved, l.rowid, rs.books[l.id.Book].hex, int64(l.id.Lane), l.redeemed)
 		if err != nil {
 			return err
 		}
