@@ -447,12 +447,19 @@ func (rs *redeemState) writeLanes(ctx context.Context, tx *sql.Tx) error {
 	// 12.8k), written 8.7 KB per lane against 12.9; at 1M, 101 and 98 ms
 	// against 136 and 151 (5.9k and 5.0k lanes/s against 3.7k and 4.0k),
 	// 22.7 KB written per lane against 31.3. With BROKER_SCALE_FIRST=2 (no
-	// page splits) at 1M one pair: 77 ms against 78 (6.8k lanes/s against
-	// 7.6k), 12.2 KB against 16.3. The 30k lanes/s of issue 21 (≤ 33 ms
-	// per batch) is not reached at 1M: what remains is mostly SQLite's
-	// page I/O, a system call per 4 KiB page (reads past its 2 MB cache,
-	// dirty pages spilled from it mid-transaction, the WAL's writes, the
-	// checkpoint after every batch), and the splits above.
+	// page splits) at 1M: 77, 69, 51 ms against 78, 88, 73 (6.8k, 7.4k,
+	// 7.9k lanes/s against 7.6k, 6.2k, 8.7k: the waits, not the CPU, set
+	// lanes/s on that machine), 12.2 KB written per lane against 16.3.
+	// The 30k lanes/s of issue 21 (≤ 33 ms per batch) is not reached at
+	// 1M. What a batch's CPU goes to there (profile of 20 batches,
+	// FIRST=2, 60 ms each): the commit 17 (14 of it the checkpoint that
+	// follows every batch), the ledger transfer 15 (8 of it inserting
+	// ~1000 entries, one per book, into entries and its two indexes),
+	// reading the lanes 12, writing them 9, reading the books 3.5; most
+	// of it SQLite's page I/O, a system call per 4 KiB page (reads past
+	// its 2 MB cache, dirty pages spilled from it mid-transaction, the
+	// WAL's writes, the checkpoint's copies), and with FIRST=1 the splits
+	// above.
 	if len(updates) == 0 {
 		return nil
 	}
