@@ -55,6 +55,9 @@ const noFloor = math.MinInt64
 type DB struct {
 	db      *sql.DB
 	dialect string // "sqlite" or "pgx"
+	// prepared holds statements compiled once for the database's life
+	// (prepared.go); SQLite only.
+	prepared stmtCache
 }
 
 // OpenSQLite opens (creating if needed) the broker database at path, in
@@ -122,7 +125,10 @@ func retryable(err error) bool {
 }
 
 // Close closes the database.
-func (d *DB) Close() error { return d.db.Close() }
+func (d *DB) Close() error {
+	d.prepared.close()
+	return d.db.Close()
+}
 
 // migrations are the schema's versions: migrations[v] (v from 1) is the
 // SQL that takes the schema from version v-1 to v; each runs once, in

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"database/sql"
@@ -8,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/ecoupons/ecoupons/coupons"
@@ -55,21 +57,33 @@ const maxBatch = 10000
 // The batch costs a bounded number of statements whatever the books it
 // spans: its books and lanes are read a chunk at a time, items are
 // verified in memory in batch order (a lane named twice sees its first
-// item's redemption), the lanes changed are written a chunk at a time,
-// and the whole batch pays with one ledger transaction holding one entry
-// per account (each book's escrow and reserve, the vendor's account, the
-// fees).
+// item's redemption), the lanes changed are written a chunk at a time
+// (on SQLite, where a statement costs no round trip, each lane updated
+// is its own statement: writeLanes), and the whole batch pays with one
+// ledger transaction holding one entry per account (each book's escrow
+// and reserve, the vendor's account, the fees).
 func (b *Broker) Redeem(ctx context.Context, vendorKey spki.KeyHash, batch []Redemption) ([]RedeemResult, error) {
 	if len(batch) == 0 || len(batch) > maxBatch {
 		return nil, fmt.Errorf("%w: a batch holds 1 to %d redemptions", ErrRedemption, maxBatch)
 	}
 	out := make([]RedeemResult, len(batch))
-	err := b.tx(ctx, func(tx *sql.Tx) error {
+	// The statements of every batch, compiled once (SQLite).
+	stmts, err := b.DB.redeemStmts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	err = b.tx(ctx, func(tx *sql.Tx) error {
 		// The vendor names of the key: several when the vendor registered
 		// one per currency, say; each book pays the account of its name.
-		rs := &redeemState{db: b.DB, books: map[[32]byte]*bookRow{}, totals: map[[32]byte]*bookTotals{}, vendors: map[string]vendorRow{},
+		rs := &redeemState{db: b.DB, stmts: stmts, books: map[[32]byte]*bookRow{}, totals: map[[32]byte]*bookTotals{}, vendors: map[string]vendorRow{},
 			lanes: make(map[coupons.LaneID]*laneRow, len(batch))}
-		rows, err := tx.QueryContext(ctx, `SELECT name, account, currency FROM vendors WHERE key_hash = $1`, hexKey(vendorKey))
+		var rows *sql.Rows
+		var err error
+		if stmts != nil {
+			rows, err = tx.StmtContext(ctx, stmts.vendors).QueryContext(ctx, hexKey(vendorKey))
+		} else {
+			rows, err = tx.QueryContext(ctx, vendorsQuery, hexKey(vendorKey))
+		}
 		if err != nil {
 			return err
 		}
@@ -159,6 +173,7 @@ func (b *Broker) Redeem(ctx context.Context, vendorKey spki.KeyHash, batch []Red
 // and the amounts owed per book.
 type redeemState struct {
 	db        *DB
+	stmts     *redeemStmts          // nil on PostgreSQL
 	books     map[[32]byte]*bookRow // nil: not registered here
 	totals    map[[32]byte]*bookTotals
 	paidBooks [][32]byte           // the books of totals, in batch order
@@ -185,8 +200,9 @@ type bookRow struct {
 // laneRow is a lane's row as this batch leaves it.
 type laneRow struct {
 	id       coupons.LaneID
-	exists   bool // in the table before this batch
-	changed  bool // to be written
+	exists   bool  // in the table before this batch
+	rowid    int64 // SQLite's, when exists
+	changed  bool  // to be written
 	redeemed int64
 	value    coupons.Value
 	reserved int64
@@ -222,6 +238,25 @@ func (d *DB) placeholders(sb *strings.Builder, n, k int, wrap []string) {
 	}
 }
 
+// query runs the query of len(args)/k rows of k parameters each: with
+// cached (the prepared statements by padSize), the one of the smallest
+// size that holds them, the last row repeated to fill it; without, the
+// text sqlFor builds for that many rows.
+func (rs *redeemState) query(ctx context.Context, tx *sql.Tx, cached map[int]*sql.Stmt, sqlFor func(int) string, args []any, k int) (*sql.Rows, error) {
+	n := len(args) / k
+	if cached == nil {
+		return tx.QueryContext(ctx, sqlFor(n), args...)
+	}
+	p := padSize(n)
+	padded := make([]any, 0, p*k)
+	padded = append(padded, args...)
+	last := args[len(args)-k:]
+	for len(padded) < p*k {
+		padded = append(padded, last...)
+	}
+	return tx.StmtContext(ctx, cached[p]).QueryContext(ctx, padded...)
+}
+
 // loadBooks reads the batch's books, a chunk at a time.
 func (rs *redeemState) loadBooks(ctx context.Context, tx *sql.Tx, batch []Redemption) error {
 	var ids []any
@@ -234,18 +269,11 @@ func (rs *redeemState) loadBooks(ctx context.Context, tx *sql.Tx, batch []Redemp
 	}
 	for len(ids) > 0 {
 		n := min(len(ids), chunk)
-		var q strings.Builder
-		q.WriteString(`SELECT k.id, k.vendor, a.currency, k.unit, k.lanes, k.length, k.salt, k.root, k.released
-			FROM books k JOIN accounts a ON a.id = k.owner WHERE k.id IN `)
-		q.WriteByte('(')
-		for i := 1; i <= n; i++ {
-			if i > 1 {
-				q.WriteString(", ")
-			}
-			q.WriteString(rs.db.param(i))
+		var books map[int]*sql.Stmt
+		if rs.stmts != nil {
+			books = rs.stmts.books
 		}
-		q.WriteByte(')')
-		rows, err := tx.QueryContext(ctx, q.String(), ids[:n]...)
+		rows, err := rs.query(ctx, tx, books, rs.db.booksSQL, ids[:n], 1)
 		if err != nil {
 			return err
 		}
@@ -291,18 +319,22 @@ func (rs *redeemState) loadLanes(ctx context.Context, tx *sql.Tx, batch []Redemp
 	}
 	for len(args) > 0 {
 		n := min(len(args)/2, chunk)
-		var q strings.Builder
-		q.WriteString(`SELECT book, lane, redeemed, value, reserved FROM lanes WHERE (book, lane) IN (VALUES `)
-		rs.db.placeholders(&q, n, 2, []string{"", "CAST(%s AS BIGINT)"})
-		q.WriteByte(')')
-		rows, err := tx.QueryContext(ctx, q.String(), args[:2*n]...)
+		var lanes map[int]*sql.Stmt
+		if rs.stmts != nil {
+			lanes = rs.stmts.lanes
+		}
+		rows, err := rs.query(ctx, tx, lanes, rs.db.lanesSQL, args[:2*n], 2)
 		if err != nil {
 			return err
 		}
 		for rows.Next() {
 			var bookHex, valueHex string
-			var lane, redeemed, reserved int64
-			if err := rows.Scan(&bookHex, &lane, &redeemed, &valueHex, &reserved); err != nil {
+			var lane, redeemed, reserved, rowid int64
+			dest := []any{&bookHex, &lane, &redeemed, &valueHex, &reserved, &rowid}
+			if rs.db.dialect != "sqlite" {
+				dest = dest[:5]
+			}
+			if err := rows.Scan(dest...); err != nil {
 				rows.Close()
 				return err
 			}
@@ -314,7 +346,7 @@ func (rs *redeemState) loadLanes(ctx context.Context, tx *sql.Tx, batch []Redemp
 				rows.Close()
 				return fmt.Errorf("broker: lane %s/%d read but not asked for", bookHex, lane)
 			}
-			l.exists, l.redeemed, l.reserved = true, redeemed, reserved
+			l.exists, l.redeemed, l.reserved, l.rowid = true, redeemed, reserved, rowid
 			hex.Decode(l.value[:], []byte(valueHex))
 		}
 		rows.Close()
@@ -326,9 +358,10 @@ func (rs *redeemState) loadLanes(ctx context.Context, tx *sql.Tx, batch []Redemp
 	return nil
 }
 
-// writeLanes writes the lanes the batch changed: new lanes inserted (a
-// lane inserted meanwhile fails the batch), known lanes updated, a chunk
-// at a time.
+// writeLanes writes the lanes the batch changed: new lanes inserted a
+// chunk at a time (a lane inserted meanwhile fails the batch), known
+// lanes updated (a chunk at a time on PostgreSQL, one by one on SQLite;
+// an update that would take a lane backwards fails the batch).
 func (rs *redeemState) writeLanes(ctx context.Context, tx *sql.Tx) error {
 	var inserts, updates []*laneRow
 	for _, l := range rs.changed {
@@ -394,13 +427,55 @@ func (rs *redeemState) writeLanes(ctx context.Context, tx *sql.Tx) error {
 	// pages per batch at 1M while most updates are such first ones.
 	//
 	// SQLite plans UPDATE … FROM (VALUES …) as a scan of lanes (measured:
-	// 357 ms for 1000 lanes of a million); its upsert probes the key of
-	// each row. Every row exists (read in this transaction): the upsert
-	// is an update of many rows in one statement that never takes a lane
-	// backwards.
-	return write(updates, `INSERT INTO lanes (book, lane, redeemed, value, reserved) VALUES `,
-		` ON CONFLICT (book, lane) DO UPDATE SET redeemed = excluded.redeemed, value = excluded.value, reserved = excluded.reserved
-		WHERE lanes.redeemed <= excluded.redeemed`, nil)
+	// 357 ms for 1000 lanes of a million); an upsert probes the key of
+	// each row. The upsert that wrote a chunk per statement until then
+	// (INSERT … ON CONFLICT (book, lane) DO UPDATE … WHERE lanes.redeemed
+	// <= excluded.redeemed) was compiled anew per chunk (5,000 parameters)
+	// and, a statement that writes many rows and may fail part way, copied
+	// every page it dirtied to the statement journal.
+	//
+	// So each lane is written by its own UPDATE, compiled once
+	// (redeemStmts), by the rowid loadLanes read in this transaction (its
+	// key checked too), in rowid order, never backwards: one row per
+	// statement, so no statement journal, and no second descent of the
+	// primary key's index. With the statements of loadBooks and loadLanes
+	// compiled once too (prepared.go), BenchmarkRedeemAtScale alternated
+	// with the code before (cpu-ns/op is a batch's thread CPU time; the
+	// machine was loaded by a fuzz campaign on both cores, so lanes/s
+	// moves with it): at 100k lanes, 36, 42, 46 ms of CPU per batch
+	// against 64, 55, 58 (16.4k, 14.2k, 11.7k lanes/s against 7.2k, 13.8k,
+	// 12.8k), written 8.7 KB per lane against 12.9; at 1M, 101 and 98 ms
+	// against 136 and 151 (5.9k and 5.0k lanes/s against 3.7k and 4.0k),
+	// 22.7 KB written per lane against 31.3. With BROKER_SCALE_FIRST=2 (no
+	// page splits) at 1M: 77, 69, 51 ms against 78, 88, 73 (6.8k, 7.4k,
+	// 7.9k lanes/s against 7.6k, 6.2k, 8.7k: the waits, not the CPU, set
+	// lanes/s on that machine), 12.2 KB written per lane against 16.3.
+	// The 30k lanes/s of issue 21 (≤ 33 ms per batch) is not reached at
+	// 1M. What a batch's CPU goes to there (profile of 20 batches,
+	// FIRST=2, 60 ms each): the commit 17 (14 of it the checkpoint that
+	// follows every batch), the ledger transfer 15 (8 of it inserting
+	// ~1000 entries, one per book, into entries and its two indexes),
+	// reading the lanes 12, writing them 9, reading the books 3.5; most
+	// of it SQLite's page I/O, a system call per 4 KiB page (reads past
+	// its 2 MB cache, dirty pages spilled from it mid-transaction, the
+	// WAL's writes, the checkpoint's copies), and with FIRST=1 the splits
+	// above.
+	if len(updates) == 0 {
+		return nil
+	}
+	// In rowid order: the table's pages in the order of its B-tree.
+	slices.SortFunc(updates, func(a, b *laneRow) int { return cmp.Compare(a.rowid, b.rowid) })
+	update := tx.StmtContext(ctx, rs.stmts.update)
+	for _, l := range updates {
+		res, err := update.ExecContext(ctx, l.redeemed, hex.EncodeToString(l.value[:]), l.reserved, l.rowid, rs.books[l.id.Book].hex, int64(l.id.Lane), l.redeemed)
+		if err != nil {
+			return err
+		}
+		if got, err := res.RowsAffected(); err == nil && got != 1 {
+			return fmt.Errorf("broker: lane %s/%d not written (%d rows)", rs.books[l.id.Book].hex, l.id.Lane, got)
+		}
+	}
+	return nil
 }
 
 // itemError marks a refusal of one item (as opposed to a database error),

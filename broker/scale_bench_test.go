@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/internal/testutil"
 )
 
 // Redemption at scale (issue 21): lanes spread over many books, each
@@ -19,6 +20,9 @@ import (
 // lanes forward by one coupon (one chain step each), with a 1% fee, so
 // each lane is one lane row update and a share of the batch's ledger
 // transfer. lanes/s is lanes redeemed per second of the timed batches;
+// cpu-ns/op is a batch's CPU time on the benchmark's thread, where the
+// driver runs SQLite (testutil.CPUClock: it leaves out the waits for a
+// core of a loaded machine, and the garbage collector's background work);
 // written-B/lane is what the process wrote per lane (Linux only).
 //
 // Environment knobs (SQLite): BROKER_SCALE_FIRST=2 redeems coupon 2
@@ -142,15 +146,20 @@ func benchRedeemAtScale(b *testing.B, lanes int) {
 	}
 	redeemed := 0
 	written := writtenBytes()
+	cpu := testutil.NewCPUClock(b)
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu.Reset()
 	for b.Loop() {
 		b.StopTimer()
+		cpu.Stop()
 		makeBatch()
+		cpu.Start()
 		b.StartTimer()
 		redeem()
 		redeemed += scaleBatch
 	}
+	cpu.Report(b)
 	b.ReportMetric(float64(redeemed)/b.Elapsed().Seconds(), "lanes/s")
 	if w := writtenBytes(); w >= 0 && written >= 0 && redeemed > 0 {
 		// What the process wrote (WAL frames, checkpoints) per lane:

@@ -40,6 +40,7 @@ func profileSQLite(b *testing.B, d *DB) {
 	}
 	// (An upsert has no plan to show: it probes the primary key.)
 	plan(b, d, `EXPLAIN QUERY PLAN SELECT book, lane, redeemed, value, reserved FROM lanes WHERE (book, lane) IN (VALUES ($1, CAST($2 AS BIGINT)), ($3, CAST($4 AS BIGINT)))`, "x", 1, "y", 2)
+	plan(b, d, `EXPLAIN QUERY PLAN `+laneUpdate, 2, "v", 0, 1, "x", 1, 2)
 }
 
 func plan(b *testing.B, d *DB, q string, args ...any) {
