@@ -25,6 +25,7 @@ import (
 	"github.com/ecoupons/ecoupons/caddymodule"
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/delegation"
+	"github.com/ecoupons/ecoupons/internal/procstat"
 	"github.com/ecoupons/ecoupons/lanes"
 	"github.com/ecoupons/ecoupons/spki"
 	"github.com/ecoupons/ecoupons/store"
@@ -441,7 +442,7 @@ func measureLanes(hc *http.Client, fx *fixture, n int, o laneOptions, perClient 
 	}
 
 	debug.FreeOSMemory()
-	rss0, anon0 := rss()
+	rss0, anon0 := procstat.RSS()
 	fmt.Fprintf(os.Stderr, "%d lanes: filling the %s store…\n", n, o.storeKind)
 	start := time.Now()
 	storeJSON, stopStore, err := fillStore(storeDir, o.storeKind, o.commitDelay, fx, n)
@@ -487,7 +488,7 @@ func measureLanes(hc *http.Client, fx *fixture, n int, o laneOptions, perClient 
 		time.Sleep(o.settle)
 	}
 	debug.FreeOSMemory()
-	res.rss, res.anon = rss()
+	res.rss, res.anon = procstat.RSS()
 	res.rssLane, res.anonLane = float64(res.rss-rss0)/float64(n), float64(res.anon-anon0)/float64(n)
 
 	fmt.Fprintf(os.Stderr, "%d lanes: computing %d payments for each of %d clients…\n", n, perClient, o.clients)
@@ -560,7 +561,7 @@ func measureLanes(hc *http.Client, fx *fixture, n int, o laneOptions, perClient 
 	caddy.Stop() // the store closed: its final checkpoint on disk
 	stopped = true
 	if o.storeKind != "memory" && o.storeKind != "redis" {
-		res.disk = dirSize(storeDir)
+		res.disk = procstat.DirSize(storeDir)
 	}
 	return res, nil
 }
@@ -706,38 +707,4 @@ func cacheCounts() (hits, misses float64) {
 		}
 	}
 	return hits, misses
-}
-
-// rss is the process's resident memory in bytes, all of it and its
-// anonymous part (the rest is mapped files: the bolt store's pages, the
-// executable) (Linux).
-func rss() (all, anon int64) {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0, 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			switch f[0] {
-			case "VmRSS:":
-				all = kb << 10
-			case "RssAnon:":
-				anon = kb << 10
-			}
-		}
-	}
-	return all, anon
-}
-
-// dirSize is the bytes of the files under dir.
-func dirSize(dir string) int64 {
-	var n int64
-	filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
-		if err == nil && !fi.IsDir() {
-			n += fi.Size()
-		}
-		return nil
-	})
-	return n
 }

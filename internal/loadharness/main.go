@@ -73,6 +73,7 @@ import (
 	"github.com/ecoupons/ecoupons/caddymodule"
 	"github.com/ecoupons/ecoupons/coupons"
 	"github.com/ecoupons/ecoupons/delegation"
+	"github.com/ecoupons/ecoupons/internal/procstat"
 	"github.com/ecoupons/ecoupons/spki"
 	"github.com/ecoupons/ecoupons/store"
 )
@@ -350,7 +351,7 @@ func syncCost(dir string) (wall, cpu time.Duration, err error) {
 		return 0, 0, err
 	}
 	rec := make([]byte, size)
-	start, cpu0 := time.Now(), cpuTime()
+	start, cpu0 := time.Now(), procstat.CPUTime()
 	for i := range n {
 		if _, err := f.WriteAt(rec, int64(i*size)); err != nil {
 			return 0, 0, err
@@ -359,7 +360,7 @@ func syncCost(dir string) (wall, cpu time.Duration, err error) {
 			return 0, 0, err
 		}
 	}
-	return time.Since(start) / n, (cpuTime() - cpu0) / n, nil
+	return time.Since(start) / n, (procstat.CPUTime() - cpu0) / n, nil
 }
 
 // groupCounters are the gate's bolt group-commit counters, summed over the
@@ -489,12 +490,12 @@ func hammer(hc *http.Client, url string, clients int, duration time.Duration, pa
 		}(c)
 	}
 	start := time.Now()
-	cpu0 := cpuTime()
+	cpu0 := procstat.CPUTime()
 	wg.Wait()
 	if e := failed.Load(); e != nil {
 		return 0, 0, 0, e.(error)
 	}
-	el, cpu := time.Since(start), cpuTime()-cpu0
+	el, cpu := time.Since(start), procstat.CPUTime()-cpu0
 	n := float64(max(done.Load(), 1))
 	return n / el.Seconds(), float64(cpu.Microseconds()) / n, 100 * cpu.Seconds() / el.Seconds(), nil
 }
@@ -503,13 +504,6 @@ func median(v []float64) float64 {
 	s := slices.Clone(v)
 	slices.Sort(s)
 	return s[len(s)/2]
-}
-
-// cpuTime is the process's user and system CPU time so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // startRedis runs redis-server on a free loopback port with its data in

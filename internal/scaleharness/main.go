@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/ecoupons/ecoupons/coupons"
+	"github.com/ecoupons/ecoupons/internal/procstat"
 	"github.com/ecoupons/ecoupons/lanes"
 	"github.com/ecoupons/ecoupons/store"
 )
@@ -185,7 +186,7 @@ func measure(n, clients int, duration time.Duration, kind string, lease, cacheLa
 	}
 	defer os.RemoveAll(dir)
 	wd := newWorld()
-	rssBefore := rss()
+	rssBefore, _ := procstat.RSS()
 	st, closeStore, err := openStore(dir, kind)
 	if err != nil {
 		return err
@@ -213,12 +214,12 @@ func measure(n, clients int, duration time.Duration, kind string, lease, cacheLa
 	if err != nil {
 		return err
 	}
-	perLane := float64(rss()-rssBefore) / float64(n)
+	perLane := float64(rssNow()-rssBefore) / float64(n)
 	core.Close()
 	if err := closeStore(); err != nil {
 		return err
 	}
-	disk := dirSize(dir)
+	disk := procstat.DirSize(dir)
 	rate := float64(paid) / duration.Seconds()
 	hits := float64(hit.n.Load()) / float64(max(hit.n.Load()+miss.n.Load(), 1))
 	reopen := "-"
@@ -242,7 +243,7 @@ func pay(core *lanes.Core, wd *world, pos []uint32, clients int, duration time.D
 	var paid atomic.Int64
 	var stop atomic.Bool
 	errs := make(chan error, clients)
-	cpu0 := cpuTime()
+	cpu0 := procstat.CPUTime()
 	var wg sync.WaitGroup
 	for c := range clients {
 		wg.Add(1)
@@ -286,7 +287,7 @@ func pay(core *lanes.Core, wd *world, pos []uint32, clients int, duration time.D
 		return 0, 0, err
 	default:
 	}
-	return paid.Load(), cpuTime() - cpu0, nil
+	return paid.Load(), procstat.CPUTime() - cpu0, nil
 }
 
 // killedReopen fills n lanes in a child process that then pays on them
@@ -358,34 +359,5 @@ func runChild(dir, kind string, n, lease int) error {
 	return err
 }
 
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// rss is the process's resident memory in bytes (Linux).
-func rss() int64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
-}
-
-func dirSize(dir string) int64 {
-	var n int64
-	filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
-		if err == nil && !fi.IsDir() {
-			n += fi.Size()
-		}
-		return nil
-	})
-	return n
-}
+// rssNow is the process's resident memory in bytes.
+func rssNow() int64 { all, _ := procstat.RSS(); return all }
