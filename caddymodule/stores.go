@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"fmt"
+	"go.uber.org/zap"
 	"os"
 	"path/filepath"
 	"sync"
@@ -69,11 +70,12 @@ type LeaseTuning struct {
 	// few minutes, spread over many lanes. Default 30s; at most 24h.
 	LeaseIdle caddy.Duration `json:"lease_idle,omitempty"`
 	// LeaseFlush is how often the positions accepted from memory (within
-	// a lease) are written behind. Longer saves writes on busy lanes; after
-	// a crash, the coupons accepted since the last write are still refused
-	// (the lease covers them) but their chain values are lost, so the
-	// vendor redeems less by at most that much time of payments. Default
-	// 1s; at most 1m.
+	// a lease) are written behind. Longer saves writes on busy lanes. After
+	// a crash the coupons accepted since the last write are still refused
+	// (the lease covers them), but their chain values are lost: until the
+	// lane is paid again (a later coupon redeems every coupon below it) the
+	// vendor can redeem it only up to its last written position, at most
+	// this much time of payments less. Default 1s; at most 1m.
 	LeaseFlush caddy.Duration `json:"lease_flush,omitempty"`
 }
 
@@ -92,6 +94,18 @@ func (t LeaseTuning) validate(name string) error {
 // its defaults).
 func (t LeaseTuning) options() store.LeaseOptions {
 	return store.LeaseOptions{Idle: time.Duration(t.LeaseIdle), FlushEvery: time.Duration(t.LeaseFlush)}
+}
+
+// warnIfKept logs a warning when the store open already (a config reload)
+// runs with other lease timings than these: they apply from the next
+// start, not silently never.
+func (t LeaseTuning) warnIfKept(ctx caddy.Context, name string, l *store.Leased) {
+	want := store.LeaseOptionsWithDefaults(t.options())
+	if got := l.Options(); got != want {
+		ctx.Logger().Warn("the store is open with other lease timings: the new lease_idle and lease_flush apply from the next start",
+			zap.String("store", name), zap.Duration("lease_idle", got.Idle), zap.Duration("lease_flush", got.FlushEvery),
+			zap.Duration("configured_lease_idle", want.Idle), zap.Duration("configured_lease_flush", want.FlushEvery))
+	}
 }
 
 // CaddyModule returns the Caddy module information.
@@ -163,6 +177,7 @@ func (b *BoltStore) OpenStore(ctx caddy.Context) (store.Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	b.warnIfKept(ctx, path, v.(boltHandle).leased)
 	return sharedBolt{Leased: v.(boltHandle).leased, key: path}, nil
 }
 
@@ -210,6 +225,7 @@ func (p *PebbleStore) OpenStore(ctx caddy.Context) (store.Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	p.warnIfKept(ctx, key, v.(boltHandle).leased)
 	return sharedBolt{Leased: v.(boltHandle).leased, key: key}, nil
 }
 

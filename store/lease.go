@@ -143,6 +143,18 @@ type batchAdvancer interface {
 	advanceBatch(ws []batchWrite) []error
 }
 
+// LeaseOptionsWithDefaults returns opt with its zero fields set to the
+// defaults NewLeased uses (FlushEvery 1s, Idle 30s).
+func LeaseOptionsWithDefaults(opt LeaseOptions) LeaseOptions {
+	if opt.FlushEvery <= 0 {
+		opt.FlushEvery = time.Second
+	}
+	if opt.Idle <= 0 {
+		opt.Idle = 30 * time.Second
+	}
+	return opt
+}
+
 // Options returns the store's options, defaults filled in.
 func (l *Leased) Options() LeaseOptions { return l.opt }
 
@@ -150,12 +162,7 @@ func (l *Leased) Options() LeaseOptions { return l.opt }
 // starts its flusher. Close stops it, releases every lane and closes
 // inner.
 func NewLeased(inner Store, opt LeaseOptions) *Leased {
-	if opt.FlushEvery <= 0 {
-		opt.FlushEvery = time.Second
-	}
-	if opt.Idle <= 0 {
-		opt.Idle = 30 * time.Second
-	}
+	opt = LeaseOptionsWithDefaults(opt)
 	l := &Leased{inner: inner, opt: opt, seed: maphash.MakeSeed(), stripes: make([]leaseStripe, leaseStripes),
 		stop: make(chan struct{}), done: make(chan struct{})}
 	l.batch, _ = inner.(batchAdvancer)
