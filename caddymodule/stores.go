@@ -65,9 +65,10 @@ type LeaseTuning struct {
 	// LeaseIdle is how long a lane may go unpaid before the store gives
 	// its spending lease back (one durable write; the lane's next payment
 	// takes a new one, another). Longer keeps more lanes' leases in memory
-	// (about half a kilobyte each) and saves both writes on lanes paid less
-	// often than the default allows: a site whose readers come back every
-	// few minutes, spread over many lanes. Default 30s; at most 24h.
+	// (about 0.8 KB each, measured at a million lanes) and saves both
+	// writes on lanes paid less often than the default allows: a site
+	// whose readers come back every few minutes, spread over many lanes.
+	// Default 30s; at most 24h.
 	LeaseIdle caddy.Duration `json:"lease_idle,omitempty"`
 	// LeaseFlush is how often the positions accepted from memory (within
 	// a lease) are written behind. Longer saves writes on busy lanes. After
