@@ -913,7 +913,7 @@ const balanceLowRequests = 16
 // left. Otherwise it is the lane's length less the index of the coupon
 // just paid, which the client holds; an extra header field costs a
 // response more than two SHA-256 compressions in net/http's header
-// writer (PROTOCOL §10, "Charging").
+// writer (PROTOCOL §14, "Charging").
 func (g *Gate) respondPaid(w http.ResponseWriter, p *coupons.Payment, res *lanes.Result, opened bool) bool {
 	rec := &res.Record
 	h := w.Header()
